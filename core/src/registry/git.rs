@@ -13,6 +13,10 @@
 //!   `GIT_CONFIG_*` variables: never in a URL, an argument, the mirror's config or an
 //!   error; and those fetches follow no HTTP redirect (git would send the header on to
 //!   the host redirected to).
+//! - An anonymous mirror ([`Mirror::anonymous`]: a used module's repository, named by a
+//!   workflow) reaches its remote with no credential of the engine's host at all: no
+//!   global or system git configuration (credential helpers, `http.extraHeader`), no
+//!   `~/.netrc`, no SSH (its keys and agent), only `file`, `http` and `https`.
 //! - One operation at a time per mirror: the caller ([`super::Registry`]) holds the
 //!   mirror's lock, so concurrent deliveries for one repository never race on git's
 //!   lock files.
@@ -53,6 +57,8 @@ pub struct Mirror {
     /// The checkout credential its fetches from one URL (the repository's clone URL) send,
     /// if any.
     credential: Option<(String, plue_types::protocol::GitCredential)>,
+    /// Its fetches carry no credential of the engine's host ([`Mirror::anonymous`]).
+    anonymous: bool,
 }
 
 impl std::fmt::Debug for Mirror {
@@ -76,6 +82,7 @@ impl Mirror {
         let mirror = Mirror {
             dir,
             credential: None,
+            anonymous: false,
         };
         if mirror.dir.join("HEAD").exists() {
             return Ok(mirror);
@@ -97,6 +104,7 @@ impl Mirror {
                 std::process::id()
             )),
             credential: None,
+            anonymous: false,
         };
         let built = async {
             let path = staging.dir.to_str().context("mirror path is not UTF-8")?;
@@ -139,10 +147,22 @@ impl Mirror {
         self
     }
 
+    /// This mirror, its remotes reached with no credential of the engine's host (and none
+    /// given with [`Mirror::with_credential`]): for repositories a workflow names, which
+    /// the engine must read only as anyone may.
+    pub fn anonymous(mut self) -> Mirror {
+        self.anonymous = true;
+        self.credential = None;
+        self
+    }
+
     /// Runs a git command that reaches the remote `url`: with the credential's header in
     /// the environment when it is the credential's URL, and its token kept out of the
     /// error.
     async fn remote(&self, url: &str, args: &[&str]) -> anyhow::Result<Vec<u8>> {
+        if self.anonymous {
+            return git_with(Some(&self.dir), args, ANONYMOUS_ENV, None, FETCH_TIMEOUT).await;
+        }
         let credential = match &self.credential {
             Some((own, credential)) if own == url => credential,
             // A fork's URL (a pull request's head) never gets the repository's token.
@@ -514,6 +534,22 @@ const GIT_ENV: &[&str] = &[
     "SSH_AUTH_SOCK",
 ];
 
+/// What an anonymous mirror's git gets on top of [`command`]'s environment: a home with
+/// nothing in it (no `~/.gitconfig`, `~/.git-credentials`, `~/.netrc`), no system or
+/// global configuration, no credential helper, no SSH agent or command, and no transport
+/// that would use the host's SSH keys.
+const ANONYMOUS_ENV: &[(&str, &str)] = &[
+    ("HOME", "/nonexistent/plue-anonymous-git"),
+    ("GIT_CONFIG_NOSYSTEM", "1"),
+    ("GIT_CONFIG_GLOBAL", "/dev/null"),
+    ("GIT_ALLOW_PROTOCOL", "file:http:https"),
+    ("SSH_AUTH_SOCK", ""),
+    ("GIT_SSH_COMMAND", "false"),
+    ("GIT_CONFIG_COUNT", "1"),
+    ("GIT_CONFIG_KEY_0", "credential.helper"),
+    ("GIT_CONFIG_VALUE_0", ""),
+];
+
 fn command(dir: Option<&Path>) -> Command {
     let mut command = Command::new("git");
     if let Some(dir) = dir {
@@ -675,6 +711,64 @@ mod tests {
         let own = mirror.with_credential(&fork, Some(credential));
         let _ = own.remote_head_branch(&fork).await;
         assert!(trap.authorizations().contains(&basic));
+    }
+
+    // The attack (issue 52): a workflow `use`s a private repository beside its own on the
+    // forge; the engine's host has credentials for it in its git configuration (a
+    // credential helper, an `http.extraHeader`, a URL rewrite adding a user) or its SSH
+    // keys. An anonymous mirror's git sees none of that configuration, and no SSH.
+    #[tokio::test]
+    async fn an_anonymous_mirror_uses_no_credential_of_the_host() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(
+            home.path().join(".gitconfig"),
+            "[credential]\n\thelper = store\n[http]\n\textraHeader = Authorization: Basic aG9zdDpzZWNyZXQ=\n\
+             [url \"https://bot:secret@forge.example/\"]\n\tinsteadOf = https://forge.example/\n",
+        )
+        .unwrap();
+        let listed = |anonymous: bool| {
+            let mut git = std::process::Command::new("git");
+            git.env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("HOME", home.path());
+            if anonymous {
+                git.envs(ANONYMOUS_ENV.iter().copied());
+            }
+            let out = git.args(["config", "--list"]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).to_lowercase()
+        };
+        // The host's configuration is there for git run as the engine runs it...
+        let host = listed(false);
+        assert!(host.contains("credential.helper=store"), "{host}");
+        assert!(host.contains("http.extraheader"), "{host}");
+        // ...and not for an anonymous mirror's.
+        let anonymous = listed(true);
+        assert!(!anonymous.contains("helper=store"), "{anonymous}");
+        assert!(!anonymous.contains("extraheader"), "{anonymous}");
+        assert!(!anonymous.contains("secret"), "{anonymous}");
+        assert!(!anonymous.contains("insteadof"), "{anonymous}");
+        // No SSH: the host's keys and agent would be a credential.
+        let tmp = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(tmp.path().join("m.git"))
+            .await
+            .unwrap()
+            .anonymous();
+        let refused = mirror
+            .fetch("ssh://git@127.0.0.1:1/victim/private.git", &["main"])
+            .await
+            .unwrap_err();
+        let refused = format!("{refused:#}");
+        assert!(refused.contains("not allowed"), "{refused}");
+        // A local repository is still read (plue run's modules directory).
+        let src = tmp.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let sha = sh(
+            &src,
+            "git init -q -b main . && echo a > m.plue.py && git add -A && git commit -qm one \
+             && git rev-parse HEAD",
+        );
+        mirror.fetch(src.to_str().unwrap(), &[&sha]).await.unwrap();
+        assert!(mirror.has_commit(&sha).await);
     }
 
     #[tokio::test]

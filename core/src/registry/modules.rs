@@ -66,12 +66,14 @@ impl ModuleMirrors {
             None => (trimmed, ""),
         };
         let base = without_userinfo(trimmed.rsplitn(3, '/').nth(2)?);
-        (!base.is_empty() && !base.ends_with(':') && !base.ends_with('/')).then(|| ModuleMirrors {
-            base,
-            suffix,
-            dir,
-            anonymous: true,
-        })
+        (!base.is_empty() && !base.ends_with(':') && !base.ends_with('/')).then_some(
+            ModuleMirrors {
+                base,
+                suffix,
+                dir,
+                anonymous: true,
+            },
+        )
     }
 
     /// The URL (or path) of `repository`.
