@@ -231,6 +231,7 @@ fn rule(method: &str, path: &str) -> Option<Case> {
             case(Maintainer, "{repo}/secrets/TOKEN").missing("no secret")
         }
         ("get", "{repo}/schedules") => case(Reader, "{repo}/schedules"),
+        ("get", "{repo}/caches") => case(Reader, "{repo}/caches"),
         ("get", "{repo}/workflows") => case(Reader, "{repo}/workflows"),
         ("post", "{repo}/dispatch") => {
             case(Writer, "{repo}/dispatch").body(json!({"workflow": "ci.plue.py"}))
@@ -559,6 +560,7 @@ async fn a_step_reads_nothing_of_another_repositorys_runs() {
         format!("/api/runs/{run}/proposals"),
         "/api/repos/acme/app".to_string(),
         "/api/repos/acme/app/schedules".to_string(),
+        "/api/repos/acme/app/caches".to_string(),
         "/api/repos/acme/app/environments".to_string(),
     ];
     for uri in &reads {

@@ -20,7 +20,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use engine::artifacts::{ArtifactsConfig, CacheLimits};
-use engine::server::{EngineConfig, RunningEngine};
+use engine::server::RunningEngine;
 use engine::store::{NewRun, RunRepo, Store};
 use evaluator::caches::Cache;
 use evaluator::plan::{Action, LlmAction, Plan, Step};
@@ -114,7 +114,7 @@ fn ctx_of(kind: Kind) -> (EvalContext, bool) {
 impl Harness {
     async fn start(quota: u64) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = EngineConfig::new(REGISTRATION.into());
+        let mut config = support::admin_config(REGISTRATION, support::ADMIN_TOKEN);
         config.artifacts = ArtifactsConfig {
             caches: CacheLimits {
                 quota,
@@ -396,6 +396,46 @@ async fn nothing_a_less_trusted_run_saves_is_restored_by_the_default_branch() {
     let eve_entry = poisoned[0];
     let (status, _) = h.download_as(&fork.token, fork.attempt, eve_entry).await;
     assert_eq!(status, 404);
+
+    // The API lists every entry with the partition that saved it; the run view shows the
+    // run's partition.
+    let listed: Vec<serde_json::Value> = h
+        .http
+        .get(h.url("/api/repos/acme/app/caches"))
+        .bearer_auth(support::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let partitions: std::collections::BTreeSet<&str> = listed
+        .iter()
+        .map(|e| e["partition"].as_str().unwrap())
+        .collect();
+    let expected = [
+        "agents",
+        "branch:feature",
+        "default",
+        "fork:eve/app",
+        "pull:1",
+    ];
+    assert_eq!(partitions, expected.into_iter().collect());
+    let default = listed.iter().find(|e| e["id"] == saved.id).unwrap();
+    assert_eq!(default["digest"], digest(&trusted));
+    assert_eq!(default["key"], KEY);
+    assert_eq!(default["size"], trusted.len());
+    let run: serde_json::Value = h
+        .http
+        .get(h.url(&format!("/api/runs/{}", fork.run_id)))
+        .bearer_auth(support::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["cache_partition"], "fork:mallory/app");
 }
 
 #[tokio::test]

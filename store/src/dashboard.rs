@@ -68,7 +68,7 @@ pub(crate) fn shown_columns() -> String {
          w.source AS workflow_source, r.event, r.ref AS git_ref, r.sha, r.plan_hash, \
          {SHOWN_STATUS} AS status, r.reason, r.cancel_requested, r.max_parallel, r.rerun_of, \
          r.repo_id, r.secrets_allowed, r.concurrency_group, r.loops_taken, r.created_at, \
-         r.started_at, r.finished_at"
+         r.started_at, r.finished_at, r.cache_partition"
     )
 }
 

@@ -71,6 +71,9 @@ pub struct RunRow {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The trust partition of the run's step caches, as the engine decided it when it
+    /// created the run (`None`: a run from before partitions, read as the least trusted).
+    pub cache_partition: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Deserialize)]
@@ -201,7 +204,7 @@ const RUN_COLUMNS: &str = "r.id, r.workflow_id, w.name AS workflow_name, w.path 
      r.event, r.ref AS git_ref, r.sha, r.plan_hash, r.status, r.reason, r.cancel_requested, \
      r.max_parallel, r.rerun_of, r.repo_id, r.secrets_allowed, r.concurrency_group, r.loops_taken, \
      r.created_at, \
-     r.started_at, r.finished_at";
+     r.started_at, r.finished_at, r.cache_partition";
 
 /// The columns of a [`StepRunRow`] (queried `FROM step_runs`, unaliased): outputs live in
 /// `step_outputs`, `{}` when a step run stored none.

@@ -21,6 +21,7 @@ pub(crate) mod approvals;
 mod artifacts;
 mod audit_trail;
 mod body;
+mod caches;
 mod debug;
 mod environments;
 pub mod followers;
@@ -140,6 +141,7 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         ))
         .routes(routes!(repos::put_secret, repos::delete_secret))
         .routes(routes!(repos::repo_schedules))
+        .routes(routes!(caches::list_caches))
         .routes(routes!(repos::dispatch))
         .routes(routes!(workflows::list))
         .routes(routes!(repos::all_schedules))

@@ -59,6 +59,11 @@ pub struct RunView {
     pub rerun_of: Option<i64>,
     /// False when the steps get no secrets (a pull request from a fork).
     pub secrets_allowed: bool,
+    /// The trust partition of the run's step caches, decided when the run was created:
+    /// `protected`, `default`, `branch:<name>`, `pull:<number>`, `fork:<owner/name>`,
+    /// `agents` or `local`. The run saves only into it and restores only from it and the
+    /// more trusted ones.
+    pub cache_partition: String,
     pub created_at: i64,
     #[schema(required = true)]
     pub started_at: Option<i64>,
@@ -105,7 +110,13 @@ impl RunView {
         } else {
             run.status.clone()
         };
+        let cache_partition = plue_core::caches::Partition::stored(
+            run.cache_partition.as_deref(),
+            run.repo_id.is_some(),
+        )
+        .label();
         RunView {
+            cache_partition,
             duration_ms: run.duration_ms(),
             repository: run.repo_id.map(|_| run.workflow_source.clone()),
             secrets_allowed: run.secrets_allowed,
