@@ -17,6 +17,8 @@
 //!   configuration, `~/.netrc` or SSH keys), so modules are public repositories (or ones
 //!   the forge serves without a token) — a fork's pull request cannot read a private
 //!   repository through the engine;
+//! - a module repository is mirrored per base: what one forge served is never read as
+//!   another's;
 //! - one git operation at a time over all module mirrors (one lock in the process), so
 //!   evaluations that use the same module at once never race on git's lock files.
 
@@ -85,10 +87,20 @@ impl ModuleMirrors {
         )
     }
 
+    /// Where `repository` is mirrored: below a directory of its base's own (the hash of
+    /// the base), so a commit fetched from one forge is never read as another forge's
+    /// repository of the same `owner/name` (one served only inside a network would
+    /// otherwise be read by a workflow of a repository on a public forge, by its commit).
+    fn mirror_dir(&self, repository: &str) -> PathBuf {
+        use sha2::Digest;
+        let base = hex::encode(&sha2::Sha256::digest(self.base.as_bytes())[..8]);
+        self.dir.join(base).join(format!("{repository}.git"))
+    }
+
     async fn mirror(&self, repository: &str) -> anyhow::Result<(Mirror, String)> {
         check_repository(repository).map_err(anyhow::Error::msg)?;
         let url = self.url(repository);
-        let mirror = Mirror::open(self.dir.join(format!("{repository}.git"))).await?;
+        let mirror = Mirror::open(self.mirror_dir(repository)).await?;
         let mirror = if self.anonymous {
             mirror.anonymous()
         } else {
@@ -295,6 +307,22 @@ mod tests {
                 "beside a served repository: no host credential"
             );
         }
+        // The attack: `acme/steps` was fetched for a repository on a forge inside the
+        // network; a workflow of a repository on another forge names its commit. Its
+        // mirror is another one, which has never seen that commit.
+        let public = ModuleMirrors::new(
+            root.path().join("elsewhere").display().to_string(),
+            root.path().join("mirrors"),
+        );
+        assert_ne!(
+            public.mirror_dir("acme/steps"),
+            mirrors.mirror_dir("acme/steps")
+        );
+        let leaked = public
+            .fetch("acme/steps", "rust.plue.py", &first, MAX_MODULE_BYTES)
+            .await
+            .unwrap_err();
+        assert!(!leaked.contains("first"), "{leaked}");
         // A name climbing out of the base is refused before git runs.
         let climbing = mirrors.resolve("../x", "v1").await.unwrap_err();
         assert!(climbing.contains("not a repository"), "{climbing}");
