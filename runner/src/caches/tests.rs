@@ -365,3 +365,28 @@ fn sizes_read_as_people_write_them() {
     assert_eq!(size(1536), "1.5 KiB");
     assert_eq!(size(12 << 20), "12.0 MiB");
 }
+
+#[test]
+fn files_keep_their_modification_times() {
+    // A build tool compares them: a restored output must not look newer than the sources
+    // of a later checkout.
+    let a = Attempt::new();
+    std::fs::create_dir_all(a.ws().join("target")).unwrap();
+    let built = a.ws().join("target/built");
+    std::fs::write(&built, "x").unwrap();
+    let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    File::options()
+        .write(true)
+        .open(&built)
+        .unwrap()
+        .set_modified(then)
+        .unwrap();
+    let spec = spec(&["target"], &["k"]);
+    let mut bytes = Vec::new();
+    a.with(|dirs| pack(dirs, &spec, &Limits::default(), &mut bytes))
+        .unwrap();
+    let b = Attempt::new();
+    restore_bytes(&b, &spec, &bytes).unwrap();
+    let restored = std::fs::metadata(b.ws().join("target/built")).unwrap();
+    assert_eq!(restored.modified().unwrap(), then);
+}

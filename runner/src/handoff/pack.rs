@@ -122,6 +122,7 @@ pub(super) fn pack_within(
         limits,
         &mut counts,
         lookups,
+        false,
     )?;
     builder.into_inner()?.flush()?;
     warn_unresolved(root, &packed);
@@ -131,7 +132,8 @@ pub(super) fn pack_within(
 /// Writes one tar of several trees to `out`: each `(root, prefix)` (a directory opened by
 /// the caller, never through a link) with every entry's path below `prefix`, so a reader
 /// can tell the trees apart ([`super::unpack_split`]). A symbolic link is kept only when
-/// it stays inside its own tree. The bounds are the whole archive's.
+/// it stays inside its own tree. Files keep their modification times (a build tool
+/// compares them; hand-off archives hold none). The bounds are the whole archive's.
 pub fn pack_trees(
     trees: Vec<(OwnedFd, PathBuf)>,
     limits: &Limits,
@@ -152,6 +154,7 @@ pub fn pack_trees(
             limits,
             &mut counts,
             lookups,
+            true,
         )?;
         lookups = lookups.saturating_sub(packed.link_lookups);
         total.files += packed.files;
@@ -192,7 +195,9 @@ impl Counts {
 }
 
 /// Appends the selected entries of the tree at `root_fd` to `builder`, each path below
-/// `prefix` (empty: at the archive's root), walking as the module says.
+/// `prefix` (empty: at the archive's root), walking as the module says; with `mtimes`,
+/// each file's modification time goes into its header.
+#[allow(clippy::too_many_arguments)]
 fn append_tree<W: Write>(
     builder: &mut tar::Builder<W>,
     root_fd: OwnedFd,
@@ -201,6 +206,7 @@ fn append_tree<W: Write>(
     limits: &Limits,
     counts: &mut Counts,
     lookups: u64,
+    mtimes: bool,
 ) -> Result<Packed, HandoffError> {
     let mut packed = Packed::default();
     let (entries, archive_bytes) = (&mut counts.entries, &mut counts.archive_bytes);
@@ -309,6 +315,9 @@ fn append_tree<W: Write>(
                 0o644
             });
             header.set_size(size);
+            if mtimes {
+                header.set_mtime(u64::try_from(metadata.mtime()).unwrap_or(0));
+            }
             // `take`: a file that grew since `metadata` is cut at the size in its header.
             builder.append_data(
                 &mut header,

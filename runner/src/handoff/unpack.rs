@@ -38,7 +38,8 @@ pub struct Listed {
 /// An entry checked against every rule that does not need the target directory.
 enum Checked {
     Directory(PathBuf),
-    File(PathBuf, u32),
+    /// Its path, mode and modification time (seconds; 0 when the header has none).
+    File(PathBuf, u32, u64),
     Symlink(PathBuf, PathBuf),
 }
 
@@ -90,7 +91,8 @@ fn walk(
             tar::EntryType::Directory => Checked::Directory(path),
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let mode = entry.header().mode().unwrap_or(0o644);
-                Checked::File(path, if mode & 0o111 != 0 { 0o755 } else { 0o644 })
+                let mtime = entry.header().mtime().unwrap_or(0);
+                Checked::File(path, if mode & 0o111 != 0 { 0o755 } else { 0o644 }, mtime)
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -150,7 +152,7 @@ pub(super) fn unpack_within(
 ) -> Result<Unpacked, HandoffError> {
     let mut links = Vec::new();
     let unpacked = walk(input, limits, |entry, content| {
-        write_entry(root, entry, content, &mut links)
+        write_entry(root, entry, content, &mut links, false)
     })?;
     let link_lookups = check_link_chains(root, &links, lookups)?;
     Ok(Unpacked {
@@ -162,8 +164,9 @@ pub(super) fn unpack_within(
 /// Unpacks an archive of several trees ([`super::pack_trees`]): an entry `<i>/<path>` goes
 /// to `<path>` below `roots[i]` (each an existing directory), with every rule of
 /// [`unpack`] held for each root on its own — a symbolic link must stay inside its own
-/// tree, by its text and through the other links of that tree. An entry whose first name
-/// is not the index of a root is refused. On an error some entries may have been written.
+/// tree, by its text and through the other links of that tree. Files get the modification
+/// times the archive holds. An entry whose first name is not the index of a root is
+/// refused. On an error some entries may have been written.
 pub fn unpack_split(
     input: impl Read,
     roots: &[PathBuf],
@@ -172,7 +175,7 @@ pub fn unpack_split(
     let mut links: Vec<Vec<(PathBuf, PathBuf)>> = vec![Vec::new(); roots.len()];
     let unpacked = walk(input, limits, |entry, content| {
         let path = match &entry {
-            Checked::Directory(path) | Checked::File(path, _) | Checked::Symlink(path, _) => {
+            Checked::Directory(path) | Checked::File(path, _, _) | Checked::Symlink(path, _) => {
                 path.clone()
             }
         };
@@ -194,7 +197,7 @@ pub fn unpack_split(
         }
         let entry = match entry {
             Checked::Directory(_) => Checked::Directory(rest),
-            Checked::File(_, mode) => Checked::File(rest, mode),
+            Checked::File(_, mode, mtime) => Checked::File(rest, mode, mtime),
             Checked::Symlink(_, target) => {
                 if !link_stays_inside(&rest, &target) {
                     return Err(HandoffError::refused(
@@ -208,7 +211,7 @@ pub fn unpack_split(
                 Checked::Symlink(rest, target)
             }
         };
-        write_entry(&roots[index], entry, content, &mut links[index])
+        write_entry(&roots[index], entry, content, &mut links[index], true)
     })?;
     let mut link_lookups = 0;
     for (root, links) in roots.iter().zip(&links) {
@@ -222,12 +225,14 @@ pub fn unpack_split(
 }
 
 /// Writes one checked entry below `root`; a link is remembered in `links` for the chain
-/// check once the archive is whole.
+/// check once the archive is whole. With `mtimes`, a file gets its header's modification
+/// time (when it has one).
 fn write_entry(
     root: &Path,
     entry: Checked,
     content: &mut dyn Read,
     links: &mut Vec<(PathBuf, PathBuf)>,
+    mtimes: bool,
 ) -> Result<(), HandoffError> {
     match entry {
         Checked::Directory(path) => {
@@ -245,7 +250,7 @@ fn write_entry(
                 Err(e) => Err(e.into()),
             }
         }
-        Checked::File(path, mode) => {
+        Checked::File(path, mode, mtime) => {
             let full = make_parents(root, &path)?;
             clear(&full, &path)?;
             // `create_new` + `O_NOFOLLOW`: nothing appeared at the path in between.
@@ -256,6 +261,9 @@ fn write_entry(
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&full)?;
             io::copy(content, &mut file)?;
+            if mtimes && mtime > 0 {
+                file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime))?;
+            }
             Ok(())
         }
         Checked::Symlink(path, target) => {
@@ -339,7 +347,7 @@ fn check_link_chains(
 pub fn list(input: impl Read, limits: &Limits) -> Result<Vec<Listed>, HandoffError> {
     let mut files = Vec::new();
     walk(input, limits, |entry, content| {
-        if let Checked::File(path, _) = entry {
+        if let Checked::File(path, _, _) = entry {
             let mut hasher = Sha256::new();
             let size = io::copy(content, &mut HashWriter(&mut hasher))?;
             files.push(Listed {
