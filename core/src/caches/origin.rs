@@ -6,7 +6,8 @@
 //! Invariants: nothing here is taken from the plan but two facts the plan cannot lie
 //! about in the run's favour (tools demote, and an environment lifts only where the
 //! repository's own rules admit the run's branch, as the environment gate the caller
-//! passes judges it); a context that does not parse gives the least trusted partition; a
+//! passes judges it, and without a review: the partition is decided when the run is
+//! created, before any reviewer could refuse it, and the run's other steps save at once); a context that does not parse gives the least trusted partition; a
 //! re-run keeps the partition of the run it repeats.
 
 use evaluator::plan::{Action, Plan};
@@ -90,7 +91,10 @@ pub async fn partition_of(
             .filter_map(|s| s.environment.as_deref())
         {
             let defined = store.environment(repo.repo_id, name).await?;
-            if admits(name, &run_origin, defined.as_ref()) {
+            let reviewed = defined
+                .as_ref()
+                .is_some_and(|e| !e.settings.reviewers.is_empty());
+            if !reviewed && admits(name, &run_origin, defined.as_ref()) {
                 facts.admitted_environment = true;
                 break;
             }
@@ -154,6 +158,16 @@ mod tests {
 
     /// The partition `partition_of` decides for a run of `plan` under `ctx`.
     async fn decided(ctx: &EvalContext, plan: &Plan, secrets_allowed: bool) -> Partition {
+        decided_with(ctx, plan, secrets_allowed, &[]).await
+    }
+
+    /// [`decided`] in a repository defining `environments`, judged by the real gate.
+    async fn decided_with(
+        ctx: &EvalContext,
+        plan: &Plan,
+        secrets_allowed: bool,
+        environments: &[(&str, crate::store::EnvironmentSettings)],
+    ) -> Partition {
         let (store, _dir) = crate::store::testing::sqlite().await;
         let repo_id = store
             .create_repo(&crate::store::testing::repo("acme/app"))
@@ -162,6 +176,32 @@ mod tests {
             .unwrap()
             .id;
         store.set_default_branch(repo_id, "main").await.unwrap();
+        for (name, settings) in environments {
+            store
+                .put_environment(repo_id, name, settings)
+                .await
+                .unwrap();
+        }
+        if !environments.is_empty() {
+            let json = serde_json::to_string(plan).unwrap();
+            let ctx_json = serde_json::to_string(ctx).unwrap();
+            let new = NewRun {
+                context_json: &ctx_json,
+                repo: Some(crate::store::RunRepo {
+                    repo_id,
+                    secrets_allowed,
+                }),
+                ..crate::store::testing::local_run(plan, &json)
+            };
+            return partition_of(&store, &new, None, |n, o, d| {
+                matches!(
+                    crate::executor::environments::gate(n, o, d),
+                    crate::executor::environments::Gate::Open { .. }
+                )
+            })
+            .await
+            .unwrap();
+        }
         let json = serde_json::to_string(plan).unwrap();
         let ctx_json = serde_json::to_string(ctx).unwrap();
         let new = NewRun {
@@ -246,6 +286,49 @@ mod tests {
         assert_eq!(
             decided(&fake, &ci, true).await,
             Partition::Branch("refs/tags/v1".into())
+        );
+    }
+
+    // The attack: a writer pushes a feature branch whose step names `environment="prod"`,
+    // which admits every branch but only after a reviewer approves. The run is created
+    // (and its partition decided) before any review; its other steps run and save at
+    // once. It must not save into `protected`, which tags and releases read.
+    #[tokio::test]
+    async fn an_environment_awaiting_review_lifts_nothing() {
+        use crate::store::EnvironmentSettings;
+        let mut plan = Plan::new(
+            "deploy",
+            vec![Step::bash("build", "true"), Step::bash("ship", "true")],
+        );
+        plan.steps[1].environment = Some("prod".into());
+        let reviewed = EnvironmentSettings {
+            allowed_refs: vec!["*".into()],
+            reviewers: vec!["alice".into()],
+            ..EnvironmentSettings::default()
+        };
+        let open = EnvironmentSettings {
+            allowed_refs: vec!["main".into()],
+            ..EnvironmentSettings::default()
+        };
+        let feature = ctx(Event::Push, "refs/heads/feature", Some("feature"), None);
+        assert_eq!(
+            decided_with(&feature, &plan, true, &[("prod", reviewed.clone())]).await,
+            Partition::Branch("feature".into())
+        );
+        let main = ctx(Event::Push, "refs/heads/main", Some("main"), None);
+        assert_eq!(
+            decided_with(&main, &plan, true, &[("prod", reviewed)]).await,
+            Partition::Default
+        );
+        // An environment that admits the branch with no review does lift it; one whose
+        // rules refuse the branch does not.
+        assert_eq!(
+            decided_with(&main, &plan, true, &[("prod", open.clone())]).await,
+            Partition::Protected
+        );
+        assert_eq!(
+            decided_with(&feature, &plan, true, &[("prod", open)]).await,
+            Partition::Branch("feature".into())
         );
     }
 

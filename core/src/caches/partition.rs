@@ -21,7 +21,8 @@
 //!
 //! Choices (Plue has no protected branches of its own; an environment's `allowed_refs` are
 //! the closest): a run is `protected` for an environment only when the environment is
-//! defined and its `allowed_refs` admit the run's branch (the gate's own rule), so naming
+//! defined and its `allowed_refs` admit the run's branch (the gate's own rule) without a
+//! review (decided when the run is created, before a reviewer could refuse), so naming
 //! `environment="prod"` on a feature branch does not lift the run. Demotion wins over
 //! everything: withheld secrets put any repository run but a fork's in `untrusted`; an
 //! agent with tools, an issue or a comment puts any other in `agents`, whatever its branch
