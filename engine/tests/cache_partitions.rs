@@ -59,6 +59,9 @@ enum Kind {
     SamePull,
     Fork(&'static str),
     Issue,
+    /// An issue of someone the workflow does not trust (`others="untrusted"`): its secrets
+    /// withheld.
+    OutsiderIssue,
     Comment,
     AgentOnDefault,
 }
@@ -98,7 +101,7 @@ fn ctx_of(kind: Kind) -> (EvalContext, bool) {
         Kind::BranchPush => (Event::Push, "feature"),
         Kind::SamePull => (Event::PullRequest, "feature"),
         Kind::Fork(_) => (Event::PullRequest, "main"),
-        Kind::Issue => (Event::Issue, "main"),
+        Kind::Issue | Kind::OutsiderIssue => (Event::Issue, "main"),
         Kind::Comment => (Event::Comment, "main"),
     };
     let mut ctx = EvalContext::local(event, branch);
@@ -108,7 +111,7 @@ fn ctx_of(kind: Kind) -> (EvalContext, bool) {
         pr.number = 100 + owner.len() as u64;
         ctx.git_ref = format!("refs/pull/{}/head", pr.number);
     }
-    (ctx, !matches!(kind, Kind::Fork(_)))
+    (ctx, !matches!(kind, Kind::Fork(_) | Kind::OutsiderIssue))
 }
 
 impl Harness {
@@ -564,4 +567,28 @@ async fn a_tampered_entry_keeps_its_recorded_digest_and_its_download_is_cut() {
     let (status, bytes) = h.download_as(&pull.token, pull.attempt, saved.id).await;
     assert_eq!(status, 200);
     assert_eq!(bytes, None, "the download must not end whole");
+}
+
+// The attack: an outsider's issue summons the workflow untrusted (its secrets withheld)
+// and saves under the key; a maintainer's summon (its secrets allowed), an agent with
+// tools on the default branch and the default branch restore none of it, by key, prefix
+// or id. Both summons were `agents` before.
+#[tokio::test]
+async fn an_outsiders_summon_never_reaches_a_run_with_secrets() {
+    let h = Harness::start(1 << 30).await;
+    let outsider = h.held(Kind::OutsiderIssue).await;
+    assert_eq!(h.partition(&outsider).await, "untrusted");
+    let poison = h.save(&outsider, KEY, b"poison from an outsider").await;
+    assert_eq!(poison.partition, "untrusted");
+    for kind in [Kind::Issue, Kind::AgentOnDefault, Kind::DefaultPush] {
+        let held = h.held(kind).await;
+        assert_ne!(h.partition(&held).await, "untrusted", "{kind:?}");
+        assert_eq!(h.lookup(&held, KEY).await, None, "{kind:?}");
+        assert_eq!(h.lookup(&held, "rust-other").await, None, "{kind:?}");
+        let (status, _) = h.download_as(&held.token, held.attempt, poison.id).await;
+        assert_eq!(status, 404, "{kind:?}");
+    }
+    // The outsider's next summon reads its own partition.
+    let again = h.held(Kind::OutsiderIssue).await;
+    assert_eq!(h.lookup(&again, KEY).await.map(|e| e.id), Some(poison.id));
 }
