@@ -248,17 +248,18 @@ fn fastest(f: &mut impl FnMut()) -> Duration {
         .expect("three runs")
 }
 
-/// Refuses a quadratic `work`: it runs on a text of `SMALL` bytes and on one eight times
-/// as long (`make(n)` builds a text of about `n` bytes). A linear loop takes about eight
-/// times as long on the longer text, a quadratic one sixty-four times. The bound is a
-/// ratio, not a duration, so a slow or busy machine (a debug build on CI) neither fails
-/// it nor hides a quadratic loop; the longer text is timed again only when the first
-/// ratio is over the bound.
+/// Refuses a quadratic `work`: it runs on a text of `SMALL` bytes and on one sixteen times
+/// as long (`make(n)` builds a text of about `n` bytes). A linear loop takes about sixteen
+/// times as long on the longer text, a quadratic one 256 times. The bound is a ratio, not a
+/// duration, so a slow or busy machine (a debug build on CI) neither fails it nor hides a
+/// quadratic loop; the longer text is timed again only when the first ratio is over the
+/// bound.
 fn scales_linearly(what: &str, make: impl Fn(usize) -> String, work: impl Fn(&str)) {
     const SMALL: usize = 16 << 10;
-    const FACTOR: usize = 8;
-    // Three times linear: a quadratic loop is twenty-one times over it at this size.
-    const BOUND: f64 = 3.0 * FACTOR as f64;
+    const FACTOR: usize = 16;
+    // Five times linear: linear loops measured up to 3.5 times linear on a loaded machine
+    // (caches, the allocator), a quadratic loop is over three times the bound.
+    const BOUND: f64 = 5.0 * FACTOR as f64;
     let (small, large) = (make(SMALL), make(SMALL * FACTOR));
     let small_took = fastest(&mut || work(&small)).max(Duration::from_micros(50));
     let mut large_took = Duration::MAX;
