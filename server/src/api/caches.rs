@@ -29,7 +29,7 @@ pub(super) struct CacheEntryView {
     pub name: String,
     pub key: String,
     /// The trust partition of the run that saved it (`protected`, `default`,
-    /// `branch:<name>`, `pull:<number>`, `fork:<owner/name>`, `agents`).
+    /// `branch:<name>`, `pull:<number>`, `fork:<owner/name>`, `agents`, `untrusted`).
     pub partition: String,
     /// `sha256:<hex>` of its archive, computed by the engine when it was saved.
     pub digest: String,

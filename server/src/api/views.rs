@@ -61,8 +61,8 @@ pub struct RunView {
     pub secrets_allowed: bool,
     /// The trust partition of the run's step caches, decided when the run was created:
     /// `protected`, `default`, `branch:<name>`, `pull:<number>`, `fork:<owner/name>`,
-    /// `agents` or `local`. The run saves only into it and restores only from it and the
-    /// more trusted ones.
+    /// `agents`, `untrusted` or `local`. The run saves only into it and restores only from
+    /// it and the more trusted ones.
     pub cache_partition: String,
     pub created_at: i64,
     #[schema(required = true)]
