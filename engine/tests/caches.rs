@@ -158,6 +158,9 @@ fn a_tampered_entry_is_refused_and_the_step_runs_as_on_a_miss() {
     assert!(second.iter().any(|l| l == "fresh"), "{second:#?}");
 }
 
+/// A tar entry as an attacker writes it: path, type, link target, content.
+type RawEntry<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
+
 /// A raw tar entry (the `tar` crate's setters refuse what an attacker writes).
 fn raw_entry(out: &mut Vec<u8>, path: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
     let mut header = tar::Header::new_old();
@@ -212,7 +215,7 @@ fn named(dir: &Path, name: &str) -> Vec<PathBuf> {
 #[tokio::test]
 async fn a_hostile_entry_is_refused_without_writing_outside() {
     use tar::EntryType::{Regular, Symlink};
-    let hostile: [(&str, Vec<(&str, tar::EntryType, &str, &[u8])>); 3] = [
+    let hostile: [(&str, Vec<RawEntry>); 3] = [
         (
             "dot-dot",
             vec![("0/../../escaped-dotdot", Regular, "", b"x")],
