@@ -331,9 +331,13 @@ impl Mirror {
         if !plain {
             bail!("'{path}' is not a plain relative path");
         }
+        // `^{commit}`: a tree's or a blob's id (a `use(commit=)` that names no commit) is
+        // refused, never listed as if it were one.
+        let commit = format!("{sha}^{{commit}}");
         let listing = self
-            .output(&["ls-tree", "-z", "-l", sha, "--", path])
-            .await?;
+            .output(&["ls-tree", "-z", "-l", &commit, "--", path])
+            .await
+            .with_context(|| format!("{sha} is not a commit here"))?;
         let Some((_, oid, size)) = listing
             .split('\0')
             .filter_map(parse_tree_entry)
@@ -769,6 +773,39 @@ mod tests {
         );
         mirror.fetch(src.to_str().unwrap(), &[&sha]).await.unwrap();
         assert!(mirror.has_commit(&sha).await);
+    }
+
+    // The attack: `use(..., commit=<40 hex>)` naming a tree (or a blob) of the module's
+    // repository instead of a commit; it is refused, not read as one.
+    #[tokio::test]
+    async fn read_file_reads_commits_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let commit = sh(
+            &src,
+            "git init -q -b main . && echo a > m.plue.py && git add -A && git commit -qm one \
+             && git rev-parse HEAD",
+        );
+        let tree = sh(&src, "git rev-parse 'HEAD^{tree}'");
+        let blob = sh(&src, "git rev-parse HEAD:m.plue.py");
+        let mirror = Mirror::open(tmp.path().join("m.git")).await.unwrap();
+        mirror
+            .fetch(src.to_str().unwrap(), &[&commit])
+            .await
+            .unwrap();
+        let read = mirror.read_file(&commit, "m.plue.py", 1024).await.unwrap();
+        assert_eq!(read.as_deref(), Some("a\n"));
+        for not_a_commit in [&tree, &blob] {
+            let refused = mirror
+                .read_file(not_a_commit, "m.plue.py", 1024)
+                .await
+                .unwrap_err();
+            assert!(
+                format!("{refused:#}").contains("is not a commit"),
+                "{refused:#}"
+            );
+        }
     }
 
     #[tokio::test]
