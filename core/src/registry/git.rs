@@ -16,7 +16,9 @@
 //! - An anonymous mirror ([`Mirror::anonymous`]: a used module's repository, named by a
 //!   workflow) reaches its remote with no credential of the engine's host at all: no
 //!   global or system git configuration (credential helpers, `http.extraHeader`), no
-//!   `~/.netrc`, no SSH (its keys and agent), only `file`, `http` and `https`.
+//!   `~/.netrc`, no SSH (its keys and agent), only `file`, `http` and `https`; and it
+//!   fetches the commits asked for without their history (`--depth=1`), so a huge
+//!   repository a workflow names costs one commit's tree.
 //! - One operation at a time per mirror: the caller ([`super::Registry`]) holds the
 //!   mirror's lock, so concurrent deliveries for one repository never race on git's
 //!   lock files.
@@ -201,14 +203,13 @@ impl Mirror {
         if missing.is_empty() {
             return Ok(());
         }
-        let mut args = vec![
-            "fetch",
-            "-q",
-            "--no-tags",
-            "--no-write-fetch-head",
-            "--",
-            url,
-        ];
+        let mut args = vec!["fetch", "-q", "--no-tags", "--no-write-fetch-head"];
+        if self.anonymous {
+            // A repository a workflow names may be as large as its author likes: only the
+            // commits asked for come, not their history.
+            args.push("--depth=1");
+        }
+        args.extend(["--", url]);
         args.extend(missing.iter().copied());
         self.remote(url, &args)
             .await
@@ -771,8 +772,20 @@ mod tests {
             "git init -q -b main . && echo a > m.plue.py && git add -A && git commit -qm one \
              && git rev-parse HEAD",
         );
-        mirror.fetch(src.to_str().unwrap(), &[&sha]).await.unwrap();
-        assert!(mirror.has_commit(&sha).await);
+        sh(&src, "echo b > m.plue.py && git commit -qam two");
+        let tip = sh(&src, "git rev-parse HEAD");
+        mirror.fetch(src.to_str().unwrap(), &[&tip]).await.unwrap();
+        assert!(mirror.has_commit(&tip).await);
+        // Without its history: a commit asked for brings no older one along.
+        let fresh = Mirror::open(tmp.path().join("fresh.git"))
+            .await
+            .unwrap()
+            .anonymous();
+        fresh.fetch(src.to_str().unwrap(), &[&tip]).await.unwrap();
+        assert!(fresh.has_commit(&tip).await);
+        assert!(!fresh.has_commit(&sha).await, "history came along");
+        let read = fresh.read_file(&tip, "m.plue.py", 64).await.unwrap();
+        assert_eq!(read.as_deref(), Some("b\n"));
     }
 
     // The attack: `use(..., commit=<40 hex>)` naming a tree (or a blob) of the module's
