@@ -390,3 +390,38 @@ fn files_keep_their_modification_times() {
     let restored = std::fs::metadata(b.ws().join("target/built")).unwrap();
     assert_eq!(restored.modified().unwrap(), then);
 }
+
+// The attack: an entry whose file has a modification time past what the clock holds (a
+// GNU header's base-256 field, up to 2^64 s). The restore neither panics (which skipped
+// its clean-up) nor fails the step: the file is restored with its restore's time, or the
+// entry refused leaving nothing.
+#[test]
+fn a_time_past_the_clock_neither_panics_nor_escapes() {
+    for mtime in [u64::MAX, i64::MAX as u64, 1 << 40] {
+        let mut tar = Vec::new();
+        let mut header = tar::Header::new_gnu();
+        header.set_path("0/f").unwrap();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(1);
+        header.set_mtime(mtime);
+        header.set_cksum();
+        tar.extend_from_slice(header.as_bytes());
+        tar.extend_from_slice(b"x");
+        tar.resize(1024, 0);
+        tar.extend_from_slice(&[0u8; 1024]);
+        let bytes = zstd::encode_all(&tar[..], 3).unwrap();
+        let a = Attempt::new();
+        let spec = spec(&["target"], &["k"]);
+        let restored = std::panic::catch_unwind(|| restore_bytes(&a, &spec, &bytes))
+            .unwrap_or_else(|_| panic!("the restore panicked at mtime {mtime}"));
+        match restored {
+            Ok(_) => assert_eq!(std::fs::read(a.ws().join("target/f")).unwrap(), b"x"),
+            Err(e) => assert_eq!(
+                files_below(a.tmp.path()),
+                ["home", "workspace"],
+                "{mtime}: {e}"
+            ),
+        }
+    }
+}

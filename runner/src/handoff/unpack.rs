@@ -262,7 +262,12 @@ fn write_entry(
                 .open(&full)?;
             io::copy(content, &mut file)?;
             if mtimes && mtime > 0 {
-                file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime))?;
+                // `checked_add`: a header's time past what the clock holds (base-256, up
+                // to 2^64 s) would panic the restore; such a file keeps its restore's time.
+                let time = std::time::Duration::from_secs(mtime);
+                if let Some(time) = std::time::UNIX_EPOCH.checked_add(time) {
+                    file.set_modified(time)?;
+                }
             }
             Ok(())
         }
