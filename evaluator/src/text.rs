@@ -50,15 +50,19 @@ fn is_bidi_mark(c: char) -> bool {
 /// Format characters (general category Cf, from the tables of `unicode-general-category`,
 /// Unicode 16): invisible, they join, hide or steer the characters around them.
 fn is_format(c: char) -> bool {
-    get_general_category(c) == GeneralCategory::Format
+    // No ASCII character is one, and most are ASCII: the table is not looked up for them
+    // (in a debug build each lookup copies the table: a plan's bomb of long names took
+    // seconds).
+    !c.is_ascii() && get_general_category(c) == GeneralCategory::Format
 }
 
 /// Line and paragraph separators (Zl, Zp: U+2028, U+2029).
 fn is_separator(c: char) -> bool {
-    matches!(
-        get_general_category(c),
-        GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
-    )
+    !c.is_ascii()
+        && matches!(
+            get_general_category(c),
+            GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
+        )
 }
 
 /// Characters shown escaped in messages.
