@@ -425,3 +425,45 @@ fn a_time_past_the_clock_neither_panics_nor_escapes() {
         }
     }
 }
+
+// The attack: where `fs.protected_hardlinks` is off, a step hard-links a file it may not
+// read (another user's, root's) into its cached `target` before the save; the runner
+// reads everything, so it would pack it into an entry the step's next run restores. A
+// file of more than one link is packed only when it belongs to the cached path's owner.
+#[test]
+fn a_hard_link_to_a_file_of_another_user_is_never_packed() {
+    use std::os::unix::fs::{chown, MetadataExt};
+    let a = Attempt::new();
+    let target = a.ws().join("target");
+    std::fs::create_dir(&target).unwrap();
+    let secret = a.tmp.path().join("secret");
+    std::fs::write(&secret, "root's").unwrap();
+    std::fs::write(target.join("own"), "the step's").unwrap();
+    std::fs::hard_link(target.join("own"), target.join("own-again")).unwrap();
+    std::fs::hard_link(&secret, target.join("stolen")).unwrap();
+    // The step's user owns its tree and its own files; the secret stays another's.
+    let step_uid = 65534;
+    if std::fs::metadata(&secret).unwrap().uid() == step_uid
+        || chown(&target, Some(step_uid), Some(step_uid)).is_err()
+    {
+        eprintln!("not root: the hard-link case needs two users");
+        return;
+    }
+    for name in ["own", "own-again"] {
+        chown(target.join(name), Some(step_uid), Some(step_uid)).unwrap();
+    }
+    let spec = spec(&["target"], &["k"]);
+    let mut bytes = Vec::new();
+    let packed = a
+        .with(|dirs| pack(dirs, &spec, &Limits::default(), &mut bytes))
+        .unwrap()
+        .expect("target is there");
+    assert_eq!(packed.archive.skipped, 1, "the link to the secret");
+    let b = Attempt::new();
+    restore_bytes(&b, &spec, &bytes).unwrap();
+    assert!(!b.ws().join("target/stolen").exists());
+    assert_eq!(
+        std::fs::read_to_string(b.ws().join("target/own-again")).unwrap(),
+        "the step's"
+    );
+}

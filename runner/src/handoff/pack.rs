@@ -210,6 +210,13 @@ fn append_tree<W: Write>(
 ) -> Result<Packed, HandoffError> {
     let mut packed = Packed::default();
     let (entries, archive_bytes) = (&mut counts.entries, &mut counts.archive_bytes);
+    // A hard link's other names may be anywhere on its filesystem: a step that links in a
+    // file it may not read (where `fs.protected_hardlinks` is off) would have the runner,
+    // which reads everything, pack it. A file of more than one link is packed only when it
+    // belongs to the tree's owner (cargo's own hard links in `target` do).
+    let owner = nix::sys::stat::fstat(root_fd.as_fd())
+        .map_err(io::Error::from)?
+        .st_uid;
     let mut resolver = Resolver::with_budget(root_fd.as_fd(), lookups);
     let mut stack = vec![Frame::open(root_fd.as_fd(), Vec::new())?];
     while let Some(frame) = stack.last_mut() {
@@ -301,7 +308,7 @@ fn append_tree<W: Write>(
                 Err(e) => return Err(io::Error::from(e).into()),
             };
             let metadata = file.metadata()?;
-            if !metadata.is_file() {
+            if !metadata.is_file() || (metadata.nlink() > 1 && metadata.uid() != owner) {
                 packed.skipped += 1;
                 continue;
             }
