@@ -592,3 +592,64 @@ async fn an_outsiders_summon_never_reaches_a_run_with_secrets() {
     let again = h.held(Kind::OutsiderIssue).await;
     assert_eq!(h.lookup(&again, KEY).await.map(|e| e.id), Some(poison.id));
 }
+
+// The attack: a writer names a branch as markup (git allows `<`, `>` and `=` in a ref);
+// its run's partition `branch:<name>` is text on the run page and in the API, never markup.
+#[tokio::test]
+async fn a_branch_named_as_markup_is_text_on_the_run_page() {
+    let h = Harness::start(1 << 30).await;
+    let branch = "<img src=x onerror=alert(1)>";
+    let plan = plan_of(Kind::BranchPush);
+    let json = serde_json::to_string(&plan).unwrap();
+    let mut ctx = EvalContext::local(Event::Push, branch);
+    ctx.repo = "acme/app".into();
+    let ctx_json = serde_json::to_string(&ctx).unwrap();
+    let new = NewRun {
+        workflow_source: "acme/app",
+        workflow_path: ".plue/ci.plue.py",
+        event: ctx.event.as_str(),
+        git_ref: &ctx.git_ref,
+        context_json: &ctx_json,
+        repo: Some(RunRepo {
+            repo_id: h.repo_id,
+            secrets_allowed: true,
+        }),
+        ..plue_store::testing::local_run(&plan, &json)
+    };
+    let run_id = h
+        .engine
+        .executor
+        .start_run_of_fork(&new, None, None)
+        .await
+        .unwrap();
+    let label = format!("branch:{branch}");
+    let run: serde_json::Value = h
+        .http
+        .get(h.url(&format!("/api/runs/{run_id}")))
+        .bearer_auth(support::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["cache_partition"], label.as_str());
+    let cookie = support::dashboard_session(&h.engine.url, support::ADMIN_TOKEN).await;
+    let page = h
+        .http
+        .get(h.url(&format!("/runs/{run_id}")))
+        .header(reqwest::header::COOKIE, cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("&lt;img src=x"),
+        "the partition is not on the page"
+    );
+    assert!(
+        !html.contains(branch),
+        "the branch reached the page as markup"
+    );
+}
