@@ -182,26 +182,6 @@ mod tests {
                 .await
                 .unwrap();
         }
-        if !environments.is_empty() {
-            let json = serde_json::to_string(plan).unwrap();
-            let ctx_json = serde_json::to_string(ctx).unwrap();
-            let new = NewRun {
-                context_json: &ctx_json,
-                repo: Some(crate::store::RunRepo {
-                    repo_id,
-                    secrets_allowed,
-                }),
-                ..crate::store::testing::local_run(plan, &json)
-            };
-            return partition_of(&store, &new, None, |n, o, d| {
-                matches!(
-                    crate::executor::environments::gate(n, o, d),
-                    crate::executor::environments::Gate::Open { .. }
-                )
-            })
-            .await
-            .unwrap();
-        }
         let json = serde_json::to_string(plan).unwrap();
         let ctx_json = serde_json::to_string(ctx).unwrap();
         let new = NewRun {
@@ -212,9 +192,18 @@ mod tests {
             }),
             ..crate::store::testing::local_run(plan, &json)
         };
-        partition_of(&store, &new, None, |_, _, _| true)
-            .await
-            .unwrap()
+        // With environments defined, the gate's own rule admits the run; without, every
+        // environment the plan names counts as admitting it.
+        let gated = !environments.is_empty();
+        partition_of(&store, &new, None, |n, o, d| {
+            !gated
+                || matches!(
+                    crate::executor::environments::gate(n, o, d),
+                    crate::executor::environments::Gate::Open { .. }
+                )
+        })
+        .await
+        .unwrap()
     }
 
     // The attack: an outsider summons a workflow that admits untrusted authors, on the
