@@ -14,7 +14,7 @@ use croner::parser::{CronParser, Seconds, Year};
 
 use crate::diagnostic::{Budget, Diagnostic, Found};
 use crate::limits::Limits;
-use crate::plan::{Action, Location, Plan, SourceMap, Step, Trigger, DEFAULT_LLM_TOOLS};
+use crate::plan::{Action, Location, Plan, SourceMap, Step, StepKind, Trigger, DEFAULT_LLM_TOOLS};
 use crate::summon;
 use crate::template;
 
@@ -162,7 +162,7 @@ fn checked(
     problems.found.finish()
 }
 
-/// A step's `caches=` ([`crate::caches::check`]), only on a `bash` or `python` step.
+/// A step's `caches=` ([`crate::caches::check`]), only on a step that starts a process.
 fn check_caches(problems: &mut Problems<'_>, at: Location, step: &Step) {
     if step.caches.is_empty() {
         return;
@@ -171,9 +171,10 @@ fn check_caches(problems: &mut Problems<'_>, at: Location, step: &Step) {
         problems.add(
             at,
             format!(
-                "{} step '{}' takes no caches= (only bash and python steps have caches)",
+                "{} step '{}' takes no caches= (only {} steps have caches)",
                 step.action.kind(),
-                step.id
+                step.id,
+                StepKind::listed(StepKind::starts_process, "", "and"),
             ),
         );
         return;

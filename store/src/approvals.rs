@@ -11,6 +11,7 @@
 
 use sqlx::Row;
 
+use super::tx::{Conn, Statement};
 use super::{on_db, Store};
 
 /// A person's decision on a waiting approval step.
@@ -66,19 +67,29 @@ pub enum Decided {
 /// The reason of an approval step that nobody decided before its deadline.
 const TIMED_OUT: &str = "no decision before the approval timed out";
 
-/// How a decision moves a waiting step on (`$1` the step run, `$2` the reason, `$3` now),
-/// only while it waits and its deadline is ahead: it succeeds (an approval approved)...
+/// How a decision moves a waiting step on (`$1` the run, `$4` the step's id, `$2` the
+/// reason, `$3` now), only while it waits and its deadline is ahead, returning the step
+/// run and its iteration: it succeeds (an approval approved)...
 const SUCCEED: &str = "UPDATE step_runs SET status = 'succeeded', reason = $2, finished_at = $3, \
      started_at = COALESCE(started_at, $3) \
-     WHERE id = $1 AND status = 'waiting' AND ready_at > $3";
+     WHERE run_id = $1 AND step_id = $4 AND status = 'waiting' AND ready_at > $3 \
+     RETURNING id, iteration";
 /// ... fails (rejected) ...
 const FAIL: &str = "UPDATE step_runs SET status = 'failed', reason = $2, finished_at = $3, \
      started_at = COALESCE(started_at, $3) \
-     WHERE id = $1 AND status = 'waiting' AND ready_at > $3";
+     WHERE run_id = $1 AND step_id = $4 AND status = 'waiting' AND ready_at > $3 \
+     RETURNING id, iteration";
 /// ... or goes back to `pending` to run (its environment's review approved).
 const BACK_TO_PENDING: &str =
     "UPDATE step_runs SET status = 'pending', review_passed_at = $3, reason = $2, \
-     ready_at = NULL WHERE id = $1 AND status = 'waiting' AND ready_at > $3";
+     ready_at = NULL \
+     WHERE run_id = $1 AND step_id = $4 AND status = 'waiting' AND ready_at > $3 \
+     RETURNING id, iteration";
+/// The one way a waiting step times out (`$1` now, `$2` [`TIMED_OUT`]): every waiting step
+/// past its deadline, or only step run `$3` when it is not NULL. Returns their runs.
+const TIME_OUT: &str = "UPDATE step_runs SET status = 'failed', reason = $2, finished_at = $1 \
+     WHERE status = 'waiting' AND ready_at <= $1 AND ($3 IS NULL OR id = $3) \
+     RETURNING run_id";
 
 /// What a decision records besides the step's new status, by the gate it decides.
 enum Record<'a> {
@@ -96,6 +107,14 @@ enum Record<'a> {
         by: Reviewer<'a>,
         comment: &'a str,
     },
+}
+
+/// [`TIME_OUT`] at `now`, of step run `only` or of every waiting step past its deadline.
+fn time_out(now: i64, only: Option<i64>) -> Statement<'static> {
+    Statement::new(TIME_OUT)
+        .bind(now)
+        .bind(TIMED_OUT)
+        .bind(only)
 }
 
 impl Store {
@@ -166,10 +185,11 @@ impl Store {
             .await
     }
 
-    /// A decision on the waiting step `step_id` of run `run_id`, in one transaction: the
-    /// step moves out of `waiting` by `update` (with `reason`) only while it waits and its
-    /// deadline is ahead; a step found waiting past its deadline times out instead; the
-    /// decision is recorded as `record` says.
+    /// A decision on the waiting step `step_id` of run `run_id`, in one transaction that
+    /// opens with its write: the step moves out of `waiting` by `update` (with `reason`)
+    /// only while it waits and its deadline is ahead; a step found waiting past its
+    /// deadline times out instead ([`TIME_OUT`]); the decision is recorded as `record`
+    /// says.
     async fn decide_waiting(
         &self,
         run_id: i64,
@@ -179,80 +199,87 @@ impl Store {
         now: i64,
         record: Record<'_>,
     ) -> anyhow::Result<Decided> {
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let row = sqlx::query("SELECT id, iteration FROM step_runs WHERE run_id = $1 AND step_id = $2")
-                .bind(run_id)
-                .bind(step_id)
-                .fetch_optional(&mut *tx)
+        let mut conn = Conn::acquire(self).await?;
+        let mut tx = conn.begin().await?;
+        // regression: the deadline was the sweeper's alone, so a decision taken after it
+        // and before the sweeper's next pass still won.
+        let moved: Option<(i64, i64)> = tx
+            .row(
+                Statement::new(update)
+                    .bind(run_id)
+                    .bind(reason)
+                    .bind(now)
+                    .bind(step_id),
+            )
+            .await?;
+        let Some((id, iteration)) = moved else {
+            let found: Option<(i64, String, Option<i64>)> = tx
+                .row(
+                    Statement::new(
+                        "SELECT id, status, ready_at FROM step_runs \
+                         WHERE run_id = $1 AND step_id = $2",
+                    )
+                    .bind(run_id)
+                    .bind(step_id),
+                )
                 .await?;
-            let Some(row) = row else {
+            let Some((id, status, ready_at)) = found else {
                 return Ok(Decided::NoStep);
             };
-            let id: i64 = row.try_get("id")?;
-            let iteration: i64 = row.try_get("iteration")?;
-            // regression: the deadline was the sweeper's alone, so a decision taken after
-            // it and before the sweeper's next pass still won.
-            let changed = sqlx::query(update)
-                .bind(id)
-                .bind(reason)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if changed == 0 {
-                let row = sqlx::query("SELECT status, ready_at FROM step_runs WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let current: String = row.try_get("status")?;
-                if current != "waiting" {
-                    return Ok(Decided::NotWaiting(current));
-                }
-                // Still waiting, so past its deadline: it times out now, as the sweeper
-                // would have timed it out.
-                let deadline: i64 = row.try_get("ready_at")?;
-                sqlx::query(
-                    "UPDATE step_runs SET status = 'failed', reason = $2, finished_at = $3 \
-                     WHERE id = $1 AND status = 'waiting'",
-                )
-                .bind(id)
-                .bind(TIMED_OUT)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                return Ok(Decided::TimedOut { deadline });
+            if status != "waiting" {
+                return Ok(Decided::NotWaiting(status));
             }
-            match record {
-                Record::Approval { verdict, by, comment } => {
-                    sqlx::query(
-                        "INSERT INTO approvals (step_run_id, run_id, decision, decided_by, comment, decided_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
+            // Still waiting, so past its deadline: it times out now, as the sweeper would
+            // have timed it out.
+            tx.execute(time_out(now, Some(id))).await?;
+            tx.commit().await?;
+            return Ok(Decided::TimedOut {
+                deadline: ready_at.unwrap_or(now),
+            });
+        };
+        match record {
+            Record::Approval {
+                verdict,
+                by,
+                comment,
+            } => {
+                tx.execute(
+                    Statement::new(
+                        "INSERT INTO approvals (step_run_id, run_id, decision, decided_by, \
+                         comment, decided_at) VALUES ($1, $2, $3, $4, $5, $6)",
                     )
                     .bind(id)
                     .bind(run_id)
                     .bind(verdict.as_str())
                     .bind(by)
                     .bind(comment)
-                    .bind(now)
-                    .execute(&mut *tx)
+                    .bind(now),
+                )
+                .await?;
+            }
+            Record::Review {
+                environment,
+                verdict,
+                by,
+                comment,
+            } => {
+                if verdict == Verdict::Approve {
+                    // Back to pending is not a final status, so the trigger that lists
+                    // changed step runs does not fire: list it here, or an executor's copy
+                    // of the run would still see it waiting.
+                    tx.execute(
+                        Statement::new(
+                            "INSERT INTO step_changes (run_id, step_run_id) VALUES ($1, $2)",
+                        )
+                        .bind(run_id)
+                        .bind(id),
+                    )
                     .await?;
                 }
-                Record::Review { environment, verdict, by, comment } => {
-                    if verdict == Verdict::Approve {
-                        // Back to pending is not a final status, so the trigger that lists
-                        // changed step runs does not fire: list it here, or an executor's
-                        // copy of the run would still see it waiting.
-                        sqlx::query("INSERT INTO step_changes (run_id, step_run_id) VALUES ($1, $2)")
-                            .bind(run_id)
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    sqlx::query(
-                        "INSERT INTO environment_reviews (step_run_id, run_id, iteration, environment, \
-                         decision, decided_by, user_id, comment, decided_at) \
+                tx.execute(
+                    Statement::new(
+                        "INSERT INTO environment_reviews (step_run_id, run_id, iteration, \
+                         environment, decision, decided_by, user_id, comment, decided_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                     )
                     .bind(id)
@@ -263,36 +290,24 @@ impl Store {
                     .bind(by.name)
                     .bind(by.user_id)
                     .bind(comment)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                    .bind(now),
+                )
+                .await?;
             }
-            tx.commit().await?;
-            Ok(Decided::Done)
-        })
+        }
+        tx.commit().await?;
+        Ok(Decided::Done)
     }
 
     /// Fails every waiting approval step whose deadline has passed; returns the runs they
     /// belong to (to advance).
     pub async fn expire_approvals(&self, now: i64) -> anyhow::Result<Vec<i64>> {
-        on_db!(self, pool => {
-            let rows = sqlx::query(
-                "UPDATE step_runs SET status = 'failed', reason = $2, finished_at = $1 \
-                 WHERE status = 'waiting' AND ready_at <= $1 RETURNING run_id",
-            )
-            .bind(now)
-            .bind(TIMED_OUT)
-            .fetch_all(pool)
-            .await?;
-            let mut runs = rows
-                .iter()
-                .map(|row| row.try_get::<i64, _>("run_id"))
-                .collect::<Result<Vec<_>, _>>()?;
-            runs.sort_unstable();
-            runs.dedup();
-            Ok(runs)
-        })
+        let mut conn = Conn::acquire(self).await?;
+        let mut tx = conn.autocommit().await?;
+        let mut runs: Vec<i64> = tx.scalars(time_out(now, None)).await?;
+        runs.sort_unstable();
+        runs.dedup();
+        Ok(runs)
     }
 
     /// Records who started run `run_id` through the API.

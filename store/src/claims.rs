@@ -170,48 +170,85 @@ impl ClaimedRuns {
     }
 }
 
-const PG_CLAIM: &str = "\
-    WITH picked AS ( \
-        SELECT id FROM step_runs \
-        WHERE status = 'queued' AND ready_at <= $1 AND labels = ANY($2) \
-          AND (NOT needs_secrets OR EXISTS (SELECT 1 FROM runners WHERE id = $3 AND secrets)) \
-          AND (EXISTS (SELECT 1 FROM runners WHERE id = $3 AND accept_forks) \
-               OR EXISTS (SELECT 1 FROM runs WHERE runs.id = step_runs.run_id AND runs.secrets_allowed)) \
-          AND NOT ($4 AND EXISTS (SELECT 1 FROM runs WHERE runs.id = step_runs.run_id \
-                                  AND runs.secrets_allowed)) \
-          AND EXISTS (SELECT 1 FROM runners WHERE id = $3 AND state IN ('idle', 'busy')) \
-        ORDER BY ready_at, id LIMIT 1 FOR UPDATE SKIP LOCKED), \
-    claimed AS ( \
-        UPDATE step_runs s SET status = 'claimed', attempts = s.attempts + 1 \
-        FROM picked WHERE s.id = picked.id \
-        RETURNING s.id, s.run_id, s.step_id, s.attempts, s.action, s.timeout_ms, s.iteration, \
-            s.ready_at), \
-    attempt AS ( \
-        INSERT INTO attempts (step_run_id, number, runner_id, status, claimed_at, timeout_ms, \
-            iteration, ready_at) \
-        SELECT id, attempts, $3, 'claimed', $1, COALESCE(timeout_ms, 3600000), iteration, \
-            ready_at FROM claimed \
-        RETURNING id), \
-    busy AS ( \
-        UPDATE runners SET state = 'busy', state_since = $1 \
-        WHERE id = $3 AND state = 'idle' AND EXISTS (SELECT 1 FROM claimed)) \
-    SELECT claimed.*, attempt.id AS attempt_id FROM claimed, attempt";
+/// The step run a claim takes: the oldest ready one of the runner's labels that its token
+/// allows (secrets only to a runner allowed them; fork steps only to a runner accepting
+/// forks, and only fork steps when `$4`; nothing to a runner no longer live). The one
+/// statement of the rule, for both backends: only how a set of labels is matched differs
+/// (`$labels`), and PostgreSQL locks the row it picks.
+macro_rules! claimable_step {
+    ($labels:literal) => {
+        concat!(
+            "SELECT id FROM step_runs \
+             WHERE status = 'queued' AND ready_at <= $1 AND ",
+            $labels,
+            " AND (NOT needs_secrets OR EXISTS (SELECT 1 FROM runners WHERE id = $3 AND secrets)) \
+               AND (EXISTS (SELECT 1 FROM runners WHERE id = $3 AND accept_forks) \
+                    OR EXISTS (SELECT 1 FROM runs WHERE runs.id = step_runs.run_id \
+                               AND runs.secrets_allowed)) \
+               AND NOT ($4 AND EXISTS (SELECT 1 FROM runs WHERE runs.id = step_runs.run_id \
+                                       AND runs.secrets_allowed)) \
+               AND EXISTS (SELECT 1 FROM runners WHERE id = $3 AND state IN ('idle', 'busy')) \
+             ORDER BY ready_at, id LIMIT 1"
+        )
+    };
+}
 
-const SQLITE_CLAIM: &str = "\
-    UPDATE step_runs SET status = 'claimed', attempts = attempts + 1 \
-    WHERE id = ( \
-        SELECT id FROM step_runs \
-        WHERE status = 'queued' AND ready_at <= $1 \
-          AND labels IN (SELECT value FROM json_each($2)) \
-          AND (NOT needs_secrets OR EXISTS (SELECT 1 FROM runners WHERE id = $3 AND secrets)) \
-          AND (EXISTS (SELECT 1 FROM runners WHERE id = $3 AND accept_forks) \
-               OR EXISTS (SELECT 1 FROM runs WHERE runs.id = step_runs.run_id AND runs.secrets_allowed)) \
-          AND NOT ($4 AND EXISTS (SELECT 1 FROM runs WHERE runs.id = step_runs.run_id \
-                                  AND runs.secrets_allowed)) \
-          AND EXISTS (SELECT 1 FROM runners WHERE id = $3 AND state IN ('idle', 'busy')) \
-        ORDER BY ready_at, id LIMIT 1) \
-    RETURNING id, run_id, step_id, attempts, action, timeout_ms, iteration, ready_at, \
-        NULL AS attempt_id";
+/// An attempt's time limit when its step names none (ms; bound as `$5` of the claim).
+const DEFAULT_ATTEMPT_TIMEOUT_MS: i64 = 3_600_000;
+
+/// The claimed step run's new attempt, from the step run's row as the claim left it
+/// (`$from`): inside [`PG_CLAIM`] from its `claimed` rows, after [`SQLITE_CLAIM`] on SQLite
+/// from the step run ([`SQLITE_NEW_ATTEMPT`]).
+macro_rules! new_attempt {
+    ($from:literal) => {
+        concat!(
+            "INSERT INTO attempts (step_run_id, number, runner_id, status, claimed_at, \
+                 timeout_ms, iteration, ready_at) \
+             SELECT id, attempts, $3, 'claimed', $1, COALESCE(timeout_ms, $5), iteration, \
+                 ready_at FROM ",
+            $from,
+            " RETURNING id"
+        )
+    };
+}
+/// `$6`: the step run the claim took.
+const SQLITE_NEW_ATTEMPT: &str = new_attempt!("step_runs WHERE id = $6");
+
+/// Marks the claiming runner busy if it was idle: inside [`PG_CLAIM`] (when it claimed
+/// something), after [`SQLITE_CLAIM`] on SQLite ([`RUNNER_BUSY`]).
+macro_rules! runner_busy {
+    () => {
+        "UPDATE runners SET state = 'busy', state_since = $1 WHERE id = $3 AND state = 'idle'"
+    };
+}
+const RUNNER_BUSY: &str = runner_busy!();
+
+/// PostgreSQL claims, inserts the attempt and marks an idle runner busy in one statement.
+const PG_CLAIM: &str = concat!(
+    "WITH picked AS (",
+    claimable_step!("labels = ANY($2)"),
+    " FOR UPDATE SKIP LOCKED), \
+     claimed AS ( \
+         UPDATE step_runs s SET status = 'claimed', attempts = s.attempts + 1 \
+         FROM picked WHERE s.id = picked.id \
+         RETURNING s.id, s.run_id, s.step_id, s.attempts, s.action, s.timeout_ms, \
+             s.iteration, s.ready_at), \
+     attempt AS (",
+    new_attempt!("claimed"),
+    "), busy AS (",
+    runner_busy!(),
+    " AND EXISTS (SELECT 1 FROM claimed)) \
+     SELECT claimed.id, claimed.run_id, claimed.step_id, claimed.attempts, claimed.action, \
+         attempt.id AS attempt_id FROM claimed, attempt"
+);
+
+/// SQLite claims the step run here; [`claim_in`] inserts the attempt and marks the runner
+/// busy after it, in the same transaction (SQLite has no data-modifying `WITH`).
+const SQLITE_CLAIM: &str = concat!(
+    "UPDATE step_runs SET status = 'claimed', attempts = attempts + 1 WHERE id = (",
+    claimable_step!("labels IN (SELECT value FROM json_each($2))"),
+    ") RETURNING id, run_id, step_id, attempts, action, NULL AS attempt_id"
+);
 
 /// What a completing `UPDATE attempts … RETURNING` reads of the attempt, its step run and
 /// its run.
@@ -441,10 +478,6 @@ struct ClaimedStep {
     step_id: String,
     attempts: i64,
     action: Option<String>,
-    timeout_ms: Option<i64>,
-    iteration: i64,
-    /// When it became claimable: the new attempt's `ready_at`.
-    ready_at: Option<i64>,
     /// The new attempt, when the claim statement made it too (PostgreSQL: one statement
     /// claims, inserts the attempt and marks an idle runner busy); `None` on SQLite, where
     /// [`claim_in`] does both after it (SQLite has no data-modifying `WITH`).
@@ -453,11 +486,20 @@ struct ClaimedStep {
 
 /// The claim statement: the one place the backends' SQL differs in a transition.
 fn claim_statement<'a>(claim: &ClaimFor<'a>) -> Statement<'a> {
-    Statement::per_backend(SQLITE_CLAIM, PG_CLAIM)
+    with_claim_args(Statement::per_backend(SQLITE_CLAIM, PG_CLAIM), claim)
+}
+
+/// Binds `claim`'s arguments as every claim statement numbers them: `$1` now, `$2` the
+/// runner's label sets, `$3` the runner, `$4` whether it takes fork steps only, `$5` the
+/// default time limit (a statement binds only the placeholders it has; one may bind more
+/// after them).
+fn with_claim_args<'a>(statement: Statement<'a>, claim: &ClaimFor<'a>) -> Statement<'a> {
+    statement
         .bind(claim.now)
         .bind(Arg::TextSet(claim.label_sets))
         .bind(claim.runner_id)
         .bind(claim.takes == Takes::ForkStepsOnly)
+        .bind(DEFAULT_ATTEMPT_TIMEOUT_MS)
 }
 
 /// Claims, inside `tx`, the oldest ready step run `claim`'s runner may take, and creates its
@@ -479,29 +521,12 @@ pub(crate) async fn claim_in(
             .map(Some);
     }
     let attempt_id: i64 = tx
-        .scalar(
-            Statement::new(
-                "INSERT INTO attempts (step_run_id, number, runner_id, status, claimed_at, \
-                 timeout_ms, iteration, ready_at) \
-                 VALUES ($1, $2, $3, 'claimed', $4, $5, $6, $7) RETURNING id",
-            )
-            .bind(step.id)
-            .bind(step.attempts)
-            .bind(claim.runner_id)
-            .bind(claim.now)
-            .bind(step.timeout_ms.unwrap_or(3_600_000))
-            .bind(step.iteration)
-            .bind(step.ready_at),
-        )
+        .scalar(with_claim_args(Statement::new(SQLITE_NEW_ATTEMPT), claim).bind(step.id))
         .await?
         .context("the new attempt's id")?;
     if claim.runner_was == RunnerWas::Idle {
-        tx.execute(
-            Statement::new("UPDATE runners SET state = 'busy', state_since = $2 WHERE id = $1")
-                .bind(claim.runner_id)
-                .bind(claim.now),
-        )
-        .await?;
+        tx.execute(with_claim_args(Statement::new(RUNNER_BUSY), claim))
+            .await?;
     }
     claimed_with(tx, claimed_runs, attempt_id, step)
         .await

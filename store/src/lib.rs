@@ -7,7 +7,7 @@
 //!   (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and log lines (a row each on PostgreSQL,
 //!   chunks of lines on SQLite) — are written per backend side by side.
 //! - A transaction that reads before it writes opens with a write to the row it is about
-//!   (`UPDATE runs SET id = id ...`): on PostgreSQL that locks the run against other engine
+//!   (`UPDATE runs SET advances = advances + 1` in `lock_run`): on PostgreSQL that locks the run against other engine
 //!   replicas, on SQLite it takes the write lock first so the transaction can never fail to
 //!   upgrade from a stale read snapshot.
 //! - Times are milliseconds since the Unix epoch; JSON documents are TEXT.

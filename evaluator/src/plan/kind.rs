@@ -77,6 +77,22 @@ impl StepKind {
             StepKind::Bash | StepKind::Python | StepKind::Approval => false,
         }
     }
+
+    /// The kinds with `fact`, each as `prefix` + name, in English: `"bash and python"`
+    /// (`conjunction` "and"), `"Step.bash or Step.python"` (prefix "Step.", "or"). For
+    /// messages that name the kinds a rule allows, so that they stay true for a new kind.
+    pub fn listed(fact: fn(StepKind) -> bool, prefix: &str, conjunction: &str) -> String {
+        let names: Vec<String> = StepKind::ALL
+            .into_iter()
+            .filter(|&kind| fact(kind))
+            .map(|kind| format!("{prefix}{}", kind.name()))
+            .collect();
+        match names.split_last() {
+            None => String::new(),
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} {conjunction} {last}", rest.join(", ")),
+        }
+    }
 }
 
 impl fmt::Display for StepKind {
@@ -134,5 +150,23 @@ mod tests {
         }
         assert!(!StepKind::Approval.runs_on_runner());
         assert!(StepKind::Llm.talks_to_model());
+    }
+
+    #[test]
+    fn listed_names_the_kinds_with_a_fact_in_english() {
+        assert_eq!(
+            StepKind::listed(StepKind::starts_process, "", "and"),
+            "bash and python"
+        );
+        assert_eq!(
+            StepKind::listed(StepKind::starts_process, "Step.", "or"),
+            "Step.bash or Step.python"
+        );
+        assert_eq!(
+            StepKind::listed(StepKind::runs_on_runner, "", "and"),
+            "bash, python and llm"
+        );
+        assert_eq!(StepKind::listed(StepKind::talks_to_model, "", "or"), "llm");
+        assert_eq!(StepKind::listed(|_| false, "", "or"), "");
     }
 }

@@ -116,7 +116,8 @@ pub(crate) fn from_options(
     if let Some(kind) = kind {
         if !kind.starts_process() {
             return Err(PyTypeError::new_err(format!(
-                "{function}: caches= goes on a Step.bash or Step.python (or on the Plan, for all of them)"
+                "{function}: caches= goes on a {} (or on the Plan, for all of them)",
+                StepKind::listed(StepKind::starts_process, "Step.", "or"),
             )));
         }
     }
