@@ -68,7 +68,10 @@ type TokenKey = (String, String, Use);
 struct Inner {
     vault: Vault,
     app: Option<GitHubApp>,
-    client: reqwest::Client,
+    /// Made on first use: building one reads the system's certificate store (≈ 3 ms of
+    /// CPU), which an engine that never calls the App's API (`plue run`, personal tokens
+    /// only) should not pay, nor each run's outbound wall that holds a `ForgeAuth`.
+    client: std::sync::OnceLock<reqwest::Client>,
     /// (App API, repository, use) → a token and when to replace it.
     tokens: Mutex<HashMap<TokenKey, (Token, Instant)>>,
     /// (App API, repository) → its installation.
@@ -92,6 +95,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+impl Inner {
+    fn client(&self) -> &reqwest::Client {
+        self.client.get_or_init(reqwest::Client::new)
+    }
+}
+
 impl ForgeAuth {
     /// Personal tokens only, opened with `vault`, and the App `app` when there is one.
     pub fn new(vault: Vault, app: Option<GitHubApp>) -> ForgeAuth {
@@ -99,7 +108,7 @@ impl ForgeAuth {
             inner: Arc::new(Inner {
                 vault,
                 app,
-                client: reqwest::Client::new(),
+                client: std::sync::OnceLock::new(),
                 tokens: Mutex::default(),
                 installations: Mutex::default(),
                 handed_out: Mutex::default(),
@@ -192,7 +201,7 @@ impl ForgeAuth {
         let installation = match known {
             Some(id) => id,
             None => {
-                let id = installation::installation_of(&self.inner.client, app, &api, &repo.name)
+                let id = installation::installation_of(self.inner.client(), app, &api, &repo.name)
                     .await?;
                 let mut installations = lock(&self.inner.installations);
                 if installations.len() >= MAX_CACHED {
@@ -203,7 +212,7 @@ impl ForgeAuth {
             }
         };
         let minted = match installation::access_token(
-            &self.inner.client,
+            self.inner.client(),
             app,
             &api,
             installation,
@@ -290,7 +299,7 @@ impl ForgeAuth {
         if let Some(slug) = lock(&self.inner.slugs).get(&api) {
             return Ok(format!("{slug}[bot]"));
         }
-        let slug = installation::app_slug(&self.inner.client, app, &api).await?;
+        let slug = installation::app_slug(self.inner.client(), app, &api).await?;
         lock(&self.inner.slugs).insert(api, slug.clone());
         Ok(format!("{slug}[bot]"))
     }

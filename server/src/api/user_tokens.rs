@@ -554,10 +554,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_data_dir(dir.path()).await.unwrap();
         let caller = Caller::Embedded;
+        // One expiry for every copy: two reads of the clock may be a millisecond apart.
+        let expires_at = now_ms() + DAY_MS;
         let outer = || Narrowing {
             max_role: Some(Role::Writer),
             repos: Some(vec!["octo/hello".into()]),
-            expires_at: Some(now_ms() + DAY_MS),
+            expires_at: Some(expires_at),
         };
         // Nothing asked: the outer narrowing, all of it.
         let inherited = narrowing(&store, &caller, &request(None, None), outer())
