@@ -227,6 +227,60 @@ async fn parameters_are_typed_and_named() {
     assert!(private.contains("'_helper' is not allowed"), "{private}");
 }
 
+/// Arguments bind as Python binds them (the worker reads a function's parameters from its
+/// code object, not through `inspect`): positional, keyword-only and positional-only
+/// parameters, defaults, and each binding mistake named as `inspect` names it.
+#[tokio::test]
+async fn arguments_bind_as_python_binds_them() {
+    let module = "def build(name: str, /, level: int, *, fast: bool = False, note: str | None = None):\n    return Step.bash(name, \"echo \" + str(level) + (\" fast\" if fast else \"\"))\n";
+    let fetcher = Memory::default().with("acme/steps", "b.plue.py", C1, module);
+    let uses = format!("use(\"acme/steps\", \"b.plue.py\", commit=\"{C1}\")");
+    let bound = evaluate(
+        &workflow(&uses, "steps.build(\"b\", 2, fast=True)"),
+        &fetcher,
+        None,
+    )
+    .await;
+    let plan = bound.expect("a call that binds evaluates");
+    assert_eq!(plan.plan.steps[0].id, "b");
+    for (call, wanted) in [
+        (
+            "steps.build(\"b\", 2, True)",
+            "build(): too many positional arguments",
+        ),
+        (
+            "steps.build(\"b\")",
+            "build(): missing a required argument: 'level'",
+        ),
+        (
+            "steps.build(\"b\", 2, level=3)",
+            "build(): multiple values for argument 'level'",
+        ),
+        (
+            "steps.build(name=\"b\", level=2)",
+            "build(): 'name' parameter is positional only, but was passed as a keyword",
+        ),
+        (
+            "steps.build(\"b\", \"2\")",
+            "build(): parameter 'level' must be int, got str",
+        ),
+        (
+            "steps.build(\"b\", 2, fast=1)",
+            "build(): parameter 'fast' must be bool, got int",
+        ),
+    ] {
+        let message = refused(evaluate(&workflow(&uses, call), &fetcher, None).await);
+        assert!(message.contains(wanted), "{call}: {message}");
+    }
+    let varargs = "def build(*names: str):\n    return []\n";
+    let fetcher = Memory::default().with("acme/steps", "b.plue.py", C1, varargs);
+    let message = refused(evaluate(&workflow(&uses, "steps.build(\"b\")"), &fetcher, None).await);
+    assert!(
+        message.contains("build(): *args and **kwargs are not allowed"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn a_module_names_only_the_secrets_its_caller_passes() {
     let module = "def deploy(target: str):\n    return Step.bash(\"deploy\", \"./deploy \" + target, secrets=[\"NPM_TOKEN\"])\n";
