@@ -230,8 +230,11 @@ impl Store {
                 return Ok(Decided::NotWaiting(status));
             }
             // Still waiting, so past its deadline: it times out now, as the sweeper would
-            // have timed it out.
-            tx.execute(time_out(now, Some(id))).await?;
+            // have timed it out. (A waiting step always has a deadline; one without would
+            // still be waiting, and is said to be.)
+            if tx.execute(time_out(now, Some(id))).await? != 1 {
+                return Ok(Decided::NotWaiting(status));
+            }
             tx.commit().await?;
             return Ok(Decided::TimedOut {
                 deadline: ready_at.unwrap_or(now),

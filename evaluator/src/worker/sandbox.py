@@ -14,41 +14,13 @@ Messages and details are made valid UTF-8 here (a lone surrogate in an exception
 becomes a backslash escape); the parent escapes and redacts them further.
 """
 
-# The syntax tree's node classes come from `_ast`, with `_parse` and `_walk` below, and a
-# function's parameters are read from its code object (`_parameters`): importing the `ast`
-# and `inspect` modules took ≈ 12 ms of every worker's start, a tenth of `plue run`'s.
-import _ast as ast
+import ast
 import builtins as _real_builtins
+import inspect
 import sys
 import types
 
 _host = None
-
-
-def _parse(source, filename):
-    """`ast.parse(source, filename, mode="exec")`: the module's syntax tree."""
-    return compile(source, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
-
-
-def _walk(tree):
-    """What `ast.walk` yields: every node, breadth first, in the same order."""
-    todo = [tree]
-    at = 0
-    while at < len(todo):
-        node = todo[at]
-        at += 1
-        for field in node._fields:
-            try:
-                value = getattr(node, field)
-            except AttributeError:
-                continue
-            if isinstance(value, ast.AST):
-                todo.append(value)
-            elif isinstance(value, list):
-                for item in value:
-                    if isinstance(item, ast.AST):
-                        todo.append(item)
-        yield node
 _current_path = None
 MAX_MESSAGE = 2000
 
@@ -139,7 +111,7 @@ def check(tree):
     forbidden = _FORBIDDEN
     bound = set()
     forbidden_uses = []
-    for node in _walk(tree):
+    for node in ast.walk(tree):
         kind = type(node)
         if kind is ast.Name:
             name = node.id
@@ -287,7 +259,7 @@ def evaluate(path, source, ctx, memory_text):
     if source.startswith("\ufeff"):
         source = source[1:]  # a UTF-8 byte-order mark is valid at the start of a Python file
     try:
-        tree = _parse(source, path)
+        tree = ast.parse(source, filename=path, mode="exec")
     except SyntaxError as e:
         return _error(f"syntax error: {e.msg}", e.lineno, e.offset)
     except (RecursionError, MemoryError):
@@ -360,7 +332,7 @@ _TYPES_HINT = "str, int, float, bool, list[str], dict[str, str], ... or X | None
 
 
 def _check_module_tree(tree):
-    for node in _walk(tree):
+    for node in ast.walk(tree):
         if type(node) is ast.Name and node.id == "use":
             raise Rejected(node, "a used module may not use another module (modules are one level deep)")
 
@@ -380,7 +352,7 @@ def load_module(label, filename, source):
     a workflow file, and returns its exported functions (public, defined in it) by name.
     Anything wrong is a ValueError naming the module and its line."""
     try:
-        tree = _parse(source, filename)
+        tree = ast.parse(source, filename=filename, mode="exec")
     except SyntaxError as e:
         raise ValueError(f"{label} line {e.lineno}: syntax error: {e.msg}") from None
     except (RecursionError, MemoryError, ValueError):
@@ -450,73 +422,15 @@ def _annotation_name(annotation):
     return repr(annotation)
 
 
-_NO_ANNOTATION = object()
-_POSITIONAL_ONLY, _POSITIONAL, _KEYWORD_ONLY, _VAR_POSITIONAL, _VAR_KEYWORD = range(5)
-_CO_VARARGS = 0x04
-_CO_VARKEYWORDS = 0x08
-
-
-def _parameters(function):
-    """A Python function's parameters in order, as `inspect.signature` lists them: tuples of
-    name, kind, annotation (`_NO_ANNOTATION` when none) and whether it has a default."""
-    code = function.__code__
-    names = code.co_varnames
-    positional = code.co_argcount
-    keyword_only = code.co_kwonlyargcount
-    annotations = function.__annotations__ or {}
-    defaults = function.__defaults__ or ()
-    keyword_defaults = function.__kwdefaults__ or {}
-    first_default = positional - len(defaults)
-    found = []
-    for at in range(positional):
-        kind = _POSITIONAL_ONLY if at < code.co_posonlyargcount else _POSITIONAL
-        name = names[at]
-        found.append((name, kind, annotations.get(name, _NO_ANNOTATION), at >= first_default))
-    after = positional + keyword_only
-    if code.co_flags & _CO_VARARGS:
-        name = names[after]
-        found.append((name, _VAR_POSITIONAL, annotations.get(name, _NO_ANNOTATION), False))
-        after += 1
-    for name in names[positional:positional + keyword_only]:
-        found.append((name, _KEYWORD_ONLY, annotations.get(name, _NO_ANNOTATION), name in keyword_defaults))
-    if code.co_flags & _CO_VARKEYWORDS:
-        name = names[after]
-        found.append((name, _VAR_KEYWORD, annotations.get(name, _NO_ANNOTATION), False))
-    return found
-
-
-def _bind(parameters, args, kwargs):
-    """What `inspect.signature(...).bind(*args, **kwargs).arguments` holds, for parameters
-    without `*args` or `**kwargs` (modules may not declare them): each given argument by
-    its parameter's name, in the parameters' order; a TypeError worded as inspect's."""
-    given = {}
-    positional = [p for p in parameters if p[1] in (_POSITIONAL_ONLY, _POSITIONAL)]
-    if len(args) > len(positional):
-        raise TypeError("too many positional arguments")
-    for parameter, value in zip(positional, args):
-        given[parameter[0]] = value
-    kinds = {p[0]: p[1] for p in parameters}
-    for name, value in kwargs.items():
-        if kinds.get(name) == _POSITIONAL_ONLY:
-            raise TypeError(f"'{name}' parameter is positional only, but was passed as a keyword")
-        if name in given:
-            raise TypeError(f"multiple values for argument '{name}'")
-        given[name] = value
-    for name, kind, _annotation, has_default in parameters:
-        if name not in given and not has_default and kind not in (_VAR_POSITIONAL, _VAR_KEYWORD):
-            raise TypeError(f"missing a required argument: '{name}'")
-    return {p[0]: given[p[0]] for p in parameters if p[0] in given}
-
-
 def _check_signature(label, name, function):
     line = function.__code__.co_firstlineno
-    for parameter, kind, annotation, _default in _parameters(function):
-        if kind in (_VAR_POSITIONAL, _VAR_KEYWORD):
+    for parameter in inspect.signature(function).parameters.values():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             raise ValueError(f"{label} line {line}: {name}(): *args and **kwargs are not allowed; declare each parameter with its type")
-        if annotation is _NO_ANNOTATION:
-            raise ValueError(f"{label} line {line}: {name}(): parameter '{parameter}' has no type ({_TYPES_HINT})")
-        if not _valid_annotation(annotation):
-            raise ValueError(f"{label} line {line}: {name}(): parameter '{parameter}' has type {_annotation_name(annotation)}; a module takes only {_TYPES_HINT}")
+        if parameter.annotation is parameter.empty:
+            raise ValueError(f"{label} line {line}: {name}(): parameter '{parameter.name}' has no type ({_TYPES_HINT})")
+        if not _valid_annotation(parameter.annotation):
+            raise ValueError(f"{label} line {line}: {name}(): parameter '{parameter.name}' has type {_annotation_name(parameter.annotation)}; a module takes only {_TYPES_HINT}")
 
 
 def _plain(value, depth=0):
@@ -574,27 +488,26 @@ def call_function(label, name, function, args, kwargs):
     """Calls a used module's function: the arguments checked against its declared types,
     its result checked to be steps naming only secrets (and an environment) the caller
     passed in as arguments."""
-    parameters = _parameters(function)
-    annotations = {p[0]: p[2] for p in parameters}
-    unknown = [k for k in kwargs if k not in annotations]
+    signature = inspect.signature(function)
+    unknown = [k for k in kwargs if k not in signature.parameters]
     if unknown:
-        takes = ", ".join(annotations) or "nothing"
+        takes = ", ".join(signature.parameters) or "nothing"
         raise TypeError(f"{label}: {name}() has no parameter '{unknown[0]}' (it takes: {takes})")
     try:
-        bound = _bind(parameters, args, kwargs)
+        bound = signature.bind(*args, **kwargs)
     except TypeError as e:
         raise TypeError(f"{label}: {name}(): {e}") from None
-    for parameter, value in bound.items():
-        annotation = annotations[parameter]
+    for parameter, value in bound.arguments.items():
+        annotation = signature.parameters[parameter].annotation
         if not _matches(value, annotation):
             raise TypeError(
                 f"{label}: {name}(): parameter '{parameter}' must be {_annotation_name(annotation)}, got {type(value).__name__}"
             )
     passed = set()
-    for value in bound.values():
+    for value in bound.arguments.values():
         _strings(value, passed)
     try:
-        result = function(*args, **kwargs)
+        result = function(*bound.args, **bound.kwargs)
     except (MemoryError, RecursionError):
         raise
     except BaseException as e:  # noqa: BLE001 - the module's failure, named with its line
