@@ -175,32 +175,14 @@ impl Harness {
             .await
             .unwrap()
             .session_token;
-        let plan = plan_of(kind);
-        let json = serde_json::to_string(&plan).unwrap();
         let (ctx, secrets_allowed) = ctx_of(kind);
-        let ctx_json = serde_json::to_string(&ctx).unwrap();
-        let new = NewRun {
-            workflow_source: "acme/app",
-            workflow_path: ".plue/ci.plue.py",
-            event: ctx.event.as_str(),
-            git_ref: &ctx.git_ref,
-            context_json: &ctx_json,
-            repo: Some(RunRepo {
-                repo_id: self.repo_id,
-                secrets_allowed,
-            }),
-            ..plue_store::testing::local_run(&plan, &json)
-        };
         let fork = match kind {
             Kind::Fork(owner) => Some(format!("{owner}/app")),
             _ => None,
         };
         let run_id = self
-            .engine
-            .executor
-            .start_run_of_fork(&new, None, fork.as_deref())
-            .await
-            .unwrap();
+            .start_run(&plan_of(kind), &ctx, secrets_allowed, fork.as_deref())
+            .await;
         let poll: wire::PollResponse = support::post_json(
             &self.http,
             &self.url(wire::POLL),
@@ -218,6 +200,36 @@ impl Harness {
             attempt: assignment.attempt_id,
             token,
         }
+    }
+
+    /// Starts a run of `plan` in `acme/app`'s `.plue/ci.plue.py` for `ctx` (of the fork
+    /// `fork`, if any), as the engine records a forge's run.
+    async fn start_run(
+        &self,
+        plan: &Plan,
+        ctx: &EvalContext,
+        secrets_allowed: bool,
+        fork: Option<&str>,
+    ) -> i64 {
+        let json = serde_json::to_string(plan).unwrap();
+        let ctx_json = serde_json::to_string(ctx).unwrap();
+        let new = NewRun {
+            workflow_source: "acme/app",
+            workflow_path: ".plue/ci.plue.py",
+            event: ctx.event.as_str(),
+            git_ref: &ctx.git_ref,
+            context_json: &ctx_json,
+            repo: Some(RunRepo {
+                repo_id: self.repo_id,
+                secrets_allowed,
+            }),
+            ..plue_store::testing::local_run(plan, &json)
+        };
+        self.engine
+            .executor
+            .start_run_of_fork(&new, None, fork)
+            .await
+            .unwrap()
     }
 
     async fn partition(&self, held: &Held) -> String {
@@ -599,29 +611,11 @@ async fn an_outsiders_summon_never_reaches_a_run_with_secrets() {
 async fn a_branch_named_as_markup_is_text_on_the_run_page() {
     let h = Harness::start(1 << 30).await;
     let branch = "<img src=x onerror=alert(1)>";
-    let plan = plan_of(Kind::BranchPush);
-    let json = serde_json::to_string(&plan).unwrap();
     let mut ctx = EvalContext::local(Event::Push, branch);
     ctx.repo = "acme/app".into();
-    let ctx_json = serde_json::to_string(&ctx).unwrap();
-    let new = NewRun {
-        workflow_source: "acme/app",
-        workflow_path: ".plue/ci.plue.py",
-        event: ctx.event.as_str(),
-        git_ref: &ctx.git_ref,
-        context_json: &ctx_json,
-        repo: Some(RunRepo {
-            repo_id: h.repo_id,
-            secrets_allowed: true,
-        }),
-        ..plue_store::testing::local_run(&plan, &json)
-    };
     let run_id = h
-        .engine
-        .executor
-        .start_run_of_fork(&new, None, None)
-        .await
-        .unwrap();
+        .start_run(&plan_of(Kind::BranchPush), &ctx, true, None)
+        .await;
     let label = format!("branch:{branch}");
     let run: serde_json::Value = h
         .http

@@ -520,14 +520,7 @@ mod tests {
                 CacheRecorded::Created { evicted, .. } => assert_eq!(evicted, 1),
                 other => panic!("{other:?}"),
             }
-            let mut kept: Vec<String> = store
-                .cache_entries_of("local", 10)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|e| e.key)
-                .collect();
-            kept.sort();
+            let kept = kept_keys(&store).await;
             assert_eq!(kept, vec!["rust-1".to_string(), "rust-3".to_string()]);
             assert_ne!(used.key, old.key);
             // Larger than the quota: never recorded.
@@ -539,6 +532,19 @@ mod tests {
                 CacheRecorded::OverQuota { .. }
             ));
         }
+    }
+
+    /// The keys of scope `local`'s entries, sorted.
+    async fn kept_keys(store: &Store) -> Vec<String> {
+        let mut kept: Vec<String> = store
+            .cache_entries_of("local", 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        kept.sort();
+        kept
     }
 
     // The attack: forks fill the quota with entries used more recently than the default
@@ -583,14 +589,7 @@ mod tests {
                 CacheRecorded::Created { evicted, .. } => assert_eq!(evicted, 2),
                 other => panic!("{other:?}"),
             }
-            let mut kept: Vec<String> = store
-                .cache_entries_of("local", 10)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|e| e.key)
-                .collect();
-            kept.sort();
+            let kept = kept_keys(&store).await;
             assert_eq!(kept, vec![main.key, "rust-5".to_string(), tag.key]);
         }
     }
