@@ -818,15 +818,7 @@ async fn runner_tokens_are_made_listed_and_revoked_by_the_admin_only() {
 fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
     for (path, data) in entries {
-        let mut header = tar::Header::new_old();
-        header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_mode(0o644);
-        header.set_size(data.len() as u64);
-        header.set_cksum();
-        out.extend_from_slice(header.as_bytes());
-        out.extend_from_slice(data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
+        testkit::hostile_tar::raw_entry(&mut out, path, tar::EntryType::Regular, "", data);
     }
     out.extend_from_slice(&[0u8; 1024]);
     out

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 use support::{printed, step_lines, Sandbox};
+use testkit::hostile_tar::raw_entry;
 
 /// A step that says whether it found `target/out.txt` (and what it held), then writes it
 /// from the key file, and a file in its home, both cached by `deps`.
@@ -160,20 +161,6 @@ fn a_tampered_entry_is_refused_and_the_step_runs_as_on_a_miss() {
 
 /// A tar entry as an attacker writes it: path, type, link target, content.
 type RawEntry<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
-
-/// A raw tar entry (the `tar` crate's setters refuse what an attacker writes).
-fn raw_entry(out: &mut Vec<u8>, path: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
-    let mut header = tar::Header::new_old();
-    header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
-    header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
-    header.set_entry_type(kind);
-    header.set_mode(0o644);
-    header.set_size(data.len() as u64);
-    header.set_cksum();
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-}
 
 /// Records `archive` as the sandbox's one cache entry: its bytes at their content address
 /// and the entry's digest, size and blob key made to match, as if a runner had saved it.

@@ -3,7 +3,8 @@
 //! Kubernetes API server with a simulated kubelet, and ([`forge`]) a fake GitHub/Gitea with a
 //! git remote over HTTP, and ([`api_description`]) the forges' published API descriptions
 //! that the fake forge's exchanges are checked against, and ([`counting`]) a global
-//! allocator counting the bytes each thread asks for.
+//! allocator counting the bytes each thread asks for, and ([`hostile_tar`]) tar archives as
+//! an attacker writes them.
 //!
 //! - [`TempPostgres`] owns one server: a data directory under a temporary directory, a
 //!   `postgres` child process on a free 127.0.0.1 port, and a watchdog. Dropping it stops
@@ -29,6 +30,7 @@ mod binaries;
 pub mod claude;
 pub mod counting;
 pub mod forge;
+pub mod hostile_tar;
 mod identity;
 pub mod kube;
 pub mod redirect_trap;

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use super::*;
+use testkit::hostile_tar::raw_entry;
 
 fn spec(paths: &[&str], key_files: &[&str]) -> CacheSpec {
     CacheSpec {
@@ -218,20 +219,6 @@ fn a_tampered_entry_is_refused_before_anything_is_unpacked() {
     assert_eq!(err.to_string(), "digest mismatch");
     let err = receive(&bytes[..], &mut into, &sha256(&bytes), 10).unwrap_err();
     assert!(err.to_string().contains("larger than"), "{err}");
-}
-
-/// A raw tar entry (the `tar` crate's setters refuse what an attacker writes).
-fn raw_entry(out: &mut Vec<u8>, path: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
-    let mut header = tar::Header::new_old();
-    header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
-    header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
-    header.set_entry_type(kind);
-    header.set_mode(0o644);
-    header.set_size(data.len() as u64);
-    header.set_cksum();
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512, 0);
 }
 
 fn hostile(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {

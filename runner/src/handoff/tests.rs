@@ -6,24 +6,7 @@ use plue_types::handoff::Limits;
 use sha2::Digest;
 
 use super::*;
-
-/// A tar entry written byte by byte: the `tar` crate's own setters refuse `..` and
-/// absolute paths, which is exactly what an attacker's archive holds.
-fn raw_entry(out: &mut Vec<u8>, path: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
-    let mut header = tar::Header::new_old();
-    let name = &mut header.as_old_mut().name;
-    name[..path.len()].copy_from_slice(path.as_bytes());
-    if !link.is_empty() {
-        header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
-    }
-    header.set_entry_type(kind);
-    header.set_mode(0o644);
-    header.set_size(data.len() as u64);
-    header.set_cksum();
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-}
+use testkit::hostile_tar::raw_entry;
 
 fn finish(mut out: Vec<u8>) -> Vec<u8> {
     out.extend_from_slice(&[0u8; 1024]);
