@@ -20,14 +20,14 @@
 //! - A step run only moves forward, every update naming the states it may leave (see
 //!   `runs`); a review loop's step runs go back once per iteration.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use anyhow::Context;
 use plue_types::status::{RunState, RunStatus, StepStatus};
 
 use super::claims::{claim_in, complete_in, runner_idle_in, ClaimFor, RunnerWas, Takes};
 use super::groups::{promote, relock_group};
-use super::runs::{step_states_by_id, STEP_STATE_COLUMNS};
+use super::runs::STEP_STATE_COLUMNS;
 use super::tx::{Conn, Statement, Tx};
 use super::{
     now_ms, Advanced, AttemptEnd, Claimed, CompletedAttempt, KnownSteps, RunSnapshot, StepAfter,
@@ -125,6 +125,37 @@ async fn lock_run(
     Ok((tx, group_id, run))
 }
 
+/// Empties run `$1`'s list of step runs that became final.
+const EMPTY_CHANGES: &str = "DELETE FROM step_changes WHERE run_id = $1";
+
+/// The step runs of run `run_id` that became final since they were last read, taken from
+/// `step_changes` (exactly the entries seen; any listed later stay for the next advance)
+/// and read again. A listed id is read whatever run it names: the caller's copy refuses a
+/// stranger (and then reads every step).
+async fn take_changed_steps(tx: &mut Tx<'_>, run_id: i64) -> anyhow::Result<Vec<StepRunRow>> {
+    if tx.is_postgres() {
+        // Other transactions may list changes of the run meanwhile (the sweeper ends
+        // attempts without the run's lock): one statement takes exactly what it reads.
+        let sql = format!(
+            "WITH changed AS ({EMPTY_CHANGES} RETURNING step_run_id) \
+             SELECT {STEP_STATE_COLUMNS} FROM step_runs \
+             WHERE id IN (SELECT step_run_id FROM changed)"
+        );
+        return tx.rows(Statement::new(&sql).bind(run_id)).await;
+    }
+    // SQLite has no data-modifying `WITH`, and needs none: this transaction already wrote
+    // (the run's row), so it holds the database's one write lock and nothing can list a
+    // change between the read and the delete.
+    let sql = format!(
+        "SELECT {STEP_STATE_COLUMNS} FROM step_runs \
+         WHERE id IN (SELECT step_run_id FROM step_changes WHERE run_id = $1)"
+    );
+    let rows = tx.rows(Statement::new(&sql).bind(run_id)).await?;
+    tx.execute(Statement::new(EMPTY_CHANGES).bind(run_id))
+        .await?;
+    Ok(rows)
+}
+
 /// The step runs the advance decides on: only those that became final since the caller's
 /// copy (`known`, when still current), else every one. With the copy it refreshed, and how
 /// many rows it read.
@@ -134,25 +165,23 @@ async fn steps_to_decide(
     run: &LockedRun,
     known: Option<KnownSteps>,
 ) -> anyhow::Result<(Vec<StepRunRow>, Option<KnownSteps>, usize)> {
-    // The step runs that became final since they were last read: taken from the list
-    // (exactly the entries seen; any committed later stay for the next advance), then read
-    // again below.
-    let changed: Vec<i64> = tx
-        .scalars(
-            Statement::new("DELETE FROM step_changes WHERE run_id = $1 RETURNING step_run_id")
-                .bind(run_id),
-        )
-        .await?;
     // A run being cancelled is read whole: cancelling treats a queued step (ended here) and
     // a claimed or running one (ended by its runner) differently, and the copy does not
     // tell them apart.
     let mut known = known.filter(|k| k.follows(run.advances) && !run.cancel_requested);
     let mut steps_read = 0;
-    if let Some(k) = known.as_mut() {
-        let rows = step_states_by_id(tx, run_id, &changed).await?;
-        steps_read += rows.len();
-        if rows.len() != changed.iter().collect::<BTreeSet<_>>().len() || !k.refresh(rows) {
-            known = None;
+    match known.as_mut() {
+        Some(k) => {
+            let rows = take_changed_steps(tx, run_id).await?;
+            steps_read += rows.len();
+            if !k.refresh(rows) {
+                known = None;
+            }
+        }
+        // Every step is read below: the list is only emptied.
+        None => {
+            tx.execute(Statement::new(EMPTY_CHANGES).bind(run_id))
+                .await?;
         }
     }
     Ok(match known {
@@ -313,7 +342,7 @@ async fn apply_change(
             )
             .await?;
             // Nothing reads a finished run's changes.
-            tx.execute(Statement::new("DELETE FROM step_changes WHERE run_id = $1").bind(run_id))
+            tx.execute(Statement::new(EMPTY_CHANGES).bind(run_id))
                 .await?;
             advanced.finished = true;
             if let Some(group_id) = group_id {
@@ -528,10 +557,11 @@ impl Store {
         let next = match next {
             None => NextClaim::NotAsked,
             Some(None) => NextClaim::NothingToTake,
-            Some(Some((claimed, first_of_run))) => {
+            Some(Some(took)) => {
+                let claimed = took.claimed;
                 // Committed: the claim is the runner's whatever this says. A run not marked
                 // running now is marked by its next claim.
-                if let Err(error) = self.claimed_first(&claimed, first_of_run, now).await {
+                if let Err(error) = self.claimed_first(&claimed, took.first_of_run, now).await {
                     tracing::warn!(run = claimed.run_id, "marking the run running: {error:#}");
                 }
                 NextClaim::Claimed(claimed)

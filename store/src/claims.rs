@@ -237,9 +237,10 @@ const PG_CLAIM: &str = concat!(
     new_attempt!("claimed"),
     "), busy AS (",
     runner_busy!(),
-    " AND EXISTS (SELECT 1 FROM claimed)) \
+    " AND EXISTS (SELECT 1 FROM claimed) RETURNING id) \
      SELECT claimed.id, claimed.run_id, claimed.step_id, claimed.attempts, claimed.action, \
-         attempt.id AS attempt_id FROM claimed, attempt"
+         attempt.id AS attempt_id, EXISTS (SELECT 1 FROM busy) AS marked_busy \
+     FROM claimed, attempt"
 );
 
 /// SQLite claims the step run here; [`claim_in`] inserts the attempt and marks the runner
@@ -247,7 +248,56 @@ const PG_CLAIM: &str = concat!(
 const SQLITE_CLAIM: &str = concat!(
     "UPDATE step_runs SET status = 'claimed', attempts = attempts + 1 WHERE id = (",
     claimable_step!("labels IN (SELECT value FROM json_each($2))"),
-    ") RETURNING id, run_id, step_id, attempts, action, NULL AS attempt_id"
+    ") RETURNING id, run_id, step_id, attempts, action, NULL AS attempt_id, \
+       NULL AS marked_busy"
+);
+
+/// Ends a live attempt (of runner `$6`, when given): the one statement of what an ended
+/// attempt records, for both backends; only how the attempt's step run and run are read
+/// back differs (`$from`, `$join`, `$returning`).
+macro_rules! end_attempt {
+    ($from:literal, $join:literal, $returning:literal) => {
+        concat!(
+            "UPDATE attempts SET status = $2, exit_code = $3, reason = $4, finished_at = $5, \
+             usage = $7, started_at = COALESCE(attempts.started_at, \
+                 CASE WHEN $8 < attempts.claimed_at THEN attempts.claimed_at ELSE $8 END), \
+             model = $9, cost_usd_micros = $10 ",
+            $from,
+            " WHERE attempts.id = $1 AND attempts.status IN ('claimed', 'running') \
+               AND ($6 IS NULL OR attempts.runner_id = $6) ",
+            $join,
+            " ",
+            $returning
+        )
+    };
+}
+
+/// SQLite: a `RETURNING` may name only the updated table, so the step run and run are
+/// read by subqueries, one a column.
+const SQLITE_END_ATTEMPT: &str = end_attempt!(
+    "",
+    "",
+    "RETURNING step_run_id, number, runner_id, started_at, \
+     (SELECT s.run_id FROM step_runs s WHERE s.id = step_run_id) AS run_id, \
+     (SELECT s.step_id FROM step_runs s WHERE s.id = step_run_id) AS step_id, \
+     (SELECT s.started_at FROM step_runs s WHERE s.id = step_run_id) AS step_started_at, \
+     (SELECT s.iteration FROM step_runs s WHERE s.id = step_run_id) AS iteration, \
+     (SELECT s.iteration_base FROM step_runs s WHERE s.id = step_run_id) AS iteration_base, \
+     (SELECT s.status FROM step_runs s WHERE s.id = step_run_id) AS step_status, \
+     (SELECT s.ready_at FROM step_runs s WHERE s.id = step_run_id) AS ready_at, \
+     (SELECT r.cancel_requested FROM step_runs s JOIN runs r ON r.id = s.run_id \
+      WHERE s.id = step_run_id) AS cancel_requested"
+);
+
+/// PostgreSQL: the step run and run joined once (`UPDATE … FROM`), where SQLite's form
+/// costs eight lookups of the step run.
+const PG_END_ATTEMPT: &str = end_attempt!(
+    "FROM step_runs s JOIN runs r ON r.id = s.run_id",
+    "AND s.id = attempts.step_run_id",
+    "RETURNING attempts.step_run_id, attempts.number, attempts.runner_id, \
+     attempts.started_at, s.run_id, s.step_id, s.started_at AS step_started_at, \
+     s.iteration, s.iteration_base, s.status AS step_status, s.ready_at, \
+     r.cancel_requested"
 );
 
 /// What a completing `UPDATE attempts … RETURNING` reads of the attempt, its step run and
@@ -283,27 +333,7 @@ pub(crate) async fn complete_in(
 ) -> anyhow::Result<Option<CompletedAttempt>> {
     let usage_json = end.usage.map(|u| serde_json::to_string(&u)).transpose()?;
     let ended: Option<EndedAttempt> = tx
-        .row(
-            Statement::new(
-                "UPDATE attempts SET status = $2, exit_code = $3, reason = $4, finished_at = $5, \
-                 usage = $7, started_at = COALESCE(started_at, \
-                     CASE WHEN $8 < claimed_at THEN claimed_at ELSE $8 END), \
-                 model = $9, cost_usd_micros = $10 \
-                 WHERE id = $1 AND status IN ('claimed', 'running') \
-                 AND ($6 IS NULL OR runner_id = $6) \
-                 RETURNING step_run_id, number, runner_id, started_at, \
-                 (SELECT s.run_id FROM step_runs s WHERE s.id = step_run_id) AS run_id, \
-                 (SELECT s.step_id FROM step_runs s WHERE s.id = step_run_id) AS step_id, \
-                 (SELECT s.started_at FROM step_runs s WHERE s.id = step_run_id) \
-                     AS step_started_at, \
-                 (SELECT s.iteration FROM step_runs s WHERE s.id = step_run_id) AS iteration, \
-                 (SELECT s.iteration_base FROM step_runs s WHERE s.id = step_run_id) \
-                     AS iteration_base, \
-                 (SELECT s.status FROM step_runs s WHERE s.id = step_run_id) AS step_status, \
-                 (SELECT s.ready_at FROM step_runs s WHERE s.id = step_run_id) AS ready_at, \
-                 (SELECT r.cancel_requested FROM step_runs s JOIN runs r ON r.id = s.run_id \
-                  WHERE s.id = step_run_id) AS cancel_requested",
-            )
+        .row(Statement::per_backend(SQLITE_END_ATTEMPT, PG_END_ATTEMPT)
             .bind(attempt_id)
             .bind(end.status)
             .bind(end.exit_code)
@@ -482,6 +512,9 @@ struct ClaimedStep {
     /// claims, inserts the attempt and marks an idle runner busy); `None` on SQLite, where
     /// [`claim_in`] does both after it (SQLite has no data-modifying `WITH`).
     attempt_id: Option<i64>,
+    /// Whether the claim statement marked an idle runner busy (PostgreSQL; `None` on
+    /// SQLite, where [`claim_in`] marks it).
+    marked_busy: Option<bool>,
 }
 
 /// The claim statement: the one place the backends' SQL differs in a transition.
@@ -502,35 +535,56 @@ fn with_claim_args<'a>(statement: Statement<'a>, claim: &ClaimFor<'a>) -> Statem
         .bind(DEFAULT_ATTEMPT_TIMEOUT_MS)
 }
 
+/// What [`claim_in`] took.
+pub(crate) struct ClaimedIn {
+    pub(crate) claimed: Claimed,
+    /// The run's facts when this is `claimed_runs`' first claim of the run (the caller
+    /// marks the run started once the transaction committed: [`Store::claimed_first`]).
+    pub(crate) first_of_run: Option<RunFacts>,
+    /// Whether the claim marked its runner busy (it was `idle` when the mark was written).
+    marked_busy: bool,
+}
+
 /// Claims, inside `tx`, the oldest ready step run `claim`'s runner may take, and creates its
 /// attempt. `None` when there is nothing to take (the runner's state is left as it was).
-/// With the claim comes the run's facts when this is `claimed_runs`' first claim of the run
-/// (the caller marks the run started once the transaction committed:
-/// [`Store::claimed_first`]).
 pub(crate) async fn claim_in(
     tx: &mut Tx<'_>,
     claimed_runs: &ClaimedRuns,
     claim: &ClaimFor<'_>,
-) -> anyhow::Result<Option<(Claimed, Option<RunFacts>)>> {
+) -> anyhow::Result<Option<ClaimedIn>> {
     let Some(step) = tx.row::<ClaimedStep>(claim_statement(claim)).await? else {
         return Ok(None);
     };
-    if let Some(attempt_id) = step.attempt_id {
-        return claimed_with(tx, claimed_runs, attempt_id, step)
-            .await
-            .map(Some);
-    }
-    let attempt_id: i64 = tx
-        .scalar(with_claim_args(Statement::new(SQLITE_NEW_ATTEMPT), claim).bind(step.id))
-        .await?
-        .context("the new attempt's id")?;
-    if claim.runner_was == RunnerWas::Idle {
-        tx.execute(with_claim_args(Statement::new(RUNNER_BUSY), claim))
-            .await?;
-    }
-    claimed_with(tx, claimed_runs, attempt_id, step)
-        .await
-        .map(Some)
+    let (attempt_id, marked_busy) = match step.attempt_id {
+        Some(attempt_id) => (attempt_id, step.marked_busy.unwrap_or(false)),
+        None => {
+            let attempt_id: i64 = tx
+                .scalar(with_claim_args(Statement::new(SQLITE_NEW_ATTEMPT), claim).bind(step.id))
+                .await?
+                .context("the new attempt's id")?;
+            let marked = claim.runner_was == RunnerWas::Idle
+                && tx
+                    .execute(with_claim_args(Statement::new(RUNNER_BUSY), claim))
+                    .await?
+                    == 1;
+            (attempt_id, marked)
+        }
+    };
+    let (claimed, first_of_run) = claimed_with(tx, claimed_runs, attempt_id, step).await?;
+    Ok(Some(ClaimedIn {
+        claimed,
+        first_of_run,
+        marked_busy,
+    }))
+}
+
+/// Whether runner `runner_id` is live (`idle` or `busy`) as the latest committed state
+/// has it: a statement of its own reads past the claim statement's snapshot.
+async fn runner_still_live(tx: &mut Tx<'_>, runner_id: i64) -> anyhow::Result<bool> {
+    let state: Option<String> = tx
+        .scalar(Statement::new("SELECT state FROM runners WHERE id = $1").bind(runner_id))
+        .await?;
+    Ok(matches!(state.as_deref(), Some("idle" | "busy")))
 }
 
 /// The claim of `step` as attempt `attempt_id`, with the run's facts when `claimed_runs`
@@ -672,15 +726,24 @@ impl Store {
     async fn claim_as(&self, claim: ClaimFor<'_>) -> anyhow::Result<Option<Claimed>> {
         let mut conn = Conn::acquire(self).await?;
         let mut tx = conn.begin().await?;
-        let claimed = claim_in(&mut tx, &self.claimed_runs, &claim).await?;
-        tx.commit().await?;
-        drop(conn);
-        let Some((claimed, first_of_run)) = claimed else {
+        let Some(took) = claim_in(&mut tx, &self.claimed_runs, &claim).await? else {
             return Ok(None);
         };
-        self.claimed_first(&claimed, first_of_run, claim.now)
+        // An idle runner's claim read the runner as live in its statement's snapshot; a
+        // retirement (or a loss) committed since then left the busy mark unwritten. Such a
+        // claim must not commit: its attempt would sit on a runner that runs nothing, and
+        // fail as lost. Dropping the transaction writes nothing.
+        if claim.runner_was == RunnerWas::Idle
+            && !took.marked_busy
+            && !runner_still_live(&mut tx, claim.runner_id).await?
+        {
+            return Ok(None);
+        }
+        tx.commit().await?;
+        drop(conn);
+        self.claimed_first(&took.claimed, took.first_of_run, claim.now)
             .await?;
-        Ok(Some(claimed))
+        Ok(Some(took.claimed))
     }
 
     /// After a claim committed that was this process's first of its run (`first_of_run`,
@@ -856,5 +919,78 @@ mod tests {
         let stored = serde_json::to_string(&one).unwrap();
         assert_eq!(add_usage(Some(&stored), one).input_tokens, 20);
         assert_eq!(add_usage(Some("garbage"), one), one);
+    }
+
+    /// A backend of the store whose backend process waits for a lock (PostgreSQL).
+    async fn a_backend_waits_for_a_lock(pool: &sqlx::PgPool) {
+        for _ in 0..500 {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("no claim waited for the runner's row");
+    }
+
+    /// An idle runner's claim reads the runner as live in its statement's snapshot; a
+    /// retirement committed after that snapshot, before the claim's busy mark, must leave
+    /// the claim unwritten (it would otherwise put an attempt on a runner that is gone).
+    /// PostgreSQL only: SQLite's one connection serializes the two.
+    #[tokio::test]
+    async fn an_idle_claim_racing_the_runners_retirement_writes_nothing() {
+        use crate::testing::{local_run, queue_run_ready_at, stores};
+        use evaluator::plan::{Plan, Step};
+        for (store, _dir) in stores().await {
+            let crate::Db::Postgres(pool) = &store.db else {
+                continue;
+            };
+            let plan = Plan::new("p", vec![Step::bash("a", "true")]);
+            let json = serde_json::to_string(&plan).unwrap();
+            let run_id = queue_run_ready_at(&store, &local_run(&plan, &json), 1_000).await;
+            let runner = store
+                .register_runner("r", "{}", "r", false, 0)
+                .await
+                .unwrap();
+            // The retirement holds the runner's row, not yet committed.
+            let mut retirement = pool.begin().await.unwrap();
+            sqlx::query(
+                "UPDATE runners SET state = 'gone', state_since = 2 WHERE id = $1 AND state = 'idle'",
+            )
+            .bind(runner)
+            .execute(&mut *retirement)
+            .await
+            .unwrap();
+            let claiming = tokio::spawn({
+                let store = store.clone();
+                async move { store.claim(runner, &[String::new()], 1_500).await }
+            });
+            // The claim saw the runner idle and now waits to mark it busy.
+            a_backend_waits_for_a_lock(pool).await;
+            retirement.commit().await.unwrap();
+            let claimed = claiming.await.unwrap().unwrap();
+            assert_eq!(claimed, None, "a gone runner's claim takes nothing");
+            let (status, attempts): (String, i64) = sqlx::query_as(
+                "SELECT status, (SELECT COUNT(*) FROM attempts) FROM step_runs WHERE run_id = $1",
+            )
+            .bind(run_id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            assert_eq!((status.as_str(), attempts), ("queued", 0), "nothing written");
+            // A live runner takes the step.
+            let other = store
+                .register_runner("s", "{}", "s", false, 0)
+                .await
+                .unwrap();
+            let taken = store.claim(other, &[String::new()], 1_600).await.unwrap();
+            assert_eq!(taken.map(|c| c.run_id), Some(run_id));
+        }
     }
 }

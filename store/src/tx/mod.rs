@@ -270,6 +270,12 @@ impl Tx<'_> {
         }
     }
 
+    /// Whether this is PostgreSQL's: for the few transitions that take fewer statements
+    /// there (a data-modifying `WITH`, which SQLite lacks), with the same outcome.
+    pub(crate) fn is_postgres(&self) -> bool {
+        !matches!(self, Tx::Sqlite(_))
+    }
+
     /// Runs `statement`; how many rows it changed.
     pub(crate) async fn execute(&mut self, statement: Statement<'_>) -> anyhow::Result<u64> {
         let changed = match self {
