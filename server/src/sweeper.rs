@@ -1,7 +1,8 @@
 //! The sweeper: the engine's timers. It declares silent runners lost (failing their
 //! attempts with `runner lost`: [`fail_attempts_of`], which the pools use too for runners
 //! they see die), fails attempts that outlived their timeout by a grace
-//! period (`timed out after Ns`, in case the runner could not), and periodically advances
+//! period (`timed out after Ns`, in case the runner could not), tidies the store's list of
+//! step changes (`Store::tidy_change_list`), and periodically advances
 //! every active run so nothing waits on a notification that was missed — after a restart,
 //! or when another replica made the change.
 //!
@@ -75,6 +76,7 @@ async fn sweep(
     for run_id in store.expire_approvals(now).await? {
         executor.advance(run_id).await?;
     }
+    store.tidy_change_list().await?;
     // Every few ticks, move every active run on (cheap; covers missed notifications), and
     // wake every waiting poll if claimable work waits (a wake lost between replicas whose
     // step the due-work watch did not see: clocks apart). Idle, that is one count.

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use plue_types::status::{RunState, RunStatus, StepStatus};
 
+use super::change_list::{take_changed_steps, EMPTY_CHANGES};
 use super::claims::{claim_in, complete_in, runner_idle_in, ClaimFor, RunnerWas, Takes};
 use super::groups::{promote, relock_group};
 use super::runs::STEP_STATE_COLUMNS;
@@ -123,37 +124,6 @@ async fn lock_run(
         )
         .await?;
     Ok((tx, group_id, run))
-}
-
-/// Empties run `$1`'s list of step runs that became final.
-const EMPTY_CHANGES: &str = "DELETE FROM step_changes WHERE run_id = $1";
-
-/// The step runs of run `run_id` that became final since they were last read, taken from
-/// `step_changes` (exactly the entries seen; any listed later stay for the next advance)
-/// and read again. A listed id is read whatever run it names: the caller's copy refuses a
-/// stranger (and then reads every step).
-async fn take_changed_steps(tx: &mut Tx<'_>, run_id: i64) -> anyhow::Result<Vec<StepRunRow>> {
-    if tx.is_postgres() {
-        // Other transactions may list changes of the run meanwhile (the sweeper ends
-        // attempts without the run's lock): one statement takes exactly what it reads.
-        let sql = format!(
-            "WITH changed AS ({EMPTY_CHANGES} RETURNING step_run_id) \
-             SELECT {STEP_STATE_COLUMNS} FROM step_runs \
-             WHERE id IN (SELECT step_run_id FROM changed)"
-        );
-        return tx.rows(Statement::new(&sql).bind(run_id)).await;
-    }
-    // SQLite has no data-modifying `WITH`, and needs none: this transaction already wrote
-    // (the run's row), so it holds the database's one write lock and nothing can list a
-    // change between the read and the delete.
-    let sql = format!(
-        "SELECT {STEP_STATE_COLUMNS} FROM step_runs \
-         WHERE id IN (SELECT step_run_id FROM step_changes WHERE run_id = $1)"
-    );
-    let rows = tx.rows(Statement::new(&sql).bind(run_id)).await?;
-    tx.execute(Statement::new(EMPTY_CHANGES).bind(run_id))
-        .await?;
-    Ok(rows)
 }
 
 /// The step runs the advance decides on: only those that became final since the caller's

@@ -333,17 +333,18 @@ pub(crate) async fn complete_in(
 ) -> anyhow::Result<Option<CompletedAttempt>> {
     let usage_json = end.usage.map(|u| serde_json::to_string(&u)).transpose()?;
     let ended: Option<EndedAttempt> = tx
-        .row(Statement::per_backend(SQLITE_END_ATTEMPT, PG_END_ATTEMPT)
-            .bind(attempt_id)
-            .bind(end.status)
-            .bind(end.exit_code)
-            .bind(end.reason)
-            .bind(end.at)
-            .bind(runner_id)
-            .bind(&usage_json)
-            .bind(end.started_at)
-            .bind(end.model)
-            .bind(end.cost_micros),
+        .row(
+            Statement::per_backend(SQLITE_END_ATTEMPT, PG_END_ATTEMPT)
+                .bind(attempt_id)
+                .bind(end.status)
+                .bind(end.exit_code)
+                .bind(end.reason)
+                .bind(end.at)
+                .bind(runner_id)
+                .bind(&usage_json)
+                .bind(end.started_at)
+                .bind(end.model)
+                .bind(end.cost_micros),
         )
         .await?;
     let Some(ended) = ended else {
@@ -983,7 +984,11 @@ mod tests {
             .fetch_one(pool)
             .await
             .unwrap();
-            assert_eq!((status.as_str(), attempts), ("queued", 0), "nothing written");
+            assert_eq!(
+                (status.as_str(), attempts),
+                ("queued", 0),
+                "nothing written"
+            );
             // A live runner takes the step.
             let other = store
                 .register_runner("s", "{}", "s", false, 0)

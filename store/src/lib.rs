@@ -25,6 +25,7 @@ mod api_tokens;
 mod approvals;
 mod blobs;
 mod caches;
+mod change_list;
 mod check_runs;
 mod claims;
 mod costs;
