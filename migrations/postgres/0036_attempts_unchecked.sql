@@ -1,5 +1,5 @@
 -- An attempt is inserted by one statement only, the claim, which takes its step run and
--- runner from rows it has just read and locked in that same statement. Its two foreign
+-- runner from rows it has just read in that same statement (the step run locked). Its two foreign
 -- keys made every claim run two referential checks more, each a query that share-locks
 -- the step run's and the runner's row (the runner's, shared with its heartbeats, then
 -- needs a multi-transaction lock record). Runs, step runs and runners are never deleted,

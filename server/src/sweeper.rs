@@ -76,7 +76,6 @@ async fn sweep(
     for run_id in store.expire_approvals(now).await? {
         executor.advance(run_id).await?;
     }
-    store.tidy_change_list().await?;
     // Every few ticks, move every active run on (cheap; covers missed notifications), and
     // wake every waiting poll if claimable work waits (a wake lost between replicas whose
     // step the due-work watch did not see: clocks apart). Idle, that is one count.
@@ -87,6 +86,10 @@ async fn sweep(
         if store.queued_ready(now_ms()).await? > 0 {
             executor.events().wake_all();
         }
+    }
+    // Housekeeping last: a failure here costs the next takes some speed, nothing else.
+    if let Err(error) = store.tidy_change_list().await {
+        tracing::warn!("tidying the change list: {error:#}");
     }
     Ok(())
 }
