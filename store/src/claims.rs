@@ -197,8 +197,8 @@ macro_rules! claimable_step {
 const DEFAULT_ATTEMPT_TIMEOUT_MS: i64 = 3_600_000;
 
 /// The claimed step run's new attempt, from the step run's row as the claim left it
-/// (`$from`): inside [`PG_CLAIM`] from its `claimed` rows, after [`SQLITE_CLAIM`] on SQLite
-/// from the step run ([`SQLITE_NEW_ATTEMPT`]).
+/// (`$from`): inside a PostgreSQL claim ([`claimed_step!`]) from its `claimed` rows, after
+/// [`SQLITE_CLAIM`] on SQLite from the step run ([`SQLITE_NEW_ATTEMPT`]).
 macro_rules! new_attempt {
     ($from:literal) => {
         concat!(
@@ -214,33 +214,57 @@ macro_rules! new_attempt {
 /// `$6`: the step run the claim took.
 const SQLITE_NEW_ATTEMPT: &str = new_attempt!("step_runs WHERE id = $6");
 
-/// Marks the claiming runner busy if it was idle: inside [`PG_CLAIM`] (when it claimed
-/// something), after [`SQLITE_CLAIM`] on SQLite ([`RUNNER_BUSY`]).
+/// A polling runner's claim marks its runner busy from now (since now if it was idle),
+/// only while the runner is live, holding the runner's row until the claim commits. The
+/// claim takes effect only with its mark: a runner retired or declared lost after the
+/// claim read it live keeps its state, and the step stays queued. Inside
+/// [`PG_CLAIM_IDLE`], after [`SQLITE_CLAIM`] on SQLite ([`RUNNER_BUSY`]).
 macro_rules! runner_busy {
     () => {
-        "UPDATE runners SET state = 'busy', state_since = $1 WHERE id = $3 AND state = 'idle'"
+        "UPDATE runners SET state = 'busy', \
+             state_since = CASE WHEN state = 'idle' THEN $1 ELSE state_since END \
+         WHERE id = $3 AND state IN ('idle', 'busy')"
     };
 }
 const RUNNER_BUSY: &str = runner_busy!();
 
-/// PostgreSQL claims, inserts the attempt and marks an idle runner busy in one statement.
-const PG_CLAIM: &str = concat!(
+/// Inside a PostgreSQL claim: the picked step run moved to `claimed` when `$gate` allows.
+macro_rules! claimed_step {
+    ($gate:literal) => {
+        concat!(
+            "claimed AS ( \
+                 UPDATE step_runs s SET status = 'claimed', attempts = s.attempts + 1 \
+                 FROM picked WHERE s.id = picked.id ",
+            $gate,
+            " RETURNING s.id, s.run_id, s.step_id, s.attempts, s.action, s.timeout_ms, \
+                 s.iteration, s.ready_at), \
+             attempt AS (",
+            new_attempt!("claimed"),
+            ") SELECT claimed.id, claimed.run_id, claimed.step_id, claimed.attempts, \
+                 claimed.action, attempt.id AS attempt_id FROM claimed, attempt"
+        )
+    };
+}
+
+/// A polling runner's claim on PostgreSQL, one statement: picks the step run, marks the
+/// runner busy ([`runner_busy!`]) and, only with that mark, claims the step run and
+/// inserts its attempt.
+const PG_CLAIM_IDLE: &str = concat!(
     "WITH picked AS (",
     claimable_step!("labels = ANY($2)"),
-    " FOR UPDATE SKIP LOCKED), \
-     claimed AS ( \
-         UPDATE step_runs s SET status = 'claimed', attempts = s.attempts + 1 \
-         FROM picked WHERE s.id = picked.id \
-         RETURNING s.id, s.run_id, s.step_id, s.attempts, s.action, s.timeout_ms, \
-             s.iteration, s.ready_at), \
-     attempt AS (",
-    new_attempt!("claimed"),
-    "), busy AS (",
+    " FOR UPDATE SKIP LOCKED), busy AS (",
     runner_busy!(),
-    " AND EXISTS (SELECT 1 FROM claimed) RETURNING id) \
-     SELECT claimed.id, claimed.run_id, claimed.step_id, claimed.attempts, claimed.action, \
-         attempt.id AS attempt_id, EXISTS (SELECT 1 FROM busy) AS marked_busy \
-     FROM claimed, attempt"
+    " AND EXISTS (SELECT 1 FROM picked) RETURNING id), ",
+    claimed_step!("AND EXISTS (SELECT 1 FROM busy)")
+);
+
+/// A claim of a runner that is busy and stays so ([`RunnerWas::Busy`], inside its
+/// completion's transaction) on PostgreSQL: no mark to write.
+const PG_CLAIM_BUSY: &str = concat!(
+    "WITH picked AS (",
+    claimable_step!("labels = ANY($2)"),
+    " FOR UPDATE SKIP LOCKED), ",
+    claimed_step!("")
 );
 
 /// SQLite claims the step run here; [`claim_in`] inserts the attempt and marks the runner
@@ -248,8 +272,7 @@ const PG_CLAIM: &str = concat!(
 const SQLITE_CLAIM: &str = concat!(
     "UPDATE step_runs SET status = 'claimed', attempts = attempts + 1 WHERE id = (",
     claimable_step!("labels IN (SELECT value FROM json_each($2))"),
-    ") RETURNING id, run_id, step_id, attempts, action, NULL AS attempt_id, \
-       NULL AS marked_busy"
+    ") RETURNING id, run_id, step_id, attempts, action, NULL AS attempt_id"
 );
 
 /// Ends a live attempt (of runner `$6`, when given): the one statement of what an ended
@@ -486,7 +509,7 @@ pub(crate) struct ClaimFor<'a> {
 /// The runner's state when it claims.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RunnerWas {
-    /// Polling: a claim marks it `busy`.
+    /// Polling: its claim takes effect only with its busy mark ([`runner_busy!`]).
     Idle,
     /// It completed an attempt and claims its next in the same request, still `busy`
     /// ([`AttemptEnd::runner_claims_next`]).
@@ -513,14 +536,15 @@ struct ClaimedStep {
     /// claims, inserts the attempt and marks an idle runner busy); `None` on SQLite, where
     /// [`claim_in`] does both after it (SQLite has no data-modifying `WITH`).
     attempt_id: Option<i64>,
-    /// Whether the claim statement marked an idle runner busy (PostgreSQL; `None` on
-    /// SQLite, where [`claim_in`] marks it).
-    marked_busy: Option<bool>,
 }
 
 /// The claim statement: the one place the backends' SQL differs in a transition.
 fn claim_statement<'a>(claim: &ClaimFor<'a>) -> Statement<'a> {
-    with_claim_args(Statement::per_backend(SQLITE_CLAIM, PG_CLAIM), claim)
+    let postgres = match claim.runner_was {
+        RunnerWas::Idle => PG_CLAIM_IDLE,
+        RunnerWas::Busy => PG_CLAIM_BUSY,
+    };
+    with_claim_args(Statement::per_backend(SQLITE_CLAIM, postgres), claim)
 }
 
 /// Binds `claim`'s arguments as every claim statement numbers them: `$1` now, `$2` the
@@ -542,8 +566,6 @@ pub(crate) struct ClaimedIn {
     /// The run's facts when this is `claimed_runs`' first claim of the run (the caller
     /// marks the run started once the transaction committed: [`Store::claimed_first`]).
     pub(crate) first_of_run: Option<RunFacts>,
-    /// Whether the claim marked its runner busy (it was `idle` when the mark was written).
-    marked_busy: bool,
 }
 
 /// Claims, inside `tx`, the oldest ready step run `claim`'s runner may take, and creates its
@@ -556,36 +578,33 @@ pub(crate) async fn claim_in(
     let Some(step) = tx.row::<ClaimedStep>(claim_statement(claim)).await? else {
         return Ok(None);
     };
-    let (attempt_id, marked_busy) = match step.attempt_id {
-        Some(attempt_id) => (attempt_id, step.marked_busy.unwrap_or(false)),
+    let attempt_id = match step.attempt_id {
+        Some(attempt_id) => attempt_id,
         None => {
             let attempt_id: i64 = tx
                 .scalar(with_claim_args(Statement::new(SQLITE_NEW_ATTEMPT), claim).bind(step.id))
                 .await?
                 .context("the new attempt's id")?;
-            let marked = claim.runner_was == RunnerWas::Idle
-                && tx
+            // SQLite's one connection: the claim statement just read the runner live, and
+            // nothing wrote since, so the mark lands.
+            if claim.runner_was == RunnerWas::Idle {
+                let marked = tx
                     .execute(with_claim_args(Statement::new(RUNNER_BUSY), claim))
-                    .await?
-                    == 1;
-            (attempt_id, marked)
+                    .await?;
+                anyhow::ensure!(
+                    marked == 1,
+                    "runner {} left while claiming",
+                    claim.runner_id
+                );
+            }
+            attempt_id
         }
     };
     let (claimed, first_of_run) = claimed_with(tx, claimed_runs, attempt_id, step).await?;
     Ok(Some(ClaimedIn {
         claimed,
         first_of_run,
-        marked_busy,
     }))
-}
-
-/// Whether runner `runner_id` is live (`idle` or `busy`) as the latest committed state
-/// has it: a statement of its own reads past the claim statement's snapshot.
-async fn runner_still_live(tx: &mut Tx<'_>, runner_id: i64) -> anyhow::Result<bool> {
-    let state: Option<String> = tx
-        .scalar(Statement::new("SELECT state FROM runners WHERE id = $1").bind(runner_id))
-        .await?;
-    Ok(matches!(state.as_deref(), Some("idle" | "busy")))
 }
 
 /// The claim of `step` as attempt `attempt_id`, with the run's facts when `claimed_runs`
@@ -730,16 +749,6 @@ impl Store {
         let Some(took) = claim_in(&mut tx, &self.claimed_runs, &claim).await? else {
             return Ok(None);
         };
-        // An idle runner's claim read the runner as live in its statement's snapshot; a
-        // retirement (or a loss) committed since then left the busy mark unwritten. Such a
-        // claim must not commit: its attempt would sit on a runner that runs nothing, and
-        // fail as lost. Dropping the transaction writes nothing.
-        if claim.runner_was == RunnerWas::Idle
-            && !took.marked_busy
-            && !runner_still_live(&mut tx, claim.runner_id).await?
-        {
-            return Ok(None);
-        }
         tx.commit().await?;
         drop(conn);
         self.claimed_first(&took.claimed, took.first_of_run, claim.now)
