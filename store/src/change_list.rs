@@ -8,11 +8,12 @@
 //!   next one;
 //! - on PostgreSQL the list is a queue whose rows live for one transaction or a few: every
 //!   step adds a row and deletes one, and deleted rows keep their space until a `VACUUM`.
-//!   Without one the table grows by a page every couple of hundred steps (a delete's space
-//!   is reused only once a `VACUUM` has recorded it), and a take planned while the table
-//!   was small (a sequential scan) reads every page: measured, 0.03 ms with the index
-//!   against 0.45 ms over the 23 pages 4,000 steps left. The sweeper vacuums it every
-//!   tick, far sooner than autovacuum (a minute apart) would, so the table stops growing.
+//!   Without one the table can grow by a page every couple of hundred steps (a deleted
+//!   row's space is found again only by the page pruning of later reads, or once a
+//!   `VACUUM` has recorded it), and a take planned while the table was small (a sequential
+//!   scan) reads every page: measured, 0.03 ms with the index against 0.45 ms over the 23
+//!   pages 4,000 steps left. The sweeper vacuums it every tick, far sooner than
+//!   autovacuum (a minute apart) would.
 //!   The `VACUUM` never waits: not for another replica's (`SKIP_LOCKED`), and not for the
 //!   exclusive lock that giving pages back to the file system would take (`TRUNCATE
 //!   false`), which every step's transaction holds against it.
@@ -77,12 +78,14 @@ mod tests {
     use crate::testing::stores;
     use crate::Db;
 
-    /// A tidied change list stops growing: the space of taken rows is used again.
+    /// Tidying vacuums the change list on PostgreSQL (whose own statistics count it), and
+    /// is harmless on SQLite. What a `VACUUM` then saves depends on when pages are pruned,
+    /// which no test can fix; the benchmark measures it (bench/README.md, replicas).
     #[tokio::test]
-    async fn a_tidied_change_list_reuses_the_space_of_taken_rows() {
+    async fn tidying_vacuums_the_change_list() {
         for (store, _dir) in stores().await {
-            store.tidy_change_list().await.unwrap();
             let Db::Postgres(pool) = &store.db else {
+                store.tidy_change_list().await.unwrap();
                 continue;
             };
             // Only this test's VACUUM runs on it.
@@ -90,38 +93,12 @@ mod tests {
                 .execute(pool)
                 .await
                 .unwrap();
-            // Rows listed and taken one at a time, each in its own transaction, as steps
-            // do; the table's size after them.
-            let churn = |rows: i64| async move {
-                for step in 0..rows {
-                    sqlx::query("INSERT INTO step_changes (run_id, step_run_id) VALUES (1, $1)")
-                        .bind(step)
-                        .execute(pool)
-                        .await
-                        .unwrap();
-                    sqlx::query("DELETE FROM step_changes WHERE run_id = 1")
-                        .execute(pool)
-                        .await
-                        .unwrap();
-                }
-                let size: i64 = sqlx::query_scalar("SELECT pg_relation_size('step_changes')")
-                    .fetch_one(pool)
-                    .await
-                    .unwrap();
-                size
-            };
-            let first = churn(1_000).await;
-            let untidied = churn(1_000).await;
-            assert!(
-                untidied > first,
-                "untidied, it grows: {first} → {untidied} bytes"
-            );
+            let vacuums = "SELECT vacuum_count FROM pg_stat_user_tables \
+                           WHERE relname = 'step_changes'";
+            let before: i64 = sqlx::query_scalar(vacuums).fetch_one(pool).await.unwrap();
             store.tidy_change_list().await.unwrap();
-            let tidied = churn(1_000).await;
-            assert_eq!(
-                tidied, untidied,
-                "tidied, the same rows fit in the space it has"
-            );
+            let after: i64 = sqlx::query_scalar(vacuums).fetch_one(pool).await.unwrap();
+            assert_eq!(after, before + 1, "one VACUUM of step_changes");
         }
     }
 }
