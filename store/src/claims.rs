@@ -5,7 +5,10 @@
 //! - A claim is one statement that moves exactly one step run from `queued` to `claimed`;
 //!   on PostgreSQL it skips rows other claimers hold (`FOR UPDATE SKIP LOCKED`), so two
 //!   engines never hand out the same attempt; SQLite serialises writers. On PostgreSQL the
-//!   same statement inserts the attempt and marks an idle runner busy (one trip).
+//!   same statement inserts the attempt and marks a polling runner busy (one trip).
+//! - A polling runner's claim takes effect only with its busy mark, which is written only
+//!   while the runner is live and holds the runner's row to the commit: a runner retired
+//!   or declared lost after the claim read it live gets no attempt ([`runner_busy!`]).
 //! - An attempt is completed at most once: the completing `UPDATE` only matches attempts
 //!   still `claimed` or `running`, so a repeated report, or a report racing a `runner lost`
 //!   verdict, changes nothing the second time.
