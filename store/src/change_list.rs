@@ -18,6 +18,8 @@
 //!   exclusive lock that giving pages back to the file system would take (`TRUNCATE
 //!   false`), which every step's transaction holds against it.
 
+use anyhow::Context;
+
 use super::runs::{StepRunRow, STEP_STATE_COLUMNS};
 use super::tx::{Statement, Tx};
 use super::{Db, Store};
@@ -67,7 +69,7 @@ impl Store {
             sqlx::raw_sql("VACUUM (SKIP_LOCKED, TRUNCATE false) step_changes")
                 .execute(pool)
                 .await
-                .map_err(|e| anyhow::anyhow!("VACUUM step_changes: {e}"))?;
+                .context("VACUUM step_changes")?;
         }
         Ok(())
     }
