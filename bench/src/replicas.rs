@@ -25,7 +25,8 @@
 //!   installation's CPU per second is shown beside it, not subtracted.
 //!
 //! With `PLUE_BENCH_STATEMENTS=1`, PostgreSQL loads `pg_stat_statements` and stderr gets
-//! each statement's calls and execution time per step over the burst.
+//! each statement's calls, execution and planning time per step over the burst. With
+//! `PLUE_BENCH_PG_SETTINGS=name=value,…` the server starts with those settings too.
 //!
 //! PostgreSQL is `testkit`'s throw-away server (`fsync=off`, `synchronous_commit=off`):
 //! commit latency here is a memory write, so disk-bound installations are slower.
@@ -55,8 +56,11 @@ const TABLE_WRITES: &str =
 /// Set to `1` to load `pg_stat_statements` and print, on stderr, where PostgreSQL's
 /// execution time went, statement by statement (the extension costs a little CPU itself).
 const STATEMENTS: &str = "PLUE_BENCH_STATEMENTS";
-/// Every statement's calls, total execution time (ms) and text, most time first.
-const TOP_STATEMENTS: &str = "SELECT calls, total_exec_time, \
+/// Extra PostgreSQL settings, comma separated `name=value` (see [`run`]).
+const PG_SETTINGS: &str = "PLUE_BENCH_PG_SETTINGS";
+/// Every statement's calls, total execution time (ms), total planning time (ms) and text,
+/// most time first.
+const TOP_STATEMENTS: &str = "SELECT calls, total_exec_time, total_plan_time, \
      left(regexp_replace(query, '\\s+', ' ', 'g'), 140) FROM pg_stat_statements \
      WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
      ORDER BY total_exec_time DESC";
@@ -111,12 +115,22 @@ pub(crate) async fn run(env: &Env, args: &[String]) -> Result<()> {
         runners: number(2, 64)?,
     };
     let statements = std::env::var_os(STATEMENTS).is_some_and(|v| v == "1");
+    // Settings the server starts with beyond testkit's: `PLUE_BENCH_PG_SETTINGS`, comma
+    // separated `name=value`, for comparing a server setting in the same harness.
+    let mut settings: Vec<String> = std::env::var(PG_SETTINGS)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    if statements {
+        settings.push("shared_preload_libraries=pg_stat_statements".into());
+        settings.push("pg_stat_statements.track_planning=on".into());
+    }
     let postgres = tokio::task::spawn_blocking(move || {
-        if statements {
-            TempPostgres::start_with(&["shared_preload_libraries=pg_stat_statements"])
-        } else {
-            TempPostgres::start()
-        }
+        let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+        TempPostgres::start_with(&settings)
     })
     .await??;
     let postgres = Arc::new(postgres);
@@ -271,7 +285,7 @@ async fn measure(
         let seconds = idle_started.elapsed().as_secs_f64();
         eprintln!(
             "{replicas} engine(s), idle: PostgreSQL's statements per second (calls, µs per \
-             call, µs per second):"
+             call executing, µs executing and µs planning per second):"
         );
         print_statements(&psql(TOP_STATEMENTS).await?, seconds)?;
     }
@@ -362,7 +376,7 @@ async fn measure(
     if statements {
         eprintln!(
             "{replicas} engine(s), PostgreSQL's execution time by statement over the burst \
-             (calls per step, µs per call, µs per step):"
+             (calls per step, µs per call executing, µs executing and µs planning per step):"
         );
         print_statements(&top_statements, (config.runs * config.steps) as f64)?;
     }
@@ -423,24 +437,28 @@ async fn measure(
 /// Prints [`TOP_STATEMENTS`]' answer on stderr, each statement's calls and time per
 /// `unit` (steps, or seconds), and the total.
 fn print_statements(answer: &str, unit: f64) -> Result<()> {
-    let mut total = 0.0;
+    let (mut executing, mut planning) = (0.0, 0.0);
     for line in answer.lines() {
-        let parts: Vec<&str> = line.splitn(3, '|').collect();
-        let [calls, total_ms, query] = parts[..] else {
+        let parts: Vec<&str> = line.splitn(4, '|').collect();
+        let [calls, exec_ms, plan_ms, query] = parts[..] else {
             continue;
         };
-        let (calls, total_ms): (f64, f64) = (calls.parse()?, total_ms.parse()?);
-        total += total_ms;
+        let (calls, exec_ms, plan_ms): (f64, f64, f64) =
+            (calls.parse()?, exec_ms.parse()?, plan_ms.parse()?);
+        executing += exec_ms;
+        planning += plan_ms;
         eprintln!(
-            "  {:>8.2} {:>8.1} {:>8.1}  {query}",
+            "  {:>8.2} {:>8.1} {:>8.1} {:>8.1}  {query}",
             calls / unit,
-            total_ms * 1000.0 / calls.max(1.0),
-            total_ms * 1000.0 / unit
+            exec_ms * 1000.0 / calls.max(1.0),
+            exec_ms * 1000.0 / unit,
+            plan_ms * 1000.0 / unit
         );
     }
     eprintln!(
-        "  executing, all statements: {:.1} µs",
-        total * 1000.0 / unit
+        "  all statements: executing {:.1} µs, planning {:.1} µs",
+        executing * 1000.0 / unit,
+        planning * 1000.0 / unit
     );
     Ok(())
 }

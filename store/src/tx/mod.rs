@@ -2,7 +2,8 @@
 //! ordinary Rust function over [`Tx`] and runs on SQLite and PostgreSQL alike.
 //!
 //! A transition takes a connection ([`Conn::acquire`]) and opens its transaction on it
-//! ([`Conn::begin`]). On PostgreSQL that is an sqlx transaction: a round trip a statement.
+//! ([`Conn::begin`]). On PostgreSQL that is an sqlx transaction: a round trip a statement,
+//! each planned once per connection (generic plans: [`PG_BEGIN`]).
 //! On SQLite the pool's one connection is *locked* for the whole transition ([`sqlite`]):
 //! sqlx's worker thread hands the connection over once, and every statement then runs on
 //! the calling thread — one trip to the worker per transition instead of one per statement
@@ -42,6 +43,18 @@ use std::sync::Arc;
 
 use super::{Db, Store};
 
+/// How a transaction opens on PostgreSQL: in the same trip as `BEGIN`, its statements are
+/// told to use their generic plans (`SET LOCAL`: until the transaction ends).
+///
+/// A transition's statements find rows by key, or by a status written into their text (so
+/// a partial index such as `step_runs_claim` is in the generic plan too): the plan does not
+/// depend on the values bound. Left to choose (`auto`), PostgreSQL kept planning the claim,
+/// the attempt's end and the take of the change list afresh on every call (custom plans,
+/// and again for five calls after each `ANALYZE` of their tables): 179 µs of planning a
+/// step with one engine and 317 µs with two, against 48 and 105 µs with generic plans
+/// (`PLUE_BENCH_STATEMENTS=1 plue-bench replicas`, bench/README.md).
+const PG_BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
+
 /// A connection of the store's pool, held for one transition (or a few reads).
 pub(crate) enum Conn {
     /// With the statements prepared on it by earlier transitions.
@@ -67,7 +80,7 @@ impl Conn {
                 Tx::Sqlite(sqlite::Session::begin(conn, statements).await?)
             }
             Conn::Postgres(conn) => Tx::Postgres(
-                sqlx::Connection::begin(&mut **conn)
+                sqlx::Connection::begin_with(&mut **conn, PG_BEGIN)
                     .await
                     .context("BEGIN")?,
             ),
@@ -450,6 +463,25 @@ mod tests {
                 ))
                 .await;
             assert!(unknown.is_err(), "{backend}: an unknown status is an error");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_postgres_transaction_uses_generic_plans_and_only_it() {
+        for (store, _dir) in stores().await {
+            let mut conn = Conn::acquire(&store).await.unwrap();
+            let mut tx = conn.begin().await.unwrap();
+            if !tx.is_postgres() {
+                continue;
+            }
+            let mode = "SELECT current_setting('plan_cache_mode')";
+            let inside: Option<String> = tx.scalar(Statement::new(mode)).await.unwrap();
+            assert_eq!(inside.as_deref(), Some("force_generic_plan"));
+            tx.commit().await.unwrap();
+            // `SET LOCAL`: the connection goes back to the pool as it was.
+            let mut tx = conn.autocommit().await.unwrap();
+            let after: Option<String> = tx.scalar(Statement::new(mode)).await.unwrap();
+            assert_eq!(after.as_deref(), Some("auto"));
         }
     }
 
