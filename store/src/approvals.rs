@@ -86,10 +86,23 @@ const BACK_TO_PENDING: &str =
      WHERE run_id = $1 AND step_id = $4 AND status = 'waiting' AND ready_at > $3 \
      RETURNING id, iteration";
 /// The one way a waiting step times out (`$1` now, `$2` [`TIMED_OUT`]): every waiting step
-/// past its deadline, or only step run `$3` when it is not NULL. Returns their runs.
-const TIME_OUT: &str = "UPDATE step_runs SET status = 'failed', reason = $2, finished_at = $1 \
-     WHERE status = 'waiting' AND ready_at <= $1 AND ($3 IS NULL OR id = $3) \
-     RETURNING run_id";
+/// past its deadline, narrowed by `$only`. Returns their runs.
+macro_rules! time_out {
+    ($only:literal) => {
+        concat!(
+            "UPDATE step_runs SET status = 'failed', reason = $2, finished_at = $1 \
+             WHERE status = 'waiting' AND ready_at <= $1",
+            $only,
+            " RETURNING run_id"
+        )
+    };
+}
+/// [`time_out!`] of every waiting step past its deadline (the sweeper's).
+const TIME_OUT_ALL: &str = time_out!("");
+/// [`time_out!`] of step run `$3` alone (a decision that came too late). A text of its own,
+/// not `($3 IS NULL OR id = $3)`: a decision runs in a transaction with generic plans
+/// (`tx::PG_BEGIN`), which could not use the primary key for that.
+const TIME_OUT_ONE: &str = time_out!(" AND id = $3");
 
 /// What a decision records besides the step's new status, by the gate it decides.
 enum Record<'a> {
@@ -109,12 +122,15 @@ enum Record<'a> {
     },
 }
 
-/// [`TIME_OUT`] at `now`, of step run `only` or of every waiting step past its deadline.
+/// [`time_out!`] at `now`, of step run `only` or of every waiting step past its deadline.
 fn time_out(now: i64, only: Option<i64>) -> Statement<'static> {
-    Statement::new(TIME_OUT)
-        .bind(now)
-        .bind(TIMED_OUT)
-        .bind(only)
+    match only {
+        Some(id) => Statement::new(TIME_OUT_ONE)
+            .bind(now)
+            .bind(TIMED_OUT)
+            .bind(id),
+        None => Statement::new(TIME_OUT_ALL).bind(now).bind(TIMED_OUT),
+    }
 }
 
 impl Store {
@@ -188,7 +204,7 @@ impl Store {
     /// A decision on the waiting step `step_id` of run `run_id`, in one transaction that
     /// opens with its write: the step moves out of `waiting` by `update` (with `reason`)
     /// only while it waits and its deadline is ahead; a step found waiting past its
-    /// deadline times out instead ([`TIME_OUT`]); the decision is recorded as `record`
+    /// deadline times out instead ([`time_out!`]); the decision is recorded as `record`
     /// says.
     async fn decide_waiting(
         &self,
