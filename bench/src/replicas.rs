@@ -124,6 +124,9 @@ pub(crate) async fn run(env: &Env, args: &[String]) -> Result<()> {
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect();
+    if let Some(bad) = settings.iter().find(|s| !s.contains('=')) {
+        bail!("{PG_SETTINGS}: {bad:?} is not name=value");
+    }
     if statements {
         settings.push("shared_preload_libraries=pg_stat_statements".into());
         settings.push("pg_stat_statements.track_planning=on".into());
