@@ -49,9 +49,10 @@ const RUNNER_TOKEN: &str = "runner-token-of-the-replicas-benchmark";
 /// How long idle backends may keep their statistics before flushing them (PostgreSQL's
 /// `PGSTAT_IDLE_INTERVAL`, 10 s), plus a margin.
 const STATS_FLUSH: Duration = Duration::from_secs(11);
-/// Per table: name, rows inserted, updated, deleted, index scans (one line each).
+/// Per table: name, rows inserted, updated, updated HOT (no index entry written), deleted,
+/// index scans (one line each).
 const TABLE_WRITES: &str =
-    "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del, COALESCE(idx_scan, 0) \
+    "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, COALESCE(idx_scan, 0) \
      FROM pg_stat_user_tables ORDER BY relname";
 /// Set to `1` to load `pg_stat_statements` and print, on stderr, where PostgreSQL's
 /// execution time went, statement by statement (the extension costs a little CPU itself).
@@ -360,7 +361,7 @@ async fn measure(
     let burst = burst_started.elapsed();
     // Where the writes went, per table (on stderr: the README takes stdout).
     let tables_after = psql(TABLE_WRITES).await?;
-    eprintln!("{replicas} engine(s), writes per table over the burst (inserted, updated, deleted; index scans):");
+    eprintln!("{replicas} engine(s), writes per table over the burst (inserted, updated, of those HOT, deleted; index scans):");
     for (before, after) in tables_before.lines().zip(tables_after.lines()) {
         let (b, a): (Vec<&str>, Vec<&str>) =
             (before.split('|').collect(), after.split('|').collect());
@@ -368,12 +369,13 @@ async fn measure(
             a[i].parse::<i64>().unwrap_or(0) - b[i].parse::<i64>().unwrap_or(0)
         };
         eprintln!(
-            "  {:<24} {:>8} {:>8} {:>8} {:>9}",
+            "  {:<24} {:>8} {:>8} {:>8} {:>8} {:>9}",
             a[0],
             delta(1),
             delta(2),
             delta(3),
-            delta(4)
+            delta(4),
+            delta(5)
         );
     }
     if statements {
