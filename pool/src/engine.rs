@@ -81,14 +81,21 @@ pub(crate) async fn fail_claimable(
     Ok(failed)
 }
 
-/// An [`Engine`] for this crate's tests: it fails an attempt in the store directly (final,
-/// no retry), as the executor does for a step without retries.
-/// Runs `check` whenever work is queued and every `interval`, until `shutdown`: how the
-/// engine-side sweepers (steps of forks no runner accepts, steps whose network policy no
-/// runner enforces) look for work to fail. A check that fails is logged (`what` says of
+/// The least time between two checks of [`sweep_on_work`], however often work is queued.
+/// A burst queues a step at every completion, and each check reads every ready step run:
+/// checked at each queueing, the two sweepers cost PostgreSQL ≈ 0.1 ms a step. A step no
+/// runner can serve still fails within this of being queued.
+pub(crate) const SWEEP_GAP: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Runs `check` when work is queued (`work`) and every `interval`, never twice within
+/// `gap`, until `shutdown`: how the engine-side sweepers (steps of forks no runner
+/// accepts, steps whose network policy no runner enforces, steps no class of the
+/// Kubernetes pool serves) look for work to fail. Work queued during a check or the gap
+/// after it is checked once the gap is over. A check that fails is logged (`what` says of
 /// what) and tried again at the next wake.
 pub(crate) async fn sweep_on_work<T, F, Fut>(
-    executor: &dyn Engine,
+    work: &tokio::sync::Notify,
+    gap: std::time::Duration,
     interval: std::time::Duration,
     shutdown: &tokio_util::sync::CancellationToken,
     what: &str,
@@ -98,19 +105,26 @@ pub(crate) async fn sweep_on_work<T, F, Fut>(
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     loop {
-        // Registered before the check, so work queued during it is not missed.
-        let work = executor.events().work.notified();
+        // Registered before the check: `notify_waiters` reaches it from its creation on,
+        // so work queued during the check or the gap wakes the next one.
+        let queued = work.notified();
         if let Err(e) = check().await {
             tracing::warn!("{what}: {e:#}");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = work => {}
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(gap) => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = queued => {}
+            _ = tokio::time::sleep(interval.saturating_sub(gap)) => {}
         }
     }
 }
 
+/// An [`Engine`] for this crate's tests: it fails an attempt in the store directly (final,
+/// no retry), as the executor does for a step without retries.
 #[cfg(test)]
 pub(crate) mod engine_for_tests {
     use std::sync::Arc;
@@ -174,5 +188,102 @@ pub(crate) mod engine_for_tests {
                 Ok(completed.is_some())
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use tokio::sync::Notify;
+    use tokio_util::sync::CancellationToken;
+
+    use super::sweep_on_work;
+
+    const GAP: Duration = Duration::from_millis(100);
+
+    /// When each check ran, of a sweep (its interval an hour: only work wakes it) on `work`.
+    fn sweep(
+        work: &Arc<Notify>,
+        shutdown: &CancellationToken,
+    ) -> (Arc<Mutex<Vec<Instant>>>, tokio::task::JoinHandle<()>) {
+        let checks = Arc::new(Mutex::new(Vec::new()));
+        let (work, shutdown, seen) = (work.clone(), shutdown.clone(), checks.clone());
+        let task = tokio::spawn(async move {
+            let check = move || {
+                seen.lock().unwrap().push(Instant::now());
+                async { anyhow::Ok(()) }
+            };
+            let hour = Duration::from_secs(3600);
+            sweep_on_work(&work, GAP, hour, &shutdown, "test sweep", check).await;
+        });
+        (checks, task)
+    }
+
+    async fn until_checked(checks: &Mutex<Vec<Instant>>, count: usize) -> Vec<Instant> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = checks.lock().unwrap().clone();
+            if seen.len() >= count || Instant::now() > deadline {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_work_is_checked_at_most_once_a_gap() {
+        let (work, shutdown) = (Arc::new(Notify::new()), CancellationToken::new());
+        let (checks, task) = sweep(&work, &shutdown);
+        // Work queued about every millisecond for 0.6 s: a check at each would be hundreds.
+        let flood = Instant::now();
+        while flood.elapsed() < Duration::from_millis(600) {
+            work.notify_waiters();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let seen = checks.lock().unwrap().clone();
+        shutdown.cancel();
+        task.await.unwrap();
+        assert!(
+            seen.len() >= 2,
+            "the flood woke no check after the first: {seen:?}"
+        );
+        assert!(
+            seen.len() <= 8,
+            "{} checks in 0.6 s with a gap of 0.1 s",
+            seen.len()
+        );
+        for pair in seen.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= GAP,
+                "two checks {:?} apart",
+                pair[1] - pair[0]
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn work_queued_during_the_gap_is_checked_after_it() {
+        let (work, shutdown) = (Arc::new(Notify::new()), CancellationToken::new());
+        let (checks, task) = sweep(&work, &shutdown);
+        // The first check runs at once; then quiet, past its gap.
+        until_checked(&checks, 1).await;
+        tokio::time::sleep(GAP * 2).await;
+        work.notify_waiters();
+        let seen = until_checked(&checks, 2).await;
+        assert_eq!(seen.len(), 2, "queued work woke no check");
+        // Queued again right after that check, within its gap (or, on a slow machine,
+        // just past it): checked all the same, never sooner than the gap.
+        work.notify_waiters();
+        let seen = until_checked(&checks, 3).await;
+        shutdown.cancel();
+        task.await.unwrap();
+        assert_eq!(
+            seen.len(),
+            3,
+            "work queued during the gap was never checked"
+        );
+        assert!(seen[2] - seen[1] >= GAP, "{:?}", seen[2] - seen[1]);
     }
 }

@@ -6,8 +6,9 @@
 //! runners offers them, the step fails with "no runner accepts runs of pull requests from
 //! forks for labels ...".
 //!
-//! The rule, checked whenever work is queued and every few seconds ([`run`], or the
-//! Kubernetes pool's unservable check, which passes its classes as `offered`):
+//! The rule, checked whenever work is queued (at most every [`SWEEP_GAP`]) and every few
+//! seconds ([`run`], or the Kubernetes pool's unservable check, which passes its classes
+//! as `offered`):
 //! - a runner counts when it accepts forks and carries the labels, and is live or was
 //!   heard from in the last [`RECENT`] (an ephemeral runner between two registrations).
 //!   After an engine restarts, the runners it knew are still live in the store (the
@@ -21,6 +22,7 @@
 //! here, and no step of a run that is not a fork's ever is.
 //!
 //! [`Store::claim_fork_step`]: crate::store::Store::claim_fork_step
+//! [`SWEEP_GAP`]: crate::engine::SWEEP_GAP
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -116,7 +118,8 @@ pub async fn fail_unservable_forks(
     Ok(failed)
 }
 
-/// Without the Kubernetes pool: checks whenever work is queued and every few seconds,
+/// Without the Kubernetes pool: checks whenever work is queued (at most every
+/// [`crate::engine::SWEEP_GAP`]) and every few seconds,
 /// until `shutdown`. `offered`: the labels of a local pool whose runners accept forks.
 pub async fn run(
     executor: Arc<dyn Engine>,
@@ -124,7 +127,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     crate::engine::sweep_on_work(
-        &*executor,
+        &executor.events().work,
+        crate::engine::SWEEP_GAP,
         INTERVAL,
         &shutdown,
         "failing fork steps no runner accepts",

@@ -108,14 +108,16 @@ pub async fn fail_unenforceable(
     Ok(failed)
 }
 
-/// Checks whenever work is queued and every few seconds, until `shutdown`.
+/// Checks whenever work is queued (at most every [`crate::engine::SWEEP_GAP`]) and every
+/// few seconds, until `shutdown`.
 pub async fn run(
     executor: Arc<dyn Engine>,
     offered: Option<BTreeMap<String, String>>,
     shutdown: CancellationToken,
 ) {
     crate::engine::sweep_on_work(
-        &*executor,
+        &executor.events().work,
+        crate::engine::SWEEP_GAP,
         INTERVAL,
         &shutdown,
         "failing steps whose network policy no runner enforces",

@@ -432,17 +432,15 @@ async fn unservable_loop(
     other_pools: Vec<BTreeMap<String, String>>,
     term: CancellationToken,
 ) {
-    loop {
-        if let Err(e) = unservable::fail_unservable(&*executor, &classes, &other_pools).await {
-            tracing::warn!("failing unservable steps: {e:#}");
-        }
-        let work = executor.events().work.notified();
-        tokio::select! {
-            _ = term.cancelled() => return,
-            _ = work => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
+    crate::engine::sweep_on_work(
+        &executor.events().work,
+        crate::engine::SWEEP_GAP,
+        Duration::from_secs(1),
+        &term,
+        "failing unservable steps",
+        || unservable::fail_unservable(&*executor, &classes, &other_pools),
+    )
+    .await;
 }
 
 #[cfg(test)]
