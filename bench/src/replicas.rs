@@ -59,10 +59,10 @@ const TABLE_WRITES: &str =
 const STATEMENTS: &str = "PLUE_BENCH_STATEMENTS";
 /// Extra PostgreSQL settings, comma separated `name=value` (see [`run`]).
 const PG_SETTINGS: &str = "PLUE_BENCH_PG_SETTINGS";
-/// Every statement's calls, total execution time (ms), total planning time (ms) and text,
-/// most time first.
+/// Every statement's calls, total execution time (ms), total planning time (ms), shared
+/// buffers it touched (hit or read) and text, most time first.
 const TOP_STATEMENTS: &str = "SELECT calls, total_exec_time, total_plan_time, \
-     left(regexp_replace(query, '\\s+', ' ', 'g'), 140) FROM pg_stat_statements \
+     shared_blks_hit + shared_blks_read, left(regexp_replace(query, '\\s+', ' ', 'g'), 140) FROM pg_stat_statements \
      WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
      ORDER BY total_exec_time DESC";
 /// At most this many `POST /api/runs` in flight while the burst is created.
@@ -289,7 +289,7 @@ async fn measure(
         let seconds = idle_started.elapsed().as_secs_f64();
         eprintln!(
             "{replicas} engine(s), idle: PostgreSQL's statements per second (calls, µs per \
-             call executing, µs executing and µs planning per second):"
+             call executing, µs executing and µs planning per second, shared buffers per call):"
         );
         print_statements(&psql(TOP_STATEMENTS).await?, seconds)?;
     }
@@ -381,7 +381,8 @@ async fn measure(
     if statements {
         eprintln!(
             "{replicas} engine(s), PostgreSQL's execution time by statement over the burst \
-             (calls per step, µs per call executing, µs executing and µs planning per step):"
+             (calls per step, µs per call executing, µs executing and µs planning per step, \
+             shared buffers per call):"
         );
         print_statements(&top_statements, (config.runs * config.steps) as f64)?;
     }
@@ -444,20 +445,25 @@ async fn measure(
 fn print_statements(answer: &str, unit: f64) -> Result<()> {
     let (mut executing, mut planning) = (0.0, 0.0);
     for line in answer.lines() {
-        let parts: Vec<&str> = line.splitn(4, '|').collect();
-        let [calls, exec_ms, plan_ms, query] = parts[..] else {
+        let parts: Vec<&str> = line.splitn(5, '|').collect();
+        let [calls, exec_ms, plan_ms, buffers, query] = parts[..] else {
             continue;
         };
-        let (calls, exec_ms, plan_ms): (f64, f64, f64) =
-            (calls.parse()?, exec_ms.parse()?, plan_ms.parse()?);
+        let (calls, exec_ms, plan_ms, buffers): (f64, f64, f64, f64) = (
+            calls.parse()?,
+            exec_ms.parse()?,
+            plan_ms.parse()?,
+            buffers.parse()?,
+        );
         executing += exec_ms;
         planning += plan_ms;
         eprintln!(
-            "  {:>8.2} {:>8.1} {:>8.1} {:>8.1}  {query}",
+            "  {:>8.2} {:>8.1} {:>8.1} {:>8.1} {:>8.1}  {query}",
             calls / unit,
             exec_ms * 1000.0 / calls.max(1.0),
             exec_ms * 1000.0 / unit,
-            plan_ms * 1000.0 / unit
+            plan_ms * 1000.0 / unit,
+            buffers / calls.max(1.0)
         );
     }
     eprintln!(
