@@ -26,7 +26,9 @@ use anyhow::Context;
 use plue_types::status::{RunState, RunStatus, StepStatus};
 
 use super::change_list::{take_changed_steps, EMPTY_CHANGES};
-use super::claims::{claim_in, complete_in, runner_idle_in, ClaimFor, RunnerWas, Takes};
+use super::claims::{
+    claim_in, complete_in, runner_idle_in, ClaimFor, FinalStepNews, RunnerWas, Takes,
+};
 use super::groups::{promote, relock_group};
 use super::runs::STEP_STATE_COLUMNS;
 use super::tx::{Conn, Statement, Tx};
@@ -100,6 +102,14 @@ struct LockedRun {
     max_parallel: i64,
 }
 
+impl LockedRun {
+    /// Whether an advance holding this lock reads the run's step runs (and so the one a
+    /// completion in its transaction made final): not while the run waits for its group.
+    fn reads_steps(&self) -> bool {
+        self.status != RunState::Pending || self.cancel_requested
+    }
+}
+
 /// Opens the transition's transaction: the group's lock (if any), then the run's lock and
 /// one more advance counted (see [`KnownSteps`]). The run's row as the advance reads it, or
 /// `None` when the run is final.
@@ -127,13 +137,15 @@ async fn lock_run(
 }
 
 /// The step runs the advance decides on: only those that became final since the caller's
-/// copy (`known`, when still current), else every one. With the copy it refreshed, and how
+/// copy (`known`, when still current) — the change list's and `read_here`, the step run a
+/// completion in this transaction made final ([`FinalStepNews::ReadHere`]) — else every one. With the copy it refreshed, and how
 /// many rows it read.
 async fn steps_to_decide(
     tx: &mut Tx<'_>,
     run_id: i64,
     run: &LockedRun,
     known: Option<KnownSteps>,
+    read_here: Option<i64>,
 ) -> anyhow::Result<(Vec<StepRunRow>, Option<KnownSteps>, usize)> {
     // A run being cancelled is read whole: cancelling treats a queued step (ended here) and
     // a claimed or running one (ended by its runner) differently, and the copy does not
@@ -142,7 +154,7 @@ async fn steps_to_decide(
     let mut steps_read = 0;
     match known.as_mut() {
         Some(k) => {
-            let rows = take_changed_steps(tx, run_id).await?;
+            let rows = take_changed_steps(tx, run_id, read_here).await?;
             steps_read += rows.len();
             if !k.refresh(rows) {
                 known = None;
@@ -332,15 +344,16 @@ async fn advance_locked(
     group_id: Option<i64>,
     run: LockedRun,
     known: Option<KnownSteps>,
+    read_here: Option<i64>,
     wanted: impl FnOnce(&RunSnapshot) -> Vec<(i64, i64)>,
     decide: impl FnOnce(&RunSnapshot) -> Vec<StepChange>,
     now: i64,
 ) -> anyhow::Result<Advanced> {
-    if run.status == RunState::Pending && !run.cancel_requested {
+    if !run.reads_steps() {
         // Waiting for its group: nothing of it may start.
         return Ok(Advanced::default());
     }
-    let (steps, known, steps_read) = steps_to_decide(tx, run_id, &run, known).await?;
+    let (steps, known, steps_read) = steps_to_decide(tx, run_id, &run, known, read_here).await?;
     let mut snapshot = RunSnapshot {
         run_id,
         cancel_requested: run.cancel_requested,
@@ -438,8 +451,10 @@ impl Store {
         let Some(run) = run else {
             return Ok(Advanced::default());
         };
-        let advanced =
-            advance_locked(&mut tx, run_id, group_id, run, known, wanted, decide, now).await?;
+        let advanced = advance_locked(
+            &mut tx, run_id, group_id, run, known, None, wanted, decide, now,
+        )
+        .await?;
         tx.commit().await?;
         if advanced.finished {
             self.claimed_runs.forget(run_id);
@@ -480,7 +495,14 @@ impl Store {
         }
         let mut conn = Conn::acquire(self).await?;
         let (mut tx, group_id, run) = lock_run(&mut conn, run_id, in_group).await?;
-        let Some(completed) = complete_in(&mut tx, attempt_id, runner_id, end, after).await? else {
+        // The advance below reads the step run this completion makes final, unless it
+        // will not read at all: then the change list keeps it for the run's next advance.
+        let news = match &run {
+            Some(run) if run.reads_steps() => FinalStepNews::ReadHere,
+            _ => FinalStepNews::Listed,
+        };
+        let completed = complete_in(&mut tx, attempt_id, runner_id, end, news, after).await?;
+        let Some(completed) = completed else {
             // A repeat: dropping the transaction rolls back the advance counted above.
             return Ok(CompletedAndAdvanced {
                 advanced: Advanced {
@@ -497,7 +519,11 @@ impl Store {
         );
         let advanced = match run {
             Some(run) => {
-                advance_locked(&mut tx, run_id, group_id, run, known, wanted, decide, now).await?
+                let read_here = Some(completed.step_run_id);
+                advance_locked(
+                    &mut tx, run_id, group_id, run, known, read_here, wanted, decide, now,
+                )
+                .await?
             }
             None => Advanced::default(),
         };

@@ -29,32 +29,39 @@ pub(crate) const EMPTY_CHANGES: &str = "DELETE FROM step_changes WHERE run_id = 
 
 /// The step runs of run `run_id` that became final since they were last read, taken from
 /// `step_changes` (exactly the entries seen; any listed later stay for the next advance)
-/// and read again. A listed id is read whatever run it names: the caller's copy refuses a
-/// stranger (and then reads every step).
+/// and read again, with `read_here`: the step run a completion in this transaction made
+/// final, which PostgreSQL does not list (`claims::FinalStepNews`). A listed id is read
+/// whatever run it names: the caller's copy refuses a stranger (and then reads every step).
 pub(crate) async fn take_changed_steps(
     tx: &mut Tx<'_>,
     run_id: i64,
+    read_here: Option<i64>,
 ) -> anyhow::Result<Vec<StepRunRow>> {
     if tx.is_postgres() {
         // Other transactions may list changes of the run meanwhile (the sweeper ends
         // attempts without the run's lock): one statement takes exactly what it reads.
         // The ids as one array: the step runs are found by their key, where a join with
         // the `WITH`'s rows (of unknown number to the planner) may scan the whole table.
+        // `read_here` joins the array (a NULL element matches nothing).
         let sql = format!(
             "WITH changed AS ({EMPTY_CHANGES} RETURNING step_run_id) \
              SELECT {STEP_STATE_COLUMNS} FROM step_runs \
-             WHERE id = ANY(ARRAY(SELECT step_run_id FROM changed))"
+             WHERE id = ANY(ARRAY(SELECT step_run_id FROM changed) || $2::BIGINT)"
         );
-        return tx.rows(Statement::new(&sql).bind(run_id)).await;
+        return tx
+            .rows(Statement::new(&sql).bind(run_id).bind(read_here))
+            .await;
     }
     // SQLite has no data-modifying `WITH`, and needs none: this transaction already wrote
     // (the run's row), so it holds the database's one write lock and nothing can list a
     // change between the read and the delete.
     let sql = format!(
         "SELECT {STEP_STATE_COLUMNS} FROM step_runs \
-         WHERE id IN (SELECT step_run_id FROM step_changes WHERE run_id = $1)"
+         WHERE id IN (SELECT step_run_id FROM step_changes WHERE run_id = $1) OR id = $2"
     );
-    let rows = tx.rows(Statement::new(&sql).bind(run_id)).await?;
+    let rows = tx
+        .rows(Statement::new(&sql).bind(run_id).bind(read_here))
+        .await?;
     tx.execute(Statement::new(EMPTY_CHANGES).bind(run_id))
         .await?;
     Ok(rows)
@@ -77,8 +84,70 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::stores;
+    use evaluator::plan::{Plan, Step};
+
+    use crate::testing::{local_run, stores};
     use crate::Db;
+
+    /// PostgreSQL's trigger lists a step run made final unless the transaction that made it
+    /// final said it reads that very step run itself (`plue.read_here`, as a completion
+    /// that advances sets it); the word lasts for its transaction only. (`advance`'s tests
+    /// check that the advance then reads it, on both backends.)
+    #[tokio::test]
+    async fn a_step_run_made_final_is_listed_unless_its_own_transaction_reads_it() {
+        for (store, _dir) in stores().await {
+            let Db::Postgres(pool) = &store.db else {
+                continue;
+            };
+            let plan = Plan::new(
+                "three",
+                vec![
+                    Step::bash("a", "true"),
+                    Step::bash("b", "true"),
+                    Step::bash("c", "true"),
+                ],
+            );
+            let json = serde_json::to_string(&plan).unwrap();
+            let run_id = store
+                .create_run(&local_run(&plan, &json), 4)
+                .await
+                .unwrap()
+                .id;
+            let ids: Vec<i64> =
+                sqlx::query_scalar("SELECT id FROM step_runs WHERE run_id = $1 ORDER BY position")
+                    .bind(run_id)
+                    .fetch_all(pool)
+                    .await
+                    .unwrap();
+            let finish = |id: i64| {
+                sqlx::query("UPDATE step_runs SET status = 'succeeded' WHERE id = $1").bind(id)
+            };
+            // One transaction reads `a` itself, and ends `a` and `b`.
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("SELECT set_config('plue.read_here', $1, true)")
+                .bind(ids[0].to_string())
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            finish(ids[0]).execute(&mut *tx).await.unwrap();
+            finish(ids[1]).execute(&mut *tx).await.unwrap();
+            tx.commit().await.unwrap();
+            // The next one said nothing: `c` is listed.
+            finish(ids[2]).execute(pool).await.unwrap();
+            let listed: Vec<i64> = sqlx::query_scalar(
+                "SELECT step_run_id FROM step_changes WHERE run_id = $1 ORDER BY step_run_id",
+            )
+            .bind(run_id)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            assert_eq!(
+                listed,
+                ids[1..],
+                "only the step runs no transaction read itself"
+            );
+        }
+    }
 
     /// Tidying vacuums the change list on PostgreSQL (whose own statistics count it), and
     /// is harmless on SQLite. What a `VACUUM` then saves depends on when pages are pruned,

@@ -316,14 +316,18 @@ const SQLITE_END_ATTEMPT: &str = end_attempt!(
 );
 
 /// PostgreSQL: the step run and run joined once (`UPDATE … FROM`), where SQLite's form
-/// costs eight lookups of the step run.
+/// costs eight lookups of the step run. With `$11` ([`FinalStepNews::ReadHere`]) it also
+/// says, for the rest of its transaction only, that this transaction reads the attempt's
+/// step run itself (`plue.read_here`, which the change list's trigger reads: migration
+/// 0037).
 const PG_END_ATTEMPT: &str = end_attempt!(
     "FROM step_runs s JOIN runs r ON r.id = s.run_id",
     "AND s.id = attempts.step_run_id",
     "RETURNING attempts.step_run_id, attempts.number, attempts.runner_id, \
      attempts.started_at, s.run_id, s.step_id, s.started_at AS step_started_at, \
      s.iteration, s.iteration_base, s.status AS step_status, s.ready_at, \
-     r.cancel_requested"
+     r.cancel_requested, set_config('plue.read_here', \
+         CASE WHEN $11 THEN CAST(attempts.step_run_id AS TEXT) ELSE '' END, true) AS read_here"
 );
 
 /// What a completing `UPDATE attempts … RETURNING` reads of the attempt, its step run and
@@ -345,9 +349,23 @@ struct EndedAttempt {
     cancel_requested: bool,
 }
 
+/// Who learns that a completion made its step run final: the run's advances read the step
+/// runs that became final from the change list (`change_list`), or by id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FinalStepNews {
+    /// The change list has it, for the run's next advance (whichever transaction makes it).
+    Listed,
+    /// The advance in this same transaction reads the step run by its id, so PostgreSQL
+    /// leaves it off the change list (the attempt's end sets `plue.read_here` for the
+    /// transaction, which migration 0037's trigger reads); SQLite's trigger lists it all
+    /// the same.
+    ReadHere,
+}
+
 /// Ends attempt `attempt_id` (of runner `runner_id`, if `Some`) with `end` and moves its
 /// step run as `after` says, inside the open transaction `tx`: how [`Store::complete_attempt`]
-/// and [`Store::complete_and_advance`] both end an attempt. The attempt that ended, or
+/// and [`Store::complete_and_advance`] both end an attempt. `news`: who learns of a step run
+/// made final ([`FinalStepNews::ReadHere`] only when an advance in `tx` reads it by id). The attempt that ended, or
 /// `None` when it was already final (a repeat: the caller must not commit what it wrote
 /// before in `tx` as if the attempt had ended).
 pub(crate) async fn complete_in(
@@ -355,24 +373,25 @@ pub(crate) async fn complete_in(
     attempt_id: i64,
     runner_id: Option<i64>,
     end: &AttemptEnd<'_>,
+    news: FinalStepNews,
     after: impl FnOnce(&CompletedAttempt) -> StepAfter,
 ) -> anyhow::Result<Option<CompletedAttempt>> {
     let usage_json = end.usage.map(|u| serde_json::to_string(&u)).transpose()?;
-    let ended: Option<EndedAttempt> = tx
-        .row(
-            Statement::per_backend(SQLITE_END_ATTEMPT, PG_END_ATTEMPT)
-                .bind(attempt_id)
-                .bind(end.status)
-                .bind(end.exit_code)
-                .bind(end.reason)
-                .bind(end.at)
-                .bind(runner_id)
-                .bind(&usage_json)
-                .bind(end.started_at)
-                .bind(end.model)
-                .bind(end.cost_micros),
-        )
-        .await?;
+    let mut end_attempt = Statement::per_backend(SQLITE_END_ATTEMPT, PG_END_ATTEMPT)
+        .bind(attempt_id)
+        .bind(end.status)
+        .bind(end.exit_code)
+        .bind(end.reason)
+        .bind(end.at)
+        .bind(runner_id)
+        .bind(&usage_json)
+        .bind(end.started_at)
+        .bind(end.model)
+        .bind(end.cost_micros);
+    if tx.is_postgres() {
+        end_attempt = end_attempt.bind(news == FinalStepNews::ReadHere);
+    }
+    let ended: Option<EndedAttempt> = tx.row(end_attempt).await?;
     let Some(ended) = ended else {
         return Ok(None);
     };
@@ -874,7 +893,15 @@ impl Store {
     ) -> anyhow::Result<Option<CompletedAttempt>> {
         let mut conn = Conn::acquire(self).await?;
         let mut tx = conn.begin().await?;
-        let completed = complete_in(&mut tx, attempt_id, runner_id, end, decide).await?;
+        let completed = complete_in(
+            &mut tx,
+            attempt_id,
+            runner_id,
+            end,
+            FinalStepNews::Listed,
+            decide,
+        )
+        .await?;
         tx.commit().await?;
         Ok(completed)
     }
