@@ -15,7 +15,8 @@
 //! [`plain_entry_path`]), reading at most [`MAX_INDEX_ENTRIES`] entries and
 //! [`MAX_LISTING_BYTES`]. The diff reads the same copy: a step writing the workspace's
 //! index between the check and the diff changes nothing (a link would have been read
-//! again).
+//! again). A copy keeps its file's modification time, which git's check for files changed
+//! within the second the index was written reads.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -152,6 +153,11 @@ fn copy_one(
         ));
     }
     *left -= copied;
+    // Git trusts an entry's cached stat (whole seconds, on most builds) only when the
+    // entry is older than the index file; an entry as new as the index ("racily clean") has
+    // its file's content compared. A copy made a second later would turn such an entry
+    // trusted, and an edit of the same size within that second would vanish from the diff.
+    copy.set_modified(meta.modified()?)?;
     Ok(true)
 }
 

@@ -280,6 +280,25 @@ fn an_index_entry_outside_the_working_tree_refuses_the_workspace() {
     Shadow::build(&root, &shadows, None).unwrap();
 }
 
+/// regression: `llm::tools` tests' `git_diff` missed a rewrite of the same size made within
+/// the second of the index's last write when the copy was made a second later: git
+/// trusts an entry's cached stat only when the entry is older than the index file.
+#[test]
+fn the_index_copy_keeps_the_index_s_modification_time() {
+    let (_tmp, root, shadows) = checkout();
+    let index = root.join(".git/index");
+    let when = std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_000, 123_456_789);
+    std::fs::File::options()
+        .write(true)
+        .open(&index)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    let shadow = Shadow::build(&root, &shadows, None).unwrap();
+    let copied = std::fs::metadata(shadow.path().join("index")).unwrap();
+    assert_eq!(copied.modified().unwrap(), when);
+}
+
 #[test]
 fn the_shadow_reads_a_copy_of_the_index_and_no_alternates() {
     let (tmp, root, shadows) = checkout();
