@@ -583,10 +583,9 @@ pub struct CompletedAndAdvanced {
 
 #[cfg(test)]
 mod tests {
-    use evaluator::plan::{Plan, Step};
     use plue_types::status::{AttemptStatus, StepStatus};
 
-    use crate::testing::{claim_first_step, local_run, stores};
+    use crate::testing::{bash_run, claim_first_step, stores};
     use crate::{
         AttemptEnd, ClaimNext, Claimed, CompletedAndAdvanced, NextClaim, StepAfter, StepChange,
         Store,
@@ -623,16 +622,7 @@ mod tests {
         store: &Store,
         name: &str,
     ) -> (i64, Claimed, i64, Option<crate::KnownSteps>) {
-        let plan = Plan::new(
-            "chain",
-            vec![Step::bash("a", "true"), Step::bash("b", "true")],
-        );
-        let json = serde_json::to_string(&plan).unwrap();
-        let run_id = store
-            .create_run(&local_run(&plan, &json), 4)
-            .await
-            .unwrap()
-            .id;
+        let run_id = bash_run(store, "chain", &["a", "b"]).await;
         let (claimed, runner, known) = claim_first_step(store, run_id, name).await;
         (run_id, claimed, runner, known)
     }

@@ -84,9 +84,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use evaluator::plan::{Plan, Step};
-
-    use crate::testing::{local_run, stores};
+    use crate::testing::{bash_run, stores};
     use crate::Db;
 
     /// PostgreSQL's trigger lists a step run made final unless the transaction that made it
@@ -99,20 +97,7 @@ mod tests {
             let Db::Postgres(pool) = &store.db else {
                 continue;
             };
-            let plan = Plan::new(
-                "three",
-                vec![
-                    Step::bash("a", "true"),
-                    Step::bash("b", "true"),
-                    Step::bash("c", "true"),
-                ],
-            );
-            let json = serde_json::to_string(&plan).unwrap();
-            let run_id = store
-                .create_run(&local_run(&plan, &json), 4)
-                .await
-                .unwrap()
-                .id;
+            let run_id = bash_run(&store, "three", &["a", "b", "c"]).await;
             let ids: Vec<i64> =
                 sqlx::query_scalar("SELECT id FROM step_runs WHERE run_id = $1 ORDER BY position")
                     .bind(run_id)

@@ -44,20 +44,12 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use evaluator::plan::Plan;
-
-    use crate::testing::{local_run, stores};
+    use crate::testing::{bash_run, stores};
 
     #[tokio::test]
     async fn a_check_run_id_is_remembered_once_per_run_and_commit() {
         for (store, _dir) in stores().await {
-            let plan = Plan::new("ci", Vec::new());
-            let json = serde_json::to_string(&plan).unwrap();
-            let run = store
-                .create_run(&local_run(&plan, &json), 4)
-                .await
-                .unwrap()
-                .id;
+            let run = bash_run(&store, "ci", &[]).await;
             assert_eq!(store.check_run_id(run, "a").await.unwrap(), None);
             store.remember_check_run(run, "a", 11).await.unwrap();
             store.remember_check_run(run, "a", 12).await.unwrap();

@@ -9,7 +9,7 @@
 //! - Nothing here is compiled into a release build: the module exists under `cfg(test)`
 //!   or the `testing` feature, which only dev-dependencies enable.
 
-use evaluator::plan::Plan;
+use evaluator::plan::{Plan, Step};
 use plue_types::protocol::WorkspaceSource;
 
 use crate::{NewRepo, NewRun, Store};
@@ -110,6 +110,21 @@ pub fn local_run<'a>(plan: &'a Plan, plan_json: &'a str) -> NewRun<'a> {
         rerun_of: None,
         repo: None,
     }
+}
+
+/// A manual run ([`local_run`], at most 4 steps at once) of `bash` steps named `steps`,
+/// each running `true` with no dependencies: its id.
+pub async fn bash_run(store: &Store, name: &str, steps: &[&str]) -> i64 {
+    let plan = Plan::new(
+        name,
+        steps.iter().map(|id| Step::bash(*id, "true")).collect(),
+    );
+    let json = serde_json::to_string(&plan).unwrap();
+    store
+        .create_run(&local_run(&plan, &json), 4)
+        .await
+        .unwrap()
+        .id
 }
 
 /// Repository `name` of a `gitea` forge whose clone URL leads nowhere, with the webhook
