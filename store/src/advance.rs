@@ -137,9 +137,9 @@ async fn lock_run(
 }
 
 /// The step runs the advance decides on: only those that became final since the caller's
-/// copy (`known`, when still current) — the change list's and `read_here`, the step run a
-/// completion in this transaction made final ([`FinalStepNews::ReadHere`]) — else every one. With the copy it refreshed, and how
-/// many rows it read.
+/// copy (`known`, when still current) — the change list's, and `read_here`, the step run
+/// a completion in this transaction made final ([`FinalStepNews::ReadHere`]) — else every
+/// one. With the copy it refreshed, and how many rows it read.
 async fn steps_to_decide(
     tx: &mut Tx<'_>,
     run_id: i64,

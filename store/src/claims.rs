@@ -364,10 +364,10 @@ pub(crate) enum FinalStepNews {
 
 /// Ends attempt `attempt_id` (of runner `runner_id`, if `Some`) with `end` and moves its
 /// step run as `after` says, inside the open transaction `tx`: how [`Store::complete_attempt`]
-/// and [`Store::complete_and_advance`] both end an attempt. `news`: who learns of a step run
-/// made final ([`FinalStepNews::ReadHere`] only when an advance in `tx` reads it by id). The attempt that ended, or
-/// `None` when it was already final (a repeat: the caller must not commit what it wrote
-/// before in `tx` as if the attempt had ended).
+/// and [`Store::complete_and_advance`] both end an attempt. `news`: who learns of a step
+/// run made final ([`FinalStepNews::ReadHere`] only when an advance in `tx` reads it by
+/// id). The attempt that ended, or `None` when it was already final (a repeat: the caller
+/// must not commit what it wrote before in `tx` as if the attempt had ended).
 pub(crate) async fn complete_in(
     tx: &mut Tx<'_>,
     attempt_id: i64,
