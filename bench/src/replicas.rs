@@ -62,7 +62,8 @@ const PG_SETTINGS: &str = "PLUE_BENCH_PG_SETTINGS";
 /// Every statement's calls, total execution time (ms), total planning time (ms), shared
 /// buffers it touched (hit or read) and text, most time first.
 const TOP_STATEMENTS: &str = "SELECT calls, total_exec_time, total_plan_time, \
-     shared_blks_hit + shared_blks_read, left(regexp_replace(query, '\\s+', ' ', 'g'), 140) FROM pg_stat_statements \
+     shared_blks_hit + shared_blks_read, left(regexp_replace(query, '\\s+', ' ', 'g'), 140) \
+     FROM pg_stat_statements \
      WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
      ORDER BY total_exec_time DESC";
 /// At most this many `POST /api/runs` in flight while the burst is created.
@@ -361,7 +362,10 @@ async fn measure(
     let burst = burst_started.elapsed();
     // Where the writes went, per table (on stderr: the README takes stdout).
     let tables_after = psql(TABLE_WRITES).await?;
-    eprintln!("{replicas} engine(s), writes per table over the burst (inserted, updated, of those HOT, deleted; index scans):");
+    eprintln!(
+        "{replicas} engine(s), writes per table over the burst \
+         (inserted, updated, of those HOT, deleted; index scans):"
+    );
     for (before, after) in tables_before.lines().zip(tables_after.lines()) {
         let (b, a): (Vec<&str>, Vec<&str>) =
             (before.split('|').collect(), after.split('|').collect());
