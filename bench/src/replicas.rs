@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use plue_types::protocol::{self as wire, Assignment};
 use serde_json::Value;
+use sqlx::Connection;
 use testkit::TempPostgres;
 use tokio_util::sync::CancellationToken;
 
@@ -89,6 +90,9 @@ struct Measured {
     postgres_cpu: Duration,
     /// CPU per second of the idle installation (engines, PostgreSQL).
     idle_cpu: (f64, f64),
+    /// The engines' connections (open, of those opened since the watch connected) when the
+    /// burst started and when it ended ([`engine_connections`]).
+    connections: ((i64, i64), (i64, i64)),
     /// With two engines: ready → claimed of one-step runs queued on one engine while every
     /// runner polls the other, one run at a time ([`wake_probe`]).
     wake: Vec<Duration>,
@@ -190,6 +194,15 @@ pub(crate) async fn run(env: &Env, args: &[String]) -> Result<()> {
             m.idle_cpu.0 * 1000.0,
             m.idle_cpu.1 * 1000.0,
             ms(m.wall),
+        );
+    }
+    for m in &results {
+        let ((open_before, _), (open_after, opened)) = m.connections;
+        println!(
+            "\n{} engine(s): {open_before} connections to PostgreSQL when the burst started, \
+             {open_after} when it ended, {opened} of them opened during it (each a backend \
+             started, its CPU counted above).",
+            m.replicas
         );
     }
     if let [one, two] = &results[..] {
@@ -309,6 +322,12 @@ async fn measure(
         psql("SELECT pg_stat_statements_reset()").await?;
     }
     let tables_before = psql(TABLE_WRITES).await?;
+    // One connection watches the burst: a `psql` each poll would start a backend each time
+    // (≈ 4.5 ms of PostgreSQL's CPU, measured), charged to the steps.
+    let mut watch = sqlx::PgConnection::connect(&url)
+        .await
+        .context("connecting the burst's watch")?;
+    let connections_before = engine_connections(&mut watch).await?;
     let burst_started = Instant::now();
     let cpu_before = cpu_now(&engines, postmaster)?;
     {
@@ -328,8 +347,11 @@ async fn measure(
     }
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
-        let open = psql("SELECT count(*) FROM runs WHERE finished_at IS NULL").await?;
-        if open.trim() == "0" {
+        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE finished_at IS NULL")
+            .fetch_one(&mut watch)
+            .await
+            .context("counting the burst's open runs")?;
+        if open == 0 {
             break;
         }
         for task in &tasks {
@@ -338,12 +360,13 @@ async fn measure(
             }
         }
         if Instant::now() > deadline {
-            bail!("{} runs still open after 900 s", open.trim());
+            bail!("{open} runs still open after 900 s");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let wall = burst_started.elapsed();
     let cpu_after = cpu_now(&engines, postmaster)?;
+    let connections_after = engine_connections(&mut watch).await?;
     // Read at once: the idle installation keeps executing statements.
     let top_statements = if statements {
         psql(TOP_STATEMENTS).await?
@@ -440,8 +463,25 @@ async fn measure(
         engine_cpu: cpu_after.0.saturating_sub(cpu_before.0),
         postgres_cpu: cpu_after.1.saturating_sub(cpu_before.1),
         idle_cpu,
+        connections: (connections_before, connections_after),
         wake,
     })
+}
+
+/// The engines' open connections to the burst's database (all but `watch`'s own), and how
+/// many of them are younger than `watch`: each new one started a backend, whose start-up
+/// is PostgreSQL CPU charged to the burst.
+async fn engine_connections(watch: &mut sqlx::PgConnection) -> Result<(i64, i64)> {
+    sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE backend_start > \
+             (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())) \
+         FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+           AND backend_type = 'client backend'",
+    )
+    .fetch_one(watch)
+    .await
+    .context("counting the engines' connections")
 }
 
 /// Prints [`TOP_STATEMENTS`]' answer on stderr, each statement's calls and time per

@@ -340,6 +340,15 @@ pub(crate) struct StoreArgs {
     /// postgres://... (or sqlite://PATH) instead of the embedded database.
     #[arg(long, env = "DATABASE_URL")]
     pub(crate) database_url: Option<String>,
+    /// PostgreSQL: the connections this engine opens at start and keeps open (2 to 1000;
+    /// one listens for the other replicas). The server's max_connections must take this
+    /// many from every replica.
+    #[arg(
+        long,
+        env = "PLUE_DATABASE_CONNECTIONS",
+        default_value_t = engine::store::PostgresConnections::DEFAULT
+    )]
+    pub(crate) database_connections: engine::store::PostgresConnections,
 }
 
 #[derive(Debug, Args)]
@@ -1127,14 +1136,20 @@ mod tests {
         }
         let mut names = Vec::new();
         visit(&Cli::command(), &mut names);
+        // Read by a flag, named like a credential, and not one: a count.
+        let not_credentials = ["PLUE_DATABASE_CONNECTIONS"];
         let credentials: Vec<&String> = names
             .iter()
             .filter(|n| {
                 ["TOKEN", "SECRET", "KEY", "DATABASE"]
                     .iter()
                     .any(|w| n.contains(w))
+                    && !not_credentials.contains(&n.as_str())
             })
             .collect();
+        for name in not_credentials {
+            assert!(names.iter().any(|n| n == name), "{name} is no longer read");
+        }
         assert!(
             credentials.len() >= 5,
             "found {credentials:?} among {names:?}"

@@ -273,6 +273,30 @@ fn usage_errors_exit_2_and_missing_files_exit_1() {
     );
     assert!(run(&["--help"]).status.success());
     assert!(run(&["eval", "--help"]).status.success());
+    // A pool too small to both listen for the other replicas and work: refused before
+    // anything starts, by flag and by variable.
+    for bad in [
+        run(&["serve", "--database-connections", "1"]),
+        run(&["serve", "--database-connections", "eight"]),
+    ] {
+        assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+        assert!(
+            stderr(&bad).contains("--database-connections"),
+            "{}",
+            stderr(&bad)
+        );
+    }
+    let from_env = plue()
+        .arg("serve")
+        .env("PLUE_DATABASE_CONNECTIONS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(from_env.status.code(), Some(2), "{}", stderr(&from_env));
+    assert!(
+        stderr(&from_env).contains("at least 2"),
+        "{}",
+        stderr(&from_env)
+    );
 }
 
 #[test]

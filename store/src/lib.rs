@@ -41,6 +41,7 @@ mod known_steps;
 mod logs;
 pub mod migrations;
 mod people;
+mod postgres_pool;
 mod proposals;
 mod provenance;
 mod record;
@@ -62,7 +63,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -84,6 +85,7 @@ pub use known_steps::KnownSteps;
 pub use logs::quota::{self as log_quota, LogBudget, LogQuotas, OverLogQuota};
 pub use logs::{LogAttempt, StoredLine};
 pub use people::{valid_name, ForgeLoginRow, GroupRow, NameError, Triggerer, UserRow};
+pub use postgres_pool::{ConnectionsError, PostgresConnections};
 pub use proposals::{NewProposal, ProposalDecided, ProposalRow};
 pub use provenance::{SigningKeyRow, StatementRow};
 pub use record::RoundRow;
@@ -198,14 +200,22 @@ impl Store {
         &self.db
     }
 
-    /// Opens `DATABASE_URL`-style `url` (`postgres://` or `sqlite://`) and applies migrations.
+    /// Opens `DATABASE_URL`-style `url` (`postgres://` or `sqlite://`) and applies migrations,
+    /// with [`PostgresConnections::DEFAULT`] connections to PostgreSQL.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        Store::connect_with(url, PostgresConnections::DEFAULT).await
+    }
+
+    /// Opens `url` as [`Store::connect`] does; on PostgreSQL with `connections` connections,
+    /// all opened before it returns ([`PostgresConnections`]). SQLite has its own pool (one
+    /// connection that writes), which `connections` does not change.
+    pub async fn connect_with(
+        url: &str,
+        connections: PostgresConnections,
+    ) -> anyhow::Result<Store> {
         let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
-            let pool = PgPoolOptions::new()
-                .max_connections(32)
-                .acquire_timeout(Duration::from_secs(30))
-                .connect_with(options)
+            let pool = postgres_pool::open(connections, options)
                 .await
                 .with_context(|| format!("cannot connect to {}", redact(url)))?;
             migrations::migrator(migrations::Dialect::Postgres, None)

@@ -320,7 +320,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// The store `--database-url` names, else the embedded SQLite in `--data-dir`.
 pub(crate) async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
     match &args.database_url {
-        Some(url) => Store::connect(url).await,
+        Some(url) => Store::connect_with(url, args.database_connections).await,
         None => Store::open_data_dir(&args.data_dir).await,
     }
 }

@@ -1,0 +1,232 @@
+//! The store's pool of PostgreSQL connections: how many, and that they are all opened when
+//! the store connects and kept open.
+//!
+//! Invariants:
+//! - The pool has a fixed size ([`PostgresConnections`]): every connection is opened by
+//!   [`Store::connect_with`](crate::Store::connect_with), before it returns, and the pool
+//!   keeps that many open. A burst of work never starts backends: each costs PostgreSQL
+//!   ≈ 4.5 ms of CPU to start (measured with `psql` against this repository's test server)
+//!   and then reads its catalog again, which a burst would otherwise pay per step.
+//! - The size is at least 2: one connection listens for the other replicas' wakes for as
+//!   long as the store lives (`wake`), and the work needs at least one more.
+//! - A server that cannot take that many connections fails the connect (after sqlx's 30 s
+//!   of retries), naming the setting and the server's refusal, instead of a transition
+//!   failing later.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Connection;
+
+/// How many connections one store (one `plue serve`) keeps to PostgreSQL.
+///
+/// Fewer than the runners it serves on purpose: a completion holds a connection for one
+/// transaction, and on a database server with few cores more connections than the cores
+/// can serve only wait for each other's locks while off the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostgresConnections(u32);
+
+impl PostgresConnections {
+    /// What a store keeps unless told otherwise.
+    pub const DEFAULT: PostgresConnections = PostgresConnections(8);
+    /// The least that works: the wake listener's connection and one for the work.
+    pub const MIN: u32 = 2;
+    /// More than any PostgreSQL server is configured to take from one client by default
+    /// (`max_connections` is 100): a larger figure is a typo.
+    pub const MAX: u32 = 1_000;
+
+    /// `count` connections, when within [`Self::MIN`]..=[`Self::MAX`].
+    pub fn new(count: u32) -> Result<PostgresConnections, ConnectionsError> {
+        if (Self::MIN..=Self::MAX).contains(&count) {
+            Ok(PostgresConnections(count))
+        } else {
+            Err(ConnectionsError::OutOfRange(count))
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    /// The pool's options: this many connections, all opened at once and kept.
+    fn pool_options(self) -> PgPoolOptions {
+        PgPoolOptions::new()
+            .max_connections(self.0)
+            .min_connections(self.0)
+            .acquire_timeout(Duration::from_secs(30))
+    }
+}
+
+/// The pool of `connections` to the server `options` name, every connection open.
+///
+/// sqlx retries a server that answers "too many connections" until its acquire timeout
+/// (30 s: the server may be about to free one) and then reports only the timeout; one more
+/// connection of this function's own then says why, when the server still refuses it.
+pub(crate) async fn open(
+    connections: PostgresConnections,
+    options: PgConnectOptions,
+) -> anyhow::Result<PgPool> {
+    let failed = match connections
+        .pool_options()
+        .connect_with(options.clone())
+        .await
+    {
+        Ok(pool) => return Ok(pool),
+        Err(failed) => failed,
+    };
+    let setting = format!(
+        "cannot open {connections} connections (--database-connections): the server's \
+         max_connections, or the role's connection limit, must take that many from each \
+         replica"
+    );
+    Err(match sqlx::PgConnection::connect_with(&options).await {
+        Err(refused) => anyhow::Error::from(refused)
+            .context(format!("the pool: {failed}"))
+            .context(setting),
+        Ok(probe) => {
+            drop(probe.close().await);
+            anyhow::Error::from(failed).context(setting)
+        }
+    })
+}
+
+impl Default for PostgresConnections {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl fmt::Display for PostgresConnections {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for PostgresConnections {
+    type Err = ConnectionsError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let count = text
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| ConnectionsError::NotANumber(text.to_owned()))?;
+        PostgresConnections::new(count)
+    }
+}
+
+/// A connection count that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionsError {
+    #[error("{0:?} is not a number of connections (a whole number, such as 8)")]
+    NotANumber(String),
+    #[error(
+        "{0} connections: a store needs at least {min} (one listens for the other \
+         replicas, one works) and at most {max}",
+        min = PostgresConnections::MIN,
+        max = PostgresConnections::MAX
+    )]
+    OutOfRange(u32),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_is_read_and_kept_within_its_bounds() {
+        assert_eq!("8".parse::<PostgresConnections>().unwrap().get(), 8);
+        assert_eq!(" 2 ".parse::<PostgresConnections>().unwrap().get(), 2);
+        assert_eq!("1000".parse::<PostgresConnections>().unwrap().get(), 1000);
+        for bad in ["0", "1", "1001"] {
+            let error = bad.parse::<PostgresConnections>().unwrap_err();
+            assert!(
+                matches!(error, ConnectionsError::OutOfRange(_)),
+                "{bad}: {error}"
+            );
+            assert!(error.to_string().contains("at least 2"), "{error}");
+        }
+        for bad in ["", "eight", "-3", "8.5", "99999999999"] {
+            let error = bad.parse::<PostgresConnections>().unwrap_err();
+            assert_eq!(error, ConnectionsError::NotANumber(bad.to_owned()));
+        }
+    }
+
+    /// The shared PostgreSQL server and a fresh database on it, or `None` when no server
+    /// can be started (and `PLUE_REQUIRE_POSTGRES` does not ask for one).
+    fn postgres() -> Option<(&'static testkit::TempPostgres, String)> {
+        let server = testkit::shared_postgres()
+            .expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")?;
+        let url = server.new_database().expect("a PostgreSQL database");
+        Some((server, url))
+    }
+
+    #[tokio::test]
+    async fn a_postgres_store_has_every_connection_open_when_it_returns() {
+        let Some((server, url)) = postgres() else {
+            return;
+        };
+        let store = crate::Store::connect_with(&url, PostgresConnections::new(3).unwrap())
+            .await
+            .expect("open the store");
+        let open = || {
+            server
+                .psql(
+                    &url,
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                       AND backend_type = 'client backend'",
+                )
+                .expect("count the store's connections")
+        };
+        assert_eq!(open().trim(), "3", "opened before connect_with returned");
+        // Work that needs no more than the pool keeps it as it is.
+        for _ in 0..20 {
+            store.list_repos().await.expect("a read");
+        }
+        assert_eq!(open().trim(), "3");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_server_that_cannot_take_the_connections_fails_the_connect_naming_the_setting() {
+        let Some((server, url)) = postgres() else {
+            return;
+        };
+        // Roles belong to the server, which other tests of this process share.
+        server
+            .psql(
+                &url,
+                "DO $$ BEGIN CREATE ROLE plue_two_at_most LOGIN CONNECTION LIMIT 2; \
+                 EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+            )
+            .expect("a role allowed two connections");
+        let limited = url.replacen("://plue@", "://plue_two_at_most@", 1);
+        assert_ne!(
+            limited, url,
+            "the test server's URL names the user plue: {url}"
+        );
+        let Err(error) =
+            crate::Store::connect_with(&limited, PostgresConnections::new(3).unwrap()).await
+        else {
+            panic!("three connections for a role allowed two");
+        };
+        // The role's two connections may still be closing when the probe connects, and
+        // then the cause is sqlx's timeout alone.
+        let message = format!("{error:#}");
+        assert!(message.contains("cannot open 3 connections"), "{message}");
+        assert!(message.contains("--database-connections"), "{message}");
+        assert!(
+            message.contains("too many connections") || message.contains("timed out"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_pool_is_opened_whole_and_kept_whole() {
+        let options = PostgresConnections::new(5).unwrap().pool_options();
+        assert_eq!(options.get_max_connections(), 5);
+        assert_eq!(options.get_min_connections(), 5);
+    }
+}
