@@ -342,7 +342,7 @@ pub(crate) struct StoreArgs {
     pub(crate) database_url: Option<String>,
     /// PostgreSQL: the connections this engine opens at start and keeps open (2 to 1000;
     /// one listens for the other replicas). The server's max_connections must take this
-    /// many from every replica.
+    /// many from every replica, the one a rollout adds included.
     #[arg(
         long,
         env = "PLUE_DATABASE_CONNECTIONS",

@@ -14,6 +14,12 @@ use plue_types::protocol::WorkspaceSource;
 
 use crate::{NewRepo, NewRun, Store};
 
+/// A test's PostgreSQL pool: smaller than an engine's, as tests run side by side against
+/// one server (each store opens its whole pool at once).
+fn test_pool() -> crate::PostgresConnections {
+    crate::PostgresConnections::new(4).expect("a valid pool size")
+}
+
 /// One store per available backend, each on a fresh database; the temporary directory
 /// lives as long as its store.
 pub async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
@@ -22,7 +28,7 @@ pub async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
         testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")
     {
         let url = server.new_database().expect("a PostgreSQL database");
-        let store = Store::connect(&url)
+        let store = Store::connect_with(&url, test_pool())
             .await
             .expect("open the PostgreSQL store");
         stores.push((store, None));
@@ -73,7 +79,7 @@ pub async fn upgraded_stores(
             sqlx::query(sql).execute(&pool).await.expect("an old row");
         }
         pool.close().await;
-        let store = Store::connect(&url)
+        let store = Store::connect_with(&url, test_pool())
             .await
             .expect("upgrade the PostgreSQL store");
         stores.push((store, None));
