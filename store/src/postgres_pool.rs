@@ -46,10 +46,6 @@ impl PostgresConnections {
         }
     }
 
-    pub fn get(self) -> u32 {
-        self.0
-    }
-
     /// The pool's options: this many connections, all opened at once and kept.
     fn pool_options(self) -> PgPoolOptions {
         PgPoolOptions::new()
@@ -160,12 +156,14 @@ pub enum ConnectionsError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::postgres_database as postgres;
 
     #[test]
     fn a_count_is_read_and_kept_within_its_bounds() {
-        assert_eq!("8".parse::<PostgresConnections>().unwrap().get(), 8);
-        assert_eq!(" 2 ".parse::<PostgresConnections>().unwrap().get(), 2);
-        assert_eq!("1000".parse::<PostgresConnections>().unwrap().get(), 1000);
+        assert_eq!("8".parse(), Ok(PostgresConnections::DEFAULT));
+        assert_eq!(" 2 ".parse(), PostgresConnections::new(2));
+        assert_eq!("1000".parse(), PostgresConnections::new(1000));
+        assert_eq!(PostgresConnections::new(1000).unwrap().to_string(), "1000");
         for bad in ["0", "1", "1001"] {
             let error = bad.parse::<PostgresConnections>().unwrap_err();
             assert!(
@@ -178,15 +176,6 @@ mod tests {
             let error = bad.parse::<PostgresConnections>().unwrap_err();
             assert_eq!(error, ConnectionsError::NotANumber(bad.to_owned()));
         }
-    }
-
-    /// The shared PostgreSQL server and a fresh database on it, or `None` when no server
-    /// can be started (and `PLUE_REQUIRE_POSTGRES` does not ask for one).
-    fn postgres() -> Option<(&'static testkit::TempPostgres, String)> {
-        let server = testkit::shared_postgres()
-            .expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")?;
-        let url = server.new_database().expect("a PostgreSQL database");
-        Some((server, url))
     }
 
     #[tokio::test]

@@ -20,14 +20,20 @@ fn test_pool() -> crate::PostgresConnections {
     crate::PostgresConnections::new(4).expect("a valid pool size")
 }
 
+/// The shared PostgreSQL server and a fresh database on it (its URL), or `None` when no
+/// server can be started and `PLUE_REQUIRE_POSTGRES=1` does not ask for one.
+pub fn postgres_database() -> Option<(&'static testkit::TempPostgres, String)> {
+    let server =
+        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")?;
+    let url = server.new_database().expect("a PostgreSQL database");
+    Some((server, url))
+}
+
 /// One store per available backend, each on a fresh database; the temporary directory
 /// lives as long as its store.
 pub async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
     let mut stores = vec![sqlite().await];
-    if let Some(server) =
-        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")
-    {
-        let url = server.new_database().expect("a PostgreSQL database");
+    if let Some((_, url)) = postgres_database() {
         let store = Store::connect_with(&url, test_pool())
             .await
             .expect("open the PostgreSQL store");
@@ -64,10 +70,7 @@ pub async fn upgraded_stores(
         .await
         .expect("upgrade the SQLite store");
     let mut stores = vec![(sqlite, Some(dir))];
-    if let Some(server) =
-        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")
-    {
-        let url = server.new_database().expect("a PostgreSQL database");
+    if let Some((_, url)) = postgres_database() {
         let pool = sqlx::PgPool::connect(&url)
             .await
             .expect("open the old PostgreSQL database");

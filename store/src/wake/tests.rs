@@ -22,9 +22,7 @@ struct Replica {
 /// Two replicas of a fresh database, or `None` when PostgreSQL is unavailable (and not
 /// required).
 async fn two_replicas() -> Option<(Replica, Replica)> {
-    let server =
-        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")?;
-    let url = server.new_database().expect("a PostgreSQL database");
+    let (_, url) = crate::testing::postgres_database()?;
     let mut replicas = Vec::new();
     for _ in 0..2 {
         let store = Store::connect(&url).await.expect("open the store");
