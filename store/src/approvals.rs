@@ -100,8 +100,8 @@ macro_rules! time_out {
 /// [`time_out!`] of every waiting step past its deadline (the sweeper's).
 const TIME_OUT_ALL: &str = time_out!("");
 /// [`time_out!`] of step run `$3` alone (a decision that came too late). A text of its own,
-/// not `($3 IS NULL OR id = $3)`: a decision runs in a transaction with generic plans
-/// (`tx::PG_BEGIN`), which could not use the primary key for that.
+/// not `($3 IS NULL OR id = $3)`: the store's statements use generic plans
+/// (`postgres_pool::PLANNING`), which could not use the primary key for that.
 const TIME_OUT_ONE: &str = time_out!(" AND id = $3");
 
 /// What a decision records besides the step's new status, by the gate it decides.

@@ -218,11 +218,8 @@ impl Store {
             let pool = postgres_pool::open(connections, options)
                 .await
                 .with_context(|| format!("cannot connect to {}", redact(url)))?;
-            migrations::migrator(migrations::Dialect::Postgres, None)
-                .await?
-                .run(&pool)
-                .await
-                .context("applying PostgreSQL migrations")?;
+            let migrator = migrations::migrator(migrations::Dialect::Postgres, None).await?;
+            postgres_pool::migrate(&pool, &migrator).await?;
             Store {
                 sqlite_statements: Default::default(),
                 db: Db::Postgres(pool),

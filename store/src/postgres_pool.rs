@@ -12,13 +12,19 @@
 //! - A server that cannot take that many connections fails the connect (after sqlx's 30 s
 //!   of retries), naming the setting and the server's refusal, instead of a transition
 //!   failing later.
+//! - Every connection of the pool plans as the store's statements want ([`PLANNING`]),
+//!   from the moment it opens for as long as it lives; the migrations alone run with
+//!   PostgreSQL's defaults ([`migrate`]), on a connection that gets the pool's planning back
+//!   before it returns to the pool.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use anyhow::Context;
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::Connection;
+use sqlx::{Connection, Executor};
 
 /// How many connections one store (one `plue serve`) keeps to PostgreSQL.
 ///
@@ -56,7 +62,54 @@ impl PostgresConnections {
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(Duration::from_secs(30))
+            .after_connect(|conn, _| {
+                Box::pin(async move { conn.execute(PLANNING).await.map(drop) })
+            })
     }
+}
+
+/// How every connection of the pool plans, set once when it opens (one trip for the
+/// connection's life, where a transaction's `SET LOCAL`s cost PostgreSQL ≈ 45 µs of CPU
+/// every transaction: bench/README.md, replicas).
+///
+/// - **Generic plans** (`plan_cache_mode`): a statement is planned once per connection.
+///   The store's statements find rows by key, or by a status written into their text (so a
+///   partial index such as `step_runs_claim` is in the generic plan too): their plans do
+///   not depend on the values bound. Left to choose (`auto`), PostgreSQL kept planning the
+///   claim, the attempt's end and the take of the change list afresh on every call (custom
+///   plans, and again for five calls after each `ANALYZE` of their tables): 179 µs of
+///   planning a step with one engine and 317 µs with two, against 48 and 105 µs.
+/// - **No sequential scan where an index serves** (`enable_seqscan`): a generic plan is made
+///   from the table's statistics at that moment and kept until the next `ANALYZE`. Made
+///   while a table was still small (a fresh installation's first burst), the take of the
+///   change list (`id = ANY(<ids>)`) scanned all of `step_runs` on every call once the
+///   burst had filled it: 611 µs and 59 buffers a call against 15 µs and 5 by its key, in
+///   about half of the benchmark's runs. With sequential scans off, a table is scanned
+///   whole only where no index can find its rows, which no statement of the store asks.
+pub(crate) const PLANNING: &str = "SET plan_cache_mode = force_generic_plan; \
+                                   SET enable_seqscan = off";
+
+/// Applies `migrator`'s migrations on a connection of `pool` planning with PostgreSQL's
+/// defaults (a data migration over a whole table is better served by a sequential scan),
+/// and gives the connection the pool's [`PLANNING`] back before it returns to the pool.
+pub(crate) async fn migrate(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<()> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .context("a connection for the migrations")?;
+    conn.execute("RESET plan_cache_mode; RESET enable_seqscan")
+        .await
+        .context("planning the migrations with PostgreSQL's defaults")?;
+    let migrated = migrator
+        .run(&mut *conn)
+        .await
+        .context("applying PostgreSQL migrations");
+    if let Err(error) = conn.execute(PLANNING).await {
+        // Not handed back to the pool planning otherwise.
+        conn.detach();
+        return Err(anyhow::Error::from(error).context("the pool's planning after the migrations"));
+    }
+    migrated
 }
 
 /// The pool of `connections` to the server `options` name, every connection open.

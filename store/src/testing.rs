@@ -14,10 +14,12 @@ use plue_types::protocol::WorkspaceSource;
 
 use crate::{NewRepo, NewRun, Store};
 
-/// A test's PostgreSQL pool: smaller than an engine's, as tests run side by side against
-/// one server (each store opens its whole pool at once).
+/// How many connections a test's PostgreSQL store keeps: fewer than an engine's, as tests
+/// run side by side against one server (each store opens its whole pool at once).
+pub const TEST_POOL_CONNECTIONS: u32 = 4;
+
 fn test_pool() -> crate::PostgresConnections {
-    crate::PostgresConnections::new(4).expect("a valid pool size")
+    crate::PostgresConnections::new(TEST_POOL_CONNECTIONS).expect("a valid pool size")
 }
 
 /// The shared PostgreSQL server and a fresh database on it (its URL), or `None` when no

@@ -3,7 +3,8 @@
 //!
 //! A transition takes a connection ([`Conn::acquire`]) and opens its transaction on it
 //! ([`Conn::begin`]). On PostgreSQL that is an sqlx transaction: a round trip a statement,
-//! each planned once per connection (generic plans: [`PG_BEGIN`]).
+//! each planned once per connection (generic plans, set when the pool opens the connection:
+//! `postgres_pool::PLANNING`).
 //! On SQLite the pool's one connection is *locked* for the whole transition ([`sqlite`]):
 //! sqlx's worker thread hands the connection over once, and every statement then runs on
 //! the calling thread — one trip to the worker per transition instead of one per statement
@@ -43,28 +44,6 @@ use std::sync::Arc;
 
 use super::{Db, Store};
 
-/// How a transaction opens on PostgreSQL: in the same trip as `BEGIN`, its statements are
-/// told to use their generic plans and to find rows by an index wherever one serves
-/// (`SET LOCAL`: until the transaction ends).
-///
-/// A transition's statements find rows by key, or by a status written into their text (so
-/// a partial index such as `step_runs_claim` is in the generic plan too): the plan does not
-/// depend on the values bound. Left to choose (`auto`), PostgreSQL kept planning the claim,
-/// the attempt's end and the take of the change list afresh on every call (custom plans,
-/// and again for five calls after each `ANALYZE` of their tables): 179 µs of planning a
-/// step with one engine and 317 µs with two, against 48 and 105 µs with generic plans
-/// (`PLUE_BENCH_STATEMENTS=1 plue-bench replicas`, bench/README.md).
-///
-/// A generic plan is made once per connection, from the table's statistics at that moment,
-/// and kept until the next `ANALYZE`. Made while a table was still small (a fresh
-/// installation's first burst), the take of the change list (`id = ANY(<ids>)`) scanned all
-/// of `step_runs` on every call once the burst had filled it: 611 µs and 59 buffers a call
-/// against 15 µs and 5 buffers by its key, in about half of the benchmark's runs, by
-/// whether autovacuum's `ANALYZE` came before the plans or after. With sequential scans
-/// off, a table is scanned whole only where no index can find its rows.
-const PG_BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
-                        SET LOCAL enable_seqscan = off";
-
 /// A connection of the store's pool, held for one transition (or a few reads).
 pub(crate) enum Conn {
     /// With the statements prepared on it by earlier transitions.
@@ -90,7 +69,7 @@ impl Conn {
                 Tx::Sqlite(sqlite::Session::begin(conn, statements).await?)
             }
             Conn::Postgres(conn) => Tx::Postgres(
-                sqlx::Connection::begin_with(&mut **conn, PG_BEGIN)
+                sqlx::Connection::begin(&mut **conn)
                     .await
                     .context("BEGIN")?,
             ),
@@ -476,31 +455,40 @@ mod tests {
         }
     }
 
+    /// Every connection of a PostgreSQL store plans with generic plans and by index, in a
+    /// transaction and out of one — the migrations' connection too, once they are done.
     #[tokio::test]
-    async fn a_postgres_transaction_uses_generic_plans_and_only_it() {
+    async fn every_postgres_connection_plans_generically_and_by_index() {
         for (store, _dir) in stores().await {
-            let mut conn = Conn::acquire(&store).await.unwrap();
-            let mut tx = conn.begin().await.unwrap();
-            if !tx.is_postgres() {
+            let mut first = Conn::acquire(&store).await.unwrap();
+            if !first.begin().await.unwrap().is_postgres() {
                 continue;
+            }
+            // All of the pool's connections at once, so each is a different one.
+            let mut conns = vec![first];
+            for _ in 1..crate::testing::TEST_POOL_CONNECTIONS {
+                conns.push(Conn::acquire(&store).await.unwrap());
             }
             let mode = "SELECT current_setting('plan_cache_mode') || ' ' \
                         || current_setting('enable_seqscan')";
-            let inside: Option<String> = tx.scalar(Statement::new(mode)).await.unwrap();
-            assert_eq!(inside.as_deref(), Some("force_generic_plan off"));
-            tx.commit().await.unwrap();
-            // `SET LOCAL`: the connection goes back to the pool as it was.
-            let mut tx = conn.autocommit().await.unwrap();
-            let after: Option<String> = tx.scalar(Statement::new(mode)).await.unwrap();
-            assert_eq!(after.as_deref(), Some("auto on"));
+            for conn in &mut conns {
+                let mut tx = conn.begin().await.unwrap();
+                let inside: Option<String> = tx.scalar(Statement::new(mode)).await.unwrap();
+                assert_eq!(inside.as_deref(), Some("force_generic_plan off"));
+                tx.commit().await.unwrap();
+                let mut tx = conn.autocommit().await.unwrap();
+                let outside: Option<String> = tx.scalar(Statement::new(mode)).await.unwrap();
+                assert_eq!(outside.as_deref(), Some("force_generic_plan off"));
+            }
         }
     }
 
     /// The take of the change list's shape (`id = ANY(<ids>)`) on a fresh store, whose
-    /// `step_runs` PostgreSQL has never analyzed: outside a transition the planner scans
-    /// the table, inside one it finds the rows by key, however the table grows afterwards.
+    /// `step_runs` PostgreSQL has never analyzed: with PostgreSQL's defaults (the
+    /// migrations' planning) the planner scans the table, on the store's connections it
+    /// finds the rows by key, however the table grows afterwards.
     #[tokio::test]
-    async fn a_transition_finds_rows_by_key_in_a_table_never_analyzed() {
+    async fn a_store_connection_finds_rows_by_key_in_a_table_never_analyzed() {
         let lookup = "EXPLAIN SELECT id, status FROM step_runs \
                       WHERE id = ANY(ARRAY(SELECT generate_series(1, 20)::BIGINT))";
         for (store, _dir) in stores().await {
@@ -509,22 +497,32 @@ mod tests {
                 continue;
             }
             let plan = |rows: Vec<String>| rows.join("\n");
-            let outside: Vec<String> = conn
+            let mut tx = conn.begin().await.unwrap();
+            for default in [
+                "SET LOCAL plan_cache_mode = auto",
+                "SET LOCAL enable_seqscan = on",
+            ] {
+                tx.execute(Statement::new(default)).await.unwrap();
+            }
+            let defaults: Vec<String> = tx.scalars(Statement::new(lookup)).await.unwrap();
+            assert!(
+                plan(defaults.clone()).contains("Seq Scan on step_runs"),
+                "the case this guards against is no longer the planner's choice: {defaults:?}"
+            );
+            drop(tx);
+            let store_planned: Vec<String> = conn
                 .autocommit()
                 .await
                 .unwrap()
                 .scalars(Statement::new(lookup))
                 .await
                 .unwrap();
+            let store_planned = plan(store_planned);
             assert!(
-                plan(outside.clone()).contains("Seq Scan on step_runs"),
-                "the case this guards against is no longer the planner's choice: {outside:?}"
+                !store_planned.contains("Seq Scan on step_runs"),
+                "{store_planned}"
             );
-            let mut tx = conn.begin().await.unwrap();
-            let inside: Vec<String> = tx.scalars(Statement::new(lookup)).await.unwrap();
-            let inside = plan(inside);
-            assert!(!inside.contains("Seq Scan on step_runs"), "{inside}");
-            assert!(inside.contains("step_runs_pkey"), "{inside}");
+            assert!(store_planned.contains("step_runs_pkey"), "{store_planned}");
         }
     }
 
