@@ -85,7 +85,7 @@ impl PostgresConnections {
 ///   change list (`id = ANY(<ids>)`) scanned all of `step_runs` on every call once the
 ///   burst had filled it: 611 µs and 59 buffers a call against 15 µs and 5 by its key, in
 ///   about half of the benchmark's runs. With sequential scans off, a table is scanned
-///   whole only where no index can find its rows, which no statement of the store asks.
+///   whole only where no index can find its rows.
 pub(crate) const PLANNING: &str = "SET plan_cache_mode = force_generic_plan; \
                                    SET enable_seqscan = off";
 
@@ -299,6 +299,46 @@ mod tests {
             started.elapsed() < std::time::Duration::from_secs(20),
             "{message}"
         );
+    }
+
+    /// How a connection plans now, as `<plan_cache_mode> <enable_seqscan>`.
+    const PLANNING_NOW: &str =
+        "SELECT current_setting('plan_cache_mode') || ' ' || current_setting('enable_seqscan')";
+
+    #[tokio::test]
+    async fn the_migrations_plan_with_the_defaults_and_the_pool_keeps_its_planning() {
+        let Some((_, url)) = postgres() else {
+            return;
+        };
+        let options = PgConnectOptions::from_str(&url).unwrap();
+        let pool = open(PostgresConnections::new(2).unwrap(), options)
+            .await
+            .expect("open the pool");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("1_planning.sql"),
+            format!("CREATE TABLE planning AS {PLANNING_NOW} AS mode"),
+        )
+        .unwrap();
+        let migrator = Migrator::new(dir.path()).await.unwrap();
+        migrate(&pool, &migrator).await.expect("migrate");
+        let during: String = sqlx::query_scalar("SELECT mode FROM planning")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            during, "auto on",
+            "the migration ran with PostgreSQL's defaults"
+        );
+        // Both connections at once, so the migrations' is one of them.
+        let mut held = vec![pool.acquire().await.unwrap(), pool.acquire().await.unwrap()];
+        for conn in &mut held {
+            let mode: String = sqlx::query_scalar(PLANNING_NOW)
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            assert_eq!(mode, "force_generic_plan off");
+        }
     }
 
     #[test]
