@@ -12,18 +12,19 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 tx=${1:-10000}
-bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 [ -x "$bin/initdb" ] || { echo "no PostgreSQL server programs under /usr/lib/postgresql" >&2; exit 1; }
-command -v pgbench >/dev/null || { echo "no pgbench" >&2; exit 1; }
+[ -x "$bin/pgbench" ] || { echo "no pgbench in $bin" >&2; exit 1; }
+cd /
 dir=$(mktemp -d /tmp/plue-pg-micro.XXXXXX)
 as_server() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/bash -c "$*"; else bash -c "$*"; fi; }
 [ "$(id -u)" = 0 ] && chown postgres "$dir"
+trap 'as_server "\"$bin/pg_ctl\" -D \"$dir/data\" -m immediate stop" >/dev/null 2>&1; rm -rf "$dir"' EXIT
 port=$((20000 + RANDOM % 20000))
 as_server "'$bin/initdb' -D '$dir/data' -U plue --auth=trust >/dev/null"
 as_server "'$bin/pg_ctl' -D '$dir/data' -l '$dir/log' -w start \
   -o '-p $port -k $dir -c listen_addresses= -c fsync=off -c synchronous_commit=off -c full_page_writes=off' >/dev/null"
-trap 'as_server "\"$bin/pg_ctl\" -D \"$dir/data\" -m immediate stop" >/dev/null 2>&1; rm -rf "$dir"' EXIT
-psql=(psql -q -X -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U plue -d postgres)
+psql=("$bin/psql" -q -X -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U plue -d postgres)
 
 # Ticks of CPU (user + system) of the postmaster and every backend, the exited included.
 ticks() {
@@ -43,7 +44,7 @@ case_() {
   "${psql[@]}" -c "VACUUM ANALYZE"
   for _ in 1 2 3; do
     before=$(ticks)
-    pgbench -h "$dir" -p "$port" -U plue -n -M "$mode" -c 1 -t "$tx" -f "$here/$script" postgres >/dev/null 2>&1
+    "$bin/pgbench" -h "$dir" -p "$port" -U plue -n -M "$mode" -c 1 -t "$tx" -f "$here/$script" postgres >/dev/null
     sleep 0.3
     after=$(ticks)
     out+=("$(( (after - before) * 1000000 / hz / tx ))")

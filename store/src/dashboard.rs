@@ -1,8 +1,9 @@
 //! Read queries for the dashboard: one page of runs, newest first, filtered and paginated by
 //! keyset (`id < before`), so a store with 100,000 runs answers as fast as one with ten.
 //!
-//! Invariants: every filter is bound as a parameter (an absent filter binds NULL and
-//! matches everything); the page walks the primary key downwards, never an `OFFSET`. The
+//! Invariants: every filter is bound as a parameter, and an absent one is left out of the
+//! statement (`filters`), so the cursor and each filter present can use their index; the
+//! page walks the primary key downwards, never an `OFFSET`. The
 //! repositories a caller may read filter in the query itself ([`Store::runs_page`]), so a
 //! page of `limit` runs is `limit` readable runs.
 //!
@@ -13,6 +14,7 @@
 //! waiting and `status=running` none of them; `api::views::RunView::new` applies the same
 //! rule to a run read with its steps.
 
+use super::filters::{bind_conditions, Conditions};
 use super::{on_db, RunRow, Store};
 
 /// Which runs a dashboard page shows; `None` fields do not filter.
@@ -72,18 +74,6 @@ pub(crate) fn shown_columns() -> String {
     )
 }
 
-/// `column IN` the JSON array of ids bound as parameter `$n` (NULL: no filter), spelled
-/// for `backend`: the ids are one bound parameter, never SQL spliced from values.
-pub(super) fn ids_filter(backend: &str, column: &str, n: usize) -> String {
-    match backend {
-        "postgres" => format!(
-            "(${n}::TEXT IS NULL OR {column} IN \
-             (SELECT value::BIGINT FROM json_array_elements_text(${n}::JSON)))"
-        ),
-        _ => format!("(${n} IS NULL OR {column} IN (SELECT value FROM json_each(${n})))"),
-    }
-}
-
 impl Store {
     /// Up to `limit` runs matching `filter`, newest first.
     pub async fn dashboard_runs(
@@ -103,31 +93,41 @@ impl Store {
         repos: Option<&[i64]>,
         limit: i64,
     ) -> anyhow::Result<Vec<RunRow>> {
-        let repos = repos.map(|ids| serde_json::to_string(ids).expect("ids serialize"));
-        let sql = format!(
-            "SELECT {} FROM runs r JOIN workflows w ON w.id = r.workflow_id \
-             WHERE ($1 IS NULL OR w.source = $1) \
-               AND ($2 IS NULL OR w.name = $2) \
-               AND ($3 IS NULL OR r.ref = $3 OR r.ref = 'refs/heads/' || $3) \
-               AND ($4 IS NULL OR r.event = $4) \
-               AND ($5 IS NULL OR {SHOWN_STATUS} = $5) \
-               AND ($6 IS NULL OR r.id < $6) \
-               AND {} \
-             ORDER BY r.id DESC LIMIT $8",
-            shown_columns(),
-            ids_filter(self.backend(), "r.repo_id", 7)
-        );
-        Ok(on_db!(self, pool => sqlx::query_as(&sql)
-            .bind(filter.repository.as_deref())
-            .bind(filter.workflow.as_deref())
-            .bind(filter.branch.as_deref())
-            .bind(filter.event.as_deref())
-            .bind(filter.status.as_deref())
-            .bind(filter.before)
-            .bind(repos)
+        let (sql, conditions) = self.runs_page_statement(filter, repos);
+        Ok(
+            on_db!(self, pool => bind_conditions!(sqlx::query_as(&sql), conditions)
             .bind(limit)
             .fetch_all(pool)
-            .await?))
+            .await?),
+        )
+    }
+
+    /// [`Store::runs_page`]'s statement, its limit the last placeholder, and its conditions.
+    fn runs_page_statement(
+        &self,
+        filter: &RunFilter,
+        repos: Option<&[i64]>,
+    ) -> (String, Conditions) {
+        let mut conditions = Conditions::new(self.backend());
+        conditions.text(filter.repository.as_deref(), |n| format!("w.source = {n}"));
+        conditions.text(filter.workflow.as_deref(), |n| format!("w.name = {n}"));
+        conditions.text(filter.branch.as_deref(), |n| {
+            format!("(r.ref = {n} OR r.ref = 'refs/heads/' || {n})")
+        });
+        conditions.text(filter.event.as_deref(), |n| format!("r.event = {n}"));
+        conditions.text(filter.status.as_deref(), |n| {
+            format!("{SHOWN_STATUS} = {n}")
+        });
+        conditions.int(filter.before, |n| format!("r.id < {n}"));
+        conditions.one_of("r.repo_id", repos);
+        let sql = format!(
+            "SELECT {} FROM runs r JOIN workflows w ON w.id = r.workflow_id {} \
+             ORDER BY r.id DESC LIMIT {}",
+            shown_columns(),
+            conditions.where_clause(),
+            conditions.next_placeholder()
+        );
+        (sql, conditions)
     }
 
     /// The distinct workflow sources and names that have runs (the filters' choices),
@@ -190,6 +190,45 @@ mod tests {
             store.create_failed_run(&new, "no").await.unwrap()
         } else {
             store.create_run(&new, 4).await.unwrap().id
+        }
+    }
+
+    /// On PostgreSQL (generic plans), a page past the cursor starts at the cursor in the
+    /// primary key: the filters absent are not in the statement to keep it from its index.
+    #[tokio::test]
+    async fn a_page_starts_at_its_cursor_in_the_index() {
+        for (store, _dir) in stores().await {
+            if store.backend() != "postgres" {
+                continue;
+            }
+            let filter = RunFilter {
+                before: Some(5_000),
+                ..RunFilter::default()
+            };
+            let plan = |filter: &RunFilter, repos: Option<&[i64]>| {
+                let (sql, conditions) = store.runs_page_statement(filter, repos);
+                let store = &store;
+                async move {
+                    let explain = format!("EXPLAIN {sql}");
+                    let rows: Vec<String> = on_db!(store, pool => bind_conditions!(
+                        sqlx::query_scalar(&explain), conditions
+                    )
+                    .bind(50_i64)
+                    .fetch_all(pool)
+                    .await
+                    .unwrap());
+                    rows.join("\n")
+                }
+            };
+            let cursor = plan(&filter, None).await;
+            assert!(cursor.contains("Index Cond: (id < "), "{cursor}");
+            // With the repositories' filter too, by the cursor or by `runs_repo`, whichever
+            // the statistics favour: never the whole table.
+            let repos = plan(&filter, Some(&[3, 4])).await;
+            assert!(
+                repos.contains("Index Cond: (id < ") || repos.contains("runs_repo"),
+                "{repos}"
+            );
         }
     }
 

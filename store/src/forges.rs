@@ -198,12 +198,17 @@ impl Store {
     /// The repositories among `ids` (`None`: all), by name: one query, whatever the
     /// number of ids (a JSON array parameter, read back the same way on both backends).
     pub async fn list_repos_in(&self, ids: Option<&[i64]>) -> anyhow::Result<Vec<RepoRow>> {
-        let ids = ids.map(|ids| serde_json::to_string(ids).expect("ids serialize"));
+        let mut conditions = super::filters::Conditions::new(self.backend());
+        conditions.one_of("id", ids);
         let sql = format!(
-            "SELECT {REPO_COLUMNS} FROM repositories WHERE {} ORDER BY name",
-            super::dashboard::ids_filter(self.backend(), "id", 1)
+            "SELECT {REPO_COLUMNS} FROM repositories {} ORDER BY name",
+            conditions.where_clause()
         );
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(ids).fetch_all(pool).await?))
+        Ok(
+            on_db!(self, pool => super::filters::bind_conditions!(sqlx::query_as(&sql), conditions)
+            .fetch_all(pool)
+            .await?),
+        )
     }
 
     /// Deletes a repository with its workflows, runs, secrets and schedules.

@@ -33,6 +33,7 @@ mod dashboard;
 mod debug_sessions;
 mod environments;
 pub mod events;
+mod filters;
 mod forges;
 mod gauges;
 mod groups;

@@ -69,7 +69,7 @@ impl PostgresConnections {
 }
 
 /// How every connection of the pool plans, set once when it opens (one trip for the
-/// connection's life, where a transaction's `SET LOCAL`s cost PostgreSQL ≈ 45 µs of CPU
+/// connection's life, where a transaction's two `SET LOCAL`s cost PostgreSQL 45–65 µs of CPU
 /// every transaction: bench/README.md, replicas).
 ///
 /// - **Generic plans** (`plan_cache_mode`): a statement is planned once per connection.
@@ -105,9 +105,13 @@ pub(crate) async fn migrate(pool: &PgPool, migrator: &Migrator) -> anyhow::Resul
         .await
         .context("applying PostgreSQL migrations");
     if let Err(error) = conn.execute(PLANNING).await {
-        // Not handed back to the pool planning otherwise.
-        conn.detach();
-        return Err(anyhow::Error::from(error).context("the pool's planning after the migrations"));
+        // Not handed back to the pool planning otherwise (the pool opens another, with it).
+        drop(conn.detach().close().await);
+        let error = anyhow::Error::from(error).context("the pool's planning after the migrations");
+        return Err(match migrated {
+            Err(failed) => failed.context(format!("{error:#}")),
+            Ok(()) => error,
+        });
     }
     migrated
 }

@@ -9,6 +9,7 @@
 
 use serde::Serialize;
 
+use super::filters::{bind_conditions, Conditions};
 use super::{now_ms, on_db, Store};
 
 /// A user's role on a repository.
@@ -214,32 +215,21 @@ impl Store {
 
     /// Audit events, newest first.
     pub async fn audit_events(&self, filter: &AuditFilter) -> anyhow::Result<Vec<AuditRow>> {
-        let repos = filter
-            .repos
-            .as_ref()
-            .map(|ids| serde_json::to_string(ids).expect("ids serialize"));
-        // The repository filter is a JSON array, read back the same way on both backends.
-        let sql = match self.backend() {
-            "postgres" => {
-                "SELECT id, at, user_id, actor, action, repo_id, run_id, detail FROM audit_events \
-                 WHERE ($1::TEXT IS NULL OR repo_id IN \
-                        (SELECT value::BIGINT FROM json_array_elements_text($1::JSON))) \
-                   AND ($2::BIGINT IS NULL OR run_id = $2) AND ($3::BIGINT IS NULL OR id < $3) \
-                 ORDER BY id DESC LIMIT $4"
-            }
-            _ => {
-                "SELECT id, at, user_id, actor, action, repo_id, run_id, detail FROM audit_events \
-                 WHERE ($1 IS NULL OR repo_id IN (SELECT value FROM json_each($1))) \
-                   AND ($2 IS NULL OR run_id = $2) AND ($3 IS NULL OR id < $3) \
-                 ORDER BY id DESC LIMIT $4"
-            }
-        };
-        Ok(on_db!(self, pool => sqlx::query_as::<_, AuditRow>(sql)
-            .bind(repos)
-            .bind(filter.run_id)
-            .bind(filter.before)
+        let mut conditions = Conditions::new(self.backend());
+        conditions.one_of("repo_id", filter.repos.as_deref());
+        conditions.int(filter.run_id, |n| format!("run_id = {n}"));
+        conditions.int(filter.before, |n| format!("id < {n}"));
+        let sql = format!(
+            "SELECT id, at, user_id, actor, action, repo_id, run_id, detail FROM audit_events \
+             {} ORDER BY id DESC LIMIT {}",
+            conditions.where_clause(),
+            conditions.next_placeholder()
+        );
+        Ok(
+            on_db!(self, pool => bind_conditions!(sqlx::query_as::<_, AuditRow>(&sql), conditions)
             .bind(filter.limit.clamp(1, 1000))
             .fetch_all(pool)
-            .await?))
+            .await?),
+        )
     }
 }

@@ -8,7 +8,7 @@
 
 use plue_types::status::AttemptStatus;
 
-use crate::dashboard::ids_filter;
+use crate::filters::{bind_conditions, Conditions};
 use crate::{on_db, Store};
 
 /// The statuses a step run ends in.
@@ -49,17 +49,19 @@ impl Store {
         if run_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ids = serde_json::to_string(run_ids)?;
+        let mut conditions = Conditions::new(self.backend());
+        conditions.one_of("run_id", Some(run_ids));
         let sql = format!(
             "SELECT run_id, COUNT(*) AS total, \
              CAST(SUM(CASE WHEN status IN {FINAL} THEN 1 ELSE 0 END) AS BIGINT) AS finished \
-             FROM step_runs WHERE {} GROUP BY run_id",
-            ids_filter(self.backend(), "run_id", 1)
+             FROM step_runs {} GROUP BY run_id",
+            conditions.where_clause()
         );
-        Ok(on_db!(self, pool => sqlx::query_as(&sql)
-            .bind(ids)
+        Ok(
+            on_db!(self, pool => bind_conditions!(sqlx::query_as(&sql), conditions)
             .fetch_all(pool)
-            .await?))
+            .await?),
+        )
     }
 
     /// Every attempt of run `run_id`, in the order of the run's steps, then by number.
