@@ -52,14 +52,18 @@ case_() {
   printf '%-58s %s µs\n' "$label" "${out[*]}"
 }
 
+migrations=$here/../../migrations/postgres
 "${psql[@]}" -f "$here/schema.sql" >/dev/null
+for m in 0011_step_changes 0035_step_changes_unchecked 0037_completion_reads_its_step; do
+  "${psql[@]}" -f "$migrations/$m.sql" >/dev/null
+done
 echo "PostgreSQL's CPU per transaction, three rounds of $tx ($("$bin/postgres" --version))"
 case_ "BEGIN; COMMIT (one trip)" simple empty.sql
 case_ "BEGIN; two SET LOCALs; COMMIT (one trip)" simple set_local.sql
 case_ "BEGIN, four updates of a run's row, COMMIT: six trips" simple runs_trips.sql
 case_ "the same six statements in one trip" simple runs_one_trip.sql
 case_ "a transition's shape, the trigger with a WHEN (0037)" prepared transition.sql
-"${psql[@]}" -f "$here/../../migrations/postgres/0038_change_list_checks_in_its_function.sql" >/dev/null
+"${psql[@]}" -f "$migrations/0038_change_list_checks_in_its_function.sql" >/dev/null
 case_ "the same, the trigger as migration 0038 left it" prepared transition.sql
 "${psql[@]}" -c "DROP TRIGGER step_runs_finished ON step_runs" >/dev/null
 case_ "the same, no trigger" prepared transition.sql
