@@ -89,6 +89,11 @@ impl PostgresConnections {
 pub(crate) const PLANNING: &str = "SET plan_cache_mode = force_generic_plan; \
                                    SET enable_seqscan = off";
 
+/// How a connection plans now, as `<plan_cache_mode> <enable_seqscan>` (for tests).
+#[cfg(test)]
+pub(crate) const PLANNING_NOW: &str =
+    "SELECT current_setting('plan_cache_mode') || ' ' || current_setting('enable_seqscan')";
+
 /// Applies `migrator`'s migrations on a connection of `pool` planning with PostgreSQL's
 /// defaults (a data migration over a whole table is better served by a sequential scan),
 /// and gives the connection the pool's [`PLANNING`] back before it returns to the pool.
@@ -304,10 +309,6 @@ mod tests {
             "{message}"
         );
     }
-
-    /// How a connection plans now, as `<plan_cache_mode> <enable_seqscan>`.
-    const PLANNING_NOW: &str =
-        "SELECT current_setting('plan_cache_mode') || ' ' || current_setting('enable_seqscan')";
 
     #[tokio::test]
     async fn the_migrations_plan_with_the_defaults_and_the_pool_keeps_its_planning() {

@@ -469,8 +469,7 @@ mod tests {
             for _ in 1..crate::testing::TEST_POOL_CONNECTIONS {
                 conns.push(Conn::acquire(&store).await.unwrap());
             }
-            let mode = "SELECT current_setting('plan_cache_mode') || ' ' \
-                        || current_setting('enable_seqscan')";
+            let mode = crate::postgres_pool::PLANNING_NOW;
             for conn in &mut conns {
                 let mut tx = conn.begin().await.unwrap();
                 let inside: Option<String> = tx.scalar(Statement::new(mode)).await.unwrap();
