@@ -25,7 +25,8 @@
 //!   installation's CPU per second is shown beside it, not subtracted.
 //!
 //! With `PLUE_BENCH_STATEMENTS=1`, PostgreSQL loads `pg_stat_statements` and stderr gets
-//! each statement's calls, execution and planning time per step over the burst. With
+//! each statement's calls, execution and planning time per step over the burst, and its
+//! shared buffers and rows per call (a claim that found nothing returns none). With
 //! `PLUE_BENCH_PG_SETTINGS=name=value,…` the server starts with those settings too.
 //!
 //! PostgreSQL is `testkit`'s throw-away server (`fsync=off`, `synchronous_commit=off`):
@@ -63,7 +64,7 @@ const PG_SETTINGS: &str = "PLUE_BENCH_PG_SETTINGS";
 /// Every statement's calls, total execution time (ms), total planning time (ms), shared
 /// buffers it touched (hit or read) and text, most time first.
 const TOP_STATEMENTS: &str = "SELECT calls, total_exec_time, total_plan_time, \
-     shared_blks_hit + shared_blks_read, left(regexp_replace(query, '\\s+', ' ', 'g'), 140) \
+     shared_blks_hit + shared_blks_read, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 140) \
      FROM pg_stat_statements \
      WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
      ORDER BY total_exec_time DESC";
@@ -303,7 +304,7 @@ async fn measure(
         let seconds = idle_started.elapsed().as_secs_f64();
         eprintln!(
             "{replicas} engine(s), idle: PostgreSQL's statements per second (calls, µs per \
-             call executing, µs executing and µs planning per second, shared buffers per call):"
+             call executing, µs executing and µs planning per second, shared buffers and rows per call):"
         );
         print_statements(&psql(TOP_STATEMENTS).await?, seconds)?;
     }
@@ -409,7 +410,7 @@ async fn measure(
         eprintln!(
             "{replicas} engine(s), PostgreSQL's execution time by statement over the burst \
              (calls per step, µs per call executing, µs executing and µs planning per step, \
-             shared buffers per call):"
+             shared buffers and rows per call):"
         );
         print_statements(&top_statements, (config.runs * config.steps) as f64)?;
     }
@@ -468,7 +469,8 @@ async fn measure(
     })
 }
 
-/// The engines' open connections to the burst's database (all but `watch`'s own), and how
+/// The engines' open connections to the burst's database (all but `watch`'s own and the
+/// benchmark's, [`crate::server::BENCH_APPLICATION`]), and how
 /// many of them are younger than `watch`: each new one started a backend, whose start-up
 /// is PostgreSQL CPU charged to the burst.
 async fn engine_connections(watch: &mut sqlx::PgConnection) -> Result<(i64, i64)> {
@@ -477,8 +479,9 @@ async fn engine_connections(watch: &mut sqlx::PgConnection) -> Result<(i64, i64)
              (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())) \
          FROM pg_stat_activity \
          WHERE datname = current_database() AND pid <> pg_backend_pid() \
-           AND backend_type = 'client backend'",
+           AND backend_type = 'client backend' AND application_name <> $1",
     )
+    .bind(crate::server::BENCH_APPLICATION)
     .fetch_one(watch)
     .await
     .context("counting the engines' connections")
@@ -489,25 +492,27 @@ async fn engine_connections(watch: &mut sqlx::PgConnection) -> Result<(i64, i64)
 fn print_statements(answer: &str, unit: f64) -> Result<()> {
     let (mut executing, mut planning) = (0.0, 0.0);
     for line in answer.lines() {
-        let parts: Vec<&str> = line.splitn(5, '|').collect();
-        let [calls, exec_ms, plan_ms, buffers, query] = parts[..] else {
+        let parts: Vec<&str> = line.splitn(6, '|').collect();
+        let [calls, exec_ms, plan_ms, buffers, rows, query] = parts[..] else {
             continue;
         };
-        let (calls, exec_ms, plan_ms, buffers): (f64, f64, f64, f64) = (
+        let (calls, exec_ms, plan_ms, buffers, rows): (f64, f64, f64, f64, f64) = (
             calls.parse()?,
             exec_ms.parse()?,
             plan_ms.parse()?,
             buffers.parse()?,
+            rows.parse()?,
         );
         executing += exec_ms;
         planning += plan_ms;
         eprintln!(
-            "  {:>8.2} {:>8.1} {:>8.1} {:>8.1} {:>8.1}  {query}",
+            "  {:>8.2} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>6.2}  {query}",
             calls / unit,
             exec_ms * 1000.0 / calls.max(1.0),
             exec_ms * 1000.0 / unit,
             plan_ms * 1000.0 / unit,
-            buffers / calls.max(1.0)
+            buffers / calls.max(1.0),
+            rows / calls.max(1.0)
         );
     }
     eprintln!(

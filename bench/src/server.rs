@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use engine::store::{RunRow, Store};
+use engine::store::{PostgresConnections, RunRow, Store};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -50,6 +50,10 @@ pub(crate) struct Server {
 
 /// The admin token benchmark servers start with; [`Server::client`] sends it.
 pub(crate) const ADMIN_TOKEN: &str = "admin-token-of-the-benchmarks";
+
+/// The `application_name` of the benchmark's own connections to a server's PostgreSQL, so
+/// counts of the engine's connections can leave them out.
+pub(crate) const BENCH_APPLICATION: &str = "plue-bench";
 
 /// An HTTP client sending [`ADMIN_TOKEN`].
 fn authorized_client() -> Result<reqwest::Client> {
@@ -141,7 +145,16 @@ impl Server {
         };
         let store = match backend {
             Backend::Sqlite => Store::open_data_dir(&data_dir).await,
-            Backend::Postgres(url) => Store::connect(url).await,
+            // The benchmark's own look at the engine's database: two connections, named so
+            // a count of the engine's connections leaves them out (`BENCH_APPLICATION`).
+            Backend::Postgres(url) => {
+                let url = format!(
+                    "{url}{}application_name={BENCH_APPLICATION}",
+                    if url.contains('?') { '&' } else { '?' }
+                );
+                let connections = PostgresConnections::new(PostgresConnections::MIN)?;
+                Store::connect_with(&url, connections).await
+            }
         };
         let server = Server {
             child,

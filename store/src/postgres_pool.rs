@@ -35,8 +35,14 @@ use sqlx::{Connection, Executor};
 pub struct PostgresConnections(u32);
 
 impl PostgresConnections {
-    /// What a store keeps unless told otherwise.
-    pub const DEFAULT: PostgresConnections = PostgresConnections(8);
+    /// What a store keeps unless told otherwise: the listener and three for the work.
+    ///
+    /// What a step costs PostgreSQL grows with the transactions in flight across all
+    /// replicas, not with the replicas themselves: on a 2-core server one engine with 8
+    /// connections and two engines with 4 each cost the same per step, and one engine with
+    /// 4 about a tenth less, at the same steps per second (bench/README.md, replicas). A
+    /// larger server takes a larger figure.
+    pub const DEFAULT: PostgresConnections = PostgresConnections(4);
     /// The least that works: the wake listener's connection and one for the work.
     pub const MIN: u32 = 2;
     /// More than any PostgreSQL server is configured to take from one client by default
@@ -222,7 +228,8 @@ mod tests {
 
     #[test]
     fn a_count_is_read_and_kept_within_its_bounds() {
-        assert_eq!("8".parse(), Ok(PostgresConnections::DEFAULT));
+        assert_eq!("4".parse(), Ok(PostgresConnections::DEFAULT));
+        assert_eq!("8".parse(), PostgresConnections::new(8));
         assert_eq!(" 2 ".parse(), PostgresConnections::new(2));
         assert_eq!("1000".parse(), PostgresConnections::new(1000));
         assert_eq!(PostgresConnections::new(1000).unwrap().to_string(), "1000");
