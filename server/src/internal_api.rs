@@ -363,10 +363,16 @@ async fn poll(
             }
         }
         // Woken for work this runner may not take (labels, forks, secrets): every waiting
-        // poll looks, once per queueing, so a runner that may take it does at once.
+        // poll looks, once per queueing, so a runner that may take it does at once. Not for
+        // work it may take that another claim in flight got first: that would wake every
+        // poll into a claim that finds nothing (one in nine found work when it did so).
         if woken
             && waiting.sweep_armed()
-            && state.executor.store().queued_ready(now_ms()).await? > 0
+            && state
+                .executor
+                .store()
+                .ready_for_others(runner.id, &runner.label_sets, now_ms())
+                .await?
             && waiting.sweep()
         {
             tracing::trace!(

@@ -173,16 +173,15 @@ impl ClaimedRuns {
     }
 }
 
-/// The step run a claim takes: the oldest ready one of the runner's labels that its token
-/// allows (secrets only to a runner allowed them; fork steps only to a runner accepting
-/// forks, and only fork steps when `$4`; nothing to a runner no longer live). The one
-/// statement of the rule, for both backends: only how a set of labels is matched differs
-/// (`$labels`), and PostgreSQL locks the row it picks.
-macro_rules! claimable_step {
+/// Whether runner `$3` may take a step run (`step_runs` in scope): one of its labels
+/// (`$labels`), secrets only to a runner allowed them; fork steps only to a runner
+/// accepting forks, and only fork steps when `$4`; nothing to a runner no longer live. The
+/// one statement of the rule, for both backends: only how a set of labels is matched
+/// differs (`$labels`). Never NULL: a step run's labels and `needs_secrets` are never.
+macro_rules! claimable_by_runner {
     ($labels:literal) => {
         concat!(
-            "SELECT id FROM step_runs \
-             WHERE status = 'queued' AND ready_at <= $1 AND ",
+            "(",
             $labels,
             " AND (NOT needs_secrets OR EXISTS (SELECT 1 FROM runners WHERE id = $3 AND secrets)) \
                AND (EXISTS (SELECT 1 FROM runners WHERE id = $3 AND accept_forks) \
@@ -190,11 +189,41 @@ macro_rules! claimable_step {
                                AND runs.secrets_allowed)) \
                AND NOT ($4 AND EXISTS (SELECT 1 FROM runs WHERE runs.id = step_runs.run_id \
                                        AND runs.secrets_allowed)) \
-               AND EXISTS (SELECT 1 FROM runners WHERE id = $3 AND state IN ('idle', 'busy')) \
-             ORDER BY ready_at, id LIMIT 1"
+               AND EXISTS (SELECT 1 FROM runners WHERE id = $3 AND state IN ('idle', 'busy')))"
         )
     };
 }
+
+/// The step run a claim takes: the oldest ready one runner `$3` may take
+/// ([`claimable_by_runner!`]); PostgreSQL locks the row it picks.
+macro_rules! claimable_step {
+    ($labels:literal) => {
+        concat!(
+            "SELECT id FROM step_runs WHERE status = 'queued' AND ready_at <= $1 AND ",
+            claimable_by_runner!($labels),
+            " ORDER BY ready_at, id LIMIT 1"
+        )
+    };
+}
+
+/// Whether ready work waits that runner `$3` may not take: a ready step run outside
+/// [`claimable_by_runner!`], or a queued debug session (whose labels the poll's own
+/// debug claim already matched). 1 or more when so, as a count.
+macro_rules! ready_for_others {
+    ($labels:literal) => {
+        concat!(
+            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM step_runs \
+                 WHERE status = 'queued' AND ready_at <= $1 AND NOT ",
+            claimable_by_runner!($labels),
+            " LIMIT 1) AS other) \
+             + (SELECT COUNT(*) FROM debug_sessions WHERE status = 'queued')"
+        )
+    };
+}
+
+const PG_READY_FOR_OTHERS: &str = ready_for_others!("labels = ANY($2)");
+const SQLITE_READY_FOR_OTHERS: &str =
+    ready_for_others!("labels IN (SELECT value FROM json_each($2))");
 
 /// An attempt's time limit when its step names none (ms; bound as `$5` of the claim).
 const DEFAULT_ATTEMPT_TIMEOUT_MS: i64 = 3_600_000;
@@ -574,12 +603,17 @@ fn claim_statement<'a>(claim: &ClaimFor<'a>) -> Statement<'a> {
 /// default time limit (a statement binds only the placeholders it has; one may bind more
 /// after them).
 fn with_claim_args<'a>(statement: Statement<'a>, claim: &ClaimFor<'a>) -> Statement<'a> {
+    with_claimer_args(statement, claim).bind(DEFAULT_ATTEMPT_TIMEOUT_MS)
+}
+
+/// `$1` to `$4` of [`with_claim_args`]: who claims, for a statement that claims nothing
+/// ([`ready_for_others!`]; PostgreSQL refuses a value bound past a statement's placeholders).
+fn with_claimer_args<'a>(statement: Statement<'a>, claim: &ClaimFor<'a>) -> Statement<'a> {
     statement
         .bind(claim.now)
         .bind(Arg::TextSet(claim.label_sets))
         .bind(claim.runner_id)
         .bind(claim.takes == Takes::ForkStepsOnly)
-        .bind(DEFAULT_ATTEMPT_TIMEOUT_MS)
 }
 
 /// What [`claim_in`] took.
@@ -756,6 +790,32 @@ impl Store {
             }
             claimed => claimed,
         }
+    }
+
+    /// Whether ready work waits that runner `runner_id` (of `label_sets`, as its claims
+    /// pass them) may not take: a queued step run past its `ready_at` that its claim would
+    /// never pick (labels, secrets, forks), or a queued debug session. What a poll that was
+    /// woken, and found nothing to claim, asks before it wakes every waiting poll: ready work
+    /// it may take but did not get went to a claim in flight, and waking every poll for
+    /// that only has each of them find nothing too.
+    pub async fn ready_for_others(
+        &self,
+        runner_id: i64,
+        label_sets: &[String],
+        now: i64,
+    ) -> anyhow::Result<bool> {
+        let claim = ClaimFor {
+            runner_id,
+            label_sets,
+            now,
+            runner_was: RunnerWas::Idle,
+            takes: Takes::AnyStep,
+        };
+        let statement = Statement::per_backend(SQLITE_READY_FOR_OTHERS, PG_READY_FOR_OTHERS);
+        let mut conn = Conn::acquire(self).await?;
+        let mut tx = conn.autocommit().await?;
+        let waiting: Option<i64> = tx.scalar(with_claimer_args(statement, &claim)).await?;
+        Ok(waiting.unwrap_or(0) > 0)
     }
 
     /// Marks the runner idle after a [`Store::claim_next`] that found nothing.
@@ -947,6 +1007,75 @@ pub(crate) fn add_usage(stored: Option<&str>, attempt: Usage) -> Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn only_ready_work_a_runner_may_not_take_is_for_others() {
+        use crate::testing::{local_run, queue_run_ready_at, stores};
+        use evaluator::plan::{Plan, Step};
+        for (store, _dir) in stores().await {
+            let backend = store.backend();
+            let plain = store.register_runner("plain", "{}", "plain", false, 0);
+            let plain = plain.await.unwrap();
+            let (plain_sets, big_sets) = (["".to_string()], ["".into(), "size=big".into()]);
+            assert!(!store
+                .ready_for_others(plain, &plain_sets, 5_000)
+                .await
+                .unwrap());
+
+            // Work any runner may take is nobody else's, ready or not.
+            let plan = Plan::new("p", vec![Step::bash("a", "true")]);
+            let json = serde_json::to_string(&plan).unwrap();
+            queue_run_ready_at(&store, &local_run(&plan, &json), 1_000).await;
+            for now in [999, 1_000] {
+                let others = store
+                    .ready_for_others(plain, &plain_sets, now)
+                    .await
+                    .unwrap();
+                assert!(!others, "{backend}: at {now}");
+            }
+
+            // Work of labels the runner lacks is, once ready; a runner with them may take it.
+            let mut big = Step::bash("b", "true");
+            big.runner = std::collections::BTreeMap::from([("size".into(), "big".into())]);
+            let plan = Plan::new("q", vec![big]);
+            let json = serde_json::to_string(&plan).unwrap();
+            queue_run_ready_at(&store, &local_run(&plan, &json), 2_000).await;
+            assert!(!store
+                .ready_for_others(plain, &plain_sets, 1_999)
+                .await
+                .unwrap());
+            assert!(
+                store
+                    .ready_for_others(plain, &plain_sets, 2_000)
+                    .await
+                    .unwrap(),
+                "{backend}"
+            );
+            let sized = store.register_runner("big", "{}", "big", false, 0);
+            let sized = sized.await.unwrap();
+            assert!(!store
+                .ready_for_others(sized, &big_sets, 2_000)
+                .await
+                .unwrap());
+
+            // Once claimed, it waits for nobody.
+            let claimed = store.claim(sized, &big_sets, 2_000).await.unwrap();
+            let second = store.claim(sized, &big_sets, 2_000).await.unwrap();
+            assert!(claimed.is_some() && second.is_some(), "{backend}");
+            assert!(!store
+                .ready_for_others(plain, &plain_sets, 2_000)
+                .await
+                .unwrap());
+
+            // A runner no longer live may take nothing: whatever is ready is another's.
+            queue_run_ready_at(&store, &local_run(&plan, &json), 3_000).await;
+            store.runner_gone(sized, 3_000).await.unwrap();
+            assert!(store
+                .ready_for_others(sized, &big_sets, 3_000)
+                .await
+                .unwrap());
+        }
+    }
 
     #[test]
     fn usage_totals_add_up_across_attempts() {

@@ -14,10 +14,11 @@
 //!
 //! Runners' polls are woken one per queued attempt ([`Events::queued`]), not all at once:
 //! with 64 idle runners every queued step woke 64 polls, each running a claim transaction
-//! that mostly found nothing. A poll woken for work it may not take (labels, forks,
-//! secrets) while ready work remains wakes every waiting poll ([`PollWait::sweep`]), once
-//! per queueing: a step that only some runners may take still reaches one of them at once,
-//! at the cost the old wake-everyone had. A woken poll that ends before it looked for work
+//! that mostly found nothing. A poll woken that finds nothing while ready work it may not
+//! take remains (labels, forks, secrets: `Store::ready_for_others`) wakes every waiting
+//! poll ([`PollWait::sweep`]), once per queueing: a step that only some runners may take
+//! still reaches one of them at once, at the cost the old wake-everyone had. Ready work it
+//! may take but did not get went to another claim in flight, and wakes nobody. A woken poll that ends before it looked for work
 //! hands its wake to another ([`Events::pass_wake`]). The pools' controllers are woken
 //! for every queueing.
 //!
