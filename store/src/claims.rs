@@ -1074,6 +1074,42 @@ mod tests {
                 .ready_for_others(sized, &big_sets, 3_000)
                 .await
                 .unwrap());
+            let again = store.register_runner("big-2", "{}", "big-2", false, 0);
+            let again = again.await.unwrap();
+            assert!(store
+                .claim(again, &big_sets, 3_000)
+                .await
+                .unwrap()
+                .is_some());
+
+            // A step holding a secret is another's for a runner its token denies secrets.
+            let mut keyed = Step::bash("k", "true");
+            keyed.secrets = vec!["KEY".into()];
+            let plan = Plan::new("s", vec![keyed]);
+            let json = serde_json::to_string(&plan).unwrap();
+            queue_run_ready_at(&store, &local_run(&plan, &json), 4_000).await;
+            let denied = crate::NewRunner {
+                name: "denied",
+                labels_json: "{}",
+                session_hash: "denied",
+                ephemeral: false,
+                token: None,
+                secrets: false,
+                accept_forks: true,
+                now: 0,
+            };
+            let crate::Registration::Registered(denied) = store.register(&denied).await.unwrap()
+            else {
+                panic!("{backend}: the runner denied secrets did not register");
+            };
+            assert!(store
+                .ready_for_others(denied, &plain_sets, 4_000)
+                .await
+                .unwrap());
+            assert!(!store
+                .ready_for_others(plain, &plain_sets, 4_000)
+                .await
+                .unwrap());
         }
     }
 
