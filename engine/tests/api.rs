@@ -594,6 +594,48 @@ async fn a_runner_cannot_claim_labels_its_token_does_not_grant() {
     h.engine.shutdown().await;
 }
 
+// A step only one of two waiting runners may take: the queueing wakes one poll (the one
+// waiting longest, which may not take it), and that poll wakes the other, whose wait would
+// otherwise last 25 s. No timer finds it first: here due work is looked for, polls look
+// again unwoken, and the sweeper wakes every poll, each once a minute or less often.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_only_one_waiting_runner_may_take_reaches_it_when_another_is_woken() {
+    let h = harness_with(|config| {
+        config.due_check = Duration::from_secs(60);
+        config.poll_recheck = Duration::from_secs(60);
+        config.heartbeat_interval = Duration::from_secs(60);
+        config.lost_after = Duration::from_secs(600);
+    })
+    .await;
+    let plain = h.register("plain").await;
+    let gpu_token = h.scoped_token("gpu runners", json!({"gpu": "yes"})).await;
+    let response = h
+        .try_register(&gpu_token, "gpu-1", json!({"gpu": "yes"}))
+        .await;
+    let gpu: wire::RegisterResponse = response.json().await.unwrap();
+    let polled = |token: String, wait_ms: u64| {
+        let http = h.http.clone();
+        let url = h.url(wire::POLL);
+        tokio::spawn(async move {
+            let request = http.post(url).bearer_auth(token);
+            let response = request.json(&json!({ "wait_ms": wait_ms })).send().await;
+            let polled: wire::PollResponse = response.unwrap().json().await.unwrap();
+            polled.assignment.map(|a| a.step_id)
+        })
+    };
+    // The plain runner waits first, so the queueing's one wake goes to it.
+    let plain_poll = polled(plain, 3_000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gpu_poll = polled(gpu.session_token, 25_000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.start_run(vec![labelled("train", "gpu", "yes")]).await;
+    let taken = tokio::time::timeout(Duration::from_secs(10), gpu_poll).await;
+    let taken = taken.expect("the gpu runner's poll was not woken").unwrap();
+    assert_eq!(taken.as_deref(), Some("train"));
+    assert_eq!(plain_poll.await.unwrap(), None);
+    h.engine.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_whose_token_forbids_secrets_never_gets_a_step_that_needs_them() {
     let h = harness_with_deploy_key().await;
