@@ -18,9 +18,9 @@
 //! take remains (labels, forks, secrets: `Store::ready_for_others`) wakes every waiting
 //! poll ([`PollWait::sweep`]), once per queueing: a step that only some runners may take
 //! still reaches one of them at once, at the cost the old wake-everyone had. Ready work it
-//! may take but did not get went to another claim in flight, and wakes nobody. A woken poll that ends before it looked for work
-//! hands its wake to another ([`Events::pass_wake`]). The pools' controllers are woken
-//! for every queueing.
+//! may take but did not get went to another claim in flight, and wakes nobody. A woken
+//! poll that ends before it looked for work hands its wake to another
+//! ([`Events::pass_wake`]). The pools' controllers are woken for every queueing.
 //!
 //! A reader that keeps a copy of a run's step states (`plue run`'s printer) watches the
 //! run ([`Events::watch_steps`]): it is sent the step runs whose state an advance, a start

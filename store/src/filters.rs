@@ -73,8 +73,8 @@ impl Conditions {
     }
 
     fn push(&mut self, bound: Bound, condition: impl Fn(&str) -> String) {
+        let placeholder = self.next_placeholder();
         self.binds.push(bound);
-        let placeholder = format!("${}", self.binds.len());
         self.sql.push(condition(&placeholder));
     }
 
