@@ -115,6 +115,24 @@ const ZYGOTE_PY: &str = include_str!("zygote.py");
 /// millisecond) to free the zygote's syntax tree, parsed before the fork.
 const BOOTSTRAP: &str = r#"exec(compile(__import__("sys").argv[1], "<string>", "exec"))"#;
 
+/// The zygote's last argument when descriptor 4 is the directory of the cgroup its first
+/// spare joins while it waits (see [`Zygote::start`]).
+const FIRST_CGROUP_ARG: &str = "first-cgroup-fd=4";
+
+/// In a child between fork and exec: `fd` at `target`, kept across `exec` (a descriptor
+/// already there has its close-on-exec flag cleared; `dup2` onto itself would leave it).
+/// Async-signal-safe; false with `errno` set on failure.
+fn place_fd(fd: libc::c_int, target: libc::c_int) -> bool {
+    // SAFETY: plain descriptor syscalls on descriptors of this process.
+    unsafe {
+        if fd == target {
+            libc::fcntl(target, libc::F_SETFD, 0) >= 0
+        } else {
+            fd >= 0 && libc::dup2(fd, target) >= 0
+        }
+    }
+}
+
 /// How long the zygote may take to report a forked step set up.
 const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -214,9 +232,19 @@ impl Zygote {
     /// with it; this way it dies with the runner, or when dropped.
     fn start(program: &Path, startup: BTreeMap<String, String>) -> io::Result<Zygote> {
         let (ours, theirs) = seqpacket_pair()?;
+        // The cgroup of the first step, which the first spare joins while it waits, as
+        // each later spare joins the one handed over with the request before it: a join
+        // waits for an RCU grace period (≈ 10 ms), which must not fall on a step's path.
+        let first_cgroup = StepCgroup::create(containment::Mode::Auto);
+        let first_dir = first_cgroup
+            .as_ref()
+            .and_then(|c| std::fs::File::open(c.target().dir).ok());
         let mut command = std::process::Command::new(program);
+        command.args(["-u", "-c", BOOTSTRAP, ZYGOTE_PY]);
+        if first_dir.is_some() {
+            command.arg(FIRST_CGROUP_ARG);
+        }
         command
-            .args(["-u", "-c", BOOTSTRAP, ZYGOTE_PY])
             .current_dir("/")
             .env_clear()
             .envs(&startup)
@@ -227,12 +255,19 @@ impl Zygote {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let theirs_fd = theirs.as_raw_fd();
+        let first_fd = first_dir.as_ref().map(|dir| dir.as_raw_fd());
         // SAFETY: raw async-signal-safe syscalls only.
         unsafe {
             command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0
-                    || libc::dup2(theirs_fd, 3) < 0
-                {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The cgroup's directory out of the control socket's way, if it is at 3.
+                let first_fd = match first_fd {
+                    Some(3) => Some(libc::fcntl(3, libc::F_DUPFD_CLOEXEC, 5)),
+                    other => other,
+                };
+                if !place_fd(theirs_fd, 3) || first_fd.is_some_and(|fd| !place_fd(fd, 4)) {
                     return Err(io::Error::last_os_error());
                 }
                 // Every disposition at its default, as `launch` gives a fresh step: what
@@ -263,7 +298,7 @@ impl Zygote {
             startup,
             child,
             control: Arc::new(ours),
-            spare_cgroup: None,
+            spare_cgroup: first_dir.and(first_cgroup),
             _spawner: spawner,
         })
     }

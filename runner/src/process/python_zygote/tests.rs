@@ -377,6 +377,58 @@ async fn the_spare_joins_the_next_steps_cgroup_while_it_waits_and_that_step_runs
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("home")).unwrap();
     let (_zygote, spare) = the_waiting_spare(dir.path()).await;
+    let cgroup_of_spare = waits_in_the_spare_cgroup(spare).await;
+    let (ending, lines) = collect(prints_its_cgroup(dir.path()), true).await;
+    assert_eq!(ending, Ending::Exited(0));
+    assert_eq!(lines, vec![(Stream::Stdout, cgroup_of_spare)]);
+}
+
+/// So does the first spare of a zygote started ahead, in the cgroup made with it for its
+/// first step: no step of a fresh zygote joins its cgroup on its own path either.
+#[tokio::test]
+async fn a_zygote_started_ahead_waits_for_its_first_step_in_that_steps_cgroup() {
+    if !crate::containment::available() {
+        return; // No cgroups for steps on this host.
+    }
+    let _serial = SERIAL.lock().await;
+    *ZYGOTE.lock().await = None;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let base = BTreeMap::from([("LANG".to_string(), "C.UTF-8".to_string())]);
+    assert!(prewarm(&python(), &base).await);
+    let zygote = ZYGOTE
+        .lock()
+        .await
+        .as_ref()
+        .map(|z| z.child.id())
+        .expect("a zygote started ahead");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let spare = loop {
+        if let [spare] = children_of(zygote)[..] {
+            break spare;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the zygote forked its first spare"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let cgroup_of_spare = waits_in_the_spare_cgroup(spare).await;
+    let mut step = prints_its_cgroup(dir.path());
+    step.env.insert("LANG".into(), "C.UTF-8".into());
+    let (ending, lines) = collect(step, true).await;
+    assert_eq!(ending, Ending::Exited(0));
+    assert_eq!(lines, vec![(Stream::Stdout, cgroup_of_spare)]);
+    assert_eq!(
+        ZYGOTE.lock().await.as_ref().map(|z| z.child.id()),
+        Some(zygote),
+        "the step used the zygote started ahead"
+    );
+}
+
+/// Waits until `spare` is in the cgroup the zygote holds for its next step; returns the
+/// spare's cgroup v2 line (`0::/...`).
+async fn waits_in_the_spare_cgroup(spare: i32) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let held = ZYGOTE
@@ -393,18 +445,18 @@ async fn the_spare_joins_the_next_steps_cgroup_while_it_waits_and_that_step_runs
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let unified = |text: &str| {
-        text.lines()
-            .find(|line| line.starts_with("0::"))
-            .map(str::to_owned)
-            .expect("a cgroup v2 line")
-    };
-    let cgroup_of_spare =
-        unified(&std::fs::read_to_string(format!("/proc/{spare}/cgroup")).unwrap());
+    std::fs::read_to_string(format!("/proc/{spare}/cgroup"))
+        .unwrap()
+        .lines()
+        .find(|line| line.starts_with("0::"))
+        .map(str::to_owned)
+        .expect("a cgroup v2 line")
+}
+
+/// A step that prints its own cgroup v2 line.
+fn prints_its_cgroup(dir: &Path) -> ProcessSpec {
     let script = "print([l for l in open('/proc/self/cgroup') if l.startswith('0::')][0].strip())";
-    let (ending, lines) = collect(spec(script, dir.path(), Duration::from_secs(20)), true).await;
-    assert_eq!(ending, Ending::Exited(0));
-    assert_eq!(lines, vec![(Stream::Stdout, cgroup_of_spare)]);
+    spec(script, dir, Duration::from_secs(20))
 }
 
 /// The attack on a spare by a step of the zygote's own uid: it stops the spare waiting
@@ -722,4 +774,29 @@ async fn a_zygote_started_ahead_serves_the_steps_whose_start_up_it_matches() {
     assert_eq!(lines, vec![(Stream::Stdout, "hi".to_string())]);
     let replaced = zygote_pid().await.expect("a zygote");
     assert_ne!(replaced, ahead);
+}
+
+/// The zygote's descriptors 3 and 4 outlive its `exec` wherever they were: moved there
+/// without close-on-exec, or, already there, with the flag cleared.
+#[test]
+fn a_descriptor_is_placed_open_across_exec_even_where_it_already_is() {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let close_on_exec = |fd| {
+        let flags = nix::fcntl::fcntl(
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+            nix::fcntl::FcntlArg::F_GETFD,
+        )
+        .unwrap();
+        nix::fcntl::FdFlag::from_bits_truncate(flags).contains(nix::fcntl::FdFlag::FD_CLOEXEC)
+    };
+    let dir = std::fs::File::open("/").unwrap();
+    let fd = dir.as_raw_fd();
+    assert!(close_on_exec(fd), "std opens with close-on-exec");
+    let elsewhere = fd + 100;
+    assert!(place_fd(fd, elsewhere));
+    assert!(!close_on_exec(elsewhere));
+    drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(elsewhere) });
+    assert!(place_fd(fd, fd));
+    assert!(!close_on_exec(fd));
+    assert!(!place_fd(-1, elsewhere), "a failed duplicate is a failure");
 }

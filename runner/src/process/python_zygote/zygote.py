@@ -1,7 +1,8 @@
 _BOOT_MAIN = dict(globals()); import sys; _BOOT_MODULES = set(sys.modules)
 # The warm Python zygote of a Plue runner (see mod.rs beside this file). Started as
-# `python3 -u -c BOOTSTRAP <this>` (the bootstrap compiles and runs this in `__main__`)
-# with its control socket (a SOCK_SEQPACKET socketpair end) on fd 3,
+# `python3 -u -c BOOTSTRAP <this> [first-cgroup-fd=4]` (the bootstrap compiles and runs
+# this in `__main__`) with its control socket (a SOCK_SEQPACKET socketpair end) on fd 3 and,
+# with the last argument, the directory of the first step's cgroup on fd 4,
 # in an empty private directory; it never imports or runs user code itself and never sees
 # a step's script, environment or secrets. Each request is one packet, `F`, carrying four
 # descriptors (SCM_RIGHTS): the step's stdout and stderr write ends, the read end of a
@@ -126,6 +127,9 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
                         ctypes.c_char_p]
 _libc.unshare.argtypes = [ctypes.c_int]
 _CONTROL = 3
+# The directory of the cgroup made for the first step, which the first spare joins while it
+# waits (descriptor 4, when the runner made one).
+_FIRST_CGROUP = 4 if sys.argv[2:] == ["first-cgroup-fd=4"] else None
 _MAX_JOB = 4 << 20
 
 
@@ -675,9 +679,10 @@ def _serve():
     when the next request comes (so a zygote replaced then leaves no spare behind)."""
     control = socket.socket(fileno=_CONTROL)
     # The directory of the cgroup the next spare is born into (the runner's, for the step
-    # after the one it last requested), while the zygote has one.
-    cgroup_fd = None
-    spare = _fork_spare(control)
+    # after the one it last requested; for the first step, the one given at start), while
+    # the zygote has one.
+    cgroup_fd = _FIRST_CGROUP
+    spare = _fork_spare(control, cgroup_fd)
     if spare[0] == 0:
         return spare[3]
     while True:
