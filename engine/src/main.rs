@@ -69,6 +69,10 @@ fn main() -> ExitCode {
     } else {
         tokio::runtime::Builder::new_multi_thread()
     };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(workers) = cli.command.worker_threads(cores) {
+        builder.worker_threads(workers);
+    }
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
