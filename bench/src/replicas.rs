@@ -700,6 +700,7 @@ impl ProtocolRunner {
             claim_next: true,
             started_ms_ago: Some(0),
             network_refused: 0,
+            logs: None,
         };
         let body = serde_json::to_value(&completion)?;
         let started = Instant::now();

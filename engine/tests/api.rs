@@ -335,6 +335,57 @@ async fn a_scripted_runner_runs_a_step_and_sse_resumes_exactly() {
     h.engine.shutdown().await;
 }
 
+/// A completion carrying its attempt's last lines (a short step's: they did not go as a
+/// batch of their own): stored after the ones sent before, once however often the report
+/// comes, and before the end is recorded; a malformed batch refuses the whole report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_stores_the_last_lines_it_carries_once_before_the_end() {
+    let h = harness().await;
+    let (run_id, token, assignment) = h.held("short", bash("build", "echo hi")).await;
+    let attempt = assignment.attempt_id;
+    h.send_lines(&token, attempt, 1..=3).await;
+    let tail = |seqs: &[u64]| {
+        json!({"lines": seqs.iter().map(|seq| json!({
+            "seq": seq, "stream": "stdout", "text": format!("line {seq}"), "ts_ms": 1
+        })).collect::<Vec<_>>()})
+    };
+    let report = |logs: Value| json!({"outcome": "succeeded", "exit_code": 0, "reason": null, "lines": 5, "logs": logs});
+    let (status, message) = refusal(
+        h.post(&token, &wire::complete_path(attempt), report(tail(&[5, 4])))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 400, "{message}");
+    assert_eq!(h.step_row(run_id, "build").await.status, "claimed");
+    for _ in 0..2 {
+        let done = h
+            .post(&token, &wire::complete_path(attempt), report(tail(&[4, 5])))
+            .await;
+        assert!(done.status().is_success(), "{:?}", done.text().await);
+    }
+    let body = support::send_text(
+        h.http
+            .get(h.url(&format!("/api/runs/{run_id}/steps/build/logs")))
+            .bearer_auth(ADMIN),
+    )
+    .await;
+    let texts: Vec<String> = body
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        (1..=5).map(|n| format!("line {n}")).collect::<Vec<_>>()
+    );
+    assert_eq!(h.step_row(run_id, "build").await.status, "succeeded");
+    h.engine.shutdown().await;
+}
+
 /// A step row of `GET /api/runs/{id}` says when its current attempt became ready, started
 /// and ended, so ready → started (the wait for a runner) can be read from outside; its
 /// `started_at` stays the first attempt's. regression: the rows carried no ready time.

@@ -412,7 +412,7 @@ async fn execute(
     }
     drop(lines_tx);
     watcher.abort();
-    let lines = sender.await.context("log sender")??;
+    let sent = sender.await.context("log sender")??;
     // The completion always says when the attempt started; the engine keeps a start it
     // already recorded, so a report still waiting (or cut off mid-flight) is not needed.
     let started_ms_ago = Some(u64::try_from(started_at.elapsed().as_millis()).unwrap_or(u64::MAX));
@@ -446,7 +446,8 @@ async fn execute(
         exit_code,
         reason,
         outputs,
-        lines,
+        lines: sent.lines,
+        logs: sent.tail,
         usage,
         model,
         proposals,

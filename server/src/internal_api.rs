@@ -752,12 +752,25 @@ async fn logs(
     let runner = authenticate(&state, &headers).await?;
     let (attempt_id, owner) = owned_attempt(&state, &runner, attempt_id).await?;
     let JsonBody(batch) = body?;
+    let cancel = store_batch(&state, attempt_id, &owner, batch).await?;
+    Ok(Json(LogAck { cancel }))
+}
+
+/// Stores a batch of attempt `attempt_id`'s lines (`POST .../logs`, or the one a completion
+/// carries): checked, counted against the log quotas, masked with the run's wall, told to
+/// readers. Answers whether the runner should stop the attempt.
+async fn store_batch(
+    state: &InternalState,
+    attempt_id: i64,
+    owner: &AttemptOwner,
+    batch: LogBatch,
+) -> ApiResult<bool> {
     validate_batch(&batch)?;
     let store = state.executor.store();
     // Counted against the log quotas (store::logs::quota): past one, the batch is cut and
     // ends with a marker line, and the attempt is failed here with the marker as reason.
     let Some(budget) = store.log_budget(attempt_id).await? else {
-        return Ok(Json(LogAck { cancel: true }));
+        return Ok(true);
     };
     let mut planned = log_quota::plan(&state.config.log_quotas, &budget, &batch.lines, now_ms());
     // The runner masked the lines with the step's own secrets; readers see them masked
@@ -821,11 +834,9 @@ async fn logs(
             .executor
             .complete(attempt_id, owner.run_id, None, &report)
             .await?;
-        return Ok(Json(LogAck { cancel: true }));
+        return Ok(true);
     }
-    Ok(Json(LogAck {
-        cancel: budget.stop || budget.truncated,
-    }))
+    Ok(budget.stop || budget.truncated)
 }
 
 async fn watch(
@@ -880,7 +891,13 @@ async fn complete(
 ) -> ApiResult<Json<wire::CompleteResponse>> {
     let runner = authenticate(&state, &headers).await?;
     let (attempt_id, owner) = owned_attempt(&state, &runner, attempt_id).await?;
-    let JsonBody(completion) = body?;
+    let JsonBody(mut completion) = body?;
+    // Its last lines first, as their own batch would have been: stored and told to
+    // readers before the end is recorded. A batch past a quota fails the attempt there,
+    // and this report is then a repeat.
+    if let Some(batch) = completion.logs.take() {
+        store_batch(&state, attempt_id, &owner, batch).await?;
+    }
     validate_outputs(&completion.outputs)?;
     if completion.reason.as_ref().is_some_and(|r| r.len() > 4096) {
         return Err(ApiError::bad_request("reason is longer than 4096 bytes"));

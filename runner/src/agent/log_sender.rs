@@ -5,7 +5,10 @@
 //! gap (a retried batch is the same batch); a batch holds at most
 //! [`wire::MAX_BATCH_LINES`] lines and passes [`MAX_BATCH_BYTES`] by one line at most; no
 //! line is longer than [`wire::MAX_LINE_BYTES`] (a longer one, or one a mask lengthened,
-//! is cut on character boundaries); a line is stamped when it came, not when it was sent.
+//! is cut on character boundaries); a line is stamped when it came, not when it was sent;
+//! a batch's first lines wait at most [`wire::LOG_HOLD`] for more (or for the attempt's
+//! end), and the lines left when the attempt ended, if they fit in one batch, are not sent
+//! here but returned for the completion to carry, after every batch sent was acknowledged.
 
 use std::sync::Arc;
 
@@ -20,10 +23,20 @@ use plue_types::protocol::{self as wire, LogBatch, LogLine, Stream};
 /// The most bytes of text in one log batch (the engine accepts far more).
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
+/// What [`send_logs`] leaves to the completion.
+#[derive(Debug)]
+pub(super) struct Sent {
+    /// The number of lines, sent or in `tail` (the last `seq`).
+    pub lines: u64,
+    /// The lines not sent when the attempt ended ([`wire::Completion::logs`]).
+    pub tail: Option<LogBatch>,
+}
+
 /// Masks, numbers and sends lines in batches: whatever arrives while a batch is in flight
 /// is masked and numbered meanwhile, and goes in the next one (one batch in flight at a
-/// time: the engine stores an attempt's batches in the order they come). Returns the
-/// number of lines sent.
+/// time: the engine stores an attempt's batches in the order they come). A batch's first
+/// lines wait up to [`wire::LOG_HOLD`] for more; the last batch, when the channel closed
+/// before it was sent, is returned instead (see [`Sent`]).
 pub(super) async fn send_logs(
     engine: Engine,
     attempt: i64,
@@ -31,7 +44,7 @@ pub(super) async fn send_logs(
     masker: Arc<Masker>,
     cancel: CancellationToken,
     stop: CancellationToken,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Sent> {
     let path = wire::logs_path(attempt);
     let mut next = NextBatch::default();
     let mut open = true;
@@ -45,8 +58,18 @@ pub(super) async fn send_logs(
                 None => break,
             }
         }
-        // What is ready now joins the batch.
+        // What is ready now joins the batch, and what comes within the hold.
         open = open && next.take_ready(&mut lines, &masker);
+        if open {
+            open = next.hold(&mut lines, &masker, wire::LOG_HOLD).await;
+        }
+        if !open && !next.full() {
+            let tail = next.take();
+            return Ok(Sent {
+                lines: next.seq,
+                tail: Some(tail),
+            });
+        }
         let body = next.take();
         let send = engine.send::<_, wire::LogAck>(&path, &body, None, &stop);
         tokio::pin!(send);
@@ -67,7 +90,10 @@ pub(super) async fn send_logs(
             cancel.cancel();
         }
     }
-    Ok(next.seq)
+    Ok(Sent {
+        lines: next.seq,
+        tail: None,
+    })
 }
 
 /// The lines of the batch [`send_logs`] sends next, masked and numbered as they come.
@@ -120,6 +146,30 @@ impl NextBatch {
                 Some(0) => return false,
                 Some(_) => group.drain(..).for_each(|line| self.push(line, masker)),
                 None => break,
+            }
+        }
+        true
+    }
+
+    /// Adds the lines that come within `hold` (those ready at once too), until the batch
+    /// is full; returns whether the channel is still open.
+    async fn hold(
+        &mut self,
+        lines: &mut mpsc::Receiver<(Stream, String)>,
+        masker: &Masker,
+        hold: std::time::Duration,
+    ) -> bool {
+        let until = tokio::time::Instant::now() + hold;
+        while !self.full() {
+            match tokio::time::timeout_at(until, lines.recv()).await {
+                Ok(Some(line)) => {
+                    self.push_after_wait(line, masker);
+                    if !self.take_ready(lines, masker) {
+                        return false;
+                    }
+                }
+                Ok(None) => return false,
+                Err(_) => break,
             }
         }
         true
@@ -198,6 +248,8 @@ fn fit_line(text: String) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -312,5 +364,60 @@ mod tests {
         let (_tx, mut idle) = mpsc::channel::<(Stream, String)>(4);
         assert!(next.take_ready(&mut idle, &masker));
         assert!(next.take().lines.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_hold_takes_what_comes_until_the_end_and_a_full_batch_waits_for_nothing() {
+        let masker = Masker::default();
+        // The attempt ends within the hold: everything printed is in the batch, and the
+        // closed channel is seen at once (the hold is far longer than the test may take).
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut next = NextBatch::default();
+        next.push_after_wait((Stream::Stdout, "first".into()), &masker);
+        let late = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            tx.send((Stream::Stderr, "second".into())).await.unwrap();
+        });
+        let held = tokio::time::timeout(
+            Duration::from_secs(30),
+            next.hold(&mut rx, &masker, Duration::from_secs(600)),
+        )
+        .await
+        .expect("a closed channel ends the hold");
+        late.await.unwrap();
+        assert!(!held, "closed");
+        let batch = next.take();
+        let seen: Vec<(u64, &str)> = batch
+            .lines
+            .iter()
+            .map(|l| (l.seq, l.text.as_str()))
+            .collect();
+        assert_eq!(seen, vec![(1, "first"), (2, "second")]);
+
+        // Nothing comes and the channel stays open: the hold ends, and says so.
+        let (_tx, mut idle) = mpsc::channel::<(Stream, String)>(4);
+        let mut next = NextBatch::default();
+        assert!(
+            next.hold(&mut idle, &masker, Duration::from_millis(20))
+                .await
+        );
+        assert!(next.take().lines.is_empty());
+
+        // A full batch goes without holding.
+        let (tx, mut rx) = mpsc::channel(wire::MAX_BATCH_LINES + 1);
+        for n in 0..=wire::MAX_BATCH_LINES {
+            tx.send((Stream::Stdout, n.to_string())).await.unwrap();
+        }
+        let mut next = NextBatch::default();
+        assert!(next.take_ready(&mut rx, &masker));
+        assert!(next.full());
+        let held = tokio::time::timeout(
+            Duration::from_secs(30),
+            next.hold(&mut rx, &masker, Duration::from_secs(600)),
+        )
+        .await
+        .expect("a full batch is not held");
+        assert!(held, "still open");
+        assert_eq!(next.take().lines.len(), wire::MAX_BATCH_LINES);
     }
 }

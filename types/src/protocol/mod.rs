@@ -8,7 +8,8 @@
 //!    is declared lost by the engine.
 //! 3. `POST /internal/runners/poll` long-polls ([`PollRequest`]) for an [`Assignment`].
 //! 4. For the attempt: `.../started`, `.../logs` batches ([`LogBatch`], sequence numbers
-//!    make them idempotent), `.../watch` long-polls for cancellation, `.../complete`.
+//!    make them idempotent), `.../watch` long-polls for cancellation, `.../complete` (with
+//!    the lines not sent yet when the attempt ended: [`Completion::logs`]).
 //! 5. `POST /internal/runners/deregister` when an ephemeral runner leaves.
 //!
 //! Hand-off between steps ([`Handoff`]): before a step with `workspace_from` or
@@ -19,7 +20,8 @@
 //!
 //! Invariants: every body type rejects unknown fields, so a mismatched peer fails loudly;
 //! an attempt's log batches are sent in `seq` order, each after the previous one was
-//! acknowledged (the engine relies on it to drop resent batches cheaply);
+//! acknowledged (the engine relies on it to drop resent batches cheaply), the one a
+//! completion carries last;
 //! the runner retries logs and completion until the engine acknowledges them, and the
 //! engine treats repeats as no-ops.
 //!
@@ -581,7 +583,18 @@ pub struct Completion {
     /// Connections the step's egress proxy refused (the runner's `network`), for the metric.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub network_refused: u64,
+    /// The attempt's last log lines, when it ended before they were sent (a short step's
+    /// usually: see [`LOG_HOLD`]): the engine stores them exactly as a batch of their own
+    /// ([`logs_path`]), before it records the end. `lines` counts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogBatch>,
 }
+
+/// How long a runner holds the first lines of a batch for more, or for the attempt's end,
+/// before it sends them: the lines a short step prints ride in its completion
+/// ([`Completion::logs`]) instead of a request and a transaction of their own, at the cost
+/// of this much delay to a long step's live log.
+pub const LOG_HOLD: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// How long an attempt runs before the runner reports its start on its own
 /// ([`started_path`]); a shorter one reports it with its completion
