@@ -337,7 +337,7 @@ async fn a_scripted_runner_runs_a_step_and_sse_resumes_exactly() {
 
 /// A completion carrying its attempt's last lines (a short step's: they did not go as a
 /// batch of their own): stored after the ones sent before, once however often the report
-/// comes, and before the end is recorded; a malformed batch refuses the whole report.
+/// comes, and before the end is recorded; a report refused (a malformed batch, a reason too long) stores none of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completion_stores_the_last_lines_it_carries_once_before_the_end() {
     let h = harness().await;
@@ -356,6 +356,18 @@ async fn a_completion_stores_the_last_lines_it_carries_once_before_the_end() {
     )
     .await;
     assert_eq!(status, 400, "{message}");
+    // Refused for another field: none of its lines is stored either.
+    let mut long_reason = report(tail(&[4, 5]));
+    long_reason["reason"] = json!("r".repeat(5000));
+    let (status, message) = refusal(
+        h.post(&token, &wire::complete_path(attempt), long_reason)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 400, "{message}");
+    let step_run = h.step_row(run_id, "build").await.id;
+    let stored = h.engine.executor.store().read_logs(step_run, (0, 0), 100);
+    assert_eq!(stored.await.unwrap().len(), 3, "only the batch sent before");
     assert_eq!(h.step_row(run_id, "build").await.status, "claimed");
     for _ in 0..2 {
         let done = h

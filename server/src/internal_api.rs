@@ -892,18 +892,18 @@ async fn complete(
     let runner = authenticate(&state, &headers).await?;
     let (attempt_id, owner) = owned_attempt(&state, &runner, attempt_id).await?;
     let JsonBody(mut completion) = body?;
-    // Its last lines first, as their own batch would have been: stored and told to
-    // readers before the end is recorded. A batch past a quota fails the attempt there,
-    // and this report is then a repeat.
-    if let Some(batch) = completion.logs.take() {
-        store_batch(&state, attempt_id, &owner, batch).await?;
-    }
     validate_outputs(&completion.outputs)?;
     if completion.reason.as_ref().is_some_and(|r| r.len() > 4096) {
         return Err(ApiError::bad_request("reason is longer than 4096 bytes"));
     }
     if completion.model.as_ref().is_some_and(|m| m.len() > 200) {
         return Err(ApiError::bad_request("model is longer than 200 bytes"));
+    }
+    // Its last lines, as their own batch would have been: stored and told to readers
+    // before the end is recorded (a report refused above stores none of them). A batch
+    // past a quota fails the attempt there, and this report is then a repeat.
+    if let Some(batch) = completion.logs.take() {
+        store_batch(&state, attempt_id, &owner, batch).await?;
     }
     let network_refused = completion.network_refused;
     let (mut outcome, mut reason) = (completion.outcome, completion.reason);

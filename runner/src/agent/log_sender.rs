@@ -6,9 +6,11 @@
 //! [`wire::MAX_BATCH_LINES`] lines and passes [`MAX_BATCH_BYTES`] by one line at most; no
 //! line is longer than [`wire::MAX_LINE_BYTES`] (a longer one, or one a mask lengthened,
 //! is cut on character boundaries); a line is stamped when it came, not when it was sent;
-//! a batch's first lines wait at most [`wire::LOG_HOLD`] for more (or for the attempt's
-//! end), and the lines left when the attempt ended, if they fit in one batch, are not sent
-//! here but returned for the completion to carry, after every batch sent was acknowledged.
+//! a batch waits at most [`wire::LOG_HOLD`] past its first lines' arrival (or past the
+//! previous batch's acknowledgement) for more, or for the attempt's end; the lines left
+//! when the attempt ended, if they fit in one batch of at most [`MAX_TAIL_BYTES`], are not
+//! sent here but returned for the completion to carry, after every batch sent was
+//! acknowledged.
 
 use std::sync::Arc;
 
@@ -22,6 +24,12 @@ use plue_types::protocol::{self as wire, LogBatch, LogLine, Stream};
 
 /// The most bytes of text in one log batch (the engine accepts far more).
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most bytes of text a completion carries ([`Sent::tail`]); more goes as a batch of
+/// its own. A completion also carries the step's outputs and reason, and the engine takes
+/// 32 MiB a request: a full batch (≈ 24 MiB of JSON at worst, control bytes escaped) might
+/// not fit beside them; this much always does.
+const MAX_TAIL_BYTES: usize = 256 * 1024;
 
 /// What [`send_logs`] leaves to the completion.
 #[derive(Debug)]
@@ -63,7 +71,7 @@ pub(super) async fn send_logs(
         if open {
             open = next.hold(&mut lines, &masker, wire::LOG_HOLD).await;
         }
-        if !open && !next.full() {
+        if !open && next.fits_a_completion() {
             let tail = next.take();
             return Ok(Sent {
                 lines: next.seq,
@@ -206,6 +214,11 @@ impl NextBatch {
         } else {
             fit_line(masked).into_iter().for_each(push);
         }
+    }
+
+    /// Whether what the batch holds may ride in the completion ([`MAX_TAIL_BYTES`]).
+    fn fits_a_completion(&self) -> bool {
+        !self.full() && self.bytes <= MAX_TAIL_BYTES
     }
 
     fn full(&self) -> bool {
@@ -419,5 +432,22 @@ mod tests {
         .expect("a full batch is not held");
         assert!(held, "still open");
         assert_eq!(next.take().lines.len(), wire::MAX_BATCH_LINES);
+    }
+
+    #[test]
+    fn only_a_small_rest_rides_in_the_completion() {
+        let masker = Masker::default();
+        let mut next = NextBatch::default();
+        assert!(next.fits_a_completion(), "nothing");
+        next.push_after_wait((Stream::Stdout, "x".repeat(1000)), &masker);
+        assert!(next.fits_a_completion());
+        while next.bytes <= MAX_TAIL_BYTES {
+            next.push((Stream::Stdout, "y".repeat(wire::MAX_LINE_BYTES)), &masker);
+        }
+        assert!(
+            !next.full(),
+            "not a full batch, yet too much for a completion"
+        );
+        assert!(!next.fits_a_completion());
     }
 }

@@ -17,8 +17,9 @@
 //!   batch cuts again, with a second marker). An attempt's stored text therefore stays
 //!   within its quota plus the marker. The caller then fails the attempt engine-side with the marker
 //!   as its reason and answers the runner's batch with `cancel` (what the runner does for
-//!   a cancelled run: it kills the step; its own completion is then refused, the attempt
-//!   being final already). That needs no change to runners, old or new, and does not rely
+//!   a cancelled run: it kills the step; its own completion is then a repeat that records
+//!   nothing, the attempt being final already; a batch a completion carries fails the
+//!   attempt the same way, and that completion is then such a repeat). That needs no change to runners, old or new, and does not rely
 //!   on them: a runner ignoring `cancel` keeps its step running, but nothing it prints is
 //!   stored, and the step is failed.
 //! - On PostgreSQL a run's total is added right after the attempt's, in a statement of
