@@ -328,8 +328,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
             // A step that changed state may have lines not printed yet: they print step by
             // step in the order the steps started, each around its transition. Every line
-            // is stored, and its `Logs` event sent, before the runner reports the step's
-            // end (it waits for the lines' acknowledgement), so the events already sent
+            // is stored, and its `Logs` event sent, before the step's end is recorded (the
+            // runner waits for its batches' acknowledgement, and the engine stores the
+            // lines a completion carries before the end it reports), so the events already sent
             // name every step with such lines: no log read for the others.
             while let Ok(event) = events.try_recv() {
                 seen.note(Ok(event), run_id, &all);
