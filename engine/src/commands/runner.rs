@@ -28,16 +28,17 @@ use ::runner::step_env;
 use ::runner::step_user::StepUsers;
 use tokio_util::sync::CancellationToken;
 
-use super::interrupted;
+use super::Interrupts;
 use crate::cli::RunnerArgs;
 
 /// The longest registration token read from stdin or a file.
 const MAX_TOKEN_BYTES: u64 = 4096;
 
 pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
-    if let Some(parent) = args.die_with_parent {
-        die_with_parent(parent)?;
-    }
+    let parent_exit = match args.die_with_parent {
+        Some(parent) => Some(die_with_parent(parent)?),
+        None => None,
+    };
     let registration_token = registration_token(&args)?;
     let work_dir = work_dir(&args);
     let name = args.name.unwrap_or_else(|| {
@@ -101,13 +102,25 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
     let signal = shutdown.clone();
     let parent = args.die_with_parent;
     let orphaned = CancellationToken::new();
+    if let Some(exit) = parent_exit {
+        let parent_gone = orphaned.clone();
+        tokio::spawn(async move {
+            exit.await;
+            parent_gone.cancel();
+        });
+    }
+    // Every SIGINT or SIGTERM: a stop asked of a runner whose parent lives (the pool's),
+    // or, with the fallback parent-death signal, the parent's end.
+    let mut interrupts = Interrupts::new()?;
     let parent_gone = orphaned.clone();
     tokio::spawn(async move {
-        interrupted().await;
-        if parent.is_some_and(|p| nix::unistd::getppid().as_raw() != p) {
-            parent_gone.cancel();
-        } else {
-            signal.cancel();
+        loop {
+            interrupts.recv().await;
+            if parent.is_some_and(|p| nix::unistd::getppid().as_raw() != p) {
+                parent_gone.cancel();
+            } else {
+                signal.cancel();
+            }
         }
     });
     tokio::select! {
@@ -224,17 +237,75 @@ fn read_token_file(path: &Path) -> anyhow::Result<String> {
     super::private_file::read_private(path, "the registration token file", MAX_TOKEN_BYTES)
 }
 
-/// Asks the kernel to SIGKILL this process when its parent dies, then checks the parent is
-/// still `parent` (it may have died before the request).
-///
-/// The signal follows the parent *thread* that forked this process; the engine starts its
-/// runners from tokio worker threads, which live as long as the engine.
-fn die_with_parent(parent: i32) -> anyhow::Result<()> {
-    // SIGTERM, not SIGKILL: the runner must kill its step's processes on the way out.
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-        .context("asking for a parent-death signal")?;
+/// Checks this process's parent is still `parent` (it may have died before we looked), and
+/// answers what resolves once that process has exited: its pidfd, which follows the
+/// process itself. A parent-death signal (`PR_SET_PDEATHSIG`) is only the fallback of a
+/// kernel without pidfds (before 5.3): it follows the *thread* that forked this process,
+/// which may end before the process does (the first of a killed process's threads to go,
+/// a runtime's worker retired), and would then come while the parent lives on.
+fn die_with_parent(parent: i32) -> anyhow::Result<ParentExit> {
     if nix::unistd::getppid().as_raw() != parent {
         bail!("the parent process {parent} is gone");
     }
-    Ok(())
+    // Opened once the parent is known to be ours: its pid cannot have been reused.
+    match parent_exit(parent) {
+        Ok(exit) => Ok(Box::pin(exit)),
+        Err(err) => {
+            tracing::debug!("no pidfd for the parent ({err:#}): a parent-death signal instead");
+            // SIGTERM, not SIGKILL: the runner must kill its step's processes on the way out.
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .context("asking for a parent-death signal")?;
+            if nix::unistd::getppid().as_raw() != parent {
+                bail!("the parent process {parent} is gone");
+            }
+            Ok(Box::pin(std::future::pending()))
+        }
+    }
+}
+
+/// What resolves once the runner's parent has exited ([`die_with_parent`]).
+type ParentExit = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Resolves once process `parent`, this process's parent, has exited (its pidfd becomes
+/// readable; should waiting on it fail, once `getppid` names another process).
+fn parent_exit(parent: i32) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let pid = rustix::process::Pid::from_raw(parent).context("not a process id")?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK)?;
+    // An `OwnedFd` owned by the `AsyncFd` cannot swap its descriptor while registered: the
+    // deprecated safe constructor is sound here.
+    #[allow(deprecated)]
+    let fd = tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)?;
+    Ok(async move {
+        if fd.readable().await.is_ok() {
+            return;
+        }
+        while nix::unistd::getppid().as_raw() == parent {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    /// The watch follows the process, not a thread of it: it resolves once the process
+    /// has exited, and not before.
+    #[tokio::test]
+    async fn the_parents_exit_is_seen_when_the_process_ends() {
+        let mut child = tokio::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id().unwrap()).unwrap();
+        let mut exit = Box::pin(parent_exit(pid).unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!((&mut exit).now_or_never().is_none(), "alive");
+        child.start_kill().unwrap();
+        tokio::time::timeout(Duration::from_secs(20), exit)
+            .await
+            .expect("the exit is seen");
+        let _ = child.wait().await;
+    }
 }
