@@ -148,6 +148,19 @@ impl Harness {
     }
 
     /// The stored row of step `step` of run `run_id`.
+    /// The stored log lines of `step` of run `run_id`, as the logs API gives them (JSON lines).
+    async fn log_lines(&self, run_id: i64, step: &str) -> Vec<Value> {
+        let body = support::send_text(
+            self.http
+                .get(self.url(&format!("/api/runs/{run_id}/steps/{step}/logs")))
+                .bearer_auth(ADMIN),
+        )
+        .await;
+        body.lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
     async fn step_row(&self, run_id: i64, step: &str) -> engine::store::StepRunRow {
         let store = self.engine.executor.store();
         store.step_run(run_id, step).await.unwrap().unwrap()
@@ -315,16 +328,7 @@ async fn a_scripted_runner_runs_a_step_and_sse_resumes_exactly() {
     assert_eq!(seen, expected);
 
     // The same lines as JSON lines.
-    let body = support::send_text(
-        h.http
-            .get(h.url(&format!("/api/runs/{run_id}/steps/build/logs")))
-            .bearer_auth(ADMIN),
-    )
-    .await;
-    let lines: Vec<Value> = body
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = h.log_lines(run_id, "build").await;
     assert_eq!(lines.len(), 150);
     assert_eq!(lines[149]["text"], "line 150");
 
@@ -375,20 +379,11 @@ async fn a_completion_stores_the_last_lines_it_carries_once_before_the_end() {
             .await;
         assert!(done.status().is_success(), "{:?}", done.text().await);
     }
-    let body = support::send_text(
-        h.http
-            .get(h.url(&format!("/api/runs/{run_id}/steps/build/logs")))
-            .bearer_auth(ADMIN),
-    )
-    .await;
-    let texts: Vec<String> = body
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["text"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+    let texts: Vec<String> = h
+        .log_lines(run_id, "build")
+        .await
+        .iter()
+        .map(|line| line["text"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(
         texts,
