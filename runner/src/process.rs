@@ -234,9 +234,9 @@ async fn wait_for_trigger(
     }
 }
 
-/// A pidfd of our child `pid` that becomes readable once it has exited (not reaped: it
-/// stays a zombie until `wait`).
-fn exit_notice(pid: Pid) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+/// A pidfd of process `pid` that becomes readable once it has exited (a child of ours is
+/// not reaped by it: it stays a zombie until `wait`). Linux 5.3 and later.
+pub fn exit_notice(pid: Pid) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
     let pid = rustix::process::Pid::from_raw(pid.as_raw())
         .ok_or_else(|| io::Error::other("no such pid"))?;
     let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK)?;

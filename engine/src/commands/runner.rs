@@ -116,7 +116,7 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
     tokio::spawn(async move {
         loop {
             interrupts.recv().await;
-            if parent.is_some_and(|p| nix::unistd::getppid().as_raw() != p) {
+            if parent.is_some_and(|p| !child_of(p)) {
                 parent_gone.cancel();
             } else {
                 signal.cancel();
@@ -244,7 +244,7 @@ fn read_token_file(path: &Path) -> anyhow::Result<String> {
 /// which may end before the process does (the first of a killed process's threads to go,
 /// a runtime's worker retired), and would then come while the parent lives on.
 fn die_with_parent(parent: i32) -> anyhow::Result<ParentExit> {
-    if nix::unistd::getppid().as_raw() != parent {
+    if !child_of(parent) {
         bail!("the parent process {parent} is gone");
     }
     // Opened once the parent is known to be ours: its pid cannot have been reused.
@@ -255,7 +255,7 @@ fn die_with_parent(parent: i32) -> anyhow::Result<ParentExit> {
             // SIGTERM, not SIGKILL: the runner must kill its step's processes on the way out.
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
                 .context("asking for a parent-death signal")?;
-            if nix::unistd::getppid().as_raw() != parent {
+            if !child_of(parent) {
                 bail!("the parent process {parent} is gone");
             }
             Ok(Box::pin(std::future::pending()))
@@ -267,22 +267,22 @@ fn die_with_parent(parent: i32) -> anyhow::Result<ParentExit> {
 type ParentExit = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Resolves once process `parent`, this process's parent, has exited (its pidfd becomes
-/// readable; should waiting on it fail, once `getppid` names another process).
+/// readable; should waiting on it fail, once this process has another parent).
 fn parent_exit(parent: i32) -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    let pid = rustix::process::Pid::from_raw(parent).context("not a process id")?;
-    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK)?;
-    // An `OwnedFd` owned by the `AsyncFd` cannot swap its descriptor while registered: the
-    // deprecated safe constructor is sound here.
-    #[allow(deprecated)]
-    let fd = tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)?;
+    let pidfd = ::runner::process::exit_notice(nix::unistd::Pid::from_raw(parent))?;
     Ok(async move {
-        if fd.readable().await.is_ok() {
+        if pidfd.readable().await.is_ok() {
             return;
         }
-        while nix::unistd::getppid().as_raw() == parent {
+        while child_of(parent) {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     })
+}
+
+/// Whether this process's parent is still `parent`.
+fn child_of(parent: i32) -> bool {
+    nix::unistd::getppid().as_raw() == parent
 }
 
 #[cfg(test)]

@@ -21,6 +21,13 @@ fn python() -> PathBuf {
     PathBuf::from("/usr/bin/python3")
 }
 
+/// A step's working directory, with the `home/` its [`spec`] names.
+fn step_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    dir
+}
+
 fn spec(script: &str, dir: &Path, timeout: Duration) -> ProcessSpec {
     ProcessSpec {
         program: python(),
@@ -138,8 +145,7 @@ const CORPUS: &[&str] = &[
 #[tokio::test]
 async fn zygote_matches_a_fresh_interpreter_on_the_corpus() {
     let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let dir = step_dir();
     for script in CORPUS {
         let fresh = collect(spec(script, dir.path(), Duration::from_secs(20)), false).await;
         let warm = collect(spec(script, dir.path(), Duration::from_secs(20)), true).await;
@@ -150,8 +156,7 @@ async fn zygote_matches_a_fresh_interpreter_on_the_corpus() {
 #[tokio::test]
 async fn nothing_of_one_step_is_seen_by_the_next() {
     let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let dir = step_dir();
     let first = "import json, builtins, os\nbuiltins.leak = 1\nos.environ['LEAK'] = '1'\nG = 5";
     let (ending, _) = collect(spec(first, dir.path(), Duration::from_secs(20)), true).await;
     assert_eq!(ending, Ending::Exited(0));
@@ -172,8 +177,7 @@ async fn nothing_of_one_step_is_seen_by_the_next() {
 #[tokio::test]
 async fn ready_made_modules_are_shadowed_and_isolated_like_fresh_imports() {
     let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let dir = step_dir();
     let both = |script: &'static str, dir: std::path::PathBuf| async move {
         let fresh = collect(spec(script, &dir, Duration::from_secs(20)), false).await;
         let warm = collect(spec(script, &dir, Duration::from_secs(20)), true).await;
@@ -243,8 +247,7 @@ async fn ready_made_modules_are_shadowed_and_isolated_like_fresh_imports() {
 #[tokio::test]
 async fn a_timeout_kills_the_step_and_its_children() {
     let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let dir = step_dir();
     let script = "import subprocess, time\n\
         p = subprocess.Popen(['sleep', '300'], start_new_session=True)\n\
         print(p.pid)\ntime.sleep(300)";
@@ -259,8 +262,7 @@ async fn a_timeout_kills_the_step_and_its_children() {
 #[tokio::test]
 async fn a_step_cannot_reach_the_zygote() {
     let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let dir = step_dir();
     // Any socket among its descriptors, or the zygote's (its parent's) descriptors or memory.
     let script = "import os\n\
         found = []\n\
@@ -288,8 +290,7 @@ async fn a_step_cannot_reach_the_zygote() {
 #[tokio::test]
 async fn a_dead_zygote_is_replaced() {
     let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let dir = step_dir();
     let script = "print('hi')";
     let (ending, _) = collect(spec(script, dir.path(), Duration::from_secs(20)), true).await;
     assert_eq!(ending, Ending::Exited(0));
@@ -335,8 +336,7 @@ fn is_gone_or_zombie(pid: i32) -> bool {
 #[tokio::test]
 async fn a_killed_spare_is_replaced_and_a_spare_dies_with_its_zygote() {
     let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let dir = step_dir();
     let script = "import os; print(os.getppid())";
     let (zygote, spare) = the_waiting_spare(dir.path()).await;
     nix::sys::signal::kill(Pid::from_raw(spare), nix::sys::signal::Signal::SIGKILL).unwrap();
@@ -374,8 +374,7 @@ async fn the_spare_joins_the_next_steps_cgroup_while_it_waits_and_that_step_runs
         return; // No cgroups for steps on this host.
     }
     let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let dir = step_dir();
     let (_zygote, spare) = the_waiting_spare(dir.path()).await;
     let cgroup_of_spare = waits_in_the_spare_cgroup(spare).await;
     let (ending, lines) = collect(prints_its_cgroup(dir.path()), true).await;
@@ -392,8 +391,7 @@ async fn a_zygote_started_ahead_waits_for_its_first_step_in_that_steps_cgroup() 
     }
     let _serial = SERIAL.lock().await;
     *ZYGOTE.lock().await = None;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let dir = step_dir();
     let base = BTreeMap::from([("LANG".to_string(), "C.UTF-8".to_string())]);
     assert!(prewarm(&python(), &base).await);
     let zygote = ZYGOTE
@@ -465,8 +463,7 @@ fn prints_its_cgroup(dir: &Path) -> ProcessSpec {
 #[tokio::test]
 async fn a_stopped_spare_never_runs_the_next_step() {
     let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let dir = step_dir();
     let (_, spare) = the_waiting_spare(dir.path()).await;
     let stopped = Pid::from_raw(spare);
     nix::sys::signal::kill(stopped, nix::sys::signal::Signal::SIGSTOP).unwrap();
@@ -599,8 +596,7 @@ fn wait_until_gone_or_zombie(pid: i32) {
 #[tokio::test]
 async fn a_later_step_finds_no_secret_of_an_earlier_one_in_its_memory() {
     let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let dir = step_dir();
     let secret = format!("s3cr3t-{}", reaper::new_cookie());
     // Victims with more (and larger) values than the hunter, so the hunter's own start
     // cannot happen to overwrite every place an earlier step's secret could have been.
@@ -670,8 +666,7 @@ async fn a_root_runners_step_runs_as_its_user_like_a_fresh_one() {
     if !nix::unistd::geteuid().is_root() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let dir = step_dir();
     let nobody = StepUser {
         uid: 65534,
         gid: 65534,
@@ -701,8 +696,7 @@ async fn a_root_runners_step_runs_as_its_user_like_a_fresh_one() {
 #[tokio::test]
 async fn a_step_that_opts_out_gets_a_fresh_interpreter() {
     let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let dir = step_dir();
     let runner = std::process::id().to_string();
     for fresh in [false, true] {
         let mut spec = spec(
@@ -738,8 +732,7 @@ async fn a_zygote_started_ahead_serves_the_steps_whose_start_up_it_matches() {
     let _serial = SERIAL.lock().await;
     *ZYGOTE.lock().await = None;
     let zygote_pid = || async { ZYGOTE.lock().await.as_ref().map(|z| z.child.id()) };
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let dir = step_dir();
     // A base that would make an interpreter load a path of its choosing starts nothing.
     let loads = BTreeMap::from([("PYTHONPATH".to_string(), "/tmp".to_string())]);
     assert!(!prewarm(&python(), &loads).await);
