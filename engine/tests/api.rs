@@ -147,7 +147,6 @@ impl Harness {
         token
     }
 
-    /// The stored row of step `step` of run `run_id`.
     /// The stored log lines of `step` of run `run_id`, as the logs API gives them (JSON lines).
     async fn log_lines(&self, run_id: i64, step: &str) -> Vec<Value> {
         let body = support::send_text(
@@ -161,6 +160,16 @@ impl Harness {
             .collect()
     }
 
+    /// The texts of [`Harness::log_lines`].
+    async fn log_texts(&self, run_id: i64, step: &str) -> Vec<String> {
+        self.log_lines(run_id, step)
+            .await
+            .iter()
+            .map(|line| line["text"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The stored row of step `step` of run `run_id`.
     async fn step_row(&self, run_id: i64, step: &str) -> engine::store::StepRunRow {
         let store = self.engine.executor.store();
         store.step_run(run_id, step).await.unwrap().unwrap()
@@ -379,17 +388,86 @@ async fn a_completion_stores_the_last_lines_it_carries_once_before_the_end() {
             .await;
         assert!(done.status().is_success(), "{:?}", done.text().await);
     }
-    let texts: Vec<String> = h
-        .log_lines(run_id, "build")
-        .await
-        .iter()
-        .map(|line| line["text"].as_str().unwrap().to_owned())
-        .collect();
+    let texts = h.log_texts(run_id, "build").await;
     assert_eq!(
         texts,
         (1..=5).map(|n| format!("line {n}")).collect::<Vec<_>>()
     );
     assert_eq!(h.step_row(run_id, "build").await.status, "succeeded");
+    h.engine.shutdown().await;
+}
+
+/// A log cut at its quota whose attempt was not failed — the engine failed or died between
+/// storing the cut and failing the attempt, and the runner sends the batch again — fails
+/// the attempt at that batch, with the quota as its reason, and tells the runner to stop;
+/// the runner's own completion then records nothing. regression: the batch sent again
+/// found the log cut, stored nothing and failed nothing, and the attempt ended with the
+/// runner's outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_log_whose_failing_was_lost_fails_the_attempt_at_the_next_batch() {
+    let h = harness().await;
+    let (run_id, token, assignment) = h.held("cut", bash("build", "echo hi")).await;
+    let attempt = assignment.attempt_id;
+    let row = h.step_row(run_id, "build").await;
+    let marker = "log truncated: this step passed its log quota of 67108864 bytes \
+                  (plue serve --quota-step-log-bytes)";
+    let line = |seq: u64, stream: Stream, text: &str| LogLine {
+        seq,
+        stream,
+        text: text.into(),
+        ts_ms: 1,
+    };
+    // What the logs handler stores of a batch that passes the step's quota, and then
+    // nothing more.
+    let at = engine::store::LogAttempt {
+        attempt_id: attempt,
+        run_id,
+        step_run_id: row.id,
+        number: i64::from(assignment.attempt),
+    };
+    let store = h.engine.executor.store();
+    let cut = [
+        line(1, Stream::Stdout, "line 1"),
+        line(2, Stream::System, marker),
+    ];
+    store.append_logs_counted(at, &cut, true).await.unwrap();
+    assert_eq!(h.step_row(run_id, "build").await.status, "claimed");
+
+    let batch = LogBatch {
+        lines: vec![
+            line(1, Stream::Stdout, "line 1"),
+            line(2, Stream::Stdout, "line 2"),
+        ],
+    };
+    let answer: wire::LogAck = h
+        .post(
+            &token,
+            &wire::logs_path(attempt),
+            serde_json::to_value(batch).unwrap(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(answer.cancel, "the runner is told to stop the step");
+    let failed = h.step_row(run_id, "build").await;
+    assert_eq!(failed.status, "failed");
+    assert_eq!(failed.reason.as_deref(), Some(marker));
+    let done = h
+        .complete(
+            &token,
+            attempt,
+            json!({"outcome": "succeeded", "exit_code": 0, "reason": null, "outputs": {}, "lines": 2}),
+        )
+        .await;
+    assert!(done.next.is_none());
+    let after = h.step_row(run_id, "build").await;
+    assert_eq!(
+        (after.status.as_str(), after.reason.as_deref()),
+        ("failed", Some(marker))
+    );
+    let texts = h.log_texts(run_id, "build").await;
+    assert_eq!(texts, ["line 1", marker], "nothing stored past the cut");
     h.engine.shutdown().await;
 }
 

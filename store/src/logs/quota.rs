@@ -19,7 +19,10 @@
 //!   as its reason and answers the runner's batch with `cancel` (what the runner does for
 //!   a cancelled run: it kills the step; its own completion is then a repeat that records
 //!   nothing, the attempt being final already; a batch a completion carries fails the
-//!   attempt the same way, and that completion is then such a repeat). That needs no change to runners, old or new, and does not rely
+//!   attempt the same way, and that completion is then such a repeat). A cut log whose
+//!   attempt is not over yet (the failing did not happen: the engine failed or died
+//!   between the two, and the runner sends the batch again) fails the attempt at its next
+//!   batch, with the quota read back from the counters ([`plan`]). That needs no change to runners, old or new, and does not rely
 //!   on them: a runner ignoring `cancel` keeps its step running, but nothing it prints is
 //!   stored, and the step is failed.
 //! - On PostgreSQL a run's total is added right after the attempt's, in a statement of
@@ -111,16 +114,13 @@ pub struct Planned {
     pub over: Option<OverLogQuota>,
 }
 
-/// What of `lines` (a runner's batch, seqs increasing) to store given `budget`: nothing if
-/// the attempt's log was cut already, else its lines past the last stored one, cut where
-/// they would pass a quota (see the module doc). `now_ms` stamps the marker.
+/// What of `lines` (a runner's batch, seqs increasing) to store given `budget`: its lines
+/// past the last stored one, cut where they would pass a quota (see the module doc);
+/// `now_ms` stamps the marker. Nothing if the attempt's log was cut already — and then,
+/// while the attempt is not over (`stop` unset), the quota it passed again, so the caller
+/// fails it: a cut whose failing did not happen (the engine failed or died in between,
+/// and the runner sent the batch again) still fails the attempt with its reason.
 pub fn plan(quotas: &LogQuotas, budget: &LogBudget, lines: &[LogLine], now_ms: i64) -> Planned {
-    if budget.truncated {
-        return Planned {
-            lines: Vec::new(),
-            over: None,
-        };
-    }
     let fork = !budget.secrets_allowed;
     let (step_limit, run_limit) = if fork {
         (quotas.fork_step, quotas.fork_run)
@@ -130,6 +130,23 @@ pub fn plan(quotas: &LogQuotas, budget: &LogBudget, lines: &[LogLine], now_ms: i
     let used = |n: i64| u64::try_from(n).unwrap_or(0);
     let step_room = step_limit.saturating_sub(used(budget.attempt_bytes));
     let run_room = run_limit.saturating_sub(used(budget.run_bytes));
+    // The quota with less room left: the one a cut passed (the lines it stored and its
+    // marker took the same bytes from both).
+    let passed = OverLogQuota {
+        run: run_room < step_room,
+        fork,
+        limit: if run_room < step_room {
+            run_limit
+        } else {
+            step_limit
+        },
+    };
+    if budget.truncated {
+        return Planned {
+            lines: Vec::new(),
+            over: (!budget.stop).then_some(passed),
+        };
+    }
     let room = step_room.min(run_room);
     let last = used(budget.last_seq);
     let new = &lines[lines.partition_point(|l| l.seq <= last)..];
@@ -144,22 +161,13 @@ pub fn plan(quotas: &LogQuotas, budget: &LogBudget, lines: &[LogLine], now_ms: i
     }
     let mut kept = new[..fit].to_vec();
     let over = new.get(fit).map(|first_dropped| {
-        let over = OverLogQuota {
-            run: run_room < step_room,
-            fork,
-            limit: if run_room < step_room {
-                run_limit
-            } else {
-                step_limit
-            },
-        };
         kept.push(LogLine {
             seq: first_dropped.seq,
             stream: Stream::System,
-            text: over.to_string(),
+            text: passed.to_string(),
             ts_ms: now_ms,
         });
-        over
+        passed
     });
     Planned { lines: kept, over }
 }
@@ -254,12 +262,39 @@ mod tests {
 
     #[test]
     fn nothing_more_is_stored_once_the_log_was_cut() {
-        let cut = LogBudget {
+        // Cut at the step's quota (its marker, 84 bytes, counted), the attempt failed.
+        let ended = LogBudget {
             truncated: true,
-            ..budget(0, 0, 0)
+            stop: true,
+            ..budget(95 + 84, 10, 95 + 84)
         };
-        let planned = plan(&QUOTAS, &cut, &lines(1..=2, 1), 0);
+        let planned = plan(&QUOTAS, &ended, &lines(1..=12, 1), 0);
         assert!(planned.lines.is_empty());
         assert_eq!(planned.over, None);
+    }
+
+    #[test]
+    fn a_cut_log_of_an_attempt_not_yet_failed_names_the_quota_it_passed_again() {
+        // The engine cut the log and then failed before it failed the attempt: the batch
+        // sent again stores nothing and fails the attempt with the same reason.
+        let step_cut = LogBudget {
+            truncated: true,
+            ..budget(95 + 84, 10, 95 + 84)
+        };
+        let planned = plan(&QUOTAS, &step_cut, &lines(1..=12, 1), 0);
+        assert!(planned.lines.is_empty());
+        let over = planned.over.expect("the quota passed");
+        assert_eq!(
+            over.to_string(),
+            "log truncated: this step passed its log quota of 100 bytes \
+             (plue serve --quota-step-log-bytes)"
+        );
+        // Cut at the run's quota (another step's lines took most of it).
+        let run_cut = LogBudget {
+            truncated: true,
+            ..budget(5 + 83, 1, 245 + 83)
+        };
+        let over = plan(&QUOTAS, &run_cut, &lines(2..=3, 1), 0).over.unwrap();
+        assert!(over.run && over.limit == 250, "{over:?}");
     }
 }
