@@ -170,7 +170,7 @@ async fn warm_python(config: &AgentConfig) -> Option<PathBuf> {
         }
         Err(_) => return None,
     };
-    if !process::prewarm_python(&program, config.base_env.vars()).await {
+    if !process::prewarm_python(&program, config.base_env.vars(), config.step_users).await {
         tracing::debug!(
             "no warm python zygote ahead: the base environment needs fresh interpreters"
         );

@@ -135,10 +135,14 @@ pub async fn run(
 }
 
 /// Starts the warm interpreter `python` steps are forked from, before the first one
-/// arrives (see `python_zygote::prewarm`); `base` is the runner's base step environment.
-/// Answers whether one is running.
-pub async fn prewarm_python(program: &std::path::Path, base: &BTreeMap<String, String>) -> bool {
-    python_zygote::prewarm(program, base).await
+/// arrives (see `python_zygote::prewarm`); `base` is the runner's base step environment,
+/// `users` who its steps run as. Answers whether one is running.
+pub async fn prewarm_python(
+    program: &std::path::Path,
+    base: &BTreeMap<String, String>,
+    users: crate::step_user::StepUsers,
+) -> bool {
+    python_zygote::prewarm(program, base, users).await
 }
 
 /// [`run`], with the containment `mode` chosen (tests force the fallback with it).

@@ -36,7 +36,15 @@
 //!   (where the host allows them) with a private `/proc` and the step's own `/tmp`,
 //!   `/var/tmp`, `/dev/shm`, ... (the [`Rooms`] the runner computed, sent in the job), no
 //!   supplementary groups, the attempt's gid and uid, then the working directory; a
-//!   failure there fails the fork, and the step then takes the fresh path. A host that
+//!   failure there fails the fork, and the step then takes the fresh path. The
+//!   namespaces and `/proc`, which no job decides, a spare makes while it waits (a zygote
+//!   of [`Steps::Confined`] steps; a zygote serves steps of its kind only), after joining
+//!   the cgroup it waits in where it has one (else it joins the job's at the request,
+//!   already in them): its mounts stay slaves of the runner's until the request (nothing
+//!   of the spare's leaves) and become private then; where the runner's mount table
+//!   changed meanwhile (a private mount propagates nothing) or making them had failed, the
+//!   spare goes back into the runner's namespaces and makes them anew. So the step sees
+//!   the mounts a fresh step would at its start. A host that
 //!   refused the namespaces is reported with the start (`P <pid> shared <bits>`) and said
 //!   once, as for a fresh step. Every child, root runner or not, sets `no_new_privs`
 //!   before user code.
@@ -103,6 +111,7 @@ use crate::containment::{self, StepCgroup};
 use crate::launch::pipe;
 use crate::reaper;
 use crate::rooms::{self, Rooms};
+use crate::step_user::StepUsers;
 use plue_types::protocol::Stream;
 
 /// The zygote's program, run as `python3 -u -c BOOTSTRAP ZYGOTE`.
@@ -115,9 +124,38 @@ const ZYGOTE_PY: &str = include_str!("zygote.py");
 /// millisecond) to free the zygote's syntax tree, parsed before the fork.
 const BOOTSTRAP: &str = r#"exec(compile(__import__("sys").argv[1], "<string>", "exec"))"#;
 
-/// The zygote's last argument when descriptor 4 is the directory of the cgroup its first
+/// The zygote's argument when descriptor 4 is the directory of the cgroup its first
 /// spare joins while it waits (see [`Zygote::start`]).
 const FIRST_CGROUP_ARG: &str = "first-cgroup-fd=4";
+
+/// The zygote's argument when its steps are [`Steps::Confined`]: each spare makes the
+/// step's namespaces while it waits.
+const CONFINE_AHEAD_ARG: &str = "confine-ahead";
+
+/// Whose steps a zygote forks: a root runner's step users, each confined (its own mount
+/// and IPC namespaces, made by the spare while it waits, off the step's path), or the
+/// runner's own user, unconfined. A zygote serves steps of its kind only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Steps {
+    Confined,
+    AsRunner,
+}
+
+impl Steps {
+    fn of(users: StepUsers) -> Steps {
+        match users {
+            StepUsers::Same => Steps::AsRunner,
+            StepUsers::Range { .. } => Steps::Confined,
+        }
+    }
+
+    fn of_spec(spec: &ProcessSpec) -> Steps {
+        match spec.user {
+            Some(_) => Steps::Confined,
+            None => Steps::AsRunner,
+        }
+    }
+}
 
 /// In a child between fork and exec: `fd` at `target`, kept across `exec` (a descriptor
 /// already there has its close-on-exec flag cleared; `dup2` onto itself would leave it).
@@ -212,6 +250,7 @@ fn warm_script(spec: &ProcessSpec) -> Option<&str> {
 struct Zygote {
     program: PathBuf,
     startup: BTreeMap<String, String>,
+    steps: Steps,
     child: std::process::Child,
     control: Arc<UnixDatagram>,
     /// The cgroup the zygote's waiting spare joined while it waits (made for the step it serves
@@ -230,7 +269,11 @@ impl Zygote {
     /// its own that waits until the zygote is dropped: `PR_SET_PDEATHSIG` fires when the
     /// spawning *thread* ends, so a zygote started from a short-lived thread would die
     /// with it; this way it dies with the runner, or when dropped.
-    fn start(program: &Path, startup: BTreeMap<String, String>) -> io::Result<Zygote> {
+    fn start(
+        program: &Path,
+        startup: BTreeMap<String, String>,
+        steps: Steps,
+    ) -> io::Result<Zygote> {
         let (ours, theirs) = seqpacket_pair()?;
         // The cgroup of the first step, which the first spare joins while it waits, as
         // each later spare joins the one handed over with the request before it: a join
@@ -243,6 +286,9 @@ impl Zygote {
         command.args(["-u", "-c", BOOTSTRAP, ZYGOTE_PY]);
         if first_dir.is_some() {
             command.arg(FIRST_CGROUP_ARG);
+        }
+        if steps == Steps::Confined {
+            command.arg(CONFINE_AHEAD_ARG);
         }
         command
             .current_dir("/")
@@ -296,6 +342,7 @@ impl Zygote {
         Ok(Zygote {
             program: program.to_owned(),
             startup,
+            steps,
             child,
             control: Arc::new(ours),
             spare_cgroup: first_dir.and(first_cgroup),
@@ -335,21 +382,23 @@ pub(super) async fn run(
 ) -> Option<io::Result<ProcessResult>> {
     let script = warm_script(spec)?;
     let startup = startup_env(&spec.env)?;
+    let steps = Steps::of_spec(spec);
     let mut slot = ZYGOTE.lock().await;
-    let reuse = slot
-        .as_mut()
-        .is_some_and(|z| z.program == spec.program && z.startup == startup && z.alive());
+    let reuse = slot.as_mut().is_some_and(|z| {
+        z.program == spec.program && z.startup == startup && z.steps == steps && z.alive()
+    });
     if !reuse {
         if let Some(old) = slot.as_ref() {
             tracing::debug!(
                 program = %spec.program.display(),
                 was = %old.program.display(),
                 same_startup = old.startup == startup,
+                same_steps = old.steps == steps,
                 "replacing the python zygote: the step needs another"
             );
         }
         *slot = None;
-        match Zygote::start(&spec.program, startup) {
+        match Zygote::start(&spec.program, startup, steps) {
             Ok(z) => *slot = Some(z),
             Err(err) => {
                 tracing::warn!(%err, "no warm python zygote; starting a fresh interpreter");
@@ -373,7 +422,12 @@ pub(super) async fn run(
 /// [`run`] does for any zygote. Started from the runner's own environment, never a
 /// step's. Answers whether a zygote is now running (false: `base` asks for a fresh
 /// interpreter, or the start failed, said in the log; the first step then starts one).
-pub(super) async fn prewarm(program: &Path, base: &BTreeMap<String, String>) -> bool {
+/// `users` are the runner's step users (see [`Steps`]).
+pub(super) async fn prewarm(
+    program: &Path,
+    base: &BTreeMap<String, String>,
+    users: StepUsers,
+) -> bool {
     let Some(startup) = startup_env(base) else {
         return false;
     };
@@ -381,7 +435,7 @@ pub(super) async fn prewarm(program: &Path, base: &BTreeMap<String, String>) -> 
     if slot.as_mut().is_some_and(|z| z.alive()) {
         return true;
     }
-    match Zygote::start(program, startup) {
+    match Zygote::start(program, startup, Steps::of(users)) {
         Ok(zygote) => {
             *slot = Some(zygote);
             true

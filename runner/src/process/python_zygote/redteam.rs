@@ -1041,6 +1041,160 @@ async fn a_warm_step_has_no_new_privs() {
     }
 }
 
+/// Set in the child process [`a_confined_zygotes_spare_makes_the_steps_namespaces_while_it_waits`]
+/// runs its checks in: a mount namespace of its own, where its mounts stay.
+const OWN_NAMESPACE_CHILD: &str = "PLUE_ZYGOTE_TEST_OWN_NAMESPACE";
+
+/// A root runner's zygote makes each spare's mount and IPC namespaces while it waits (off
+/// the step's path): the waiting spare is already in namespaces other than the zygote's,
+/// and the step it becomes is as confined as a fresh step — what was mounted in the
+/// runner's namespace while it waited is there (below a shared mount, as systemd makes
+/// `/` on most hosts, and below a private one, as containers make it, which propagates
+/// nothing: the spare makes its namespaces anew), every mount is private (none left a
+/// slave of the runner's), `/tmp` is its own; with nothing mounted meanwhile it keeps the
+/// ones it made. A step of the other kind (the runner's own user) gets a zygote of its
+/// own, and the runner's namespaces. Run in a child process with a mount namespace of its
+/// own, where the test mounts what it needs.
+#[test]
+fn a_confined_zygotes_spare_makes_the_steps_namespaces_while_it_waits() {
+    if !is_root() {
+        return;
+    }
+    if std::env::var_os(OWN_NAMESPACE_CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "process::python_zygote::redteam::a_confined_zygotes_spare_makes_the_steps_namespaces_while_it_waits",
+                "--test-threads=1",
+            ])
+            .env(OWN_NAMESPACE_CHILD, "1")
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && said.contains("1 passed"), "{said}");
+        return;
+    }
+    // This thread's own namespace (the threads it starts from now on share it), whose
+    // mounts never reach the test's.
+    use nix::mount::{mount, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+    let none = None::<&str>;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).unwrap();
+    global().block_on(spare_makes_the_namespaces());
+}
+
+async fn spare_makes_the_namespaces() {
+    use nix::mount::{mount, MsFlags};
+    let none = None::<&str>;
+    let tmpfs_on = |path: &Path| {
+        mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::empty(), none).unwrap();
+    };
+    // A process's mount and IPC namespaces, as `mnt:[N] ipc:[M]`.
+    let namespaces = |pid: &str| {
+        let link = |kind: &str| {
+            std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+                .map(|l| l.display().to_string())
+                .unwrap_or_default()
+        };
+        (link("mnt"), link("ipc"))
+    };
+    let said = |(mnt, ipc): &(String, String)| format!("{mnt} {ipc}");
+    let own = namespaces("thread-self");
+    let ws = Ws::new(Some(NOBODY));
+    let shared = ws.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    tmpfs_on(&shared);
+    mount(none, &shared, none, MsFlags::MS_SHARED, none).unwrap();
+    let late = shared.join("late");
+    std::fs::create_dir(&late).unwrap();
+    let private = ws.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    tmpfs_on(&private);
+    let late_private = private.join("late");
+    std::fs::create_dir(&late_private).unwrap();
+    let step = spec(
+        &marked(&py(&format!(
+            r#"
+            import os
+            print(os.readlink('/proc/self/ns/mnt'), os.readlink('/proc/self/ns/ipc'))
+            print(os.path.ismount({late:?}), os.path.ismount({late_private:?}))
+            tags = set()
+            tmp = None
+            for line in open('/proc/self/mountinfo'):
+                fields, kind = line.split(' - ')
+                fields = fields.split()
+                tags |= {{t.split(':')[0] for t in fields[6:]}}
+                if fields[4] == '/tmp':
+                    tmp = kind.split()[0]
+            print(sorted(tags), tmp)
+        "#,
+            late = late.display().to_string(),
+            late_private = late_private.display().to_string(),
+        ))),
+        &ws,
+        Some(NOBODY),
+    );
+    let users = StepUsers::Range {
+        first: NOBODY.uid,
+        count: 1,
+    };
+    assert!(prewarm(&step.program, &step.env, users).await);
+    let zygote = super::tests::zygote_pid().await;
+    // The spare, once it made its namespaces (it arms itself first).
+    let made = |spare: i32| {
+        let (mnt, ipc) = namespaces(&spare.to_string());
+        !mnt.is_empty() && mnt != own.0 && ipc != own.1
+    };
+    let spare = super::tests::spare_of(zygote, "the spare made its namespaces", made).await;
+    let waiting = said(&namespaces(&spare.to_string()));
+    // With nothing mounted meanwhile, the step keeps the namespaces its spare made.
+    let seen = warm(step.clone()).await;
+    assert_warm(&seen);
+    assert_eq!(seen.out[1], waiting, "the spare's namespaces: {seen:?}");
+    assert_eq!(seen.out[2..], ["False False", "[] tmpfs"], "{seen:?}");
+    // Mounted in the runner's namespace while the next spare waits (once it made its
+    // namespaces): a fresh step sees both, below the shared mount and the private one.
+    super::tests::spare_of(zygote, "the next spare made its namespaces", made).await;
+    tmpfs_on(&late);
+    tmpfs_on(&late_private);
+    let seen = warm(step.clone()).await;
+    assert_warm(&seen);
+    let fresh = fresh(step).await;
+    assert_eq!(
+        fresh.out[2..],
+        ["True True", "[] tmpfs"],
+        "a fresh step: {fresh:?}"
+    );
+    assert_eq!(seen.out[2..], fresh.out[2..], "{seen:?}");
+    assert_eq!(
+        super::tests::zygote_pid().await,
+        zygote,
+        "the step used the zygote started ahead"
+    );
+
+    // The runner's own user: another zygote, and the runner's namespaces.
+    let ws = Ws::new(None);
+    let step = spec(
+        &marked(
+            "import os\nprint(os.readlink('/proc/self/ns/mnt'), os.readlink('/proc/self/ns/ipc'))",
+        ),
+        &ws,
+        None,
+    );
+    let seen = warm(step).await;
+    assert_warm(&seen);
+    assert_eq!(seen.out[1], said(&own), "{seen:?}");
+    assert_ne!(
+        super::tests::zygote_pid().await,
+        zygote,
+        "a zygote of the other kind"
+    );
+}
+
 /// The harvest of issue 30, through the zygote: a warm step of uid U leaves a set-uid
 /// `bash`, files in every shared place and a SysV segment; the next warm step of the same
 /// uid finds none of them, nor does the host. A set-uid `bash` of another user placed in

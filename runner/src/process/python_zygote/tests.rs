@@ -313,6 +313,31 @@ async fn a_dead_zygote_is_replaced() {
 }
 
 /// The zygote's children, as the kernel lists them (the spare waiting for the next step).
+/// The pid of the zygote in the runner's slot (one must be running).
+pub(super) async fn zygote_pid() -> u32 {
+    ZYGOTE
+        .lock()
+        .await
+        .as_ref()
+        .map(|z| z.child.id())
+        .expect("a running zygote")
+}
+
+/// The one spare of `zygote` once `ready` holds of it, within 10 s (else fails saying
+/// `what`).
+pub(super) async fn spare_of(zygote: u32, what: &str, ready: impl Fn(i32) -> bool) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let [spare] = children_of(zygote)[..] {
+            if ready(spare) {
+                return spare;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn children_of(pid: u32) -> Vec<i32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
@@ -393,24 +418,9 @@ async fn a_zygote_started_ahead_waits_for_its_first_step_in_that_steps_cgroup() 
     *ZYGOTE.lock().await = None;
     let dir = step_dir();
     let base = BTreeMap::from([("LANG".to_string(), "C.UTF-8".to_string())]);
-    assert!(prewarm(&python(), &base).await);
-    let zygote = ZYGOTE
-        .lock()
-        .await
-        .as_ref()
-        .map(|z| z.child.id())
-        .expect("a zygote started ahead");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let spare = loop {
-        if let [spare] = children_of(zygote)[..] {
-            break spare;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the zygote forked its first spare"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    assert!(prewarm(&python(), &base, StepUsers::Same).await);
+    let zygote = zygote_pid().await;
+    let spare = spare_of(zygote, "the zygote forked its first spare", |_| true).await;
     let cgroup_of_spare = waits_in_the_spare_cgroup(spare).await;
     let mut step = prints_its_cgroup(dir.path());
     step.env.insert("LANG".into(), "C.UTF-8".into());
@@ -510,7 +520,7 @@ async fn a_start_the_runner_gave_up_on_never_runs_the_script() {
     let hold = dir.path().join("hold");
     nix::unistd::mkfifo(&hold, nix::sys::stat::Mode::S_IRWXU).unwrap();
     let marker = dir.path().join("ran");
-    let zygote = Zygote::start(&python(), BTreeMap::new()).unwrap();
+    let zygote = Zygote::start(&python(), BTreeMap::new(), Steps::AsRunner).unwrap();
     let job = serde_json::json!({
         "program": "/usr/bin/python3",
         "script": format!("open({:?}, 'w').write('ran')", marker.display().to_string()),
@@ -735,17 +745,17 @@ async fn a_zygote_started_ahead_serves_the_steps_whose_start_up_it_matches() {
     let dir = step_dir();
     // A base that would make an interpreter load a path of its choosing starts nothing.
     let loads = BTreeMap::from([("PYTHONPATH".to_string(), "/tmp".to_string())]);
-    assert!(!prewarm(&python(), &loads).await);
+    assert!(!prewarm(&python(), &loads, StepUsers::Same).await);
     assert_eq!(zygote_pid().await, None);
 
     let base = BTreeMap::from([
         ("PATH".to_string(), "/usr/bin:/bin".to_string()),
         ("LANG".to_string(), "C.UTF-8".to_string()),
     ]);
-    assert!(prewarm(&python(), &base).await);
+    assert!(prewarm(&python(), &base, StepUsers::Same).await);
     let ahead = zygote_pid().await.expect("a zygote started ahead");
     // Asked again, it keeps the one it has.
-    assert!(prewarm(&python(), &base).await);
+    assert!(prewarm(&python(), &base, StepUsers::Same).await);
     assert_eq!(zygote_pid().await, Some(ahead));
 
     // A step of that base (plus its own variables) is forked from it.

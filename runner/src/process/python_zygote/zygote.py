@@ -1,26 +1,27 @@
 _BOOT_MAIN = dict(globals()); import sys; _BOOT_MODULES = set(sys.modules)
 # The warm Python zygote of a Plue runner (see mod.rs beside this file). Started as
-# `python3 -u -c BOOTSTRAP <this> [first-cgroup-fd=4]` (the bootstrap compiles and runs
-# this in `__main__`) with its control socket (a SOCK_SEQPACKET socketpair end) on fd 3 and,
-# with the last argument, the directory of the first step's cgroup on fd 4,
-# in an empty private directory; it never imports or runs user code itself and never sees
-# a step's script, environment or secrets. Each request is one packet, `F`, carrying four
-# descriptors (SCM_RIGHTS): the step's stdout and stderr write ends, the read end of a
-# pipe holding the step's JSON job, and the read end of the `go` pipe; and a fifth where
-# the runner has one, the directory of the cgroup it made for the *next* step, which the
-# next spare joins while it waits (a join by `cgroup.procs` waits for an RCU grace period
-# after any pause, ~17 ms: off the step's path so). Each is served by a
-# child forked ahead of it (a spare, armed at once and then waiting with nothing of any
-# step on a socket of its own; the next one is forked while the step runs), which
-# receives the descriptors, reads the job itself, sets itself up exactly like the fresh
-# `python3 -u -c SCRIPT` the runner would spawn (own session, the step's cgroup, under a
-# root runner its own mount and IPC namespaces with a private /proc, /tmp, /var/tmp,
-# /dev/shm, ... and the attempt's user, directory, descriptors, environment,
+# `python3 -u -c BOOTSTRAP <this> [first-cgroup-fd=4] [confine-ahead]` (the bootstrap
+# compiles and runs this in `__main__`) with its control socket (a SOCK_SEQPACKET
+# socketpair end) on fd 3 and, with `first-cgroup-fd=4`, the directory of the first step's
+# cgroup on fd 4 (`confine-ahead`: every step runs as a step user, and each spare makes
+# its namespaces while it waits), in an empty private directory; it never imports or runs
+# user code itself and never sees a step's script, environment or secrets. Each request is
+# one packet, `F`, carrying four descriptors (SCM_RIGHTS): the step's stdout and stderr
+# write ends, the read end of a pipe holding the step's JSON job, and the read end of the
+# `go` pipe; and a fifth where the runner has one, the directory of the cgroup it made for
+# the *next* step, which the next spare joins while it waits (a join by `cgroup.procs`
+# waits for an RCU grace period after any pause, ~17 ms: off the step's path so). Each is
+# served by a child forked ahead of it (a spare, armed at once and then waiting with
+# nothing of any step on a socket of its own; the next one is forked while the step runs),
+# which receives the descriptors, reads the job itself, sets itself up exactly like the
+# fresh `python3 -u -c SCRIPT` the runner would spawn (own session, the step's cgroup,
+# under a root runner its own mount and IPC namespaces with a private /proc, /tmp,
+# /var/tmp, /dev/shm, ... and the attempt's user, directory, descriptors, environment,
 # `no_new_privs`, `__main__`, argv, modules), says `OK` (`OK shared <bits>` when the host
-# refused it the namespaces), and runs the script only once the
-# runner writes `G` into `go` (it closes `go` unwritten when it gave up on the start). The
-# zygote answers `P <pid>` (`P <pid> shared <bits>`) once the child is set up (or
-# `E <why>`), then `S <wait status>` when it ends.
+# refused it the namespaces), and runs the script only once the runner writes `G` into
+# `go` (it closes `go` unwritten when it gave up on the start). The zygote answers
+# `P <pid>` (`P <pid> shared <bits>`) once the child is set up (or `E <why>`), then
+# `S <wait status>` when it ends.
 # Past 600 lines: one program (the runner starts it as a single `-c` text), so the
 # ready-made modules, the spares and a child's set-up cannot live in files of their own.
 import builtins as _builtins
@@ -104,6 +105,7 @@ _signal, _kill, _tzset = signal.signal, os.kill, time.tzset
 _SIGINT, _SIGTERM, _SIG_DFL, _SIG_IGN = signal.SIGINT, signal.SIGTERM, signal.SIG_DFL, signal.SIG_IGN
 _SIGKILL = signal.SIGKILL
 _select, _monotonic = select.select, time.monotonic
+_poll, _POLLPRI = select.poll, select.POLLPRI
 _default_int_handler = signal.default_int_handler
 _register_exit, _collect, _freeze = atexit.register, gc.collect, gc.freeze
 
@@ -118,7 +120,8 @@ _PR_SET_PDEATHSIG = 1
 _SETUP_TIMEOUT = 5.0
 _PR_SET_NO_NEW_PRIVS = 38
 _CLONE_NEWNS, _CLONE_NEWIPC = 0x00020000, 0x08000000
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC = 2, 4, 8, 16384
+_MS_PRIVATE, _MS_SLAVE = 1 << 18, 1 << 19
 _MS_REMOUNT, _MS_BIND = 32, 4096
 # What a child reports it could not make private (rooms.rs's bits).
 _SHARED_MOUNTS, _SHARED_IPC = 1, 2
@@ -126,10 +129,20 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                         ctypes.c_char_p]
 _libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _CONTROL = 3
+# The runner's flags (mod.rs's `FIRST_CGROUP_ARG` and `CONFINE_AHEAD_ARG`), each at most
+# once.
+_FLAGS = sys.argv[2:]
+if len(set(_FLAGS)) != len(_FLAGS) or not set(_FLAGS) <= {"first-cgroup-fd=4",
+                                                          "confine-ahead"}:
+    raise SystemExit("zygote: unknown arguments %r" % (_FLAGS,))
 # The directory of the cgroup made for the first step, which the first spare joins while it
 # waits (descriptor 4, when the runner made one).
-_FIRST_CGROUP = 4 if sys.argv[2:] == ["first-cgroup-fd=4"] else None
+_FIRST_CGROUP = 4 if "first-cgroup-fd=4" in _FLAGS else None
+# Every step of this zygote is confined (runs as a step user of a root runner): each spare
+# makes its namespaces while it waits (`_namespaces`), off the step's path.
+_CONFINE_AHEAD = "confine-ahead" in _FLAGS
 _MAX_JOB = 4 << 20
 
 
@@ -338,16 +351,23 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def _install_seccomp(program_hex):
-    """launch/seccomp.rs's filter (keyring calls fail with EPERM), from the bytes of its
-    `sock_filter`s the runner sent in the job; after `no_new_privs`, as launch/child.rs."""
+def _seccomp_args(program_hex):
+    """The `prctl` arguments that install the filter whose `sock_filter`s' bytes are
+    `program_hex` (and the buffer they point into, to be kept alive meanwhile)."""
     code = bytes.fromhex(program_hex)
     if not code or len(code) % 8:
         raise ValueError("the step's seccomp filter is malformed")
     buf = ctypes.create_string_buffer(code, len(code))
     prog = _SockFprog(len(code) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    if _libc.prctl(ctypes.c_int(_PR_SET_SECCOMP), ctypes.c_ulong(_SECCOMP_MODE_FILTER),
-                   ctypes.byref(prog), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+    return buf, (ctypes.c_int(_PR_SET_SECCOMP), ctypes.c_ulong(_SECCOMP_MODE_FILTER),
+                 ctypes.byref(prog), ctypes.c_ulong(0), ctypes.c_ulong(0))
+
+
+def _install_seccomp(program_hex):
+    """launch/seccomp.rs's filter (keyring calls fail with EPERM), from the bytes of its
+    `sock_filter`s the runner sent in the job; after `no_new_privs`, as launch/child.rs."""
+    _buf, args = _seccomp_args(program_hex)
+    if _libc.prctl(*args) != 0:
         raise OSError(ctypes.get_errno(), "installing the step's seccomp filter")
 
 
@@ -369,24 +389,85 @@ def _read_job(fd):
     return json.loads(b"".join(chunks))
 
 
-def _confine(user, rooms):
-    """As the runner's `launch` does for a fresh step: its own mount and IPC namespaces
-    where the host allows them, there a private /proc and the step's own shared places
-    (`_make_rooms`), then the attempt's gid, no supplementary groups, its uid. Returns what
-    stayed the host's (`_SHARED_*` bits)."""
+def _namespaces():
+    """The part of the runner's `launch` for a fresh step that no job decides: its own
+    mount and IPC namespaces where the host allows them, and there a private /proc. The
+    mounts are made slaves of the runner's, so nothing mounted here reaches the host while
+    what propagates to the runner's mounts arrives here too (until `_confine` makes them
+    private, as a fresh step's are from its start). Returns what stayed the host's
+    (`_SHARED_*` bits). (≈ 0.25 ms, most of it the two namespaces: the spares of a zygote
+    started with `confine-ahead` do it while they wait, `_namespaces_ahead`.)"""
     shared = 0
     unshared = _libc.unshare(_CLONE_NEWNS | _CLONE_NEWIPC) == 0
     if not unshared:
         shared |= _SHARED_IPC
         unshared = _libc.unshare(_CLONE_NEWNS) == 0
     # Nothing is mounted unless it cannot propagate back to the host.
-    if unshared and _libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) == 0:
+    if unshared and _libc.mount(None, b"/", None, _MS_REC | _MS_SLAVE, None) == 0:
         # Best effort: an old kernel without `hidepid=invisible` keeps /proc.
         _libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
                     b"hidepid=invisible")
-        _make_rooms(rooms)
     else:
         shared |= _SHARED_MOUNTS
+    return shared
+
+
+def _namespaces_ahead():
+    """`_namespaces`, made by a spare while it waits, with descriptors of the runner's
+    mount table and of its mount and IPC namespaces, taken first: `_namespaces_now` makes
+    them again at the request where they went stale. None (they are made at the request)
+    where the descriptors cannot be had."""
+    runners = []
+    try:
+        for path in ("/proc/self/mountinfo", "/proc/self/ns/mnt", "/proc/self/ns/ipc"):
+            runners.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError:
+        for fd in runners:
+            os.close(fd)
+        return None
+    return _namespaces(), tuple(runners)
+
+
+def _namespaces_now(made):
+    """At the request, the namespaces `_namespaces_ahead` made, unless they went stale:
+    the runner's mount table changed since (a copy sees a later mount or unmount there
+    only through propagation, which a private mount does not do; the table's descriptor
+    says so, `POLLPRI`), or making them failed (it may not fail now). The spare then goes
+    back into the runner's namespaces and makes them anew, as a fresh step would now.
+    Returns what stayed the host's; closes the descriptors."""
+    shared, (table, mnt, ipc) = made
+    try:
+        poller = _poll()
+        poller.register(table, _POLLPRI)
+        if shared or poller.poll(0):
+            _enter(mnt, _CLONE_NEWNS, "/proc/self/ns/mnt")
+            _enter(ipc, _CLONE_NEWIPC, "/proc/self/ns/ipc")
+            shared = _namespaces()
+    finally:
+        for fd in (table, mnt, ipc):
+            os.close(fd)
+    return shared
+
+
+def _enter(fd, kind, own):
+    """Into the namespace `fd` names, of `kind`, unless this process is in it already
+    (`own`, its `/proc/self/ns` entry): one the spare never left needs no `setns`."""
+    there, here = os.fstat(fd), os.stat(own)
+    elsewhere = (there.st_dev, there.st_ino) != (here.st_dev, here.st_ino)
+    if elsewhere and _libc.setns(fd, kind) != 0:
+        raise OSError(ctypes.get_errno(), "returning to the runner's namespaces")
+
+
+def _confine(user, rooms, shared):
+    """The rest of what `launch` does for a fresh step, once `_namespaces` made the
+    namespaces (and said `shared`): the mounts private, and there the step's own shared
+    places (`_make_rooms`); then the attempt's gid, no supplementary groups, its uid.
+    Returns what stayed the host's."""
+    if not shared & _SHARED_MOUNTS:
+        if _libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) == 0:
+            _make_rooms(rooms)
+        else:
+            shared |= _SHARED_MOUNTS
     os.setgroups([])
     os.setgid(user["gid"])
     os.setuid(user["uid"])
@@ -430,11 +511,12 @@ def _make_rooms(rooms):
         _bind_nosuid(path, path, keep["flags"])
 
 
-def _child_setup(fds, ready_w, joined):
+def _child_setup(fds, ready_w, joined, made):
     """In the forked child, once it has its request (already its own session, see
     `_fork_spare`): everything before user code. Any failure exits the child. `joined` is
     the `cgroup.procs` of the cgroup the spare joined while it waited, if it did: no join
-    is needed there."""
+    is needed there. `made` is what `_namespaces_ahead` made while the spare waited (a
+    zygote started with `confine-ahead`), else None."""
     # As in a fresh interpreter: the zygote itself ignores these.
     _signal(_SIGINT, _default_int_handler)
     _signal(_SIGTERM, _SIG_DFL)
@@ -449,7 +531,12 @@ def _child_setup(fds, ready_w, joined):
             pass
     shared = 0
     if job.get("user") is not None:
-        shared = _confine(job["user"], job["rooms"])
+        shared = _confine(job["user"], job["rooms"],
+                          _namespaces() if made is None else _namespaces_now(made))
+    elif made is not None:
+        # The runner starts such a zygote only for confined steps: refused, never run in
+        # namespaces a fresh interpreter would not have.
+        raise ValueError("a job without a step user for a zygote that confines every step")
     # After the mounts (the bound work directory, not the one it hides), as the step's user.
     os.chdir(job["cwd"])
     null = os.open("/dev/null", os.O_RDONLY)
@@ -512,10 +599,52 @@ def _warm_up():
     every page private at once, `MADV_POPULATE_WRITE`, was measured slower: it copies
     three times the pages a step writes, on a core the engine needs meanwhile.) It also
     drops the zygote's own modules from `sys.modules` already (the zygote's code holds
-    what it uses; `_run_child` drops again whatever came in since, usually nothing)."""
-    json.loads(json.dumps({"script": "pass", "env": {"NAME%d" % i: "value" for i in range(64)}}))
+    what it uses; `_run_child` drops again whatever came in since, usually nothing), and
+    puts the finders that serve the ready-made modules in place (`_serve_warm_modules`)."""
+    env = {"NAME%d" % i: "value" for i in range(64)}
+    job = json.loads(json.dumps({"script": "pass", "env": env}))
     _drop_modules()
-    exec(compile("pass", "<string>", "exec"), {})
+    exec(compile(_WARM_UP_SCRIPT, "<string>", "exec"), {"print": _discard})
+    # The rest of a set-up's Python, on the made-up job, short of changing anything: the
+    # signal dispositions set to what they are (ignored), the environment's mapping read
+    # and a block for the job's made but not installed, a seccomp program made but not
+    # installed, a user site's path computed and dropped.
+    _signal(_SIGINT, _SIG_IGN)
+    _signal(_SIGTERM, _SIG_IGN)
+    list(os.environ._data.items())
+    entries = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in job["env"].items()]
+    _block_type(len(entries))(*entries)
+    _seccomp_args("0600000000000000" * 4)
+    site = sys.modules.get("site")
+    user_base = getattr(site, "_getuserbase", None)
+    user_site = getattr(site, "_get_path", None)
+    if user_base is not None and user_site is not None:
+        user_site(user_base())
+    # Nothing imports between here and the script (the set-up imports nothing new).
+    _serve_warm_modules()
+    # The warm-up's garbage (its class is a cycle) goes now, not at the step's exit.
+    _collect()
+
+
+# What the spare compiles while it waits: a few lines of the usual kinds, so the compiler's
+# memory a step's script needs is the spare's own already.
+_WARM_UP_SCRIPT = """
+import os, sys
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+class Step:
+    name = 'warm'
+    def run(self, values=(1, 2.5, 'three', b'four', None, [5], {6: 7})):
+        return [v for v in values if v], {k: str(k) for k in range(3)}
+try:
+    print(fib(3), Step().run(), f'{os.sep!r}', *sys.argv, sep='')
+except ValueError as e:
+    print(e)
+"""
+
+
+def _discard(*_args, **_kwargs):
+    """`print` for the warm-up script: it prints nothing."""
 
 
 def _drop_modules():
@@ -581,11 +710,14 @@ def _fork_spare(control, cgroup_fd=None):
             os.close(ready_r)
             theirs.send(b"A")
             joined = _join_ahead(cgroup_fd)
+            # In the next step's cgroup already where it joined one (as `launch` orders it);
+            # a spare without one joins the job's at the request, in these namespaces.
+            made = _namespaces_ahead() if _CONFINE_AHEAD else None
             _warm_up()
             fds = _await_request(theirs)
             if len(fds) != 4:
                 raise ValueError("bad request: %d descriptors" % len(fds))
-            job, shared = _child_setup(fds, ready_w, joined)
+            job, shared = _child_setup(fds, ready_w, joined, made)
             # Said explicitly: a child that dies on the way says nothing, which is no start.
             os.write(ready_w, b"OK shared %d" % shared if shared else b"OK")
             os.close(ready_w)
@@ -608,6 +740,19 @@ def _fork_spare(control, cgroup_fd=None):
 
 # The step's C environment block: referenced by `environ`, so kept for the process's life.
 _ENVIRON = None
+# The C library's `environ`, resolved once.
+_ENVIRON_VAR = ctypes.c_void_p.in_dll(_libc, "environ")
+
+
+def _block_type(entries):
+    """The ctypes array type of an environment block of `entries` and its NULL: `char *`
+    times the next multiple of 64 past `entries` (elements past the last entry are NULL).
+    Making an array type costs ≈ 70 µs; ctypes keeps each one made, and the zygote makes
+    the usual one before any fork."""
+    return ctypes.c_char_p * (entries // 64 * 64 + 64)
+
+
+_block_type(0)
 
 
 def _set_environ(env):
@@ -623,9 +768,9 @@ def _set_environ(env):
         data[name] = text
     # From the mapping: two names that encode alike are one variable, as with setenv.
     entries = [name + b"=" + text for name, text in data.items()]
-    block = (ctypes.c_char_p * (len(entries) + 1))(*entries, None)
+    block = _block_type(len(entries))(*entries)
     _ENVIRON = (entries, block)
-    ctypes.c_void_p.in_dll(_libc, "environ").value = ctypes.addressof(block)
+    _ENVIRON_VAR.value = ctypes.addressof(block)
     # `os.environb` shares this mapping.
     os.environ._data.clear()
     os.environ._data.update(data)
@@ -746,7 +891,6 @@ def _run_child(job):
     sys.argv[:] = ["-c"]
     sys.orig_argv[:] = [job["program"], "-u", "-c", script]
     _drop_modules()
-    _serve_warm_modules()
     import site
     site.USER_BASE = None
     site.USER_SITE = None
