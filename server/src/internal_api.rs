@@ -605,11 +605,21 @@ async fn put_blob(
         attempt: owner.number,
         kind,
     };
-    let stored = state
-        .artifacts
-        .upload(store, &upload, body.into_data_stream())
-        .await
-        .map_err(|e| blob_error(e, &upload.step_id))?;
+    let mut body = body.into_data_stream();
+    let stored = match state.artifacts.upload(store, &upload, &mut body).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            if matches!(
+                e,
+                ArtifactError::TooLarge { .. }
+                    | ArtifactError::OverQuota { .. }
+                    | ArtifactError::Refused(_)
+            ) {
+                drain_refused(body).await;
+            }
+            return Err(blob_error(e, &upload.step_id));
+        }
+    };
     let step_id = upload.step_id.clone();
     state
         .artifacts
@@ -620,6 +630,29 @@ async fn put_blob(
             e => blob_error(e, &step_id),
         })?;
     Ok(Json(Ack {}))
+}
+
+/// How much of an upload refused while it streams is read and dropped before the refusal
+/// is answered, and for how long at most: a connection closed with the uploader's bytes
+/// still unread is reset, and the reset can take the answer with it — the runner then
+/// knows only that sending failed, not the quota its step passed.
+const DRAIN_REFUSED_BYTES: usize = 128 << 20;
+const DRAIN_REFUSED_FOR: Duration = Duration::from_secs(3);
+
+/// Reads what is left of a refused upload's `body`, within [`DRAIN_REFUSED_BYTES`] and
+/// [`DRAIN_REFUSED_FOR`].
+async fn drain_refused(mut body: axum::body::BodyDataStream) {
+    use futures::StreamExt;
+    let _ = tokio::time::timeout(DRAIN_REFUSED_FOR, async {
+        let mut read = 0;
+        while let Some(Ok(chunk)) = body.next().await {
+            read += chunk.len();
+            if read > DRAIN_REFUSED_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// `GET /internal/attempts/{id}/blobs/{kind}/{step}`: the tar a dependency left, when the
