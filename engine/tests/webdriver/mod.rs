@@ -460,5 +460,14 @@ impl Browser {
         .await;
         self.type_into("#token", token).await;
         self.click("form.login button").await;
+        // Landed on `path`, signed in: a navigation before then raced the sign-in, and the
+        // page it loaded unauthenticated logged a 401 (a flaky console error).
+        let landed = format!(
+            "return location.pathname + location.search === {} \
+             && !document.querySelector('#token') ? true : null;",
+            serde_json::to_string(path).expect("a path")
+        );
+        self.wait(Duration::from_secs(20), "the signed-in page", &landed)
+            .await;
     }
 }
