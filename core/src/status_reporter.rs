@@ -79,14 +79,12 @@ impl StatusReporter {
                     let backoff = backoff_ms(report.attempts);
                     tracing::debug!(run = report.run_id, "status not delivered: {error}");
                     self.store
-                        .status_failed(report.id, &error, now_ms() + backoff, false)
+                        .status_retry_at(report.id, &error, now_ms() + backoff)
                         .await?;
                 }
                 Err(PostError::Retry(error) | PostError::Permanent(error)) => {
                     tracing::warn!(run = report.run_id, "giving up a commit status: {error}");
-                    self.store
-                        .status_failed(report.id, &error, now_ms(), true)
-                        .await?;
+                    self.store.status_abandoned(report.id, &error).await?;
                 }
             }
         }

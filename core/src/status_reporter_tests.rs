@@ -97,7 +97,7 @@ async fn an_app_repository_gets_check_runs_on_its_commit_and_its_agents_pull_req
     store
         .advance(
             run,
-            false,
+            plue_store::Grouping::Ungrouped,
             None,
             |_| Vec::new(),
             |_| {

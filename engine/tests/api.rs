@@ -63,13 +63,13 @@ impl Harness {
             .engine
             .executor
             .store()
-            .list_runners(false, 100)
+            .list_runners(100)
             .await
             .unwrap();
         runners
             .into_iter()
             .find(|r| r.name == name)
-            .map(|r| r.state)
+            .map(|r| r.state.to_string())
             .unwrap_or_else(|| panic!("no runner {name}"))
     }
 
@@ -430,7 +430,10 @@ async fn a_cut_log_whose_failing_was_lost_fails_the_attempt_at_the_next_batch() 
         line(1, Stream::Stdout, "line 1"),
         line(2, Stream::System, marker),
     ];
-    store.append_logs_counted(at, &cut, true).await.unwrap();
+    store
+        .append_logs_counted(at, &cut, plue_store::BatchEnd::Cut)
+        .await
+        .unwrap();
     assert_eq!(h.step_row(run_id, "build").await.status, "claimed");
 
     let batch = LogBatch {

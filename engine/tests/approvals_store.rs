@@ -42,7 +42,7 @@ async fn statuses(store: &Store, run_id: i64) -> Vec<(String, String)> {
         .await
         .unwrap()
         .into_iter()
-        .map(|s| (s.step_id, s.status))
+        .map(|s| (s.step_id, s.status.to_string()))
         .collect()
 }
 

@@ -365,7 +365,7 @@ async fn a_forks_entry_is_never_restored_by_the_default_branch() {
         || {
             let store = store.clone();
             async move {
-                let live = store.list_runners(true, 10).await.ok()?;
+                let live = store.live_runners(10).await.ok()?;
                 live.iter().any(|r| r.name == "r").then_some(())
             }
         },

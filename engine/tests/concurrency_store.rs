@@ -68,7 +68,7 @@ async fn start(executor: &Executor, plan: &Plan, branch: &str) -> i64 {
 
 async fn status(store: &Store, run_id: i64) -> (String, Option<String>) {
     let run = store.run(run_id).await.unwrap().unwrap();
-    (run.status, run.reason)
+    (run.status.to_string(), run.reason)
 }
 
 async fn runner(store: &Store) -> i64 {

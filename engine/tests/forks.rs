@@ -52,7 +52,7 @@ async fn a_fork_naming_the_deploy_group_cancels_nothing_of_the_repository() {
         let work = || vec![support::bash_step("work", "true")];
         let running = support::start_pr_run(&executor, repo, &deploy(false, work()), false).await;
         let runner = store
-            .register_runner("r", "{}", "hash-r", false, now_ms())
+            .register_runner("r", "{}", "hash-r", now_ms())
             .await
             .unwrap();
         let claimed = store

@@ -476,13 +476,7 @@ async fn concurrent_holds_on_a_run_budget_never_pass_it() {
         };
         let run_id = support::start_plan_run(&executor, "/w/holds.plue.py", &plan, None).await;
         let runner_id = store
-            .register_runner(
-                "r",
-                "{}",
-                &format!("hash-holds-{}", now_ms()),
-                true,
-                now_ms(),
-            )
+            .register_ephemeral_runner("r", "{}", &format!("hash-holds-{}", now_ms()), now_ms())
             .await
             .unwrap();
         let mut attempts = Vec::new();
@@ -530,13 +524,7 @@ async fn the_claimants_of_a_run_budget_are_the_steps_that_hold_nothing_yet() {
         };
         let run_id = support::start_plan_run(&executor, "/w/claimants.plue.py", &plan, None).await;
         let runner_id = store
-            .register_runner(
-                "r",
-                "{}",
-                &format!("hash-claimants-{}", now_ms()),
-                true,
-                now_ms(),
-            )
+            .register_ephemeral_runner("r", "{}", &format!("hash-claimants-{}", now_ms()), now_ms())
             .await
             .unwrap();
         let mut claimed = Vec::new();

@@ -209,11 +209,10 @@ async fn claimed(executor: &Executor, fork: bool) -> LogAttempt {
     let plan = support::plan("logs", vec![support::bash_step("build", "echo")]);
     let run_id = support::start_plan_run(executor, "/w/logs.plue.py", &plan, repo).await;
     let runner_id = store
-        .register_runner(
+        .register_ephemeral_runner(
             &format!("r-{run_id}"),
             "{}",
             &format!("hash-{run_id}-{fork}"),
-            true,
             now_ms(),
         )
         .await
@@ -247,17 +246,26 @@ async fn the_counters_count_each_stored_byte_once_on_both_backends() {
 
         let first = lines(1..=600, "0123456789");
         assert_eq!(
-            store.append_logs_counted(at, &first, false).await.unwrap(),
+            store
+                .append_logs_counted(at, &first, plue_store::BatchEnd::Open)
+                .await
+                .unwrap(),
             600
         );
         // Sent again (a lost answer), and again with more: only the new lines count.
         assert_eq!(
-            store.append_logs_counted(at, &first, false).await.unwrap(),
+            store
+                .append_logs_counted(at, &first, plue_store::BatchEnd::Open)
+                .await
+                .unwrap(),
             0
         );
         let more = lines(590..=610, "0123456789");
         assert_eq!(
-            store.append_logs_counted(at, &more, false).await.unwrap(),
+            store
+                .append_logs_counted(at, &more, plue_store::BatchEnd::Open)
+                .await
+                .unwrap(),
             10
         );
         let budget = store.log_budget(at.attempt_id).await.unwrap().unwrap();
@@ -269,7 +277,10 @@ async fn the_counters_count_each_stored_byte_once_on_both_backends() {
 
         // The marker marks the log as cut.
         let cut = lines(611..=611, "log truncated");
-        store.append_logs_counted(at, &cut, true).await.unwrap();
+        store
+            .append_logs_counted(at, &cut, plue_store::BatchEnd::Cut)
+            .await
+            .unwrap();
         let budget = store.log_budget(at.attempt_id).await.unwrap().unwrap();
         assert!(budget.truncated);
         assert_eq!(budget.attempt_bytes, 6113);
@@ -277,7 +288,7 @@ async fn the_counters_count_each_stored_byte_once_on_both_backends() {
         // Another run's attempt starts from nothing; a fork's run reads as one.
         let fork = claimed(&executor, true).await;
         store
-            .append_logs_counted(fork, &lines(1..=1, "x"), false)
+            .append_logs_counted(fork, &lines(1..=1, "x"), plue_store::BatchEnd::Open)
             .await
             .unwrap();
         let budget = store.log_budget(fork.attempt_id).await.unwrap().unwrap();

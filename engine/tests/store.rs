@@ -449,7 +449,7 @@ async fn cancelling_ends_waiting_steps_and_tells_runners_to_stop() {
             .await
             .unwrap()
             .into_iter()
-            .map(|s| s.status)
+            .map(|s| s.status.to_string())
             .collect();
         // The claimed step waits for its runner's report; the others are cancelled now.
         assert_eq!(
@@ -671,7 +671,7 @@ async fn revoking_a_scoped_token_stops_its_registrations_and_its_runners() {
             .unwrap();
         retired.sort();
         assert_eq!(retired, live, "{}", store.backend());
-        assert!(store.list_runners(true, 10).await.unwrap().is_empty());
+        assert!(store.live_runners(10).await.unwrap().is_empty());
         let after = store
             .register(&new_runner("prod-3", "prod-3", token))
             .await
@@ -738,7 +738,7 @@ async fn upgrading_retires_older_live_runners_sharing_a_name() {
     let upgraded = plue_store::testing::upgraded_stores(3, &inserts).await;
     for (store, _dir) in upgraded {
         let mut live: Vec<(String, i64)> = store
-            .list_runners(true, 10)
+            .live_runners(10)
             .await
             .unwrap()
             .into_iter()
@@ -751,7 +751,7 @@ async fn upgrading_retires_older_live_runners_sharing_a_name() {
             "{}",
             store.backend()
         );
-        let all = store.list_runners(false, 10).await.unwrap();
+        let all = store.list_runners(10).await.unwrap();
         assert!(all.iter().all(|r| r.secrets && r.token_id.is_none()));
     }
 }

@@ -224,7 +224,7 @@ async fn status_reports_go_out_in_order_with_leases_and_retries() {
         );
         // The forge failed: retried after the backoff, not before.
         store
-            .status_failed(first[0].id, "HTTP 500", now + 1000, false)
+            .status_retry_at(first[0].id, "HTTP 500", now + 1000)
             .await
             .unwrap();
         assert!(store
@@ -245,7 +245,7 @@ async fn status_reports_go_out_in_order_with_leases_and_retries() {
         assert_eq!(last.len(), 1);
         assert_eq!(last[0].state, "success");
         store
-            .status_failed(last[0].id, "HTTP 422", now, true)
+            .status_abandoned(last[0].id, "HTTP 422")
             .await
             .unwrap();
         assert!(

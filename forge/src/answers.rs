@@ -441,7 +441,7 @@ mod tests {
             run_id: 7,
             step_id: step_id.into(),
             position: 0,
-            status: "failed".into(),
+            status: plue_types::status::StepStatus::Failed,
             attempts: 1,
             exit_code: None,
             reason: Some(reason.into()),

@@ -617,7 +617,7 @@ impl<P: Provider> Pool<P> {
         let why = self.failures().reason(&self.config.class);
         let live: Vec<BTreeMap<String, String>> = self
             .store
-            .list_runners(true, 10_000)
+            .live_runners(10_000)
             .await?
             .into_iter()
             .filter(|r| !r.name.starts_with(forks::HOLDER_PREFIX))
@@ -847,11 +847,11 @@ mod tests {
         queue_steps(&store, 2).await;
         let now = now_ms() + 1;
         let a = store
-            .register_runner("a", "{}", "hash-a", true, now)
+            .register_ephemeral_runner("a", "{}", "hash-a", now)
             .await
             .unwrap();
         let b = store
-            .register_runner("b", "{}", "hash-b", true, now)
+            .register_ephemeral_runner("b", "{}", "hash-b", now)
             .await
             .unwrap();
         store
@@ -896,7 +896,7 @@ mod tests {
         // Demand gone (the steps were taken elsewhere): idle extras beyond min_warm are
         // reaped once idle for longer than idle_timeout, oldest first.
         let runner = store
-            .register_runner("other", "{}", "hash-other", true, now_ms())
+            .register_ephemeral_runner("other", "{}", "hash-other", now_ms())
             .await
             .unwrap();
         while store
@@ -938,7 +938,7 @@ mod tests {
         // The squatter takes the name the pool will give its first runner, then leaves.
         let name = format!("{}-1", pool.prefix);
         let squatter = store
-            .register_runner(&name, "{}", "hash-squatter", true, now_ms())
+            .register_ephemeral_runner(&name, "{}", "hash-squatter", now_ms())
             .await
             .unwrap();
         store.runner_gone(squatter, now_ms()).await.unwrap();
@@ -948,7 +948,7 @@ mod tests {
         // The real runner takes a step.
         queue_steps(&store, 1).await;
         let real = store
-            .list_runners(true, 10)
+            .live_runners(10)
             .await
             .unwrap()
             .into_iter()
@@ -962,7 +962,7 @@ mod tests {
             .expect("the real runner claims the step");
         // The squatter comes back under the same name: refused while the real one lives.
         assert!(store
-            .register_runner(&name, "{}", "hash-squatter-2", true, now_ms())
+            .register_ephemeral_runner(&name, "{}", "hash-squatter-2", now_ms())
             .await
             .is_err());
         pool.reconcile().await.unwrap();
@@ -991,7 +991,7 @@ mod tests {
         let minted = store.minted_runners(&ids).await.unwrap();
         assert_eq!(minted.len(), 2, "each token was redeemed by its runner");
         assert_ne!(minted[0].runner_id, minted[1].runner_id);
-        let runners = store.list_runners(true, 10).await.unwrap();
+        let runners = store.live_runners(10).await.unwrap();
         assert!(runners.iter().all(|r| r.token_id.is_some() && r.secrets));
         let _ = &pool;
     }
@@ -1003,7 +1003,7 @@ mod tests {
             .await
             .unwrap()
             .into_iter()
-            .map(|s| (s.status, s.reason))
+            .map(|s| (s.status.to_string(), s.reason))
             .collect()
     }
 

@@ -81,7 +81,7 @@ pub async fn fail_unenforceable(
         return Ok(0);
     }
     let live: Vec<BTreeMap<String, String>> = store
-        .list_runners(true, 10_000)
+        .live_runners(10_000)
         .await?
         .into_iter()
         .filter(|r| !r.name.starts_with(crate::forks::HOLDER_PREFIX))
@@ -219,7 +219,7 @@ mod tests {
         let far = BTreeMap::from([("zone".to_string(), "far".to_string())]);
         let far = serde_json::to_string(&far).unwrap();
         store
-            .register_runner("far", &far, "h", true, now_ms())
+            .register_ephemeral_runner("far", &far, "h", now_ms())
             .await
             .unwrap();
         assert_eq!(fail_unenforceable(&*engine, Some(&local)).await.unwrap(), 1);

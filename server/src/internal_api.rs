@@ -53,8 +53,8 @@ use crate::metrics;
 use crate::outbound::Checker;
 use crate::runner_scope::{self, Scope};
 use crate::store::{
-    log_quota, now_ms, AttemptOwner, Claimed, LogAttempt, LogQuotas, NewRunner, NextClaim,
-    RedeemedToken, Registration,
+    log_quota, now_ms, AttemptOwner, BatchEnd, Claimed, LogAttempt, LogQuotas, NewRunner,
+    NextClaim, RedeemedToken, Registration,
 };
 use crate::tokens;
 use refused::AttemptRefused;
@@ -833,7 +833,14 @@ async fn store_batch(
         number: owner.number,
     };
     let stored = store
-        .append_logs_counted(at, &planned.lines, planned.over.is_some())
+        .append_logs_counted(
+            at,
+            &planned.lines,
+            match planned.over {
+                Some(_) => BatchEnd::Cut,
+                None => BatchEnd::Open,
+            },
+        )
         .await?;
     metrics::record(metrics::Event::LogLines(stored));
     if stored > 0 {
@@ -1089,7 +1096,7 @@ async fn authenticate(state: &InternalState, headers: &HeaderMap) -> ApiResult<A
     let Some(row) = state.executor.store().runner_by_token(&hash).await? else {
         return Err(ApiError::unauthorized("unknown runner token"));
     };
-    if !matches!(row.state.as_str(), "idle" | "busy") {
+    if !row.state.is_live() {
         // regression: a runner declared lost got 401 and never learnt to stop its step.
         return Err(gone());
     }

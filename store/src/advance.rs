@@ -74,11 +74,30 @@ async fn finish_step(
     .await
 }
 
+/// Whether a run's plan names a concurrency group: only a grouped run's transition locks
+/// its group's row, first (see `groups`' lock order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    /// The plan names no group: the hot path, with no read of the run's group.
+    Ungrouped,
+    Grouped,
+}
+
+impl Grouping {
+    pub fn of(plan: &evaluator::plan::Plan) -> Self {
+        if plan.concurrency.is_some() {
+            Grouping::Grouped
+        } else {
+            Grouping::Ungrouped
+        }
+    }
+}
+
 /// The run's group (a run's group never changes), read before its transaction so that the
 /// transaction can lock the group before the run: see `groups`' lock order. A run whose
 /// plan names no group has none: no read on that (hot) path.
-async fn group_of(conn: &mut Conn, run_id: i64, in_group: bool) -> anyhow::Result<Option<i64>> {
-    if !in_group {
+async fn group_of(conn: &mut Conn, run_id: i64, grouping: Grouping) -> anyhow::Result<Option<i64>> {
+    if grouping == Grouping::Ungrouped {
         return Ok(None);
     }
     Ok(conn
@@ -116,9 +135,9 @@ impl LockedRun {
 async fn lock_run(
     conn: &mut Conn,
     run_id: i64,
-    in_group: bool,
+    grouping: Grouping,
 ) -> anyhow::Result<(Tx<'_>, Option<i64>, Option<LockedRun>)> {
-    let group_id = group_of(conn, run_id, in_group).await?;
+    let group_id = group_of(conn, run_id, grouping).await?;
     let mut tx = conn.begin().await?;
     if let Some(group_id) = group_id {
         relock_group(&mut tx, group_id).await?;
@@ -433,21 +452,21 @@ impl Store {
     /// `decide` sees the run as it is inside that transaction, with the outputs of the step
     /// runs `wanted` names, as `(step run, iteration)` (given the same snapshot without
     /// outputs), loaded.
-    /// `in_group`: whether the run's plan names a concurrency group (only then is the
+    /// `grouping`: whether the run's plan names a concurrency group (only then is the
     /// group's row locked first). `known`: the run's steps as the caller's last advance of
     /// it left them (its [`Advanced::known`]); when still current, only the step runs that
     /// became final since are read again, else every step is.
     pub async fn advance(
         &self,
         run_id: i64,
-        in_group: bool,
+        grouping: Grouping,
         known: Option<KnownSteps>,
         wanted: impl FnOnce(&RunSnapshot) -> Vec<(i64, i64)>,
         decide: impl FnOnce(&RunSnapshot) -> Vec<StepChange>,
     ) -> anyhow::Result<Advanced> {
         let now = now_ms();
         let mut conn = Conn::acquire(self).await?;
-        let (mut tx, group_id, run) = lock_run(&mut conn, run_id, in_group).await?;
+        let (mut tx, group_id, run) = lock_run(&mut conn, run_id, grouping).await?;
         let Some(run) = run else {
             return Ok(Advanced::default());
         };
@@ -475,7 +494,7 @@ impl Store {
     pub async fn complete_and_advance(
         &self,
         run_id: i64,
-        in_group: bool,
+        grouping: Grouping,
         known: Option<KnownSteps>,
         attempt_id: i64,
         runner_id: Option<i64>,
@@ -494,7 +513,7 @@ impl Store {
             );
         }
         let mut conn = Conn::acquire(self).await?;
-        let (mut tx, group_id, run) = lock_run(&mut conn, run_id, in_group).await?;
+        let (mut tx, group_id, run) = lock_run(&mut conn, run_id, grouping).await?;
         // The advance below reads the step run this completion makes final, unless it
         // will not read at all: then the change list keeps it for the run's next advance.
         let news = match &run {
@@ -585,6 +604,8 @@ pub struct CompletedAndAdvanced {
 mod tests {
     use plue_types::status::{AttemptStatus, StepStatus};
 
+    use super::Grouping;
+
     use crate::testing::{bash_run, claim_first_step, stores};
     use crate::{
         AttemptEnd, ClaimNext, Claimed, CompletedAndAdvanced, NextClaim, StepAfter, StepChange,
@@ -660,7 +681,7 @@ mod tests {
             } = store
                 .complete_and_advance(
                     run_id,
-                    false,
+                    Grouping::Ungrouped,
                     known,
                     claimed.attempt_id,
                     Some(runner),
@@ -712,7 +733,7 @@ mod tests {
             let complete = |known| {
                 store.complete_and_advance(
                     run_id,
-                    false,
+                    Grouping::Ungrouped,
                     known,
                     claimed.attempt_id,
                     Some(runner),
@@ -755,7 +776,7 @@ mod tests {
             let refused = store
                 .complete_and_advance(
                     other_run,
-                    false,
+                    Grouping::Ungrouped,
                     None,
                     claimed.attempt_id,
                     Some(runner),
@@ -799,7 +820,7 @@ mod tests {
             } = store
                 .complete_and_advance(
                     run_id,
-                    false,
+                    Grouping::Ungrouped,
                     known,
                     claimed.attempt_id,
                     Some(runner),
@@ -833,7 +854,7 @@ mod tests {
             let complete = |attempt_id, known| {
                 store.complete_and_advance(
                     run_id,
-                    false,
+                    Grouping::Ungrouped,
                     known,
                     attempt_id,
                     Some(runner),

@@ -193,6 +193,8 @@ macro_rules! claimable_by_runner {
         )
     };
 }
+/// The debug sessions' claim uses the rule too ([`crate::debug_sessions`]).
+pub(crate) use claimable_by_runner;
 
 /// The step run a claim takes: the oldest ready one runner `$3` may take
 /// ([`claimable_by_runner!`]); PostgreSQL locks the row it picks.
@@ -258,7 +260,8 @@ macro_rules! runner_busy {
          WHERE id = $3 AND state IN ('idle', 'busy')"
     };
 }
-const RUNNER_BUSY: &str = runner_busy!();
+pub(crate) use runner_busy;
+pub(crate) const RUNNER_BUSY: &str = runner_busy!();
 
 /// Inside a PostgreSQL claim: the picked step run moved to `claimed` when `$gate` allows.
 macro_rules! claimed_step {
@@ -608,7 +611,10 @@ fn with_claim_args<'a>(statement: Statement<'a>, claim: &ClaimFor<'a>) -> Statem
 
 /// `$1` to `$4` of [`with_claim_args`]: who claims, for a statement that claims nothing
 /// ([`ready_for_others!`]; PostgreSQL refuses a value bound past a statement's placeholders).
-fn with_claimer_args<'a>(statement: Statement<'a>, claim: &ClaimFor<'a>) -> Statement<'a> {
+pub(crate) fn with_claimer_args<'a>(
+    statement: Statement<'a>,
+    claim: &ClaimFor<'a>,
+) -> Statement<'a> {
     statement
         .bind(claim.now)
         .bind(Arg::TextSet(claim.label_sets))
@@ -1014,7 +1020,7 @@ mod tests {
         use evaluator::plan::{Plan, Step};
         for (store, _dir) in stores().await {
             let backend = store.backend();
-            let plain = store.register_runner("plain", "{}", "plain", false, 0);
+            let plain = store.register_runner("plain", "{}", "plain", 0);
             let plain = plain.await.unwrap();
             let (plain_sets, big_sets) = (["".to_string()], ["".into(), "size=big".into()]);
             assert!(!store
@@ -1051,7 +1057,7 @@ mod tests {
                     .unwrap(),
                 "{backend}"
             );
-            let sized = store.register_runner("big", "{}", "big", false, 0);
+            let sized = store.register_runner("big", "{}", "big", 0);
             let sized = sized.await.unwrap();
             assert!(!store
                 .ready_for_others(sized, &big_sets, 2_000)
@@ -1074,7 +1080,7 @@ mod tests {
                 .ready_for_others(sized, &big_sets, 3_000)
                 .await
                 .unwrap());
-            let again = store.register_runner("big-2", "{}", "big-2", false, 0);
+            let again = store.register_runner("big-2", "{}", "big-2", 0);
             let again = again.await.unwrap();
             assert!(store
                 .claim(again, &big_sets, 3_000)
@@ -1126,24 +1132,6 @@ mod tests {
         assert_eq!(add_usage(Some("garbage"), one), one);
     }
 
-    /// A backend of the store whose backend process waits for a lock (PostgreSQL).
-    async fn a_backend_waits_for_a_lock(pool: &sqlx::PgPool) {
-        for _ in 0..500 {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(pool)
-            .await
-            .unwrap();
-            if waiting > 0 {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!("no claim waited for the runner's row");
-    }
-
     /// An idle runner's claim reads the runner as live in its statement's snapshot; a
     /// retirement committed after that snapshot, before the claim's busy mark, must leave
     /// the claim unwritten (it would otherwise put an attempt on a runner that is gone).
@@ -1159,10 +1147,7 @@ mod tests {
             let plan = Plan::new("p", vec![Step::bash("a", "true")]);
             let json = serde_json::to_string(&plan).unwrap();
             let run_id = queue_run_ready_at(&store, &local_run(&plan, &json), 1_000).await;
-            let runner = store
-                .register_runner("r", "{}", "r", false, 0)
-                .await
-                .unwrap();
+            let runner = store.register_runner("r", "{}", "r", 0).await.unwrap();
             // The retirement holds the runner's row, not yet committed.
             let mut retirement = pool.begin().await.unwrap();
             sqlx::query(
@@ -1177,7 +1162,7 @@ mod tests {
                 async move { store.claim(runner, &[String::new()], 1_500).await }
             });
             // The claim saw the runner idle and now waits to mark it busy.
-            a_backend_waits_for_a_lock(pool).await;
+            crate::testing::a_backend_waits_for_a_lock(pool).await;
             retirement.commit().await.unwrap();
             let claimed = claiming.await.unwrap().unwrap();
             assert_eq!(claimed, None, "a gone runner's claim takes nothing");
@@ -1194,10 +1179,7 @@ mod tests {
                 "nothing written"
             );
             // A live runner takes the step.
-            let other = store
-                .register_runner("s", "{}", "s", false, 0)
-                .await
-                .unwrap();
+            let other = store.register_runner("s", "{}", "s", 0).await.unwrap();
             let taken = store.claim(other, &[String::new()], 1_600).await.unwrap();
             assert_eq!(taken.map(|c| c.run_id), Some(run_id));
         }

@@ -7,17 +7,19 @@
 //!   what it holds (`reserved_usd_micros`, the most its runner lets it spend), and for a
 //!   finished one what it cost — or, when its cost is unknown (ended by the engine, its
 //!   model unpriced), everything it held (fail closed: unknown spending counts as spent).
-//! - [`Store::reserve_budget`] is one statement that reads what the run's other attempts
-//!   take and sets this attempt's hold, serialised per run: SQLite runs one writer at a
-//!   time, and on PostgreSQL the statement runs in a transaction holding an advisory lock
-//!   on the run, so two claims of the same run's steps never both read the same remainder.
+//! - [`Store::reserve_budget`] is one statement, written once for both backends, that reads
+//!   what the run's other attempts take and sets this attempt's hold, serialised per run:
+//!   SQLite runs one writer at a time, and on PostgreSQL the statement runs in a
+//!   transaction holding an advisory lock on the run, so two claims of the same run's
+//!   steps never both read the same remainder.
 //!   Hence the attempts of a run never hold or spend more than its budget together.
 //! - Costs are integer micro-dollars; a sum over attempts none of which is priced is
 //!   `None` (unknown), not 0.
 
-use sqlx::Row;
+use anyhow::Context;
 
-use super::{on_db, Db, Store};
+use super::tx::{Conn, Statement};
+use super::{on_db, Store};
 
 /// What [`Store::reserve_budget`] gave the attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,12 +39,47 @@ pub struct BudgetClaimants {
     pub waiting: Vec<String>,
 }
 
-/// What the run's other attempts take of its budget (see the module invariants); cast, as
-/// PostgreSQL sums BIGINTs as NUMERIC.
-const TAKEN_BY_OTHERS: &str = "CAST((SELECT COALESCE(SUM(CASE WHEN a.status IN ('claimed', 'running') \
-     THEN COALESCE(a.reserved_usd_micros, 0) \
-     ELSE COALESCE(a.cost_usd_micros, a.reserved_usd_micros, 0) END), 0) \
-     FROM attempts a JOIN step_runs s ON s.id = a.step_run_id WHERE s.run_id = $3 AND a.id <> $1) AS BIGINT)";
+/// What the run's other attempts take of its budget (see the module invariants): of run
+/// `$run`, all but attempt `$1`; cast, as PostgreSQL sums BIGINTs as NUMERIC.
+macro_rules! taken_by_others {
+    ($run:literal) => {
+        concat!(
+            "CAST((SELECT COALESCE(SUM(CASE WHEN a.status IN ('claimed', 'running') \
+                 THEN COALESCE(a.reserved_usd_micros, 0) \
+                 ELSE COALESCE(a.cost_usd_micros, a.reserved_usd_micros, 0) END), 0) \
+             FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
+             WHERE s.run_id = ",
+            $run,
+            " AND a.id <> $1) AS BIGINT)"
+        )
+    };
+}
+
+/// Sets attempt `$1`'s hold to at most `$2`, at most what run `$3`'s other attempts leave
+/// of budget `$4`, never below 0; the two-argument `greatest` and `least` are SQLite's
+/// `MAX` and `MIN`, PostgreSQL's `GREATEST` and `LEAST`: the statement's one difference.
+macro_rules! reserve {
+    ($greatest:literal, $least:literal) => {
+        concat!(
+            "UPDATE attempts SET reserved_usd_micros = ",
+            $greatest,
+            "(0, ",
+            $least,
+            "($2, $4 - ",
+            taken_by_others!("$3"),
+            ")) WHERE id = $1 RETURNING reserved_usd_micros, ",
+            taken_by_others!("$3"),
+            " AS others"
+        )
+    };
+}
+
+/// What [`reserve!`] returns.
+#[derive(sqlx::FromRow, serde::Deserialize)]
+struct Reserved {
+    reserved_usd_micros: Option<i64>,
+    others: i64,
+}
 
 impl Store {
     /// Sets what attempt `attempt_id` of run `run_id` holds of the run's budget
@@ -55,47 +92,34 @@ impl Store {
         wanted: i64,
         budget: i64,
     ) -> anyhow::Result<Reservation> {
-        let (held, others): (Option<i64>, i64) = match &self.db {
-            Db::Sqlite(pool) => {
-                let row = sqlx::query(&format!(
-                    "UPDATE attempts SET reserved_usd_micros = \
-                     MAX(0, MIN($2, $4 - {TAKEN_BY_OTHERS})) WHERE id = $1 \
-                     RETURNING reserved_usd_micros, {TAKEN_BY_OTHERS} AS others"
-                ))
-                .bind(attempt_id)
-                .bind(wanted)
-                .bind(run_id)
-                .bind(budget)
-                .fetch_one(pool)
-                .await?;
-                (row.try_get("reserved_usd_micros")?, row.try_get("others")?)
-            }
-            Db::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query(
+        let mut conn = Conn::acquire(self).await?;
+        let mut tx = conn.begin().await?;
+        if tx.is_postgres() {
+            // Serialised per run (SQLite has one writer at a time already).
+            tx.execute(
+                Statement::new(
                     "SELECT pg_advisory_xact_lock(hashtextextended('plue:budget:' || $1::text, 0))",
                 )
-                .bind(run_id)
-                .execute(&mut *tx)
-                .await?;
-                let row = sqlx::query(&format!(
-                    "UPDATE attempts SET reserved_usd_micros = \
-                     GREATEST(0, LEAST($2, $4 - {TAKEN_BY_OTHERS})) WHERE id = $1 \
-                     RETURNING reserved_usd_micros, {TAKEN_BY_OTHERS} AS others"
-                ))
-                .bind(attempt_id)
-                .bind(wanted)
-                .bind(run_id)
-                .bind(budget)
-                .fetch_one(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                (row.try_get("reserved_usd_micros")?, row.try_get("others")?)
-            }
-        };
+                .bind(run_id),
+            )
+            .await?;
+        }
+        let reserved: Reserved = tx
+            .row(
+                Statement::per_backend(reserve!("MAX", "MIN"), reserve!("GREATEST", "LEAST"))
+                    .bind(attempt_id)
+                    .bind(wanted)
+                    .bind(run_id)
+                    .bind(budget),
+            )
+            .await?
+            .with_context(|| {
+                format!("attempt {attempt_id} to hold a share of run {run_id}'s budget")
+            })?;
+        tx.commit().await?;
         Ok(Reservation {
-            held: held.unwrap_or(0),
-            others,
+            held: reserved.reserved_usd_micros.unwrap_or(0),
+            others: reserved.others,
         })
     }
 
@@ -110,7 +134,7 @@ impl Store {
         attempt_id: i64,
         run_id: i64,
     ) -> anyhow::Result<BudgetClaimants> {
-        let taken = format!("SELECT {}", TAKEN_BY_OTHERS.replace("$3", "$2"));
+        let taken = concat!("SELECT ", taken_by_others!("$2"));
         let waiting = "SELECT s.step_id FROM step_runs s WHERE s.run_id = $2 \
              AND s.id <> (SELECT step_run_id FROM attempts WHERE id = $1) \
              AND (s.status IN ('pending', 'queued', 'waiting') \
@@ -119,7 +143,7 @@ impl Store {
                  AND a.reserved_usd_micros IS NULL))) \
              ORDER BY s.position";
         let (taken_by_others, waiting) = on_db!(self, pool => {
-            let taken: i64 = sqlx::query_scalar(&taken)
+            let taken: i64 = sqlx::query_scalar(taken)
                 .bind(attempt_id)
                 .bind(run_id)
                 .fetch_one(pool)

@@ -15,6 +15,8 @@
 //! rule to a run read with its steps.
 
 use super::filters::{bind_conditions, Conditions};
+use plue_types::status::AttemptStatus;
+
 use super::{on_db, RunRow, Store};
 
 /// Which runs a dashboard page shows; `None` fields do not filter.
@@ -40,7 +42,8 @@ pub struct AttemptRow {
     pub number: i64,
     /// The review-loop iteration the attempt ran in (1 outside loops).
     pub iteration: i64,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: AttemptStatus,
     pub exit_code: Option<i64>,
     pub reason: Option<String>,
     pub started_at: Option<i64>,
@@ -376,7 +379,7 @@ mod tests {
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|r| (r.id, r.status))
+                .map(|r| (r.id, r.status.to_string()))
                 .collect();
             assert_eq!(
                 statuses,
@@ -435,7 +438,7 @@ mod tests {
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|r| (r.id, r.status))
+                .map(|r| (r.id, r.status.to_string()))
                 .collect();
             assert_eq!(
                 shown,

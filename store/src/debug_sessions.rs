@@ -5,14 +5,23 @@
 //! - A session moves only forward: `queued` → `claimed` → `ready` → `ended` (any state may
 //!   end; `ended` is final). Every update names the states it may leave, so repeated or
 //!   late reports are no-ops.
-//! - A session is claimed by exactly one runner, under the same rules as the step itself
-//!   ([`Store::claim`]): the step run's labels among the runner's, a step that needs
-//!   secrets only by a runner allowed them, a fork run's step only by a runner that accepts
-//!   forks. The claiming runner is recorded and is the only one the stream accepts.
+//! - A session is claimed by exactly one runner, under the step claim's own rule, the same
+//!   SQL ([`claimable_by_runner!`]): the step run's labels among the runner's, a step that
+//!   needs secrets only by a runner allowed them, a fork run's step only by a runner that
+//!   accepts forks, only by a live runner. The claim and the runner's busy mark are one
+//!   transaction, and the mark is written only while the runner is live
+//!   ([`runner_busy!`]): a runner retired or lost meanwhile gets no session and stays as
+//!   it was. The claiming runner is recorded and is the only one the stream accepts.
 //! - A queued session older than its idle timeout is never claimed: it ends instead, so a
 //!   session nobody served leaves nothing to start later.
 
-use super::{on_db, Db, Store};
+use anyhow::Context;
+
+use super::claims::{
+    claimable_by_runner, runner_busy, with_claimer_args, ClaimFor, RunnerWas, Takes, RUNNER_BUSY,
+};
+use super::tx::{Conn, Statement};
+use super::{on_db, Store};
 
 /// A session to record.
 #[derive(Debug, Clone)]
@@ -31,7 +40,7 @@ pub struct NewDebugSession<'a> {
 }
 
 /// A recorded session.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct DebugSessionRow {
     pub id: String,
     pub run_id: i64,
@@ -61,33 +70,46 @@ pub struct DebugClaim {
     pub attempts: i64,
 }
 
-const COLUMNS: &str = "id, run_id, step_run_id, creator, creator_user_id, term, \
-    idle_timeout_ms, status, runner_id, created_at, claimed_at, ended_at, end_reason";
+/// Session `$1`.
+const SESSION: &str = "SELECT id, run_id, step_run_id, creator, creator_user_id, term, \
+    idle_timeout_ms, status, runner_id, created_at, claimed_at, ended_at, end_reason \
+    FROM debug_sessions WHERE id = $1";
 
-const PG_CLAIM: &str = "\
-    WITH picked AS ( \
-        SELECT d.id FROM debug_sessions d JOIN step_runs s ON s.id = d.step_run_id \
-        WHERE d.status = 'queued' AND s.labels = ANY($2) \
-          AND (NOT s.needs_secrets OR EXISTS (SELECT 1 FROM runners WHERE id = $3 AND secrets)) \
-          AND (EXISTS (SELECT 1 FROM runners WHERE id = $3 AND accept_forks) \
-               OR EXISTS (SELECT 1 FROM runs WHERE runs.id = s.run_id AND runs.secrets_allowed)) \
-          AND EXISTS (SELECT 1 FROM runners WHERE id = $3 AND state IN ('idle', 'busy')) \
-        ORDER BY d.created_at, d.id LIMIT 1 FOR UPDATE OF d SKIP LOCKED) \
-    UPDATE debug_sessions d SET status = 'claimed', runner_id = $3, claimed_at = $1 \
-    FROM picked WHERE d.id = picked.id AND d.status = 'queued' \
-    RETURNING d.id";
+/// The oldest queued session runner `$3` may serve: its step run's under the step claim's
+/// own rule ([`claimable_by_runner!`], with `$4` false: a debug session takes any step).
+macro_rules! claimable_session {
+    ($labels:literal) => {
+        concat!(
+            "SELECT d.id FROM debug_sessions d JOIN step_runs ON step_runs.id = d.step_run_id \
+             WHERE d.status = 'queued' AND ",
+            claimable_by_runner!($labels),
+            " ORDER BY d.created_at, d.id LIMIT 1"
+        )
+    };
+}
 
-const SQLITE_CLAIM: &str = "\
-    UPDATE debug_sessions SET status = 'claimed', runner_id = $3, claimed_at = $1 \
-    WHERE status = 'queued' AND id = ( \
-        SELECT d.id FROM debug_sessions d JOIN step_runs s ON s.id = d.step_run_id \
-        WHERE d.status = 'queued' AND s.labels IN (SELECT value FROM json_each($2)) \
-          AND (NOT s.needs_secrets OR EXISTS (SELECT 1 FROM runners WHERE id = $3 AND secrets)) \
-          AND (EXISTS (SELECT 1 FROM runners WHERE id = $3 AND accept_forks) \
-               OR EXISTS (SELECT 1 FROM runs WHERE runs.id = s.run_id AND runs.secrets_allowed)) \
-          AND EXISTS (SELECT 1 FROM runners WHERE id = $3 AND state IN ('idle', 'busy')) \
-        ORDER BY d.created_at, d.id LIMIT 1) \
-    RETURNING id";
+/// PostgreSQL, one statement: picks the session, marks the runner busy ([`runner_busy!`])
+/// and, only with that mark, claims the session — as a polling runner's step claim does.
+const PG_CLAIM: &str = concat!(
+    "WITH picked AS (",
+    claimable_session!("labels = ANY($2)"),
+    " FOR UPDATE OF d SKIP LOCKED), busy AS (",
+    runner_busy!(),
+    " AND EXISTS (SELECT 1 FROM picked) RETURNING id) \
+     UPDATE debug_sessions d SET status = 'claimed', runner_id = $3, claimed_at = $1 \
+     FROM picked WHERE d.id = picked.id AND d.status = 'queued' \
+       AND EXISTS (SELECT 1 FROM busy) \
+     RETURNING d.id"
+);
+
+/// SQLite claims the session here; the runner's busy mark follows in the same transaction
+/// ([`RUNNER_BUSY`]).
+const SQLITE_CLAIM: &str = concat!(
+    "UPDATE debug_sessions SET status = 'claimed', runner_id = $3, claimed_at = $1 \
+     WHERE status = 'queued' AND id = (",
+    claimable_session!("labels IN (SELECT value FROM json_each($2))"),
+    ") RETURNING id"
+);
 
 impl Store {
     /// Records a new `queued` session.
@@ -113,9 +135,8 @@ impl Store {
 
     /// Session `id`, or `None`.
     pub async fn debug_session(&self, id: &str) -> anyhow::Result<Option<DebugSessionRow>> {
-        let sql = format!("SELECT {COLUMNS} FROM debug_sessions WHERE id = $1");
         Ok(
-            on_db!(self, pool => sqlx::query_as::<_, DebugSessionRow>(&sql)
+            on_db!(self, pool => sqlx::query_as::<_, DebugSessionRow>(SESSION)
             .bind(id)
             .fetch_optional(pool)
             .await?),
@@ -185,49 +206,47 @@ impl Store {
         now: i64,
     ) -> anyhow::Result<Option<DebugClaim>> {
         self.expire_debug_sessions(now).await?;
-        let id: Option<String> = match &self.db {
-            Db::Postgres(pool) => {
-                sqlx::query_scalar(PG_CLAIM)
-                    .bind(now)
-                    .bind(label_sets)
-                    .bind(runner_id)
-                    .fetch_optional(pool)
-                    .await?
-            }
-            Db::Sqlite(pool) => {
-                sqlx::query_scalar(SQLITE_CLAIM)
-                    .bind(now)
-                    .bind(serde_json::to_string(label_sets)?)
-                    .bind(runner_id)
-                    .fetch_optional(pool)
-                    .await?
-            }
+        let claim = ClaimFor {
+            runner_id,
+            label_sets,
+            now,
+            runner_was: RunnerWas::Idle,
+            takes: Takes::AnyStep,
         };
-        let Some(id) = id else {
+        let mut conn = Conn::acquire(self).await?;
+        let mut tx = conn.begin().await?;
+        let claimed: Option<String> = tx
+            .scalar(with_claimer_args(
+                Statement::per_backend(SQLITE_CLAIM, PG_CLAIM),
+                &claim,
+            ))
+            .await?;
+        let Some(id) = claimed else {
             return Ok(None);
         };
-        on_db!(self, pool => sqlx::query(
-            "UPDATE runners SET state = 'busy', state_since = $2 WHERE id = $1",
-        )
-        .bind(runner_id)
-        .bind(now)
-        .execute(pool)
-        .await
-        .map(drop)?);
-        let session = self
-            .debug_session(&id)
+        if !tx.is_postgres() {
+            // SQLite's one connection: the claim just read the runner live and nothing
+            // wrote since, so the mark lands.
+            let marked = tx
+                .execute(with_claimer_args(Statement::new(RUNNER_BUSY), &claim))
+                .await?;
+            anyhow::ensure!(marked == 1, "runner {runner_id} left while claiming");
+        }
+        let session: DebugSessionRow = tx
+            .row(Statement::new(SESSION).bind(id.as_str()))
             .await?
-            .ok_or_else(|| anyhow::anyhow!("debug session {id} vanished after its claim"))?;
-        let (step_id, dispatch, attempts, workspace) = on_db!(self, pool => sqlx::query_as::<
-            _,
-            (String, Option<String>, i64, String),
-        >(
-            "SELECT s.step_id, s.action, s.attempts, d.workspace FROM step_runs s \
-             JOIN run_documents d ON d.run_id = s.run_id WHERE s.id = $1",
-        )
-        .bind(session.step_run_id)
-        .fetch_one(pool)
-        .await?);
+            .with_context(|| format!("debug session {id} after its claim"))?;
+        let (step_id, dispatch, attempts, workspace): (String, Option<String>, i64, String) = tx
+            .row(
+                Statement::new(
+                    "SELECT s.step_id, s.action, s.attempts, d.workspace FROM step_runs s \
+                     JOIN run_documents d ON d.run_id = s.run_id WHERE s.id = $1",
+                )
+                .bind(session.step_run_id),
+            )
+            .await?
+            .with_context(|| format!("step run {} of debug session {id}", session.step_run_id))?;
+        tx.commit().await?;
         Ok(Some(DebugClaim {
             step_id,
             dispatch: dispatch.unwrap_or_default(),
@@ -289,7 +308,7 @@ mod tests {
         let run_id = store.create_run(&new, 4).await.unwrap().id;
         let step_run_id = store.step_runs(run_id).await.unwrap()[0].id;
         let runner_id = store
-            .register_runner("r", "{}", "hash-of-r", false, 1)
+            .register_runner("r", "{}", "hash-of-r", 1)
             .await
             .unwrap();
         (run_id, step_run_id, runner_id)
@@ -394,5 +413,68 @@ mod tests {
                 .any(|e| e.action == "debug.end" && e.detail.contains("\"b2\"")),
             "{trail:?}"
         );
+    }
+
+    /// Red team: the claim used to mark its runner busy in a statement of its own, after
+    /// the claim and naming no state it left: a runner retired between the two came back
+    /// `busy` with a session. A retirement committed while the claim waits for the
+    /// runner's row now leaves both as they were. PostgreSQL only: SQLite's one connection
+    /// serializes the two.
+    #[tokio::test]
+    async fn a_claim_racing_the_runners_retirement_writes_nothing() {
+        for (store, _dir) in stores().await {
+            let crate::Db::Postgres(pool) = &store.db else {
+                continue;
+            };
+            let (run_id, step_run_id, runner_id) = world(&store).await;
+            store
+                .create_debug_session(&new("c3", run_id, step_run_id, 1_000))
+                .await
+                .unwrap();
+            let mut retirement = pool.begin().await.unwrap();
+            sqlx::query(
+                "UPDATE runners SET state = 'gone', state_since = 2 WHERE id = $1 AND state = 'idle'",
+            )
+            .bind(runner_id)
+            .execute(&mut *retirement)
+            .await
+            .unwrap();
+            let claiming = tokio::spawn({
+                let store = store.clone();
+                async move {
+                    store
+                        .claim_debug_session(runner_id, &[String::new()], 2_000)
+                        .await
+                }
+            });
+            crate::testing::a_backend_waits_for_a_lock(pool).await;
+            retirement.commit().await.unwrap();
+            assert_eq!(claiming.await.unwrap().unwrap(), None);
+            let row = store.debug_session("c3").await.unwrap().unwrap();
+            assert_eq!((row.status.as_str(), row.runner_id), ("queued", None));
+            let state: String = sqlx::query_scalar("SELECT state FROM runners WHERE id = $1")
+                .bind(runner_id)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(state, "gone", "a retired runner is never made busy again");
+            // A live runner takes the session, and is busy with it.
+            let other = store
+                .register_runner("s", "{}", "hash-of-s", 1)
+                .await
+                .unwrap();
+            let claim = store
+                .claim_debug_session(other, &[String::new()], 2_100)
+                .await
+                .unwrap()
+                .expect("a live runner claims the session");
+            assert_eq!(claim.session.runner_id, Some(other));
+            let state: String = sqlx::query_scalar("SELECT state FROM runners WHERE id = $1")
+                .bind(other)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(state, "busy");
+        }
     }
 }

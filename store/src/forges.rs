@@ -562,22 +562,31 @@ impl Store {
         Ok(())
     }
 
-    /// Schedules another attempt at `at` (or gives up with `abandon`).
-    pub async fn status_failed(
+    /// Report `id` failed with `error`: another attempt at `at`.
+    pub async fn status_retry_at(&self, id: i64, error: &str, at: i64) -> anyhow::Result<()> {
+        self.status_failed(id, error, at, None).await
+    }
+
+    /// Report `id` failed with `error` for the last time: it is given up (`abandoned`).
+    pub async fn status_abandoned(&self, id: i64, error: &str) -> anyhow::Result<()> {
+        self.status_failed(id, error, now_ms(), Some(error)).await
+    }
+
+    async fn status_failed(
         &self,
         id: i64,
         error: &str,
         at: i64,
-        abandon: bool,
+        abandoned: Option<&str>,
     ) -> anyhow::Result<()> {
         on_db!(self, pool => sqlx::query(
-            "UPDATE status_reports SET last_error = $2, next_attempt_at = $3, \
-             abandoned = CASE WHEN $4 THEN $2 ELSE NULL END WHERE id = $1",
+            "UPDATE status_reports SET last_error = $2, next_attempt_at = $3, abandoned = $4 \
+             WHERE id = $1",
         )
         .bind(id)
         .bind(error)
         .bind(at)
-        .bind(abandon)
+        .bind(abandoned)
         .execute(pool)
         .await?
         .rows_affected());

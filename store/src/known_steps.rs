@@ -18,6 +18,8 @@
 
 use std::collections::HashMap;
 
+use plue_types::status::StepStatus;
+
 use super::runs::{StepChange, StepRunRow};
 
 /// A run's step runs in plan order, as an advance left them.
@@ -86,26 +88,30 @@ impl KnownSteps {
                 return None;
             }
             match change {
-                StepChange::Queue { step_run_id, .. } => known.set(*step_run_id, "queued", None)?,
+                StepChange::Queue { step_run_id, .. } => {
+                    known.set(*step_run_id, StepStatus::Queued, None)?
+                }
                 StepChange::Skip {
                     step_run_id,
                     reason,
-                } => known.set(*step_run_id, "skipped", Some(reason))?,
+                } => known.set(*step_run_id, StepStatus::Skipped, Some(reason))?,
                 StepChange::Fail {
                     step_run_id,
                     reason,
-                } => known.set(*step_run_id, "failed", Some(reason))?,
+                } => known.set(*step_run_id, StepStatus::Failed, Some(reason))?,
                 StepChange::Cancel { step_run_id } => {
-                    known.set(*step_run_id, "cancelled", Some("cancelled"))?
+                    known.set(*step_run_id, StepStatus::Cancelled, Some("cancelled"))?
                 }
-                StepChange::Wait { step_run_id, .. } => known.set(*step_run_id, "waiting", None)?,
+                StepChange::Wait { step_run_id, .. } => {
+                    known.set(*step_run_id, StepStatus::Waiting, None)?
+                }
                 StepChange::Loop {
                     step_run_ids,
                     iteration,
                     reason,
                 } => {
                     for id in step_run_ids {
-                        known.set(*id, "pending", Some(reason))?;
+                        known.set(*id, StepStatus::Pending, Some(reason))?;
                         let i = *known.index.get(id)?;
                         known.steps[i].iteration = *iteration;
                         // A new iteration needs a new environment review.
@@ -119,10 +125,10 @@ impl KnownSteps {
         Some(known)
     }
 
-    fn set(&mut self, step_run_id: i64, status: &str, reason: Option<&str>) -> Option<()> {
+    fn set(&mut self, step_run_id: i64, status: StepStatus, reason: Option<&str>) -> Option<()> {
         let i = *self.index.get(&step_run_id)?;
         let step = &mut self.steps[i];
-        step.status = status.to_owned();
+        step.status = status;
         if let Some(reason) = reason {
             step.reason = Some(reason.to_owned());
         }

@@ -69,7 +69,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use advance::{ClaimNext, CompletedAndAdvanced, NextClaim};
+pub use advance::{ClaimNext, CompletedAndAdvanced, Grouping, NextClaim};
 pub use annotations::{AnnotationRow, DroppedAnnotations, NewAnnotation};
 pub use api_tokens::{Adopted, NewToken, TokenRow, ValidToken};
 pub use approvals::{ApprovalRow, Decided, Reviewer, Verdict};
@@ -84,15 +84,16 @@ pub use forges::{NewRepo, RepoRow, ScheduleEntry, ScheduleRow, StatusReportRow};
 pub use installations::{InstallationFacts, InstallationRow};
 pub use known_steps::KnownSteps;
 pub use logs::quota::{self as log_quota, LogBudget, LogQuotas, OverLogQuota};
-pub use logs::{LogAttempt, StoredLine};
+pub use logs::{BatchEnd, LogAttempt, StoredLine};
 pub use people::{valid_name, ForgeLoginRow, GroupRow, NameError, Triggerer, UserRow};
+pub use plue_types::status::RunnerState;
 pub use postgres_pool::{ConnectionsError, PostgresConnections};
 pub use proposals::{NewProposal, ProposalDecided, ProposalRow};
 pub use provenance::{SigningKeyRow, StatementRow};
 pub use record::RoundRow;
 pub use repo_roles::{Audit, AuditFilter, AuditRow, MemberRow};
 pub use runner_tokens::{MintedRunner, NewRunnerToken, RunnerTokenKind, RunnerTokenRow};
-pub use runners::{NewRunner, RedeemedToken, Registration, RunnerRow, RunnerState};
+pub use runners::{NewRunner, RedeemedToken, Registration, RunnerRow};
 pub use runs::canonical_labels;
 pub use runs::{
     Advanced, CreatedRun, NewRun, RunDocuments, RunRepo, RunRow, RunSnapshot, StepChange,

@@ -7,7 +7,7 @@
 //! a repeated report inserts nothing); every state change is one `UPDATE` guarded by the
 //! state it leaves, so two deciders or two appliers leave exactly one outcome.
 
-use super::{now_ms, on_db, Store};
+use super::{now_ms, on_db, Store, Verdict};
 
 /// A stored proposal (the API shows it as `api::proposals::ProposalView`).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -100,9 +100,12 @@ impl Store {
         run_id: i64,
         id: i64,
         by: &str,
-        approve: bool,
+        verdict: Verdict,
     ) -> anyhow::Result<ProposalDecided> {
-        let state = if approve { "ready" } else { "rejected" };
+        let state = match verdict {
+            Verdict::Approve => "ready",
+            Verdict::Reject => "rejected",
+        };
         on_db!(self, pool => {
             let done = sqlx::query(
                 "UPDATE proposals SET state = $3, decided_by = $4, decided_at = $5 \

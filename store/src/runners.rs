@@ -9,31 +9,10 @@
 
 use std::collections::BTreeMap;
 
+use plue_types::status::RunnerState;
 use sqlx::Row;
 
 use super::{is_unique_violation, on_db, Store};
-
-/// Where a runner is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunnerState {
-    Idle,
-    Busy,
-    /// Missed its heartbeats.
-    Lost,
-    /// Left (deregistered or stopped by the pool).
-    Gone,
-}
-
-impl RunnerState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunnerState::Idle => "idle",
-            RunnerState::Busy => "busy",
-            RunnerState::Lost => "lost",
-            RunnerState::Gone => "gone",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct RunnerRow {
@@ -42,7 +21,8 @@ pub struct RunnerRow {
     /// JSON object of labels.
     pub labels: String,
     pub ephemeral: bool,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: RunnerState,
     pub registered_at: i64,
     pub last_heartbeat: i64,
     pub state_since: i64,
@@ -147,8 +127,32 @@ impl Store {
     }
 
     /// Registers a runner of the shared token (secrets allowed; forks accepted when it has
-    /// no labels, the shared token's rule); tests and tools use it.
+    /// no labels, the shared token's rule) that outlives its steps; tests and tools use it.
     pub async fn register_runner(
+        &self,
+        name: &str,
+        labels_json: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> anyhow::Result<i64> {
+        self.register_shared(name, labels_json, token_hash, false, now)
+            .await
+    }
+
+    /// [`Store::register_runner`] for an ephemeral runner (one step, then it leaves), as a
+    /// warm pool's are.
+    pub async fn register_ephemeral_runner(
+        &self,
+        name: &str,
+        labels_json: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> anyhow::Result<i64> {
+        self.register_shared(name, labels_json, token_hash, true, now)
+            .await
+    }
+
+    async fn register_shared(
         &self,
         name: &str,
         labels_json: &str,
@@ -232,18 +236,18 @@ impl Store {
         .await?))
     }
 
-    /// Runners, newest first; `live_only` leaves out lost and gone ones.
-    pub async fn list_runners(
-        &self,
-        live_only: bool,
-        limit: i64,
-    ) -> anyhow::Result<Vec<RunnerRow>> {
-        let filter = if live_only {
-            "WHERE state IN ('idle', 'busy')"
-        } else {
-            ""
-        };
-        let sql = format!("SELECT {COLUMNS} FROM runners {filter} ORDER BY id DESC LIMIT $1");
+    /// Every runner, lost and gone ones too, newest first, at most `limit`.
+    pub async fn list_runners(&self, limit: i64) -> anyhow::Result<Vec<RunnerRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM runners ORDER BY id DESC LIMIT $1");
+        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?))
+    }
+
+    /// The live runners (idle or busy), newest first, at most `limit`.
+    pub async fn live_runners(&self, limit: i64) -> anyhow::Result<Vec<RunnerRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM runners WHERE state IN ('idle', 'busy') \
+             ORDER BY id DESC LIMIT $1"
+        );
         Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?))
     }
 
@@ -419,10 +423,7 @@ mod tests {
             assert_eq!(store.became_ready(0, 1_000).await.unwrap(), 2);
             assert_eq!(store.became_ready(1_000, 2_000).await.unwrap(), 0);
             // A claimed step is no longer waiting for anyone.
-            let runner = store
-                .register_runner("r", "{}", "r", false, 0)
-                .await
-                .unwrap();
+            let runner = store.register_runner("r", "{}", "r", 0).await.unwrap();
             store
                 .claim(runner, &[String::new()], 1_500)
                 .await

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use evaluator::plan::Plan;
-use plue_types::status::RunStatus;
+use plue_types::status::{RunState, RunStatus, StepStatus};
 
 use anyhow::Context;
 
@@ -57,7 +57,8 @@ pub struct RunRow {
     pub git_ref: String,
     pub sha: String,
     pub plan_hash: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: RunState,
     pub reason: Option<String>,
     pub cancel_requested: bool,
     pub max_parallel: i64,
@@ -82,7 +83,8 @@ pub struct StepRunRow {
     pub run_id: i64,
     pub step_id: String,
     pub position: i64,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: StepStatus,
     pub attempts: i64,
     pub exit_code: Option<i64>,
     pub reason: Option<String>,

@@ -180,7 +180,7 @@ pub async fn queue_run_ready_at(store: &Store, run: &NewRun<'_>, ready_at: i64) 
     store
         .advance(
             run_id,
-            false,
+            crate::Grouping::Ungrouped,
             None,
             |_| Vec::new(),
             |snapshot| {
@@ -213,7 +213,7 @@ pub async fn claim_first_step(
     let advanced = store
         .advance(
             run_id,
-            false,
+            crate::Grouping::Ungrouped,
             None,
             |_| Vec::new(),
             |snapshot| {
@@ -228,7 +228,7 @@ pub async fn claim_first_step(
         .await
         .expect("queueing the first step");
     let runner = store
-        .register_runner(name, "{}", name, false, 0)
+        .register_runner(name, "{}", name, 0)
         .await
         .expect("registering the runner");
     let claimed = store
@@ -248,4 +248,23 @@ pub async fn execute(store: &Store, sqlite: &str, postgres: &str) {
         crate::Db::Postgres(pool) => sqlx::raw_sql(postgres).execute(pool).await.map(drop),
     }
     .unwrap_or_else(|e| panic!("{} failed: {e}", store.backend()));
+}
+
+/// Returns once a backend of `pool`'s database waits for a lock: a statement under test is
+/// blocked behind a transaction the test holds (PostgreSQL; panics after ≈ 5 s).
+pub async fn a_backend_waits_for_a_lock(pool: &sqlx::PgPool) {
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("pg_stat_activity");
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no statement waited for a lock");
 }

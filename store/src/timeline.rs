@@ -115,7 +115,7 @@ mod tests {
             store
                 .advance(
                     run_id,
-                    false,
+                    crate::Grouping::Ungrouped,
                     None,
                     |_| Vec::new(),
                     |snapshot| {
@@ -136,7 +136,7 @@ mod tests {
                 .await
                 .unwrap();
             let runner = store
-                .register_runner("r1", "{}", "hash", false, 2_000)
+                .register_runner("r1", "{}", "hash", 2_000)
                 .await
                 .unwrap();
             let claimed = store.claim(runner, &[String::new()], 5_000).await.unwrap();

@@ -1,4 +1,4 @@
-//! Where a step run, a run and an attempt are in their lives.
+//! Where a step run, a run, an attempt and a runner are in their lives.
 //!
 //! Invariants: each status's text (`as_str`, `Display`, serde, the database's `status`
 //! column) is the same lowercase word, and `FromStr` reads back exactly those words and
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} status {text:?}")]
 pub struct UnknownStatus {
-    /// `"step"`, `"run"` or `"attempt"`.
+    /// `"step"`, `"run"`, `"attempt"` or `"runner"`.
     pub kind: &'static str,
     pub text: String,
 }
@@ -136,6 +136,10 @@ status_enum! {
         Queued = "queued",
         /// A step of it was claimed.
         Running = "running",
+        /// Shown only, never stored: a queued or running run that only steps waiting for
+        /// a person's decision hold, as lists and filters read it (the store's
+        /// `SHOWN_STATUS`); its stored status stays `running`.
+        Waiting = "waiting",
         Succeeded = "succeeded",
         Failed = "failed",
         Cancelled = "cancelled",
@@ -183,6 +187,27 @@ impl AttemptStatus {
     }
 }
 
+status_enum! {
+    /// Where a runner is in its life (its `runners.state`).
+    RunnerState ("runner") {
+        /// Registered, running nothing.
+        Idle = "idle",
+        /// Holds an attempt or a debug session.
+        Busy = "busy",
+        /// Missed its heartbeats; never live again.
+        Lost = "lost",
+        /// Left (deregistered or stopped by its pool); never live again.
+        Gone = "gone",
+    }
+}
+
+impl RunnerState {
+    /// It may be handed work (idle or busy).
+    pub fn is_live(self) -> bool {
+        matches!(self, RunnerState::Idle | RunnerState::Busy)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +238,7 @@ mod tests {
         round_trips(StepStatus::ALL);
         round_trips(RunStatus::ALL);
         round_trips(AttemptStatus::ALL);
+        round_trips(RunnerState::ALL);
         assert_eq!(StepStatus::Cancelled.as_str(), "cancelled");
         assert_eq!(AttemptStatus::Running, "running");
     }

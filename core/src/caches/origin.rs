@@ -16,11 +16,14 @@ use evaluator::{EvalContext, Event};
 use super::partition::{Origin, Partition, PlanFacts};
 use crate::store::{EnvironmentRow, NewRun, RunOrigin, Store};
 
-/// Whether a step of `plan` gives an agent tools.
+/// Whether a step of `plan` gives an agent tools (which demotes the run's caches). Every
+/// kind answers here, so a new one cannot keep a run's caches trusted by being forgotten.
 pub fn gives_agent_tools(plan: &Plan) -> bool {
-    plan.steps
-        .iter()
-        .any(|step| matches!(&step.action, Action::Llm(llm) if !llm.tools.is_empty()))
+    plan.steps.iter().any(|step| match &step.action {
+        Action::Llm(llm) => !llm.tools.is_empty(),
+        // The plan's own code, or a person's decision: no agent acts.
+        Action::Bash { .. } | Action::Python { .. } | Action::Approval(_) => false,
+    })
 }
 
 /// The origin of a repository run with context `ctx`, secrets allowed or not, on a

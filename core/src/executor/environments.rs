@@ -200,7 +200,7 @@ mod tests {
             run_id: 1,
             step_id: "deploy".into(),
             position: 0,
-            status: "pending".into(),
+            status: plue_types::status::StepStatus::Pending,
             attempts: 0,
             exit_code: None,
             reason: None,

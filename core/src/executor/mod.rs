@@ -483,7 +483,7 @@ impl Executor {
             keep_workspaces(&mut changes, &snapshot.steps, &self.kept_workspaces);
             decided.note(&plan, snapshot, changes)
         };
-        let in_group = plan.concurrency.is_some();
+        let grouping = plue_store::Grouping::of(&plan);
         let CompletedAndAdvanced {
             completed,
             mut advanced,
@@ -491,7 +491,7 @@ impl Executor {
         } = match completing {
             None => self
                 .store
-                .advance(run_id, in_group, known.take(), wanted, decide)
+                .advance(run_id, grouping, known.take(), wanted, decide)
                 .await
                 .map(|advanced| CompletedAndAdvanced {
                     advanced,
@@ -501,7 +501,7 @@ impl Executor {
                 self.store
                     .complete_and_advance(
                         run_id,
-                        in_group,
+                        grouping,
                         known.take(),
                         c.attempt_id,
                         c.runner_id,

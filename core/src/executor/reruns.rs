@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 
 use evaluator::loops::Loops;
 use evaluator::plan::Plan;
+use plue_types::status::RunState;
 
 use super::Executor;
 use crate::store::Triggerer;
@@ -30,7 +31,7 @@ pub enum RerunFailed {
     /// No such run (or it has no stored documents).
     NoSuchRun,
     /// The run is not final yet (its status).
-    NotFinal(String),
+    NotFinal(RunState),
     /// Every step of the run succeeded or was skipped: nothing would run again.
     NothingFailed,
 }
@@ -82,7 +83,7 @@ impl Executor {
         let Some(run) = self.store.run(run_id).await? else {
             return Ok(RerunFailed::NoSuchRun);
         };
-        if !matches!(run.status.as_str(), "succeeded" | "failed" | "cancelled") {
+        if !run.status.is_final() {
             return Ok(RerunFailed::NotFinal(run.status));
         }
         let plan = self.plan(run_id).await?;

@@ -26,20 +26,6 @@ use crate::schedule::{self, AfterAttempt, AttemptOutcome, Decision};
 use crate::store::RunSnapshot;
 use crate::store::{CompletedAttempt, StepAfter, StepChange, StepRunRow};
 
-pub fn parse_status(text: &str) -> StepStatus {
-    match text {
-        "pending" => StepStatus::Pending,
-        "queued" => StepStatus::Queued,
-        "claimed" => StepStatus::Claimed,
-        "waiting" => StepStatus::Waiting,
-        "running" => StepStatus::Running,
-        "succeeded" => StepStatus::Succeeded,
-        "failed" => StepStatus::Failed,
-        "skipped" => StepStatus::Skipped,
-        _ => StepStatus::Cancelled,
-    }
-}
-
 /// The run as the schedule sees it once the review loops due now have gone back
 /// ([`take_loops`]): worked out once per advance, for [`needed_outputs`] and then
 /// [`plan_changes_with`].
@@ -56,7 +42,7 @@ pub(crate) struct Looped {
 pub(crate) fn take_loops(plan: &Plan, loops: &Loops, snapshot: &RunSnapshot) -> Looped {
     let rows = &snapshot.steps;
     let mut looped = Looped {
-        statuses: rows.iter().map(|r| parse_status(&r.status)).collect(),
+        statuses: rows.iter().map(|r| r.status).collect(),
         iterations: rows.iter().map(|r| r.iteration.max(1)).collect(),
         changes: Vec::new(),
     };

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use engine::executor::rules::parse_status;
 use engine::store::Store;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
@@ -51,7 +50,7 @@ async fn from_store(args: &LogsArgs) -> anyhow::Result<ExitCode> {
         let done = current
             .iter()
             .filter(|s| ids.contains(&s.id))
-            .all(|s| parse_status(&s.status).is_final());
+            .all(|s| s.status.is_final());
         if done {
             printer.print_lines(&store, &ids).await?;
             break;

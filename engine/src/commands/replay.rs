@@ -223,12 +223,12 @@ pub(crate) async fn run(args: RerunArgs) -> anyhow::Result<ExitCode> {
         differences: replay.differences(),
     };
     let same_end = recorded_status
-        .as_deref()
+        .map(|status| status.as_str())
         .is_none_or(|status| status == outcome_status(report.outcome));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_report(&report, recorded_status.as_deref());
+        print_report(&report, recorded_status.map(|status| status.as_str()));
     }
     Ok(if report.differences.is_empty() && same_end {
         ExitCode::SUCCESS

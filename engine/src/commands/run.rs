@@ -370,7 +370,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let run = store.run(run_id).await?.context("the run")?;
     // A cancelled run ends when its runners report; wait briefly for stragglers' processes.
     engine.shutdown().await;
-    let mut summary = Summary::new(run_id, &run.status, &steps)
+    let mut summary = Summary::new(run_id, run.status, &steps)
         .with_environments(&plan)
         .with_costs(&steps, &store.dashboard_attempts(run_id).await?);
     summary.artifacts = store

@@ -23,6 +23,7 @@ use super::format::human_ms;
 use engine::events::{LineTap, TappedLines};
 use engine::store::{StepRunRow, Store, StoredLine};
 use plue_types::protocol::LogLine;
+use plue_types::status::{RunState, StepStatus};
 use serde::Serialize;
 
 const COLORS: [&str; 6] = [
@@ -94,7 +95,7 @@ pub(crate) fn use_color() -> bool {
 
 struct StepState {
     cursor: (i64, i64),
-    status: String,
+    status: StepStatus,
     attempts: i64,
     iteration: i64,
     /// The attempt whose start (or separator) was printed last: 0 before any.
@@ -178,7 +179,7 @@ impl Printer {
                 step.id,
                 StepState {
                     cursor: (0, 0),
-                    status: "pending".into(),
+                    status: StepStatus::Pending,
                     attempts: 0,
                     iteration: 1,
                     announced: 0,
@@ -569,7 +570,7 @@ impl Printer {
             "waiting" => Some("⏸ waiting for approval".to_string()),
             _ => None,
         };
-        state.status = step.status.clone();
+        state.status = step.status;
         state.attempts = step.attempts;
         state.iteration = step.iteration;
         if self.events {
@@ -768,7 +769,7 @@ pub(crate) struct StepSummary {
 }
 
 impl Summary {
-    pub(crate) fn new(run_id: i64, status: &str, steps: &[StepRunRow]) -> Summary {
+    pub(crate) fn new(run_id: i64, status: RunState, steps: &[StepRunRow]) -> Summary {
         Summary {
             run_id,
             status: status.to_string(),
@@ -777,7 +778,7 @@ impl Summary {
                 .iter()
                 .map(|s| StepSummary {
                     id: s.step_id.clone(),
-                    status: s.status.clone(),
+                    status: s.status.to_string(),
                     attempts: s.attempts,
                     iteration: s.iteration,
                     exit_code: s.exit_code,
@@ -900,7 +901,7 @@ mod tests {
             run_id: 1,
             step_id: "build".into(),
             position: 0,
-            status: "running".into(),
+            status: StepStatus::Running,
             attempts: 1,
             exit_code: None,
             reason: None,
@@ -1097,7 +1098,7 @@ mod tests {
     #[test]
     fn the_summary_shows_each_steps_environment() {
         let mut row = printer_row("deploy");
-        row.status = "succeeded".into();
+        row.status = StepStatus::Succeeded;
         let mut deploy = evaluator::plan::Step::bash("deploy", "true");
         deploy.environment = Some("prod".into());
         let plan = evaluator::plan::Plan {
@@ -1110,9 +1111,9 @@ mod tests {
             max_parallel: None,
             modules: Vec::new(),
         };
-        let plain = Summary::new(1, "succeeded", std::slice::from_ref(&row));
+        let plain = Summary::new(1, RunState::Succeeded, std::slice::from_ref(&row));
         assert!(!plain.table().contains("ENVIRONMENT"));
-        let summary = Summary::new(1, "succeeded", &[row]).with_environments(&plan);
+        let summary = Summary::new(1, RunState::Succeeded, &[row]).with_environments(&plan);
         let table = summary.table();
         assert!(
             table.lines().next().unwrap().ends_with("  ENVIRONMENT"),

@@ -154,7 +154,7 @@ mod tests {
             .await
             .unwrap()
             .into_iter()
-            .map(|s| (s.id, s.status))
+            .map(|s| (s.id, s.status.to_string()))
             .collect();
         assert_eq!(read, vec![(ids[1], "running".to_string())]);
         assert_eq!(states.all()[1].status, "running");

@@ -170,7 +170,7 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
                 runs.push(RunLine {
                     duration_ms: r.duration_ms(),
                     id: r.id,
-                    status: r.status,
+                    status: r.status.to_string(),
                     workflow: r.workflow_name,
                     event: r.event,
                     created_at: r.created_at,

@@ -1404,13 +1404,7 @@ pub(crate) fn postgres_database(why: &str) -> Option<(testkit::TempPostgres, Str
 /// hash `hash-<name>-<now>`); its id.
 pub(crate) async fn store_runner(store: &Store, name: &str) -> i64 {
     store
-        .register_runner(
-            name,
-            "{}",
-            &format!("hash-{name}-{}", now_ms()),
-            true,
-            now_ms(),
-        )
+        .register_ephemeral_runner(name, "{}", &format!("hash-{name}-{}", now_ms()), now_ms())
         .await
         .expect("register a runner")
 }

@@ -12,6 +12,7 @@
 //! the final report waits, like the end answer, until the run's proposals are settled.
 
 use plue_store::{AnnotationRow, StatusReportRow};
+use plue_types::status::RunState;
 
 use super::{CheckAnnotation, CheckTarget, Completion, Conclusion, Level, NewCheckRun, Progress};
 use crate::answers::{self, Answering};
@@ -145,7 +146,7 @@ async fn completion(
         .await
         .map_err(store_error)?
         .map(|run| run.status);
-    let conclusion = conclusion(&report.state, run_status.as_deref());
+    let conclusion = conclusion(&report.state, run_status);
     let rows = with
         .store
         .annotations_of_run(report.run_id, None, MAX_ANNOTATIONS)
@@ -178,10 +179,10 @@ async fn completion(
 /// How a run whose final report is `state` (`success`, `failure`, `error`) and whose own
 /// status is `run_status` concludes: a cancelled run is `cancelled`, whatever its report
 /// says; any other end but success (a failure, a file that did not evaluate) is `failure`.
-pub fn conclusion(state: &str, run_status: Option<&str>) -> Conclusion {
+pub fn conclusion(state: &str, run_status: Option<RunState>) -> Conclusion {
     match (state, run_status) {
         ("success", _) => Conclusion::Success,
-        (_, Some("cancelled")) => Conclusion::Cancelled,
+        (_, Some(RunState::Cancelled)) => Conclusion::Cancelled,
         _ => Conclusion::Failure,
     }
 }
@@ -266,16 +267,22 @@ mod tests {
     #[test]
     fn a_run_concludes_as_it_ended() {
         assert_eq!(
-            conclusion("success", Some("succeeded")),
+            conclusion("success", Some(RunState::Succeeded)),
             Conclusion::Success
         );
-        assert_eq!(conclusion("failure", Some("failed")), Conclusion::Failure);
         assert_eq!(
-            conclusion("error", Some("cancelled")),
+            conclusion("failure", Some(RunState::Failed)),
+            Conclusion::Failure
+        );
+        assert_eq!(
+            conclusion("error", Some(RunState::Cancelled)),
             Conclusion::Cancelled
         );
         // A workflow file that did not evaluate: the run failed, its report is an error.
-        assert_eq!(conclusion("error", Some("failed")), Conclusion::Failure);
+        assert_eq!(
+            conclusion("error", Some(RunState::Failed)),
+            Conclusion::Failure
+        );
         assert_eq!(conclusion("failure", None), Conclusion::Failure);
     }
 

@@ -137,7 +137,7 @@ async fn fail_unoffered(
     if unservable.is_empty() {
         return Ok(0);
     }
-    let live = store.list_runners(true, 10_000).await?;
+    let live = store.live_runners(10_000).await?;
     let announced: Vec<BTreeMap<String, String>> = live
         .iter()
         .filter_map(|r| serde_json::from_str(&r.labels).ok())

@@ -66,7 +66,7 @@ impl InstallationView {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Every installation the App's webhooks named, by id: account, state, permissions, events and the repositories it may reach (registered or not)", body = Vec<InstallationView>),
-        (status = 401, description = "No valid token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller is not an installation admin", body = ErrorView),
         (status = 500, response = super::openapi::EngineFailed),
     )

@@ -42,7 +42,6 @@ use super::views::{ErrorView, LineView};
 use super::{visible_run_in_path, ApiState};
 use crate::access::{Caller, Role};
 use crate::events::Event;
-use crate::executor::rules::parse_status;
 use crate::http_error::{ApiError, ApiResult};
 use crate::store::{Store, StoredLine};
 
@@ -344,7 +343,7 @@ impl Follower {
         // Nothing new: done if the step is final (its runner sends every line before
         // reporting the end), else wait for more.
         let final_now = match self.store.step_run_by_id(self.step_run_id).await {
-            Ok(Some(step)) => parse_status(&step.status).is_final(),
+            Ok(Some(step)) => step.status.is_final(),
             _ => true,
         };
         if final_now {

@@ -626,7 +626,7 @@ pub fn default_workspace(file: &std::path::Path) -> PathBuf {
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "Up to 200 live runners", body = Vec<RunnerView>),
-        (status = 401, description = "No valid token: the runners are for signed-in users", body = ErrorView),
+        (status = 401, response = openapi::SignedInRead),
         (status = 500, response = openapi::EngineFailed),
     )
 )]
@@ -635,7 +635,7 @@ async fn list_runners(
     caller: Caller,
 ) -> ApiResult<Json<Vec<RunnerView>>> {
     caller.require_signed_in()?;
-    let runners = state.executor.store().list_runners(false, 200).await?;
+    let runners = state.executor.store().list_runners(200).await?;
     Ok(Json(runners.into_iter().map(RunnerView::new).collect()))
 }
 
@@ -647,7 +647,7 @@ async fn list_runners(
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "The pool's state", body = PoolView),
-        (status = 401, description = "No valid token: the pool is for signed-in users", body = ErrorView),
+        (status = 401, response = openapi::SignedInRead),
         (status = 404, description = "This engine runs no pool (remote runners only)", body = ErrorView),
     )
 )]

@@ -54,7 +54,7 @@ const BEARER: &str = "bearer";
                        error`."
     ),
     modifiers(&BearerToken),
-    components(responses(EngineFailed, Unauthorized, InvalidToken, RunNotPublic, RepoNotPublic)),
+    components(responses(EngineFailed, Unauthorized, InvalidToken, RunNotPublic, RepoNotPublic, SignedInRead)),
     tags(
         (name = "runs", description = "Runs, their steps and re-runs"),
         (name = "logs", description = "Step logs: JSON lines or a live SSE stream"),
@@ -83,6 +83,12 @@ pub(super) struct EngineFailed(#[allow(dead_code)] ErrorView);
 #[derive(ToResponse)]
 #[response(description = "No valid bearer token")]
 pub(super) struct Unauthorized(#[allow(dead_code)] ErrorView);
+
+/// 401 of an installation-wide read (runners, the pool, every schedule): not anonymous,
+/// though such an operation also accepts no token at all in the document's security.
+#[derive(ToResponse)]
+#[response(description = "No valid token: installation-wide reads are for signed-in users")]
+pub(super) struct SignedInRead(#[allow(dead_code)] ErrorView);
 
 /// 401 of an operation any caller may reach, when a token is sent but opens nothing.
 #[derive(ToResponse)]

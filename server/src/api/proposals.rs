@@ -22,7 +22,7 @@ use super::views::ErrorView;
 use super::{parse_positive_id, parse_run_id, visible_run_in_path, ApiState, RunId};
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::{Audit, ProposalDecided, ProposalRow};
+use crate::store::{Audit, ProposalDecided, ProposalRow, Verdict};
 
 /// One proposal of a run, as stored.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -195,10 +195,11 @@ pub(super) async fn decide(
         )));
     }
     let who = caller.name().to_owned();
-    match store
-        .decide_proposal(run_id, pid, &who, decision.approve)
-        .await?
-    {
+    let verdict = match decision.approve {
+        true => Verdict::Approve,
+        false => Verdict::Reject,
+    };
+    match store.decide_proposal(run_id, pid, &who, verdict).await? {
         ProposalDecided::Done => {}
         ProposalDecided::NotFound => {
             return Err(ApiError::not_found(format!(

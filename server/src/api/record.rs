@@ -143,7 +143,7 @@ pub async fn build(store: &Store, run_id: i64) -> anyhow::Result<Option<RunRecor
             step: names.get(&a.step_run_id).cloned().unwrap_or_default(),
             attempt: a.number,
             iteration: a.iteration,
-            status: a.status,
+            status: a.status.to_string(),
             runner: a.runner,
             started_at: a.started_at,
             finished_at: a.finished_at,

@@ -781,7 +781,7 @@ pub(super) async fn repo_schedules(
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "The schedules of the repositories the caller may read, by next fire time", body = Vec<ScheduleView>),
-        (status = 401, description = "No valid token: installation-wide lists are for signed-in users", body = ErrorView),
+        (status = 401, response = super::openapi::SignedInRead),
         (status = 500, response = super::openapi::EngineFailed),
     )
 )]

@@ -108,7 +108,7 @@ impl RunView {
         let status = if waiting && matches!(run.status.as_str(), "queued" | "running") {
             "waiting".to_string()
         } else {
-            run.status.clone()
+            run.status.to_string()
         };
         let cache_partition = plue_core::caches::Partition::stored(
             run.cache_partition.as_deref(),
@@ -363,7 +363,7 @@ impl StepView {
                 .as_deref()
                 .and_then(|text| serde_json::from_str(text).ok()),
             id: step.step_id,
-            status: step.status,
+            status: step.status.to_string(),
             attempts: step.attempts,
             iteration: step.iteration,
             in_loop_of: None,
@@ -428,7 +428,7 @@ impl RunnerView {
             id: row.id,
             name: row.name,
             ephemeral: row.ephemeral,
-            state: row.state,
+            state: row.state.to_string(),
             registered_at: row.registered_at,
             last_heartbeat: row.last_heartbeat,
             accept_forks: row.accept_forks,

@@ -21,7 +21,6 @@ use super::session::{readable_run, Chrome};
 use super::{encode, parse_run_id, render, Web};
 use crate::api::logs::stored_lines;
 use crate::api::views::{RunView, StepView};
-use crate::executor::rules::parse_status;
 use crate::store::{StepRunRow, Store};
 
 #[derive(Serialize)]
@@ -61,7 +60,7 @@ pub(super) async fn page(
     let (session, run) = readable_run(&web, &headers, run_id, &base).await?;
     let store = web.store();
     let step_row = step_of(store, run_id, &step).await?;
-    let done = parse_status(&step_row.status).is_final();
+    let done = step_row.status.is_final();
     let step_run_id = step_row.id;
     let step_list = super::log_steps::for_step(store, run_id, run.rerun_of, &step_row).await?;
     let approval = super::log_approval::for_step(&web, &session, &run, &step_row).await?;

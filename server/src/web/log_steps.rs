@@ -64,7 +64,7 @@ pub(super) async fn for_step(
             url: format!("/runs/{run_id}/steps/{}", encode(&s.step_id)),
             current: s.id == current.id,
             duration_ms: s.duration_ms(),
-            status: s.status.clone(),
+            status: s.status.to_string(),
             id: s.step_id.clone(),
         })
         .collect();

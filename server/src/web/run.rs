@@ -126,7 +126,7 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
                     .map(|(f, s)| f - s),
                 number: attempt.number,
                 iteration: attempt.iteration,
-                status: attempt.status,
+                status: attempt.status.to_string(),
                 exit_code: attempt.exit_code,
                 reason: attempt.reason,
                 runner: attempt.runner,

@@ -144,7 +144,7 @@ pub(super) async fn gate(
         message,
         deciders: found.deciders().to_vec(),
         exclude_triggerer: found.excludes_triggerer(),
-        status: step.status.clone(),
+        status: step.status.to_string(),
         deadline: if waiting { step.ready_at } else { None },
         may_decide,
         why_not,

@@ -308,7 +308,7 @@ mod tests {
             run_id: 1,
             step_id: "test".into(),
             position: 0,
-            status: "failed".into(),
+            status: "failed".parse().expect("a step status"),
             attempts,
             exit_code,
             reason: reason.map(Into::into),

@@ -51,14 +51,10 @@ impl Progress {
     /// From the run's step runs.
     pub(super) fn of(steps: &[StepRunRow]) -> Progress {
         Progress {
-            finished: steps.iter().filter(|s| is_final(&s.status)).count(),
+            finished: steps.iter().filter(|s| s.status.is_final()).count(),
             total: steps.len(),
         }
     }
-}
-
-fn is_final(status: &str) -> bool {
-    matches!(status, "succeeded" | "failed" | "skipped" | "cancelled")
 }
 
 /// The chart.
@@ -206,7 +202,7 @@ pub(super) fn layout(
             let carried = carried_from(rerun_of, step);
             Row {
                 step: step.step_id.clone(),
-                status: step.status.clone(),
+                status: step.status.to_string(),
                 attempts: bars,
                 waiting,
                 duration_ms: if carried.is_some() {
@@ -338,7 +334,7 @@ mod tests {
             run_id: 1,
             step_id: id.into(),
             position: 0,
-            status: status.into(),
+            status: status.parse().expect("a step status"),
             attempts: 0,
             exit_code: None,
             reason: None,

@@ -100,7 +100,7 @@ pub(super) async fn page(
             ),
         );
     }
-    let rows = store.list_runners(false, LIMIT).await?;
+    let rows = store.list_runners(LIMIT).await?;
     let total = rows.len();
     let runners: Vec<RunnerEntry> = rows
         .into_iter()

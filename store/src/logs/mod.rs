@@ -11,6 +11,16 @@
 //! A runner's lines are stored through [`Store::append_logs_counted`], which keeps each
 //! attempt's and run's bytes for their log quotas ([`quota`]).
 
+/// Whether a batch of an attempt's lines cuts its log at a quota
+/// ([`Store::append_logs_counted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchEnd {
+    /// More lines may follow.
+    Open,
+    /// The log ends here, at its quota: the batch's last line is the marker.
+    Cut,
+}
+
 mod chunk_encoding;
 pub mod quota;
 mod sqlite_chunks;
@@ -171,14 +181,16 @@ impl Store {
     }
 
     /// [`Store::append_logs`] adding the bytes of the lines it stores to the attempt's and
-    /// the run's log figures, and, when `truncated`, marking the attempt's log as cut
-    /// (`lines` then end with its marker line). Returns how many lines were new.
+    /// the run's log figures, and, when the batch is [`BatchEnd::Cut`], marking the
+    /// attempt's log as cut (`lines` then end with its marker line). Returns how many
+    /// lines were new.
     pub async fn append_logs_counted(
         &self,
         at: LogAttempt,
         lines: &[LogLine],
-        truncated: bool,
+        end: BatchEnd,
     ) -> anyhow::Result<u64> {
+        let truncated = end == BatchEnd::Cut;
         if lines.is_empty() && !truncated {
             return Ok(0);
         }

@@ -21,7 +21,7 @@ fn snapshot(plan: &Plan, statuses: &[&str]) -> RunSnapshot {
             run_id: 1,
             step_id: step.id.clone(),
             position: i as i64,
-            status: status.to_string(),
+            status: status.parse().expect("a step status"),
             attempts: 0,
             exit_code: None,
             reason: None,

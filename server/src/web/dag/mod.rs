@@ -154,7 +154,7 @@ pub(super) fn of_run(
             let step = planned.get(s.step_id.as_str());
             Step {
                 id: &s.step_id,
-                status: &s.status,
+                status: s.status.as_str(),
                 kind: step.map_or("", |p| p.action.kind()),
                 depends_on: step.map_or(&[], |p| p.depends_on.as_slice()),
             }
