@@ -285,8 +285,10 @@ fn large_outputs_do_not_make_later_dispatches_slow() {
     };
     let small = timed("0");
     let large = timed("1");
+    // The regression this holds was ~20x; the margin is for a busy machine (CI runs the
+    // other tests beside it: 1.7 s against 10.2 s was seen there, 6.6 s for both alone).
     assert!(
-        large < small * 3 + Duration::from_secs(5),
+        large < small * 5 + Duration::from_secs(8),
         "20 MiB of outputs made the run take {large:?} instead of {small:?}"
     );
 }
