@@ -15,7 +15,7 @@
 
 use sqlx::Row;
 
-use super::people::UserRow;
+use super::people::{NewUser, UserKind, UserRow};
 use super::{now_ms, on_db, Store};
 
 /// An API token as listed (never its value).
@@ -77,7 +77,8 @@ where
     Ok(UserRow {
         id: row.try_get("u_id")?,
         name: row.try_get("u_name")?,
-        kind: row.try_get("u_kind")?,
+        kind: UserKind::try_from(row.try_get::<String, _>("u_kind")?)
+            .map_err(|e| sqlx::Error::Decode(e.into()))?,
         admin: row.try_get("u_admin")?,
         created_at: row.try_get("u_created_at")?,
         disabled_at: row.try_get("u_disabled_at")?,
@@ -373,7 +374,7 @@ impl Store {
                 Some(_) => continue,
                 None => {
                     let id = self
-                        .create_user(&candidate, "person", false)
+                        .create_user(&NewUser::person(&candidate))
                         .await
                         .map_err(anyhow::Error::from)?;
                     return Ok((id, candidate));

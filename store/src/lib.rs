@@ -85,7 +85,9 @@ pub use installations::{InstallationFacts, InstallationRow};
 pub use known_steps::KnownSteps;
 pub use logs::quota::{self as log_quota, LogBudget, LogQuotas, OverLogQuota};
 pub use logs::{BatchEnd, LogAttempt, StoredLine};
-pub use people::{valid_name, ForgeLoginRow, GroupRow, NameError, Triggerer, UserRow};
+pub use people::{
+    valid_name, ForgeLoginRow, GroupRow, NameError, NewUser, Triggerer, UserKind, UserRow,
+};
 pub use plue_types::status::RunnerState;
 pub use postgres_pool::{ConnectionsError, PostgresConnections};
 pub use proposals::{NewProposal, ProposalDecided, ProposalRow};

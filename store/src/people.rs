@@ -10,13 +10,69 @@
 
 use super::{is_unique_violation, now_ms, on_db, Store};
 
+/// Who a user is: stored as `person` or `bot` (`users.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserKind {
+    Person,
+    Bot,
+}
+
+impl UserKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserKind::Person => "person",
+            UserKind::Bot => "bot",
+        }
+    }
+}
+
+impl std::fmt::Display for UserKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// For rows decoded with `#[sqlx(try_from = "String")]`: a word no kind has is an error.
+impl TryFrom<String> for UserKind {
+    type Error = anyhow::Error;
+
+    fn try_from(text: String) -> anyhow::Result<UserKind> {
+        match text.as_str() {
+            "person" => Ok(UserKind::Person),
+            "bot" => Ok(UserKind::Bot),
+            _ => anyhow::bail!("unknown user kind {text:?}"),
+        }
+    }
+}
+
+/// A user to create ([`Store::create_user`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewUser<'a> {
+    /// Checked by [`valid_name`] first.
+    pub name: &'a str,
+    pub kind: UserKind,
+    /// An installation admin.
+    pub admin: bool,
+}
+
+impl<'a> NewUser<'a> {
+    /// A person who is not an admin.
+    pub fn person(name: &'a str) -> Self {
+        NewUser {
+            name,
+            kind: UserKind::Person,
+            admin: false,
+        }
+    }
+}
+
 /// A user as the store holds it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct UserRow {
     pub id: i64,
     pub name: String,
-    /// `person` or `bot`.
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: UserKind,
     pub admin: bool,
     pub created_at: i64,
     pub disabled_at: Option<i64>,
@@ -88,14 +144,15 @@ fn taking_name<T>(
 
 impl Store {
     /// Creates a user; [`NameError::Taken`] when the name exists in any case.
-    pub async fn create_user(&self, name: &str, kind: &str, admin: bool) -> Result<i64, NameError> {
+    pub async fn create_user(&self, new: &NewUser<'_>) -> Result<i64, NameError> {
+        let NewUser { name, kind, admin } = *new;
         let inserted: Result<i64, sqlx::Error> = on_db!(self, pool => sqlx::query_scalar(
             "INSERT INTO users (name, name_key, kind, admin, created_at) \
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(name)
         .bind(name.to_lowercase())
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(admin)
         .bind(now_ms())
         .fetch_one(pool)

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use engine::executor::Executor;
 use engine::server::{self as engine_server, EngineConfig, RunningEngine};
-use engine::store::{NewRepo, NewRun, RunRepo, Store};
+use engine::store::{NewRepo, NewRun, NewUser, RunRepo, Store};
 use evaluator::plan::{Plan, Step};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
@@ -1433,7 +1433,7 @@ pub(crate) async fn user_with_token(
     let user_id = match store.user_by_name(name).await.expect("read a user") {
         Some(user) => user.id,
         None => store
-            .create_user(name, "person", false)
+            .create_user(&NewUser::person(name))
             .await
             .expect("create a user"),
     };

@@ -393,14 +393,15 @@ impl Caller {
     }
 
     /// Whether the caller may decide a gate of run `run_id` that names `names` (empty: any
-    /// writer), refusing the run's triggerer when `exclude_triggerer`. Holding `writer` on
-    /// the run's repository is checked apart ([`Caller::visible_run`]).
+    /// writer), refusing the run's triggerer when `self_review` is
+    /// [`SelfReview::Excluded`]. Holding `writer` on the run's repository is checked apart
+    /// ([`Caller::visible_run`]).
     pub async fn may_decide(
         &self,
         store: &Store,
         run_id: i64,
         names: &[String],
-        exclude_triggerer: bool,
+        self_review: SelfReview,
     ) -> anyhow::Result<Result<(), DecideRefused>> {
         if !self.is_named(store, names).await? {
             return Ok(Err(DecideRefused::NotADecider {
@@ -408,13 +409,21 @@ impl Caller {
                 deciders: names.to_vec(),
             }));
         }
-        if exclude_triggerer && self.is_triggerer_of(store, run_id).await? {
+        if self_review == SelfReview::Excluded && self.is_triggerer_of(store, run_id).await? {
             return Ok(Err(DecideRefused::Triggerer {
                 caller: self.name().to_string(),
             }));
         }
         Ok(Ok(()))
     }
+}
+
+/// Whether whoever started a run may decide its gate ([`Caller::may_decide`]): an
+/// approval's `exclude_triggerer`, an environment's `prevent_self_review`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelfReview {
+    Allowed,
+    Excluded,
 }
 
 /// Why [`Caller::may_decide`] refuses a caller a gate.
@@ -619,7 +628,7 @@ fn user_of(row: UserRow, admin: bool) -> User {
         id: row.id,
         name: row.name,
         admin,
-        kind: row.kind,
+        kind: row.kind.to_string(),
     }
 }
 

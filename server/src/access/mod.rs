@@ -24,7 +24,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 
-pub use caller::{forbidden, Caller, Readable, Resolver, Scope, User, SESSION_TTL_MS};
+pub use caller::{forbidden, Caller, Readable, Resolver, Scope, SelfReview, User, SESSION_TTL_MS};
 pub use role::Role;
 
 use crate::http_error::ApiError;

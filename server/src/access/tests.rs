@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::*;
 use crate::http_error::ApiError;
-use crate::store::{NewToken, Store, Triggerer};
+use crate::store::{NewToken, NewUser, Store, Triggerer};
 use crate::testing::{user_with_token, TokenScope};
 use crate::tokens;
 use plue_store::testing::{create_repo as repo, stores};
@@ -317,7 +317,7 @@ async fn gates_compare_users_groups_and_forge_logins_never_names_of_tokens() {
         assert!(alice_caller.is_triggerer_of(&store, run).await.unwrap());
         assert!(!bob_caller.is_triggerer_of(&store, run).await.unwrap());
         let refused = alice_caller
-            .may_decide(&store, run, &named(&["alice", "bob"]), true)
+            .may_decide(&store, run, &named(&["alice", "bob"]), SelfReview::Excluded)
             .await
             .unwrap();
         assert!(refused
@@ -325,7 +325,7 @@ async fn gates_compare_users_groups_and_forge_logins_never_names_of_tokens() {
             .to_string()
             .contains("started this run"));
         assert!(bob_caller
-            .may_decide(&store, run, &named(&["alice", "bob"]), true)
+            .may_decide(&store, run, &named(&["alice", "bob"]), SelfReview::Excluded)
             .await
             .unwrap()
             .is_ok());
@@ -337,7 +337,7 @@ async fn gates_compare_users_groups_and_forge_logins_never_names_of_tokens() {
         // Names are unique in any case; `admin` is taken by the installation's admin.
         for taken in ["ALICE", "Admin"] {
             assert!(matches!(
-                store.create_user(taken, "person", false).await,
+                store.create_user(&NewUser::person(taken)).await,
                 Err(crate::store::NameError::Taken(_))
             ));
         }
@@ -401,7 +401,7 @@ async fn a_legacy_token_named_like_an_existing_user_never_becomes_that_users() {
     for (store, _dir) in stores().await {
         let hello = repo(&store, "octo/hello").await;
         let other = repo(&store, "octo/other").await;
-        let alice = store.create_user("alice", "person", false).await.unwrap();
+        let alice = store.create_user(&NewUser::person("alice")).await.unwrap();
         store.grant_role(hello, alice, "reader").await.unwrap();
         // An earlier start adopted this one already; a token it minted arrives later.
         let early = tokens::new_token().unwrap();
@@ -429,7 +429,7 @@ async fn a_legacy_token_named_like_an_existing_user_never_becomes_that_users() {
             .unwrap();
         // A user made by hand with the name a fallback would take.
         store
-            .create_user("legacy-99", "person", false)
+            .create_user(&NewUser::person("legacy-99"))
             .await
             .unwrap();
         store
@@ -497,7 +497,7 @@ async fn whoever_pushed_onto_a_pull_request_may_not_decide_its_run() {
         let bob_caller = resolver.from_headers(&bearer(&bob_token)).await.unwrap();
         let deciders = ["mallory".to_string(), "bob".to_string()];
         let refused = mallory_caller
-            .may_decide(&store, run, &deciders, true)
+            .may_decide(&store, run, &deciders, SelfReview::Excluded)
             .await
             .unwrap();
         assert!(refused
@@ -505,7 +505,7 @@ async fn whoever_pushed_onto_a_pull_request_may_not_decide_its_run() {
             .to_string()
             .contains("started this run"));
         assert!(bob_caller
-            .may_decide(&store, run, &deciders, true)
+            .may_decide(&store, run, &deciders, SelfReview::Excluded)
             .await
             .unwrap()
             .is_ok());

@@ -33,7 +33,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::body::Object;
 use super::views::{ApprovalView, ErrorView};
 use super::{parse_run_id, visible_run_in_path, ApiState, RunId};
-use crate::access::{Caller, Role};
+use crate::access::{Caller, Role, SelfReview};
 use crate::http_error::{ApiError, ApiResult};
 use crate::store::{now_ms, Audit, Decided, Reviewer, RunRow, Verdict};
 
@@ -187,8 +187,8 @@ impl Gate {
     }
 
     /// Whether whoever started the run is excluded.
-    pub(crate) fn excludes_triggerer(&self) -> bool {
-        match self {
+    pub(crate) fn self_review(&self) -> SelfReview {
+        let excluded = match self {
             Gate::Approval {
                 exclude_triggerer, ..
             } => *exclude_triggerer,
@@ -196,6 +196,10 @@ impl Gate {
                 prevent_self_review,
                 ..
             } => *prevent_self_review,
+        };
+        match excluded {
+            true => SelfReview::Excluded,
+            false => SelfReview::Allowed,
         }
     }
 
@@ -225,9 +229,9 @@ pub(crate) async fn decider_check(
     // Writers only: a reader learns it may not (403), others that there is no such run.
     let run = caller.visible_run(store, run_id, Role::Writer).await?;
     let gate = gate_of(state, &run, step).await?;
-    let exclude = gate.excludes_triggerer();
+    let self_review = gate.self_review();
     if let Err(refusal) = caller
-        .may_decide(store, run_id, gate.deciders(), exclude)
+        .may_decide(store, run_id, gate.deciders(), self_review)
         .await?
     {
         let what = match gate.environment() {
@@ -236,7 +240,7 @@ pub(crate) async fn decider_check(
         };
         return Err(ApiError::forbidden(format!("{refusal} ({what})")));
     }
-    if exclude {
+    if self_review == SelfReview::Excluded {
         if let Some(started) = repeated_run_started_by(store, caller, &run).await? {
             return Err(ApiError::forbidden(format!(
                 "'{}' started run {started}, which run {run_id} runs again, and may not decide it",

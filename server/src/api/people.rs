@@ -24,7 +24,7 @@ use super::views::ErrorView;
 use super::{audit_installation, ApiState};
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::{valid_name, NameError, Store, UserRow};
+use crate::store::{self, valid_name, NameError, NewUser, Store, UserRow};
 
 /// The name of the installation's own admin user.
 const ADMIN_USER: &str = "admin";
@@ -39,9 +39,14 @@ pub(super) enum UserKind {
 
 impl UserKind {
     fn as_str(self) -> &'static str {
+        self.stored().as_str()
+    }
+
+    /// The store's kind (the API's is its own type, for its schema).
+    fn stored(self) -> store::UserKind {
         match self {
-            UserKind::Person => "person",
-            UserKind::Bot => "bot",
+            UserKind::Person => store::UserKind::Person,
+            UserKind::Bot => store::UserKind::Bot,
         }
     }
 }
@@ -93,7 +98,7 @@ impl From<UserRow> for UserView {
         UserView {
             id: row.id,
             name: row.name,
-            kind: row.kind,
+            kind: row.kind.to_string(),
             admin: row.admin,
             created_at: row.created_at,
             disabled_at: row.disabled_at,
@@ -410,7 +415,11 @@ pub(super) async fn create_user(
     check_new_name("user", &request.name)?;
     let store = state.executor.store();
     let id = store
-        .create_user(&request.name, request.kind.as_str(), request.admin)
+        .create_user(&NewUser {
+            name: &request.name,
+            kind: request.kind.stored(),
+            admin: request.admin,
+        })
         .await
         .map_err(|e| taken(e, "user"))?;
     audit_installation(

@@ -20,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::body::Object;
 use super::views::ErrorView;
 use super::{parse_positive_id, parse_run_id, visible_run_in_path, ApiState, RunId};
-use crate::access::{Caller, Role};
+use crate::access::{Caller, Role, SelfReview};
 use crate::http_error::{ApiError, ApiResult};
 use crate::store::{Audit, ProposalDecided, ProposalRow, Verdict};
 
@@ -177,16 +177,21 @@ pub(super) async fn decide(
     }
     // A local run has one decider, the admin, who also started it: only a repository's
     // runs have a second person to ask.
-    let exclude_triggerer = run.repo_id.is_some();
+    let self_review = match run.repo_id {
+        Some(_) => SelfReview::Excluded,
+        None => SelfReview::Allowed,
+    };
     if let Err(refusal) = caller
-        .may_decide(store, run_id, &[], exclude_triggerer)
+        .may_decide(store, run_id, &[], self_review)
         .await?
     {
         return Err(ApiError::forbidden(format!("{refusal} (proposal {pid})")));
     }
-    let repeated = match exclude_triggerer {
-        true => super::approvals::repeated_run_started_by(store, &caller, &run).await?,
-        false => None,
+    let repeated = match self_review {
+        SelfReview::Excluded => {
+            super::approvals::repeated_run_started_by(store, &caller, &run).await?
+        }
+        SelfReview::Allowed => None,
     };
     if let Some(started) = repeated {
         return Err(ApiError::forbidden(format!(

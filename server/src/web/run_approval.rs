@@ -30,6 +30,7 @@ use super::error::{WebError, WebResult};
 use super::forward;
 use super::session::Session;
 use super::{encode, parse_run_id, Web};
+use crate::access::SelfReview;
 use crate::api::approvals::{self, Gate};
 use crate::api::views::ApprovalView;
 use crate::http_error::ApiError;
@@ -143,7 +144,7 @@ pub(super) async fn gate(
         environment: found.environment().map(str::to_owned),
         message,
         deciders: found.deciders().to_vec(),
-        exclude_triggerer: found.excludes_triggerer(),
+        exclude_triggerer: found.self_review() == SelfReview::Excluded,
         status: step.status.to_string(),
         deadline: if waiting { step.ready_at } else { None },
         may_decide,
