@@ -73,7 +73,10 @@ pub(crate) async fn user_with_token(
 ) -> (i64, i64, String) {
     let user_id = match store.user_by_name(name).await.unwrap() {
         Some(user) => user.id,
-        None => store.create_user(&crate::store::NewUser::person(name)).await.unwrap(),
+        None => store
+            .create_user(&crate::store::NewUser::person(name))
+            .await
+            .unwrap(),
     };
     let token = crate::tokens::new_token().unwrap();
     let token_id = store

@@ -181,10 +181,7 @@ pub(super) async fn decide(
         Some(_) => SelfReview::Excluded,
         None => SelfReview::Allowed,
     };
-    if let Err(refusal) = caller
-        .may_decide(store, run_id, &[], self_review)
-        .await?
-    {
+    if let Err(refusal) = caller.may_decide(store, run_id, &[], self_review).await? {
         return Err(ApiError::forbidden(format!("{refusal} (proposal {pid})")));
     }
     let repeated = match self_review {
