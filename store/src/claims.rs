@@ -1148,15 +1148,7 @@ mod tests {
             let json = serde_json::to_string(&plan).unwrap();
             let run_id = queue_run_ready_at(&store, &local_run(&plan, &json), 1_000).await;
             let runner = store.register_runner("r", "{}", "r", 0).await.unwrap();
-            // The retirement holds the runner's row, not yet committed.
-            let mut retirement = pool.begin().await.unwrap();
-            sqlx::query(
-                "UPDATE runners SET state = 'gone', state_since = 2 WHERE id = $1 AND state = 'idle'",
-            )
-            .bind(runner)
-            .execute(&mut *retirement)
-            .await
-            .unwrap();
+            let retirement = crate::testing::retirement_held(pool, runner).await;
             let claiming = tokio::spawn({
                 let store = store.clone();
                 async move { store.claim(runner, &[String::new()], 1_500).await }

@@ -431,14 +431,7 @@ mod tests {
                 .create_debug_session(&new("c3", run_id, step_run_id, 1_000))
                 .await
                 .unwrap();
-            let mut retirement = pool.begin().await.unwrap();
-            sqlx::query(
-                "UPDATE runners SET state = 'gone', state_since = 2 WHERE id = $1 AND state = 'idle'",
-            )
-            .bind(runner_id)
-            .execute(&mut *retirement)
-            .await
-            .unwrap();
+            let retirement = crate::testing::retirement_held(pool, runner_id).await;
             let claiming = tokio::spawn({
                 let store = store.clone();
                 async move {

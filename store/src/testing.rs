@@ -268,3 +268,21 @@ pub async fn a_backend_waits_for_a_lock(pool: &sqlx::PgPool) {
     }
     panic!("no statement waited for a lock");
 }
+
+/// An idle runner's retirement (`gone`), written and holding the runner's row but not
+/// committed: a claim racing it waits for the row ([`a_backend_waits_for_a_lock`]) until
+/// the test commits it (PostgreSQL).
+pub async fn retirement_held(
+    pool: &sqlx::PgPool,
+    runner_id: i64,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut retirement = pool.begin().await.expect("BEGIN");
+    sqlx::query(
+        "UPDATE runners SET state = 'gone', state_since = 2 WHERE id = $1 AND state = 'idle'",
+    )
+    .bind(runner_id)
+    .execute(&mut *retirement)
+    .await
+    .expect("the retirement");
+    retirement
+}
