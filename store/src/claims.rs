@@ -560,6 +560,19 @@ pub(crate) struct ClaimFor<'a> {
     pub(crate) takes: Takes,
 }
 
+impl<'a> ClaimFor<'a> {
+    /// A polling runner (idle until its claim marks it busy) that takes any step.
+    pub(crate) fn polling(runner_id: i64, label_sets: &'a [String], now: i64) -> Self {
+        ClaimFor {
+            runner_id,
+            label_sets,
+            now,
+            runner_was: RunnerWas::Idle,
+            takes: Takes::AnyStep,
+        }
+    }
+}
+
 /// The runner's state when it claims.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RunnerWas {
@@ -736,14 +749,8 @@ impl Store {
         label_sets: &[String],
         now: i64,
     ) -> anyhow::Result<Option<Claimed>> {
-        self.claim_as(ClaimFor {
-            runner_id,
-            label_sets,
-            now,
-            runner_was: RunnerWas::Idle,
-            takes: Takes::AnyStep,
-        })
-        .await
+        self.claim_as(ClaimFor::polling(runner_id, label_sets, now))
+            .await
     }
 
     /// [`Store::claim`] of a step of a fork's run only (never another run's): how the
@@ -810,13 +817,7 @@ impl Store {
         label_sets: &[String],
         now: i64,
     ) -> anyhow::Result<bool> {
-        let claim = ClaimFor {
-            runner_id,
-            label_sets,
-            now,
-            runner_was: RunnerWas::Idle,
-            takes: Takes::AnyStep,
-        };
+        let claim = ClaimFor::polling(runner_id, label_sets, now);
         let statement = Statement::per_backend(SQLITE_READY_FOR_OTHERS, PG_READY_FOR_OTHERS);
         let mut conn = Conn::acquire(self).await?;
         let mut tx = conn.autocommit().await?;

@@ -17,9 +17,7 @@
 
 use anyhow::Context;
 
-use super::claims::{
-    claimable_by_runner, runner_busy, with_claimer_args, ClaimFor, RunnerWas, Takes, RUNNER_BUSY,
-};
+use super::claims::{claimable_by_runner, runner_busy, with_claimer_args, ClaimFor, RUNNER_BUSY};
 use super::tx::{Conn, Statement};
 use super::{on_db, Store};
 
@@ -206,13 +204,7 @@ impl Store {
         now: i64,
     ) -> anyhow::Result<Option<DebugClaim>> {
         self.expire_debug_sessions(now).await?;
-        let claim = ClaimFor {
-            runner_id,
-            label_sets,
-            now,
-            runner_was: RunnerWas::Idle,
-            takes: Takes::AnyStep,
-        };
+        let claim = ClaimFor::polling(runner_id, label_sets, now);
         let mut conn = Conn::acquire(self).await?;
         let mut tx = conn.begin().await?;
         let claimed: Option<String> = tx
