@@ -351,23 +351,16 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def _seccomp_args(program_hex):
-    """The `prctl` arguments that install the filter whose `sock_filter`s' bytes are
-    `program_hex` (and the buffer they point into, to be kept alive meanwhile)."""
+def _install_seccomp(program_hex):
+    """launch/seccomp.rs's filter (keyring calls fail with EPERM), from the bytes of its
+    `sock_filter`s the runner sent in the job; after `no_new_privs`, as launch/child.rs."""
     code = bytes.fromhex(program_hex)
     if not code or len(code) % 8:
         raise ValueError("the step's seccomp filter is malformed")
     buf = ctypes.create_string_buffer(code, len(code))
     prog = _SockFprog(len(code) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    return buf, (ctypes.c_int(_PR_SET_SECCOMP), ctypes.c_ulong(_SECCOMP_MODE_FILTER),
-                 ctypes.byref(prog), ctypes.c_ulong(0), ctypes.c_ulong(0))
-
-
-def _install_seccomp(program_hex):
-    """launch/seccomp.rs's filter (keyring calls fail with EPERM), from the bytes of its
-    `sock_filter`s the runner sent in the job; after `no_new_privs`, as launch/child.rs."""
-    _buf, args = _seccomp_args(program_hex)
-    if _libc.prctl(*args) != 0:
+    if _libc.prctl(ctypes.c_int(_PR_SET_SECCOMP), ctypes.c_ulong(_SECCOMP_MODE_FILTER),
+                   ctypes.byref(prog), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
         raise OSError(ctypes.get_errno(), "installing the step's seccomp filter")
 
 
