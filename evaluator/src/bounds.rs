@@ -562,8 +562,10 @@ mod tests {
         let started = Instant::now();
         let found =
             crate::validate::validate(&plan, &SourceMap::default(), &Limits::default(), "w");
+        // Minutes before the fix; the bound is loose so that a loaded machine running a
+        // debug build beside other suites cannot fail it (100 ms once did, at 122 ms).
         assert!(
-            started.elapsed().as_millis() < 100,
+            started.elapsed() < std::time::Duration::from_secs(5),
             "{:?}",
             started.elapsed()
         );

@@ -762,7 +762,8 @@ fn each_bomb_fails_the_step_in_milliseconds() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("'@root'"), "{err}");
-    assert!(started.elapsed() < std::time::Duration::from_millis(100));
+    // 15 s before the fix; loose enough for a debug build on a loaded machine.
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
 }
 
 #[test]

@@ -139,7 +139,8 @@ fn nested_each_bomb_is_refused_fast() {
     assert!(Template::parse(&bomb).is_err());
     let huge = "{{ steps.a.status }}".repeat(50_000);
     assert_eq!(Template::parse(&huge).unwrap().references().count(), 50_000);
-    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    // 15 s before the fix; loose enough for a debug build on a loaded machine.
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
 fn bash_step(id: &str, command: &str, deps: &[&str]) -> Step {
@@ -377,7 +378,10 @@ fn a_long_chain_checks_in_linear_time() {
         .collect();
     let started = std::time::Instant::now();
     assert_eq!(messages(&plan(steps)), Vec::<String>::new());
-    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    // Each of the 1,000 steps refers to the chain's first: a walk of every ancestor per
+    // reference without memory is ~500,000 visits of step lists; the bound is loose enough
+    // for a debug build on a loaded machine.
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
 #[test]
