@@ -622,10 +622,10 @@ pub fn default_workspace(file: &std::path::Path) -> PathBuf {
     get,
     path = "/api/runners",
     tag = "runners",
-    summary = "Live runners",
+    summary = "Runners, newest first, lost and gone ones too",
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "Up to 200 live runners", body = Vec<RunnerView>),
+        (status = 200, description = "Up to 200 runners, newest first; `state` says which are live (`idle`, `busy`) and which `lost` or `gone`", body = Vec<RunnerView>),
         (status = 401, response = openapi::SignedInRead),
         (status = 500, response = openapi::EngineFailed),
     )
