@@ -96,9 +96,7 @@ async fn an_app_repository_gets_check_runs_on_its_commit_and_its_agents_pull_req
     assert!(store.mark_applied(proposal, &url).await.unwrap());
     store
         .advance(
-            run,
-            plue_store::Grouping::Ungrouped,
-            None,
+            plue_store::RunToAdvance::ungrouped(run),
             |_| Vec::new(),
             |_| {
                 vec![StepChange::FinishRun {

@@ -439,6 +439,41 @@ pub enum NextClaim {
     NothingToTake,
 }
 
+/// The run an advance moves.
+#[derive(Debug)]
+pub struct RunToAdvance {
+    pub run_id: i64,
+    /// Whether the run's plan names a concurrency group (only then is the group's row
+    /// locked first).
+    pub grouping: Grouping,
+    /// The run's steps as the caller's last advance of it left them (its
+    /// [`Advanced::known`]): when still current, only the step runs that became final since
+    /// are read again, else every step is.
+    pub known: Option<KnownSteps>,
+}
+
+impl RunToAdvance {
+    /// A run whose plan names no group, all its steps read.
+    pub fn ungrouped(run_id: i64) -> Self {
+        RunToAdvance {
+            run_id,
+            grouping: Grouping::Ungrouped,
+            known: None,
+        }
+    }
+}
+
+/// The attempt [`Store::complete_and_advance`] ends, and who reports its end.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion<'a> {
+    pub attempt_id: i64,
+    /// The reporting runner; `None` when the engine ends the attempt itself.
+    pub runner_id: Option<i64>,
+    pub end: &'a AttemptEnd<'a>,
+    /// The reporting runner's next claim, in the same transaction.
+    pub claim_next: Option<ClaimNext<'a>>,
+}
+
 /// The completing runner's next claim, asked for in [`Store::complete_and_advance`].
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimNext<'a> {
@@ -452,18 +487,17 @@ impl Store {
     /// `decide` sees the run as it is inside that transaction, with the outputs of the step
     /// runs `wanted` names, as `(step run, iteration)` (given the same snapshot without
     /// outputs), loaded.
-    /// `grouping`: whether the run's plan names a concurrency group (only then is the
-    /// group's row locked first). `known`: the run's steps as the caller's last advance of
-    /// it left them (its [`Advanced::known`]); when still current, only the step runs that
-    /// became final since are read again, else every step is.
     pub async fn advance(
         &self,
-        run_id: i64,
-        grouping: Grouping,
-        known: Option<KnownSteps>,
+        run: RunToAdvance,
         wanted: impl FnOnce(&RunSnapshot) -> Vec<(i64, i64)>,
         decide: impl FnOnce(&RunSnapshot) -> Vec<StepChange>,
     ) -> anyhow::Result<Advanced> {
+        let RunToAdvance {
+            run_id,
+            grouping,
+            known,
+        } = run;
         let now = now_ms();
         let mut conn = Conn::acquire(self).await?;
         let (mut tx, group_id, run) = lock_run(&mut conn, run_id, grouping).await?;
@@ -481,29 +515,34 @@ impl Store {
         Ok(advanced)
     }
 
-    /// Ends attempt `attempt_id` of run `run_id` as [`Store::complete_attempt`] does
+    /// Ends the completion's attempt (of the run) as [`Store::complete_attempt`] does
     /// (`after` deciding what becomes of its step run), then advances the run as
-    /// [`Store::advance`] does, and with `claim_next` (the reporting runner and its label
-    /// sets) claims the runner's next attempt as [`Store::claim_next`] does — all in one
-    /// transaction: one commit where there were three, and the advance reads the step run
-    /// the completion just moved. When the attempt was already final nothing is written,
-    /// nothing claimed, and `known` comes back (still current). An attempt of another run
-    /// is refused, with nothing written. A run already final (or waiting for its group) is
-    /// not advanced; the attempt still ends.
-    #[allow(clippy::too_many_arguments)]
+    /// [`Store::advance`] does, and with the completion's `claim_next` (the reporting
+    /// runner and its label sets) claims the runner's next attempt as [`Store::claim_next`]
+    /// does — all in one transaction: one commit where there were three, and the advance
+    /// reads the step run the completion just moved. When the attempt was already final
+    /// nothing is written, nothing claimed, and `known` comes back (still current). An
+    /// attempt of another run is refused, with nothing written. A run already final (or
+    /// waiting for its group) is not advanced; the attempt still ends.
     pub async fn complete_and_advance(
         &self,
-        run_id: i64,
-        grouping: Grouping,
-        known: Option<KnownSteps>,
-        attempt_id: i64,
-        runner_id: Option<i64>,
-        end: &AttemptEnd<'_>,
-        claim_next: Option<ClaimNext<'_>>,
+        run: RunToAdvance,
+        completion: Completion<'_>,
         after: impl FnOnce(&CompletedAttempt) -> StepAfter,
         wanted: impl FnOnce(&RunSnapshot) -> Vec<(i64, i64)>,
         decide: impl FnOnce(&RunSnapshot) -> Vec<StepChange>,
     ) -> anyhow::Result<CompletedAndAdvanced> {
+        let RunToAdvance {
+            run_id,
+            grouping,
+            known,
+        } = run;
+        let Completion {
+            attempt_id,
+            runner_id,
+            end,
+            claim_next,
+        } = completion;
         let now = now_ms();
         if let Some(next) = claim_next {
             anyhow::ensure!(
@@ -546,8 +585,10 @@ impl Store {
             }
             None => Advanced::default(),
         };
+        // The facts of the run the next claim starts, when it is the run's first.
+        let mut first_of_run = None;
         let next = match claim_next {
-            None => None,
+            None => NextClaim::NotAsked,
             Some(next) => {
                 let claim = ClaimFor {
                     runner_id: next.runner_id,
@@ -556,11 +597,16 @@ impl Store {
                     runner_was: RunnerWas::Busy,
                     takes: Takes::AnyStep,
                 };
-                let claimed = claim_in(&mut tx, &self.claimed_runs, &claim).await?;
-                if claimed.is_none() {
-                    runner_idle_in(&mut tx, next.runner_id, now).await?;
+                match claim_in(&mut tx, &self.claimed_runs, &claim).await? {
+                    Some(took) => {
+                        first_of_run = took.first_of_run;
+                        NextClaim::Claimed(took.claimed)
+                    }
+                    None => {
+                        runner_idle_in(&mut tx, next.runner_id, now).await?;
+                        NextClaim::NothingToTake
+                    }
                 }
-                Some(claimed)
             }
         };
         tx.commit().await.context("committing the completion")?;
@@ -569,19 +615,13 @@ impl Store {
         if advanced.finished {
             self.claimed_runs.forget(run_id);
         }
-        let next = match next {
-            None => NextClaim::NotAsked,
-            Some(None) => NextClaim::NothingToTake,
-            Some(Some(took)) => {
-                let claimed = took.claimed;
-                // Committed: the claim is the runner's whatever this says. A run not marked
-                // running now is marked by its next claim.
-                if let Err(error) = self.claimed_first(&claimed, took.first_of_run, now).await {
-                    tracing::warn!(run = claimed.run_id, "marking the run running: {error:#}");
-                }
-                NextClaim::Claimed(claimed)
+        if let NextClaim::Claimed(claimed) = &next {
+            // Committed: the claim is the runner's whatever this says. A run not marked
+            // running now is marked by its next claim.
+            if let Err(error) = self.claimed_first(claimed, first_of_run, now).await {
+                tracing::warn!(run = claimed.run_id, "marking the run running: {error:#}");
             }
-        };
+        }
         Ok(CompletedAndAdvanced {
             completed: Some(completed),
             advanced,
@@ -608,8 +648,8 @@ mod tests {
 
     use crate::testing::{bash_run, claim_first_step, stores};
     use crate::{
-        AttemptEnd, ClaimNext, Claimed, CompletedAndAdvanced, NextClaim, StepAfter, StepChange,
-        Store,
+        AttemptEnd, ClaimNext, Claimed, CompletedAndAdvanced, Completion, NextClaim, RunToAdvance,
+        StepAfter, StepChange, Store,
     };
 
     /// The end of a succeeded attempt with no outputs, at `at`.
@@ -680,13 +720,17 @@ mod tests {
                 ..
             } = store
                 .complete_and_advance(
-                    run_id,
-                    Grouping::Ungrouped,
-                    known,
-                    claimed.attempt_id,
-                    Some(runner),
-                    &succeeded(5),
-                    None,
+                    RunToAdvance {
+                        run_id,
+                        grouping: Grouping::Ungrouped,
+                        known,
+                    },
+                    Completion {
+                        attempt_id: claimed.attempt_id,
+                        runner_id: Some(runner),
+                        end: &succeeded(5),
+                        claim_next: None,
+                    },
                     |attempt| {
                         assert_eq!(attempt.step_id, "a");
                         done()
@@ -732,13 +776,17 @@ mod tests {
             let end = succeeded(5);
             let complete = |known| {
                 store.complete_and_advance(
-                    run_id,
-                    Grouping::Ungrouped,
-                    known,
-                    claimed.attempt_id,
-                    Some(runner),
-                    &end,
-                    None,
+                    RunToAdvance {
+                        run_id,
+                        grouping: Grouping::Ungrouped,
+                        known,
+                    },
+                    Completion {
+                        attempt_id: claimed.attempt_id,
+                        runner_id: Some(runner),
+                        end: &end,
+                        claim_next: None,
+                    },
                     |_| done(),
                     |_| Vec::new(),
                     |_| Vec::new(),
@@ -775,13 +823,17 @@ mod tests {
             let before = advances_of(&store, other_run).await;
             let refused = store
                 .complete_and_advance(
-                    other_run,
-                    Grouping::Ungrouped,
-                    None,
-                    claimed.attempt_id,
-                    Some(runner),
-                    &succeeded(5),
-                    None,
+                    RunToAdvance {
+                        run_id: other_run,
+                        grouping: Grouping::Ungrouped,
+                        known: None,
+                    },
+                    Completion {
+                        attempt_id: claimed.attempt_id,
+                        runner_id: Some(runner),
+                        end: &succeeded(5),
+                        claim_next: None,
+                    },
                     |_| done(),
                     |_| Vec::new(),
                     |_| panic!("nothing is decided for a refused attempt"),
@@ -819,13 +871,17 @@ mod tests {
                 ..
             } = store
                 .complete_and_advance(
-                    run_id,
-                    Grouping::Ungrouped,
-                    known,
-                    claimed.attempt_id,
-                    Some(runner),
-                    &succeeded(5),
-                    None,
+                    RunToAdvance {
+                        run_id,
+                        grouping: Grouping::Ungrouped,
+                        known,
+                    },
+                    Completion {
+                        attempt_id: claimed.attempt_id,
+                        runner_id: Some(runner),
+                        end: &succeeded(5),
+                        claim_next: None,
+                    },
                     |_| done(),
                     |_| panic!("a final run's outputs are not read"),
                     |_| panic!("a final run is not advanced"),
@@ -853,16 +909,20 @@ mod tests {
             let labels = [String::new()];
             let complete = |attempt_id, known| {
                 store.complete_and_advance(
-                    run_id,
-                    Grouping::Ungrouped,
-                    known,
-                    attempt_id,
-                    Some(runner),
-                    &end,
-                    Some(ClaimNext {
-                        runner_id: runner,
-                        label_sets: &labels[..],
-                    }),
+                    RunToAdvance {
+                        run_id,
+                        grouping: Grouping::Ungrouped,
+                        known,
+                    },
+                    Completion {
+                        attempt_id,
+                        runner_id: Some(runner),
+                        end: &end,
+                        claim_next: Some(ClaimNext {
+                            runner_id: runner,
+                            label_sets: &labels[..],
+                        }),
+                    },
                     |_| done(),
                     |_| Vec::new(),
                     |snapshot| {

@@ -69,7 +69,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use advance::{ClaimNext, CompletedAndAdvanced, Grouping, NextClaim};
+pub use advance::{ClaimNext, CompletedAndAdvanced, Completion, Grouping, NextClaim, RunToAdvance};
 pub use annotations::{AnnotationRow, DroppedAnnotations, NewAnnotation};
 pub use api_tokens::{Adopted, NewToken, TokenRow, ValidToken};
 pub use approvals::{ApprovalRow, Decided, Reviewer, Verdict};

@@ -179,9 +179,7 @@ pub async fn queue_run_ready_at(store: &Store, run: &NewRun<'_>, ready_at: i64) 
         .id;
     store
         .advance(
-            run_id,
-            crate::Grouping::Ungrouped,
-            None,
+            crate::RunToAdvance::ungrouped(run_id),
             |_| Vec::new(),
             |snapshot| {
                 snapshot
@@ -212,9 +210,7 @@ pub async fn claim_first_step(
 ) -> (crate::Claimed, i64, Option<crate::KnownSteps>) {
     let advanced = store
         .advance(
-            run_id,
-            crate::Grouping::Ungrouped,
-            None,
+            crate::RunToAdvance::ungrouped(run_id),
             |_| Vec::new(),
             |snapshot| {
                 vec![crate::StepChange::Queue {

@@ -114,9 +114,7 @@ mod tests {
             );
             store
                 .advance(
-                    run_id,
-                    crate::Grouping::Ungrouped,
-                    None,
+                    crate::RunToAdvance::ungrouped(run_id),
                     |_| Vec::new(),
                     |snapshot| {
                         vec![

@@ -38,8 +38,8 @@ use plue_types::status::AttemptStatus;
 use crate::events::{Event, Events};
 use crate::metrics;
 use crate::store::{
-    now_ms, AttemptEnd, ClaimNext, CompletedAndAdvanced, CompletedAttempt, KnownSteps, NewRun,
-    NextClaim, RunRepo, RunSnapshot, StepAfter, Store, Triggerer,
+    now_ms, AttemptEnd, ClaimNext, CompletedAndAdvanced, CompletedAttempt, Completion, KnownSteps,
+    NewRun, NextClaim, RunRepo, RunSnapshot, RunToAdvance, StepAfter, Store, Triggerer,
 };
 use crate::vault::Vault;
 use outputs::{OutputCache, Outputs};
@@ -108,12 +108,9 @@ pub struct Completed {
 /// An attempt's end that [`Executor::advance_one`] applies first, in the transaction of
 /// the run's advance ([`Store::complete_and_advance`]).
 struct Completing<'a> {
-    attempt_id: i64,
-    runner_id: Option<i64>,
-    end: &'a AttemptEnd<'a>,
-    /// The reporting runner and its label sets, when it claims its next attempt in the same
-    /// transaction.
-    claim_next: Option<ClaimNext<'a>>,
+    /// The attempt, who reports it, and the reporting runner's next claim when it asks
+    /// for one in the same transaction.
+    completion: Completion<'a>,
     /// What becomes of the attempt's step run.
     after: Box<dyn FnOnce(&CompletedAttempt) -> StepAfter + Send + 'a>,
     /// Set by `after` when the step run ended without outputs, as (step run, iteration):
@@ -483,7 +480,11 @@ impl Executor {
             keep_workspaces(&mut changes, &snapshot.steps, &self.kept_workspaces);
             decided.note(&plan, snapshot, changes)
         };
-        let grouping = plue_store::Grouping::of(&plan);
+        let run = RunToAdvance {
+            run_id,
+            grouping: plue_store::Grouping::of(&plan),
+            known: known.take(),
+        };
         let CompletedAndAdvanced {
             completed,
             mut advanced,
@@ -491,7 +492,7 @@ impl Executor {
         } = match completing {
             None => self
                 .store
-                .advance(run_id, grouping, known.take(), wanted, decide)
+                .advance(run, wanted, decide)
                 .await
                 .map(|advanced| CompletedAndAdvanced {
                     advanced,
@@ -499,18 +500,7 @@ impl Executor {
                 }),
             Some(c) => {
                 self.store
-                    .complete_and_advance(
-                        run_id,
-                        grouping,
-                        known.take(),
-                        c.attempt_id,
-                        c.runner_id,
-                        c.end,
-                        c.claim_next,
-                        c.after,
-                        wanted,
-                        decide,
-                    )
+                    .complete_and_advance(run, c.completion, c.after, wanted, decide)
                     .await
             }
         }
@@ -643,16 +633,18 @@ impl Executor {
             .advance_one(
                 run_id,
                 Some(Completing {
-                    attempt_id,
-                    runner_id,
-                    end: &end,
-                    claim_next: runner_id
-                        .zip(next_labels.as_deref())
-                        .filter(|_| end.runner_claims_next)
-                        .map(|(runner_id, label_sets)| ClaimNext {
-                            runner_id,
-                            label_sets,
-                        }),
+                    completion: Completion {
+                        attempt_id,
+                        runner_id,
+                        end: &end,
+                        claim_next: runner_id
+                            .zip(next_labels.as_deref())
+                            .filter(|_| end.runner_claims_next)
+                            .map(|(runner_id, label_sets)| ClaimNext {
+                                runner_id,
+                                label_sets,
+                            }),
+                    },
                     after: after(),
                     ended_empty: &ended_without_outputs,
                 }),

