@@ -7,7 +7,9 @@
 //! - [`worker`]: the code that runs *inside* a worker process (pyo3, the sandbox).
 //! - [`protocol`]: the frames between the two.
 //!
-//! The evaluator knows nothing about sqlx, kube or axum.
+//! The evaluator knows nothing about sqlx, kube or axum. `pool`, `worker` and `protocol` are
+//! the `sandbox` feature (on by default): without it the crate is the pure core alone, and
+//! links no Python.
 
 pub mod bounds;
 pub mod caches;
@@ -22,7 +24,9 @@ pub mod mermaid;
 pub mod modules;
 pub mod network;
 pub mod plan;
+#[cfg(feature = "sandbox")]
 pub mod pool;
+#[cfg(feature = "sandbox")]
 pub mod protocol;
 pub mod result;
 pub mod safe_outputs;
@@ -31,10 +35,12 @@ pub mod template;
 pub mod text;
 pub mod validate;
 pub mod when_expr;
+#[cfg(feature = "sandbox")]
 pub mod worker;
 
 pub use context::{EvalContext, Event, PullRequest};
 pub use diagnostic::Diagnostic;
 pub use limits::Limits;
 pub use plan::{Plan, SourceMap};
+#[cfg(feature = "sandbox")]
 pub use pool::{EvalError, EvaluatedPlan, EvaluatorPool, PoolConfig, WorkerCommand};
