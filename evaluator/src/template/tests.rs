@@ -139,7 +139,8 @@ fn nested_each_bomb_is_refused_fast() {
     assert!(Template::parse(&bomb).is_err());
     let huge = "{{ steps.a.status }}".repeat(50_000);
     assert_eq!(Template::parse(&huge).unwrap().references().count(), 50_000);
-    // 15 s before the fix; loose enough for a debug build on a loaded machine.
+    // The bomb cost 15 s when it was rendered; now parsing refuses it. The bound, loose
+    // enough for a debug build on a loaded machine, holds both parses out of the seconds.
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
@@ -378,9 +379,9 @@ fn a_long_chain_checks_in_linear_time() {
         .collect();
     let started = std::time::Instant::now();
     assert_eq!(messages(&plan(steps)), Vec::<String>::new());
-    // Each of the 1,000 steps refers to the chain's first: a walk of every ancestor per
-    // reference without memory is ~500,000 visits of step lists; the bound is loose enough
-    // for a debug build on a loaded machine.
+    // Each of the 1,000 steps refers to the chain's first. The bound, loose enough for a
+    // debug build on a loaded machine, catches a check far out of proportion to the chain
+    // (one that walks every path of it); a quadratic one stays under it.
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 

@@ -778,7 +778,7 @@ async fn a_run_of_500_steps_renders_quickly() {
     }
     eprintln!("a 500-step run page rendered in {took:?}");
     // A debug build takes ~20 ms here; the bound catches a rendering that grows out of
-    // hand, with room for a loaded machine (the speed itself is the benchmarks' to measure).
+    // hand, with room for a loaded machine.
     assert!(took < std::time::Duration::from_secs(2), "{took:?}");
 }
 
