@@ -644,13 +644,29 @@ pub struct CompletedAndAdvanced {
 mod tests {
     use plue_types::status::{AttemptStatus, StepStatus};
 
-    use super::Grouping;
-
     use crate::testing::{bash_run, claim_first_step, stores};
     use crate::{
-        AttemptEnd, ClaimNext, Claimed, CompletedAndAdvanced, Completion, NextClaim, RunToAdvance,
-        StepAfter, StepChange, Store,
+        AttemptEnd, ClaimNext, Claimed, CompletedAndAdvanced, Completion, KnownSteps, NextClaim,
+        RunToAdvance, StepAfter, StepChange, Store,
     };
+
+    /// The chain's run, with the copy of its steps the caller holds.
+    fn ungrouped(run_id: i64, known: Option<KnownSteps>) -> RunToAdvance {
+        RunToAdvance {
+            known,
+            ..RunToAdvance::ungrouped(run_id)
+        }
+    }
+
+    /// The end of `attempt_id` as runner `runner` reports it, asking for no next claim.
+    fn reported<'a>(attempt_id: i64, runner: i64, end: &'a AttemptEnd<'a>) -> Completion<'a> {
+        Completion {
+            attempt_id,
+            runner_id: Some(runner),
+            end,
+            claim_next: None,
+        }
+    }
 
     /// The end of a succeeded attempt with no outputs, at `at`.
     fn succeeded(at: i64) -> AttemptEnd<'static> {
@@ -720,17 +736,8 @@ mod tests {
                 ..
             } = store
                 .complete_and_advance(
-                    RunToAdvance {
-                        run_id,
-                        grouping: Grouping::Ungrouped,
-                        known,
-                    },
-                    Completion {
-                        attempt_id: claimed.attempt_id,
-                        runner_id: Some(runner),
-                        end: &succeeded(5),
-                        claim_next: None,
-                    },
+                    ungrouped(run_id, known),
+                    reported(claimed.attempt_id, runner, &succeeded(5)),
                     |attempt| {
                         assert_eq!(attempt.step_id, "a");
                         done()
@@ -776,17 +783,8 @@ mod tests {
             let end = succeeded(5);
             let complete = |known| {
                 store.complete_and_advance(
-                    RunToAdvance {
-                        run_id,
-                        grouping: Grouping::Ungrouped,
-                        known,
-                    },
-                    Completion {
-                        attempt_id: claimed.attempt_id,
-                        runner_id: Some(runner),
-                        end: &end,
-                        claim_next: None,
-                    },
+                    ungrouped(run_id, known),
+                    reported(claimed.attempt_id, runner, &end),
                     |_| done(),
                     |_| Vec::new(),
                     |_| Vec::new(),
@@ -823,17 +821,8 @@ mod tests {
             let before = advances_of(&store, other_run).await;
             let refused = store
                 .complete_and_advance(
-                    RunToAdvance {
-                        run_id: other_run,
-                        grouping: Grouping::Ungrouped,
-                        known: None,
-                    },
-                    Completion {
-                        attempt_id: claimed.attempt_id,
-                        runner_id: Some(runner),
-                        end: &succeeded(5),
-                        claim_next: None,
-                    },
+                    RunToAdvance::ungrouped(other_run),
+                    reported(claimed.attempt_id, runner, &succeeded(5)),
                     |_| done(),
                     |_| Vec::new(),
                     |_| panic!("nothing is decided for a refused attempt"),
@@ -871,17 +860,8 @@ mod tests {
                 ..
             } = store
                 .complete_and_advance(
-                    RunToAdvance {
-                        run_id,
-                        grouping: Grouping::Ungrouped,
-                        known,
-                    },
-                    Completion {
-                        attempt_id: claimed.attempt_id,
-                        runner_id: Some(runner),
-                        end: &succeeded(5),
-                        claim_next: None,
-                    },
+                    ungrouped(run_id, known),
+                    reported(claimed.attempt_id, runner, &succeeded(5)),
                     |_| done(),
                     |_| panic!("a final run's outputs are not read"),
                     |_| panic!("a final run is not advanced"),
@@ -909,11 +889,7 @@ mod tests {
             let labels = [String::new()];
             let complete = |attempt_id, known| {
                 store.complete_and_advance(
-                    RunToAdvance {
-                        run_id,
-                        grouping: Grouping::Ungrouped,
-                        known,
-                    },
+                    ungrouped(run_id, known),
                     Completion {
                         attempt_id,
                         runner_id: Some(runner),
