@@ -188,18 +188,16 @@ impl Gate {
 
     /// Whether whoever started the run is excluded.
     pub(crate) fn self_review(&self) -> SelfReview {
-        let excluded = match self {
+        match self {
             Gate::Approval {
-                exclude_triggerer, ..
-            } => *exclude_triggerer,
-            Gate::Review {
-                prevent_self_review,
+                exclude_triggerer: true,
                 ..
-            } => *prevent_self_review,
-        };
-        match excluded {
-            true => SelfReview::Excluded,
-            false => SelfReview::Allowed,
+            }
+            | Gate::Review {
+                prevent_self_review: true,
+                ..
+            } => SelfReview::Excluded,
+            Gate::Approval { .. } | Gate::Review { .. } => SelfReview::Allowed,
         }
     }
 
