@@ -91,7 +91,7 @@ pub use people::{
 pub use plue_types::status::RunnerState;
 pub use postgres_pool::{ConnectionsError, PostgresConnections};
 pub use proposals::{NewProposal, ProposalDecided, ProposalRow};
-pub use provenance::{SigningKeyRow, StatementRow};
+pub use provenance::{Landing, SigningKeyRow, StatementRow};
 pub use record::RoundRow;
 pub use repo_roles::{Audit, AuditFilter, AuditRow, MemberRow};
 pub use runner_tokens::{MintedRunner, NewRunnerToken, RunnerTokenKind, RunnerTokenRow};

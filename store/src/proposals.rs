@@ -5,7 +5,9 @@
 //!
 //! Invariants: an attempt's proposals are recorded once (`UNIQUE (attempt_id, position)`,
 //! a repeated report inserts nothing); every state change is one `UPDATE` guarded by the
-//! state it leaves, so two deciders or two appliers leave exactly one outcome.
+//! state it leaves, so two deciders or two appliers leave exactly one outcome; a proposal's
+//! provenance statement settles in the transaction that settles the proposal, and only
+//! when that `UPDATE` took effect (`store::provenance`).
 
 use super::{now_ms, on_db, Store, Verdict};
 
@@ -166,9 +168,11 @@ impl Store {
         })
     }
 
-    /// `applying` → `applied` at `url`.
+    /// `applying` → `applied` at `url` (the forge accepted the write); its provenance
+    /// statement, if it has one, becomes `applied` in the same transaction.
     pub async fn mark_applied(&self, id: i64, url: &str) -> anyhow::Result<bool> {
         on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
             let done = sqlx::query(
                 "UPDATE proposals SET state = 'applied', applied_url = $2, applied_at = $3, \
                  reason = NULL WHERE id = $1 AND state = 'applying'",
@@ -176,14 +180,27 @@ impl Store {
             .bind(id)
             .bind(url)
             .bind(now_ms())
-            .execute(pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+            if done == 1 {
+                sqlx::query(
+                    "UPDATE provenance SET state = 'applied', reason = NULL \
+                     WHERE proposal_id = $1 AND state = 'pending'",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
             Ok(done == 1)
         })
     }
 
-    /// `applying` → `failed` with `reason`, retried from `retry_at` when given.
+    /// `applying` → `failed` with `reason`, retried from `retry_at` when given. Without a
+    /// retry the failure is final, and the proposal's provenance statement, if it has one,
+    /// becomes `failed` with the same reason in the same transaction (with one it stays
+    /// `pending`).
     pub async fn mark_failed(
         &self,
         id: i64,
@@ -191,6 +208,7 @@ impl Store {
         retry_at: Option<i64>,
     ) -> anyhow::Result<bool> {
         on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
             let done = sqlx::query(
                 "UPDATE proposals SET state = 'failed', reason = $2, retry_at = $3 \
                  WHERE id = $1 AND state = 'applying'",
@@ -198,9 +216,20 @@ impl Store {
             .bind(id)
             .bind(reason)
             .bind(retry_at)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+            if done == 1 && retry_at.is_none() {
+                sqlx::query(
+                    "UPDATE provenance SET state = 'failed', reason = $2 \
+                     WHERE proposal_id = $1 AND state = 'pending'",
+                )
+                .bind(id)
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
             Ok(done == 1)
         })
     }

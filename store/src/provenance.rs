@@ -1,10 +1,19 @@
-//! Provenance in the store (`provenance`, `provenance_keys`, migration 0030): the signed
-//! statement of each applied proposal, and the public keys the engine has signed with.
+//! Provenance in the store (`provenance`, `provenance_keys`, migrations 0030 and 0040): the
+//! signed statement of each proposal the outbox writes, with its [`StatementState`], and
+//! the public keys the engine has signed with.
 //!
-//! Invariants: a proposal has at most one statement — the first recorded is kept
-//! ([`Store::record_statement`] inserts nothing when one is there, and returns the kept
-//! one), so a retried apply links to what was signed first; the envelope is stored as the
-//! text that was signed around, never re-serialised; a key, once listed, stays listed.
+//! Invariants:
+//! - A proposal has at most one statement — the first recorded is kept
+//!   ([`Store::record_statement`] inserts nothing when one is there, and returns the kept
+//!   one), so a retried apply links to what was signed first; the envelope is stored as the
+//!   text that was signed around, never re-serialised; a key, once listed, stays listed.
+//! - A statement is recorded `pending` (before its change is written) and settles with its
+//!   proposal, in the same transaction: `applied` only in [`Store::mark_applied`] (the forge
+//!   accepted the write), `failed` with the proposal's reason only in
+//!   [`Store::mark_failed`] without a retry. Nothing else writes its state, and a settled
+//!   statement never changes again.
+
+use plue_types::status::StatementState;
 
 use super::{now_ms, on_db, Store};
 
@@ -17,6 +26,37 @@ pub struct StatementRow {
     /// The DSSE envelope (JSON).
     pub envelope: String,
     pub created_at: i64,
+    /// Whether its change landed.
+    #[sqlx(try_from = "String")]
+    pub state: StatementState,
+    /// Why the write failed (a `failed` statement's; already through the run's wall).
+    pub reason: Option<String>,
+}
+
+/// Whether a statement's change landed, with the reason of one that did not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Landing<'a> {
+    /// Its change is being written, or will be tried again.
+    Pending,
+    /// The forge accepted the write.
+    Applied,
+    /// The write failed for good, for this reason.
+    Failed(&'a str),
+}
+
+impl StatementRow {
+    /// Its state with the reason a failed one keeps.
+    pub fn landing(&self) -> Landing<'_> {
+        match self.state {
+            StatementState::Pending => Landing::Pending,
+            StatementState::Applied => Landing::Applied,
+            StatementState::Failed => Landing::Failed(
+                self.reason
+                    .as_deref()
+                    .unwrap_or("the change was not applied"),
+            ),
+        }
+    }
 }
 
 /// A public key the engine signs or signed with.
@@ -28,11 +68,11 @@ pub struct SigningKeyRow {
     pub first_seen: i64,
 }
 
-const COLUMNS: &str = "proposal_id, run_id, key_id, envelope, created_at";
+const COLUMNS: &str = "proposal_id, run_id, key_id, envelope, created_at, state, reason";
 
 impl Store {
-    /// Records the statement of proposal `proposal_id` of run `run_id` unless one is there;
-    /// the envelope kept (this one, or the one recorded first).
+    /// Records the statement of proposal `proposal_id` of run `run_id`, `pending`, unless one
+    /// is there; the envelope kept (this one, or the one recorded first).
     pub async fn record_statement(
         &self,
         proposal_id: i64,
@@ -111,6 +151,136 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use evaluator::plan::Plan;
+    use plue_types::status::StatementState;
+
+    use super::Landing;
+    use crate::on_db;
+
+    // The attack: a statement was signed before the push, and served as the agent's change
+    // although the forge refused the push. Now it is `pending` until its proposal settles,
+    // and settles with it in one transaction: applied only when the proposal is, failed
+    // (with the proposal's reason) only when the proposal fails for good.
+    #[tokio::test]
+    async fn a_statement_settles_with_its_proposal_and_only_then() {
+        for (store, _dir) in crate::testing::stores().await {
+            let plan = Plan::new("ci", Vec::new());
+            let json = serde_json::to_string(&plan).unwrap();
+            let run = store
+                .create_run(&crate::testing::local_run(&plan, &json), 4)
+                .await
+                .unwrap()
+                .id;
+            let mut ids = Vec::new();
+            for position in 0..3i64 {
+                let id: i64 = on_db!(store, pool => sqlx::query_scalar(
+                    "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
+                     payload, state, created_at) VALUES ($1, 1, 1, $2, 'comment', '{}', \
+                     'ready', 0) RETURNING id",
+                )
+                .bind(run)
+                .bind(position)
+                .fetch_one(pool)
+                .await
+                .unwrap());
+                store
+                    .record_statement(id, run, "k1", "{}")
+                    .await
+                    .unwrap();
+                assert!(store.mark_applying(id).await.unwrap());
+                ids.push(id);
+            }
+            let state = |id: i64| {
+                let store = store.clone();
+                async move { store.statement(run, id).await.unwrap().unwrap() }
+            };
+            for &id in &ids {
+                assert_eq!(state(id).await.landing(), Landing::Pending);
+            }
+            // Written: applied.
+            assert!(store.mark_applied(ids[0], "https://forge/pr/1").await.unwrap());
+            assert_eq!(state(ids[0]).await.landing(), Landing::Applied);
+            // A failure to be retried leaves it pending; the final one fails it, with the
+            // proposal's reason.
+            assert!(store
+                .mark_failed(ids[1], "pushing: 503", Some(i64::MAX))
+                .await
+                .unwrap());
+            assert_eq!(state(ids[1]).await.landing(), Landing::Pending);
+            assert!(store.mark_applying(ids[1]).await.unwrap());
+            assert!(store
+                .mark_failed(ids[1], "the forge refused the push", None)
+                .await
+                .unwrap());
+            let failed = state(ids[1]).await;
+            assert_eq!(failed.state, StatementState::Failed);
+            assert_eq!(
+                failed.landing(),
+                Landing::Failed("the forge refused the push")
+            );
+            // A late report of the other outcome changes neither.
+            assert!(!store.mark_applied(ids[1], "u").await.unwrap());
+            assert_eq!(state(ids[1]).await.state, StatementState::Failed);
+            assert!(!store.mark_failed(ids[0], "late", None).await.unwrap());
+            assert_eq!(state(ids[0]).await.landing(), Landing::Applied);
+            // The third is being written still.
+            assert_eq!(state(ids[2]).await.landing(), Landing::Pending);
+            let listed: Vec<_> = store
+                .statements_of_run(run)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.state)
+                .collect();
+            assert_eq!(
+                listed,
+                [
+                    StatementState::Applied,
+                    StatementState::Failed,
+                    StatementState::Pending
+                ]
+            );
+        }
+    }
+
+    // Statements an older engine recorded (before migration 0040) settle as their
+    // proposals did: applied, failed for good (with its reason), or still pending.
+    #[tokio::test]
+    async fn statements_recorded_before_their_state_settle_as_their_proposals_did() {
+        let rows = [
+            "INSERT INTO workflows (id, source, path, name, created_at) \
+             VALUES (1, 'local', 'w', 'w', 0)",
+            "INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
+             status, created_at) VALUES (1, 1, 'manual', 'refs/heads/main', 'x', 'h', 1, \
+             'succeeded', 0)",
+            "INSERT INTO proposals (id, run_id, step_run_id, attempt_id, position, kind, \
+             payload, state, reason, retry_at, created_at) VALUES \
+             (1, 1, 1, 1, 0, 'pull_request', '{}', 'applied', NULL, NULL, 0), \
+             (2, 1, 1, 1, 1, 'pull_request', '{}', 'failed', 'pushing: rejected', NULL, 0), \
+             (3, 1, 1, 1, 2, 'comment', '{}', 'failed', '503', 99, 0), \
+             (4, 1, 1, 1, 3, 'comment', '{}', 'applying', NULL, 99, 0)",
+            "INSERT INTO provenance (proposal_id, run_id, key_id, envelope, created_at) VALUES \
+             (1, 1, 'k', '{}', 0), (2, 1, 'k', '{}', 0), (3, 1, 'k', '{}', 0), \
+             (4, 1, 'k', '{}', 0)",
+        ];
+        for (store, _dir) in crate::testing::upgraded_stores(39, &rows).await {
+            let found: Vec<(i64, StatementState, Option<String>)> = store
+                .statements_of_run(1)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| (s.proposal_id, s.state, s.reason))
+                .collect();
+            assert_eq!(
+                found,
+                [
+                    (1, StatementState::Applied, None),
+                    (2, StatementState::Failed, Some("pushing: rejected".into())),
+                    (3, StatementState::Pending, None),
+                    (4, StatementState::Pending, None),
+                ]
+            );
+        }
+    }
 
     #[tokio::test]
     async fn the_first_statement_of_a_proposal_is_kept_and_keys_stay_listed() {

@@ -5,8 +5,9 @@
 //!   `/internal/...` HTTP.
 //! - [`budget`]: an `llm` step's token total, and money and counts written for people.
 //! - [`handoff`]: hand-off archives' bounds and path rules (the tars are the runner's).
-//! - [`status`]: where a step run, a run and an attempt are in their lives, as enums; the
-//!   database stores their lowercase text, and only the store converts.
+//! - [`status`]: where a step run, a run, an attempt, a runner and a provenance statement
+//!   are in their lives, as enums; the database stores their lowercase text, and only the
+//!   store converts.
 //! - [`transcript`]: the format of an `llm` attempt's transcript (`transcript.json`).
 //! - [`workspace`]: the data directory's `CACHEDIR.TAG` signature and git URLs as shown.
 //!

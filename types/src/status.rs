@@ -1,4 +1,5 @@
-//! Where a step run, a run, an attempt and a runner are in their lives.
+//! Where a step run, a run, an attempt, a runner and a provenance statement are in their
+//! lives.
 //!
 //! Invariants: each status's text (`as_str`, `Display`, serde, the database's `status`
 //! column) is the same lowercase word, and `FromStr` reads back exactly those words and
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} status {text:?}")]
 pub struct UnknownStatus {
-    /// `"step"`, `"run"`, `"attempt"` or `"runner"`.
+    /// `"step"`, `"run"`, `"attempt"`, `"runner"` or `"statement"`.
     pub kind: &'static str,
     pub text: String,
 }
@@ -208,6 +209,21 @@ impl RunnerState {
     }
 }
 
+status_enum! {
+    /// Where a provenance statement is (its `provenance.state`): signed and recorded before
+    /// its change is written, then settled in the transaction that settles its proposal.
+    /// Only an `applied` statement is served; a `failed` one keeps the write's reason.
+    StatementState ("statement") {
+        /// Recorded; its change is being written, or its write will be tried again.
+        Pending = "pending",
+        /// The forge accepted the write (a pull request's push and the pull request itself,
+        /// a comment, the labels, an issue).
+        Applied = "applied",
+        /// The write failed for good (the forge refused it, or it failed once too often).
+        Failed = "failed",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +255,7 @@ mod tests {
         round_trips(RunStatus::ALL);
         round_trips(AttemptStatus::ALL);
         round_trips(RunnerState::ALL);
+        round_trips(StatementState::ALL);
         assert_eq!(StepStatus::Cancelled.as_str(), "cancelled");
         assert_eq!(AttemptStatus::Running, "running");
     }
