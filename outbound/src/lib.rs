@@ -18,11 +18,18 @@
 //!   [`Redacted`] text holds no secret and no foreign link, but may hold a mention (a
 //!   reader of the dashboard is notified of nothing): it becomes [`Outbound`] only through
 //!   [`Redacted::code_span`] or [`Redacted::defused`].
-//! - Text is read as the forge will render it ([`render`]): secrets are looked for in the
-//!   text as it is, as a reader sees it (HTML comments and tags dropped, character
-//!   references of any length decoded, invisible characters removed), without Markdown's
-//!   inline marks, percent-decoded, and in a diff's added lines joined; links and mentions
-//!   with the markup kept (attributes hold links) and dropped.
+//! - Text bound for a forge is read as the forge renders it ([`markdown`]: a CommonMark +
+//!   GFM renderer configured as GitHub's, its HTML read by a WHATWG HTML tokenizer): every
+//!   URL an element of it names is parsed by a WHATWG URL parser (`url`) and passes only
+//!   as `http`/`https` to an allowed host (or `mailto:` an allowed host; a relative URL
+//!   stays on the forge); the text nodes where the forge links by itself (outside links
+//!   and code) are also scanned for bare URLs ([`links`]), mentions and references to
+//!   other repositories.
+//! - Secrets are looked for in the rendered text (text nodes, alt and title texts, URLs)
+//!   and in the raw text in the views of [`render`]: as it is, as a browser shows raw HTML
+//!   (comments and tags dropped, character references of any length decoded, invisible
+//!   characters removed), without Markdown's inline marks, percent-decoded; in a diff (which
+//!   no forge renders as Markdown) only in those raw views and its added lines joined.
 //! - Every spelling of [`spellings`] of every secret of the run is looked for, without
 //!   ASCII case but for base64's (`GHP_…`, mixed-case hex read the same), and also in a
 //!   view's letters and digits alone when the spelling has [`MIN_SKELETON`] of them (a
@@ -34,6 +41,7 @@
 //!   that must not leak a secret should not hold it.
 
 pub mod links;
+pub mod markdown;
 pub mod render;
 pub mod spellings;
 mod texts;
@@ -104,6 +112,15 @@ pub enum Refusal {
     Link { host: String },
     /// A mention, which would notify someone.
     Mention { name: String },
+    /// A link whose scheme is not `http` or `https` (`mailto:` a foreign domain,
+    /// `javascript:`, `data:`, …).
+    Scheme { scheme: String },
+    /// A reference to another repository (`owner/repo#1`, `owner/repo@sha`), which the
+    /// forge links and records on that repository's timeline.
+    Reference { target: String },
+    /// A link a browser cannot read, or Markdown that cannot be read as the forge reads
+    /// it ([`markdown::Reading::unreadable`]): refused rather than guessed.
+    Unreadable,
 }
 
 impl std::fmt::Display for Refusal {
@@ -112,6 +129,15 @@ impl std::fmt::Display for Refusal {
             Refusal::Secret(spelling) => write!(f, "holds a secret of the run ({spelling})"),
             Refusal::Link { host } => write!(f, "links to {host:?}, which is not allowed"),
             Refusal::Mention { name } => write!(f, "mentions @{name}"),
+            Refusal::Scheme { scheme } => {
+                write!(f, "links with the scheme {scheme:?}, which is not allowed")
+            }
+            Refusal::Reference { target } => {
+                write!(f, "refers to {target:?}, another repository")
+            }
+            Refusal::Unreadable => {
+                f.write_str("holds a link or markup that cannot be read as the forge renders it")
+            }
         }
     }
 }
@@ -192,6 +218,27 @@ struct Views {
 }
 
 impl Views {
+    /// The raw views of `text` and what a forge's reader gets of it ([`markdown::read`]).
+    fn rendered(text: &str) -> Views {
+        let mut views = Views::of(text);
+        let reading = markdown::read(text);
+        let urls = reading.urls.join("\n");
+        for view in [
+            render::strip_invisible(&reading.visible),
+            render::percent_decoded(&urls),
+            urls,
+        ] {
+            views.skeleton.push(render::skeleton(&view));
+            views
+                .skeleton_folded
+                .push(render::skeleton(&view).to_ascii_lowercase());
+            views.folded.push(view.to_ascii_lowercase());
+            views.exact.push(view);
+        }
+        views
+    }
+
+    /// The raw views of `text`: as it is, decoded, as a browser shows raw HTML.
     fn of(text: &str) -> Views {
         let shown = render::visible(text);
         let skeleton = vec![
@@ -240,6 +287,8 @@ impl Views {
 pub struct Checker {
     needles: Vec<Needle>,
     hosts: Vec<String>,
+    /// The run's repository (`owner/name`, lowercase), which its texts may refer to.
+    repository: Option<String>,
 }
 
 impl std::fmt::Debug for Checker {
@@ -269,7 +318,17 @@ impl Checker {
             .map(|h| h.as_ref().trim_end_matches('.').to_ascii_lowercase())
             .filter(|h| !h.is_empty())
             .collect();
-        Checker { needles, hosts }
+        Checker {
+            needles,
+            hosts,
+            repository: None,
+        }
+    }
+
+    /// This checker, letting texts refer to `repository` (`owner/name`): the run's own.
+    pub fn with_repository(mut self, repository: &str) -> Checker {
+        self.repository = Some(repository.to_ascii_lowercase());
+        self
     }
 
     /// A checker with more hosts its texts may link to.
@@ -289,12 +348,25 @@ impl Checker {
         self.hosts.contains(&host)
     }
 
-    /// How a secret of the run is spelt in `text`, in any view a reader may see.
+    /// How a secret of the run is spelt in `text`, in any view a reader may see: the raw
+    /// text's and the rendered text's.
     pub fn secret_in(&self, text: &str) -> Option<Spelling> {
         if self.needles.is_empty() {
             return None;
         }
-        let views = Views::of(text);
+        self.secret_in_views(&Views::rendered(text))
+    }
+
+    /// How a secret of the run is spelt in `text`, which no forge renders (a diff, a file
+    /// name): in its raw views alone.
+    fn secret_in_raw(&self, text: &str) -> Option<Spelling> {
+        if self.needles.is_empty() {
+            return None;
+        }
+        self.secret_in_views(&Views::of(text))
+    }
+
+    fn secret_in_views(&self, views: &Views) -> Option<Spelling> {
         // Spelt whole first, so what is found is named by its spelling.
         self.needles
             .iter()
@@ -307,13 +379,13 @@ impl Checker {
     /// C-quoting read (a path's octal escapes), or in its added lines joined (a secret cut
     /// over two lines).
     pub fn secret_in_diff(&self, diff: &str) -> Option<Spelling> {
-        if let Some(found) = self.secret_in(diff) {
+        if let Some(found) = self.secret_in_raw(diff) {
             return Some(found);
         }
         // Its quoted paths as git reads them (a file named `"b/\147\150\160…"` is named
         // `ghp…` once applied).
         if diff.contains('\\') {
-            if let Some(found) = self.secret_in(&render::c_unquoted(diff)) {
+            if let Some(found) = self.secret_in_raw(&render::c_unquoted(diff)) {
                 return Some(found);
             }
         }
@@ -322,44 +394,119 @@ impl Checker {
             .filter(|line| !line.starts_with("+++"))
             .filter_map(|line| line.strip_prefix('+'))
             .collect();
-        self.secret_in(&added)
+        self.secret_in_raw(&added)
     }
 
-    /// The first link of `text` to a host that is not allowed, markup kept or dropped.
-    pub fn foreign_link(&self, text: &str) -> Option<String> {
+    /// Why the link `url` (an attribute's value, as a browser reads it) may not be in a
+    /// text bound for a forge, if it may not: parsed by a WHATWG URL parser, relative to a
+    /// page of the forge; only `http`/`https` to an allowed host (or staying on the forge)
+    /// and `mailto:` an allowed host pass.
+    pub fn link_refusal(&self, url: &str) -> Option<Refusal> {
+        // A page of the forge no text can name (`.invalid` is reserved): a relative link
+        // resolved against it and still on it stays on the forge.
+        const PAGE: &str = "https://forge.invalid/owner/name/issues/1";
+        let parsed = match url::Url::parse(url) {
+            Ok(parsed) => parsed,
+            Err(url::ParseError::RelativeUrlWithoutBase) => {
+                match url::Url::parse(PAGE).and_then(|page| page.join(url)) {
+                    Ok(joined) if joined.host_str() == Some("forge.invalid") => return None,
+                    Ok(joined) => joined,
+                    Err(_) => return Some(Refusal::Unreadable),
+                }
+            }
+            Err(_) => return Some(Refusal::Unreadable),
+        };
+        match parsed.scheme() {
+            "http" | "https" => {}
+            "mailto" => {
+                let domain = parsed.path().rsplit('@').next().unwrap_or("");
+                let domain = domain.split(['?', '#']).next().unwrap_or("");
+                let domain = render::percent_decoded(domain);
+                return (!self.allows_host(&domain)).then(|| Refusal::Link {
+                    host: domain.to_ascii_lowercase(),
+                });
+            }
+            scheme => {
+                return Some(Refusal::Scheme {
+                    scheme: scheme.to_owned(),
+                })
+            }
+        }
+        let host = match parsed.host() {
+            Some(url::Host::Domain(domain)) => domain.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return Some(Refusal::Unreadable),
+        };
+        (!self.allows_host(&host)).then_some(Refusal::Link { host })
+    }
+
+    /// The first link, mention or reference to another repository that `text`, read as
+    /// the forge renders it, holds and may not: every URL of its rendered HTML
+    /// ([`Checker::link_refusal`]), and in the text nodes where the forge links by itself,
+    /// a bare URL to a host that is not allowed (scanned as well as rendered: other forges'
+    /// linkers read a little wider than GitHub's), a mention or a reference.
+    pub fn markup_refusal(&self, text: &str) -> Option<Refusal> {
+        let reading = markdown::read(text);
+        if reading.unreadable {
+            return Some(Refusal::Unreadable);
+        }
+        if let Some(refusal) = reading.urls.iter().find_map(|u| self.link_refusal(u)) {
+            return Some(refusal);
+        }
         let allowed = |host: &str| self.hosts.iter().any(|h| h == host);
-        [render::decoded(text), render::visible(text)]
+        // A URL a reader is shown, linked or not (in code, cut by a tag), and the raw
+        // text's own (a reference definition nothing uses is not rendered): scanned, since
+        // a reader may copy it and other forges' linkers read a little wider.
+        let shown = [
+            render::strip_invisible(&reading.visible),
+            reading.visible.clone(),
+            render::decoded(text),
+        ];
+        if let Some(link) = shown
             .iter()
             .find_map(|view| links::foreign_links(view, &allowed).into_iter().next())
-            .map(|link| link.host)
+        {
+            return Some(Refusal::Link { host: link.host });
+        }
+        // Where the forge links mentions and references: its text nodes outside links and
+        // code, with and without the characters no reader sees (`a\u{200b}@name`
+        // mentions).
+        let linkable = [
+            reading.linkable.clone(),
+            render::strip_invisible(&reading.linkable),
+            render::strip_invisible(&reading.linkable_joined),
+        ];
+        // An e-mail address the forge would link as `mailto:` (a renderer may miss one the
+        // forge's finds), to a domain that is not allowed.
+        if let Some(host) = linkable
+            .iter()
+            .flat_map(|view| links::email_domains(view))
+            .find(|domain| !self.allows_host(domain))
+        {
+            return Some(Refusal::Link { host });
+        }
+        if let Some((_, name)) = linkable.iter().find_map(|view| links::mention(view)) {
+            return Some(Refusal::Mention { name });
+        }
+        linkable
+            .iter()
+            .flat_map(|view| links::references(view))
+            .find(|target| self.repository.as_deref() != Some(target.repository.as_str()))
+            .map(|target| Refusal::Reference {
+                target: target.text,
+            })
     }
 
-    /// The first mention in `text`, markup kept or dropped, invisible characters kept or
-    /// dropped (`a\u{200b}@name` mentions: the `@` follows a character that is no letter).
-    pub fn mention(&self, text: &str) -> Option<String> {
-        [
-            text.to_owned(),
-            render::decode_references(text),
-            render::decode_references(&render::strip_markup(text)),
-            render::decoded(text),
-            render::visible(text),
-        ]
-        .iter()
-        .find_map(|view| links::mention(view))
-        .map(|(_, name)| name)
-    }
-
-    /// `text` as it is, if it holds no secret of the run in any spelling, links to no host
-    /// but the allowed ones and mentions nobody: for text an agent proposed.
+    /// `text` as it is, if, read as the forge renders it, it holds no secret of the run in
+    /// any spelling, links to no host but the allowed ones, mentions nobody and refers to
+    /// no other repository: for text an agent proposed.
     pub fn check(&self, text: &str) -> Result<Outbound, Refusal> {
         if let Some(spelling) = self.secret_in(text) {
             return Err(Refusal::Secret(spelling));
         }
-        if let Some(host) = self.foreign_link(text) {
-            return Err(Refusal::Link { host });
-        }
-        if let Some(name) = self.mention(text) {
-            return Err(Refusal::Mention { name });
+        if let Some(refusal) = self.markup_refusal(text) {
+            return Err(refusal);
         }
         Ok(Outbound(text.to_owned()))
     }
@@ -453,9 +600,12 @@ impl Checker {
             out.push_str(&shown[from..]);
             shown = out;
         }
-        match self.check(&shown) {
-            Ok(_) | Err(Refusal::Mention { .. }) => Redacted(shown),
-            Err(_) => Redacted(WITHHELD.to_owned()),
+        // Shown as plain text (and on a forge only as a code span): no secret, and no
+        // link a reader could follow out.
+        let foreign = !links::foreign_links(&shown, &allowed).is_empty();
+        match self.secret_in(&shown).is_some() || foreign {
+            false => Redacted(shown),
+            true => Redacted(WITHHELD.to_owned()),
         }
     }
 }

@@ -152,3 +152,102 @@ pub fn mentions(text: &str) -> Vec<(Range<usize>, String)> {
     }
     found
 }
+
+/// A reference to a repository's issue, pull request or commit, as forges link it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// The repository referred to, `owner/name`, lowercase.
+    pub repository: String,
+    /// The reference as written (`owner/name#12`).
+    pub text: String,
+}
+
+/// Every `owner/name#12`, `owner/name!12` or `owner/name@<7 to 40 hex digits>` of `text`
+/// (GitHub's and Gitea's cross-repository references): an owner and a name that start
+/// where a word may (not after a letter, digit or one of `_./-`). Linear in the text's
+/// length.
+pub fn references(text: &str) -> Vec<Reference> {
+    let bytes = text.as_bytes();
+    let is_owner = |b: u8| b.is_ascii_alphanumeric() || b == b'-';
+    let is_name = |b: u8| b.is_ascii_alphanumeric() || b"._-".contains(&b);
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts_word = i == 0 || !(is_name(bytes[i - 1]) || bytes[i - 1] == b'/');
+        if !(starts_word && bytes[i].is_ascii_alphanumeric()) {
+            i += 1;
+            continue;
+        }
+        let owner_end = i + bytes[i..].iter().take_while(|b| is_owner(**b)).count();
+        if bytes.get(owner_end) != Some(&b'/') {
+            // Not an owner: skip the whole word, so each byte is looked at a bounded
+            // number of times.
+            i = owner_end.max(i + 1);
+            continue;
+        }
+        let name_start = owner_end + 1;
+        let name_end = name_start
+            + bytes[name_start..]
+                .iter()
+                .take_while(|b| is_name(**b))
+                .count();
+        let reference_end = match (name_end > name_start, bytes.get(name_end)) {
+            (true, Some(b'#' | b'!')) => {
+                let digits = bytes[name_end + 1..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .count();
+                (digits > 0).then_some(name_end + 1 + digits)
+            }
+            (true, Some(b'@')) => {
+                let hex = bytes[name_end + 1..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_hexdigit())
+                    .count();
+                let ends = bytes
+                    .get(name_end + 1 + hex)
+                    .is_none_or(|b| !b.is_ascii_alphanumeric());
+                ((7..=40).contains(&hex) && ends).then_some(name_end + 1 + hex)
+            }
+            _ => None,
+        };
+        if let Some(end) = reference_end {
+            found.push(Reference {
+                repository: text[i..name_end].to_ascii_lowercase(),
+                text: text[i..end].to_owned(),
+            });
+            i = end;
+        } else {
+            i = name_end.max(i + 1);
+        }
+    }
+    found
+}
+
+/// The domain of every e-mail address of `text` a forge would link as `mailto:` (GFM's
+/// extended e-mail autolink: letters, digits and `._+-` before the `@`, then at least two
+/// labels of letters, digits, `-` and `_`), lowercase. Linear in the text's length.
+pub fn email_domains(text: &str) -> Vec<String> {
+    let bytes = text.as_bytes();
+    let is_local = |b: u8| b.is_ascii_alphanumeric() || b"._+-".contains(&b);
+    let is_label = |b: u8| b.is_ascii_alphanumeric() || b"-_".contains(&b);
+    let mut found = Vec::new();
+    let mut from = 0;
+    for (at, _) in text.match_indices('@') {
+        if at < from || at == 0 || !is_local(bytes[at - 1]) {
+            continue;
+        }
+        let end = at
+            + 1
+            + bytes[at + 1..]
+                .iter()
+                .take_while(|b| is_label(**b) || **b == b'.')
+                .count();
+        let domain = text[at + 1..end].trim_end_matches(['.', '-', '_']);
+        if domain.contains('.') && !domain.starts_with('.') {
+            found.push(domain.to_ascii_lowercase());
+        }
+        from = end;
+    }
+    found
+}

@@ -111,7 +111,6 @@ fn links_and_mentions_are_found_however_spelt() {
     for text in [
         "ping @admin",
         "&#64;admin",
-        "&#x00000000040;admin",
         "&commat;admin",
         "@<!-- -->admin",
     ] {
@@ -120,10 +119,13 @@ fn links_and_mentions_are_found_however_spelt() {
             "{text}"
         );
     }
+    // Too long for CommonMark's references (seven digits at most): the forge shows it as
+    // it is, and notifies nobody.
+    assert!(c.check("&#x00000000040;admin").is_ok());
     for fine in [
         "see https://github.com/acme/app/pull/3",
         "run https://plue.example/runs/7",
-        "mail me at a@b.example",
+        "mail me at a@github.com",
         "a < b and c > d",
     ] {
         assert!(c.check(fine).is_ok(), "{fine}");
