@@ -16,13 +16,16 @@
 //!   model was given).
 //! - `runDetails.byproducts`: `transcript` (sha256 of the stored transcript blob), `diff`
 //!   (the proposal's diff itself, base64 in `content`, and its sha256), `usage` (the cost
-//!   spent, in `annotations`).
+//!   spent and the tokens: their JSON, base64 in `content`, its sha256, and the same values
+//!   in `annotations` for readers; [`usage_byproduct`]).
 //!
 //! Invariants: the types read back what they write (a statement is parsed with the same
 //! types it was built with); unknown fields are kept out of nothing — they are ignored when
 //! read, so a later engine's additions do not break an older verifier; the accessors a
 //! verifier uses ([`Statement::commit`], [`Statement::base`], [`Statement::diff`]) check
-//! what they return against the digests beside it.
+//! what they return against the digests beside it; every resource descriptor a statement
+//! holds names its resource by `uri`, `digest` or `content`, as in-toto v1 requires
+//! ([`Statement::check_descriptors`], which the engine runs before it signs).
 
 use std::collections::BTreeMap;
 
@@ -53,7 +56,8 @@ pub struct Statement {
     pub predicate: Provenance,
 }
 
-/// in-toto's ResourceDescriptor (every field optional but a digest or a uri).
+/// in-toto's ResourceDescriptor: every field optional, but at least one of `uri`, `digest`
+/// and `content` must be set ([`ResourceDescriptor::names_its_resource`]).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceDescriptor {
@@ -73,6 +77,14 @@ pub struct ResourceDescriptor {
 }
 
 impl ResourceDescriptor {
+    /// Whether it says what its resource is — by `uri`, `digest` or `content`, one of which
+    /// in-toto v1 requires (`name` and `annotations` alone identify nothing).
+    pub fn names_its_resource(&self) -> bool {
+        self.uri.as_deref().is_some_and(|u| !u.is_empty())
+            || !self.digest.is_empty()
+            || self.content.as_deref().is_some_and(|c| !c.is_empty())
+    }
+
     /// `name` with `digest {sha256: <hex>}`.
     pub fn sha256(name: &str, hex: String) -> ResourceDescriptor {
         ResourceDescriptor {
@@ -257,6 +269,19 @@ pub fn diff_byproduct(diff: &[u8]) -> ResourceDescriptor {
     }
 }
 
+/// The `usage` byproduct: `usage` (the cost and the tokens spent, JSON) as the resource
+/// itself — its compact JSON, base64 in `content`, and that JSON's sha256 — with the same
+/// values in `annotations`, where readers (and [`crate::words`]) look them up.
+pub fn usage_byproduct(usage: &serde_json::Value) -> ResourceDescriptor {
+    let json = serde_json::to_vec(usage).expect("a JSON value always serialises");
+    ResourceDescriptor {
+        content: Some(base64::engine::general_purpose::STANDARD.encode(&json)),
+        media_type: Some("application/json".into()),
+        annotations: Some(usage.clone()),
+        ..ResourceDescriptor::sha256("usage", sha256_hex(&json))
+    }
+}
+
 /// RFC 3339 (UTC, milliseconds) of `ms` since the epoch.
 pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -283,6 +308,9 @@ pub enum StatementError {
     NoDiff,
     #[error("the statement's diff does not match its recorded sha256")]
     DiffDigest,
+    /// A resource descriptor with none of `uri`, `digest`, `content`.
+    #[error("the statement's {place} {name:?} has no uri, digest or content")]
+    Descriptor { place: &'static str, name: String },
 }
 
 impl Statement {
@@ -309,6 +337,28 @@ impl Statement {
             }
         }
         Ok(statement)
+    }
+
+    /// Every resource descriptor, with where it stands (`subject`, `resolvedDependencies`,
+    /// `byproducts`).
+    pub fn descriptors(&self) -> impl Iterator<Item = (&'static str, &ResourceDescriptor)> {
+        let dependencies = &self.predicate.build_definition.resolved_dependencies;
+        let byproducts = &self.predicate.run_details.byproducts;
+        (self.subject.iter().map(|d| ("subject", d)))
+            .chain(dependencies.iter().map(|d| ("resolvedDependencies", d)))
+            .chain(byproducts.iter().map(|d| ("byproducts", d)))
+    }
+
+    /// That every resource descriptor names its resource (`uri`, `digest` or `content`), as
+    /// in-toto v1 requires; the first that does not, otherwise.
+    pub fn check_descriptors(&self) -> Result<(), StatementError> {
+        match self.descriptors().find(|(_, d)| !d.names_its_resource()) {
+            None => Ok(()),
+            Some((place, d)) => Err(StatementError::Descriptor {
+                place,
+                name: d.name.clone().unwrap_or_default(),
+            }),
+        }
     }
 
     /// The payload: compact JSON.

@@ -160,3 +160,58 @@ fn a_diff_that_does_not_match_its_digest_is_refused() {
         "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
     );
 }
+
+// What an attacker found: the `usage` byproduct was a descriptor with only `name` and
+// `annotations`, which in-toto v1 forbids (a descriptor MUST have a `uri`, `digest` or
+// `content`). Now it carries its JSON as `content` with its sha256, and a descriptor that
+// names nothing is refused by name.
+#[test]
+fn every_descriptor_names_its_resource_and_usage_carries_its_json() {
+    let usage = serde_json::json!({"costUsd": 0.0123, "tokens": {"input": 10, "output": 2}});
+    let mut made = statement();
+    made.predicate
+        .run_details
+        .byproducts
+        .push(usage_byproduct(&usage));
+    assert_eq!(made.check_descriptors(), Ok(()));
+    assert_eq!(made.descriptors().count(), 5);
+    let found = made.byproduct("usage").unwrap();
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(found.content.as_deref().unwrap())
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&json).unwrap(),
+        usage
+    );
+    assert_eq!(found.digest["sha256"], sha256_hex(&json));
+    assert_eq!(found.media_type.as_deref(), Some("application/json"));
+    let told: BTreeMap<_, _> = crate::words::chain(&made).into_iter().collect();
+    assert_eq!(told["cost"], "$0.0123");
+    // The old shape: a name and annotations, nothing else.
+    let mut old = statement();
+    old.predicate
+        .run_details
+        .byproducts
+        .push(ResourceDescriptor {
+            name: Some("usage".into()),
+            annotations: Some(usage),
+            ..ResourceDescriptor::default()
+        });
+    assert_eq!(
+        old.check_descriptors(),
+        Err(StatementError::Descriptor {
+            place: "byproducts",
+            name: "usage".into()
+        })
+    );
+    let mut empty_uri = statement();
+    empty_uri.subject[0].digest.clear();
+    empty_uri.subject[0].uri = Some(String::new());
+    assert!(matches!(
+        empty_uri.check_descriptors(),
+        Err(StatementError::Descriptor {
+            place: "subject",
+            ..
+        })
+    ));
+}

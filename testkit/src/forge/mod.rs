@@ -17,7 +17,10 @@
 //!   headers) is recorded with it ([`Recorded::answer`]) just before it is sent.
 //! - [`Fault`]s are scripted per method and path: answer a status without doing anything,
 //!   or do the write and then drop the connection unanswered (a forge that created the pull
-//!   request but whose answer was lost: what idempotence must survive).
+//!   request but whose answer was lost: what idempotence must survive). A pull request's
+//!   creation is refused with `Fault::new("POST", "/pulls", FaultAction::Status(422))`;
+//!   [`FakeForge::refuse_pushes`] makes a repository refuse every push as a forge's rule
+//!   does (`! [remote rejected]`, with the forge's message).
 //! - `GET /user` names the token's account, `plue-bot` (the author of what the API
 //!   creates); [`FakeForge::whoami_fails`] makes it answer an error from then on, as
 //!   GitHub does to an App's installation token (403).
@@ -476,6 +479,24 @@ impl FakeForge {
                 FaultAction::Status(status),
             )
         });
+    }
+
+    /// From now on every push to `repo` is refused the way a forge refuses an update it
+    /// received (a protected branch, a rule, a hook): a `pre-receive` hook prints `message`
+    /// (the client shows it as `remote: …`) and declines, so git reports `! [remote
+    /// rejected] … (pre-receive hook declined)` and nothing is updated.
+    pub fn refuse_pushes(&self, repo: &str, message: &str) -> Result<()> {
+        let hooks = self.repo_dir(repo).join("hooks");
+        std::fs::create_dir_all(&hooks).with_context(|| format!("creating {}", hooks.display()))?;
+        std::fs::write(hooks.join("refusal.txt"), format!("{message}\n"))?;
+        let hook = hooks.join("pre-receive");
+        std::fs::write(
+            &hook,
+            "#!/bin/sh\ncat >/dev/null\ncat \"$(dirname \"$0\")/refusal.txt\" >&2\nexit 1\n",
+        )?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {} executable", hook.display()))
     }
 
     /// Adds a scripted fault.

@@ -197,6 +197,23 @@ async fn without_the_token_nothing_is_read_written_or_pushed() {
     }
 }
 
+// A forge's rule refuses the push even with the token: nothing is updated.
+#[tokio::test]
+async fn a_repository_made_to_refuse_pushes_updates_nothing() {
+    let forge = FakeForge::start(Flavor::GitHub, TOKEN).unwrap();
+    forge.create_repo_with("acme/app", &[("a", "a")]).unwrap();
+    forge
+        .refuse_pushes("acme/app", "protected branch: changes need a review")
+        .unwrap();
+    assert!(!push_branch(
+        &forge,
+        "acme/app",
+        "plue/run-1-fix",
+        Some(TOKEN)
+    ));
+    assert_eq!(forge.branch_sha("acme/app", "plue/run-1-fix"), None);
+}
+
 #[tokio::test]
 async fn comments_labels_issues_permissions_and_statuses_have_the_forges_shapes() {
     for flavor in [Flavor::GitHub, Flavor::Gitea] {
