@@ -11,6 +11,13 @@
 //!   key ([`crate::forge::auth::ForgeAuth::secrets_of`]). More is stricter: values
 //!   are taken whether or not a gate let a step have them (a fork's run, an environment
 //!   waiting for review), since a step may have read them another way.
+//! - A run's secrets are every value it ever held, not only today's: each value handed to
+//!   a step of it (or a debug session in a step's room) is recorded at the claim, sealed,
+//!   before it leaves ([`crate::executor::Executor::secret_values`],
+//!   `Store::hold_secrets`), and the wall takes those besides the current values, so a
+//!   secret rotated or deleted while the run goes on is still refused and masked in what
+//!   the run writes. The record lives as long as the run's rows (deleted with the run), so
+//!   through the run's end and every text written after it (answers, the outbox).
 //! - A value that cannot be opened fails the wall's making (an error, never a wall that
 //!   knows fewer secrets than it should).
 //! - Links an engine text may hold: the repository's forge (web and API hosts) and this
@@ -128,6 +135,14 @@ impl Walls {
                 found.secrets.add(token.expose().to_string());
             }
         }
+        // Every value a step of it was handed, the current one or not.
+        for (name, sealed) in self.store.held_secrets(run_id).await? {
+            found.secrets.add(
+                self.vault
+                    .open(&sealed)
+                    .with_context(|| format!("secret '{name}' held by run {run_id}"))?,
+            );
+        }
         let Some(documents) = self.store.run_documents(run_id).await? else {
             return Ok(found);
         };
@@ -184,3 +199,7 @@ fn secret_names(plan: &Plan) -> Vec<String> {
     }
     names
 }
+
+#[cfg(test)]
+#[path = "outbound_wall_tests.rs"]
+mod tests;

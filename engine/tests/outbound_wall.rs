@@ -14,6 +14,9 @@
 //! - A mention and an image link spelt with character references longer than 8 digits:
 //!   refused.
 //! - What users hit: a pull request that adds an empty file and changes a mode passes.
+//! - A repository secret rotated (and another deleted) while a step of the run that read
+//!   them is running: the old values stay in the run's wall, so another step printing
+//!   them has them masked in its log and outputs, and an agent proposing one is refused.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -234,5 +237,117 @@ async fn what_an_agent_writes_leaves_no_secret_of_the_run_link_or_mention() {
         let text = transcript.to_string();
         assert!(text.contains("turns"), "{id}: {text}");
         assert_eq!(leaked(&text), None, "{id}: {text}");
+    }
+}
+
+const OLD_DEPLOY: &str = "d3ploy-before-rotation-0ld4711";
+const NEW_DEPLOY: &str = "d3ploy-after-rotation-n3w0815";
+const GONE: &str = "g0ne-mid-run-deleted-t0ken99";
+
+/// The repository's workflow: `hold` reads both secrets into the workspace and runs on a
+/// while (the test rotates one and deletes the other meanwhile); `echoer` prints what it
+/// was handed in the workspace and makes it an output; `agent` proposes a comment quoting
+/// the old value.
+const ROTATION: &str = r#"
+def workflow(ctx):
+    return Plan("rotation", triggers=[Trigger.manual()], steps=[
+        Step.bash("hold", 'printf "%s\\n%s\\n" "$DEPLOY_TOKEN" "$GONE_TOKEN" > held.txt; sleep 4',
+                  secrets=["DEPLOY_TOKEN", "GONE_TOKEN"]),
+        Step.bash("echoer", 'sha256sum held.txt; cat held.txt; echo "leak=$(head -n 1 held.txt)" >> "$PLUE_OUTPUT"',
+                  depends_on=["hold"], workspace_from="hold"),
+        Step.llm("agent", prompt="Issue #7 says: case agent now", tools=["bash"],
+                 safe_outputs=SafeOutputs(comments=1), depends_on=["hold"], workspace_from="hold"),
+    ])
+"#;
+
+// The attack (the outbound wall, round two): a run's wall was made from the current
+// values of its secrets. A maintainer rotates DEPLOY_TOKEN and deletes GONE_TOKEN while a
+// step that read them runs; the old values were then unknown to the run's wall, so the
+// next step printing them kept them in clear in its log and outputs, and an agent could
+// publish one in a comment. Now every value handed to a step of the run stays in its wall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_rotated_or_deleted_while_the_run_goes_on_is_still_walled() {
+    let _serial = support::serial().await;
+    let sandbox = Sandbox::new("outbound-wall-rotation");
+    let origin = sandbox.path("origin");
+    support::git_repo(
+        &origin,
+        &[(".plue/rotation.plue.py", ROTATION), ("README.md", "hi\n")],
+    );
+    let agent: Vec<Vec<Call>> = vec![
+        vec![bash("cat held.txt")],
+        vec![comment(&format!(
+            "The deploy token is {OLD_DEPLOY}, and {GONE}"
+        ))],
+    ];
+    let server = FakeClaude::start_routed(support::routed_agents([("agent", agent.as_slice())]));
+    let key = format!("ANTHROPIC_API_KEY={KEY}");
+    let args = ["--runners", "2", "--heartbeat-ms", "200", "--secret", &key];
+    let engine = sandbox
+        .serve_with_env(
+            "engine",
+            support::free_port(),
+            &args,
+            &[("ANTHROPIC_BASE_URL", server.url())],
+        )
+        .await;
+    let url = engine.url.as_str();
+    let http = client();
+    support::register_origin(url, &origin, "a-webhook-secret-of-the-rotation").await;
+    support::put_repo_secret(url, "acme/app", "DEPLOY_TOKEN", OLD_DEPLOY).await;
+    support::put_repo_secret(url, "acme/app", "GONE_TOKEN", GONE).await;
+    let run_id = support::dispatch_retrying(&http, url, "rotation", json!({})).await;
+
+    // While `hold` runs (it has both values): rotate one, delete the other.
+    support::wait_for(Duration::from_secs(60), "hold running", || async {
+        let run = support::run_view(&http, url, run_id).await?;
+        (step(&run, "hold")["status"] == "running").then_some(())
+    })
+    .await;
+    support::put_repo_secret(url, "acme/app", "DEPLOY_TOKEN", NEW_DEPLOY).await;
+    let deleted = http
+        .delete(format!("{url}/api/repos/acme/app/secrets/GONE_TOKEN"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+
+    let run = wait_final(&http, url, run_id, Duration::from_secs(180)).await;
+    assert_eq!(step(&run, "hold")["status"], "succeeded", "{run}");
+    assert_eq!(step(&run, "echoer")["status"], "succeeded", "{run}");
+    let lines = support::log_lines(&http, url, run_id, "echoer")
+        .await
+        .unwrap();
+    let log = serde_json::to_string(&lines).unwrap();
+    // It printed the old values (their digest proves it), masked.
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!(
+        "{OLD_DEPLOY}\n{GONE}\n"
+    )));
+    assert!(
+        log.contains(&digest),
+        "echoer did not read the old values: {log}"
+    );
+    assert!(log.contains("***"), "{log}");
+    // The agent read them too, and its comment quoting them is refused.
+    let agent = step(&run, "agent");
+    assert_eq!(agent["status"], "failed", "{run}");
+    let reason = agent["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("safe output refused: ") && reason.contains("holds a secret of the run"),
+        "{reason}"
+    );
+    let proposals = get_json(&http, &format!("{url}/api/runs/{run_id}/proposals")).await;
+    assert!(!proposals.as_array().unwrap().is_empty(), "{proposals}");
+    for (what, text) in [
+        ("the run", run.to_string()),
+        ("echoer's log", log),
+        ("the proposals", proposals.to_string()),
+    ] {
+        for value in [OLD_DEPLOY, GONE] {
+            assert!(
+                !text.contains(value),
+                "{what} holds a value of the run: {text}"
+            );
+        }
     }
 }

@@ -37,6 +37,7 @@ mod filters;
 mod forges;
 mod gauges;
 mod groups;
+mod held_secrets;
 mod installations;
 mod known_steps;
 mod logs;

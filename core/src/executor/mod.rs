@@ -775,7 +775,8 @@ impl Executor {
     /// vault), else the engine's own. A pull request from a fork gets none of them: the
     /// names come back in `withheld` and the step runs without them. The error names the
     /// first secret that is set nowhere, or one that does not open, or why the step may not
-    /// use its environment.
+    /// use its environment. The values returned are recorded as held by the run first
+    /// (`hold`); the outer error is a failure to record them.
     pub async fn secret_values(
         &self,
         run_id: i64,
@@ -829,6 +830,8 @@ impl Executor {
             .into_iter()
             .collect();
         let mut values = BTreeMap::new();
+        // Each value with its sealed text, if the store gave one (the engine's own are not).
+        let mut handed: Vec<(&String, Option<&String>)> = Vec::new();
         for name in names {
             let sealed = from_environment.get(name).or_else(|| sealed.get(name));
             let value = match (sealed, self.secrets.get(name)) {
@@ -844,12 +847,59 @@ impl Executor {
                 (None, Some(value)) => value.clone(),
                 (None, None) => return Ok(Err(SecretsRefused::NotSet(name.clone()))),
             };
+            handed.push((name, sealed));
             values.insert(name.clone(), value);
         }
+        self.hold(run_id, &handed, &values)
+            .await
+            .with_context(|| format!("recording the secrets run {run_id} is handed"))?;
         Ok(Ok(Secrets {
             values,
             withheld: Vec::new(),
         }))
+    }
+
+    /// Records in the store every value of `values` run `run_id` does not hold yet
+    /// (`handed`: each name with the sealed text the store gave, `None` for the engine's
+    /// own), before any of them leaves: the run's wall and log masking know a value handed
+    /// to it after the secret was rotated or deleted ([`crate::outbound_wall`]). The store's
+    /// sealed text is kept as it is; an engine secret is sealed here, and without a key
+    /// (it could only be kept in clear) it is not recorded — it is the engine's for its
+    /// whole life, and its wall takes it by name.
+    async fn hold(
+        &self,
+        run_id: i64,
+        handed: &[(&String, Option<&String>)],
+        values: &BTreeMap<String, String>,
+    ) -> anyhow::Result<()> {
+        if handed.is_empty() {
+            return Ok(());
+        }
+        let mut held: BTreeSet<String> = BTreeSet::new();
+        // Only to leave out what is held already: a row that does not open (the run's wall
+        // refuses to be made without it) is no reason to hold less.
+        for (_, sealed) in self.store.held_secrets(run_id).await? {
+            if let Ok(value) = self.vault.open(&sealed) {
+                held.insert(value);
+            }
+        }
+        let mut new = Vec::new();
+        for (name, sealed) in handed {
+            let value = &values[*name];
+            if value.is_empty() || !held.insert(value.clone()) {
+                continue;
+            }
+            let sealed = match sealed {
+                Some(sealed) => (*sealed).clone(),
+                None if self.vault.is_keyed() => self.vault.seal(value)?,
+                None => continue,
+            };
+            new.push(((*name).clone(), sealed));
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        self.store.hold_secrets(run_id, &new, now_ms()).await
     }
 
     /// What makes the outbound walls of this engine's runs (every secret of a run, links
