@@ -24,6 +24,9 @@
 //! - What the built commit changes (`git diff-tree -r --no-renames`, both sides of a
 //!   rename, with modes) is checked again by the validator's path and mode rules before
 //!   any push: a diff `git apply` reads otherwise than the validator lands nothing denied.
+//!   Every file it adds or modifies is judged again by its whole new content
+//!   ([`contents`], [`validate::check_new_file`]): no secret of the run in any encoding
+//!   from any byte, no NUL (binary), before any push.
 //! - Every text written — the pull request's title, body and branch, the commit message, a
 //!   comment, an issue, a label — passes the run's outbound wall again here
 //!   ([`crate::outbound_wall`]: every secret of the run, links only to the forge, this
@@ -65,6 +68,7 @@ use crate::store::{now_ms, ProposalRow, RepoRow, RunRow, Store};
 use crate::vault::Vault;
 
 mod commit;
+pub mod contents;
 
 #[cfg(test)]
 use commit::GIT_TIMEOUT;
@@ -370,9 +374,8 @@ impl Applier {
                     .fetch(&job.repo.clone_url, &[&job.run.sha])
                     .await
                     .map_err(|e| PostError::Retry(format!("{e:#}")))?;
-                let diff = wall
-                    .check_diff(diff)
-                    .map_err(|refusal| PostError::Permanent(format!("the diff {refusal}")))?;
+                let diff = validate::check_diff_wall(diff, &wall)
+                    .map_err(|refused| PostError::Permanent(refused.to_string()))?;
                 // The trailer links the statement by the proposal's id: the commit's own id
                 // depends on its message.
                 let statement = self.statement_url(job);
@@ -403,6 +406,15 @@ impl Applier {
                     .map_err(|e| PostError::Retry(format!("{e:#}")))?;
                 validate::check_changes(&changed, &safe_outputs)
                     .map_err(|e| PostError::Permanent(e.to_string()))?;
+                // Each file by its whole new content, modified ones too.
+                let max = validate::MAX_JUDGED_FILE_BYTES;
+                for file in contents::new_files(&mirror, &job.run.sha, &commit, max)
+                    .await
+                    .map_err(|e| PostError::Retry(format!("{e:#}")))?
+                {
+                    validate::check_new_file(&file.path, file.size, file.content.as_deref(), &wall)
+                        .map_err(|e| PostError::Permanent(e.to_string()))?;
+                }
                 let tree = tree_of(&mirror, &commit)
                     .await
                     .map_err(|e| PostError::Retry(format!("{e:#}")))?;

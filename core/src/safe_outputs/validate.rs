@@ -22,12 +22,21 @@
 //!   every secret the run holds or has held): no secret in any spelling it knows, in any
 //!   view a reader of the forge sees; texts link only to `allow_links` hosts and the
 //!   repository's forge, and mention nobody (`@name`), read as a forge renders them.
+//! - binary by content everywhere, judged on the whole new content: the applier reads back
+//!   every file the built commit adds *or modifies*, whole (not the diff's hunks), and
+//!   [`check_new_file`] refuses one holding a secret of the run as UTF-8 or in a wide
+//!   encoding (UTF-16LE/BE, UTF-32LE/BE, with or without a byte-order mark) starting at
+//!   any byte, odd offsets too, or holding a NUL anywhere (binary), or too large to read
+//!   ([`MAX_JUDGED_FILE_BYTES`]) — new and modified files alike.
+//! - a refusal of the diff's content (a NUL, a binary patch, a secret found in one file's
+//!   part of it) or of a built file names the file.
 //! - a reason is made of the wall's findings and the proposal's own text (a path, a
 //!   label): the caller redacts it with the same wall before anyone sees it.
 
 use evaluator::glob::{compile, GlobError, Pattern};
 use evaluator::safe_outputs::SafeOutputs;
-use plue_outbound::{Checker, Refusal, Secrets};
+use plue_outbound::spellings::Spelling;
+use plue_outbound::{Checker, Outbound, Refusal, Secrets};
 use plue_types::protocol::{Proposal, MAX_BODY_BYTES, MAX_DIFF_BYTES, MAX_TITLE_BYTES};
 
 /// What the proposals are checked against.
@@ -85,6 +94,12 @@ pub enum Refused {
         what: &'static str,
         refusal: Refusal,
     },
+    /// The run's outbound wall refused one file's part of the diff.
+    #[error("the diff {refusal} in its change to {path:?}")]
+    FileWall { path: String, refusal: Refusal },
+    /// A file the built commit adds or changes, judged by its whole new content.
+    #[error("the file {path:?} {problem}")]
+    File { path: String, problem: FileProblem },
     /// The diff (or a built commit's changes) breaks a path or syntax rule.
     #[error(transparent)]
     Diff(#[from] DiffRefused),
@@ -115,20 +130,58 @@ pub enum DiffRefused {
     /// The built commit holds a link or submodule (`mode` is the new side's).
     #[error("the built commit makes {path:?} a symbolic link or a submodule (mode {mode})")]
     CommitLinkOrSubmodule { path: String, mode: String },
+    /// A NUL byte in the diff, in the part of the file named (`None`: before any file).
     #[error(
-        "the diff changes a binary file (it holds a NUL byte); binary changes are not accepted (the engine cannot check them for secrets)"
+        "the diff changes {}, a binary file (it holds a NUL byte); binary changes are not accepted (the engine cannot check them for secrets)",
+        named(path)
     )]
-    Nul,
+    Nul { path: Option<String> },
+    /// A binary patch, of the file named.
     #[error(
-        "the diff changes a binary file; binary changes are not accepted (the engine cannot check them for secrets)"
+        "the diff changes {}, a binary file; binary changes are not accepted (the engine cannot check them for secrets)",
+        named(path)
     )]
-    Binary,
+    Binary { path: Option<String> },
     #[error("the diff has a 'diff --git' line it cannot read")]
     UnreadableGitLine,
     /// A line of the diff (numbered from 1) that breaks the syntax or names a bad path.
     #[error("the diff's line {line}: {problem}")]
     Line { line: usize, problem: LineProblem },
 }
+
+/// A file a refusal names, or what stands for it when none could be read.
+fn named(path: &Option<String>) -> String {
+    match path {
+        Some(path) => format!("{path:?}"),
+        None => "a file".to_owned(),
+    }
+}
+
+/// What is wrong with the whole new content of a file the built commit adds or changes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileProblem {
+    /// A secret of the run, spelt `spelling` in the content read as `encoding`.
+    #[error(
+        "holds a secret of the run in its new content ({spelling}; the file read as {encoding})"
+    )]
+    Secret {
+        spelling: Spelling,
+        encoding: &'static str,
+    },
+    /// A NUL byte at `offset`: binary by its content, wherever the NUL is.
+    #[error(
+        "is binary by its new content (a NUL byte at byte {offset}); binary changes are not accepted (the engine cannot check them for secrets)"
+    )]
+    Binary { offset: usize },
+    #[error(
+        "is {bytes} bytes once changed; the engine checks files of at most {max} bytes for secrets"
+    )]
+    TooLarge { bytes: u64, max: u64 },
+}
+
+/// The largest new content of a changed file the applier reads whole to judge it; a larger
+/// one is refused ([`FileProblem::TooLarge`]).
+pub const MAX_JUDGED_FILE_BYTES: u64 = 8 << 20;
 
 /// What is wrong with one line of a diff.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -196,10 +249,7 @@ pub fn validate(proposals: &[Proposal], rules: &Rules<'_>) -> Result<(), Refused
                         max: so.max_files,
                     });
                 }
-                rules
-                    .wall
-                    .check_diff(diff)
-                    .map_err(|r| refused("the diff", r))?;
+                check_diff_wall(diff, &rules.wall)?;
             }
             Proposal::Comment { body } => texts.push(("a comment", body, MAX_BODY_BYTES)),
             Proposal::Issue { title, body } => {
@@ -236,6 +286,148 @@ pub fn validate(proposals: &[Proposal], rules: &Rules<'_>) -> Result<(), Refused
         }
     }
     Ok(())
+}
+
+/// `diff` as it is when it passes `wall` ([`Checker::check_diff`]); a refusal names the
+/// file whose part of the diff holds what was found (the whole diff is checked first, so
+/// nothing cut over two files' parts passes unnamed).
+pub fn check_diff_wall(diff: &str, wall: &Checker) -> Result<Outbound, Refused> {
+    wall.check_diff(diff).map_err(|refusal| {
+        file_parts(diff)
+            .into_iter()
+            .find_map(|(path, part)| {
+                let refusal = wall.check_diff(part).err()?;
+                Some(Refused::FileWall {
+                    path: path?,
+                    refusal,
+                })
+            })
+            .unwrap_or(Refused::Wall {
+                what: "the diff",
+                refusal,
+            })
+    })
+}
+
+/// Judges one file the built commit adds or changes by its whole new content (`size`
+/// bytes; `content` is `None` when it was too large to read): it may hold no secret of the
+/// run in any spelling `wall` knows, read as UTF-8 or in a wide encoding starting at any
+/// byte ([`content_views`]), and no NUL byte anywhere (a binary file, which the engine
+/// cannot check).
+pub fn check_new_file(
+    path: &str,
+    size: u64,
+    content: Option<&[u8]>,
+    wall: &Checker,
+) -> Result<(), Refused> {
+    let refused = |problem: FileProblem| Refused::File {
+        path: path.to_owned(),
+        problem,
+    };
+    let Some(content) = content.filter(|_| size <= MAX_JUDGED_FILE_BYTES) else {
+        return Err(refused(FileProblem::TooLarge {
+            bytes: size,
+            max: MAX_JUDGED_FILE_BYTES,
+        }));
+    };
+    if wall.has_secrets() {
+        for (encoding, view) in content_views(content) {
+            if let Some(spelling) = wall.secret_in(&view) {
+                return Err(refused(FileProblem::Secret { spelling, encoding }));
+            }
+        }
+    }
+    if let Some(offset) = content.iter().position(|b| *b == 0) {
+        return Err(refused(FileProblem::Binary { offset }));
+    }
+    Ok(())
+}
+
+/// `content` as text, each view named by its encoding: as UTF-8 (a byte that is not
+/// replaced), then as UTF-16LE, UTF-16BE, UTF-32LE and UTF-32BE decoded from every byte a
+/// code unit may start at (0 and 1; 0 to 3), so a wide copy of a secret is read wherever
+/// it starts (after a text of odd length, after a byte-order mark, which decodes to an
+/// invisible character). A unit that is no character reads as U+FFFD.
+fn content_views(content: &[u8]) -> impl Iterator<Item = (&'static str, String)> + '_ {
+    const WIDE: [(&str, usize, bool); 4] = [
+        ("UTF-16LE", 2, false),
+        ("UTF-16BE", 2, true),
+        ("UTF-32LE", 4, false),
+        ("UTF-32BE", 4, true),
+    ];
+    let utf8 = std::iter::once(("UTF-8", String::from_utf8_lossy(content).into_owned()));
+    let wide = WIDE.into_iter().flat_map(move |(encoding, width, big)| {
+        (0..width).map(move |start| (encoding, decode_wide(content, start, width, big)))
+    });
+    utf8.chain(wide)
+}
+
+/// `content` from byte `start` read as `width`-byte code units (2: UTF-16, 4: UTF-32),
+/// big-endian or not; a trailing part of a unit is dropped.
+fn decode_wide(content: &[u8], start: usize, width: usize, big: bool) -> String {
+    let units = content.get(start..).unwrap_or_default().chunks_exact(width);
+    if width == 2 {
+        let units = units.map(|unit| {
+            let bytes = [unit[0], unit[1]];
+            if big {
+                u16::from_be_bytes(bytes)
+            } else {
+                u16::from_le_bytes(bytes)
+            }
+        });
+        char::decode_utf16(units)
+            .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect()
+    } else {
+        units
+            .map(|unit| {
+                let bytes = [unit[0], unit[1], unit[2], unit[3]];
+                let value = if big {
+                    u32::from_be_bytes(bytes)
+                } else {
+                    u32::from_le_bytes(bytes)
+                };
+                char::from_u32(value).unwrap_or(char::REPLACEMENT_CHARACTER)
+            })
+            .collect()
+    }
+}
+
+/// Each file's part of `diff` (from its `diff --git` line to the next), with the path of
+/// its new side when the line can be read.
+fn file_parts(diff: &str) -> Vec<(Option<String>, &str)> {
+    let mut starts: Vec<usize> = diff
+        .match_indices("\ndiff --git ")
+        .map(|(at, _)| at + 1)
+        .collect();
+    if diff.starts_with("diff --git ") {
+        starts.insert(0, 0);
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(n, &start)| {
+            let end = starts.get(n + 1).copied().unwrap_or(diff.len());
+            let part = &diff[start..end];
+            (file_of_header(part), part)
+        })
+        .collect()
+}
+
+/// The new side's path of the `diff --git` line `text` starts with.
+fn file_of_header(text: &str) -> Option<String> {
+    let line = text.split('\n').next()?;
+    git_line_paths(line.strip_prefix("diff --git ")?)?.pop()
+}
+
+/// The file of `diff` whose part holds byte `at`.
+fn file_at(diff: &str, at: usize) -> Option<String> {
+    let start = match diff[..at].rfind("\ndiff --git ") {
+        Some(newline) => newline + 1,
+        None if diff.starts_with("diff --git ") => 0,
+        None => return None,
+    };
+    file_of_header(&diff[start..])
 }
 
 /// `proposal` with every text withheld: kept when it could not be checked.
@@ -373,12 +565,16 @@ enum At {
 
 /// Checks every header and path of `diff`; the number of files it changes.
 pub fn check_diff(diff: &str, so: &SafeOutputs) -> Result<usize, DiffRefused> {
-    if diff.contains('\0') {
-        return Err(DiffRefused::Nul);
+    if let Some(at) = diff.find('\0') {
+        return Err(DiffRefused::Nul {
+            path: file_at(diff, at),
+        });
     }
     let rules = PathRules::new(so)?;
     let mut at = At::Start;
     let mut files = 0;
+    // The new side of the file whose part of the diff the line is in.
+    let mut file: Option<String> = None;
     let last = diff.split('\n').count() - 1;
     for (number, line) in diff.split('\n').enumerate() {
         let at_line = |problem: LineProblem| DiffRefused::Line {
@@ -406,9 +602,11 @@ pub fn check_diff(diff: &str, so: &SafeOutputs) -> Result<usize, DiffRefused> {
         }
         if let Some(rest) = line.strip_prefix("diff --git ") {
             files += 1;
-            for path in git_line_paths(rest).ok_or(DiffRefused::UnreadableGitLine)? {
-                rules.check(&path)?;
+            let paths = git_line_paths(rest).ok_or(DiffRefused::UnreadableGitLine)?;
+            for path in &paths {
+                rules.check(path)?;
             }
+            file = paths.last().cloned();
             at = At::Header;
             continue;
         }
@@ -425,7 +623,7 @@ pub fn check_diff(diff: &str, so: &SafeOutputs) -> Result<usize, DiffRefused> {
                     // The newline ending a file's headers with no hunk after them (an
                     // empty file added or removed, a mode changed).
                 } else if line == "GIT binary patch" || line.starts_with("Binary files ") {
-                    return Err(DiffRefused::Binary);
+                    return Err(DiffRefused::Binary { path: file });
                 } else {
                     header(line, &rules).map_err(at_line)?;
                 }

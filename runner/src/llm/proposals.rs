@@ -66,11 +66,12 @@ pub enum ProposalError {
     /// The diff is larger than the step's `max_diff_bytes`.
     #[error("the change is larger than max_diff_bytes ({cap} bytes); propose a smaller one")]
     TooLarge { cap: u64 },
-    /// The diff holds text that is not UTF-8.
+    /// The diff holds text that is not UTF-8, in the change to `file` (its `diff --git`
+    /// line's paths, as git wrote them).
     #[error(
-        "the change holds text that is not UTF-8; only UTF-8 text files or binary files can be proposed"
+        "the change to {file} holds bytes that are not UTF-8 text; only UTF-8 text files can be proposed"
     )]
-    DiffNotUtf8,
+    DiffNotUtf8 { file: String },
 }
 
 /// What the pull request's diff is computed against.
@@ -279,7 +280,9 @@ impl Private {
             return Err(git_failure(args, &stderr));
         }
         // `--binary` patches are ASCII (base85); text files are whatever they hold.
-        String::from_utf8(stdout).map_err(|_| ProposalError::DiffNotUtf8)
+        String::from_utf8(stdout).map_err(|e| ProposalError::DiffNotUtf8 {
+            file: file_at(e.as_bytes(), e.utf8_error().valid_up_to()),
+        })
     }
 }
 
@@ -288,6 +291,32 @@ impl Drop for Private {
         if let Err(err) = std::fs::remove_dir_all(&self.dir) {
             tracing::warn!(%err, dir = %self.dir.display(), "removing the proposal's git directory");
         }
+    }
+}
+
+/// The file of `diff` whose part holds byte `at`: its `diff --git` line's path, once when
+/// both sides name the same (`a/x b/x`), else the line's paths as they are.
+fn file_at(diff: &[u8], at: usize) -> String {
+    let before = &diff[..at.min(diff.len())];
+    let header = b"diff --git ";
+    let start = before
+        .windows(header.len() + 1)
+        .rposition(|w| w[0] == b'\n' && &w[1..] == header)
+        .map(|newline| newline + 1)
+        .or_else(|| before.starts_with(header).then_some(0));
+    let Some(start) = start else {
+        return "a file".to_owned();
+    };
+    let line = diff[start + header.len()..]
+        .split(|b| *b == b'\n')
+        .next()
+        .unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    // `a/X b/X`: X once.
+    let half = line.len().saturating_sub(5) / 2;
+    match (line.get(..2), line.get(2..2 + half), line.get(2 + half..)) {
+        (Some("a/"), Some(path), Some(rest)) if rest == format!(" b/{path}") => path.to_owned(),
+        _ => line.into_owned(),
     }
 }
 
@@ -374,6 +403,39 @@ mod tests {
         let err = start.diff(10).unwrap_err();
         assert!(matches!(err, ProposalError::TooLarge { cap: 10 }), "{err}");
         assert!(err.to_string().contains("max_diff_bytes"), "{err}");
+    }
+
+    // The attack (the outbound wall, round two): an existing text file gets a UTF-16BE
+    // copy of a secret, byte-order mark first, appended after 12 KiB of text; git calls the
+    // file text by its first 8,000 bytes and prints the bytes, which are no UTF-8. The change
+    // is refused, and the reason names the file.
+    #[test]
+    fn a_change_that_is_not_utf8_is_refused_naming_its_file() {
+        let ws = tempfile::tempdir().unwrap();
+        sh(
+            ws.path(),
+            "git init -q . && echo one > a.txt && head -c 12288 /dev/zero | tr '\\0' x > notes.txt \
+             && git add . && git commit -qm one",
+        );
+        let start = Start::record(ws.path(), Some(&head(ws.path())), None).unwrap();
+        let mut wide = vec![0xfe, 0xff];
+        wide.extend(
+            "ghp_s3cretOfTheRun"
+                .encode_utf16()
+                .flat_map(u16::to_be_bytes),
+        );
+        let mut notes = std::fs::OpenOptions::new()
+            .append(true)
+            .open(ws.path().join("notes.txt"))
+            .unwrap();
+        std::io::Write::write_all(&mut notes, &wide).unwrap();
+        sh(ws.path(), "echo two > a.txt");
+        let err = start.diff(1 << 20).unwrap_err();
+        assert!(
+            matches!(&err, ProposalError::DiffNotUtf8 { file } if file == "notes.txt"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("the change to notes.txt"), "{err}");
     }
 
     #[test]

@@ -39,7 +39,7 @@ fn setup() -> (FakeForge, String, Vec<u8>) {
     let sh = |script: &str| bash_in(work.path(), script);
     sh(&format!("git clone -q {} .", forge.clone_url("acme/app")));
     let diff = sh(
-        "printf 'fn a() { b() }\\n' > src/lib.rs; rm old.txt; printf '\\0bin' > new.bin; \
+        "printf 'fn a() { b() }\\n' > src/lib.rs; rm old.txt; printf 'new\\n' > new.txt; \
          git add -A; git diff --cached --binary",
     );
     (forge, base, diff)
@@ -337,6 +337,206 @@ async fn what_the_built_commit_changes_is_checked_again_before_the_push() {
     let changed = changes(&mirror, &base, &commit).await.unwrap();
     assert_eq!(changed.len(), 3, "{changed:?}");
     validate::check_changes(&changed, &so).unwrap();
+}
+
+/// 12 KiB of ordinary text lines: an existing text file git calls text.
+fn notes() -> String {
+    "a line of ordinary notes, nothing to see here at all\n".repeat(12 * 1024 / 52 + 1)
+}
+
+/// `text`'s UTF-16 (big-endian or not) and UTF-32LE code units.
+fn utf16(text: &str, big: bool) -> Vec<u8> {
+    text.encode_utf16()
+        .flat_map(|u| {
+            if big {
+                u.to_be_bytes()
+            } else {
+                u.to_le_bytes()
+            }
+        })
+        .collect()
+}
+
+fn utf32le(text: &str) -> Vec<u8> {
+    text.chars()
+        .flat_map(|c| (c as u32).to_le_bytes())
+        .collect()
+}
+
+/// The wall of a run holding `TOKEN` (the repository's forge token is a secret of its run).
+fn token_wall() -> crate::outbound::Checker {
+    crate::outbound::Checker::new(&crate::outbound::Secrets::from_iter([TOKEN]), ["plue"])
+}
+
+// The attack (the outbound wall, round two): an existing text file gets a wide copy of a
+// secret of the run appended after 12 KiB — UTF-16BE with its byte-order mark, UTF-16LE
+// at an odd offset, UTF-32 — which the diff's hunks may not show as such (git calls the
+// file text by its first 8,000 bytes). The commit the applier built is read back and each
+// file it adds or modifies is judged whole: refused, naming the file. An ordinary change
+// to the same file, and a new text file, pass.
+#[tokio::test]
+async fn each_file_the_built_commit_changes_is_judged_by_its_whole_new_content() {
+    let forge = FakeForge::start(Flavor::Gitea, TOKEN).unwrap();
+    let notes = notes();
+    let base = forge
+        .create_repo_with("acme/app", &[("src/notes.txt", &notes), ("a.txt", "a\n")])
+        .unwrap();
+    let mirrors = tempfile::tempdir().unwrap();
+    let mirror = mirror_of(&forge, mirrors.path()).await;
+    let work = tempfile::tempdir().unwrap();
+    let sh = |script: &str| bash_in(work.path(), script);
+    sh(&format!("git clone -q {} .", forge.clone_url("acme/app")));
+    let mut bom_be = vec![0xfe, 0xff];
+    bom_be.extend(utf16(TOKEN, true));
+    let mut odd_le = b"\n!".to_vec();
+    odd_le.extend(utf16(TOKEN, false));
+    let mut odd_utf32 = b"abc".to_vec();
+    odd_utf32.extend(utf32le(TOKEN));
+    let judged = |changed: Vec<contents::NewFile>| -> Result<(), String> {
+        for file in changed {
+            validate::check_new_file(
+                &file.path,
+                file.size,
+                file.content.as_deref(),
+                &token_wall(),
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    };
+    for (encoding, appended) in [
+        ("UTF-16BE", bom_be),
+        ("UTF-16LE", odd_le),
+        ("UTF-32LE", odd_utf32),
+    ] {
+        sh("git reset -q --hard; git clean -qfdx");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(work.path().join("src/notes.txt"))
+            .unwrap();
+        std::io::Write::write_all(&mut file, &appended).unwrap();
+        let diff = sh("echo b > a.txt; git add -A; git diff --cached --binary");
+        let commit = build_commit(&mirror, &base, &diff, &title("t"), 1_700_000_000_000)
+            .await
+            .unwrap();
+        let changed = contents::new_files(&mirror, &base, &commit, validate::MAX_JUDGED_FILE_BYTES)
+            .await
+            .unwrap();
+        assert_eq!(changed.len(), 2, "{encoding}");
+        let why = judged(changed).unwrap_err();
+        assert!(
+            why.starts_with("the file \"src/notes.txt\" holds a secret of the run"),
+            "{encoding}: {why}"
+        );
+        assert!(!why.contains(TOKEN), "{why}");
+    }
+    // The control: the same file modified with ordinary text, and a new file.
+    let diff = sh(
+        "git reset -q --hard; git clean -qfdx; echo 'one more line' >> src/notes.txt; \
+         echo 'new notes' > src/more.txt; git add -A; git diff --cached --binary",
+    );
+    let commit = build_commit(&mirror, &base, &diff, &title("t"), 1_700_000_000_000)
+        .await
+        .unwrap();
+    let changed = contents::new_files(&mirror, &base, &commit, validate::MAX_JUDGED_FILE_BYTES)
+        .await
+        .unwrap();
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    let whole = changed.iter().find(|f| f.path == "src/notes.txt").unwrap();
+    assert_eq!(
+        whole.size,
+        notes.len() as u64 + 14,
+        "read whole, not the hunk"
+    );
+    judged(changed).unwrap();
+    // Larger than the bound: only its size is read, and the file is refused.
+    let small = contents::new_files(&mirror, &base, &commit, 100)
+        .await
+        .unwrap();
+    let why = judged(small).unwrap_err();
+    assert!(why.contains("\"src/notes.txt\" is"), "{why}");
+}
+
+/// The repository's webhook secret in the outbox test: a password of symbols, fewer than
+/// eight letters and digits (the wall's view of letters and digits alone does not apply).
+const PASSWORD: &str = "p@$$-w0rd!#%&*";
+
+// The same attack end to end in the outbox: a stored pull request proposal whose diff
+// appends a UTF-32LE copy of the repository's webhook secret (a secret of its run) at an
+// odd offset after 12 KiB of an existing file. The diff's wall knows no UTF-32 spelling,
+// so it was pushed and opened; now the built commit's file is judged whole and nothing is
+// written.
+#[tokio::test]
+async fn a_proposal_whose_built_file_holds_a_secret_is_never_applied() {
+    for (store, _dir) in stores().await {
+        let forge = FakeForge::start(Flavor::Gitea, TOKEN).unwrap();
+        let base = forge
+            .create_repo_with("acme/app", &[("src/notes.txt", &notes())])
+            .unwrap();
+        let work = tempfile::tempdir().unwrap();
+        bash_in(
+            work.path(),
+            &format!("git clone -q {} .", forge.clone_url("acme/app")),
+        );
+        let mut appended = b"x".to_vec();
+        appended.extend(utf32le(PASSWORD));
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(work.path().join("src/notes.txt"))
+            .unwrap();
+        std::io::Write::write_all(&mut file, &appended).unwrap();
+        let diff = bash_in(work.path(), "git add -A; git diff --cached --binary");
+        seed_pull_request_proposal(&store, &forge, &base, String::from_utf8(diff).unwrap()).await;
+        let mirrors = tempfile::tempdir().unwrap();
+        let applier = applier_of(&store, mirrors.path());
+        assert_eq!(applier.apply_due().await.unwrap(), 0, "{}", store.backend());
+        let proposal = store.list_for_run(1).await.unwrap().remove(0);
+        assert_eq!(proposal.state, "failed", "{proposal:?}");
+        let reason = proposal.reason.unwrap_or_default();
+        assert!(
+            reason.contains("the file \"src/notes.txt\" holds a secret of the run")
+                && !reason.contains(PASSWORD),
+            "{reason}"
+        );
+        assert!(forge.pulls("acme/app").is_empty());
+        assert_eq!(forge.branch_sha("acme/app", "plue/run-1-fix"), None);
+    }
+}
+
+/// Stores in `store` repository `acme/app` of `forge` (its token `TOKEN`, its webhook
+/// secret `PASSWORD`), a finished run
+/// 1 of it at `base` whose step `fix` proposed a pull request with `diff`, approved.
+async fn seed_pull_request_proposal(store: &Store, forge: &FakeForge, base: &str, diff: String) {
+    let payload = serde_json::to_string(&Proposal::PullRequest {
+        title: "Fix a".into(),
+        body: "As asked.".into(),
+        diff,
+    })
+    .unwrap();
+    let plan = r#"{"name":"fixer","triggers":[],"env":{},"steps":[]}"#;
+    on_db!(store, pool => {
+        sqlx::query("INSERT INTO repositories (id, name, clone_url, forge, created_at, api_url, api_token, \
+                     webhook_secret) VALUES (1, 'acme/app', $1, 'gitea', 0, $2, $3, $4)")
+            .bind(forge.clone_url("acme/app")).bind(forge.api_url()).bind(format!("plain:{TOKEN}"))
+            .bind(format!("plain:{PASSWORD}"))
+            .execute(pool).await.unwrap();
+        sqlx::query("INSERT INTO workflows (id, source, path, name, repo_id, created_at) \
+                     VALUES (1, 'acme/app', 'w', 'fixer', 1, 0)")
+            .execute(pool).await.unwrap();
+        sqlx::query("INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
+                     status, created_at, repo_id, finished_at) \
+                     VALUES (1, 1, 'manual', 'refs/heads/main', $1, 'h', 1, 'succeeded', 0, 1, 1)")
+            .bind(base).execute(pool).await.unwrap();
+        sqlx::query("INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')")
+            .bind(plan).execute(pool).await.unwrap();
+        sqlx::query("INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
+                     VALUES (1, 1, 'fix', 0, 'succeeded', '')")
+            .execute(pool).await.unwrap();
+        sqlx::query("INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
+                     payload, state, decided_by, created_at) \
+                     VALUES (1, 1, 1, 0, 'pull_request', $1, 'ready', 'maintainer', 0)")
+            .bind(&payload).execute(pool).await.unwrap();
+    });
 }
 
 // What users hit (issue 49): a pull request whose proposal waited for a person was opened

@@ -350,3 +350,160 @@ fn an_unchecked_proposal_is_kept_with_none_of_its_text() {
     );
     assert!(kept.contains(plue_outbound::WITHHELD), "{kept}");
 }
+
+/// A password of symbols, fewer than eight letters and digits.
+const PASSWORD: &str = "p@$$-w0rd!#%&*";
+
+/// `text`'s UTF-16 (little-endian unless `big`) code units.
+fn utf16(text: &str, big: bool) -> Vec<u8> {
+    text.encode_utf16()
+        .flat_map(|u| {
+            if big {
+                u.to_be_bytes()
+            } else {
+                u.to_le_bytes()
+            }
+        })
+        .collect()
+}
+
+/// `text`'s UTF-32 (little-endian unless `big`) code units.
+fn utf32(text: &str, big: bool) -> Vec<u8> {
+    text.chars()
+        .flat_map(|c| {
+            let c = c as u32;
+            if big {
+                c.to_be_bytes()
+            } else {
+                c.to_le_bytes()
+            }
+        })
+        .collect()
+}
+
+/// An existing text file, `notes.txt`: 12 KiB of text lines, and `appended` after them.
+fn twelve_kib_then(appended: &[u8]) -> Vec<u8> {
+    let mut content = "a line of ordinary notes, nothing to see here at all\n"
+        .repeat(12 * 1024 / 52 + 1)
+        .into_bytes();
+    content.extend_from_slice(appended);
+    content
+}
+
+// The attack (the outbound wall, round two): an existing text file, and after 12 KiB of
+// it a wide copy of a secret of the run (git calls a file binary only by its first 8,000
+// bytes). In the diff it is a NUL (and the refusal now names the file); in the file the
+// applier builds, it is found wherever it starts and however it is encoded, and the file
+// is named.
+#[test]
+fn a_wide_copy_of_a_secret_in_a_modified_file_is_refused_naming_the_file() {
+    // The diff: the agent's appended line, UTF-16LE after one byte (an odd offset).
+    let mut line = b"+x".to_vec();
+    line.extend(utf16(SECRET, false));
+    let diff = format!(
+        "diff --git a/src/notes.txt b/src/notes.txt\nindex 1111111..2222222 100644\n--- a/src/notes.txt\n+++ b/src/notes.txt\n@@ -1 +1,2 @@\n one\n{}\n",
+        String::from_utf8(line).unwrap()
+    );
+    let diff = file_diff("src/ok.rs") + &diff;
+    refused(
+        &[pr(&diff)],
+        "the diff changes \"src/notes.txt\", a binary file",
+    );
+    let utf32_diff = diff.replace(
+        &String::from_utf8(utf16(SECRET, false)).unwrap(),
+        &String::from_utf8(utf32(SECRET, true)).unwrap(),
+    );
+    refused(&[pr(&utf32_diff)], "\"src/notes.txt\", a binary file");
+    // A binary patch names its file too.
+    let binary = file_diff("src/ok.rs") + "diff --git a/x.bin b/x.bin\nnew file mode 100644\nindex 0000000..1111111\nGIT binary patch\nliteral 2\nJcmZQ%00961\n\nliteral 0\nHcmV?d00001\n\n";
+    refused(&[pr(&binary)], "changes \"x.bin\", a binary file");
+    // A secret in one file's part of the diff: that file is named.
+    let leak = file_diff("src/ok.rs")
+        + &file_diff("src/b.rs").replace("+two", &format!("+let k = \"{SECRET}\";"));
+    refused(
+        &[pr(&leak)],
+        "the diff holds a secret of the run (as it is) in its change to \"src/b.rs\"",
+    );
+
+    // The whole new content of the file the applier built, each way the copy is written.
+    let mut bom_be = vec![0xfe, 0xff];
+    bom_be.extend(utf16(SECRET, true));
+    let mut odd_le = b"!".to_vec();
+    odd_le.extend(utf16(SECRET, false));
+    let mut bom_le = vec![0xff, 0xfe];
+    bom_le.extend(utf16(SECRET, false));
+    let mut odd_utf32 = b"abc".to_vec();
+    odd_utf32.extend(utf32(SECRET, false));
+    // A symbol-heavy password (fewer than eight letters and digits: the wall's view of
+    // letters and digits alone does not apply) is found only by reading the file wide.
+    let password = Checker::new(&Secrets::from_iter([PASSWORD]), ["forge.example"]);
+    let mut odd_utf32_password = b"abc".to_vec();
+    odd_utf32_password.extend(utf32(PASSWORD, false));
+    let cases: [(&str, Vec<u8>, &Checker); 6] = [
+        ("UTF-16BE with a BOM", bom_be, &wall()),
+        ("UTF-16LE at an odd offset", odd_le, &wall()),
+        ("UTF-16LE with a BOM", bom_le, &wall()),
+        ("UTF-32LE at an odd offset", odd_utf32, &wall()),
+        ("UTF-32BE", utf32(SECRET, true), &wall()),
+        ("UTF-32LE password", odd_utf32_password, &password),
+    ];
+    for (case, appended, wall) in cases {
+        let content = twelve_kib_then(&appended);
+        let why = check_new_file("src/notes.txt", content.len() as u64, Some(&content), wall)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            why.starts_with("the file \"src/notes.txt\" holds a secret of the run"),
+            "{case}: {why}"
+        );
+        assert!(!why.contains(SECRET) && !why.contains(PASSWORD), "{why}");
+    }
+    // Read wide, a copy is named by the encoding it was read as.
+    let mut odd_be = b"abc".to_vec();
+    odd_be.extend(utf16("ghp_\u{1F600}d\u{E9}", true));
+    let emoji = Checker::new(
+        &Secrets::from_iter(["ghp_\u{1F600}d\u{E9}"]),
+        ["forge.example"],
+    );
+    let why = check_new_file("x", odd_be.len() as u64, Some(&odd_be), &emoji)
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("the file read as UTF-16BE"), "{why}");
+    // Without secrets to look for it is still binary by a NUL anywhere, past 12 KiB too.
+    let no_secrets = Checker::new(&Secrets::new(), ["forge.example"]);
+    let content = twelve_kib_then(&utf16("just text", false));
+    let why = check_new_file(
+        "src/notes.txt",
+        content.len() as u64,
+        Some(&content),
+        &no_secrets,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        why.contains("\"src/notes.txt\" is binary by its new content"),
+        "{why}"
+    );
+    // Too large to read: refused, not passed unread.
+    let why = check_new_file("big.txt", MAX_JUDGED_FILE_BYTES + 1, None, &wall())
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("\"big.txt\" is"), "{why}");
+}
+
+// The control: an ordinary text file, modified (or new), in UTF-8 of any script, passes.
+#[test]
+fn a_modified_ordinary_text_file_passes_whole() {
+    let mut content = twelve_kib_then(b"one more line\n");
+    content.extend("Grüße, 日本語, emoji \u{1f600}, tabs\tand CRLF\r\n".as_bytes());
+    assert_eq!(
+        check_new_file(
+            "src/notes.txt",
+            content.len() as u64,
+            Some(&content),
+            &wall()
+        ),
+        Ok(())
+    );
+    assert_eq!(check_new_file("empty", 0, Some(&[]), &wall()), Ok(()));
+}
