@@ -1,26 +1,42 @@
 //! Hides secret values in log text.
 //!
 //! A [`Masker`] is built once per attempt from its secret values and applied to every line
-//! before it leaves the runner. Every byte covered by an occurrence of any secret is
-//! replaced: overlapping or nested occurrences collapse into one `***`, so no part of an
-//! overlapped secret shows (plain leftmost-longest replacement would leave the tail of the
-//! second of two overlapping secrets visible).
+//! before it leaves the runner. It looks for each secret in every spelling the engine's
+//! outbound wall knows ([`plue_outbound::spellings`]: as it is, reversed, hex, base64 at
+//! its three alignments, UTF-16), as a workflow command escapes it, and each line of a
+//! multi-line one, all without ASCII case (base64's too: masking a case-changed copy costs
+//! nothing). Every byte covered by an occurrence of any of them is replaced: overlapping or
+//! nested occurrences collapse into one `***`, so no part of an overlapped secret shows
+//! (plain leftmost-longest replacement would leave the tail of the second of two
+//! overlapping secrets visible). Empty and whitespace-only values (or lines) are ignored:
+//! they would mask everything or every space.
 //!
-//! Logs are line-based, so a multi-line secret could never match whole; each of its lines
-//! is masked on its own too. Empty and whitespace-only values (or lines) are ignored: they
-//! would mask everything or every space.
+//! Text that arrives in pieces is masked as one stream, never piece by piece:
+//! - An `llm` step's streamed deltas, and a process's over-long line delivered in pieces,
+//!   go through a [`StreamMasker`] ([`Masker::push_piece`]): it holds back only a tail that
+//!   could still grow into a secret (at most the longest spelling's length − 1 bytes), so
+//!   the emitted pieces concatenate to exactly [`Masker::mask`] of the whole text, and with
+//!   no secrets nothing is held back. No cut — line length, pipe read or log batch — splits
+//!   a secret into clear halves.
+//! - An attempt's log lines, whatever made them, go through [`AcrossLines`] (in the log
+//!   sender): the lines read as one text joined without their line breaks, and a spelling
+//!   that runs over two or more lines is masked in each of them. See its doc for what it
+//!   holds back and what it still shows.
 //!
-//! Text that arrives in pieces (an `llm` step's streamed deltas, each its own log line) goes
-//! through a [`StreamMasker`]: it holds back only a tail that could still grow into a
-//! secret (at most the longest secret's length − 1 bytes), so a secret split across pieces
-//! is masked too, the emitted pieces concatenate to exactly [`Masker::mask`] of the whole
-//! text, and with no secrets nothing is held back. A process's over-long line, delivered in
-//! pieces, goes through the same logic ([`Masker::push_piece`]) before it is cut, so no
-//! cut — line length, pipe read or log batch — ever splits a secret into clear halves.
+//! The engine masks every line again with every secret of the run (the outbound wall, line
+//! by line); this masker is the only one that sees an attempt's lines as one stream, in
+//! order, in one process — which is why masking across lines lives here.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+
+mod across_lines;
+mod trie;
+
+pub use across_lines::{AcrossLines, MAX_HELD_LINES};
+use trie::Trie;
 
 /// What replaces a secret.
 pub const MASK: &str = "***";
@@ -47,8 +63,11 @@ fn command_escaped(text: &str, property: bool) -> String {
 pub struct Masker {
     /// `None` when there is nothing to mask.
     matcher: Option<AhoCorasick>,
-    /// What `matcher` looks for (for [`StreamMasker`]'s prefix checks).
-    patterns: Vec<String>,
+    /// The same patterns, for the streaming maskers (`None` exactly when `matcher` is).
+    trie: Option<Arc<Trie>>,
+    /// The secrets as they are, their escaped forms and lines (for
+    /// [`Masker::finds_secret_in_name`]).
+    names: Vec<String>,
 }
 
 impl Masker {
@@ -58,6 +77,7 @@ impl Masker {
         S: AsRef<str>,
     {
         let mut patterns: Vec<String> = Vec::new();
+        let mut spelt: Vec<String> = Vec::new();
         for secret in secrets {
             let secret = secret.as_ref();
             if secret.trim().is_empty() {
@@ -85,7 +105,16 @@ impl Masker {
                         .map(str::to_owned),
                 );
             }
+            spelt.extend(
+                plue_outbound::spellings::of(secret)
+                    .into_iter()
+                    .map(|(_, spelling)| spelling),
+            );
         }
+        let names = patterns.clone();
+        // Compared without ASCII case, so kept once whatever their case.
+        patterns.extend(spelt);
+        patterns.iter_mut().for_each(|p| p.make_ascii_lowercase());
         patterns.sort_unstable();
         patterns.dedup();
         if patterns.is_empty() {
@@ -96,6 +125,7 @@ impl Masker {
         // secrets); then fall back to masking everything rather than leaking.
         let matcher = AhoCorasickBuilder::new()
             .match_kind(MatchKind::Standard)
+            .ascii_case_insensitive(true)
             .build(&patterns)
             .unwrap_or_else(|err| {
                 tracing::error!(%err, "secret matcher could not be built; masking whole lines");
@@ -103,7 +133,8 @@ impl Masker {
             });
         Masker {
             matcher: Some(matcher),
-            patterns,
+            trie: Some(Arc::new(Trie::new(&patterns))),
+            names,
         }
     }
 
@@ -129,9 +160,7 @@ impl Masker {
                 .collect()
         }
         let name = fold(name);
-        self.patterns
-            .iter()
-            .any(|secret| name.contains(&fold(secret)))
+        self.names.iter().any(|secret| name.contains(&fold(secret)))
     }
 
     /// `text` with every secret occurrence replaced by [`MASK`]; borrowed when nothing
@@ -228,23 +257,16 @@ impl Masker {
     /// The longest prefix `text[..cut]` whose masking cannot change when more text follows:
     /// no secret occurrence (complete, or one the tail may still become) crosses `cut`.
     fn safe_cut(&self, text: &str) -> usize {
-        let Some(matcher) = &self.matcher else {
+        let (Some(matcher), Some(trie)) = (&self.matcher, &self.trie) else {
             return text.len();
         };
-        let longest = self.patterns.iter().map(String::len).max().unwrap_or(0);
-        // A tail shorter than some secret and a prefix of it may still become it.
-        let window = text.len().saturating_sub(longest.saturating_sub(1));
-        let mut cut = (window..text.len())
-            .filter(|&at| text.is_char_boundary(at))
-            .find(|&at| {
-                let tail = &text[at..];
-                self.patterns
-                    .iter()
-                    .any(|p| p.len() > tail.len() && p.starts_with(tail))
-            })
-            .unwrap_or(text.len());
+        // A tail that is a proper prefix of a secret may still become it; it is shorter
+        // than the longest secret, so reading that much finds it.
+        let from = text.len().saturating_sub(trie.longest());
+        let mut cut = text.len() - trie.open(trie.read(&text.as_bytes()[from..]));
         // Complete occurrences that straddle the cut move it to their start (all of them
-        // are visible: one starting before `window` is at least `longest` from the end).
+        // are visible: one starting before the tail read is at least `longest` from the
+        // end). A secret starts on a character boundary, and so does `cut`.
         let found: Vec<(usize, usize)> = matcher
             .find_overlapping_iter(text)
             .map(|m| (m.start(), m.end()))
@@ -379,8 +401,22 @@ mod tests {
         assert_eq!(stream.push("see "), "see ");
         assert_eq!(stream.push("the hun"), "the ");
         assert_eq!(stream.push("ter2 and h"), "*** and ");
-        assert_eq!(stream.push("ello"), "hello");
+        assert_eq!(stream.push("elp"), "help");
         assert_eq!(stream.finish(), "");
+    }
+
+    #[test]
+    fn every_spelling_the_wall_knows_is_masked_whole_and_across_deltas() {
+        // regression: the runner masked a secret only as it is, so its reversed, hex or
+        // base64 spelling streamed by a model in two deltas reached the log in clear (the
+        // engine masks those spellings only line by line).
+        let secret = "tok-Kx9Q2mPzW";
+        let masker = Masker::new([secret]);
+        for (how, spelling) in plue_outbound::spellings::of(secret) {
+            let text = format!("see {spelling} and {} .", spelling.to_ascii_uppercase());
+            assert_eq!(masker.mask(&text), "see *** and *** .", "{how}");
+            streams_like_whole(&[secret], &text);
+        }
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //! sends them to the engine, one batch in flight at a time.
 //!
 //! Invariants: every line is sent once, in the order it came, numbered from 1 without a
-//! gap (a retried batch is the same batch); a batch holds at most
-//! [`wire::MAX_BATCH_LINES`] lines and passes [`MAX_BATCH_BYTES`] by one line at most; no
+//! gap (a retried batch is the same batch); the lines are masked as one text
+//! ([`AcrossLines`]: a secret of the step spelt over several lines, batches included, is
+//! masked in each), so a line that may end in the start of a secret is held back until
+//! the next line or the attempt's end, and is numbered when it goes; a batch holds at most
+//! [`wire::MAX_BATCH_LINES`] lines and passes [`MAX_BATCH_BYTES`] by at most one line and
+//! the lines held back before it (one line and at most a spelling's length more); no
 //! line is longer than [`wire::MAX_LINE_BYTES`] (a longer one, or one a mask lengthened,
 //! is cut on character boundaries); a line is stamped when it came, not when it was sent;
 //! a batch waits at most [`wire::LOG_HOLD`] past its first lines' arrival (or past the
@@ -19,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{now_ms, Engine};
-use crate::mask::Masker;
+use crate::mask::{AcrossLines, Masker};
 use plue_types::protocol::{self as wire, LogBatch, LogLine, Stream};
 
 /// The most bytes of text in one log batch (the engine accepts far more).
@@ -63,13 +67,20 @@ pub(super) async fn send_logs(
             }
             match lines.recv().await {
                 Some(line) => next.push_after_wait(line, &masker),
-                None => break,
+                None => {
+                    open = false;
+                    next.end();
+                }
             }
         }
         // What is ready now joins the batch, and what comes within the hold.
         open = open && next.take_ready(&mut lines, &masker);
         if open {
             open = next.hold(&mut lines, &masker, wire::LOG_HOLD).await;
+        }
+        if next.lines.is_empty() {
+            // Everything that came is held back (or nothing came): wait for more.
+            continue;
         }
         if !open && next.fits_a_completion() {
             let tail = next.take();
@@ -90,7 +101,10 @@ pub(super) async fn send_logs(
                         next.push_after_wait(line, &masker);
                         open = next.take_ready(&mut lines, &masker);
                     }
-                    None => open = false,
+                    None => {
+                        open = false;
+                        next.end();
+                    }
                 },
             }
         };
@@ -104,10 +118,14 @@ pub(super) async fn send_logs(
     })
 }
 
-/// The lines of the batch [`send_logs`] sends next, masked and numbered as they come.
+/// The lines of the batch [`send_logs`] sends next, masked and numbered as they go.
 #[derive(Default)]
 struct NextBatch {
     lines: Vec<LogLine>,
+    /// The attempt's lines as one text: what is held back, and where the text is.
+    masking: AcrossLines<(Stream, i64)>,
+    /// What [`NextBatch::masking`] hands on, reused.
+    shown: Vec<((Stream, i64), String)>,
     bytes: usize,
     /// The last seq given.
     seq: u64,
@@ -151,7 +169,10 @@ impl NextBatch {
             // tasks, and tokio's budget would otherwise cut a batch at 128 groups.
             let ready = tokio::task::unconstrained(lines.recv_many(&mut group, room.max(1)));
             match ready.now_or_never() {
-                Some(0) => return false,
+                Some(0) => {
+                    self.end();
+                    return false;
+                }
                 Some(_) => group.drain(..).for_each(|line| self.push(line, masker)),
                 None => break,
             }
@@ -176,13 +197,18 @@ impl NextBatch {
                         return false;
                     }
                 }
-                Ok(None) => return false,
+                Ok(None) => {
+                    self.end();
+                    return false;
+                }
                 Err(_) => break,
             }
         }
         true
     }
 
+    /// Takes a line that came: stamped now, masked with the lines before and after it, and
+    /// numbered into the batch once it may be shown (at once, unless held back).
     fn push(&mut self, (stream, text): (Stream, String), masker: &Masker) {
         let ts_ms = match &mut self.stamp {
             Some((ts, uses)) if *uses < STAMP_EVERY => {
@@ -191,28 +217,41 @@ impl NextBatch {
             }
             stamp => stamp.insert((now_ms(), 1)).0,
         };
-        self.bytes += text.len();
-        // Masking may lengthen a line (a secret shorter than the mask); the engine refuses
-        // lines over the limit, so such a line is split like an over-long one. Nothing else
-        // is changed: a token line keeps its `\n`s and spaces.
-        let masked = match masker.mask(&text) {
-            // Nothing to mask (the usual case): the line itself, not a copy.
-            std::borrow::Cow::Borrowed(_) => text,
-            std::borrow::Cow::Owned(masked) => masked,
-        };
-        let mut push = |text| {
-            self.seq += 1;
-            self.lines.push(LogLine {
-                seq: self.seq,
-                stream,
-                text,
-                ts_ms,
-            });
-        };
-        if masked.len() <= wire::MAX_LINE_BYTES {
-            push(masked);
-        } else {
-            fit_line(masked).into_iter().for_each(push);
+        let mut shown = std::mem::take(&mut self.shown);
+        self.masking.push(masker, (stream, ts_ms), text, &mut shown);
+        self.add_shown(&mut shown);
+        self.shown = shown;
+    }
+
+    /// The attempt's lines ended: what was held back joins the batch.
+    fn end(&mut self) {
+        let mut shown = std::mem::take(&mut self.shown);
+        self.masking.finish(&mut shown);
+        self.add_shown(&mut shown);
+        self.shown = shown;
+    }
+
+    /// Numbers masked lines into the batch. Masking may lengthen a line (a secret shorter
+    /// than the mask); the engine refuses lines over the limit, so such a line is split
+    /// like an over-long one. Nothing else is changed: a token line keeps its `\n`s and
+    /// spaces.
+    fn add_shown(&mut self, shown: &mut Vec<((Stream, i64), String)>) {
+        for ((stream, ts_ms), masked) in shown.drain(..) {
+            self.bytes += masked.len();
+            let mut push = |text| {
+                self.seq += 1;
+                self.lines.push(LogLine {
+                    seq: self.seq,
+                    stream,
+                    text,
+                    ts_ms,
+                });
+            };
+            if masked.len() <= wire::MAX_LINE_BYTES {
+                push(masked);
+            } else {
+                fit_line(masked).into_iter().for_each(push);
+            }
         }
     }
 
@@ -289,6 +328,83 @@ mod tests {
         let stamps: Vec<i64> = next.take().lines.iter().map(|l| l.ts_ms).collect();
         assert_eq!(stamps[0], stamps[1]);
         assert!(stamps[2] >= stamps[0] + 30, "{stamps:?}");
+    }
+
+    #[test]
+    fn a_secret_spelt_over_two_batches_is_masked_in_both() {
+        // regression: each line was masked alone, so the step's secret reversed, in hex or
+        // in base64, printed over two lines that went in two batches, reached the engine
+        // (and its readers) as two clear halves; the same spelling on one line was masked.
+        let secret = "tok-Kx9Q2mPzW";
+        let masker = Masker::new([secret]);
+        for (how, s) in plue_outbound::spellings::of(secret) {
+            let cut = s.len() / 2;
+            let mut next = NextBatch::default();
+            next.push_after_wait((Stream::Stdout, "before".into()), &masker);
+            next.push((Stream::Stdout, format!("a {}", &s[..cut])), &masker);
+            let first: Vec<String> = next.take().lines.into_iter().map(|l| l.text).collect();
+            assert_eq!(first, ["before"], "{how}: the piece is held back");
+            next.push_after_wait((Stream::Stderr, format!("{} b", &s[cut..])), &masker);
+            next.push((Stream::Stdout, "after".into()), &masker);
+            let second: Vec<(u64, Stream, String)> = next
+                .take()
+                .lines
+                .into_iter()
+                .map(|l| (l.seq, l.stream, l.text))
+                .collect();
+            assert_eq!(
+                second,
+                [
+                    (2, Stream::Stdout, "a ***".to_owned()),
+                    (3, Stream::Stderr, "*** b".to_owned()),
+                    (4, Stream::Stdout, "after".to_owned()),
+                ],
+                "{how}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn what_is_held_back_goes_when_the_lines_end() {
+        let masker = Masker::new(["tok-Kx9Q2mPzW"]);
+        let (tx, mut rx) = mpsc::channel(4);
+        tx.send((Stream::Stdout, "ends in tok-K".into()))
+            .await
+            .unwrap();
+        drop(tx);
+        let mut next = NextBatch::default();
+        assert!(!next.take_ready(&mut rx, &masker), "closed");
+        let batch = next.take();
+        assert_eq!(batch.lines.len(), 1);
+        assert_eq!(batch.lines[0].text, "ends in tok-K");
+
+        // Through the sender: held back, then carried by the completion.
+        let (tx, rx) = mpsc::channel(4);
+        tx.send((Stream::Stdout, "ends in tok-K".into()))
+            .await
+            .unwrap();
+        drop(tx);
+        // Never asked: a rest that fits rides in the completion.
+        let engine = Engine {
+            client: reqwest::Client::new(),
+            base: "http://127.0.0.1:9".into(),
+            token: Arc::new(String::new()),
+            give_up_after: Duration::from_secs(1),
+            forgotten: Default::default(),
+        };
+        let sent = send_logs(
+            engine,
+            1,
+            rx,
+            Arc::new(masker),
+            CancellationToken::new(),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(sent.lines, 1);
+        let tail = sent.tail.expect("a tail");
+        assert_eq!(tail.lines[0].text, "ends in tok-K");
     }
 
     #[test]
