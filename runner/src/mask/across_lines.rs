@@ -7,20 +7,20 @@
 //! How: the lines are read, in the order they came and whatever their stream, as one text
 //! joined without line breaks — the breaks inside a line (a model's deltas keep theirs)
 //! and carriage returns skipped too — by the masker's automaton ([`super::trie`]), whose
-//! state is carried from line to line. Every spelling that ends in a line is masked in it, and its
-//! part in earlier lines in those too — which works because a line whose end may be the
-//! start of a spelling is **held back**: it is not handed on until a later line settles it
-//! (completes the spelling, which is then masked in both, or shows it was none) or the
-//! attempt ends. What is held is bounded by the longest spelling: the line where the
-//! open tail starts and the lines after it, at most [`MAX_HELD_LINES`].
+//! state is carried from line to line. Every spelling that ends in a line is masked in
+//! it, and its part in earlier lines in those too — which works because a line whose end
+//! may be the start of a spelling is **held back**: it is not handed on until a later
+//! line settles it (completes the spelling, which is then masked in both, or shows it was
+//! none) or the attempt ends. What is held is bounded by the longest spelling: the line
+//! where the open tail starts and the lines after it, at most [`MAX_HELD_LINES`].
 //!
 //! What a reader may still see, by design:
 //! - **The first few bytes of a spelling.** A line is held back only when its tail is at
 //!   least `trie::hold_at` bytes of a spelling's start, so at most 3 bytes
 //!   (`trie::SHOWN_AT_MOST`), and less than half of a short spelling, show before the rest
-//!   arrives; the rest is masked when it comes. Holding every line that ends in one byte a spelling may start with (a
-//!   hex digit) would hold most lines until the next one; 4 bytes of a spelling's start
-//!   end a line rarely.
+//!   arrives; the rest is masked when it comes. Holding every line that ends in one byte
+//!   a spelling may start with (a hex digit) would hold most lines until the next one; 4
+//!   bytes of a spelling's start end a line rarely.
 //! - **A spelling cut by other text**: pieces with any character between them (a space, a
 //!   prompt, another process's line printed in between, a line of the runner's own),
 //!   characters decoded only by the reader, or an encoding the wall does not know. So is a
@@ -35,10 +35,11 @@
 //! runner that skipped this masking would leak only its own step's secrets, which its
 //! step holds anyway.
 //!
-//! Cost: one automaton step per byte (amortised O(1)) and one pass over each line to mask
-//! it; a held line is masked again only in its last bytes. No time-based release: a held
-//! line waits for the next line or the attempt's end (a timer would give the attacker's
-//! pause back).
+//! Cost: linear in the text. One automaton step per byte (amortised O(1)); a spelling that
+//! reaches back marks the held lines it covers once per line, not once per byte; a line is
+//! copied only when it has something to mask, once, as it is handed on. No time-based
+//! release: a held line waits for the next line or the attempt's end (a timer would give
+//! the attacker's pause back).
 
 use std::collections::VecDeque;
 

@@ -6,10 +6,10 @@
 //! states are; this one serves the streaming maskers ([`super::StreamMasker`],
 //! [`super::AcrossLines`]).
 //!
-//! Invariants: ASCII case is ignored (patterns and text are folded byte by byte, which keeps
-//! every byte where it was); a step costs amortised O(1) (a failure link is followed at
-//! most as often as the depth grew) and the automaton's size is linear in the patterns'
-//! total length (sparse transitions; only the start state's are a table).
+//! Invariants: ASCII case is ignored (patterns and text are folded byte by byte, which
+//! keeps every byte where it was); a step costs amortised O(1) (a failure link is followed
+//! at most as often as the depth grew) and the automaton's size is linear in the
+//! patterns' total length (sparse transitions; only the start state's are a table).
 
 /// A state: an index into the per-state tables, 0 the start (nothing matched).
 pub(super) type State = u32;
@@ -29,7 +29,8 @@ pub(super) fn hold_at(len: usize) -> usize {
 pub(super) struct Trie {
     /// The start state's transition for every (folded) byte.
     start: Box<[State; 256]>,
-    /// Each state's trie children, `(byte, state)` sorted by byte: `edges[first[s]..first[s + 1]]`.
+    /// Each state's trie children, `(byte, state)` sorted by byte:
+    /// `edges[first[s]..first[s + 1]]`.
     edges: Vec<(u8, State)>,
     first: Vec<u32>,
     /// Each state's failure link: the state of its longest proper suffix in the trie.

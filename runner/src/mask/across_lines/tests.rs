@@ -1,6 +1,6 @@
-//! The attacker's view: a secret of the step's own, in each spelling the wall knows, printed
-//! over two or three lines cut at every position. Before, each line was masked alone and
-//! every piece passed (the same spelling whole on one line was masked).
+//! The attacker's view: a secret of the step's own, in each spelling the wall knows,
+//! printed over two or three lines cut at every position. Before, each line was masked
+//! alone and every piece passed (the same spelling whole on one line was masked).
 
 use super::*;
 use crate::mask::trie::{hold_at, SHOWN_AT_MOST};
