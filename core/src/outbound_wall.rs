@@ -61,6 +61,9 @@ pub struct RunSecrets {
     pub secrets: Secrets,
     /// The forge's web and API hosts (lowercase); none for a local run.
     pub forge_hosts: Vec<String>,
+    /// The run's repository (`owner/name`), which its texts may refer to; none for a
+    /// local run.
+    pub repository: Option<String>,
 }
 
 impl Walls {
@@ -101,10 +104,11 @@ impl Walls {
     pub async fn of_run(&self, run_id: i64) -> anyhow::Result<Checker> {
         let run = self.secrets_of(run_id).await?;
         let own = host_of(&self.public_url);
-        Ok(Checker::new(
-            &run.secrets,
-            run.forge_hosts.iter().cloned().chain(own),
-        ))
+        let wall = Checker::new(&run.secrets, run.forge_hosts.iter().cloned().chain(own));
+        Ok(match &run.repository {
+            Some(repository) => wall.with_repository(repository),
+            None => wall,
+        })
     }
 
     /// Every secret value run `run_id` holds or has held, and its forge's hosts.
@@ -118,6 +122,7 @@ impl Walls {
             None => None,
         } {
             found.forge_hosts.extend(host_of(&repo.clone_url));
+            found.repository = Some(repo.name.clone());
             found
                 .forge_hosts
                 .extend(repo.api_url.as_deref().and_then(host_of));

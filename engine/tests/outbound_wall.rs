@@ -79,7 +79,7 @@ fn agents() -> Vec<(&'static str, Vec<Vec<Call>>)> {
         ),
         (
             "mention",
-            vec![vec![comment("thanks &#x0000000040;admin for the review")]],
+            vec![vec![comment("thanks &#x40;admin for the review")]],
         ),
         (
             "image",

@@ -195,7 +195,8 @@ async fn check(
             approve |= reviewed;
         }
     }
-    let rules = validate::Rules::new(&outputs, &run_secrets.secrets, &run_secrets.forge_hosts);
+    let rules = validate::Rules::new(&outputs, &run_secrets.secrets, &run_secrets.forge_hosts)
+        .with_repository(run_secrets.repository.as_deref());
     let passed = if approve {
         Passed::WaitsForApproval
     } else {

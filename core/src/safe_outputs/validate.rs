@@ -57,6 +57,15 @@ impl<'a> Rules<'a> {
             wall: Checker::new(secrets, hosts),
         }
     }
+
+    /// These rules, letting the texts refer to the run's own `repository` (`owner/name`);
+    /// references to any other are refused.
+    pub fn with_repository(mut self, repository: Option<&str>) -> Rules<'a> {
+        if let Some(repository) = repository {
+            self.wall = self.wall.with_repository(repository);
+        }
+        self
+    }
 }
 
 /// Why an attempt's proposals were refused (to be redacted before it is shown).

@@ -67,7 +67,9 @@ fn a_valid_proposal_passes() {
     let ok = [
         pr(&diff),
         Proposal::Comment {
-            body: "see https://docs.rs/x and https://forge.example/o/r/pull/1, mail a@b.org".into(),
+            body:
+                "see https://docs.rs/x and https://forge.example/o/r/pull/1, mail a@forge.example"
+                    .into(),
         },
         Proposal::Labels {
             labels: vec!["bug".into()],
@@ -184,7 +186,10 @@ fn foreign_links_and_mentions_are_refused() {
     );
     refused(&comment("cc @admin please"), "mentions @admin");
     refused(&comment("@org/team look"), "mentions @org/team");
-    assert_eq!(check(&comment("mail me at me@example.org")), Ok(()));
+    // An address the forge links as `mailto:`: a lure in the engine's voice, unless it is
+    // the forge's own.
+    refused(&comment("mail me at me@example.org"), "example.org");
+    assert_eq!(check(&comment("mail me at me@forge.example")), Ok(()));
 }
 
 // Markdown a forge renders into a request to the attacker's host — an image is fetched by
