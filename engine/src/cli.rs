@@ -178,7 +178,10 @@ pub(crate) struct VerifyArgs {
     /// The commit to check (with --repo; default: HEAD).
     pub(crate) commit: Option<String>,
     /// Fetch the statement the commit's Plue-Provenance trailer names from this engine
-    /// (instead of --statement; the trailer's URL must be on it).
+    /// (instead of --statement; the trailer's URL must be on it); with --statement, ask
+    /// this engine whether it serves that statement. An engine serves a statement only
+    /// once the forge accepted its change: one that is pending or failed is refused, with
+    /// the engine's reason.
     #[arg(long, value_name = "URL")]
     pub(crate) server: Option<String>,
     /// API token, when the engine's reads are private.

@@ -9,11 +9,17 @@
 //! - PyPI's `in-toto` / `securesystemslib` (in a throw-away virtual environment, required
 //!   like the chart tests') verify every statement's DSSE signature, and refuse a tampered
 //!   one;
+//! - every resource descriptor names its resource (`uri`, `digest` or `content`: the
+//!   script checks what the library does not), and one that does not is refused;
 //! - `plue verify` accepts the statement against a clone's commit, from a file and fetched
 //!   by the commit's trailer (`--server`), and prints who summoned it, the model, the
 //!   prompt digest, the tools and the cost; it refuses, each with its reason, a tampered
 //!   statement, a commit with one byte changed, a statement edited to name that commit, and
-//!   a wrong key.
+//!   a wrong key;
+//! - a change whose push the forge refused has a `failed` statement: listed with the
+//!   forge's reason and without its envelope, refused at its URL, said so on the run page,
+//!   and `plue verify` refuses the commit rebuilt from the engine's mirror with that
+//!   reason, while the comment the forge accepted still verifies.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -101,14 +107,26 @@ fn write_json(sb: &Sandbox, name: &str, value: &Value) -> PathBuf {
     sb.write(name, &serde_json::to_string_pretty(value).unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agents_pull_request_carries_a_statement_in_toto_and_plue_verify_accept() {
-    let _serial = support::serial().await;
-    let sb = Sandbox::new("provenance");
+/// The example agent summoned on the fake GitHub: its forge (`refuse` makes the forge
+/// refuse every push with that message), its scripted Claude and `plue serve` (data in
+/// `data`), the run the comment started, which succeeded.
+struct World {
+    forge: FakeForge,
+    _claude: FakeClaude,
+    _engine: support::Engine,
+    url: String,
+    data: PathBuf,
+    run: i64,
+}
+
+async fn summon(sb: &Sandbox, refuse: Option<&str>) -> World {
     let forge = FakeForge::start(Flavor::GitHub, TOKEN).unwrap();
     let seeded = sb.path("seed");
     seed(&seeded);
     forge.create_repo_from(REPO, &seeded).unwrap();
+    if let Some(message) = refuse {
+        forge.refuse_pushes(REPO, message).unwrap();
+    }
     forge.create_issue(
         REPO,
         "greet.sh cannot shout",
@@ -169,6 +187,38 @@ async fn an_agents_pull_request_carries_a_statement_in_toto_and_plue_verify_acce
     let run = support::run_ids(&answer)[0];
     sb.wait_succeeded(&client(), &engine.url, run, Duration::from_secs(180))
         .await;
+    World {
+        forge,
+        _claude: claude,
+        _engine: engine,
+        url,
+        data,
+        run,
+    }
+}
+
+/// The statements of `run`, once each of its two proposals' has settled (applied or
+/// failed).
+async fn settled_statements(url: &str, run: i64) -> Value {
+    wait_for(Duration::from_secs(60), "the statements", || async {
+        let listed = get_json(&client(), &format!("{url}/api/runs/{run}/provenance")).await;
+        let all = listed.as_array().unwrap();
+        (all.len() >= 2 && all.iter().all(|s| s["state"] != "pending")).then_some(listed)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_pull_request_carries_a_statement_in_toto_and_plue_verify_accept() {
+    let _serial = support::serial().await;
+    let sb = Sandbox::new("provenance");
+    let World {
+        forge,
+        url,
+        data,
+        run,
+        ..
+    } = summon(&sb, None).await;
     let pull = wait_for(Duration::from_secs(60), "the pull request", || async {
         forge.pulls(REPO).into_iter().next()
     })
@@ -190,12 +240,12 @@ async fn an_agents_pull_request_carries_a_statement_in_toto_and_plue_verify_acce
     assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
     let keys_file = write_json(&sb, "keys.json", &keys);
 
-    // The statements, and the links to the pull request's.
-    let statements = wait_for(Duration::from_secs(60), "the statements", || async {
-        let listed = get_json(&client(), &format!("{url}/api/runs/{run}/provenance")).await;
-        (listed.as_array().unwrap().len() >= 2).then_some(listed)
-    })
-    .await;
+    // The statements, each applied (the forge accepted both writes), and the links to the
+    // pull request's.
+    let statements = settled_statements(&url, run).await;
+    for listed in statements.as_array().unwrap() {
+        assert_eq!(listed["state"], "applied", "{listed}");
+    }
     let proposals = get_json(&client(), &format!("{url}/api/runs/{run}/proposals")).await;
     let pr = proposals
         .as_array()
@@ -233,6 +283,47 @@ async fn an_agents_pull_request_carries_a_statement_in_toto_and_plue_verify_acce
     }
     let (ok, out, _) = in_toto(&statement_file, &keys_file);
     assert!(ok && out.contains(&pull.head_sha), "{out}");
+    // in-toto's library does not check that every resource descriptor names its resource
+    // (in-toto v1: a `uri`, `digest` or `content`); the script does, and every statement
+    // above passed. One whose `usage` is only a name and annotations, as the engine once
+    // wrote it, is refused even signed by a key the verifier trusts.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut old: Value =
+        serde_json::from_slice(&b64.decode(served["payload"].as_str().unwrap()).unwrap()).unwrap();
+    for byproduct in old["predicate"]["runDetails"]["byproducts"]
+        .as_array_mut()
+        .unwrap()
+    {
+        if byproduct["name"] == "usage" {
+            assert!(byproduct["content"].is_string() && byproduct["digest"]["sha256"].is_string());
+            let fields = byproduct.as_object_mut().unwrap();
+            for field in ["content", "digest", "mediaType"] {
+                fields.remove(field);
+            }
+        }
+    }
+    let signer = plue_provenance::Signer::from_seed(&[43; 32]);
+    let resigned = plue_provenance::Envelope::sign(
+        plue_provenance::IN_TOTO_PAYLOAD,
+        &serde_json::to_vec(&old).unwrap(),
+        &signer,
+    );
+    let resigned_file = write_json(
+        &sb,
+        "old-usage.json",
+        &serde_json::to_value(&resigned).unwrap(),
+    );
+    let signer_keys = write_json(
+        &sb,
+        "signer-keys.json",
+        &json!([{"keyid": signer.public().id(), "keytype": "ed25519", "scheme": "ed25519",
+                 "public": signer.public().hex()}]),
+    );
+    let (ok, _, err) = in_toto(&resigned_file, &signer_keys);
+    assert!(
+        !ok && err.contains("'usage' has no uri, digest or content"),
+        "{err}"
+    );
     let forged = tampered(&served, |s| {
         s["predicate"]["buildDefinition"]["internalParameters"]["model"] = json!("a-cheaper-model")
     });
@@ -259,6 +350,24 @@ async fn an_agents_pull_request_carries_a_statement_in_toto_and_plue_verify_acce
         ],
     );
     assert!(ok, "{out}\n{err}");
+    assert!(out.contains("landed: not checked"), "{out}");
+    // Asked of the engine: it serves this statement, so the forge accepted the comment.
+    let (ok, out, err) = verify(
+        &sb,
+        &[
+            "--statement",
+            comment_file.to_str().unwrap(),
+            "--server",
+            &url,
+            "--key",
+            keys_file.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains(&format!("landed: {url} serves this statement")),
+        "{out}"
+    );
     let written = forge
         .comments(REPO)
         .into_iter()
@@ -322,6 +431,10 @@ async fn an_agents_pull_request_carries_a_statement_in_toto_and_plue_verify_acce
         ],
     );
     assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains(&format!("landed: {url} served this statement")),
+        "{out}"
+    );
 
     // Refusals, each with its reason.
     let (ok, _, err) = verify(
@@ -413,4 +526,168 @@ async fn an_agents_pull_request_carries_a_statement_in_toto_and_plue_verify_acce
         !ok && err.contains("no signature verifies with the given key"),
         "{err}"
     );
+}
+
+// The attack: the engine signed the pull request's statement before it pushed; the forge
+// refused the push, yet the statement was served, a reader rebuilt the commit from it (the
+// commit is deterministic: the engine's mirror holds it) and `plue verify` called it the
+// agent's change. Now that statement is `failed` with the forge's reason: listed without
+// its envelope, refused (409) at its own URL, said so on the run page, and `plue verify`
+// refuses the rebuilt commit with that reason. The agent's comment, which the forge
+// accepted, is applied and still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_push_the_forge_refused_has_no_statement_plue_verify_accepts() {
+    let _serial = support::serial().await;
+    let sb = Sandbox::new("provenance-refused");
+    let rule = "protected branch, pushes need a review";
+    let World {
+        forge,
+        url,
+        data,
+        run,
+        ..
+    } = summon(&sb, Some(rule)).await;
+    let keys = reqwest::get(format!("{url}/api/provenance/keys"))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let keys_file = write_json(&sb, "keys.json", &keys);
+    let statements = settled_statements(&url, run).await;
+    let proposals = get_json(&client(), &format!("{url}/api/runs/{run}/proposals")).await;
+    let id_of = |kind: &str| {
+        proposals
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} proposal: {proposals}"))["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let (pr, comment) = (id_of("pull_request"), id_of("comment"));
+    let entry = |id: i64| {
+        statements
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["proposal_id"] == id)
+            .unwrap_or_else(|| panic!("no statement of proposal {id}: {statements}"))
+            .clone()
+    };
+
+    // The API: failed, with the forge's reason, and no envelope.
+    let refused = entry(pr);
+    assert_eq!(refused["state"], "failed", "{refused}");
+    assert!(refused["envelope"].is_null(), "{refused}");
+    let reason = refused["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the forge refused the push") && reason.contains(rule),
+        "{reason}"
+    );
+    assert!(forge.pulls(REPO).is_empty());
+    let link = format!("{url}/api/runs/{run}/proposals/{pr}/provenance");
+    let answer = client().get(&link).send().await.unwrap();
+    assert_eq!(answer.status(), 409);
+    let said = answer.text().await.unwrap();
+    assert!(
+        said.contains("did not land") && said.contains(rule) && !said.contains("payload"),
+        "{said}"
+    );
+
+    // The run page.
+    let cookie = support::dashboard_session(&url, support::ADMIN_TOKEN).await;
+    let page = client()
+        .get(format!("{url}/runs/{run}"))
+        .header(reqwest::header::COOKIE, cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    let at = page
+        .find(&format!("id=\"proposal-{pr}\""))
+        .unwrap_or_else(|| panic!("no proposal {pr} on the run page: {page}"));
+    let article = &page[at..at + page[at..].find("</article>").unwrap()];
+    assert!(
+        article.contains("data-provenance=\"failed\"")
+            && article.contains("its signed statement is not served")
+            && article.contains(rule),
+        "{article}"
+    );
+
+    // The attacker's rebuilt commit: the one the engine built and signed for (its mirror
+    // holds it), with the trailer naming the statement.
+    let mirrors = data.join("mirrors");
+    let mirror = std::fs::read_dir(&mirrors)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "git"))
+        .expect("the engine's mirror of the repository");
+    let rebuilt = sb.path("rebuilt.git");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&mirror)
+        .arg(&rebuilt)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let objects = git(
+        &rebuilt,
+        &[
+            "cat-file",
+            "--batch-all-objects",
+            "--batch-check=%(objectname) %(objecttype)",
+        ],
+    );
+    let commit = objects
+        .lines()
+        .filter_map(|line| line.strip_suffix(" commit"))
+        .find(|sha| {
+            git(&rebuilt, &["log", "-1", "--format=%B", sha])
+                .ends_with(&format!("Plue-Provenance: {link}"))
+        })
+        .expect("the commit the engine built for the pull request")
+        .to_owned();
+    let (ok, out, err) = verify(
+        &sb,
+        &[
+            "--repo",
+            rebuilt.to_str().unwrap(),
+            &commit,
+            "--server",
+            &url,
+            "--key",
+            keys_file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !ok,
+        "plue verify accepted a change that never landed:\n{out}"
+    );
+    assert!(
+        err.contains("the engine does not vouch for this change")
+            && err.contains("did not land")
+            && err.contains(rule),
+        "{err}"
+    );
+
+    // The comment landed: applied, served, verified.
+    let accepted = entry(comment);
+    assert_eq!(accepted["state"], "applied", "{accepted}");
+    let comment_file = write_json(&sb, "comment.json", &accepted["envelope"]);
+    let (ok, out, err) = verify(
+        &sb,
+        &[
+            "--statement",
+            comment_file.to_str().unwrap(),
+            "--server",
+            &url,
+            "--key",
+            keys_file.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("landed: "), "{out}");
 }

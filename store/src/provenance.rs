@@ -182,10 +182,7 @@ mod tests {
                 .fetch_one(pool)
                 .await
                 .unwrap());
-                store
-                    .record_statement(id, run, "k1", "{}")
-                    .await
-                    .unwrap();
+                store.record_statement(id, run, "k1", "{}").await.unwrap();
                 assert!(store.mark_applying(id).await.unwrap());
                 ids.push(id);
             }
@@ -197,7 +194,10 @@ mod tests {
                 assert_eq!(state(id).await.landing(), Landing::Pending);
             }
             // Written: applied.
-            assert!(store.mark_applied(ids[0], "https://forge/pr/1").await.unwrap());
+            assert!(store
+                .mark_applied(ids[0], "https://forge/pr/1")
+                .await
+                .unwrap());
             assert_eq!(state(ids[0]).await.landing(), Landing::Applied);
             // A failure to be retried leaves it pending; the final one fails it, with the
             // proposal's reason.

@@ -43,6 +43,13 @@
 //! - With an [`Attestor`], nothing is written before its signed provenance statement is
 //!   recorded ([`attest`]); the pull request's body and its commit's `Plue-Provenance:`
 //!   trailer link to it (by the proposal's id, so the commit stays deterministic).
+//! - A statement is recorded `pending` and is `applied` only once the whole write was
+//!   accepted — a pull request's push *and* the pull request, a comment, the labels, an
+//!   issue — settled with the proposal by [`Store::mark_applied`]; a write that fails for
+//!   good (a refused push or pull request, a text the wall refuses after the push, too many
+//!   tries) fails it with the proposal's reason, redacted by the run's wall like every
+//!   error kept here ([`Store::mark_failed`]). A push the forge refused (`! [remote
+//!   rejected]`) is final; one that got no answer is retried.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

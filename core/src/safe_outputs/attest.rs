@@ -9,6 +9,13 @@
 //! Invariants:
 //! - A change is written only once its statement is recorded: a statement that cannot be
 //!   made or stored fails the apply (to be retried), never lets it through unattested.
+//! - A statement is recorded `pending`: signed before the write, it says nothing of
+//!   whether the forge accepted it. It becomes `applied` (and is served) only with its
+//!   proposal, once the write landed, or `failed` with the write's reason
+//!   (`store::provenance`, [`super::apply`]).
+//! - Every resource descriptor of a statement names its resource by `uri`, `digest` or
+//!   `content` (in-toto v1's rule), checked before it is signed; `usage` carries its JSON
+//!   as `content` with its sha256.
 //! - The first statement recorded for a proposal is the one served (a retry's new
 //!   signature is dropped by the store), and the commit it attests is deterministic.
 //! - What is recorded of the prompts and the transcript are digests, never the texts (the
@@ -112,6 +119,9 @@ impl Attestor {
         let statement = self
             .statement(store, public_url, change, subject, now_ms)
             .await
+            .context("making the provenance statement")?;
+        statement
+            .check_descriptors()
             .context("making the provenance statement")?;
         let envelope = plue_provenance::sign(&statement, &self.signer);
         let public = self.signer.public();
@@ -241,14 +251,10 @@ impl Attestor {
             .as_ref()
             .and_then(|a| a.usage.as_deref())
             .and_then(|u| serde_json::from_str::<serde_json::Value>(u).ok());
-        byproducts.push(ResourceDescriptor {
-            name: Some("usage".into()),
-            annotations: Some(serde_json::json!({
-                "costUsd": cost.map(|micros| micros as f64 / 1e6),
-                "tokens": usage,
-            })),
-            ..ResourceDescriptor::default()
-        });
+        byproducts.push(st::usage_byproduct(&serde_json::json!({
+            "costUsd": cost.map(|micros| micros as f64 / 1e6),
+            "tokens": usage,
+        })));
         Ok(Statement {
             statement_type: st::STATEMENT_TYPE.into(),
             subject: vec![subject],

@@ -28,6 +28,11 @@ impl ApiClient {
         format!("{}{path}", self.base)
     }
 
+    /// Whether requests carry a token.
+    pub(crate) fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
     }
@@ -84,7 +89,8 @@ pub(crate) fn token_hint(had_token: bool) -> &'static str {
     }
 }
 
-async fn decode<T: DeserializeOwned>(
+/// The answer's JSON, or the server's error message as [`ApiClient::send`] fails with it.
+pub(crate) async fn decode<T: DeserializeOwned>(
     response: reqwest::Response,
     had_token: bool,
 ) -> anyhow::Result<T> {

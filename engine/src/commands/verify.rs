@@ -4,16 +4,25 @@
 //! applied to that base, recomputed with git in a temporary index) — then prints the chain
 //! from the trigger to the change.
 //!
+//! A statement is signed before its change is written, so the signature alone cannot say
+//! the change landed; the engine serves a statement only once the forge accepted its write
+//! (`api::provenance`). With `--server`, the statement is fetched from the engine (by the
+//! commit's trailer) or, given as a file, asked of it; one whose change did not land is
+//! refused with the engine's reason. Without `--server` that is not checked, and the output
+//! says so.
+//!
 //! Invariants: nothing of the statement is believed before its signature verifies with a
 //! key the user gave (a key the statement names is never fetched); every failure exits 1
-//! with the reason; the clone is only read (the recomputed tree's objects go to its object
-//! store, which `git gc` prunes; no ref, index or work-tree file changes); the only network
-//! access is fetching the statement when `--server` is given.
+//! with the reason (the engine's words with control characters escaped); the clone is only
+//! read (the recomputed tree's objects go to its object store, which `git gc` prunes; no
+//! ref, index or work-tree file changes); the only network access is to `--server`: the
+//! statement, or whether it serves the one given.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{bail, Context};
+use base64::Engine as _;
 use plue_provenance::{Envelope, PublicKey, Statement};
 
 use super::client::ApiClient;
@@ -56,6 +65,18 @@ async fn verify(args: &VerifyArgs) -> anyhow::Result<Vec<String>> {
     };
     let (statement, key) = plue_provenance::open(&envelope, &keys)?;
     let mut lines = vec![format!("signature: good, by key {}", key.id())];
+    lines.push(match (&args.statement, &args.server) {
+        (Some(_), Some(server)) => {
+            check_served(&envelope, &statement, server, args).await?;
+            format!("landed: {server} serves this statement (the forge accepted the change)")
+        }
+        (None, Some(server)) => {
+            format!("landed: {server} served this statement (the forge accepted the change)")
+        }
+        (_, None) => "landed: not checked (give --server URL: the engine serves a statement \
+                      only once the forge accepted its change)"
+            .to_owned(),
+    });
     match &commit {
         Some((repo, sha)) => {
             check_commit(repo, sha, &statement)?;
@@ -128,10 +149,77 @@ async fn fetch(
     let message = git(repo, &["log", "-1", "--format=%B", sha], None)?;
     let (url, path) = trailer_path(&message, server).with_context(|| format!("commit {sha}"))?;
     let client = ApiClient::new(server, args.token.clone())?;
-    client
-        .get::<Envelope>(&path)
+    served(&client, &path)
         .await
         .with_context(|| format!("fetching {url}"))
+}
+
+/// That `server` serves `envelope` as the statement of the proposal it attests — which it
+/// does only once the forge accepted the change; the engine's reason otherwise.
+async fn check_served(
+    envelope: &Envelope,
+    statement: &Statement,
+    server: &str,
+    args: &VerifyArgs,
+) -> anyhow::Result<()> {
+    let proposal = &statement
+        .predicate
+        .build_definition
+        .external_parameters
+        .proposal;
+    let path = format!(
+        "/api/runs/{}/proposals/{}/provenance",
+        proposal.run, proposal.id
+    );
+    let client = ApiClient::new(server, args.token.clone())?;
+    let url = client.url(&path);
+    let found = served(&client, &path)
+        .await
+        .with_context(|| format!("asking {url}"))?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let payload = |e: &Envelope| b64.decode(&e.payload).ok();
+    if payload(&found).is_none() || payload(&found) != payload(envelope) {
+        bail!(
+            "{url} serves another statement for proposal {} of run {}: this one is not the \
+             engine's record of the change",
+            proposal.id,
+            proposal.run
+        );
+    }
+    Ok(())
+}
+
+/// The envelope the engine serves at `path`; a statement whose change did not land (the
+/// engine answers 409: pending, or failed with the reason) is an error saying so.
+async fn served(client: &ApiClient, path: &str) -> anyhow::Result<Envelope> {
+    let response = client
+        .authorized(client.http().get(client.url(path)))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {}", client.url("")))?;
+    if response.status() == reqwest::StatusCode::CONFLICT {
+        let said = response
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|v| v.get("error")?.as_str().map(printable))
+            .unwrap_or_else(|| "its statement is not served".into());
+        bail!("the engine does not vouch for this change: {said}");
+    }
+    super::client::decode(response, client.has_token()).await
+}
+
+/// `text` with the characters a terminal would act on (controls) escaped.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// The URL of `message`'s last `Plue-Provenance:` trailer and its path on `server`; an
@@ -269,6 +357,16 @@ fn git_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The engine's reason quotes the forge (and, through it, whoever wrote the refusal):
+    // printed to a terminal, a control character is shown, never obeyed.
+    #[test]
+    fn the_engines_words_are_printed_with_controls_escaped() {
+        assert_eq!(
+            printable("refused: \u{1b}[2Jprotected\nbranch ✓"),
+            "refused: \\u{1b}[2Jprotected\\nbranch ✓"
+        );
+    }
 
     // The commit's message is the forge's (anyone who can push can write it): its trailer
     // may only point below the engine the user named.

@@ -5,9 +5,13 @@
 //!
 //! Invariants: a statement is shown to whoever may read its run (`reader` on its
 //! repository, 404 otherwise, as for the run and its proposals) and exactly as it was
-//! signed (the stored envelope's JSON, never rebuilt); the keys are public — readable
-//! without a token even when reads are private, since a verifier must get them from
-//! outside any session — and hold only public keys.
+//! signed (the stored envelope's JSON, never rebuilt); the envelope of a statement whose
+//! change has not landed — `pending` (being written) or `failed` (the forge did not accept
+//! the write) — is never served: the list shows its state and, for a failed one, the
+//! reason (as the run's outbound wall redacted it), and the statement's own URL answers
+//! 409 saying so, so a signed statement never vouches for a change the forge refused; the
+//! keys are public — readable without a token even when reads are private, since a
+//! verifier must get them from outside any session — and hold only public keys.
 
 use axum::extract::{Path, State};
 use axum::http::header;
@@ -16,11 +20,15 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use axum::http::StatusCode;
+use plue_types::status::StatementState;
+
 use super::proposals::ProposalPath;
 use super::views::ErrorView;
 use super::{parse_positive_id, visible_run_in_path, ApiState, RunId};
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
+use crate::store::{Landing, StatementRow};
 
 /// A public key the engine signs, or signed, provenance with.
 #[derive(Debug, Serialize, ToSchema)]
@@ -37,17 +45,85 @@ pub(super) struct ProvenanceKeyView {
     pub(super) first_seen: i64,
 }
 
-/// One applied proposal's statement.
+/// Whether a statement's change landed on the forge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum StatementStateView {
+    /// Signed and recorded before its change is written; the write is under way, or will
+    /// be tried again. Its envelope is not served yet.
+    Pending,
+    /// The forge accepted the write (a pull request's push and the pull request itself, a
+    /// comment, the labels, an issue). Its envelope is served.
+    Applied,
+    /// The write failed for good (the forge refused it, or it failed too often); `reason`
+    /// says why. Its envelope is never served.
+    Failed,
+}
+
+impl From<StatementState> for StatementStateView {
+    fn from(state: StatementState) -> StatementStateView {
+        match state {
+            StatementState::Pending => StatementStateView::Pending,
+            StatementState::Applied => StatementStateView::Applied,
+            StatementState::Failed => StatementStateView::Failed,
+        }
+    }
+}
+
+/// One proposal's statement, with whether its change landed.
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct StatementView {
     pub(super) proposal_id: i64,
     /// The signing key's id.
     pub(super) keyid: String,
     pub(super) created_at: i64,
+    pub(super) state: StatementStateView,
+    /// Why the write failed, for a `failed` statement (as the run's outbound wall shows
+    /// it); `null` otherwise.
+    #[schema(required = true)]
+    pub(super) reason: Option<String>,
     /// The DSSE envelope, as signed: `payloadType`, `payload` (the in-toto statement,
-    /// base64) and `signatures`.
-    #[schema(value_type = Object)]
-    pub(super) envelope: serde_json::Value,
+    /// base64) and `signatures` — for an `applied` statement only; `null` while `pending`
+    /// and for a `failed` one (a signed statement of a change that did not land is never
+    /// handed out).
+    #[schema(value_type = Option<Object>, required = true)]
+    pub(super) envelope: Option<serde_json::Value>,
+}
+
+impl StatementView {
+    fn new(row: StatementRow) -> anyhow::Result<StatementView> {
+        let envelope = match row.state {
+            StatementState::Applied => Some(serde_json::from_str(&row.envelope)?),
+            StatementState::Pending | StatementState::Failed => None,
+        };
+        let reason = match row.landing() {
+            Landing::Failed(reason) => Some(reason.to_owned()),
+            Landing::Pending | Landing::Applied => None,
+        };
+        Ok(StatementView {
+            proposal_id: row.proposal_id,
+            keyid: row.key_id,
+            created_at: row.created_at,
+            state: row.state.into(),
+            reason,
+            envelope,
+        })
+    }
+}
+
+/// Why statement `row` (of proposal `pid`) is not served: its change did not land (yet).
+fn not_landed(pid: i64, row: &StatementRow) -> Option<String> {
+    match row.landing() {
+        Landing::Applied => None,
+        Landing::Pending => Some(format!(
+            "the change of proposal {pid} has not landed yet (statement pending): its \
+             statement is served once the forge accepts the write"
+        )),
+        Landing::Failed(reason) => Some(format!(
+            "the change of proposal {pid} did not land (statement failed: {reason}): its \
+             statement is not served"
+        )),
+    }
 }
 
 #[utoipa::path(
@@ -86,7 +162,7 @@ pub(super) async fn keys(State(state): State<ApiState>) -> ApiResult<Json<Vec<Pr
     params(RunId),
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "One per applied proposal, by proposal", body = Vec<StatementView>),
+        (status = 200, description = "One per proposal the engine signed a statement for before writing it, by proposal; only an applied one carries its envelope", body = Vec<StatementView>),
         (status = 400, description = "The id is not a run id", body = ErrorView),
         (status = 401, response = super::openapi::RunNotPublic),
         (status = 404, description = "No such run, or one the caller may not read", body = ErrorView),
@@ -103,14 +179,7 @@ pub(super) async fn list(
     let rows = store.statements_of_run(id).await?;
     let views = rows
         .into_iter()
-        .map(|row| {
-            Ok(StatementView {
-                proposal_id: row.proposal_id,
-                keyid: row.key_id,
-                created_at: row.created_at,
-                envelope: serde_json::from_str(&row.envelope)?,
-            })
-        })
+        .map(StatementView::new)
         .collect::<anyhow::Result<_>>()?;
     Ok(Json(views))
 }
@@ -120,14 +189,15 @@ pub(super) async fn list(
     path = "/api/runs/{id}/proposals/{pid}/provenance",
     tag = "proposals",
     operation_id = "get_provenance",
-    summary = "The DSSE envelope of one applied proposal's provenance statement, as signed (what `plue verify --statement` reads)",
+    summary = "The DSSE envelope of one applied proposal's provenance statement, as signed (what `plue verify --statement` reads), once the forge accepted its change",
     params(ProposalPath),
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "The envelope", body = serde_json::Value),
         (status = 400, description = "Not a run or proposal id", body = ErrorView),
         (status = 401, response = super::openapi::RunNotPublic),
-        (status = 404, description = "No such run or statement (the proposal was not applied), or a run the caller may not read", body = ErrorView),
+        (status = 404, description = "No such run or statement (none was signed: the proposal was never written, or the engine signs none), or a run the caller may not read", body = ErrorView),
+        (status = 409, description = "The change has not landed: its statement is pending (being written) or failed (the forge did not accept the write; the message gives the reason), and is not served", body = ErrorView),
         (status = 500, response = super::openapi::EngineFailed),
     )
 )]
@@ -144,6 +214,9 @@ pub(super) async fn get(
             "run {id} has no provenance statement for proposal {pid}"
         )));
     };
+    if let Some(why) = not_landed(pid, &row) {
+        return Err(ApiError::Client(StatusCode::CONFLICT, why));
+    }
     Ok(([(header::CONTENT_TYPE, "application/json")], row.envelope).into_response())
 }
 

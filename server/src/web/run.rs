@@ -47,8 +47,9 @@ struct RunPage {
     artifacts: Vec<StepArtifactsView>,
     /// Files kept by all steps.
     artifact_files: i64,
-    /// What the run's `llm` steps proposed to the forge (`safe_outputs`).
-    proposals: Vec<crate::api::proposals::ProposalView>,
+    /// What the run's `llm` steps proposed to the forge (`safe_outputs`), each with its
+    /// provenance statement's state.
+    proposals: Vec<ProposalEntry>,
     /// Why the run failed, its annotations and outputs (`run_failure.html`).
     explained: super::run_failure::Explained,
     /// Who started it, its inputs, its commit message or issue (`run_facts.html`).
@@ -70,6 +71,46 @@ pub(super) fn step_kinds(plan: Option<&evaluator::plan::Plan>) -> HashMap<String
             .collect()
     })
     .unwrap_or_default()
+}
+
+/// A proposal on the run page, with its provenance statement when the engine signed one.
+#[derive(Serialize)]
+struct ProposalEntry {
+    #[serde(flatten)]
+    proposal: crate::api::proposals::ProposalView,
+    statement: Option<StatementLine>,
+}
+
+/// Whether a proposal's signed statement landed: `applied` (served, `url`), `pending` (its
+/// write is under way) or `failed` (never served; `reason`, as the run's wall shows it).
+#[derive(Serialize)]
+struct StatementLine {
+    state: &'static str,
+    reason: Option<String>,
+    /// The statement's API URL, for an applied one.
+    url: Option<String>,
+}
+
+impl StatementLine {
+    fn new(run_id: i64, row: &crate::store::StatementRow) -> StatementLine {
+        use crate::store::Landing;
+        let (reason, url) = match row.landing() {
+            Landing::Applied => (
+                None,
+                Some(format!(
+                    "/api/runs/{run_id}/proposals/{}/provenance",
+                    row.proposal_id
+                )),
+            ),
+            Landing::Failed(reason) => (Some(reason.to_owned()), None),
+            Landing::Pending => (None, None),
+        };
+        StatementLine {
+            state: row.state.as_str(),
+            reason,
+            url,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -152,7 +193,20 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
         })
         .collect();
     let artifact_files = artifacts.iter().map(|a| a.files).sum();
-    let proposals = crate::api::proposals::views(store, store.list_for_run(id).await?).await?;
+    let mut statements: HashMap<i64, StatementLine> = store
+        .statements_of_run(id)
+        .await?
+        .iter()
+        .map(|row| (row.proposal_id, StatementLine::new(id, row)))
+        .collect();
+    let proposals = crate::api::proposals::views(store, store.list_for_run(id).await?)
+        .await?
+        .into_iter()
+        .map(|proposal| ProposalEntry {
+            statement: statements.remove(&proposal.id),
+            proposal,
+        })
+        .collect();
     let explained =
         super::run_failure::explain(store, &run, &steps, plan.as_ref(), offered).await?;
     let facts = super::run_facts::load(web, &run).await?;

@@ -1137,3 +1137,79 @@ async fn a_groups_counts_are_said_in_words() {
         "{node}"
     );
 }
+
+// The attack: a statement signed for a change the forge refused was served, and a reader
+// took it for the agent's change. The run page says, per proposal, whether its statement
+// landed: applied with its link, pending, or failed with the reason (escaped) and no link.
+#[tokio::test]
+async fn the_run_page_says_whether_each_proposals_statement_landed() {
+    use crate::store::on_db;
+    let fx = Fixture::new().await;
+    let id = fx.start(&plan("agent", vec![bash("fix", &[])])).await;
+    let step_run = fx.store().step_run(id, "fix").await.unwrap().unwrap().id;
+    let mut proposals = Vec::new();
+    for position in 0..3i64 {
+        let proposal: i64 = on_db!(fx.store(), pool => sqlx::query_scalar(
+            "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, payload, \
+             state, created_at) VALUES ($1, $2, 1, $3, 'comment', '{\"body\":\"hi\"}', \
+             'applying', 0) RETURNING id",
+        )
+        .bind(id)
+        .bind(step_run)
+        .bind(position)
+        .fetch_one(pool)
+        .await
+        .unwrap());
+        fx.store()
+            .record_statement(proposal, id, "sha256:ab", "{}")
+            .await
+            .unwrap();
+        proposals.push(proposal);
+    }
+    let refused = format!("the forge refused the push: {HOSTILE}");
+    assert!(fx
+        .store()
+        .mark_applied(proposals[0], "https://forge.example/c/1")
+        .await
+        .unwrap());
+    assert!(fx
+        .store()
+        .mark_failed(proposals[1], &refused, None)
+        .await
+        .unwrap());
+    let page = fx.get(&format!("/runs/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let article = |proposal: i64| {
+        let at = page
+            .body
+            .find(&format!("id=\"proposal-{proposal}\""))
+            .unwrap_or_else(|| panic!("no proposal {proposal}: {}", page.body));
+        let rest = &page.body[at..];
+        rest[..rest.find("</article>").unwrap()].to_owned()
+    };
+    let applied = article(proposals[0]);
+    assert!(
+        applied.contains("data-provenance=\"applied\"")
+            && applied.contains(&format!(
+                "href=\"/api/runs/{id}/proposals/{}/provenance\"",
+                proposals[0]
+            )),
+        "{applied}"
+    );
+    let failed = article(proposals[1]);
+    assert!(
+        failed.contains("data-provenance=\"failed\"")
+            && failed.contains("its signed statement is not served")
+            && failed.contains("the forge refused the push: &lt;script&gt;"),
+        "{failed}"
+    );
+    assert!(!failed.contains("/provenance\""), "{failed}");
+    let pending = article(proposals[2]);
+    assert!(
+        pending.contains("data-provenance=\"pending\"")
+            && pending.contains("served once the forge accepts the write")
+            && !pending.contains("/provenance\""),
+        "{pending}"
+    );
+    assert!(!page.raw.contains(HOSTILE));
+}

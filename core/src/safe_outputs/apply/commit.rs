@@ -4,7 +4,8 @@
 //!
 //! Invariants: git runs with the engine's hardening and a timeout ([`GIT_TIMEOUT`]); the
 //! credential reaches git only through `GIT_CONFIG_*` (`http.extraHeader`, redirects not
-//! followed), never argv or a URL, and no error holds it.
+//! followed), never argv or a URL, and no error holds it; a push the forge answered by
+//! refusing the update is a permanent failure, one that got no answer is retried.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -178,9 +179,25 @@ pub async fn push(
     .await
     .map(|_| ())
     .map_err(|e| {
-        // A rejected push names the branch; a network failure may pass: retry both, and
-        // never show the URL's credentials.
+        // Never show the URL's credentials.
         let text = format!("{e:#}").replace(url, &crate::forge::without_credentials(url));
-        PostError::Retry(format!("pushing {branch}: {}", text.replace(token, "***")))
+        let text = text.replace(token, "***");
+        // The forge answered and refused the update (a hook, a protected branch, a rule):
+        // the same forced push of the same commit gets the same answer, so it is final. A
+        // failure to reach it or a server error may pass: retried.
+        if refused_by_forge(&text) {
+            PostError::Permanent(format!("the forge refused the push of {branch}: {text}"))
+        } else {
+            PostError::Retry(format!("pushing {branch}: {text}"))
+        }
     })
+}
+
+/// Whether git's error says the remote refused the ref's update (`! [remote rejected]`,
+/// `! [rejected]`), as opposed to a push that never got an answer.
+fn refused_by_forge(git_error: &str) -> bool {
+    git_error
+        .lines()
+        .map(str::trim_start)
+        .any(|line| line.starts_with("! [remote rejected]") || line.starts_with("! [rejected]"))
 }

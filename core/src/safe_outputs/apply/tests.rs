@@ -591,6 +591,134 @@ async fn a_pull_request_opened_after_its_run_ended_gets_the_runs_final_status() 
     }
 }
 
+/// The repository `acme/app` of `forge` (its webhook secret `HOOK_SECRET`), a finished run
+/// of it on `base`, and its step's approved pull request proposing `diff`; returns the
+/// proposal's id.
+async fn pull_request_world(store: &Store, forge: &FakeForge, base: &str, diff: &[u8]) -> i64 {
+    let payload = serde_json::to_string(&Proposal::PullRequest {
+        title: "Fix a".into(),
+        body: "As asked.".into(),
+        diff: String::from_utf8(diff.to_vec()).unwrap(),
+    })
+    .unwrap();
+    let plan = r#"{"name":"fixer","triggers":[],"env":{},"steps":[]}"#;
+    on_db!(store, pool => {
+        sqlx::query("INSERT INTO repositories (id, name, clone_url, forge, created_at, api_url, \
+                     api_token, webhook_secret) VALUES (1, 'acme/app', $1, 'gitea', 0, $2, $3, $4)")
+            .bind(forge.clone_url("acme/app")).bind(forge.api_url()).bind(format!("plain:{TOKEN}"))
+            .bind(format!("plain:{HOOK_SECRET}"))
+            .execute(pool).await.unwrap();
+        sqlx::query("INSERT INTO workflows (id, source, path, name, repo_id, created_at) \
+                     VALUES (1, 'acme/app', 'w', 'fixer', 1, 0)")
+            .execute(pool).await.unwrap();
+        sqlx::query("INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
+                     status, created_at, repo_id, finished_at) \
+                     VALUES (1, 1, 'manual', 'refs/heads/main', $1, 'h', 1, 'succeeded', 0, 1, 1)")
+            .bind(base).execute(pool).await.unwrap();
+        sqlx::query("INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')")
+            .bind(plan).execute(pool).await.unwrap();
+        sqlx::query("INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
+                     VALUES (1, 1, 'fix', 0, 'succeeded', '')")
+            .execute(pool).await.unwrap();
+        sqlx::query_scalar("INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
+                     payload, state, decided_by, created_at) \
+                     VALUES (1, 1, 1, 0, 'pull_request', $1, 'ready', 'maintainer', 0) RETURNING id")
+            .bind(&payload).fetch_one(pool).await.unwrap()
+    })
+}
+
+/// The repository's webhook secret: a secret of every run of it, which its wall masks.
+const HOOK_SECRET: &str = "wh-s3cret-of-the-apply-tests";
+
+// The attack: the statement was signed before the push and served as soon as it was
+// recorded, so when the forge refused the push (or the pull request) a reader still got a
+// signed statement of a change that never landed, rebuilt the commit from it, and `plue
+// verify` called it the agent's change. Now the statement is `pending` until the write is
+// accepted — the push and the pull request — and a refused write fails it with the
+// forge's reason, as the run's wall shows it.
+#[tokio::test]
+async fn a_statement_is_applied_only_once_the_forge_accepted_the_push_and_the_pull_request() {
+    use plue_store::Landing;
+    #[derive(Debug, Clone, Copy)]
+    enum Answer {
+        RefusesThePush,
+        RefusesThePullRequest,
+        Accepts,
+    }
+    for scenario in [
+        Answer::RefusesThePush,
+        Answer::RefusesThePullRequest,
+        Answer::Accepts,
+    ] {
+        for (store, _dir) in stores().await {
+            let (forge, base, diff) = setup();
+            let proposal = pull_request_world(&store, &forge, &base, &diff).await;
+            match scenario {
+                Answer::RefusesThePush => forge
+                    .refuse_pushes(
+                        "acme/app",
+                        &format!(
+                            "protected branch (rule {HOOK_SECRET}): see https://evil.example/steal"
+                        ),
+                    )
+                    .unwrap(),
+                Answer::RefusesThePullRequest => forge.fault(testkit::forge::Fault::new(
+                    "POST",
+                    "/pulls",
+                    testkit::forge::FaultAction::Status(422),
+                )),
+                Answer::Accepts => {}
+            }
+            let mirrors = tempfile::tempdir().unwrap();
+            let signer = std::sync::Arc::new(plue_provenance::Signer::from_seed(&[31; 32]));
+            let applier = applier_of(&store, mirrors.path()).with_attestor(Attestor {
+                signer,
+                artifacts: None,
+            });
+            let applied = applier.apply_due().await.unwrap();
+            let row = store.proposal(proposal).await.unwrap().unwrap();
+            let statement = store.statement(1, proposal).await.unwrap();
+            let statement = statement.unwrap_or_else(|| panic!("{scenario:?}: no statement"));
+            let landing = statement.landing();
+            match scenario {
+                Answer::Accepts => {
+                    assert_eq!(applied, 1);
+                    assert_eq!(row.state, "applied");
+                    assert_eq!(landing, Landing::Applied, "{scenario:?}");
+                    assert_eq!(forge.pulls("acme/app").len(), 1);
+                }
+                Answer::RefusesThePush | Answer::RefusesThePullRequest => {
+                    assert_eq!(applied, 0, "{scenario:?}");
+                    // Refused for good: not retried, and the statement says why.
+                    assert_eq!(row.state, "failed", "{scenario:?}: {row:?}");
+                    let Landing::Failed(reason) = landing else {
+                        panic!("{scenario:?}: the statement is {landing:?}");
+                    };
+                    assert_eq!(Some(reason), row.reason.as_deref());
+                    assert!(forge.pulls("acme/app").is_empty());
+                    if let Answer::RefusesThePush = scenario {
+                        assert!(
+                            reason.contains("the forge refused the push")
+                                && reason.contains("pre-receive hook declined"),
+                            "{reason}"
+                        );
+                        assert_eq!(forge.branch_sha("acme/app", "plue/run-1-fix"), None);
+                        // The forge's text, as the run's wall shows it: no secret of the
+                        // run, no link elsewhere.
+                        assert!(reason.contains("protected branch"), "{reason}");
+                        assert!(
+                            !reason.contains(HOOK_SECRET) && !reason.contains("evil.example"),
+                            "{reason}"
+                        );
+                    } else {
+                        assert!(reason.contains("422"), "{reason}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The outbox over `store`, its mirrors in `mirrors`, an unkeyed vault, the engine at
 /// `http://plue`.
 fn applier_of(store: &Store, mirrors: &std::path::Path) -> Applier {

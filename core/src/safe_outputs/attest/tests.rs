@@ -1,6 +1,7 @@
 //! A statement made from the store: it opens with the engine's key only, names the person
-//! who approved the proposal and when, attests the text or commit given, and is recorded
-//! once (a retry's new signature does not replace it).
+//! who approved the proposal and when, attests the text or commit given, names every
+//! resource by uri, digest or content, and is recorded once, pending (a retry's new
+//! signature does not replace it).
 
 use std::sync::Arc;
 
@@ -89,6 +90,36 @@ async fn an_approved_proposals_statement_names_its_approver_and_is_kept_once() {
             statement.predicate.run_details.metadata.invocation_id,
             format!("https://plue.example.com/api/runs/{run_id}/proposals/{proposal}/provenance")
         );
+        // Every resource descriptor names its resource (in-toto v1: a `uri`, `digest` or
+        // `content`); the `usage` byproduct — once only a name and annotations — carries
+        // its JSON and that JSON's sha256.
+        let described: Vec<_> = statement.descriptors().collect();
+        assert!(described.len() >= 4, "{described:?}");
+        for (place, descriptor) in &described {
+            assert!(
+                descriptor.uri.is_some()
+                    || !descriptor.digest.is_empty()
+                    || descriptor.content.is_some(),
+                "{place}: {descriptor:?}"
+            );
+        }
+        let usage = statement.byproduct("usage").unwrap();
+        let json = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            usage.content.as_deref().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            usage.digest["sha256"],
+            plue_provenance::statement::sha256_hex(&json)
+        );
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&json).unwrap(),
+            serde_json::json!({"costUsd": null, "tokens": null})
+        );
+        // Recorded before the write: pending until its proposal settles.
+        let recorded = store.statement(run_id, proposal).await.unwrap().unwrap();
+        assert_eq!(recorded.landing(), crate::store::Landing::Pending);
         // Another key does not open it; a retry signs again but the first is kept.
         let other = [Signer::from_seed(&[22; 32]).public()];
         assert!(plue_provenance::open(&envelope, &other).is_err());

@@ -1,6 +1,7 @@
 //! Who may read a run's provenance: per role on a private repository (anonymous,
 //! outsider, reader, writer, maintainer, admin), a statement asked for through another
-//! run, and the keys, public to anyone.
+//! run, the keys, public to anyone; and that only a statement whose change landed is
+//! served.
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -42,15 +43,32 @@ async fn world() -> (TestApi, i64, i64, i64, i64) {
         runs.push(run_id);
         repos.push(repo_id);
     }
+    // Proposal 7 was written and the forge accepted it: its statement is applied.
+    propose(&store, runs[0], 7).await;
     store
         .record_statement(7, runs[0], "sha256:ab", ENVELOPE)
         .await
         .unwrap();
+    assert!(store.mark_applied(7, "https://forge/pr/1").await.unwrap());
     store
         .record_signing_key("sha256:ab", &"11".repeat(32))
         .await
         .unwrap();
     (api, runs[0], runs[1], repos[0], repos[1])
+}
+
+/// Proposal `id` of run `run`, being applied.
+async fn propose(store: &crate::store::Store, run: i64, id: i64) {
+    crate::store::on_db!(store, pool => sqlx::query(
+        "INSERT INTO proposals (id, run_id, step_run_id, attempt_id, position, kind, payload, \
+         state, created_at) VALUES ($1, $2, 1, 1, $1, 'pull_request', '{}', 'applying', 0)",
+    )
+    .bind(id)
+    .bind(run)
+    .execute(pool)
+    .await
+    .unwrap()
+    .rows_affected());
 }
 
 async fn get(api: &TestApi, path: &str, token: Option<&str>) -> (StatusCode, String) {
@@ -101,6 +119,8 @@ async fn a_statement_is_read_by_the_runs_readers_only() {
                 assert_eq!(listed, StatusCode::OK, "{who}: {list}");
                 let list: serde_json::Value = serde_json::from_str(&list).unwrap();
                 assert_eq!(list[0]["proposal_id"], 7, "{who}");
+                assert_eq!(list[0]["state"], "applied", "{who}");
+                assert_eq!(list[0]["reason"], serde_json::Value::Null, "{who}");
                 assert_eq!(list[0]["envelope"]["payload"], "e30=", "{who}");
             }
         }
@@ -134,6 +154,82 @@ async fn a_statement_is_not_reached_through_another_run() {
     )
     .await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "[]"));
+}
+
+// The attack: the engine signs a statement before it writes the change; the forge refused
+// the push, yet the statement was served as signed, a reader rebuilt the commit from it and
+// `plue verify` called it the agent's change. Now a statement whose change has not landed
+// is listed with its state (and a failed one with the reason) but without its envelope,
+// and its own URL answers 409 with the reason instead of the envelope.
+#[tokio::test]
+async fn a_statement_whose_change_did_not_land_is_not_served() {
+    let (api, run, ..) = world().await;
+    let store = api.executor.store().clone();
+    for id in [8, 9] {
+        propose(&store, run, id).await;
+        store
+            .record_statement(id, run, "sha256:ab", ENVELOPE)
+            .await
+            .unwrap();
+    }
+    let refused = "the forge refused the push of plue/run-1-fix: protected branch";
+    assert!(store.mark_failed(8, refused, None).await.unwrap());
+    let admin = Some("admin-token-of-provenance");
+    let (status, body) = get(&api, &format!("/api/runs/{run}/provenance"), admin).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let states: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["proposal_id"].as_i64().unwrap(),
+                s["state"].as_str().unwrap(),
+                s["reason"].as_str(),
+                s["envelope"].is_null(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (7, "applied", None, false),
+            (8, "failed", Some(refused), true),
+            (9, "pending", None, true),
+        ]
+    );
+    let (status, body) = get(
+        &api,
+        &format!("/api/runs/{run}/proposals/8/provenance"),
+        admin,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let error = error["error"].as_str().unwrap();
+    assert!(
+        error.contains("did not land") && error.contains(refused),
+        "{error}"
+    );
+    assert!(!body.contains("e30="), "{body}");
+    let (status, body) = get(
+        &api,
+        &format!("/api/runs/{run}/proposals/9/provenance"),
+        admin,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("not landed yet"), "{body}");
+    // Once the forge accepts the pending one's write, it is served.
+    assert!(store.mark_applied(9, "https://forge/c/1").await.unwrap());
+    let (status, body) = get(
+        &api,
+        &format!("/api/runs/{run}/proposals/9/provenance"),
+        admin,
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, ENVELOPE));
 }
 
 #[tokio::test]
