@@ -218,10 +218,9 @@ struct Views {
 }
 
 impl Views {
-    /// The raw views of `text` and what a forge's reader gets of it ([`markdown::read`]).
-    fn rendered(text: &str) -> Views {
+    /// The raw views of `text` and what a forge's reader gets of it (its `reading`).
+    fn rendered(text: &str, reading: &markdown::Reading) -> Views {
         let mut views = Views::of(text);
-        let reading = markdown::read(text);
         let urls = reading.urls.join("\n");
         for view in [
             render::strip_invisible(&reading.visible),
@@ -354,7 +353,7 @@ impl Checker {
         if self.needles.is_empty() {
             return None;
         }
-        self.secret_in_views(&Views::rendered(text))
+        self.secret_in_views(&Views::rendered(text, &markdown::read(text)))
     }
 
     /// How a secret of the run is spelt in `text`, which no forge renders (a diff, a file
@@ -447,7 +446,11 @@ impl Checker {
     /// a bare URL to a host that is not allowed (scanned as well as rendered: other forges'
     /// linkers read a little wider than GitHub's), a mention or a reference.
     pub fn markup_refusal(&self, text: &str) -> Option<Refusal> {
-        let reading = markdown::read(text);
+        self.markup_refusal_of(text, &markdown::read(text))
+    }
+
+    /// [`Checker::markup_refusal`] of `text`, whose reading is `reading`.
+    fn markup_refusal_of(&self, text: &str, reading: &markdown::Reading) -> Option<Refusal> {
         if reading.unreadable {
             return Some(Refusal::Unreadable);
         }
@@ -502,10 +505,14 @@ impl Checker {
     /// any spelling, links to no host but the allowed ones, mentions nobody and refers to
     /// no other repository: for text an agent proposed.
     pub fn check(&self, text: &str) -> Result<Outbound, Refusal> {
-        if let Some(spelling) = self.secret_in(text) {
-            return Err(Refusal::Secret(spelling));
+        // Rendered once for both questions.
+        let reading = markdown::read(text);
+        if !self.needles.is_empty() {
+            if let Some(spelling) = self.secret_in_views(&Views::rendered(text, &reading)) {
+                return Err(Refusal::Secret(spelling));
+            }
         }
-        if let Some(refusal) = self.markup_refusal(text) {
+        if let Some(refusal) = self.markup_refusal_of(text, &reading) {
             return Err(refusal);
         }
         Ok(Outbound(text.to_owned()))
