@@ -226,7 +226,8 @@ pub fn references(text: &str) -> Vec<Reference> {
 
 /// The domain of every e-mail address of `text` a forge would link as `mailto:` (GFM's
 /// extended e-mail autolink: letters, digits and `._+-` before the `@`, then at least two
-/// labels of letters, digits, `-` and `_`), lowercase. Linear in the text's length.
+/// labels of letters, digits, `-` and `_`, the last one not digits alone), lowercase.
+/// Linear in the text's length.
 pub fn email_domains(text: &str) -> Vec<String> {
     let bytes = text.as_bytes();
     let is_local = |b: u8| b.is_ascii_alphanumeric() || b"._+-".contains(&b);
@@ -244,7 +245,10 @@ pub fn email_domains(text: &str) -> Vec<String> {
                 .take_while(|b| is_label(**b) || **b == b'.')
                 .count();
         let domain = text[at + 1..end].trim_end_matches(['.', '-', '_']);
-        if domain.contains('.') && !domain.starts_with('.') {
+        // No top-level domain is digits alone (`lodash@4.17.21` is a version).
+        let tld = domain.rsplit('.').next().unwrap_or("");
+        let named = tld.bytes().any(|b| b.is_ascii_alphabetic());
+        if domain.contains('.') && !domain.starts_with('.') && named {
             found.push(domain.to_ascii_lowercase());
         }
         from = end;

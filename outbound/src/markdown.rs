@@ -16,20 +16,14 @@
 //! - The reading is a superset of both renderings a GitHub reader may meet: with and
 //!   without footnotes (GitHub's renderer reads `[^1]: …` as a footnote, cmark-gfm as a
 //!   link reference definition), each read whole.
-//! - `comrak` follows CommonMark 0.31; GitHub's `cmark-gfm` 0.29. Where 0.31 takes as an
-//!   HTML comment or declaration what 0.29 shows as text (`<!-- a -- b -->`, `<!-->`,
-//!   `<!x y>`), the text is read as 0.29 reads it: that `<` is escaped and the text
-//!   rendered again, at most [`MAX_PASSES`] times; a text that still differs then is
-//!   [`Reading::unreadable`] (refused by the wall, never guessed).
+//! - `comrak` follows CommonMark 0.31; GitHub's `cmark-gfm` 0.29. Where 0.31 reads as
+//!   markup what 0.29 shows as text (comments such as `<!-- a -- b -->` and `<!-->`,
+//!   lower-case declarations, the blocks 0.31 starts at `<textarea>` and `<search>`), the
+//!   text is read as 0.29 reads it: that `<` is written `&lt;` before rendering, which
+//!   only ever shows the wall more than a reader gets, never less.
 //! - What the renderer does not reach (a diff, a file name, a label) is not read here.
 
-use comrak::nodes::{AstNode, NodeValue};
 use comrak::{Arena, Options};
-
-/// How often a text is rendered again to read it as CommonMark 0.29 does before it is
-/// called unreadable (each pass reveals one more level of nested comments; a real text
-/// needs at most one).
-pub const MAX_PASSES: usize = 8;
 
 /// What a reader of a forge gets of a Markdown text.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -46,8 +40,8 @@ pub struct Reading {
     pub linkable_joined: String,
     /// Every URL an element of the rendered HTML names, as the browser reads the attribute.
     pub urls: Vec<String>,
-    /// Whether the text could not be read as the forge reads it (see the module's
-    /// invariants): the wall refuses it.
+    /// Whether the text could not be read as the forge reads it (the renderer failed): the
+    /// wall refuses it.
     pub unreadable: bool,
 }
 
@@ -106,104 +100,70 @@ impl Reading {
     }
 }
 
-/// `markdown` rendered with `options`, its comments and declarations read as CommonMark
-/// 0.29 reads them; `None` when that takes more than [`MAX_PASSES`] renderings.
+/// `markdown` rendered with `options`, read as CommonMark 0.29 reads it (`None` if the
+/// renderer fails).
+///
+/// Where 0.31 reads markup that 0.29 shows as text, that markup's `<` is written `&lt;`
+/// first (which a renderer shows as `<` and never reads as markup, whatever precedes it):
+/// a distortion only where the same characters stand in code, a link destination or an
+/// HTML block, where it hides nothing (it only shows more to the wall). What is escaped:
+/// - an HTML comment 0.29 does not accept: one whose text starts with `>` or `->` or holds
+///   `--` before its `-->` (`<!-->`, `<!-- a -- b -->`), or one never closed;
+/// - a declaration whose name is not upper-case (`<!x y>`), markup in 0.31 only;
+/// - every `textarea` and `search` tag: 0.31 starts a block at `<textarea>` (type 1,
+///   ending at `</textarea>` also for `<pre>`, `<script>` and `<style>`) and at `<search>`
+///   (type 6) where 0.29 does not; GitHub shows `<textarea>` as text anyway (its tag
+///   filter).
 fn as_cmark_029(markdown: &str, options: &Options) -> Option<String> {
-    let mut text = markdown.to_owned();
-    for _ in 0..MAX_PASSES {
-        let arena = Arena::new();
-        let root = comrak::parse_document(&arena, &text, options);
-        let escapes = escapes_for_029(&text, root);
-        if escapes.is_empty() {
-            let mut html = String::new();
-            comrak::format_html(root, options, &mut html).ok()?;
-            return Some(html);
-        }
-        let mut escaped = String::with_capacity(text.len() + escapes.len());
-        let mut from = 0;
-        for at in escapes {
-            escaped.push_str(&text[from..at]);
-            escaped.push('\\');
-            from = at;
-        }
-        escaped.push_str(&text[from..]);
-        text = escaped;
-    }
-    None
+    let text = escape_for_029(markdown);
+    let arena = Arena::new();
+    let root = comrak::parse_document(&arena, &text, options);
+    let mut html = String::new();
+    comrak::format_html(root, options, &mut html).ok()?;
+    Some(html)
 }
 
-/// The byte offsets of the `<` of every HTML comment or declaration `root` holds that
-/// CommonMark 0.29 shows as text, in order; `usize::MAX`-free (an offset that cannot be
-/// placed makes the reading fail through a repeated escape).
-fn escapes_for_029<'a>(text: &str, root: &'a AstNode<'a>) -> Vec<usize> {
-    let line_starts: Vec<usize> = std::iter::once(0)
-        .chain(text.match_indices('\n').map(|(at, _)| at + 1))
-        .collect();
-    let mut escapes = Vec::new();
-    for node in root.descendants() {
-        let data = node.data.borrow();
-        let (literal, block) = match &data.value {
-            NodeValue::HtmlInline(literal) => (literal.as_str(), false),
-            NodeValue::HtmlBlock(block) => (block.literal.as_str(), true),
-            _ => continue,
+/// `text` with the `<` of the markup [`as_cmark_029`] names written `&lt;`. Linear in the
+/// text's length.
+fn escape_for_029(text: &str) -> String {
+    const TAGS: &[&str] = &["<textarea", "</textarea", "<search", "</search"];
+    let bytes = text.as_bytes();
+    // For each byte, where the first `--` at or after it starts (`usize::MAX`: none).
+    let mut next_dashes = vec![usize::MAX; bytes.len() + 1];
+    for i in (0..bytes.len()).rev() {
+        next_dashes[i] = match bytes.get(i..i + 2) {
+            Some(b"--") => i,
+            _ => next_dashes[i + 1],
         };
-        let text_029 = if block {
-            // A block is an HTML block in 0.29 too, except one that starts with a
-            // lower-case declaration (0.29's type 4 wants an upper-case letter).
-            starts_lowercase_declaration(literal)
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    for (at, _) in text.match_indices('<') {
+        let rest = &bytes[at..];
+        let escape = if rest.starts_with(b"<!--") {
+            let body = at + 4;
+            let accepted = bytes[body..].starts_with(b"-->")
+                || (!bytes[body..].starts_with(b">")
+                    && !bytes[body..].starts_with(b"->")
+                    && bytes
+                        .get(next_dashes[body]..)
+                        .is_some_and(|dashes| dashes.starts_with(b"-->")));
+            !accepted
+        } else if rest.len() > 2 && rest[1] == b'!' {
+            rest[2].is_ascii_lowercase()
         } else {
-            !comment_or_declaration_in_029(literal)
+            TAGS.iter().any(|t| {
+                rest.len() >= t.len() && rest[..t.len()].eq_ignore_ascii_case(t.as_bytes())
+            })
         };
-        if !text_029 {
-            continue;
+        if escape {
+            out.push_str(&text[from..at]);
+            out.push_str("&lt;");
+            from = at + 1;
         }
-        let pos = data.sourcepos.start;
-        let Some(line_start) = line_starts.get(pos.line.saturating_sub(1)) else {
-            continue;
-        };
-        let at = line_start + pos.column.saturating_sub(1);
-        // A block's literal may start after its indentation.
-        let at = match text.get(at..) {
-            Some(rest) if rest.starts_with('<') => at,
-            Some(rest) => match rest.find('<') {
-                Some(i) => at + i,
-                None => continue,
-            },
-            None => continue,
-        };
-        escapes.push(at);
     }
-    escapes.sort_unstable();
-    escapes.dedup();
-    escapes
-}
-
-/// Whether `literal` (an inline HTML node: a tag, comment, declaration, instruction or
-/// CDATA section) is markup in CommonMark 0.29 as well: tags, instructions and CDATA are
-/// the same in both; a comment must not start with `>` or `->` nor hold `--` before its
-/// `-->`; a declaration's name is upper-case.
-fn comment_or_declaration_in_029(literal: &str) -> bool {
-    if let Some(body) = literal.strip_prefix("<!--") {
-        if body.starts_with("-->") {
-            return true;
-        }
-        if body.starts_with('>') || body.starts_with("->") {
-            return false;
-        }
-        // The first `--` must be the closing `-->`.
-        return body
-            .find("--")
-            .is_some_and(|i| body[i..].starts_with("-->"));
-    }
-    !starts_lowercase_declaration(literal)
-}
-
-/// Whether `literal` starts with `<!` and a letter that is not upper-case.
-fn starts_lowercase_declaration(literal: &str) -> bool {
-    literal
-        .strip_prefix("<!")
-        .and_then(|rest| rest.chars().next())
-        .is_some_and(|c| c.is_ascii_lowercase())
+    out.push_str(&text[from..]);
+    out
 }
 
 /// Attributes whose value a browser reads as a URL (fetched, followed or submitted to).
@@ -236,8 +196,12 @@ const URL_ATTRIBUTES: &[&str] = &[
 /// Attributes whose value a reader sees (a tooltip, an image's stand-in).
 const VISIBLE_ATTRIBUTES: &[&str] = &["alt", "title", "aria-label", "placeholder", "label"];
 
-/// Elements inside which forges link nothing of their own.
-const UNLINKED: &[&str] = &["a", "code", "pre", "script", "style"];
+/// Elements inside which forges link nothing of their own (GitHub's tag filter shows
+/// `<script>` and `<style>` as text, so what follows them is linked as any text).
+const UNLINKED: &[&str] = &["a", "code", "pre"];
+
+/// Attributes of SVG animations whose values set another attribute (a link's `href`).
+const ANIMATION_VALUES: &[&str] = &["values", "from", "to", "by"];
 
 /// What a browser's reader gets of `html`: its text nodes, the texts of its visible
 /// attributes and the URLs of its elements.
@@ -248,11 +212,23 @@ fn read_html(html: &str) -> Reading {
     // How deep inside each element of UNLINKED the text is.
     let mut unlinked = 0usize;
     let mut stack: Vec<String> = Vec::new();
+    // The text as a browser builds it: what stands in a table outside its cells is moved
+    // before the table (foster parenting), so it reads joined to what precedes the table.
+    let mut fostered = String::new();
+    let mut table_depth = 0usize;
+    let mut cell_depth = 0usize;
+    let mut foster_at = 0usize;
     for token in Tokenizer::new(html).flatten() {
         match token {
             Token::String(text) => {
                 let text = String::from_utf8_lossy(&text);
                 reading.visible.push_str(&text);
+                if table_depth > 0 && cell_depth == 0 {
+                    fostered.insert_str(foster_at, &text);
+                    foster_at += text.len();
+                } else {
+                    fostered.push_str(&text);
+                }
                 if unlinked == 0 {
                     reading.linkable.push_str(&text);
                     reading.linkable.push_str(" \n");
@@ -261,10 +237,28 @@ fn read_html(html: &str) -> Reading {
             }
             Token::StartTag(tag) => {
                 let name = String::from_utf8_lossy(&tag.name).to_ascii_lowercase();
+                match name.as_str() {
+                    "table" if !tag.self_closing => {
+                        if table_depth == 0 {
+                            foster_at = fostered.len();
+                        }
+                        table_depth += 1;
+                    }
+                    "td" | "th" | "caption" if table_depth > 0 && !tag.self_closing => {
+                        cell_depth += 1
+                    }
+                    _ => {}
+                }
                 for (attribute, value) in &tag.attributes {
                     let attribute = String::from_utf8_lossy(attribute).to_ascii_lowercase();
                     let value = String::from_utf8_lossy(value).into_owned();
-                    if URL_ATTRIBUTES.contains(&attribute.as_str()) {
+                    if attribute == "style" {
+                        reading.urls.extend(css_urls(&value));
+                    } else if ANIMATION_VALUES.contains(&attribute.as_str()) {
+                        reading
+                            .urls
+                            .extend(value.split(';').map(|v| v.trim().to_owned()));
+                    } else if URL_ATTRIBUTES.contains(&attribute.as_str()) {
                         if attribute.ends_with("srcset") {
                             reading.urls.extend(srcset_urls(&value));
                         } else {
@@ -283,6 +277,11 @@ fn read_html(html: &str) -> Reading {
             }
             Token::EndTag(tag) => {
                 let name = String::from_utf8_lossy(&tag.name).to_ascii_lowercase();
+                match name.as_str() {
+                    "table" => table_depth = table_depth.saturating_sub(1),
+                    "td" | "th" | "caption" => cell_depth = cell_depth.saturating_sub(1),
+                    _ => {}
+                }
                 if let Some(open) = stack.iter().rposition(|n| *n == name) {
                     unlinked -= stack.len() - open;
                     stack.truncate(open);
@@ -292,7 +291,46 @@ fn read_html(html: &str) -> Reading {
         }
     }
     reading.visible.push_str(&attributes_seen);
+    if fostered != reading.visible {
+        reading.visible.push_str(" \n");
+        reading.visible.push_str(&fostered);
+    }
     reading
+}
+
+/// The URLs of a `style` attribute's `url(…)`s, CSS escapes decoded (`\2f` is `/`).
+fn css_urls(style: &str) -> Vec<String> {
+    let mut decoded = String::with_capacity(style.len());
+    let mut chars = style.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            decoded.push(c);
+            continue;
+        }
+        let mut hex = String::new();
+        while hex.len() < 6 && chars.peek().is_some_and(char::is_ascii_hexdigit) {
+            hex.extend(chars.next());
+        }
+        if hex.is_empty() {
+            decoded.extend(chars.next());
+            continue;
+        }
+        if chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+            chars.next();
+        }
+        let value = u32::from_str_radix(&hex, 16).unwrap_or(0xfffd);
+        decoded.push(char::from_u32(value).unwrap_or('\u{fffd}'));
+    }
+    let lower = decoded.to_ascii_lowercase();
+    lower
+        .match_indices("url(")
+        .map(|(at, _)| {
+            let rest = decoded[at + 4..].trim_start();
+            let rest = rest.trim_start_matches(['"', '\'']);
+            let end = rest.find(['"', '\'', ')']).unwrap_or(rest.len());
+            rest[..end].trim().to_owned()
+        })
+        .collect()
 }
 
 /// The URLs of a `srcset` attribute: each candidate's first word.
@@ -354,8 +392,23 @@ mod tests {
     }
 
     #[test]
-    fn nesting_past_the_passes_is_unreadable() {
-        let nested = "<!-- -- ".repeat(MAX_PASSES + 2) + "-->";
-        assert!(read(&format!("a {nested}")).unreadable);
+    fn blocks_and_comments_only_newer_commonmark_reads_are_text() {
+        // 0.31 starts a raw block at `<search>` and `<textarea>` and hides what follows;
+        // 0.29 (GitHub) renders it as Markdown.
+        for text in [
+            "para\n<search>\n[t](javascript:x)",
+            "<textarea>\n\n[t](javascript:x)",
+            "<pre>\n</textarea>\n`<a href=\"javascript:x\">x</a>`",
+        ] {
+            let r = read(text);
+            assert!(
+                r.urls.iter().any(|u| u.starts_with("javascript")),
+                "{text}: {r:?}"
+            );
+        }
+        let nested = "<!-- -- ".repeat(50) + "-->";
+        assert!(read(&format!("a {nested} ghp<b></b>_x"))
+            .visible
+            .contains("ghp_x"));
     }
 }

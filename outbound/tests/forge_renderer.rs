@@ -176,6 +176,49 @@ fn hand_written() -> Vec<String> {
         "<img srcset=\"a.png 1x, //evil.example/b.png 2x\">".into(),
         "<textarea><a href=\"https://evil.example\">x</a></textarea>".into(),
         "<details><summary>x</summary>\n\n[y](//evil.example)\n</details>".into(),
+        // CommonMark 0.31's `<search>` (a type-6 HTML block that interrupts a paragraph)
+        // and `<textarea>` (type 1: runs over blank lines, ends at `</style>`) are not
+        // HTML blocks of cmark-gfm 0.29: what comrak keeps as raw HTML, cmark-gfm renders
+        // as Markdown, and the other way round.
+        format!(
+            "para\n<search>\n[t](javascript:alert(1)) {}[{}](x){}",
+            &s[..2],
+            &s[2..8],
+            &s[8..]
+        ),
+        format!(
+            "<textarea>\n\n[t](javascript:alert(1)) {}[{}](x){}",
+            &s[..2],
+            &s[2..8],
+            &s[8..]
+        ),
+        "<textarea>\n\n![t](data:image/png,xx)".into(),
+        "para\n<search>\n>www.evil.example/x".into(),
+        "<textarea>\n\n>www.evil.example/x".into(),
+        "para\n<search>\n<code>x@evil.example</code>".into(),
+        "para\n<search>\n[t](https://docs.example.com'.evil.example/x)".into(),
+        "para\n<search>\n![t](https://docs.example.com\".evil.example/x)".into(),
+        "para\n<search>\n[t](https://docs.example.com`.evil.example/x)".into(),
+        format!("<textarea>\n</style>\n    <a href=\"javascript:alert(1)\">x</a> {a}<a x<y>{b}"),
+        "<pre>\n</textarea>\n`<a href=\"javascript:alert(1)\">x</a>`".into(),
+        "<pre>\n</textarea>\n`<img src=\"data:,x\">`".into(),
+        // comrak's inline source positions after a link reference definition that opens
+        // the paragraph are the definition's: the `\\` meant for `<!-->` lands on the
+        // definition's `<` and breaks it, so comrak reads no link where cmark-gfm does.
+        format!(
+            "[r]: <javascript:alert(1) x>\nx <!--> [t][r] {}[{}][r]{}",
+            &s[..2],
+            &s[2..8],
+            &s[8..]
+        ),
+        "[r]: <data:text/html,hi x>\nx <!--> ![t][r]".into(),
+        format!(
+            "[r]: <x y>\nx <!--> {}[{}][r]{}",
+            &s[..2],
+            &s[2..8],
+            &s[8..]
+        ),
+        "[r]: <//docs.example.com'.evil.example/p.png y>\nx <!--> ![t][r]".into(),
     ];
     corpus.extend(spellings().iter().map(|sp| format!("x {sp} y")));
     corpus
