@@ -214,20 +214,22 @@ fn read_html(html: &str) -> Reading {
     let mut stack: Vec<String> = Vec::new();
     // The text as a browser builds it: what stands in a table outside its cells is moved
     // before the table (foster parenting), so it reads joined to what precedes the table.
+    // (Built as what precedes the outermost table, what is fostered out of it, and its
+    // cells' text, joined when it ends: linear however much is fostered.)
     let mut fostered = String::new();
+    let mut fostered_out = String::new();
+    let mut table_text = String::new();
     let mut table_depth = 0usize;
     let mut cell_depth = 0usize;
-    let mut foster_at = 0usize;
     for token in Tokenizer::new(html).flatten() {
         match token {
             Token::String(text) => {
                 let text = String::from_utf8_lossy(&text);
                 reading.visible.push_str(&text);
-                if table_depth > 0 && cell_depth == 0 {
-                    fostered.insert_str(foster_at, &text);
-                    foster_at += text.len();
-                } else {
-                    fostered.push_str(&text);
+                match (table_depth > 0, cell_depth > 0) {
+                    (true, false) => fostered_out.push_str(&text),
+                    (true, true) => table_text.push_str(&text),
+                    (false, _) => fostered.push_str(&text),
                 }
                 if unlinked == 0 {
                     reading.linkable.push_str(&text);
@@ -238,12 +240,7 @@ fn read_html(html: &str) -> Reading {
             Token::StartTag(tag) => {
                 let name = String::from_utf8_lossy(&tag.name).to_ascii_lowercase();
                 match name.as_str() {
-                    "table" if !tag.self_closing => {
-                        if table_depth == 0 {
-                            foster_at = fostered.len();
-                        }
-                        table_depth += 1;
-                    }
+                    "table" if !tag.self_closing => table_depth += 1,
                     "td" | "th" | "caption" if table_depth > 0 && !tag.self_closing => {
                         cell_depth += 1
                     }
@@ -278,7 +275,13 @@ fn read_html(html: &str) -> Reading {
             Token::EndTag(tag) => {
                 let name = String::from_utf8_lossy(&tag.name).to_ascii_lowercase();
                 match name.as_str() {
-                    "table" => table_depth = table_depth.saturating_sub(1),
+                    "table" if table_depth > 0 => {
+                        table_depth -= 1;
+                        if table_depth == 0 {
+                            fostered.push_str(&std::mem::take(&mut fostered_out));
+                            fostered.push_str(&std::mem::take(&mut table_text));
+                        }
+                    }
                     "td" | "th" | "caption" => cell_depth = cell_depth.saturating_sub(1),
                     _ => {}
                 }
@@ -291,6 +294,9 @@ fn read_html(html: &str) -> Reading {
         }
     }
     reading.visible.push_str(&attributes_seen);
+    // A table never closed: the browser closes it at the end.
+    fostered.push_str(&fostered_out);
+    fostered.push_str(&table_text);
     if fostered != reading.visible {
         reading.visible.push_str(" \n");
         reading.visible.push_str(&fostered);
