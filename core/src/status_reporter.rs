@@ -82,7 +82,7 @@ impl StatusReporter {
                         .status_retry_at(report.id, &error, now_ms() + backoff)
                         .await?;
                 }
-                Err(PostError::Retry(error) | PostError::Permanent(error)) => {
+                Err(PostError::Retry(error) | PostError::Permanent(error) | PostError::Moved(error)) => {
                     tracing::warn!(run = report.run_id, "giving up a commit status: {error}");
                     self.store.status_abandoned(report.id, &error).await?;
                 }

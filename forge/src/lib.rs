@@ -10,7 +10,8 @@
 //! - [`auth`] chooses the credential for each use of a repository's forge: its personal
 //!   token, or the engine's GitHub App's installation token narrowed to the use.
 //! - [`lookup`] reads a pull request's refs from the forge's API; [`permission`] learns who
-//!   may summon a workflow from an issue or a comment.
+//!   may summon a workflow from an issue or a comment; [`repo_identity`] confirms a
+//!   registered repository's name still names the repository (its forge id) registered.
 
 pub mod answers;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod git_names;
 pub mod lookup;
 pub mod payload;
 pub mod permission;
+pub mod repo_identity;
 pub mod signature;
 pub mod status;
 mod url_path;

@@ -90,7 +90,7 @@ impl ApiTarget {
         let token = auth
             .token(repo, Use::Lookup)
             .await
-            .map_err(|e| anyhow::anyhow!("forge token of {}: {e}", repo.name))?;
+            .map_err(|e| anyhow::Error::new(e).context(format!("forge token of {}", repo.name)))?;
         Ok(Some(ApiTarget {
             forge,
             api_url,

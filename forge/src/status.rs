@@ -54,6 +54,10 @@ pub enum PostError {
     Retry(String),
     #[error("{0}")]
     Permanent(String),
+    /// The repository's name now names another repository on the forge than the one
+    /// registered (its forge id changed): nothing is done with it, whatever the use. Final.
+    #[error("{0}")]
+    Moved(String),
 }
 
 /// Posts one status.

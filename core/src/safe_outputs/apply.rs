@@ -177,6 +177,9 @@ impl Applier {
                 Err(PostError::Permanent(e)) => {
                     Err(PostError::Permanent(self.redacted(row.run_id, &e).await))
                 }
+                Err(PostError::Moved(e)) => {
+                    Err(PostError::Moved(self.redacted(row.run_id, &e).await))
+                }
                 ok => ok,
             };
             match outcome {
@@ -193,7 +196,7 @@ impl Applier {
                         .mark_failed(id, &error, Some(now_ms() + backoff_ms(tries)))
                         .await?;
                 }
-                Err(PostError::Retry(error) | PostError::Permanent(error)) => {
+                Err(PostError::Retry(error) | PostError::Permanent(error) | PostError::Moved(error)) => {
                     self.tries_of(id, None);
                     tracing::warn!(run = row.run_id, proposal = id, "not applied: {error}");
                     self.store.mark_failed(id, &error, None).await?;

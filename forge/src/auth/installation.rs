@@ -28,6 +28,8 @@ const MAX_ANSWER_BYTES: usize = 256 * 1024;
 pub(crate) struct Minted {
     pub token: Token,
     pub valid_for: Duration,
+    /// The forge ids of the repositories the token is for, as the answer names them.
+    pub repository_ids: Vec<i64>,
 }
 
 #[derive(Deserialize)]
@@ -102,8 +104,9 @@ pub(crate) async fn installation_of(
 
 /// `POST {api}/app/installations/{id}/access_tokens` for `repo`'s name only, with `use_`'s
 /// permissions only. When the registered repository is bound to a forge id (`bound`), a
-/// token whose answer does not name that repository id only is refused (never returned):
-/// the name, and so the installation found for it, may now be another repository's.
+/// token whose answer does not name that repository id only is refused (never returned,
+/// [`PostError::Moved`]): the name, and so the installation found for it, may now be
+/// another repository's.
 pub(crate) async fn access_token(
     client: &reqwest::Client,
     app: &GitHubApp,
@@ -130,15 +133,10 @@ pub(crate) async fn access_token(
             other => other,
         })?;
     let token = Token::new(answer.token);
+    let repository_ids: Vec<i64> = answer.repositories.iter().map(|r| r.id).collect();
     if let Some(bound) = bound {
-        let ids: Vec<i64> = answer.repositories.iter().map(|r| r.id).collect();
-        if ids != [bound] {
-            return Err(PostError::Permanent(format!(
-                "the GitHub App's installation token for {repo} is for repository id(s) {ids:?}, \
-                 not {bound}, the repository registered under that name: the name now belongs \
-                 to another repository (renamed, or deleted and re-created); the token is not \
-                 used. Re-register the repository if the move is yours"
-            )));
+        if repository_ids != [bound] {
+            return Err(super::moved(repo, bound, &repository_ids));
         }
     }
     let valid_for = chrono::DateTime::parse_from_rfc3339(&answer.expires_at)
@@ -149,7 +147,11 @@ pub(crate) async fn access_token(
             at.duration_since(SystemTime::now()).ok()
         })
         .unwrap_or_default();
-    Ok(Minted { token, valid_for })
+    Ok(Minted {
+        token,
+        valid_for,
+        repository_ids,
+    })
 }
 
 fn owner_name(repo: &str) -> Result<(&str, &str), PostError> {

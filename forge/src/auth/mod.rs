@@ -65,6 +65,14 @@ pub struct ForgeAuth {
 /// (App API, repository, use).
 type TokenKey = (String, String, Use);
 
+/// A cached installation token: the forge ids of the repositories it was minted for, and
+/// when to replace it.
+struct Cached {
+    token: Token,
+    repository_ids: Vec<i64>,
+    refresh_at: Instant,
+}
+
 struct Inner {
     vault: Vault,
     app: Option<GitHubApp>,
@@ -72,8 +80,9 @@ struct Inner {
     /// CPU), which an engine that never calls the App's API (`plue run`, personal tokens
     /// only) should not pay, nor each run's outbound wall that holds a `ForgeAuth`.
     client: std::sync::OnceLock<reqwest::Client>,
-    /// (App API, repository, use) → a token and when to replace it.
-    tokens: Mutex<HashMap<TokenKey, (Token, Instant)>>,
+    /// (App API, repository, use) → a token, the repository ids it is for, when to
+    /// replace it.
+    tokens: Mutex<HashMap<TokenKey, Cached>>,
     /// (App API, repository) → its installation.
     installations: Mutex<HashMap<(String, String), u64>>,
     /// Repository → installation tokens handed out for it (newest last).
@@ -191,9 +200,21 @@ impl ForgeAuth {
         let app = self.inner.app.as_ref().expect("is_app checked the App");
         let api = self.app_api(repo)?;
         let key = (api.clone(), repo.name.clone(), use_);
-        if let Some((token, refresh_at)) = lock(&self.inner.tokens).get(&key) {
-            if Instant::now() < *refresh_at {
-                return Ok(token.clone());
+        {
+            let mut tokens = lock(&self.inner.tokens);
+            if let Some(cached) = tokens.get(&key) {
+                // A token is the repository id's it was minted for: when the name is bound
+                // to another id now (re-registered, or bound after the mint), it is not used.
+                if let Some(bound) = repo.forge_repo_id {
+                    if cached.repository_ids != [bound] {
+                        let moved = moved(&repo.name, bound, &cached.repository_ids);
+                        tokens.remove(&key);
+                        return Err(moved);
+                    }
+                }
+                if Instant::now() < cached.refresh_at {
+                    return Ok(cached.token.clone());
+                }
             }
         }
         let place = (api.clone(), repo.name.clone());
@@ -235,7 +256,14 @@ impl ForgeAuth {
         if tokens.len() >= MAX_CACHED {
             tokens.clear();
         }
-        tokens.insert(key, (minted.token.clone(), refresh_at));
+        tokens.insert(
+            key,
+            Cached {
+                token: minted.token.clone(),
+                repository_ids: minted.repository_ids,
+                refresh_at,
+            },
+        );
         Ok(minted.token)
     }
 
@@ -256,6 +284,15 @@ impl ForgeAuth {
     pub fn refused(&self, repo: &RepoRow, use_: Use) {
         if let Ok(api) = self.app_api(repo) {
             lock(&self.inner.tokens).remove(&(api, repo.name.clone(), use_));
+        }
+    }
+
+    /// Forgets every token cached for `repo`'s name, whatever its use: the forge showed
+    /// that name to be another repository's now.
+    pub fn forget_repository(&self, repo: &RepoRow) {
+        lock(&self.inner.tokens).retain(|(_, name, _), _| name != &repo.name);
+        if let Ok(api) = self.app_api(repo) {
+            lock(&self.inner.installations).remove(&(api, repo.name.clone()));
         }
     }
 
@@ -334,4 +371,15 @@ impl ForgeAuth {
         }
         Ok(secrets)
     }
+}
+
+/// The refusal of a token for `repo`, registered as forge id `bound`, that is for
+/// `repository_ids` instead.
+fn moved(repo: &str, bound: i64, repository_ids: &[i64]) -> PostError {
+    PostError::Moved(format!(
+        "the GitHub App's installation token for {repo} is for repository id(s) \
+         {repository_ids:?}, not {bound}, the repository registered under that name: the name \
+         now belongs to another repository (renamed, or deleted and re-created); the token is \
+         not used. Re-register the repository if the move is yours"
+    ))
 }

@@ -284,7 +284,7 @@ async fn a_token_for_another_repository_of_the_same_name_is_refused() {
     let mut registered = repo(&api, None);
     registered.forge_repo_id = Some(HELLO_ID + 1);
     let refused = auth.token(&registered, Use::Write).await.unwrap_err();
-    assert!(matches!(refused, PostError::Permanent(_)), "{refused}");
+    assert!(matches!(refused, PostError::Moved(_)), "{refused}");
     assert!(
         refused
             .to_string()

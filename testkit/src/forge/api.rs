@@ -218,6 +218,7 @@ fn route(
     }
     let number = |text: &str| text.parse::<u64>().ok();
     match (method, tail) {
+        ("GET", []) => repository(shared, &repo),
         ("POST", ["pulls"]) => create_pull(shared, &repo, body),
         ("GET", ["pulls"]) => list_pulls(shared, &repo, query),
         ("GET", ["pulls", n]) if number(n).is_some() => {
@@ -245,6 +246,30 @@ fn route(
         ("POST", ["statuses", sha]) => create_status(shared, &repo, sha, body),
         _ => not_found(),
     }
+}
+
+/// `GET /repos/{owner}/{name}`: the repository its name names now (GitHub's `repository`
+/// shape; Gitea's fields Plue reads).
+fn repository(shared: &SharedState, repo: &str) -> Answer {
+    let guard = lock(shared);
+    let id = guard.repo_id(repo);
+    let mut shown = match guard.flavor {
+        Flavor::GitHub => github_json::repository(&guard.url, repo),
+        Flavor::Gitea => {
+            let (owner, name) = repo.split_once('/').unwrap_or((repo, repo));
+            json!({
+                "full_name": repo,
+                "name": name,
+                "owner": {"id": 1, "login": owner},
+                "private": false,
+                "default_branch": "main",
+                "clone_url": format!("{}/{repo}.git", guard.url),
+                "html_url": format!("{}/{repo}", guard.url),
+            })
+        }
+    };
+    shown["id"] = json!(id);
+    Answer::json(200, shown)
 }
 
 fn str_field<'a>(body: &'a Value, name: &str) -> Option<&'a str> {

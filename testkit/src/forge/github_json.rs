@@ -73,6 +73,12 @@ pub(crate) fn collaborator(url: &str, login: &str, role: &str) -> Value {
 }
 
 /// `repository`: `owner/name`'s.
+/// The forge id of repository `repo` (`owner/name`) unless another repository took its
+/// name: derived from the name, the same on every run.
+pub(crate) fn repository_id(repo: &str) -> u64 {
+    account_id(repo)
+}
+
 pub(crate) fn repository(url: &str, repo: &str) -> Value {
     let (owner, name) = repo.split_once('/').unwrap_or((repo, repo));
     let at = format!("{}/repos/{repo}", api(url));

@@ -252,6 +252,19 @@ pub(crate) struct Shared {
     pub(crate) next_id: u64,
     /// The GitHub App mode ([`FakeForge::enable_app`]); `None`: personal tokens.
     pub(crate) app: Option<app::AppMode>,
+    /// Repositories whose name another repository took ([`FakeForge::give_name_to`]): the
+    /// forge id their name has now, instead of the one derived from the name.
+    pub(crate) repo_ids: BTreeMap<String, u64>,
+}
+
+impl Shared {
+    /// The forge id of the repository `repo` (`owner/name`) names now.
+    pub(crate) fn repo_id(&self, repo: &str) -> u64 {
+        self.repo_ids
+            .get(repo)
+            .copied()
+            .unwrap_or_else(|| github_json::repository_id(repo))
+    }
 }
 
 pub(crate) type SharedState = Arc<Mutex<Shared>>;
@@ -308,6 +321,7 @@ impl FakeForge {
             faults: Vec::new(),
             next_id: 1000,
             app: None,
+            repo_ids: BTreeMap::new(),
         }));
         let app = axum::Router::new()
             .fallback(api::handle)
@@ -346,6 +360,19 @@ impl FakeForge {
     /// The bare repository on disk (for tests that read it with git).
     pub fn repo_dir(&self, repo: &str) -> PathBuf {
         lock(&self.shared).root.join(format!("{repo}.git"))
+    }
+
+    /// The name `repo` (`owner/name`) now belongs to another repository, forge id `id` (an
+    /// organisation renamed, a repository deleted and re-created by someone else): the API
+    /// and new installation tokens name that id; git still serves the same directory, as a
+    /// public repository's would be served to any token.
+    pub fn give_name_to(&self, repo: &str, id: u64) {
+        lock(&self.shared).repo_ids.insert(repo.to_string(), id);
+    }
+
+    /// The forge id the name `repo` has now.
+    pub fn repository_id(&self, repo: &str) -> u64 {
+        lock(&self.shared).repo_id(repo)
     }
 
     /// Creates `owner/name` as an empty bare repository whose HEAD is `main`.

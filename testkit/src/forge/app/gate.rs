@@ -240,7 +240,11 @@ fn as_the_app(
     body: &Value,
 ) -> Answer {
     let url = shared.url.clone();
-    let repos: Vec<String> = shared.repos.keys().cloned().collect();
+    let repos: Vec<(String, u64)> = shared
+        .repos
+        .keys()
+        .map(|r| (r.clone(), shared.repo_id(r)))
+        .collect();
     let Some(app) = shared.app.as_mut() else {
         return answer(404, "Not Found");
     };
@@ -251,7 +255,7 @@ fn as_the_app(
         ("GET", ["app"]) => Answer::json(200, shapes::app(&url, &app.config)),
         ("GET", ["repos", owner, name, "installation"]) => {
             let repo = format!("{owner}/{name}");
-            if !repos.contains(&repo) || app.uninstalled.contains(&repo) {
+            if !repos.iter().any(|(r, _)| *r == repo) || app.uninstalled.contains(&repo) {
                 return answer(404, "Not Found");
             }
             Answer::json(
@@ -273,10 +277,17 @@ fn as_the_app(
 }
 
 /// A token for the body's `repositories` (names; default: every installed repository)
-/// and `permissions` (default: all the App's), each within the installation's.
-pub(super) fn mint(app: &mut AppMode, url: &str, repos: &[String], body: &Value) -> Answer {
+/// and `permissions` (default: all the App's), each within the installation's. `repos`
+/// are the forge's repositories with the ids their names have now.
+pub(super) fn mint(
+    app: &mut AppMode,
+    url: &str,
+    repos: &[(String, u64)],
+    body: &Value,
+) -> Answer {
     let installed: Vec<&String> = repos
         .iter()
+        .map(|(r, _)| r)
         .filter(|r| !app.uninstalled.contains(*r))
         .collect();
     let wanted: Vec<String> = match body.get("repositories") {
@@ -340,8 +351,13 @@ pub(super) fn mint(app: &mut AppMode, url: &str, repos: &[String], body: &Value)
         expires,
         expires_at,
     });
-    Answer::json(
-        201,
-        shapes::access_token(url, &token, expires_at, &permissions, &wanted),
-    )
+    let mut minted = shapes::access_token(url, &token, expires_at, &permissions, &wanted);
+    if let Some(listed) = minted["repositories"].as_array_mut() {
+        for (shown, repo) in listed.iter_mut().zip(&wanted) {
+            if let Some((_, id)) = repos.iter().find(|(r, _)| r == repo) {
+                shown["id"] = Value::from(*id);
+            }
+        }
+    }
+    Answer::json(201, minted)
 }

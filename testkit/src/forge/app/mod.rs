@@ -153,7 +153,11 @@ impl FakeForge {
     pub fn mint_installation_token(&self, repo: &str, permissions: &[(&str, &str)]) -> String {
         let mut shared = lock(&self.shared);
         let url = shared.url.clone();
-        let repos: Vec<String> = shared.repos.keys().cloned().collect();
+        let repos: Vec<(String, u64)> = shared
+            .repos
+            .keys()
+            .map(|r| (r.clone(), shared.repo_id(r)))
+            .collect();
         let app = shared.app.as_mut().expect("the App mode is on");
         let name = repo.split_once('/').map_or(repo, |(_, name)| name);
         let permissions: serde_json::Map<String, serde_json::Value> = permissions

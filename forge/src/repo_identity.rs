@@ -1,0 +1,122 @@
+//! Whether a registered repository is still, on its forge, the repository it was
+//! registered as: its forge id (`forge_repo_id`, bound by the first delivery or
+//! installation that named it) against the id the forge's API gives its name now
+//! (`GET /repos/{owner}/{name}`, both forges).
+//!
+//! A name can change hands (an organisation renamed, a repository deleted and re-created,
+//! a transfer): whoever holds it then would have the old repository's secrets, cached
+//! tokens and schedules run for their code. Webhook deliveries carry the id and are checked
+//! where they are received; everything the engine starts on its own or at an API caller's
+//! word — a dispatch, a schedule's tick, a re-run — asks here first.
+//!
+//! Invariants:
+//! - A bound repository whose name the forge now gives another id, or no longer shows
+//!   (404), is [`NotConfirmed::Moved`], and every token cached for that name is forgotten;
+//!   nothing is fetched or started for it. A GitHub App token minted or cached for another
+//!   id is refused by [`ForgeAuth`] itself ([`PostError::Moved`]) on every use.
+//! - A repository not bound yet is bound here only where a delivery would bind it — one
+//!   served through the GitHub App (whose deliveries share the App's secret); any other
+//!   stays unbound until an installation names it, its own webhook secret being what ties
+//!   its deliveries to it. An unbound repository passes: it has no identity to keep yet.
+//! - A forge that fails to answer for a bound repository is [`NotConfirmed::Unavailable`]:
+//!   never taken as the same repository.
+
+use serde::Deserialize;
+
+use super::auth::ForgeAuth;
+use super::lookup::{ApiTarget, Found};
+use super::status::PostError;
+use plue_store::{RepoRow, Store};
+
+/// Why a repository could not be confirmed to be the one registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotConfirmed {
+    /// Its name is another repository's now (or nobody's): a sentence for the caller.
+    #[error("{0}")]
+    Moved(String),
+    /// The forge could not be asked or did not answer: a sentence for the caller.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+#[derive(Deserialize)]
+struct RepositoryId {
+    id: i64,
+}
+
+/// Confirms `repo` is the repository registered under its name (see the module's
+/// invariants), binding an unbound one to the id its forge names now.
+pub async fn confirm(
+    client: &reqwest::Client,
+    auth: &ForgeAuth,
+    store: &Store,
+    repo: &RepoRow,
+) -> Result<(), NotConfirmed> {
+    let target = match ApiTarget::of_repo(auth, repo).await {
+        Ok(Some(target)) => target,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(refused_token(auth, repo, e)),
+    };
+    let found = target.get::<RepositoryId>(client, &[]).await;
+    let bound = repo.forge_repo_id;
+    match (found, bound) {
+        (Ok(Found::Yes(now)), Some(bound)) if now.id == bound => Ok(()),
+        (Ok(Found::Yes(now)), Some(bound)) => {
+            auth.forget_repository(repo);
+            Err(NotConfirmed::Moved(format!(
+                "{} is registered for repository id {bound} on its forge, but the forge now \
+                 gives that name to repository id {}: the name belongs to another repository \
+                 (renamed, transferred, or deleted and re-created), so nothing starts for it. \
+                 Re-register the repository if the move is yours",
+                repo.name, now.id
+            )))
+        }
+        (Ok(Found::NotFound), Some(bound)) => {
+            auth.forget_repository(repo);
+            Err(NotConfirmed::Moved(format!(
+                "{} (repository id {bound} on its forge) is no longer found under that name: \
+                 it was renamed, transferred or deleted, so nothing starts for it. \
+                 Re-register the repository under its new name",
+                repo.name
+            )))
+        }
+        (Ok(Found::Yes(now)), None) if auth.is_app(repo) => {
+            match store.bind_forge_repo_id(repo.id, now.id).await {
+                Ok(Some(bound)) if bound != now.id => Err(NotConfirmed::Moved(format!(
+                "{} was bound meanwhile to repository id {bound}, not {}, the id its forge gives \
+                 the name now: nothing starts for it",
+                repo.name, now.id
+            ))),
+                Ok(_) => Ok(()),
+                Err(e) => Err(NotConfirmed::Unavailable(format!(
+                    "{}: recording its forge id: {e:#}",
+                    repo.name
+                ))),
+            }
+        }
+        (Ok(_), None) => Ok(()),
+        (Err(e), Some(_)) => Err(NotConfirmed::Unavailable(format!(
+            "{}: its forge could not confirm the name is still the repository registered: {e:#}",
+            repo.name
+        ))),
+        (Err(e), None) => {
+            tracing::info!(repository = %repo.name, "its forge id could not be learnt: {e:#}");
+            Ok(())
+        }
+    }
+}
+
+/// A token that could not be had for the lookup: a [`PostError::Moved`] is the moved
+/// repository; anything else leaves it unconfirmed.
+fn refused_token(auth: &ForgeAuth, repo: &RepoRow, error: anyhow::Error) -> NotConfirmed {
+    match error.downcast_ref::<PostError>() {
+        Some(PostError::Moved(why)) => {
+            auth.forget_repository(repo);
+            NotConfirmed::Moved(why.clone())
+        }
+        _ => NotConfirmed::Unavailable(format!(
+            "{}: no credential to ask its forge with: {error:#}",
+            repo.name
+        )),
+    }
+}
