@@ -100,6 +100,9 @@ impl World {
                     "200",
                     "--secret",
                     &secret,
+                    // The model's key reaches the one repository's agent (issue 69).
+                    "--secret-repos",
+                    "ANTHROPIC_API_KEY=Codertocat/Hello-World",
                     "--public-url",
                     "https://plue.example.com",
                     "--github-app-id",
@@ -425,4 +428,84 @@ async fn a_refused_token_request_is_a_refusal_that_says_so() {
         "refused the App an installation token",
     )
     .await;
+}
+
+/// A manual workflow whose step says whether it got the repository's `DEPLOY_TOKEN`.
+const DEPLOY: &str = r#"
+def workflow(ctx):
+    return Plan(name="Deploy", triggers=[Trigger.manual()], steps=[
+        Step.bash("deploy", 'if [ -n "${DEPLOY_TOKEN:-}" ]; then echo deploy-has-it; else echo deploy-has-none; fi', secrets=["DEPLOY_TOKEN"]),
+    ])
+"#;
+
+// Issue 69: after the name Codertocat/Hello-World moved to a new owner, a push was refused
+// (409) but a dispatch right after used the installation token cached before the takeover,
+// skipped the repository-id check and ran the new owner's workflow with the old
+// repository's secret; after a restart the same dispatch was a 500. Every start the engine
+// makes without a delivery — a dispatch, a re-run — now asks the forge whether the name is
+// still the repository registered, and refuses with 409 and the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_changed_hands_starts_nothing_through_a_cached_token() {
+    let _serial = support::serial().await;
+    let world = World::new("github-app-takeover", |forge| {
+        forge
+            .commit_files(REPO, "main", "main", &[(".plue/deploy.plue.py", DEPLOY)])
+            .unwrap();
+    })
+    .await;
+    let url = &world.engine.url;
+    support::put_repo_secret(url, REPO, "DEPLOY_TOKEN", "deploy-token-of-the-old-owner").await;
+    let dispatch = || async {
+        let response = client()
+            .post(format!("{url}/api/repos/{REPO}/dispatch"))
+            .json(&json!({"workflow": "Deploy", "ref": "main"}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    };
+    // The registered repository's own dispatch: bound to its forge id, tokens cached.
+    let (status, created) = dispatch().await;
+    assert_eq!(status, 201, "{created}");
+    let first = created["run_id"].as_i64().unwrap();
+    world.succeeded(first).await;
+
+    // The name moves to another repository; git still serves it (a public repository).
+    world.forge.give_name_to(REPO, 4_040_404);
+    let main = world.forge.branch_sha(REPO, "main").unwrap();
+    let mut push = webhook_fixture("github/push-new-branch.json");
+    push["repository"]["full_name"] = json!(REPO);
+    push["repository"]["id"] = json!(4_040_404);
+    push["after"] = json!(main);
+    let (status, answer) = world.deliver("push", "taken-push", &push).await;
+    assert_eq!(status, 409, "{answer}");
+
+    let (status, refused) = dispatch().await;
+    assert_eq!(status, 409, "{refused}");
+    let said = refused.to_string();
+    assert!(
+        said.contains("4040404") && said.contains("belongs to another repository"),
+        "{said}"
+    );
+    assert!(!said.contains(&world.prefix), "{said}");
+    let rerun = client()
+        .post(format!("{url}/api/runs/{first}/rerun"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rerun.status(), 409);
+    let said = rerun.text().await.unwrap();
+    assert!(said.contains("belongs to another repository"), "{said}");
+    let runs = support::get_json(&client(), &format!("{url}/api/runs")).await;
+    let ids: Vec<i64> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [first], "nothing new started: {runs}");
 }

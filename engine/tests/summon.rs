@@ -758,6 +758,86 @@ async fn what_the_engine_pushes_and_opens_runs_without_secrets() {
     drop(world.sb);
 }
 
+// Issue 69: an accepted proposal labelled a writer's pull request; the `labeled` delivery
+// names the engine as its sender and the pull request's author as a person. A workflow
+// gated on that label ran the pull request's code with the repository's secret: the label
+// stood for a person's decision and the engine made it. Whoever else the payload names, a
+// pull request event or push the engine caused runs like a fork's; the same label added
+// by a person, and the person's own push, get the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_or_push_the_engine_adds_to_a_persons_work_runs_without_secrets() {
+    let _serial = serial().await;
+    let world = World::new().await;
+    let gate = format!(
+        r#"
+def workflow(ctx):
+    return Plan(name="Deploy", triggers=[Trigger.on_pull_request(actions=["labeled"])], steps=[
+        Step.bash("deploy", {script:?}, secrets=["DEPLOY_TOKEN"]),
+    ])
+"#,
+        script = format!(
+            r#"if [ -n "${{DEPLOY_TOKEN:-}}" ]; then echo has; else echo none; fi > {}/run-$PLUE_RUN_ID.secret"#,
+            world.shared.display()
+        )
+    );
+    std::fs::write(world.origin.join(".plue/deploy.plue.py"), gate).unwrap();
+    git_sh(&world.origin, "git add -A && git commit -qm deploy-gate");
+    let main_sha = world.add_ci();
+    git_sh(
+        &world.origin,
+        "git checkout -q -b feature && echo change > change.txt && git add -A && git commit -qm change && git checkout -q main",
+    );
+    let head = git_sh(&world.origin, "git rev-parse feature");
+    let labeled = |sender: &str| {
+        let mut labeled = github_pull_request(9, "Codertocat", "feature", &head, &main_sha);
+        labeled["action"] = json!("labeled");
+        labeled["label"] = json!({"name": "deploy"});
+        labeled["sender"]["login"] = json!(sender);
+        labeled
+    };
+
+    // The control: a person labels it — the secret.
+    let answer = world
+        .deliver("github", "pull_request", "l-1", &labeled("Octocat"))
+        .await;
+    assert_eq!(world.secrets_of(&answer, true).await, ["has\n"], "{answer}");
+
+    // The engine's own label on the same person's pull request — in another case, as the
+    // forge may write the login.
+    let answer = world
+        .deliver("github", "pull_request", "l-2", &labeled("PLUE-writer"))
+        .await;
+    assert_eq!(
+        world.secrets_of(&answer, false).await,
+        ["none\n"],
+        "{answer}"
+    );
+
+    // The engine pushing onto a person's pull request (`synchronize`, sender the engine).
+    let mut pushed = github_pull_request(9, "Codertocat", "feature", &head, &main_sha);
+    pushed["action"] = json!("synchronize");
+    pushed["sender"]["login"] = json!("plue-writer");
+    let answer = world
+        .deliver("github", "pull_request", "l-3", &pushed)
+        .await;
+    assert_eq!(
+        world.secrets_of(&answer, false).await,
+        ["none\n"],
+        "{answer}"
+    );
+
+    // A push whose pusher is a person but whose sender is the engine.
+    let mut push = github_push("Codertocat", "refs/heads/main", &main_sha);
+    push["sender"]["login"] = json!("plue-writer");
+    let answer = world.deliver("github", "push", "l-4", &push).await;
+    assert_eq!(
+        world.secrets_of(&answer, false).await,
+        ["none\n"],
+        "{answer}"
+    );
+    drop(world.sb);
+}
+
 /// The forge will not say which account the engine's token is: `GET /user` answers
 /// `status` (GitHub answers 403 to every GitHub App installation token; any forge may
 /// answer 500). The engine's push of an agent's branch, the pull request it opens and the

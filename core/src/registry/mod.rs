@@ -21,6 +21,7 @@
 //! Why one file past ~600 lines: the event → runs path (fetch, evaluate, match, start) is
 //! one sequence; git, matching and summoning are their own modules.
 
+mod cause;
 pub mod git;
 pub mod matching;
 pub mod modules;
@@ -39,8 +40,10 @@ use plue_types::protocol::WorkspaceSource;
 
 use crate::executor::Executor;
 use crate::forge::payload::{PullRequestEvent, Push};
+use crate::forge::repo_identity::NotConfirmed;
 use crate::launch::render_problems;
 use crate::store::{now_ms, NewRun, RepoRow, RunRepo, ScheduleEntry, ScheduleRow, Triggerer};
+use cause::Causers;
 use git::{Mirror, WorkflowFile};
 use matching::Occasion;
 
@@ -61,6 +64,10 @@ pub enum DispatchError {
     /// The repository could not be fetched from its forge.
     #[error("{0}")]
     Unavailable(String),
+    /// The repository's name now names another repository on its forge than the one
+    /// registered ([`crate::forge::repo_identity`]).
+    #[error("{0}")]
+    Moved(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -158,7 +165,7 @@ impl Registry {
                 changed_files: changed.as_deref(),
             },
             fetch_url: repo.clone_url.clone(),
-            secrets_allowed: !self.written_by_engine(repo, push.actor.as_deref()).await,
+            secrets_allowed: !self.cause(repo, &Causers::of_push(push)).await.is_engine(),
             triggerer: self
                 .forge_triggerer(repo, push.actor.as_deref(), &push.co_actors)
                 .await?,
@@ -253,7 +260,10 @@ impl Registry {
             },
             fetch_url,
             secrets_allowed: !pr.from_fork
-                && !self.written_by_engine(repo, pr.actor.as_deref()).await,
+                && !self
+                    .cause(repo, &Causers::of_pull_request(pr))
+                    .await
+                    .is_engine(),
             triggerer: self
                 .forge_triggerer(repo, pr.actor.as_deref(), &pr.co_actors)
                 .await?,
@@ -311,6 +321,20 @@ impl Registry {
         }
     }
 
+    /// Confirms `repo`'s name still names the repository registered on its forge (its
+    /// forge id), binding one not bound yet; every start the engine makes without a
+    /// delivery (a dispatch, a schedule's tick, a re-run) asks this first.
+    pub async fn confirm_repository(&self, repo: &RepoRow) -> Result<(), DispatchError> {
+        let client = self.http.get_or_init(reqwest::Client::new);
+        let store = self.executor.store();
+        crate::forge::repo_identity::confirm(client, self.executor.forge_auth(), store, repo)
+            .await
+            .map_err(|refused| match refused {
+                NotConfirmed::Moved(why) => DispatchError::Moved(why),
+                NotConfirmed::Unavailable(why) => DispatchError::Unavailable(why),
+            })
+    }
+
     /// Starts `workflow` (a file path, its name without `.plue.py`, or a plan name) at
     /// `git_ref` with `inputs` checked against its manual trigger, recording `triggerer`
     /// (the API's caller) as who started it.
@@ -322,6 +346,7 @@ impl Registry {
         inputs: &BTreeMap<String, String>,
         triggerer: Option<Triggerer>,
     ) -> Result<i64, DispatchError> {
+        self.confirm_repository(repo).await?;
         let mirror = self.mirror(repo).await?;
         let (sha, git_ref) = {
             let lock = self.lock(repo.id);
@@ -447,6 +472,10 @@ impl Registry {
         repo: &RepoRow,
         schedule: &ScheduleRow,
     ) -> anyhow::Result<Option<i64>> {
+        if let Err(refused) = self.confirm_repository(repo).await {
+            tracing::warn!(repository = %repo.name, workflow = %schedule.workflow_path, "schedule '{}' starts no run: {refused}", schedule.cron);
+            return Ok(None);
+        }
         let mirror = self.mirror(repo).await?;
         self.locked_fetch(repo, &mirror, &repo.clone_url, &[&schedule.sha])
             .await?;

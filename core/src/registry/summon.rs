@@ -22,9 +22,10 @@
 //!   token writes as (a label the engine added for a proposal — Gitea marks no bots, and
 //!   its label events name no label, so any label change re-matches), start nothing — no
 //!   loop between a run's answer or output and a trigger.
-//! - What the engine itself pushes or opens (the branch and pull request of an agent's
-//!   proposal, pushed by the token's account) gets runs without secrets, like a fork's
-//!   ([`Registry::written_by_engine`], used by `on_push` and `on_pull_request`).
+//! - What the engine itself pushes, opens or labels (the branch and pull request of an
+//!   agent's proposal, pushed by the token's account; a label it adds to a person's pull
+//!   request) gets runs without secrets, like a fork's (`super::cause`, the one decision
+//!   of who caused an event, used by `on_push`, `on_pull_request` and here).
 //! - An engine that cannot learn which account its token writes as
 //!   ([`EngineIdentity::Unknown`]: `GET /user` failed — a GitHub App's token always gets
 //!   403 — and its marker and the bot flag are then all it could tell its own writing by)
@@ -49,6 +50,7 @@ use evaluator::context::{Comment, Issue};
 use evaluator::plan::Authors;
 use evaluator::{EvalContext, Event, PullRequest};
 
+use super::cause::{Cause, Causers};
 use super::git::{self, Mirror};
 use super::matching::{self, Occasion};
 use super::{Occurrence, Registry};
@@ -113,7 +115,10 @@ impl Registry {
                 repo.name, event.issue.number
             )));
         }
-        if let Some(why) = self.bot(repo, &event.sender).await? {
+        if let Some(why) = self
+            .summons_nothing(repo, &Causers::of_issue(event), &[&event.sender])
+            .await?
+        {
             return Ok(Summoned::nothing(why));
         }
         let point = self.default_branch_point(repo, &event.repo).await?;
@@ -150,10 +155,14 @@ impl Registry {
             )));
         }
         // The commenter, and whoever else sent the event (who edited the comment).
-        for author in std::iter::once(&event.commenter).chain(&event.sender) {
-            if let Some(why) = self.bot(repo, author).await? {
-                return Ok(Summoned::nothing(why));
-            }
+        let authors: Vec<&Author> = std::iter::once(&event.commenter)
+            .chain(&event.sender)
+            .collect();
+        if let Some(why) = self
+            .summons_nothing(repo, &Causers::of_comment(event), &authors)
+            .await?
+        {
+            return Ok(Summoned::nothing(why));
         }
         let point = if event.issue.is_pull_request {
             match self
@@ -259,49 +268,33 @@ impl Registry {
             .await
     }
 
-    /// Whether `actor` (a push's pusher, a pull request's author) might be the account the
-    /// repository's forge token writes as: the branch and the pull request an agent's
-    /// proposal became. Such a push or pull request gets a run like a fork's — no
-    /// secrets — since its files (tests, build scripts) are what an agent wrote, perhaps
-    /// at the bidding of an issue's text; a person's push or merge of it is trusted again.
-    /// When the forge cannot say who the engine is, any actor might be.
-    pub(super) async fn written_by_engine(&self, repo: &RepoRow, actor: Option<&str>) -> bool {
-        match self.engine_identity(repo).await {
-            EngineIdentity::Known(engine)
-                if actor.is_some_and(|a| engine.eq_ignore_ascii_case(a)) =>
-            {
-                tracing::info!(repository = %repo.name, "{engine} is the account Plue writes to the forge as: its push or pull request gets runs without secrets, like a fork's");
-                true
-            }
-            EngineIdentity::Known(_) | EngineIdentity::NoToken => false,
-            EngineIdentity::Unknown(why) => {
-                let actor = actor.unwrap_or("(unnamed)");
-                tracing::info!(repository = %repo.name, "Plue cannot tell which forge account it writes as ({why}): this push or pull request by {actor} might be its own, so it gets runs without secrets, like a fork's");
-                true
+    /// Why an event `causers` caused may summon nothing: the engine is among them (or might
+    /// be: [`Registry::cause`]), or one of `authors` is a bot not linked to a Plue user.
+    /// `None`: people only, each judged by the triggers' `authors=`.
+    async fn summons_nothing(
+        &self,
+        repo: &RepoRow,
+        causers: &Causers,
+        authors: &[&Author],
+    ) -> anyhow::Result<Option<String>> {
+        if let Cause::Engine(why) = self.cause(repo, causers).await {
+            return Ok(Some(format!("{why}: what Plue writes summons nothing")));
+        }
+        for author in authors {
+            if let Some(why) = self.unlinked_bot(repo, author).await? {
+                return Ok(Some(why));
             }
         }
+        Ok(None)
     }
 
-    /// Why `author` may not summon anything as the engine itself or a bot (`None`: neither,
-    /// or a bot linked to a Plue user) — or because the engine cannot tell whether it is
-    /// itself.
-    async fn bot(&self, repo: &RepoRow, author: &Author) -> anyhow::Result<Option<String>> {
-        match self.engine_identity(repo).await {
-            EngineIdentity::Unknown(why) => {
-                return Ok(Some(format!(
-                    "{}: Plue cannot tell which forge account it writes as ({why}): any issue or comment might be its own writing, so none summons a run until the forge says",
-                    repo.name
-                )));
-            }
-            identity if identity.might_be(author.login.as_deref()) => {
-                let login = author.login.as_deref().unwrap_or_default();
-                return Ok(Some(format!(
-                    "{}: {login} is the account Plue writes to the forge as: what it does summons nothing",
-                    repo.name
-                )));
-            }
-            _ => {}
-        }
+    /// Why `author` may not summon anything as a bot (`None`: not one, or a bot linked to
+    /// a Plue user).
+    async fn unlinked_bot(
+        &self,
+        repo: &RepoRow,
+        author: &Author,
+    ) -> anyhow::Result<Option<String>> {
         if !author.bot {
             return Ok(None);
         }

@@ -368,7 +368,7 @@ async fn cancel_run(
         (status = 401, response = openapi::Unauthorized),
         (status = 403, description = "The caller reads the run but lacks `writer` on its repository", body = ErrorView),
         (status = 404, description = "No such run, or one the caller may not read", body = ErrorView),
-        (status = 409, description = "The run has no plan (its workflow file did not evaluate); with `failed=true`, the run has not ended or no step failed", body = ErrorView),
+        (status = 409, description = "The run has no plan (its workflow file did not evaluate); with `failed=true`, the run has not ended or no step failed; the repository's name now names another repository on its forge, or the forge could not confirm it", body = ErrorView),
         (status = 500, response = openapi::EngineFailed),
     )
 )]
@@ -388,6 +388,7 @@ async fn rerun(
             format!("run {id} has no plan to run again: its workflow file did not evaluate"),
         ));
     }
+    reruns::confirm_repository(&state, &run).await?;
     if query.failed {
         return reruns::failed(&state, &caller, &run).await;
     }

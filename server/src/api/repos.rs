@@ -928,11 +928,13 @@ pub(super) async fn dispatch(
 /// repository that cannot be fetched — the repository as registered (its clone URL, its
 /// forge's answer) does not let it be read now, a fault of the repository, not the engine,
 /// so no 5xx (the registry logs git's reason at `warn`).
-fn dispatch_refused(refused: DispatchError) -> ApiError {
+pub(crate) fn dispatch_refused(refused: DispatchError) -> ApiError {
     match refused {
         DispatchError::NotFound(message) => ApiError::not_found(message),
         DispatchError::Rejected(message) => ApiError::Client(StatusCode::CONFLICT, message),
-        DispatchError::Unavailable(message) => ApiError::Client(StatusCode::CONFLICT, message),
+        DispatchError::Unavailable(message) | DispatchError::Moved(message) => {
+            ApiError::Client(StatusCode::CONFLICT, message)
+        }
         DispatchError::Internal(e) => ApiError::Internal(e),
     }
 }

@@ -54,6 +54,23 @@ pub(super) async fn started(
     Ok(Json(Created { run_id }))
 }
 
+/// Refuses a re-run of a run of a repository whose name now names another repository on
+/// its forge (409, like a dispatch): the re-run would hand the old repository's secrets to
+/// whoever holds the name now. A local run (no repository) or an engine without a registry
+/// has nothing to confirm.
+pub(super) async fn confirm_repository(state: &ApiState, run: &RunRow) -> ApiResult<()> {
+    let (Some(registry), Some(repo_id)) = (&state.registry, run.repo_id) else {
+        return Ok(());
+    };
+    let Some(repo) = state.executor.store().repo_by_id(repo_id).await? else {
+        return Ok(());
+    };
+    registry
+        .confirm_repository(&repo)
+        .await
+        .map_err(super::repos::dispatch_refused)
+}
+
 /// The failed-steps re-run of `run` (which `caller` may write), audited.
 pub(super) async fn failed(
     state: &ApiState,
