@@ -171,7 +171,7 @@ fn creator_of(caller: &Caller) -> Option<String> {
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller reads the run but lacks `writer` on its repository (`maintainer` for a step in an environment)", body = ErrorView),
         (status = 404, description = "No such run or step, or a run the caller may not read", body = ErrorView),
-        (status = 409, description = "The step did not fail, failed before it ran, is an `llm` step, starts from another step's workspace or artifacts, or has a debug session already", body = ErrorView),
+        (status = 409, description = "The step did not fail, failed before it ran, is an `llm` step, starts from another step's workspace or artifacts, or has a debug session already; the repository's name now names another repository on its forge", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "A body that is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
@@ -207,6 +207,8 @@ pub(super) async fn open(
     let store = state.executor.store();
     // Writers only: a reader learns it may not (403), others that there is no such run.
     let run = caller.visible_run(store, run_id, Role::Writer).await?;
+    // A re-run with the repository's secrets, like any: not for whoever holds its name now.
+    super::reruns::confirm_repository(&state, &run).await?;
     let creator = creator_of(&caller).ok_or_else(|| ApiError::unauthorized("sign in"))?;
     let missing = || ApiError::not_found(format!("run {run_id} has no step '{step}'"));
     let step_run = store.step_run(run_id, &step).await?.ok_or_else(missing)?;
