@@ -214,9 +214,13 @@ fn every_value_set_renders_manifests_valid_in_strict_mode() {
         }
         for object in &rendered.objects {
             let namespace = object["metadata"]["namespace"].as_str();
-            // The pool's Role and the runners' NetworkPolicy sit with the runner pods.
+            // The pool's Role and the runners' NetworkPolicies (theirs and their classes')
+            // sit with the runner pods.
             let runners_side = matches!(object["kind"].as_str(), Some("Role" | "RoleBinding"))
-                || object["metadata"]["name"] == "plue-runners";
+                || (object["kind"] == "NetworkPolicy"
+                    && object["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("plue-runners")));
             match object["kind"].as_str() {
                 Some("Namespace") => assert!(namespace.is_none(), "{name}: {object}"),
                 _ if runners_side => assert_eq!(namespace, Some(RUNNERS), "{name}: {object}"),
@@ -692,7 +696,7 @@ fn runner_pods_reach_only_the_engine_dns_and_the_configured_egress() {
         "nothing may connect to a runner pod"
     );
     let egress = spec["egress"].as_array().unwrap();
-    assert_eq!(egress.len(), 2, "engine and DNS only: {egress:?}");
+    assert_eq!(egress.len(), 1, "the engine only: {egress:?}");
     let engine_rule = &egress[0];
     assert_eq!(
         engine_rule["to"][0]["podSelector"]["matchLabels"],
@@ -703,7 +707,9 @@ fn runner_pods_reach_only_the_engine_dns_and_the_configured_egress() {
         json!([{"port": 8601, "protocol": "TCP"}]),
         "the runner port only: not the API, dashboard, webhooks or metrics"
     );
-    let dns = &egress[1];
+    // DNS is the default class's (a `step` class: its steps never share the pod's network).
+    let class = rendered.one("NetworkPolicy", "plue-runners-default");
+    let dns = &class["spec"]["egress"][0];
     assert_eq!(
         dns["to"][0]["podSelector"]["matchLabels"]["k8s-app"],
         "kube-dns"
@@ -712,7 +718,10 @@ fn runner_pods_reach_only_the_engine_dns_and_the_configured_egress() {
         assert_eq!(port["port"], 53);
     }
     // No rule opens everything (an empty `to` or an ipBlock of the world).
-    for rule in egress {
+    for rule in egress
+        .iter()
+        .chain(class["spec"]["egress"].as_array().unwrap())
+    {
         assert!(
             rule["to"].as_array().is_some_and(|to| !to.is_empty()),
             "{rule}"
@@ -761,12 +770,12 @@ fn runner_pods_reach_only_the_engine_dns_and_the_configured_egress() {
         {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}],
          "ports": [{"port": 443, "protocol": "TCP"}]}]}}}));
     let egress = open.one("NetworkPolicy", "plue-runners")["spec"]["egress"].clone();
-    assert_eq!(egress.as_array().unwrap().len(), 3);
-    assert_eq!(egress[2]["ports"][0]["port"], 443);
+    assert_eq!(egress.as_array().unwrap().len(), 2);
+    assert_eq!(egress[1]["ports"][0]["port"], 443);
 }
 
-/// A class's `egress` becomes a NetworkPolicy selecting that class's runner pods only; a
-/// class without it gets none (its pods keep the runners' policy alone).
+/// A class's `egress` becomes a NetworkPolicy selecting that class's runner pods only,
+/// after the cluster's DNS (a `step` class's); a class without it gets DNS alone.
 #[test]
 fn a_class_declares_its_own_egress() {
     let mut values = three_replicas_two_classes();
@@ -780,14 +789,13 @@ fn a_class_declares_its_own_egress() {
     let mut selector = runners["spec"]["podSelector"]["matchLabels"].clone();
     selector["plue.dev/class"] = json!("small");
     assert_eq!(small["spec"]["podSelector"]["matchLabels"], selector);
-    assert_eq!(small["spec"]["egress"][0]["ports"][0]["port"], 443);
-    assert!(
-        !rendered
-            .names()
-            .iter()
-            .any(|n| n.ends_with("plue-runners-sandboxed")),
-        "{:?}",
-        rendered.names()
+    assert_eq!(small["spec"]["egress"][0]["ports"][0]["port"], 53);
+    assert_eq!(small["spec"]["egress"][1]["ports"][0]["port"], 443);
+    let sandboxed = rendered.one("NetworkPolicy", "plue-runners-sandboxed");
+    assert_eq!(
+        sandboxed["spec"]["egress"].as_array().unwrap().len(),
+        1,
+        "DNS alone: {sandboxed}"
     );
     // The pool's configuration is unchanged: the engine never sees `egress`.
     let pool = rendered.one("ConfigMap", "plue-pool")["data"]["pool.yaml"].clone();
@@ -1406,8 +1414,8 @@ async fn the_deployment_s_command_line_and_environment_start_a_working_engine() 
 
 /// A class with `step_network: pod` (its runners run `network="none"` steps confined by
 /// the pod's NetworkPolicy, not per step) reaches the engine's pool file, which the real
-/// binary accepts, and its pods are confined: the runners' policy (engine and DNS only)
-/// and the class's own egress. The chart refuses such a class where nothing would confine
+/// binary accepts, and its pods are confined: the runners' policy (the engine only) and the
+/// class's own egress, no DNS. The chart refuses such a class where nothing would confine
 /// it — no NetworkPolicy at all, or `networkPolicy.runners.egress` widening every class.
 #[test]
 fn a_pod_confined_class_renders_with_its_policy_and_never_without_one() {
@@ -1425,7 +1433,7 @@ fn a_pod_confined_class_renders_with_its_policy_and_never_without_one() {
         "only the class that says so: {pool}"
     );
     let runners = rendered.one("NetworkPolicy", "plue-runners");
-    assert_eq!(runners["spec"]["egress"].as_array().unwrap().len(), 2);
+    assert_eq!(runners["spec"]["egress"].as_array().unwrap().len(), 1);
     let class = rendered.one("NetworkPolicy", "plue-runners-sandboxed");
     assert_eq!(
         class["spec"]["podSelector"]["matchLabels"]["plue.dev/class"],
@@ -1574,10 +1582,8 @@ fn an_egress_proxy_class_renders_the_proxy_its_policies_and_its_token() {
             ["app.kubernetes.io/component"],
         "egress-proxy"
     );
-    assert!(rendered
-        .objects
-        .iter()
-        .all(|o| o["metadata"]["name"] != "plue-runners-small"));
+    let small = rendered.one("NetworkPolicy", "plue-runners-small");
+    assert!(!small.to_string().contains("egress-proxy"), "{small}");
 
     // The pool file names the proxy, and the engine says what the class enforces.
     let pool = rendered.pool_file();
@@ -1612,4 +1618,99 @@ fn an_egress_proxy_class_renders_the_proxy_its_policies_and_its_token() {
     let mut no_cidrs = values;
     no_cidrs["egressProxy"]["clusterCidrs"] = json!([]);
     assert_render_refuses(&no_cidrs, "egressProxy.clusterCidrs");
+}
+
+/// Whether the egress `rules` let a pod send a DNS question: a rule naming port 53 (or a
+/// range over it, or kube-dns's named ports), or one naming no port at all.
+fn opens_dns(rules: &[Value]) -> bool {
+    rules.iter().any(|rule| match rule["ports"].as_array() {
+        None => true,
+        Some(ports) if ports.is_empty() => true,
+        Some(ports) => ports.iter().any(|port| {
+            let number = port["port"].as_i64();
+            let end = port["endPort"].as_i64().or(number);
+            number.is_some_and(|n| n <= 53 && end.is_some_and(|e| e >= 53))
+                || ["dns", "dns-tcp", "domain"].contains(&port["port"].as_str().unwrap_or(""))
+        }),
+    })
+}
+
+/// Every egress rule the NetworkPolicies give a runner pod of `class` (they add up).
+fn egress_of_class(rendered: &Rendered, class: &str) -> Vec<Value> {
+    let labels = json!({"app.kubernetes.io/managed-by": "plue",
+        "app.kubernetes.io/instance": "plue", "plue.dev/class": class});
+    rendered
+        .all("NetworkPolicy")
+        .into_iter()
+        .filter(|policy| policy["metadata"]["namespace"] == RUNNERS)
+        .filter(|policy| {
+            let selector = policy["spec"]["podSelector"]["matchLabels"]
+                .as_object()
+                .unwrap();
+            selector.iter().all(|(k, v)| labels[k] == *v)
+        })
+        .flat_map(|policy| {
+            policy["spec"]["egress"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// attack: a `network="none"` step on a pod shares its pod's network; a lookup of
+/// `<data>.attacker.example` through the cluster's resolvers carried the data to the
+/// attacker's name server. A `step_network: pod` class's pods get no DNS from any policy
+/// (an allow-list step's names are resolved by the egress proxy, the runner's by the
+/// engine into the pod's /etc/hosts: `resolve` reaches the pool file, which the real
+/// binary accepts); a `step` class keeps the cluster's DNS; a pod class whose egress opens
+/// port 53 is refused.
+#[test]
+fn a_none_step_on_a_pod_confined_class_has_no_dns_to_carry_data_out() {
+    let mut values = three_replicas_two_classes();
+    values["egressProxy"] = json!({"enabled": true, "clusterCidrs": ["10.244.0.0/16"]});
+    values["pool"]["classes"][1]["step_network"] = json!("pod");
+    values["pool"]["classes"][1]["egress_proxy"] = json!(true);
+    values["pool"]["classes"][1]["resolve"] = json!(["api.anthropic.com", "github.com"]);
+    values["pool"]["classes"][1]["egress"] = json!([
+        {"to": [{"ipBlock": {"cidr": "160.79.104.0/23"}}], "ports": [{"port": 443, "protocol": "TCP"}]}]);
+    let rendered = render(values.clone());
+    let confined = egress_of_class(&rendered, "sandboxed");
+    assert!(!confined.is_empty());
+    assert!(!opens_dns(&confined), "{confined:#?}");
+    assert!(opens_dns(&egress_of_class(&rendered, "small")));
+
+    let pool = rendered.pool_file();
+    assert!(
+        pool.contains("resolve: [\"api.anthropic.com\",\"github.com\"]"),
+        "{pool}"
+    );
+    let sandbox = Sandbox::new("chart-no-dns");
+    let file = sandbox.write("pool.yaml", &pool);
+    let output = sandbox.check_pool_config(&file, &["--pool", "kubernetes"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("resolve [api.anthropic.com, github.com]"),
+        "{stdout}"
+    );
+
+    for port in [
+        json!({"port": 53, "protocol": "UDP"}),
+        json!({"port": 1, "endPort": 1024}),
+        json!({"port": "dns"}),
+    ] {
+        let mut opened = values.clone();
+        opened["pool"]["classes"][1]["egress"] = json!([
+            {"to": [{"ipBlock": {"cidr": "10.96.0.10/32"}}], "ports": [port]}]);
+        assert_render_refuses(&opened, "its egress must not open port 53");
+    }
+    let mut unconfined = values;
+    unconfined["pool"]["classes"][1]["step_network"] = json!("step");
+    unconfined["pool"]["classes"][1]["egress_proxy"] = json!(false);
+    assert_render_refuses(&unconfined, "resolve needs step_network: pod");
 }

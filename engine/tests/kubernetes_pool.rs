@@ -1408,8 +1408,11 @@ async fn counting_server_on(
 /// proxy and never reached; a second request of another host on a kept-alive
 /// connection is never sent; going around its runner's proxy straight to the cluster's,
 /// it has no credential and gets `407`. The engine answers the proxy about a grant only
-/// while its attempt runs (then `403`: it dies with the attempt), only with the proxy's
-/// token (`401`), and never for a grant another key signed.
+/// while its attempt runs (then `403`: it dies with the attempt), only from its runner's
+/// pod (the kubelet gives every pod 127.0.0.1: the live credential replayed from
+/// 127.0.0.2, another pod, is `403` at the engine and `407` at the proxy, and reaches
+/// nothing), only with the proxy's token (`401`), and never for a grant another key
+/// signed.
 ///
 /// What this proves and what it does not: the simulated kubelet runs a pod's container as
 /// a plain local process, with no network namespace and no NetworkPolicy, so the step
@@ -1444,6 +1447,7 @@ async fn allow_list_steps_on_pods_go_out_through_the_egress_proxy_with_their_own
     let agents = format!(
         "  - name: agents\n    labels: {{role: agent}}\n    max_runners: 2\n    idle_timeout: 60s\n    step_network: pod\n\
          \x20   egress_proxy: http://127.0.0.1:{proxy_port}\n\
+         \x20   resolve: [localhost]\n\
          \x20   template:\n      spec:\n        containers:\n          - name: runner\n            image: \"{CAPLESS_IMAGE}\"\n\
          \x20           env: [{{name: ANTHROPIC_BASE_URL, value: \"{}\"}}]\n",
         claude.url()
@@ -1578,13 +1582,13 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
     assert_eq!(agents["labels"]["plue.network/allow"], "yes", "{pool:#}");
 
     // The engine answers the proxy for a running attempt's grant only, and the proxy only.
-    let check = |credential: String, token: &'static str| {
+    let check_from = |credential: String, token: &'static str, peer: &'static str| {
         let url = format!("{}/internal/egress/check", engine.url);
         async move {
             let answer = client()
                 .post(url)
                 .bearer_auth(token)
-                .json(&json!({ "credential": credential }))
+                .json(&json!({ "credential": credential, "peer": peer }))
                 .send()
                 .await
                 .unwrap();
@@ -1592,6 +1596,8 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
             (status, answer.json::<Value>().await.unwrap_or_default())
         }
     };
+    let check =
+        |credential: String, token: &'static str| check_from(credential, token, "127.0.0.1");
     let key = engine::vault::grants::GrantKey::derive("egress-proxy-token-0123456789");
     let credential = |attempt_id: i64| {
         use base64::Engine as _;
@@ -1610,7 +1616,7 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
             &engine,
             "waiting",
             &[format!(
-                "Step.bash('waiting', 'sleep 4', network=['127.0.0.1:{listed}'], \
+                "Step.bash('waiting', 'sleep 8', network=['127.0.0.1:{listed}'], \
                  runner={{'role': 'agent'}})"
             )],
         )
@@ -1629,6 +1635,52 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
         grant,
         json!({"attempt_id": 5, "hosts": [format!("127.0.0.1:{listed}")]})
     );
+    // attack: the live credential, leaked, replayed from another pod (127.0.0.2): the
+    // engine refuses it, and through the proxy it reaches nothing; from its own pod it
+    // still goes out.
+    assert_eq!(
+        check_from(credential(5), PROXY_TOKEN, "127.0.0.2").await.0,
+        403
+    );
+    let replay = |from: &'static str| {
+        let head = format!(
+            "GET http://127.0.0.1:{listed}/ HTTP/1.1\r\nHost: 127.0.0.1:{listed}\r\n\
+             Proxy-Authorization: Basic {}\r\n\r\n",
+            credential(5)
+        );
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+            let proxy = std::net::SocketAddr::from(([127, 0, 0, 1], proxy_port));
+            let mut stream = socket.connect(proxy).await.unwrap();
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer).await;
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    };
+    let before = listed_reached.load(SeqCst);
+    let answer = replay("127.0.0.2").await;
+    assert!(answer.starts_with("HTTP/1.1 407"), "{answer}");
+    assert_eq!(
+        listed_reached.load(SeqCst),
+        before,
+        "the replay reached the host"
+    );
+    let answer = replay("127.0.0.1").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(listed_reached.load(SeqCst), before + 1);
+    // The class's pods have no DNS: the names of its `resolve` list are in their
+    // /etc/hosts, resolved by the engine when it made the pod.
+    let aliased = pods(&world.cluster).iter().any(|pod| {
+        pod["spec"]["hostAliases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|alias| alias["ip"] == "127.0.0.1" && alias["hostnames"] == json!(["localhost"]))
+    });
+    assert!(aliased, "{:#?}", pods(&world.cluster));
     assert_eq!(
         check(credential(3), "not-the-proxy-token-0000").await.0,
         401

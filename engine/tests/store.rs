@@ -579,6 +579,50 @@ async fn a_one_time_token_registers_one_runner_and_names_its_redeemer() {
     }
 }
 
+/// How the engine binds an egress credential to a pod: a live attempt of a runner the pool
+/// started names that runner's one-time token and pod name; an attempt of a runner that
+/// registered without one (no pod), or one that ended, names nothing.
+#[tokio::test]
+async fn a_live_attempt_names_the_pod_of_its_runner_and_only_while_it_runs() {
+    for (store, _dir) in support::stores().await {
+        let executor = support::executor(&store, 1000);
+        start(&executor, &plan(vec![bash("a"), bash("b")])).await;
+        let id = store
+            .create_runner_token(&once_token("pool-x-7", "pod-hash", now_ms() + 60_000))
+            .await
+            .unwrap();
+        let token = Some(RedeemedToken { id, once: true });
+        let Registration::Registered(pod_runner) = store
+            .register(&new_runner("pool-x-7", "pod-session", token))
+            .await
+            .unwrap()
+        else {
+            panic!("not registered on {}", store.backend());
+        };
+        let claimed = claim(&store, pod_runner).await;
+        let pod = store.attempt_pod(claimed.attempt_id).await.unwrap();
+        assert_eq!(
+            pod,
+            Some(engine::store::AttemptPod {
+                token_id: id,
+                name: "pool-x-7".into()
+            }),
+            "{}",
+            store.backend()
+        );
+        let local = support::store_runner(&store, "local").await;
+        let other = claim(&store, local).await;
+        assert_eq!(store.attempt_pod(other.attempt_id).await.unwrap(), None);
+        let done = report(Outcome::Succeeded, None);
+        executor
+            .complete(claimed.attempt_id, claimed.run_id, Some(pod_runner), &done)
+            .await
+            .unwrap();
+        assert_eq!(store.attempt_pod(claimed.attempt_id).await.unwrap(), None);
+        assert_eq!(store.attempt_pod(i64::MAX).await.unwrap(), None);
+    }
+}
+
 #[tokio::test]
 async fn live_runner_names_are_unique() {
     for (store, _dir) in support::stores().await {

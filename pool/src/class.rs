@@ -73,6 +73,11 @@ pub struct RunnerClass {
     /// `step_network: pod` has one (`config_file`'s check). `None`: allow-lists are not
     /// routed to the class.
     pub egress_proxy: Option<String>,
+    /// Names the class's runners need besides the engine and its proxies (the model's API,
+    /// a forge's git host): a `step_network: pod` class's pods have no DNS, so the engine
+    /// resolves these when it creates each pod and writes them into its `/etc/hosts`
+    /// (`crate::kubernetes`'s `names`). Only such a class has any (`config_file`'s check).
+    pub resolve: Vec<String>,
     pub template: PodTemplateSpec,
 }
 
@@ -88,10 +93,11 @@ pub enum StepNetwork {
     #[default]
     Step,
     /// The class's pods are confined by a NetworkPolicy (the chart's, for a class that
-    /// says so: the engine, DNS and the class's `egress`): a `none` step runs without a
-    /// namespace of its own, confined per pod, with a line of its log saying so. An
-    /// allow-list is routed to the class only when it has an `egress_proxy`
-    /// ([`RunnerClass::network`]).
+    /// says so: the engine, its egress proxy and the class's `egress`, and no DNS — the
+    /// names its runners need are resolved by the engine into the pod's `/etc/hosts`): a
+    /// `none` step runs without a namespace of its own, confined per pod, with a line of
+    /// its log saying so. An allow-list is routed to the class only when it has an
+    /// `egress_proxy` ([`RunnerClass::network`]).
     Pod,
 }
 

@@ -32,6 +32,9 @@
 //!     egress_proxy: http://plue-egress:3128  # optional, needs step_network: pod; the
 //!                                # cluster's egress proxy (`plue egress-proxy`) allow-list
 //!                                # steps go out through, each with its attempt's credential
+//!     resolve: [api.anthropic.com] # optional, step_network: pod only; names the runners
+//!                                # need besides the engine and the proxies: such pods have
+//!                                # no DNS, the engine resolves these into /etc/hosts
 //!     template:                  # a PodTemplateSpec merged over Plue's defaults
 //!       spec:
 //!         containers:
@@ -139,6 +142,8 @@ struct RawClass {
     engine_proxy: Option<String>,
     #[serde(default)]
     egress_proxy: Option<String>,
+    #[serde(default)]
+    resolve: Vec<String>,
     template: serde_json::Value,
 }
 
@@ -238,6 +243,12 @@ pub fn summary(file: &PoolFile, source: &str) -> String {
                 ", egress_proxy {proxy} (allow-lists through the cluster's egress proxy)"
             ));
         }
+        if !class.resolve.is_empty() {
+            out.push_str(&format!(
+                ", resolve [{}] (into the pods' /etc/hosts: they have no DNS)",
+                class.resolve.join(", ")
+            ));
+        }
         out.push_str(&format!(
             "; enforces network: {}",
             class.network().describe()
@@ -334,6 +345,18 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
                 );
             }
         }
+        if !class.resolve.is_empty() && class.step_network != StepNetwork::Pod {
+            problem(
+                at("resolve"),
+                &"needs `step_network: pod`: other classes' pods resolve names through the \
+                  cluster's DNS",
+            );
+        }
+        for name in &class.resolve {
+            if let Err(e) = host_name(name) {
+                problem(at("resolve"), &e);
+            }
+        }
         if let Some(first) = classes.iter().position(|c| c.labels == class.labels) {
             problem(
                 at("labels"),
@@ -425,6 +448,7 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
             egress_proxy: class
                 .egress_proxy
                 .and_then(|p| runner::network::egress_proxy_url(p.trim()).ok()),
+            resolve: class.resolve,
             template,
         };
         if parsed {
@@ -475,6 +499,9 @@ enum FieldError {
         "{0:?} is not an http:// or https:// URL (how runner pods reach the engine, e.g. http://plue.ci.svc:8600)"
     )]
     NotEngineUrl(String),
+    /// A `resolve` entry that is not a host name.
+    #[error("{0:?} is not a host name (letters, digits, '-' and '.'; no wildcard, no address)")]
+    NotHostName(String),
     /// A duration outside 1 s to 7 days, or not one; holds the value as written.
     #[error(
         "expected a duration between 1s and 7 days such as 90, \"90s\", \"5m\" or \"1h\", got {0}"
@@ -501,6 +528,29 @@ fn dns_label(text: &str, max: usize) -> Result<(), FieldError> {
             text: text.to_owned(),
             max,
         })
+    }
+}
+
+/// A DNS name to resolve (`resolve`): letters, digits, `-` and `.`, at most 253
+/// characters; no wildcard, no address.
+fn host_name(text: &str) -> Result<(), FieldError> {
+    let name = text.strip_suffix('.').unwrap_or(text);
+    let fine = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && name.parse::<std::net::IpAddr>().is_err();
+    if fine {
+        Ok(())
+    } else {
+        Err(FieldError::NotHostName(text.to_owned()))
     }
 }
 
@@ -930,6 +980,44 @@ classes:
             ),
             "{summary}"
         );
+    }
+
+    #[test]
+    fn resolve_is_a_pod_confined_class_s_list_of_host_names() {
+        let text = r#"
+kubernetes: {namespace: ci, engine_url: http://e}
+classes:
+  - {name: a, max_runners: 1, resolve: [api.anthropic.com],
+     template: {spec: {containers: [{name: runner, image: i}]}}}
+  - {name: b, max_runners: 1, labels: {b: x}, step_network: pod,
+     resolve: ["*.attacker.example", "10.0.0.1", "a b", "-x.com"],
+     template: {spec: {containers: [{name: runner, image: i}]}}}
+"#;
+        let err = parse(text, "f").unwrap_err().to_string();
+        assert!(
+            err.contains("classes[0].resolve: needs `step_network: pod`"),
+            "{err}"
+        );
+        for bad in ["*.attacker.example", "10.0.0.1", "a b", "-x.com"] {
+            assert!(
+                err.contains(&format!("classes[1].resolve: {bad:?} is not a host name")),
+                "{bad}: {err}"
+            );
+        }
+        let text = r#"
+kubernetes: {namespace: ci, engine_url: http://e}
+classes:
+  - {name: a, max_runners: 1, step_network: pod, resolve: [api.anthropic.com, github.com.],
+     template: {spec: {containers: [{name: runner, image: i}]}}}
+"#;
+        let file = parse(text, "f").unwrap();
+        assert_eq!(
+            file.classes[0].resolve,
+            ["api.anthropic.com", "github.com."]
+        );
+        assert!(summary(&file, "f").contains(
+            "resolve [api.anthropic.com, github.com.] (into the pods' /etc/hosts: they have no DNS)"
+        ));
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub struct EngineConfig {
     /// steps' assignments carry a grant the proxy checks here (`internal_api::egress`);
     /// `None`: no grants, and a runner that needs one fails such a step closed.
     pub egress_proxy_token: Option<String>,
+    /// Where the Kubernetes pool's runner pods are (filled once the pool runs): the egress
+    /// proxy's credentials are honoured only from the pod of the attempt's runner.
+    pub runner_pods: crate::pool::kubernetes::PodAddresses,
 }
 
 impl EngineConfig {
@@ -173,6 +176,7 @@ impl EngineConfig {
             prompt_root: None,
             provenance: None,
             egress_proxy_token: None,
+            runner_pods: crate::pool::kubernetes::PodAddresses::default(),
         }
     }
 }
@@ -409,7 +413,7 @@ async fn start_serving(
             egress: config
                 .egress_proxy_token
                 .as_deref()
-                .map(internal_api::EgressAuth::new),
+                .map(|token| internal_api::EgressAuth::new(token, config.runner_pods.clone())),
         }),
         auth: auth.clone(),
         shutdown: draining.clone(),

@@ -95,7 +95,9 @@ pub use proposals::{NewProposal, ProposalDecided, ProposalRow};
 pub use provenance::{Landing, SigningKeyRow, StatementRow};
 pub use record::RoundRow;
 pub use repo_roles::{Audit, AuditFilter, AuditRow, MemberRow};
-pub use runner_tokens::{MintedRunner, NewRunnerToken, RunnerTokenKind, RunnerTokenRow};
+pub use runner_tokens::{
+    AttemptPod, MintedRunner, NewRunnerToken, RunnerTokenKind, RunnerTokenRow,
+};
 pub use runners::{NewRunner, RedeemedToken, Registration, RunnerRow};
 pub use runs::canonical_labels;
 pub use runs::{

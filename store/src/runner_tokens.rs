@@ -85,6 +85,15 @@ pub struct MintedRunner {
     pub state_since: i64,
 }
 
+/// The pool's runner holding a live attempt: the one-time token it registered with, and
+/// the name that token was minted for (its pod's).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AttemptPod {
+    pub token_id: i64,
+    /// The runner's (and its pod's) name.
+    pub name: String,
+}
+
 const COLUMNS: &str =
     "id, kind, name, labels, secrets, accept_forks, created_at, expires_at, used_at, runner_id, \
      revoked_at";
@@ -178,6 +187,20 @@ impl Store {
                 .await?
             }
         })
+    }
+
+    /// The one-time token (and name) of the runner holding attempt `attempt_id` while it is
+    /// claimed or running; `None` when it ended, or its runner registered without one (a
+    /// runner the pool did not start: it has no pod).
+    pub async fn attempt_pod(&self, attempt_id: i64) -> anyhow::Result<Option<AttemptPod>> {
+        Ok(on_db!(self, pool => sqlx::query_as(
+            "SELECT t.id AS token_id, t.name FROM attempts a \
+             JOIN runner_tokens t ON t.runner_id = a.runner_id AND t.kind = 'once' \
+             WHERE a.id = $1 AND a.status IN ('claimed', 'running')",
+        )
+        .bind(attempt_id)
+        .fetch_optional(pool)
+        .await?))
     }
 
     /// Deletes one-time token `id` (the pool is done with its runner) and every one-time

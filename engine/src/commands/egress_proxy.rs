@@ -1,9 +1,11 @@
 //! `plue egress-proxy`: the cluster's shared egress proxy (`runner::network::gateway`),
-//! asking the engine about every connection's credential with its own token.
+//! asking the engine about every connection's credential and peer address with its own
+//! token.
 //!
 //! The engine is reached directly, never through a proxy of this process's environment,
 //! and the token is read from a file (never an argument, which `/proc` shows).
 
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,13 +32,14 @@ struct Engine {
 }
 
 impl Grants for Engine {
-    async fn check(&self, credential: &str) -> Result<Option<Grant>, String> {
+    async fn check(&self, credential: &str, peer: IpAddr) -> Result<Option<Grant>, String> {
         let answer = self
             .client
             .post(&self.check)
             .bearer_auth(&self.token)
             .json(&EgressCheck {
                 credential: credential.to_owned(),
+                peer,
             })
             .send()
             .await

@@ -244,6 +244,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let (classes_tx, classes) = tokio::sync::watch::channel(Vec::new());
+    // Filled once the pool runs: the egress proxy's credentials are bound to these pods.
+    let runner_pods = engine::pool::kubernetes::PodAddresses::default();
+    config.runner_pods = runner_pods.clone();
     if kubernetes.is_some() {
         config.pool_classes = Some(classes);
         // Its unservable check knows which classes accept forks.
@@ -266,7 +269,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let kubernetes = match kubernetes {
         Some(file) => {
             let executor = engine.executor.clone();
-            Some(KubernetesPool::from_file(&file, executor, local, classes_tx).await?)
+            let pool = KubernetesPool::from_file(&file, executor, local, classes_tx).await?;
+            pool.publish_addresses(&runner_pods);
+            Some(pool)
         }
         None => None,
     };

@@ -24,6 +24,10 @@
 //! - `lease`: with several engine replicas, only the holder of the Lease
 //!   `<instance>-pool` runs the pools, `supervise` and `unservable`; the others keep their
 //!   cache warm and take over when the Lease expires.
+//! - `names`: a `step_network: pod` class's pods have no DNS; the names their runners need
+//!   are resolved by the engine at each pod's creation into its `/etc/hosts`.
+//! - `addresses`: where the runner pods are ([`PodAddresses`], from the watch cache), which
+//!   the engine binds each egress credential to.
 //! - `retry`: every API call retries 5xx, 429 (`Retry-After`), transport errors and
 //!   timeouts with backoff, within a time budget.
 //!
@@ -36,10 +40,12 @@
 //! - A one-time registration token reaches its pod only through a Secret owned by that pod.
 //! - Nothing here runs a decision on a follower: pods are created and deleted by one engine.
 
+mod addresses;
 mod cache;
 
 mod health;
 mod lease;
+mod names;
 pub(crate) mod pod;
 mod provider;
 mod retry;
@@ -58,6 +64,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use addresses::PodAddresses;
 pub use provider::Failures;
 
 use self::cache::{PodCache, PodChange};
@@ -89,6 +96,8 @@ pub struct ClassStatus {
 /// A running Kubernetes pool; stop it with [`KubernetesPool::shutdown`].
 pub struct KubernetesPool {
     shutdown: CancellationToken,
+    /// The watch cache, which every replica keeps (leader or not).
+    cache: Arc<PodCache>,
     tasks: JoinSet<()>,
     leading: watch::Receiver<bool>,
     providers: Vec<Arc<KubeProvider>>,
@@ -209,7 +218,7 @@ impl KubernetesPool {
             Leader {
                 providers: providers.clone(),
                 supervisor,
-                cache,
+                cache: cache.clone(),
                 executor,
                 options,
                 start_timeout: settings.start_timeout,
@@ -221,6 +230,7 @@ impl KubernetesPool {
         ));
         Ok(KubernetesPool {
             shutdown,
+            cache,
             tasks,
             leading,
             providers,
@@ -256,6 +266,12 @@ impl KubernetesPool {
                 }
             }
         });
+    }
+
+    /// Lets `to` answer where this pool's runner pods are (the egress proxy's credentials
+    /// are bound to them).
+    pub fn publish_addresses(&self, to: &PodAddresses) {
+        to.follow(self.cache.clone());
     }
 
     /// Stops following the cluster and gives up the Lease; pods stay (a restarted engine

@@ -7,8 +7,10 @@
 //! template said ([`super::hardening::force`]; the class was already refused if its template
 //! weakens the pod), then Plue's own parts set last so no template can replace them: the
 //! runner container's command and arguments, the token
-//! volume, `emptyDir`s for the work directory and `/tmp`, and the labels the controller
-//! selects its pods by.
+//! volume, `emptyDir`s for the work directory and `/tmp`, the labels the controller
+//! selects its pods by, and (for a `step_network: pod` class, whose pods have no DNS) the
+//! host aliases of the names its runners need ([`with_host_aliases`], resolved by the
+//! provider through `super::names`).
 //!
 //! Invariants:
 //! - The one-time token is only in the Secret, mounted read-only (mode 0400) into the
@@ -21,7 +23,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    EmptyDirVolumeSource, Pod, Secret, SecretVolumeSource, Volume, VolumeMount,
+    EmptyDirVolumeSource, HostAlias, Pod, Secret, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::ByteString;
@@ -178,6 +180,15 @@ pub(crate) fn runner_pod(
         },
         spec: Some(spec),
         status: None,
+    }
+}
+
+/// Writes `aliases` (the names a pod-confined class's runners need, resolved by the
+/// engine: `super::names`) into `pod`'s `/etc/hosts`. The template's own were removed by
+/// the hardening, so these are the only ones.
+pub(super) fn with_host_aliases(pod: &mut Pod, aliases: Vec<HostAlias>) {
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.host_aliases = (!aliases.is_empty()).then_some(aliases);
     }
 }
 

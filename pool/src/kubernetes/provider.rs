@@ -30,7 +30,8 @@ use kube::Api;
 
 use super::cache::PodCache;
 use super::health::{health, Health};
-use super::pod::{runner_pod, token_secret, CLASS, TOKEN_ID};
+use super::names;
+use super::pod::{runner_pod, token_secret, with_host_aliases, CLASS, TOKEN_ID};
 use super::retry::{self, Policy};
 use crate::config_file::{KubernetesSettings, RunnerClass};
 use crate::store::Store;
@@ -420,7 +421,21 @@ pub(super) fn age(pod: &Pod) -> Duration {
 impl Provider for Arc<KubeProvider> {
     async fn start(&self, name: &str, token: &str) -> anyhow::Result<()> {
         let token_id = self.token_id(token).await?;
-        let pod = runner_pod(&self.settings, &self.class, name, token_id);
+        let mut pod = runner_pod(&self.settings, &self.class, name, token_id);
+        // A pod-confined class's pods have no DNS: the engine resolves their names now.
+        let needed = names::needed(&self.settings, &self.class);
+        if !needed.is_empty() {
+            match names::resolve(&needed).await {
+                Ok(aliases) => with_host_aliases(&mut pod, aliases),
+                Err(e) => {
+                    self.back_off();
+                    let mut failures = lock(&self.failures);
+                    failures.total += 1;
+                    failures.last = Some(format!("creating pod {name}: {e:#}"));
+                    return Err(e);
+                }
+            }
+        }
         lock(&self.created).insert(name.to_string(), Instant::now());
         let post = PostParams::default();
         let created = retry::call(self.policy, &format!("creating pod {name}"), || {

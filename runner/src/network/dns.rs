@@ -1,7 +1,9 @@
 //! The DNS stub an allow-list step's resolver asks (`127.0.0.1:53` in its namespace; the
 //! step's `/etc/resolv.conf` names it): a name the list allows is resolved by the runner,
-//! in its own namespace, and answered with its A or AAAA records; every other question is
-//! answered `REFUSED`, logged and counted like a refused connection. One question per
+//! in its own namespace, and answered with its A or AAAA records — except through the
+//! cluster's egress proxy (a runner in a pod, which has no DNS), where it is answered with
+//! none and resolved only by that proxy; every other question is answered `REFUSED`,
+//! logged and counted like a refused connection. One question per
 //! message over UDP; the message parsing is pure ([`answer`]).
 
 use std::net::IpAddr;
@@ -33,7 +35,12 @@ pub(super) async fn serve(socket: UdpSocket, shared: Arc<Shared>, stop: Cancella
             continue;
         };
         let allowed = shared.allow.allows_name(&question.name);
-        let addresses = if allowed {
+        let addresses = if allowed && shared.upstream.is_some() {
+            // Through the cluster's egress proxy (a runner in a pod) a name is resolved by
+            // that proxy, never here: the pod has no DNS, and the step's proxy connects by
+            // name.
+            Vec::new()
+        } else if allowed {
             resolve(&question.name, question.kind).await
         } else {
             super::egress::note_refused(

@@ -1,15 +1,18 @@
 //! The shared egress proxy (`plue egress-proxy`): the way out of allow-list steps on
 //! runners that cannot give a step a network namespace of its own — a Kubernetes class
-//! with `egress_proxy` set, whose pods a NetworkPolicy lets reach only the engine, this
-//! proxy and the cluster's DNS.
+//! with `egress_proxy` set, whose pods a NetworkPolicy lets reach only the engine and
+//! this proxy (no DNS: the names a step's list allows are resolved here, never in the pod).
 //!
 //! Such a runner serves the step its own proxy on the pod's loopback (the same code as in
 //! a namespace: the step's list checked, refusals in its log and counted), which connects
 //! to each allowed target through this proxy with the credential the engine minted for the
 //! attempt (`Assignment::egress_grant`, `upstream.rs`); the step never holds it. Each
 //! connection here must carry it as `Proxy-Authorization: Basic ...`; the proxy asks the
-//! engine ([`Grants::check`]) which attempt holds it and what its allow-list is, on every
-//! connection (nothing is cached, so an attempt that ended is refused at once), then serves
+//! engine ([`Grants::check`]) which attempt holds it and what its allow-list is, giving the
+//! connection's peer address, on every connection (nothing is cached, so an attempt that
+//! ended is refused at once, and so is a credential replayed from any address but that of
+//! the pod whose runner holds the attempt: the engine knows each pod's address from its
+//! watch), then serves
 //! the connection with the very code of a runner's own proxy (`proxy.rs`, `sni.rs`,
 //! `http.rs`, `allow.rs`): CONNECT and plain HTTP, every request on the connection checked
 //! (one plain request per connection), the TLS server name checked against the host, and
@@ -22,6 +25,9 @@
 //! - nothing leaves before the connection's credential was checked by the engine: no
 //!   credential, one the engine does not know, another scheme or several are answered
 //!   `407` and nothing is connected to; an engine that does not answer is `503`;
+//! - a credential is bound to its pod: the engine is asked with the connection's peer
+//!   address (IPv4-mapped addresses as IPv4) and answers only for the pod of the runner
+//!   that claimed the attempt, so a leaked credential used from another pod is `407`;
 //! - a credential grants exactly its attempt's list: another attempt's grant is checked
 //!   against that attempt's own list;
 //! - the credential is never forwarded (`Proxy-Authorization` is hop-by-hop in
@@ -37,6 +43,7 @@
 //! and this one (where, without the credential, it gets `407`).
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -84,10 +91,14 @@ pub struct Grant {
 /// `credential` is the `Basic` credential as the client sent it (base64 of
 /// `attempt:<grant>`); the engine decodes and checks it.
 pub trait Grants: Send + Sync + 'static {
-    /// The attempt holding `credential`; `Ok(None)` when there is none (unknown, forged,
-    /// or its attempt ended); `Err` when the engine could not be asked.
-    fn check(&self, credential: &str)
-        -> impl Future<Output = Result<Option<Grant>, String>> + Send;
+    /// The attempt holding `credential` when `peer`, the connection's address, is its
+    /// runner's pod; `Ok(None)` when there is none (unknown, forged, its attempt ended, or
+    /// used from another address); `Err` when the engine could not be asked.
+    fn check(
+        &self,
+        credential: &str,
+        peer: IpAddr,
+    ) -> impl Future<Output = Result<Option<Grant>, String>> + Send;
 }
 
 /// Serves `listener` until `stop`, every connection as the module says.
@@ -106,9 +117,10 @@ pub async fn serve<G: Grants>(
             return None;
         };
         let (grants, denied) = (grants.clone(), denied.clone());
+        let peer = address.ip().to_canonical();
         Some(async move {
             let _held = held;
-            connection(client, grants, denied).await
+            connection(client, peer, grants, denied).await
         })
     })
     .await;
@@ -169,6 +181,7 @@ fn credential(head: &[u8]) -> Option<String> {
 
 async fn connection<G: Grants>(
     mut client: TcpStream,
+    peer: IpAddr,
     grants: Arc<G>,
     denied: Arc<Vec<Cidr>>,
 ) -> std::io::Result<()> {
@@ -178,10 +191,12 @@ async fn connection<G: Grants>(
     let Some(credential) = credential(&buffer[..head_end]) else {
         return ask_for_credential(&mut client, "this proxy needs the step's own credential").await;
     };
-    let grant = match grants.check(&credential).await {
+    let grant = match grants.check(&credential, peer).await {
         Ok(Some(grant)) => grant,
         Ok(None) => {
-            let why = "the credential is unknown, or its attempt has ended";
+            tracing::info!(%peer, "egress proxy: a credential refused by the engine");
+            let why = "the credential is unknown, its attempt has ended, or it is not this \
+                       pod's";
             return ask_for_credential(&mut client, why).await;
         }
         Err(err) => {

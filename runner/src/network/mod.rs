@@ -32,7 +32,8 @@
 //! A runner started with `--network-confined-by-pod` (a Kubernetes class whose pods a
 //! NetworkPolicy confines) still gives each step a namespace of its own whenever it can
 //! make one ([`confine_on_pod`]); with `--egress-proxy URL` (a class with `egress_proxy`,
-//! whose pods the chart's NetworkPolicy lets reach only the engine, that proxy and DNS) an
+//! whose pods the chart's NetworkPolicy lets reach only the engine and that proxy, with no
+//! DNS: the names the runner needs are in the pod's `/etc/hosts`, resolved by the engine) an
 //! allow-list's proxy goes out through the cluster's shared egress proxy (`gateway.rs`,
 //! `upstream.rs`) with the credential the engine minted for the attempt, or the step fails
 //! when there is none. Only where the runner cannot make a namespace (a pod without
@@ -75,15 +76,16 @@ pub(crate) use sockets::Hidden;
 /// `step_network: pod`): what confines it is the pod's NetworkPolicy, shared by the runner
 /// and every step of the class.
 pub const CONFINED_BY_POD: &str = "network: 'none' is enforced per pod by this runner class's \
-     NetworkPolicy (the engine, DNS and the class's egress), not per step: this step shares \
-     the pod's egress with the runner and the model's API";
+     NetworkPolicy (the engine, the class's egress proxy and egress; no DNS), not per step: \
+     this step shares the pod's egress with the runner and the model's API";
 
 /// The `system` line of an allow-list step run through the cluster's egress proxy
 /// ([`through_gateway`]): what holds it to its list, and what does not.
 pub const THROUGH_GATEWAY: &str = "network: this step's allow-list is enforced by the \
      runner's proxy and the cluster's egress proxy, with a credential only this attempt's \
      runner holds; the step shares its pod's network, which the class's NetworkPolicy lets \
-     reach only the engine, that proxy and DNS";
+     reach only the engine and that proxy (and the class's egress), with no DNS: names \
+     resolve through the proxy";
 
 /// A step's network namespace, shared by every process the step starts.
 #[derive(Debug, Clone)]
@@ -138,7 +140,8 @@ pub struct StepNetwork {
 
 /// An allow-list step's network on a runner of a class with `egress_proxy` (`proxy`, an
 /// `http://host:port` URL checked by [`egress_proxy_url`]): the step shares the pod's
-/// network, which the class's NetworkPolicy confines to the engine, that proxy and DNS.
+/// network, which the class's NetworkPolicy confines to the engine and that proxy (no DNS:
+/// the step's names are resolved by the cluster's proxy).
 /// The runner serves the step its own proxy on the pod's loopback — its list checked and
 /// its refusals logged and counted as in a namespace — which reaches each allowed target
 /// through the cluster's proxy with the attempt's `grant` (`upstream.rs`), never given to

@@ -13,6 +13,11 @@
 //!   time); without one configured the routes answer 404, with a wrong one 401.
 //! - A grant is answered only while its attempt is claimed or running: it dies with the
 //!   attempt, at once, on every replica (the attempt's row is read on every check).
+//! - A grant is bound to its pod: it is answered only when the connection's peer address
+//!   (the proxy's `peer`) is an address of the pod whose runner claimed the attempt — the
+//!   runner's one-time token names its pod, whose address the pool's watch knows
+//!   ([`PodAddresses`]). A credential that leaked and is replayed from any other pod, or an
+//!   attempt of a runner with no pod (not started by the Kubernetes pool), is 403.
 //! - What is answered is what was signed: the attempt and the list of the step's own
 //!   dispatch; a forged, altered or truncated credential is 403, the same as an ended one.
 
@@ -26,26 +31,32 @@ use plue_types::protocol::egress::{EgressCheck, EgressGrant, CHECK, MAX_CREDENTI
 use plue_types::protocol::NetworkPolicy;
 use plue_vault::grants::GrantKey;
 use plue_vault::tokens;
+use std::net::IpAddr;
 
 use super::InternalState;
 use crate::http_error::{ApiError, ApiResult};
+use crate::pool::kubernetes::PodAddresses;
 
 /// The user name in a step's proxy credential (`attempt:<grant>`).
 const USER: &str = "attempt";
 
-/// The egress proxy's token (as its hash) and the key grants are signed with.
+/// The egress proxy's token (as its hash), the key grants are signed with, and where the
+/// runner pods the grants are bound to are.
 #[derive(Debug, Clone)]
 pub struct EgressAuth {
     proxy_token_hash: String,
     key: GrantKey,
+    pods: PodAddresses,
 }
 
 impl EgressAuth {
-    /// From the proxy's token (`--egress-proxy-token-file`), which every replica is given.
-    pub fn new(proxy_token: &str) -> EgressAuth {
+    /// From the proxy's token (`--egress-proxy-token-file`), which every replica is given,
+    /// and the Kubernetes pool's pod addresses.
+    pub fn new(proxy_token: &str, pods: PodAddresses) -> EgressAuth {
         EgressAuth {
             proxy_token_hash: tokens::hash_token(proxy_token),
             key: GrantKey::derive(proxy_token),
+            pods,
         }
     }
 }
@@ -94,16 +105,32 @@ fn open(auth: &EgressAuth, credential: &str) -> Option<(i64, Vec<String>)> {
     auth.key.open(grant)
 }
 
-/// The live grant behind `credential`, or 403.
+/// The live grant behind `credential` used from `peer`, or 403: the attempt must be
+/// claimed or running and `peer` an address of the pod its runner runs in.
 async fn live(
     state: &InternalState,
     auth: &EgressAuth,
     credential: &str,
+    peer: IpAddr,
 ) -> ApiResult<(i64, Vec<String>)> {
     let refused = || ApiError::forbidden("not a grant of a claimed or running attempt");
     let (attempt_id, hosts) = open(auth, credential).ok_or_else(refused)?;
-    if !state.executor.store().attempt_is_live(attempt_id).await? {
+    let Some(pod) = state.executor.store().attempt_pod(attempt_id).await? else {
         return Err(refused());
+    };
+    let addresses = auth.pods.of(&pod.name, pod.token_id);
+    if !addresses.contains(&peer.to_canonical()) {
+        // A live attempt's credential from elsewhere: it leaked (or the pod is not known
+        // yet, which the proxy's client retries as any refusal).
+        tracing::warn!(
+            attempt_id,
+            %peer,
+            pod = %pod.name,
+            "egress proxy: an attempt's credential used from outside its pod; refused"
+        );
+        return Err(ApiError::forbidden(
+            "the grant is not used from the pod it was issued to",
+        ));
     }
     Ok((attempt_id, hosts))
 }
@@ -116,7 +143,7 @@ async fn check(
 ) -> ApiResult<Json<EgressGrant>> {
     let auth = proxy(&state, &headers)?;
     let Json(request) = body?;
-    let (attempt_id, hosts) = live(&state, auth, &request.credential).await?;
+    let (attempt_id, hosts) = live(&state, auth, &request.credential, request.peer).await?;
     Ok(Json(EgressGrant { attempt_id, hosts }))
 }
 
@@ -130,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_credential_opens_only_as_the_attempt_and_list_it_was_minted_for() {
-        let auth = EgressAuth::new("proxy token");
+        let auth = EgressAuth::new("proxy token", PodAddresses::default());
         let allow = NetworkPolicy::Allow(vec!["pypi.org".into()]);
         let grant = grant_for(Some(&auth), 9, &allow).unwrap().unwrap();
         assert_eq!(
@@ -144,7 +171,7 @@ mod tests {
         );
         assert_eq!(grant_for(None, 9, &allow).unwrap(), None);
         // Another engine's key, another user name, the grant unencoded, rubbish: nothing.
-        let other = EgressAuth::new("another proxy token");
+        let other = EgressAuth::new("another proxy token", PodAddresses::default());
         assert_eq!(open(&other, &credential(&grant)), None);
         let encode = |text: String| base64::engine::general_purpose::STANDARD.encode(text);
         for forged in [

@@ -1,9 +1,11 @@
 //! The shared egress proxy played against: without a credential, with a wrong one, an ended
-//! attempt's, another attempt's, and a listed target on a kept-alive connection followed by
-//! another host's request; then a runner's proxy going out through it as on a pod. Each
-//! time an upstream listener counts what reached it.
+//! attempt's, another attempt's, a live one replayed from another pod's address, and a
+//! listed target on a kept-alive connection followed by another host's request; then a
+//! runner's proxy going out through it as on a pod. Each time an upstream listener counts
+//! what reached it.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -14,15 +16,20 @@ use tokio_util::sync::CancellationToken;
 use super::{serve, Grant, Grants};
 use crate::network::egress::Cidr;
 
-/// Credentials the fake engine knows (any other is unknown, forged or ended).
+/// The address of the pod every credential of the fake engine was issued to: the tests'
+/// own connections come from it.
+const POD: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// Credentials the fake engine knows (any other is unknown, forged or ended), each bound
+/// to [`POD`] as the engine binds a credential to its runner's pod.
 #[derive(Default)]
 struct Engine {
     live: BTreeMap<String, Grant>,
 }
 
 impl Grants for Engine {
-    async fn check(&self, credential: &str) -> Result<Option<Grant>, String> {
-        Ok(self.live.get(credential).cloned())
+    async fn check(&self, credential: &str, peer: IpAddr) -> Result<Option<Grant>, String> {
+        Ok(self.live.get(credential).filter(|_| peer == POD).cloned())
     }
 }
 
@@ -207,7 +214,7 @@ async fn the_clusters_networks_are_out_of_reach_even_for_a_listed_address() {
 struct Unreachable;
 
 impl Grants for Unreachable {
-    async fn check(&self, _: &str) -> Result<Option<Grant>, String> {
+    async fn check(&self, _: &str, _: IpAddr) -> Result<Option<Grant>, String> {
         Err("connection refused".into())
     }
 }
@@ -389,4 +396,49 @@ async fn one_client_cannot_hold_every_slot() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(reached.load(Ordering::SeqCst), 1);
     drop(idle);
+}
+
+/// attack: a step (or anyone) that got hold of an attempt's credential uses it from another
+/// pod. The proxy asks the engine with the connection's own address, and the engine answers
+/// only for the pod the credential's runner runs in: `407`, nothing reached; the same
+/// credential from its pod still goes out.
+#[tokio::test]
+async fn a_credential_replayed_from_another_pod_lets_nothing_out() {
+    let (listed, reached) = upstream().await;
+    let engine = Arc::new(Engine {
+        live: BTreeMap::from([(
+            "bWluZQ==".to_owned(),
+            grant(1, &[format!("127.0.0.1:{listed}")]),
+        )]),
+    });
+    let port = proxy(engine, Vec::new()).await;
+    for request in [
+        format!(
+            "GET http://127.0.0.1:{listed}/ HTTP/1.1\r\nProxy-Authorization: Basic bWluZQ==\r\n\r\n"
+        ),
+        format!(
+            "CONNECT 127.0.0.1:{listed} HTTP/1.1\r\nProxy-Authorization: Basic bWluZQ==\r\n\r\n"
+        ),
+    ] {
+        // Another pod: 127.0.0.2.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 407"), "{request:?}: {answer}");
+        assert!(answer.contains("not this pod's"), "{answer}");
+    }
+    assert_eq!(reached.load(Ordering::SeqCst), 0);
+    let answer = exchange(
+        port,
+        &format!(
+            "GET http://127.0.0.1:{listed}/ HTTP/1.1\r\nProxy-Authorization: Basic bWluZQ==\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(reached.load(Ordering::SeqCst), 1);
 }
