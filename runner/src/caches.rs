@@ -15,8 +15,11 @@
 //! - An archive is the hand-off archives' format and rules: [`handoff::pack_trees`] (a link
 //!   is kept only when it stays inside its own cached path) and [`handoff::unpack_split`]
 //!   (nothing outside each path, no link out, bounded size and entry count, so a
-//!   decompression bomb stops at the bound). An entry whose SHA-256 is not the digest the
-//!   engine recorded at save is never unpacked ([`CacheError::Digest`]).
+//!   decompression bomb stops at the bound). The bound is the engine's
+//!   ([`CacheSpec::max_bytes`]) and counts what is written: a file at its full length (a
+//!   sparse file at its apparent size), never the compressed size. An entry whose length
+//!   or SHA-256 is not what the engine recorded at save is never unpacked
+//!   ([`CacheError::Digest`]).
 //! - A restore that fails removes the directories it made, so a refused archive leaves
 //!   nothing of its own behind where it did not find a directory.
 
@@ -38,12 +41,16 @@ use plue_types::protocol::caches::CacheSpec;
 
 /// The zstd level archives are written at: fast, and most of zstd's gain on build trees.
 const LEVEL: i32 = 3;
+/// The largest zstd window an entry may ask its reader to hold (16 MiB; [`LEVEL`] writes
+/// 2 MiB at most): a hostile frame cannot make a restore allocate more.
+pub const WINDOW_LOG_MAX: u32 = 24;
 
 /// Why a cache was not restored or saved.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    /// The entry's bytes are not the ones the engine recorded.
-    #[error("digest mismatch")]
+    /// The entry's bytes (their length or their SHA-256) are not the ones the engine
+    /// recorded.
+    #[error("does not match its digest")]
     Digest,
     /// The archive or the paths break a rule or a bound.
     #[error(transparent)]
@@ -225,14 +232,27 @@ pub fn pack(
     pack_trees(trees, limits, out).map(Some)
 }
 
+/// What the engine recorded of an entry when it was saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded<'a> {
+    /// `sha256:<hex>`.
+    pub digest: &'a str,
+    pub size: u64,
+}
+
 /// Copies an entry's bytes from `input` to `into` while hashing them, and checks them:
-/// at most `max_bytes`, and `sha256:<hex>` equal to `digest`. Returns the size.
+/// the recorded length (never more than `max_bytes`: an entry recorded larger is refused
+/// before a byte is read) and `sha256:<hex>` equal to the recorded digest. Returns the
+/// size.
 pub fn receive(
     mut input: impl Read,
     into: &mut File,
-    digest: &str,
+    recorded: Recorded<'_>,
     max_bytes: u64,
 ) -> Result<u64, CacheError> {
+    if recorded.size > max_bytes {
+        return Err(too_large(max_bytes));
+    }
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
@@ -242,21 +262,26 @@ pub fn receive(
             break;
         }
         size += n as u64;
-        if size > max_bytes {
-            return Err(HandoffError::TooLarge(format!(
-                "the entry is larger than {}",
-                plue_types::handoff::human(max_bytes)
-            ))
-            .into());
+        if size > recorded.size {
+            // Longer than what was saved: not the saved entry.
+            return Err(CacheError::Digest);
         }
         hasher.update(&buf[..n]);
         into.write_all(&buf[..n])?;
     }
     into.flush()?;
-    if format!("sha256:{}", hex(&hasher.finalize())) != digest {
+    if size != recorded.size || format!("sha256:{}", hex(&hasher.finalize())) != recorded.digest {
         return Err(CacheError::Digest);
     }
     Ok(size)
+}
+
+fn too_large(max_bytes: u64) -> CacheError {
+    HandoffError::TooLarge(format!(
+        "the entry is larger than {}",
+        plue_types::handoff::human(max_bytes)
+    ))
+    .into()
 }
 
 /// Unpacks a received entry (`archive`, read from its start) into `spec`'s paths: each
@@ -280,7 +305,8 @@ pub fn restore(
                 })?,
             );
         }
-        let decoder = zstd::Decoder::new(archive)?;
+        let mut decoder = zstd::Decoder::new(archive)?;
+        decoder.window_log_max(WINDOW_LOG_MAX)?;
         Ok(handoff::unpack_split(decoder, &roots, limits)?)
     })();
     if result.is_err() {

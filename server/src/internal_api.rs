@@ -493,7 +493,7 @@ async fn prepare_assignment(
             .await?
             .unwrap_or((None, None));
         let partition = plue_core::caches::Partition::stored(label.as_deref(), repo.is_some());
-        dispatch.cache_specs(&partition.label())
+        dispatch.cache_specs(&partition.label(), state.artifacts.cache_entry_limit())
     };
     let mut action = dispatch.action;
     if let Err(refused) = read_prompt_file(state.config.prompt_root.as_deref(), &mut action) {

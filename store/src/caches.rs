@@ -1,8 +1,13 @@
 //! `cache_entries`: the step caches runs saved, by scope (`repo-<id>`, or `local` for runs
-//! without a repository) and trust partition (`core::caches::partition` decides which, and
-//! which a run may read: the store only filters by the labels it is given).
+//! without a repository), trust partition and trust (`core::caches::partition` decides
+//! which, and which a run may read: the store only filters by the labels it is given).
+//! Each entry records the run that saved it, who caused that run and the trust it was
+//! written under (migration 0043).
 //!
 //! Invariants:
+//! - A lookup matches an entry's partition **and** its trust, as pairs the caller gives:
+//!   an entry recorded under another trust than its pair's is never found, whatever its
+//!   partition.
 //! - A scope's partition keeps the first entry saved under a key: [`Store::record_cache_entry`]
 //!   never replaces one (the second save answers the first entry).
 //! - A lookup ([`Store::lookup_cache`]) looks only in the partitions it is given, in their
@@ -15,7 +20,9 @@
 //!   nothing. Records of one scope are serialised (the repository's row locked on
 //!   PostgreSQL; SQLite runs one transaction at a time).
 //! - A deleted entry leaves its blob key in `doomed_blobs` (a trigger, migration 0033);
-//!   the sweep deletes an object only when no entry (and no hand-off blob) names it.
+//!   the sweep deletes an object only when no entry (and no hand-off blob) names it. A
+//!   record says which objects its evictions left unnamed, for the caller to delete at
+//!   once ([`CacheRecorded::Created::evicted`]).
 
 use sqlx::Row;
 
@@ -43,12 +50,17 @@ pub struct CacheEntryRow {
     pub size: i64,
     pub blob_key: String,
     pub run_id: Option<i64>,
+    /// Who caused the run that saved it, as recorded with the run (`github:alice`, a
+    /// user's name, `schedule`); `None` when nobody was recorded.
+    pub causer: Option<String>,
+    /// The trust it was written under (`trusted`, `relayed`, `outsider`, `local`).
+    pub trust: String,
     pub created_at: i64,
     pub last_used_at: i64,
 }
 
 const COLUMNS: &str = "id, repo_id, scope, partition_name, name, key, digest, size, blob_key, \
-     run_id, created_at, last_used_at";
+     run_id, causer, trust, created_at, last_used_at";
 
 /// An entry about to be recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,14 +73,30 @@ pub struct NewCacheEntry<'a> {
     pub size: i64,
     pub blob_key: &'a str,
     pub run_id: i64,
+    /// Who caused the run (see [`CacheEntryRow::causer`]).
+    pub causer: Option<&'a str>,
+    /// The trust the run writes under.
+    pub trust: &'a str,
     pub now: i64,
+}
+
+/// A place a lookup looks: a partition, and the trust its entries must have been written
+/// under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachePlace {
+    pub partition: String,
+    pub trust: String,
 }
 
 /// What [`Store::record_cache_entry`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheRecorded {
-    /// The entry is new (and these many older entries were evicted for it).
-    Created { entry: CacheEntryRow, evicted: u64 },
+    /// The entry is new; `evicted`: the blob keys of the older entries evicted for it
+    /// (several may name one object).
+    Created {
+        entry: CacheEntryRow,
+        evicted: Vec<String>,
+    },
     /// The partition already had an entry under the key: kept, nothing recorded.
     Kept(CacheEntryRow),
     /// The scope's quota has no room for it, even after evicting what may be evicted.
@@ -76,27 +104,29 @@ pub enum CacheRecorded {
 }
 
 impl Store {
-    /// The entry to restore for cache `name` and exact `key`, looking in `partitions` in
+    /// The entry to restore for cache `name` and exact `key`, looking in `places` in
     /// order: the exact key first, then each of `prefixes` (the most recently saved first).
     /// The flag is whether the key matched exactly.
     pub async fn lookup_cache(
         &self,
         scope: &str,
-        partitions: &[String],
+        places: &[CachePlace],
         name: &str,
         key: &str,
         prefixes: &[String],
     ) -> anyhow::Result<Option<(CacheEntryRow, bool)>> {
-        for partition in partitions {
+        for place in places {
             let sql = format!(
                 "SELECT {COLUMNS} FROM cache_entries \
-                 WHERE scope = $1 AND partition_name = $2 AND name = $3 AND key = $4"
+                 WHERE scope = $1 AND partition_name = $2 AND name = $3 AND key = $4 \
+                 AND trust = $5"
             );
             let found: Option<CacheEntryRow> = on_db!(self, pool => sqlx::query_as(&sql)
                 .bind(scope)
-                .bind(partition)
+                .bind(&place.partition)
                 .bind(name)
                 .bind(key)
+                .bind(&place.trust)
                 .fetch_optional(pool)
                 .await?);
             if let Some(entry) = found {
@@ -104,19 +134,20 @@ impl Store {
             }
         }
         for prefix in prefixes {
-            for partition in partitions {
+            for place in places {
                 // `substr`, not `LIKE`: a prefix's `%` and `_` are characters, not patterns.
                 let sql = format!(
                     "SELECT {COLUMNS} FROM cache_entries \
                      WHERE scope = $1 AND partition_name = $2 AND name = $3 \
-                     AND substr(key, 1, length($4)) = $4 \
+                     AND substr(key, 1, length($4)) = $4 AND trust = $5 \
                      ORDER BY created_at DESC, id DESC LIMIT 1"
                 );
                 let found: Option<CacheEntryRow> = on_db!(self, pool => sqlx::query_as(&sql)
                     .bind(scope)
-                    .bind(partition)
+                    .bind(&place.partition)
                     .bind(name)
                     .bind(prefix)
+                    .bind(&place.trust)
                     .fetch_optional(pool)
                     .await?);
                 if let Some(entry) = found {
@@ -154,8 +185,8 @@ impl Store {
         );
         let insert_sql = format!(
             "INSERT INTO cache_entries (repo_id, scope, partition_name, name, key, digest, size, \
-             blob_key, run_id, created_at, last_used_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+             blob_key, run_id, causer, trust, created_at, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
              ON CONFLICT (scope, partition_name, key) DO NOTHING RETURNING {COLUMNS}"
         );
         let postgres = matches!(self.db, super::Db::Postgres(_));
@@ -195,11 +226,11 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?
             .try_get("used")?;
-            let mut evicted = 0u64;
+            let mut evicted = Vec::new();
             if used.saturating_add(entry.size) > quota {
                 let candidates = sqlx::query(
-                    "SELECT id, size, partition_name FROM cache_entries WHERE scope = $1 \
-                     ORDER BY last_used_at, id",
+                    "SELECT id, size, partition_name, blob_key FROM cache_entries \
+                     WHERE scope = $1 ORDER BY last_used_at, id",
                 )
                 .bind(&scope)
                 .fetch_all(&mut *tx)
@@ -224,18 +255,21 @@ impl Store {
                     if keep.contains(&partition) {
                         continue;
                     }
-                    doomed.push(row.try_get::<i64, _>("id")?);
+                    doomed.push((
+                        row.try_get::<i64, _>("id")?,
+                        row.try_get::<String, _>("blob_key")?,
+                    ));
                     left -= row.try_get::<i64, _>("size")?;
                 }
                 if left.saturating_add(entry.size) > quota {
                     return Ok(CacheRecorded::OverQuota { used });
                 }
-                for id in doomed {
+                for (id, blob_key) in doomed {
                     sqlx::query("DELETE FROM cache_entries WHERE id = $1")
                         .bind(id)
                         .execute(&mut *tx)
                         .await?;
-                    evicted += 1;
+                    evicted.push(blob_key);
                 }
             }
             let inserted: Option<CacheEntryRow> = sqlx::query_as(&insert_sql)
@@ -248,6 +282,8 @@ impl Store {
                 .bind(entry.size)
                 .bind(entry.blob_key)
                 .bind(entry.run_id)
+                .bind(entry.causer)
+                .bind(entry.trust)
                 .bind(entry.now)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -283,6 +319,29 @@ impl Store {
                 .await?;
             Ok(())
         })
+    }
+
+    /// Deletes every entry whose archive is the object at `blob_key` (an object found not
+    /// to match its record: all of them are); returns how many. The object is doomed.
+    pub async fn delete_cache_entries_of_blob(&self, blob_key: &str) -> anyhow::Result<u64> {
+        on_db!(self, pool => {
+            let done = sqlx::query("DELETE FROM cache_entries WHERE blob_key = $1")
+                .bind(blob_key)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    /// Whether an entry names the object at `blob_key`.
+    pub async fn cache_object_named(&self, blob_key: &str) -> anyhow::Result<bool> {
+        let found: Option<i64> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT id FROM cache_entries WHERE blob_key = $1 LIMIT 1",
+        )
+        .bind(blob_key)
+        .fetch_optional(pool)
+        .await?);
+        Ok(found.is_some())
     }
 
     /// Leaves `key` to the sweep of doomed blobs: an object stored for an entry that was not
@@ -355,12 +414,24 @@ mod tests {
             size,
             blob_key: "caches/local/00",
             run_id: 1,
+            causer: Some("github:alice"),
+            trust: "trusted",
             now,
         }
     }
 
     fn labels(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Each partition of `list` with the trust every test entry is written under.
+    fn places(list: &[&str]) -> Vec<CachePlace> {
+        list.iter()
+            .map(|p| CachePlace {
+                partition: p.to_string(),
+                trust: "trusted".into(),
+            })
+            .collect()
     }
 
     async fn record(store: &Store, new: &NewCacheEntry<'_>) -> CacheEntryRow {
@@ -405,14 +476,14 @@ mod tests {
             let default = record(&store, &entry("default", "rust-aa", 1, 5)).await;
             let own = record(&store, &entry("pull:1", "rust-aa", 1, 1)).await;
             let none = store
-                .lookup_cache("local", &labels(&["protected"]), "rust", "rust-aa", &[])
+                .lookup_cache("local", &places(&["protected"]), "rust", "rust-aa", &[])
                 .await
                 .unwrap();
             assert_eq!(none, None);
             let (found, exact) = store
                 .lookup_cache(
                     "local",
-                    &labels(&["default", "protected"]),
+                    &places(&["default", "protected"]),
                     "rust",
                     "rust-aa",
                     &[],
@@ -424,7 +495,7 @@ mod tests {
             let (found, _) = store
                 .lookup_cache(
                     "local",
-                    &labels(&["pull:1", "default", "protected"]),
+                    &places(&["pull:1", "default", "protected"]),
                     "rust",
                     "rust-aa",
                     &[],
@@ -436,18 +507,82 @@ mod tests {
             // Another scope sees nothing; another cache name sees nothing.
             assert_eq!(
                 store
-                    .lookup_cache("repo-1", &labels(&["default"]), "rust", "rust-aa", &[])
+                    .lookup_cache("repo-1", &places(&["default"]), "rust", "rust-aa", &[])
                     .await
                     .unwrap(),
                 None
             );
             assert_eq!(
                 store
-                    .lookup_cache("local", &labels(&["default"]), "node", "rust-aa", &[])
+                    .lookup_cache("local", &places(&["default"]), "node", "rust-aa", &[])
                     .await
                     .unwrap(),
                 None
             );
+        }
+    }
+
+    // An entry is found only under the trust it was written with: a run with secrets
+    // looking in a partition never finds what a lower trust wrote there (an entry saved
+    // before trust was recorded, a row written wrongly), by key or by prefix.
+    #[tokio::test]
+    async fn a_lookup_matches_the_trust_an_entry_was_written_under() {
+        for (store, _dir) in stores().await {
+            let mut lower = entry("agents", "rust-aa", 1, 1);
+            lower.trust = "relayed";
+            lower.causer = Some("github:mallory");
+            let written = record(&store, &lower).await;
+            assert_eq!(written.trust, "relayed");
+            assert_eq!(written.causer.as_deref(), Some("github:mallory"));
+            let trusted = places(&["agents"]);
+            for prefixes in [vec![], labels(&["rust-"])] {
+                let key = if prefixes.is_empty() {
+                    "rust-aa"
+                } else {
+                    "rust-zz"
+                };
+                assert_eq!(
+                    store
+                        .lookup_cache("local", &trusted, "rust", key, &prefixes)
+                        .await
+                        .unwrap(),
+                    None,
+                    "{prefixes:?}"
+                );
+            }
+            let relayed = [CachePlace {
+                partition: "agents".into(),
+                trust: "relayed".into(),
+            }];
+            let (found, _) = store
+                .lookup_cache("local", &relayed, "rust", "rust-aa", &[])
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(found.id, written.id);
+        }
+    }
+
+    // A tampered object takes every entry naming it; what names an object is known.
+    #[tokio::test]
+    async fn the_entries_of_an_object_go_together() {
+        for (store, _dir) in stores().await {
+            let first = record(&store, &entry("default", "rust-1", 1, 1)).await;
+            record(&store, &entry("pull:2", "rust-1", 1, 2)).await;
+            let mut other = entry("default", "rust-2", 1, 3);
+            other.blob_key = "caches/local/02";
+            record(&store, &other).await;
+            assert!(store.cache_object_named(&first.blob_key).await.unwrap());
+            assert_eq!(
+                store
+                    .delete_cache_entries_of_blob(&first.blob_key)
+                    .await
+                    .unwrap(),
+                2
+            );
+            assert!(!store.cache_object_named(&first.blob_key).await.unwrap());
+            assert!(store.cache_object_named("caches/local/02").await.unwrap());
+            assert_eq!(kept_keys(&store).await, vec!["rust-2".to_string()]);
         }
     }
 
@@ -457,7 +592,7 @@ mod tests {
             record(&store, &entry("default", "rust-a1", 1, 1)).await;
             let newer = record(&store, &entry("default", "rust-a2", 1, 2)).await;
             record(&store, &entry("default", "rust-xy", 1, 3)).await;
-            let parts = labels(&["default"]);
+            let parts = places(&["default"]);
             let (found, exact) = store
                 .lookup_cache("local", &parts, "rust", "rust-zz", &labels(&["rust-a"]))
                 .await
@@ -517,7 +652,9 @@ mod tests {
                 .await
                 .unwrap()
             {
-                CacheRecorded::Created { evicted, .. } => assert_eq!(evicted, 1),
+                CacheRecorded::Created { evicted, .. } => {
+                    assert_eq!(evicted, vec!["caches/local/00".to_string()])
+                }
                 other => panic!("{other:?}"),
             }
             let kept = kept_keys(&store).await;
@@ -573,7 +710,10 @@ mod tests {
                 .record_cache_entry(&entry("pull:4", "rust-4", 20, 20), 100, &spare, &spare)
                 .await
                 .unwrap();
-            assert!(matches!(pull, CacheRecorded::Created { evicted: 1, .. }));
+            assert!(
+                matches!(&pull, CacheRecorded::Created { evicted, .. } if evicted.len() == 1),
+                "{pull:?}"
+            );
             let refused = store
                 .record_cache_entry(&entry("pull:4", "rust-6", 60, 21), 100, &spare, &spare)
                 .await
@@ -586,7 +726,7 @@ mod tests {
                 .await
                 .unwrap()
             {
-                CacheRecorded::Created { evicted, .. } => assert_eq!(evicted, 2),
+                CacheRecorded::Created { evicted, .. } => assert_eq!(evicted.len(), 2),
                 other => panic!("{other:?}"),
             }
             let kept = kept_keys(&store).await;

@@ -1,24 +1,38 @@
 //! Step cache archives in the blob store, content-addressed: `caches/<scope>/<sha256 hex>`
 //! (`scope`: `repo-<id>` or `local`). [`Artifacts::put_cache`] streams a body into a
-//! multipart upload under a fresh `caches/<scope>/upload-<random>` key, hashing it on the
-//! way, and only once it is whole and within the limit moves it to the address of its
-//! digest; [`Artifacts::get_cache`] streams an object back, checking it against the digest
-//! and size recorded at save as it goes.
+//! multipart upload under a fresh `caches/<scope>/upload-<random>` key, hashing it and
+//! counting its decompressed content ([`content`]) on the way, and only once it is whole
+//! and within the limit moves it to the address of its digest; [`Artifacts::get_cache`]
+//! streams an object back, checking it against the digest and size recorded at save as it
+//! goes; [`Artifacts::drop_cache_objects`] deletes objects no entry names any more at once
+//! (an eviction's, a refused save's, a tampered entry's), not at the next sweep.
 //!
 //! Invariants: the digest is the engine's own, computed from the bytes as they arrived,
 //! never a runner's word; nothing buffers a whole archive; an upload that fails (over the
-//! limit, a broken body, the store) is aborted and leaves no object; a key is made of the
-//! scope (from ids) and hex only. A download whose bytes do not match the recorded digest
-//! or size ends with an error instead of its last chunk, so a client never receives a
-//! tampered object whole.
+//! limit — its bytes or its decompressed content —, not zstd, a broken body, the store) is
+//! aborted and leaves no object; a key is made of the scope (from ids) and hex only. A
+//! download sends at most the recorded size; when the object's bytes do not match the
+//! recorded digest or size, the download's mismatch hook (which removes the entries naming
+//! the object, and the object) has run before the body ends — so the runner, which checks
+//! the digest itself before unpacking anything, refuses it with "does not match its
+//! digest", and its own save of the key is recorded anew. A failure to read the store
+//! ends the body with an error.
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use object_store::WriteMultipart;
 use sha2::{Digest, Sha256};
 
 use super::{ArtifactError, Artifacts, ByteStream};
 use crate::store::Store;
+
+pub mod content;
+
+use content::{ContentError, ContentMeter};
+
+/// What a download does, before its body ends, when the object does not match its record.
+pub type OnMismatch = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
 
 /// How many parts may be in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
@@ -38,6 +52,9 @@ pub struct CacheStored {
 pub enum CacheBlobError {
     #[error("the cache archive is larger than the limit of {limit}")]
     TooLarge { limit: String },
+    /// The decompressed archive passes the limit, or is not zstd.
+    #[error(transparent)]
+    Content(#[from] ContentError),
     #[error("the upload failed: {0}")]
     Body(String),
     #[error("the blob store failed: {0}")]
@@ -58,7 +75,8 @@ impl Artifacts {
     }
 
     /// Streams `body` into the store as a cache archive of `scope`, refusing it past
-    /// `limit` bytes; stored under its digest's address.
+    /// `limit` bytes, or when its decompressed content passes `limit` (what a runner
+    /// restoring it would write) or is not zstd; stored under its digest's address.
     pub async fn put_cache<S, E>(
         &self,
         scope: &str,
@@ -84,6 +102,7 @@ impl Artifacts {
         let mut size = 0u64;
         let mut body = std::pin::pin!(body);
         let streamed: Result<(), CacheBlobError> = async {
+            let mut meter = ContentMeter::new(limit)?;
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| CacheBlobError::Body(e.to_string()))?;
                 size += chunk.len() as u64;
@@ -94,8 +113,19 @@ impl Artifacts {
                 }
                 hasher.update(&chunk);
                 writer.write(&chunk);
+                // Decoding a chunk may take a while (up to the bound): off the runtime.
+                let piece = chunk.clone();
+                let fed = tokio::task::spawn_blocking(move || {
+                    let fed = meter.feed(&piece);
+                    (meter, fed)
+                })
+                .await
+                .map_err(|e| CacheBlobError::Body(format!("the counting task failed: {e}")))?;
+                meter = fed.0;
+                fed.1?;
                 writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
             }
+            meter.finish()?;
             Ok(())
         }
         .await;
@@ -117,16 +147,41 @@ impl Artifacts {
         Ok(CacheStored { key, size, digest })
     }
 
-    /// The cache archive at `key`, cut with an error as soon as it is longer than `size`
-    /// or, at its end, when its SHA-256 is not `digest`.
+    /// The cache archive at `key`: at most its first `size` bytes; when they are not the
+    /// recorded ones (their SHA-256 is not `digest`, the object is shorter or longer),
+    /// `on_mismatch` runs before the body ends.
     pub async fn get_cache(
         &self,
         key: &str,
         digest: &str,
         size: u64,
+        on_mismatch: OnMismatch,
     ) -> Result<ByteStream, ArtifactError> {
         let stream = self.get(key).await?;
-        Ok(verified(stream, digest.to_owned(), size))
+        Ok(verified(stream, digest.to_owned(), size, on_mismatch))
+    }
+
+    /// Deletes the cache objects at `keys` that no entry names, now (each is left to the
+    /// sweep of doomed blobs first, so a crash or a failure to delete leaves it there for
+    /// the next sweep); returns how many were deleted.
+    pub async fn drop_cache_objects(&self, store: &Store, keys: &[String]) -> anyhow::Result<u64> {
+        let mut deleted = 0;
+        for key in keys {
+            store.doom_blob_key(key).await?;
+            if store.cache_object_named(key).await? {
+                continue;
+            }
+            match self.store.delete(&self.location(key)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::warn!("deleting the cache object {key}: {e} (left to the sweep)");
+                    continue;
+                }
+            }
+            store.forget_doomed_blob(key).await?;
+            deleted += 1;
+        }
+        Ok(deleted)
     }
 }
 
@@ -142,32 +197,43 @@ impl Artifacts {
     }
 }
 
-/// `stream`, checked against `digest` and `size` as it flows.
-fn verified(stream: ByteStream, digest: String, size: u64) -> ByteStream {
+/// `stream`, at most its first `size` bytes, checked against `digest` and `size` as it
+/// flows; `on_mismatch` runs before the end when they do not match.
+fn verified(stream: ByteStream, digest: String, size: u64, on_mismatch: OnMismatch) -> ByteStream {
     struct State {
         inner: ByteStream,
         hasher: Option<Sha256>,
         seen: u64,
+        /// The object had more than `size` bytes: what was sent is all that will be.
+        longer: bool,
         digest: String,
         size: u64,
+        on_mismatch: Option<OnMismatch>,
     }
     let state = State {
         inner: stream,
         hasher: Some(Sha256::new()),
         seen: 0,
+        longer: false,
         digest,
         size,
+        on_mismatch: Some(on_mismatch),
     };
     Box::pin(futures::stream::unfold(state, |mut state| async move {
         let hasher = state.hasher.as_mut()?;
-        match state.inner.next().await {
-            Some(Ok(chunk)) => {
-                state.seen += chunk.len() as u64;
-                if state.seen > state.size {
-                    state.hasher = None;
-                    let e = std::io::Error::other("the cache archive is longer than recorded");
-                    return Some((Err(e), state));
+        let next = if state.longer {
+            None
+        } else {
+            state.inner.next().await
+        };
+        match next {
+            Some(Ok(mut chunk)) => {
+                let room = state.size - state.seen;
+                if chunk.len() as u64 > room {
+                    chunk.truncate(usize::try_from(room).unwrap_or(usize::MAX));
+                    state.longer = true;
                 }
+                state.seen += chunk.len() as u64;
                 hasher.update(&chunk);
                 Some((Ok(chunk), state))
             }
@@ -178,15 +244,17 @@ fn verified(stream: ByteStream, digest: String, size: u64) -> ByteStream {
             None => {
                 let hasher = state.hasher.take()?;
                 let got = format!("sha256:{}", hex::encode(hasher.finalize()));
-                if got != state.digest || state.seen != state.size {
+                if state.longer || got != state.digest || state.seen != state.size {
                     tracing::warn!(
-                        "a cache archive does not match its record ({got}, {} bytes; recorded {}, {} bytes): download cut",
+                        "a cache archive does not match its record ({got}, {} bytes{}; recorded {}, {} bytes): its entries are removed",
                         state.seen,
+                        if state.longer { " and more" } else { "" },
                         state.digest,
                         state.size
                     );
-                    let e = std::io::Error::other("the cache archive does not match its digest");
-                    return Some((Err(e), state));
+                    if let Some(hook) = state.on_mismatch.take() {
+                        hook().await;
+                    }
                 }
                 None
             }
@@ -196,6 +264,9 @@ fn verified(stream: ByteStream, digest: String, size: u64) -> ByteStream {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
     use super::*;
     use crate::artifacts::ArtifactsConfig;
 
@@ -206,6 +277,10 @@ mod tests {
                 .map(|p| Ok(Bytes::copy_from_slice(p)))
                 .collect::<Vec<_>>(),
         )
+    }
+
+    fn zstd(content: &[u8]) -> Vec<u8> {
+        zstd::encode_all(content, 3).unwrap()
     }
 
     async fn collect(stream: ByteStream) -> Result<Vec<u8>, std::io::Error> {
@@ -230,6 +305,18 @@ mod tests {
                     .into_owned()
             })
             .collect()
+    }
+
+    /// A mismatch hook that counts its calls.
+    fn counted() -> (OnMismatch, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let hook: OnMismatch = Box::new(move || {
+            Box::pin(async move {
+                seen.fetch_add(1, Ordering::SeqCst);
+            })
+        });
+        (hook, calls)
     }
 
     #[test]
@@ -258,60 +345,167 @@ mod tests {
     async fn an_archive_is_stored_under_its_digest_and_read_back_checked() {
         let dir = tempfile::tempdir().unwrap();
         let artifacts = Artifacts::open(&ArtifactsConfig::local(dir.path().into())).unwrap();
+        let archive = zstd(b"hello world");
+        let (first, second) = archive.split_at(5);
         let stored = artifacts
-            .put_cache("repo-1", 1024, body(&[b"hello ", b"world"]))
+            .put_cache("repo-1", 1024, body(&[first, second]))
             .await
             .unwrap();
-        let hex = hex::encode(Sha256::digest(b"hello world"));
+        let hex = hex::encode(Sha256::digest(&archive));
         assert_eq!(stored.digest, format!("sha256:{hex}"));
         assert_eq!(stored.key, format!("caches/repo-1/{hex}"));
-        assert_eq!(stored.size, 11);
+        assert_eq!(stored.size, archive.len() as u64);
         assert_eq!(files(dir.path()), vec![format!("caches/repo-1/{hex}")]);
+        let (hook, calls) = counted();
         let back = artifacts
-            .get_cache(&stored.key, &stored.digest, stored.size)
+            .get_cache(&stored.key, &stored.digest, stored.size, hook)
             .await
             .unwrap();
-        assert_eq!(collect(back).await.unwrap(), b"hello world");
+        assert_eq!(collect(back).await.unwrap(), archive);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "a good object is no mismatch"
+        );
     }
 
     #[tokio::test]
     async fn an_archive_past_the_limit_or_broken_leaves_no_object() {
         let dir = tempfile::tempdir().unwrap();
         let artifacts = Artifacts::open(&ArtifactsConfig::local(dir.path().into())).unwrap();
+        let archive = zstd(b"0123456789abcdef");
+        let (first, second) = archive.split_at(6);
         let refused = artifacts
-            .put_cache("local", 8, body(&[b"01234", b"56789"]))
+            .put_cache("local", 8, body(&[first, second]))
             .await;
-        assert!(matches!(refused, Err(CacheBlobError::TooLarge { .. })));
-        let broken = futures::stream::iter(vec![
-            Ok(Bytes::from_static(b"half")),
-            Err("the runner went away"),
-        ]);
+        assert!(
+            matches!(refused, Err(CacheBlobError::TooLarge { .. })),
+            "{refused:?}"
+        );
+        let half = Bytes::copy_from_slice(&archive[..4]);
+        let broken = futures::stream::iter(vec![Ok(half), Err("the runner went away")]);
         let refused = artifacts.put_cache("local", 1024, broken).await;
         assert!(matches!(refused, Err(CacheBlobError::Body(_))));
+        let refused = artifacts
+            .put_cache("local", 1024, body(&[b"not zstd at all"]))
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(CacheBlobError::Content(ContentError::NotZstd(_)))
+            ),
+            "{refused:?}"
+        );
         assert_eq!(files(dir.path()), Vec::<String>::new());
     }
 
+    // The attack (issue 69): a runner (or whoever holds its token) saves 192 MiB of zeros
+    // as a few KiB of zstd under a 64 MiB bound. The engine counts what a restore would
+    // write and refuses it while it streams, leaving no object.
     #[tokio::test]
-    async fn a_tampered_object_is_cut_before_its_end() {
+    async fn a_decompression_bomb_is_refused_at_save() {
         let dir = tempfile::tempdir().unwrap();
         let artifacts = Artifacts::open(&ArtifactsConfig::local(dir.path().into())).unwrap();
+        let mut encoder = zstd::Encoder::new(Vec::new(), 19).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..192 {
+            std::io::Write::write_all(&mut encoder, &zeros).unwrap();
+        }
+        let bomb = encoder.finish().unwrap();
+        assert!(bomb.len() < 64 << 10);
+        let chunks: Vec<&[u8]> = bomb.chunks(4096).collect();
+        let refused = artifacts.put_cache("repo-1", 64 << 20, body(&chunks)).await;
+        assert!(
+            matches!(
+                refused,
+                Err(CacheBlobError::Content(ContentError::TooLarge { .. }))
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(files(dir.path()), Vec::<String>::new());
+    }
+
+    // Somebody with access to the blob store changes an entry's bytes. The download sends
+    // no more than the recorded size, and the mismatch hook (which removes the entry) has
+    // run by the time the body ends; the client's own digest check refuses what it got.
+    #[tokio::test]
+    async fn a_tampered_object_runs_the_mismatch_hook_before_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let artifacts = Artifacts::open(&ArtifactsConfig::local(dir.path().into())).unwrap();
+        let archive = zstd(b"trusted bytes");
         let stored = artifacts
-            .put_cache("local", 1024, body(&[b"trusted bytes"]))
+            .put_cache("local", 1024, body(&[&archive]))
             .await
             .unwrap();
-        // Somebody with access to the blob store changes the bytes, same length...
-        std::fs::write(dir.path().join(&stored.key), b"evil! bytes!!").unwrap();
-        let back = artifacts
-            .get_cache(&stored.key, &stored.digest, stored.size)
+        let mut same_length = archive.clone();
+        let last = same_length.len() - 1;
+        same_length[last] ^= 1;
+        let mut longer = archive.clone();
+        longer.extend_from_slice(b"and more");
+        let shorter = archive[..archive.len() - 1].to_vec();
+        for (tampered, sends_the_saved_bytes) in
+            [(same_length, false), (longer, true), (shorter, false)]
+        {
+            std::fs::write(dir.path().join(&stored.key), &tampered).unwrap();
+            let (hook, calls) = counted();
+            let back = artifacts
+                .get_cache(&stored.key, &stored.digest, stored.size, hook)
+                .await
+                .unwrap();
+            let got = collect(back).await.unwrap();
+            assert!(got.len() as u64 <= stored.size, "never more than recorded");
+            // What was appended is never sent: the recorded bytes, whole, are all a
+            // longer object gives; any other change fails the client's digest check.
+            let matches = format!("sha256:{}", hex::encode(Sha256::digest(&got))) == stored.digest;
+            assert_eq!(matches, sends_the_saved_bytes, "{tampered:?}");
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "{tampered:?}");
+        }
+    }
+
+    // Objects no entry names go at once; one an entry names stays.
+    #[tokio::test]
+    async fn dropped_objects_leave_the_disk_at_once_unless_named() {
+        let (store, _db) = crate::store::testing::sqlite().await;
+        let dir = tempfile::tempdir().unwrap();
+        let artifacts = Artifacts::open(&ArtifactsConfig::local(dir.path().into())).unwrap();
+        let kept = artifacts
+            .put_cache("local", 1024, body(&[&zstd(b"kept")]))
             .await
             .unwrap();
-        assert!(collect(back).await.is_err());
-        // ... or longer.
-        std::fs::write(dir.path().join(&stored.key), b"trusted bytes and more").unwrap();
-        let back = artifacts
-            .get_cache(&stored.key, &stored.digest, stored.size)
+        let gone = artifacts
+            .put_cache("local", 1024, body(&[&zstd(b"gone")]))
             .await
             .unwrap();
-        assert!(collect(back).await.is_err());
+        let plan = evaluator::plan::Plan::new("ci", Vec::new());
+        let json = serde_json::to_string(&plan).unwrap();
+        let run = store
+            .create_run(&crate::store::testing::local_run(&plan, &json), 1)
+            .await
+            .unwrap()
+            .id;
+        let entry = crate::store::NewCacheEntry {
+            repo_id: None,
+            partition: "local",
+            name: "rust",
+            key: "rust-1",
+            digest: &kept.digest,
+            size: kept.size as i64,
+            blob_key: &kept.key,
+            run_id: run,
+            causer: None,
+            trust: "local",
+            now: 1,
+        };
+        store
+            .record_cache_entry(&entry, 1 << 30, &[], &[])
+            .await
+            .unwrap();
+        let deleted = artifacts
+            .drop_cache_objects(&store, &[kept.key.clone(), gone.key.clone()])
+            .await
+            .unwrap();
+        assert_eq!(deleted, 1);
+        assert_eq!(files(dir.path()), vec![kept.key.clone()]);
+        assert_eq!(store.doomed_blobs(10).await.unwrap(), Vec::<String>::new());
     }
 }

@@ -209,6 +209,14 @@ impl Artifacts {
         self.caches
     }
 
+    /// The most one cache entry may hold: the per-step limit, within the cache quota. The
+    /// runner is told it ([`plue_types::protocol::caches::CacheSpec::max_bytes`]) and
+    /// counts the archive's content as it writes it; the engine holds the upload and its
+    /// decompressed content to it.
+    pub fn cache_entry_limit(&self) -> u64 {
+        self.max_bytes.min(self.caches.quota)
+    }
+
     /// The quotas uploads are held to.
     pub fn quotas(&self) -> &Quotas {
         &self.quotas

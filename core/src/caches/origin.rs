@@ -1,7 +1,8 @@
 //! A new run's cache partition from what the engine recorded about it: its stored context
-//! (event, ref, branch, pull request), whether its secrets are withheld, its repository's
-//! default branch and environments, and its plan (an `llm` step with tools, a step naming
-//! an environment). The rules themselves are [`super::partition`]'s.
+//! (event, ref, branch, pull request, the issue a summons acts on), who started it and
+//! whether its secrets are withheld, its repository's default branch and environments, and
+//! its plan (an `llm` step with tools, a step naming an environment). The rules themselves
+//! are [`super::partition`]'s; whose words a summons acts on, [`super::causer`]'s.
 //!
 //! Invariants: nothing here is taken from the plan but two facts the plan cannot lie
 //! about in the run's favour (tools demote, and an environment lifts only where the
@@ -13,8 +14,9 @@
 use evaluator::plan::{Action, Plan};
 use evaluator::{EvalContext, Event};
 
+use super::causer;
 use super::partition::{Origin, Partition, PlanFacts};
-use crate::store::{EnvironmentRow, NewRun, RunOrigin, Store};
+use crate::store::{EnvironmentRow, NewRun, RunOrigin, Store, Triggerer};
 
 /// Whether a step of `plan` gives an agent tools (which demotes the run's caches). Every
 /// kind answers here, so a new one cannot keep a run's caches trusted by being forgotten.
@@ -26,17 +28,32 @@ pub fn gives_agent_tools(plan: &Plan) -> bool {
     })
 }
 
-/// The origin of a repository run with context `ctx`, secrets allowed or not, on a
-/// repository whose default branch is `default_branch`; `fork` names a pull request's
-/// fork when the forge did.
-pub fn origin_of(
-    ctx: &EvalContext,
-    secrets_allowed: bool,
-    default_branch: Option<&str>,
-    fork: Option<&str>,
-) -> Origin {
+/// Where a repository run comes from, as recorded: its context, whether its secrets are
+/// allowed, its repository's default branch, the fork a pull request comes from (when the
+/// forge named it), and whose words a summoned run acts on (when not its summoner's own
+/// nor a trusted person's: [`causer::words_of`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Recorded<'a> {
+    pub ctx: &'a EvalContext,
+    pub secrets_allowed: bool,
+    pub default_branch: Option<&'a str>,
+    pub fork: Option<&'a str>,
+    pub on_words_of: Option<&'a str>,
+}
+
+/// The origin of a repository run as `recorded`.
+pub fn origin_of(recorded: Recorded<'_>) -> Origin {
+    let Recorded {
+        ctx,
+        secrets_allowed,
+        default_branch,
+        fork,
+        on_words_of,
+    } = recorded;
     match (ctx.event, &ctx.pr) {
-        (Event::Issue | Event::Comment, _) => Origin::Summoned,
+        (Event::Issue | Event::Comment, _) => Origin::Summoned {
+            on_words_of: on_words_of.map(str::to_owned),
+        },
         (_, Some(pr)) if !secrets_allowed => Origin::Fork {
             number: pr.number,
             fork: fork.map(str::to_owned),
@@ -50,13 +67,14 @@ pub fn origin_of(
     }
 }
 
-/// The partition of `new` about to be stored; `fork` as in [`origin_of`]; `admits`:
-/// whether the environment gate lets a run from an origin use an environment (name, the
-/// run's origin, the environment as its repository defines it).
+/// The partition of `new` about to be stored, started by `triggerer`; `fork` as in
+/// [`Recorded`]; `admits`: whether the environment gate lets a run from an origin use an
+/// environment (name, the run's origin, the environment as its repository defines it).
 pub async fn partition_of(
     store: &Store,
     new: &NewRun<'_>,
     fork: Option<&str>,
+    triggerer: Option<&Triggerer>,
     admits: impl Fn(&str, &RunOrigin, Option<&EnvironmentRow>) -> bool,
 ) -> anyhow::Result<Partition> {
     let Some(repo) = new.repo else {
@@ -74,7 +92,18 @@ pub async fn partition_of(
     };
     let row = store.repo_by_id(repo.repo_id).await?;
     let default_branch = row.as_ref().and_then(|r| r.default_branch.as_deref());
-    let origin = origin_of(&ctx, repo.secrets_allowed, default_branch, fork);
+    let on_words_of = match &row {
+        Some(row) => causer::words_of(store, row, &ctx, triggerer).await?,
+        // A repository gone meanwhile: nobody's words are known to be trusted.
+        None => causer::foreign_author(&ctx, None),
+    };
+    let origin = origin_of(Recorded {
+        ctx: &ctx,
+        secrets_allowed: repo.secrets_allowed,
+        default_branch,
+        fork,
+        on_words_of: on_words_of.as_deref(),
+    });
     let mut facts = PlanFacts {
         agent_tools: gives_agent_tools(new.plan),
         admitted_environment: false,
@@ -110,6 +139,7 @@ pub async fn partition_of(
 mod tests {
     use std::collections::BTreeMap;
 
+    use evaluator::context::Issue;
     use evaluator::plan::{LlmAction, Step};
     use evaluator::PullRequest;
 
@@ -130,8 +160,27 @@ mod tests {
             }),
             changed_files: Vec::new(),
             inputs: BTreeMap::new(),
-            issue: None,
+            // A summons acts on an issue its summoner wrote, unless a test says otherwise.
+            issue: matches!(event, Event::Issue | Event::Comment).then(|| Issue {
+                number: 3,
+                title: "the build is slow".into(),
+                body: "please look".into(),
+                labels: Vec::new(),
+                author: SUMMONER.into(),
+                url: String::new(),
+            }),
             comment: None,
+        }
+    }
+
+    /// Who starts every run of these tests.
+    const SUMMONER: &str = "alice";
+
+    fn summoner() -> Triggerer {
+        Triggerer {
+            name: SUMMONER.into(),
+            user_id: None,
+            forge_login: Some(format!("github:{SUMMONER}")),
         }
     }
 
@@ -198,7 +247,7 @@ mod tests {
         // With environments defined, the gate's own rule admits the run; without, every
         // environment the plan names counts as admitting it.
         let gated = !environments.is_empty();
-        partition_of(&store, &new, None, |n, o, d| {
+        partition_of(&store, &new, None, Some(&summoner()), |n, o, d| {
             !gated
                 || matches!(
                     crate::executor::environments::gate(n, o, d),
@@ -237,6 +286,21 @@ mod tests {
         // The same summons with secrets allowed are `agents`; the push is `default`.
         let issue = ctx(Event::Issue, "refs/heads/main", main, None);
         assert_eq!(decided(&issue, &ci, true).await, Partition::Agents);
+        // On an outsider's issue it is that outsider's own `agents:` partition.
+        let mut theirs = issue.clone();
+        theirs.issue.as_mut().unwrap().author = "mallory".into();
+        for plan in [&ci, &llm(&["bash"])] {
+            assert_eq!(
+                decided(&theirs, plan, true).await,
+                Partition::Relayed("mallory".into())
+            );
+        }
+        let mut comment = ctx(Event::Comment, "refs/heads/main", main, None);
+        comment.issue.as_mut().unwrap().author = "mallory".into();
+        assert_eq!(
+            decided(&comment, &ci, true).await,
+            Partition::Relayed("mallory".into())
+        );
         let push = ctx(Event::Push, "refs/heads/main", main, None);
         assert_eq!(decided(&push, &ci, true).await, Partition::Default);
         // A fork's pull request stays its own, never shared with other untrusted runs.
@@ -324,12 +388,27 @@ mod tests {
         );
     }
 
+    fn recorded<'a>(
+        ctx: &'a EvalContext,
+        secrets_allowed: bool,
+        default_branch: Option<&'a str>,
+        fork: Option<&'a str>,
+    ) -> Recorded<'a> {
+        Recorded {
+            ctx,
+            secrets_allowed,
+            default_branch,
+            fork,
+            on_words_of: None,
+        }
+    }
+
     #[test]
     fn origins_of_each_kind_of_run() {
         let main = Some("main");
         let push = ctx(Event::Push, "refs/heads/main", Some("main"), None);
         assert_eq!(
-            origin_of(&push, true, main, None),
+            origin_of(recorded(&push, true, main, None)),
             Origin::Ref {
                 branch: Some("main".into()),
                 tag: false,
@@ -338,7 +417,7 @@ mod tests {
         );
         let tag = ctx(Event::Push, "refs/tags/v1", None, None);
         assert!(matches!(
-            origin_of(&tag, true, main, None),
+            origin_of(recorded(&tag, true, main, None)),
             Origin::Ref { tag: true, .. }
         ));
         let pr = ctx(
@@ -347,22 +426,36 @@ mod tests {
             Some("feature"),
             Some(4),
         );
-        assert_eq!(origin_of(&pr, true, main, None), Origin::Pull { number: 4 });
         assert_eq!(
-            origin_of(&pr, false, main, Some("eve/hello")),
+            origin_of(recorded(&pr, true, main, None)),
+            Origin::Pull { number: 4 }
+        );
+        assert_eq!(
+            origin_of(recorded(&pr, false, main, Some("eve/hello"))),
             Origin::Fork {
                 number: 4,
                 fork: Some("eve/hello".into())
             }
         );
         let issue = ctx(Event::Issue, "refs/heads/main", Some("main"), None);
-        assert_eq!(origin_of(&issue, true, main, None), Origin::Summoned);
+        let own = Origin::Summoned { on_words_of: None };
+        assert_eq!(origin_of(recorded(&issue, true, main, None)), own);
         let comment = ctx(Event::Comment, "refs/heads/main", Some("main"), Some(4));
-        assert_eq!(origin_of(&comment, true, main, None), Origin::Summoned);
+        assert_eq!(origin_of(recorded(&comment, true, main, None)), own);
+        let theirs = Recorded {
+            on_words_of: Some("mallory"),
+            ..recorded(&comment, true, main, None)
+        };
+        assert_eq!(
+            origin_of(theirs),
+            Origin::Summoned {
+                on_words_of: Some("mallory".into())
+            }
+        );
         let schedule = ctx(Event::Schedule, "refs/heads/main", Some("main"), None);
         assert_eq!(
             Partition::of(
-                &origin_of(&schedule, true, main, None),
+                &origin_of(recorded(&schedule, true, main, None)),
                 PlanFacts::default()
             ),
             Partition::Default

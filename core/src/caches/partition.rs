@@ -1,42 +1,60 @@
 //! Cache trust partitions, as pure functions: which partition a run writes its step caches
-//! into, and which partitions it may restore from.
+//! into, and which partitions it may restore from; and the trust of whoever caused a run
+//! ([`Trust`]), which every entry records and every lookup matches.
 //!
 //! Every cache entry belongs to the partition of the run that saved it. A run **writes only
 //! its own partition** and **reads its own, then each more trusted one**, so nothing a less
 //! trusted run saves is ever restored by a more trusted one. The ladder, per repository,
 //! most trusted first:
 //!
-//! | partition           | which runs                                                         | reads (in order)                  |
-//! |---------------------|--------------------------------------------------------------------|-----------------------------------|
-//! | `protected`         | a tag; a run with a step naming an environment whose rules admit it | `protected`                       |
-//! | `default`           | the default branch (push, schedule, manual dispatch)               | `default`, `protected`            |
-//! | `branch:<name>`     | another branch of the repository itself                            | itself, `default`, `protected`    |
-//! | `pull:<number>`     | a pull request from the repository itself                          | itself, `default`, `protected`    |
-//! | `fork:<owner/name>` | a pull request from a fork (each fork its own)                     | itself, `default`, `protected`    |
-//! | `agents`            | summoned from an issue or a comment; any run whose plan gives an   | `agents`, `default`, `protected`  |
-//! |                     | `llm` step tools (its secrets allowed)                             |                                   |
-//! | `untrusted`         | any other run whose secrets are withheld: summoned by someone the  | `untrusted`, `default`,           |
-//! |                     | workflow does not trust, a push the engine itself wrote            | `protected`                       |
-//! | `local`             | `plue run` without a repository (its own scope)                    | `local`                           |
+//! | partition           | which runs                                                         | trust      | reads (in order)                  |
+//! |---------------------|--------------------------------------------------------------------|------------|-----------------------------------|
+//! | `protected`         | a tag; a run with a step naming an environment whose rules admit it | `trusted`  | `protected`                       |
+//! | `default`           | the default branch (push, schedule, manual dispatch)               | `trusted`  | `default`, `protected`            |
+//! | `branch:<name>`     | another branch of the repository itself                            | `trusted`  | itself, `default`, `protected`    |
+//! | `pull:<number>`     | a pull request from the repository itself                          | `trusted`  | itself, `default`, `protected`    |
+//! | `fork:<owner/name>` | a pull request from a fork (each fork its own)                     | `outsider` | itself, `default`, `protected`    |
+//! | `agents`            | summoned from an issue or a comment by a person the workflow       | `trusted`  | `agents`, `default`, `protected`  |
+//! |                     | trusts, on their own words; any run whose plan gives an `llm` step |            |                                   |
+//! |                     | tools (its secrets allowed)                                        |            |                                   |
+//! | `agents:<login>`    | summoned (secrets allowed) on an issue `<login>` wrote, who is not | `relayed`  | itself, `default`, `protected`    |
+//! |                     | the summoner nor known to be trusted: one per author               |            |                                   |
+//! | `untrusted`         | any other run whose secrets are withheld: summoned by someone the  | `outsider` | `untrusted`, `default`,           |
+//! |                     | workflow does not trust, a push the engine itself wrote            |            | `protected`                       |
+//! | `local`             | `plue run` without a repository (its own scope)                    | `local`    | `local`                           |
+//!
+//! **Trust** is who caused the run: the summoner or the author (a pusher, a pull request's
+//! author), whether its secrets were given — and, for a summoned run, whose words it acts
+//! on (the issue's author: an agent reads them, and what it writes into a cached directory
+//! is theirs as much as the summoner's). From least to most: `outsider` (secrets withheld),
+//! `relayed` (secrets given by a trusted summoner, on another's words), `trusted`
+//! (secrets given, the causer's own code or words); `local` stands apart. Each entry
+//! records the trust it was written under and who caused its run; a lookup matches the
+//! partition **and** its trust ([`Partition::trust`]), and [`Trust::may_restore`] holds
+//! for every partition a run reads: a run with secrets never restores what a run of lower
+//! trust wrote.
 //!
 //! Choices (Plue has no protected branches of its own; an environment's `allowed_refs` are
 //! the closest): a run is `protected` for an environment only when the environment is
 //! defined and its `allowed_refs` admit the run's branch (the gate's own rule) without a
 //! review (decided when the run is created, before a reviewer could refuse), so naming
 //! `environment="prod"` on a feature branch does not lift the run. Demotion wins over
-//! everything: withheld secrets put any repository run but a fork's in `untrusted`; an
-//! agent with tools, an issue or a comment puts any other in `agents`, whatever its branch
-//! or tag; a fork's run stays in its own `fork:` partition (as isolated already). `agents`
-//! and `untrusted` never read each other: a run with secrets (a maintainer's summon) never
-//! restores what an outsider's summon saved. A pull request is `pull:`/`fork:` even when
-//! its head branch is the default one. A run on a bare commit (no branch, no tag) is
-//! `untrusted`: any commit of the mirror may be a fork's. A re-run keeps the partition of the
-//! run it repeats. A run created before partitions existed (migration 0033) is
-//! `untrusted`, or `local` without a repository.
+//! everything: withheld secrets put any repository run but a fork's in `untrusted`; a
+//! summons on another's words puts it in that author's `agents:<login>`; an agent with
+//! tools, an issue or a comment puts any other in `agents`, whatever its branch or tag; a
+//! fork's run stays in its own `fork:` partition (as isolated already). `agents`,
+//! `agents:<login>` and `untrusted` never read each other: a run with secrets (a
+//! maintainer's summon) never restores what an outsider's summon saved, nor what an agent
+//! acting on an outsider's issue saved, and two outsiders' issues never share one. A pull
+//! request is `pull:`/`fork:` even when its head branch is the default one. A run on a
+//! bare commit (no branch, no tag) is `untrusted`: any commit of the mirror may be a
+//! fork's. A re-run keeps the partition of the run it repeats. A run created before
+//! partitions existed (migration 0033) is `untrusted`, or `local` without a repository.
 //!
 //! Invariants: [`Partition::reads`] of every partition starts with itself and holds only
 //! itself, `default` and `protected`; `default` and `protected` read nothing below
-//! `default`; `local` reads only itself.
+//! `default`; `local` reads only itself; for every partition and each it reads,
+//! [`Trust::may_restore`] holds.
 
 use std::fmt;
 
@@ -50,6 +68,10 @@ pub enum Partition {
     /// `owner/name` of the fork, or `pull-<number>` when the forge did not name it.
     Fork(String),
     Agents,
+    /// Summoned, its secrets allowed, on the words of this forge login (the issue's author,
+    /// `(unnamed)` when the forge gave none), who is not the summoner nor known to be
+    /// trusted.
+    Relayed(String),
     /// A run whose secrets are withheld, but a fork's.
     Untrusted,
     Local,
@@ -74,7 +96,76 @@ pub enum Origin {
     /// A pull request from a fork: its `owner/name` when known.
     Fork { number: u64, fork: Option<String> },
     /// Summoned from an issue or a comment.
-    Summoned,
+    Summoned {
+        /// Whose words the run acts on, when they are not the summoner's own nor a
+        /// trusted person's: the issue's author.
+        on_words_of: Option<String>,
+    },
+}
+
+/// How far the engine trusts whoever caused a run, as its caches know it. Ordered from the
+/// least trusted; [`Trust::Local`] stands apart from the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trust {
+    /// Secrets withheld: a fork's author, a summoner the workflow does not trust, the
+    /// engine's own push, a bare commit, a run from before partitions.
+    Outsider,
+    /// Secrets given by a summoner the workflow trusts, on words someone else wrote who is
+    /// not known to be trusted (an outsider's issue a writer summoned an agent on).
+    Relayed,
+    /// Secrets given, on the causer's own code or words: a pusher, a same-repository pull
+    /// request's author, a summoner on their own issue (or a trusted person's), a user's
+    /// dispatch, the schedule.
+    Trusted,
+    /// `plue run` without a repository: the operator's own machine.
+    Local,
+}
+
+impl Trust {
+    /// As stored and shown.
+    pub fn label(self) -> &'static str {
+        match self {
+            Trust::Outsider => "outsider",
+            Trust::Relayed => "relayed",
+            Trust::Trusted => "trusted",
+            Trust::Local => "local",
+        }
+    }
+
+    /// A stored label back.
+    pub fn parse(label: &str) -> Option<Trust> {
+        match label {
+            "outsider" => Some(Trust::Outsider),
+            "relayed" => Some(Trust::Relayed),
+            "trusted" => Some(Trust::Trusted),
+            "local" => Some(Trust::Local),
+            _ => None,
+        }
+    }
+
+    /// Whether a run of this trust may restore what a run of `writer`'s trust saved: never
+    /// anything of a lower trust; local only local.
+    pub fn may_restore(self, writer: Trust) -> bool {
+        match (self, writer) {
+            (Trust::Local, writer) => writer == Trust::Local,
+            (_, Trust::Local) => false,
+            (reader, writer) => writer.rank() >= reader.rank(),
+        }
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Trust::Outsider => 0,
+            Trust::Relayed => 1,
+            Trust::Trusted | Trust::Local => 2,
+        }
+    }
+}
+
+impl fmt::Display for Trust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
 }
 
 /// What a run's plan and its repository's rules add to its [`Origin`].
@@ -100,8 +191,15 @@ impl Partition {
                     .unwrap_or_else(|| format!("pull-{number}")),
             ),
             _ if facts.secrets_withheld => Partition::Untrusted,
+            Origin::Summoned {
+                on_words_of: Some(author),
+            } => Partition::Relayed(if author.is_empty() {
+                UNNAMED.to_owned()
+            } else {
+                author.clone()
+            }),
             _ if facts.agent_tools => Partition::Agents,
-            Origin::Summoned => Partition::Agents,
+            Origin::Summoned { on_words_of: None } => Partition::Agents,
             Origin::Pull { number } => Partition::Pull(*number),
             Origin::Ref { tag: true, .. } => Partition::Protected,
             Origin::Ref {
@@ -142,7 +240,21 @@ impl Partition {
 
     /// Whether a run of this partition may restore an entry `writer` saved.
     pub fn may_read(&self, writer: &Partition) -> bool {
-        self.reads().contains(writer)
+        self.reads().contains(writer) && self.trust().may_restore(writer.trust())
+    }
+
+    /// The trust of the runs of this partition, which their entries are written under.
+    pub fn trust(&self) -> Trust {
+        match self {
+            Partition::Protected
+            | Partition::Default
+            | Partition::Branch(_)
+            | Partition::Pull(_)
+            | Partition::Agents => Trust::Trusted,
+            Partition::Relayed(_) => Trust::Relayed,
+            Partition::Fork(_) | Partition::Untrusted => Trust::Outsider,
+            Partition::Local => Trust::Local,
+        }
     }
 
     /// The partition's label, as stored and shown.
@@ -168,6 +280,7 @@ impl Partition {
             "branch" => Some(Partition::Branch(rest.to_owned())),
             "pull" => rest.parse().ok().map(Partition::Pull),
             "fork" => Some(Partition::Fork(rest.to_owned())),
+            "agents" => Some(Partition::Relayed(rest.to_owned())),
             _ => None,
         }
     }
@@ -191,11 +304,15 @@ impl fmt::Display for Partition {
             Partition::Pull(number) => write!(f, "pull:{number}"),
             Partition::Fork(name) => write!(f, "fork:{name}"),
             Partition::Agents => f.write_str("agents"),
+            Partition::Relayed(author) => write!(f, "agents:{author}"),
             Partition::Untrusted => f.write_str("untrusted"),
             Partition::Local => f.write_str("local"),
         }
     }
 }
+
+/// What a relayed partition names when the forge gave no author (no login has brackets).
+pub const UNNAMED: &str = "(unnamed)";
 
 /// The label of the partition of a run from `origin` with `facts` (for the dispatch of a
 /// step's caches, which shows it in the step's log).
@@ -233,9 +350,17 @@ mod tests {
             Partition::Fork("eve/hello".into()),
             Partition::Fork("mallory/hello".into()),
             Partition::Agents,
+            Partition::Relayed("mallory".into()),
+            Partition::Relayed("eve".into()),
             Partition::Untrusted,
             Partition::Local,
         ]
+    }
+
+    fn on_words_of(author: &str) -> Origin {
+        Origin::Summoned {
+            on_words_of: Some(author.into()),
+        }
     }
 
     /// The ladder's rule written out once more, independently: a reader reads itself, and
@@ -279,6 +404,86 @@ mod tests {
         }
     }
 
+    // Every partition a run reads holds entries of a trust it may restore: a run with
+    // secrets never restores what a lower trust wrote, whichever partition it looks in.
+    #[test]
+    fn every_partition_read_is_of_a_trust_the_reader_may_restore() {
+        for reader in every() {
+            for read in reader.reads() {
+                assert!(
+                    reader.trust().may_restore(read.trust()),
+                    "{reader} ({}) reads {read} ({})",
+                    reader.trust(),
+                    read.trust()
+                );
+            }
+        }
+        use Trust::*;
+        for (reader, writer, may) in [
+            (Trusted, Trusted, true),
+            (Trusted, Relayed, false),
+            (Trusted, Outsider, false),
+            (Relayed, Trusted, true),
+            (Relayed, Relayed, true),
+            (Relayed, Outsider, false),
+            (Outsider, Trusted, true),
+            (Outsider, Outsider, true),
+            (Local, Local, true),
+            (Local, Trusted, false),
+            (Trusted, Local, false),
+        ] {
+            assert_eq!(reader.may_restore(writer), may, "{reader} {writer}");
+        }
+        for trust in [Outsider, Relayed, Trusted, Local] {
+            assert_eq!(Trust::parse(trust.label()), Some(trust));
+        }
+        assert_eq!(Trust::parse("writer"), None);
+    }
+
+    // The attack (issue 69): an outsider opens an issue whose text tells an agent to leave a
+    // tool in a cached directory; a writer summons the agent on it (secrets allowed). A
+    // later run a writer summons on their own issue, with secrets, must not restore it —
+    // before, both were the one `agents` partition of the repository.
+    #[test]
+    fn a_summons_on_an_outsiders_words_never_writes_where_a_writers_summons_reads() {
+        let relayed = Partition::of(&on_words_of("mallory"), PlanFacts::default());
+        assert_eq!(relayed, Partition::Relayed("mallory".into()));
+        assert_eq!(relayed.label(), "agents:mallory");
+        assert_eq!(relayed.trust(), Trust::Relayed);
+        // With tools too: the words decide before the tools.
+        assert_eq!(Partition::of(&on_words_of("mallory"), tools()), relayed);
+        let own = Partition::of(&Origin::Summoned { on_words_of: None }, tools());
+        assert_eq!(own, Partition::Agents);
+        for trusted in [
+            &own,
+            &Partition::of(&on_branch("main"), tools()),
+            &Partition::Default,
+            &Partition::Protected,
+        ] {
+            assert!(!trusted.may_read(&relayed), "{trusted} reads {relayed}");
+        }
+        // Two outsiders' issues never share a partition; the relayed run reads the
+        // trusted ones above it, never `agents`.
+        let other = Partition::of(&on_words_of("eve"), PlanFacts::default());
+        assert!(!other.may_read(&relayed) && !relayed.may_read(&other));
+        assert!(relayed.may_read(&Partition::Default));
+        assert!(!relayed.may_read(&own));
+        // Withheld secrets still win: an outsider's own summons is `untrusted`.
+        let withheld = PlanFacts {
+            secrets_withheld: true,
+            ..PlanFacts::default()
+        };
+        assert_eq!(
+            Partition::of(&on_words_of("mallory"), withheld),
+            Partition::Untrusted
+        );
+        // No author named: one partition for the unnamed, never `agents`.
+        assert_eq!(
+            Partition::of(&on_words_of(""), PlanFacts::default()).label(),
+            "agents:(unnamed)"
+        );
+    }
+
     #[test]
     fn reads_start_with_the_run_itself_then_go_up() {
         assert_eq!(Partition::Protected.reads(), vec![Partition::Protected]);
@@ -310,7 +515,9 @@ mod tests {
             Partition::parse("branch:release/1.0:x"),
             Some(Partition::Branch("release/1.0:x".into()))
         );
-        for bad in ["", "branch:", "pull:x", "fork:", "trusted", "Default"] {
+        for bad in [
+            "", "branch:", "pull:x", "fork:", "agents:", "trusted", "Default",
+        ] {
             assert_eq!(Partition::parse(bad), None, "{bad}");
         }
     }
@@ -436,7 +643,10 @@ mod tests {
     #[test]
     fn an_issue_or_comment_summon_is_agents() {
         // Issue and comment runs have the same origin: summoned.
-        let p = Partition::of(&Origin::Summoned, PlanFacts::default());
+        let p = Partition::of(
+            &Origin::Summoned { on_words_of: None },
+            PlanFacts::default(),
+        );
         assert_eq!(p, Partition::Agents);
         assert!(!Partition::Default.may_read(&p));
         assert!(!Partition::Protected.may_read(&p));
@@ -513,9 +723,12 @@ mod tests {
             secrets_withheld: true,
             ..PlanFacts::default()
         };
-        let outsider = Partition::of(&Origin::Summoned, withheld);
+        let outsider = Partition::of(&Origin::Summoned { on_words_of: None }, withheld);
         assert_eq!(outsider, Partition::Untrusted);
-        let maintainer = Partition::of(&Origin::Summoned, PlanFacts::default());
+        let maintainer = Partition::of(
+            &Origin::Summoned { on_words_of: None },
+            PlanFacts::default(),
+        );
         let agent_on_main = Partition::of(&on_branch("main"), tools());
         for trusted in [
             &maintainer,

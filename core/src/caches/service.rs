@@ -4,22 +4,30 @@
 //! partition.
 //!
 //! Invariants: the partition and scope always come from the run's stored row, never from
-//! a request; an entry of a partition the run may not read is answered exactly as a
-//! missing one; a save's name and key are checked ([`check_key`]) before any byte is read,
-//! and its archive is stored under the engine's own digest, within the per-entry limit
-//! (the smaller of `--artifacts-max-bytes` and the quota) and the scope's quota, or not at
-//! all; a run below `default` never evicts an entry of `default` or `protected`, and a
-//! save evicts those only once no entry of a less trusted partition is left (what less
-//! trusted runs fill never pushes the trusted caches out).
+//! a request; an entry of a partition the run may not read, or written under a trust it
+//! may not restore, is answered exactly as a missing one; a save's name and key are
+//! checked ([`check_key`]) before any byte is read, and its archive is stored under the
+//! engine's own digest, within the per-entry limit (the smaller of
+//! `--artifacts-max-bytes` and the quota: its bytes and its decompressed content) and the
+//! scope's quota, or not at all, recording the run, who caused it and its trust; a run
+//! below `default` never evicts an entry of `default` or `protected`, and a save evicts
+//! those only once no entry of a less trusted partition is left (what less trusted runs
+//! fill never pushes the trusted caches out). No object outlives its entry past the
+//! request that removed it: an eviction's objects, a refused save's and a tampered
+//! entry's are deleted then (a failure to delete leaves them to the sweep).
 
 use bytes::Bytes;
 use futures::Stream;
 use plue_types::protocol::caches::{CacheEntry, CacheSaved, CacheSpec, MAX_KEY_BYTES};
 
-use super::partition::Partition;
-use crate::artifacts::cache::CacheBlobError;
-use crate::artifacts::Artifacts;
-use crate::store::{cache_scope, now_ms, CacheEntryRow, CacheRecorded, NewCacheEntry, Store};
+use super::causer;
+use super::partition::{Partition, Trust};
+use crate::artifacts::cache::content::ContentError;
+use crate::artifacts::cache::{CacheBlobError, OnMismatch};
+use crate::artifacts::{ArtifactError, Artifacts, ByteStream};
+use crate::store::{
+    cache_scope, now_ms, CacheEntryRow, CachePlace, CacheRecorded, NewCacheEntry, Store,
+};
 
 /// A run's caches: its partition and its scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,12 +95,17 @@ pub async fn of_run(store: &Store, run_id: i64) -> anyhow::Result<Option<RunCach
 }
 
 impl RunCaches {
-    /// The labels of the partitions this run reads, in order.
-    fn readable(&self) -> Vec<String> {
+    /// Where this run restores from, in order: each partition it reads, with the trust its
+    /// entries are written under (one the run may restore: [`Partition::may_read`]).
+    fn places(&self) -> Vec<CachePlace> {
         self.partition
             .reads()
             .iter()
-            .map(Partition::label)
+            .filter(|read| self.partition.may_read(read))
+            .map(|read| CachePlace {
+                partition: read.label(),
+                trust: read.trust().label().to_owned(),
+            })
             .collect()
     }
 
@@ -107,7 +120,7 @@ impl RunCaches {
         let found = store
             .lookup_cache(
                 &self.scope,
-                &self.readable(),
+                &self.places(),
                 &spec.name,
                 key,
                 &spec.restore_prefixes,
@@ -127,8 +140,9 @@ impl RunCaches {
         }))
     }
 
-    /// Entry `id` when this run may read it; `None` as well for one of another scope or a
-    /// partition it may not read (the same answer as a missing entry).
+    /// Entry `id` when this run may read it; `None` as well for one of another scope, a
+    /// partition it may not read, or written under a trust it may not restore (the same
+    /// answer as a missing entry).
     pub async fn readable_entry(
         &self,
         store: &Store,
@@ -138,9 +152,40 @@ impl RunCaches {
             return Ok(None);
         };
         let readable = entry.scope == self.scope
-            && Partition::parse(&entry.partition_name)
-                .is_some_and(|writer| self.partition.may_read(&writer));
+            && Partition::parse(&entry.partition_name).is_some_and(|writer| {
+                self.partition.may_read(&writer)
+                    && Trust::parse(&entry.trust).is_some_and(|trust| {
+                        trust == writer.trust() && self.partition.trust().may_restore(trust)
+                    })
+            });
         Ok(readable.then_some(entry))
+    }
+
+    /// The archive of `entry` (one [`RunCaches::readable_entry`] gave): at most its
+    /// recorded size; when its object does not match the record, every entry naming the
+    /// object and the object itself are removed before the body ends (so the runner's own
+    /// digest check refuses it, and its save of the key is recorded anew). `None`: its
+    /// object is gone, and so is the entry now.
+    pub async fn download(
+        &self,
+        artifacts: &Artifacts,
+        store: &Store,
+        entry: &CacheEntryRow,
+    ) -> anyhow::Result<Option<ByteStream>> {
+        let size = u64::try_from(entry.size).unwrap_or(0);
+        let on_mismatch = remove_on_mismatch(artifacts.clone(), store.clone(), entry);
+        match artifacts
+            .get_cache(&entry.blob_key, &entry.digest, size, on_mismatch)
+            .await
+        {
+            Ok(stream) => Ok(Some(stream)),
+            Err(ArtifactError::Store(object_store::Error::NotFound { .. })) => {
+                // Its object is gone: the entry is of no use to anyone.
+                store.delete_cache_entry(entry.id).await?;
+                Ok(None)
+            }
+            Err(e) => Err(anyhow::anyhow!("cache entry {}: {e}", entry.id)),
+        }
     }
 
     /// The partitions whose entries this run may not evict: `default` and `protected`,
@@ -168,7 +213,10 @@ impl RunCaches {
         E: std::fmt::Display,
     {
         check_key(name, key).map_err(SaveError::Invalid)?;
-        let own = [self.partition.label()];
+        let own = [CachePlace {
+            partition: self.partition.label(),
+            trust: self.partition.trust().label().to_owned(),
+        }];
         if let Some((row, true)) = store
             .lookup_cache(&self.scope, &own, name, key, &[])
             .await?
@@ -176,24 +224,33 @@ impl RunCaches {
             return Ok(saved(row, false));
         }
         let limits = artifacts.cache_limits();
-        let limit = artifacts.max_bytes().min(limits.quota);
+        let limit = artifacts.cache_entry_limit();
         let stored = artifacts
             .put_cache(&self.scope, limit, body)
             .await
             .map_err(|e| match e {
-                CacheBlobError::TooLarge { .. } => SaveError::TooLarge(e.to_string()),
+                CacheBlobError::TooLarge { .. }
+                | CacheBlobError::Content(ContentError::TooLarge { .. }) => {
+                    SaveError::TooLarge(e.to_string())
+                }
+                CacheBlobError::Content(ContentError::NotZstd(_)) => {
+                    SaveError::Invalid(e.to_string())
+                }
                 CacheBlobError::Body(why) => SaveError::Body(why),
                 CacheBlobError::Store(e) => SaveError::Engine(anyhow::anyhow!("blob store: {e}")),
             })?;
+        let causer = causer::shown(store.trigger_of(self.run_id).await?.as_ref());
         let new = NewCacheEntry {
             repo_id: self.repo_id,
-            partition: &own[0],
+            partition: &own[0].partition,
             name,
             key,
             digest: &stored.digest,
             size: i64::try_from(stored.size).unwrap_or(i64::MAX),
             blob_key: &stored.key,
             run_id: self.run_id,
+            causer: causer.as_deref(),
+            trust: self.partition.trust().label(),
             now: now_ms(),
         };
         let quota = i64::try_from(limits.quota).unwrap_or(i64::MAX);
@@ -201,24 +258,29 @@ impl RunCaches {
         let recorded = store
             .record_cache_entry(&new, quota, &self.kept(), &spared)
             .await;
+        // What no entry names any more leaves the disk now, not at the next sweep: a run
+        // within its quota cannot fill the disk by saving and evicting between sweeps.
+        let unnamed = std::slice::from_ref(&stored.key);
         match recorded {
             Ok(CacheRecorded::Created { entry, evicted }) => {
-                if evicted > 0 {
+                if !evicted.is_empty() {
                     tracing::info!(
                         scope = %self.scope,
-                        "evicted {evicted} least recently used cache entries for '{key}'"
+                        "evicted {} least recently used cache entries for '{key}'",
+                        evicted.len()
                     );
+                    artifacts.drop_cache_objects(store, &evicted).await?;
                 }
                 Ok(saved(entry, true))
             }
             Ok(CacheRecorded::Kept(entry)) => {
                 // Saved meanwhile by another attempt: ours goes, unless it is the same
-                // object (the sweep keeps a key an entry names).
-                store.doom_blob_key(&stored.key).await?;
+                // object (an entry names it).
+                artifacts.drop_cache_objects(store, unnamed).await?;
                 Ok(saved(entry, false))
             }
             Ok(CacheRecorded::OverQuota { used }) => {
-                store.doom_blob_key(&stored.key).await?;
+                artifacts.drop_cache_objects(store, unnamed).await?;
                 Err(SaveError::TooLarge(format!(
                     "the cache entry ({}) does not fit the repository's cache quota of {} \
                      ({} kept; plue serve --cache-quota)",
@@ -233,6 +295,32 @@ impl RunCaches {
             }
         }
     }
+}
+
+/// What a download of `entry` does when its object does not match the record: every entry
+/// naming the object goes (the object is the same for all of them), then the object.
+fn remove_on_mismatch(artifacts: Artifacts, store: Store, entry: &CacheEntryRow) -> OnMismatch {
+    let (blob_key, id) = (entry.blob_key.clone(), entry.id);
+    Box::new(move || {
+        Box::pin(async move {
+            let removed = async {
+                let entries = store.delete_cache_entries_of_blob(&blob_key).await?;
+                artifacts
+                    .drop_cache_objects(&store, std::slice::from_ref(&blob_key))
+                    .await?;
+                anyhow::Ok(entries)
+            }
+            .await;
+            match removed {
+                Ok(entries) => tracing::warn!(
+                    "cache entry {id} does not match its digest: {entries} entries of its object removed, and the object"
+                ),
+                Err(e) => tracing::warn!(
+                    "cache entry {id} does not match its digest, and removing it failed: {e:#}"
+                ),
+            }
+        })
+    })
 }
 
 fn saved(row: CacheEntryRow, created: bool) -> CacheSaved {

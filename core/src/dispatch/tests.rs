@@ -903,8 +903,13 @@ fn a_steps_caches_travel_in_its_dispatch_and_reach_the_runner_with_the_partition
         json!([{"name": "rust", "paths": ["target", "~/.cargo/registry"], "key": ["Cargo.lock"], "restore_prefixes": ["rust-"]}])
     );
     let back: Dispatch = serde_json::from_value(json).unwrap();
-    let specs = back.cache_specs("fork:eve/plue");
+    let specs = back.cache_specs("fork:eve/plue", 64 << 20);
     assert_eq!(specs.len(), 1);
+    assert_eq!(
+        specs[0].max_bytes,
+        64 << 20,
+        "the engine's bound reaches the runner"
+    );
     assert_eq!(specs[0].name, "rust");
     assert_eq!(specs[0].key_files, ["Cargo.lock"]);
     assert_eq!(specs[0].restore_prefixes, ["rust-"]);

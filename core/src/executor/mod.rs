@@ -280,12 +280,13 @@ impl Executor {
         carry: &[String],
         fork: Option<&str>,
     ) -> anyhow::Result<i64> {
-        let partition = crate::caches::origin::partition_of(&self.store, run, fork, |n, o, d| {
-            matches!(environments::gate(n, o, d), environments::Gate::Open { .. })
-        })
-        .await
-        .context("deciding the run's cache partition")?
-        .label();
+        let partition =
+            crate::caches::origin::partition_of(&self.store, run, fork, triggerer, |n, o, d| {
+                matches!(environments::gate(n, o, d), environments::Gate::Open { .. })
+            })
+            .await
+            .context("deciding the run's cache partition")?
+            .label();
         // `Plan(max_parallel=)` lowers the engine's limit for this run, never raises it.
         let max_parallel = run
             .plan

@@ -5,15 +5,18 @@
 //!
 //! - `cache <name>: restored <key> from partition <p> (exact|prefix, <size>) in <t>`
 //! - `cache <name>: miss (<key>) in partition <p>`
-//! - `cache <name>: refused entry <key> from <p>: digest mismatch` (then a miss)
+//! - `cache <name>: refused entry <key> from <p>: does not match its digest` (then a miss;
+//!   the engine removed the entry when it sent it, so the step's save replaces it)
 //! - `cache <name>: saved <key> to partition <p> (<size>) in <t>`
 //!
 //! Invariants: a cache never fails the step — every failure (the engine unreachable or
 //! refusing, a digest mismatch, a hostile archive, a path in the way) is one line in the
 //! step's log and the step goes on as on a miss. Each engine request is tried once (a
 //! cache is worth less than the time waiting for one). The entry is checked against its
-//! recorded digest before anything of it is unpacked; the partition is the engine's, the
-//! runner only shows it.
+//! recorded length and digest before anything of it is unpacked; the partition and the
+//! bound ([`CacheSpec::max_bytes`]) are the engine's, the runner only shows the one and
+//! holds the archive to the other, packing and unpacking. No line shows the engine's
+//! address: a step's log is read by people who need not know where the engine listens.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -45,9 +48,14 @@ fn entry_file(dir: &Path) -> PathBuf {
     dir.join(".plue-cache-entry")
 }
 
-/// The bounds of a cache archive: the attempt's hand-off bounds.
-fn limits(assignment: &Assignment) -> Limits {
-    super::handoff_limits(assignment)
+/// The bounds of `spec`'s archive: the engine's bound for the cache, else the attempt's
+/// hand-off bound (an engine that sends none).
+fn limits(assignment: &Assignment, spec: &CacheSpec) -> Limits {
+    let mut limits = super::handoff_limits(assignment);
+    if spec.max_bytes > 0 {
+        limits.max_bytes = spec.max_bytes;
+    }
+    limits
 }
 
 /// Restores each of the attempt's caches, saying each outcome in the step's log.
@@ -153,15 +161,14 @@ async fn restore_one(
         }
         Err(e) => {
             let why = match e.downcast_ref::<CacheError>() {
-                Some(CacheError::Digest) => "digest mismatch".to_string(),
-                // The engine ends the download of an entry whose bytes fail its own check
-                // of the recorded digest early, as a broken body.
+                Some(CacheError::Digest) => CacheError::Digest.to_string(),
+                // The connection failed mid-body: a network fault, not the entry's bytes.
                 Some(CacheError::Io(io))
                     if io
                         .get_ref()
                         .is_some_and(|inner| inner.is::<reqwest::Error>()) =>
                 {
-                    format!("the download broke off before its digest could be checked ({e:#})")
+                    format!("the download broke off before its digest could be checked ({io})")
                 }
                 _ => format!("{e:#}"),
             };
@@ -190,26 +197,31 @@ async fn fetch_and_restore(
     entry: &CacheEntry,
 ) -> anyhow::Result<()> {
     use futures::TryStreamExt;
-    let limits = limits(assignment);
+    let limits = limits(assignment, spec);
     let path = entry_path(assignment.attempt_id, entry.id);
+    // Errors without the engine's address: they become lines of the step's log.
     let response = engine
         .client
         .get(format!("{}{path}", engine.base))
         .bearer_auth(engine.token.as_str())
         .send()
         .await
-        .map_err(|e| {
-            // Also how the engine ends a small entry that fails its own digest check.
-            anyhow::anyhow!(
-                "the download broke off before its digest could be checked ({path}: {e})"
-            )
-        })?;
+        .map_err(|e| anyhow::anyhow!("the engine could not be asked ({})", e.without_url()))?;
     if !response.status().is_success() {
         bail!("{}", answer_error(response).await);
     }
-    let stream = Box::pin(response.bytes_stream().map_err(std::io::Error::other));
+    let stream = Box::pin(
+        response
+            .bytes_stream()
+            .map_err(|e| std::io::Error::other(e.without_url())),
+    );
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
-    let (dir, spec, digest) = (dir.to_owned(), spec.clone(), entry.digest.clone());
+    let (dir, spec, digest, size) = (
+        dir.to_owned(),
+        spec.clone(),
+        entry.digest.clone(),
+        entry.size,
+    );
     // The archive may hold a little more than its content (headers, compression of
     // incompressible data); its content is bounded again while unpacking.
     let max_archive = limits
@@ -228,7 +240,11 @@ async fn fetch_and_restore(
             .open(&at)
             .context("making the entry's file")?;
         let restored = (|| {
-            caches::receive(reader, &mut file, &digest, max_archive)?;
+            let recorded = caches::Recorded {
+                digest: &digest,
+                size,
+            };
+            caches::receive(reader, &mut file, recorded, max_archive)?;
             use std::io::Seek;
             file.seek(std::io::SeekFrom::Start(0))?;
             let files = AttemptDir::new(&dir);
@@ -332,7 +348,7 @@ async fn save_one(
     spec: &CacheSpec,
     key: &str,
 ) -> anyhow::Result<Saved> {
-    let limits = limits(assignment);
+    let limits = limits(assignment, spec);
     let files = AttemptDir::new(dir);
     // The paths are opened first: nothing is sent when none of them is there.
     let trees = {
@@ -380,7 +396,7 @@ async fn save_one(
     let packed = packer.await.context("the packing task failed")?;
     let (packed, response) = match (packed, sent) {
         (Err(e), _) => return Err(e.into()),
-        (_, Err(e)) => bail!("{path}: {e}"),
+        (_, Err(e)) => bail!("the engine could not be reached ({})", e.without_url()),
         (Ok(packed), Ok(response)) => (packed, response),
     };
     if !response.status().is_success() {
@@ -396,4 +412,58 @@ async fn save_one(
 /// `0.4 s`.
 fn seconds(elapsed: Duration) -> String {
     format!("{:.1} s", elapsed.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An attempt as the wire carries it, its hand-off bound `handoff_max` (0: none).
+    fn assignment(handoff_max: u64) -> Assignment {
+        serde_json::from_value(serde_json::json!({
+            "attempt_id": 1,
+            "run_id": 1,
+            "step_id": "build",
+            "attempt": 1,
+            "action": {"kind": "bash", "command": "true"},
+            "env": {},
+            "secrets": {},
+            "timeout_secs": 60,
+            "workspace": {"kind": "empty"},
+            "handoff": {"max_bytes": handoff_max},
+        }))
+        .unwrap()
+    }
+
+    fn spec(max_bytes: u64) -> CacheSpec {
+        CacheSpec {
+            name: "rust".into(),
+            paths: vec!["target".into()],
+            key_files: vec!["Cargo.lock".into()],
+            restore_prefixes: Vec::new(),
+            partition: "default".into(),
+            max_bytes,
+        }
+    }
+
+    // regression (issue 69): the runner fell back to its own 1 GiB for caches, so a sparse
+    // file and a zstd bomb passed a 64 MiB bound. The engine's bound for the cache is the
+    // one packed and unpacked under, even when the assignment carries no other.
+    #[test]
+    fn a_cache_is_held_to_the_engines_bound() {
+        let bound = 64 << 20;
+        assert_eq!(limits(&assignment(0), &spec(bound)).max_bytes, bound);
+        assert_eq!(limits(&assignment(1 << 30), &spec(bound)).max_bytes, bound);
+        // An engine that says nothing for the cache: the hand-off bound, else the default.
+        assert_eq!(limits(&assignment(bound), &spec(0)).max_bytes, bound);
+        assert_eq!(
+            limits(&assignment(0), &spec(0)),
+            plue_types::handoff::Limits::default()
+        );
+        // The wire carries it whatever else the assignment says.
+        let mut sent = assignment(0);
+        sent.caches = vec![spec(bound)];
+        let wire = serde_json::to_value(&sent).unwrap();
+        assert_eq!(wire["caches"][0]["max_bytes"], bound);
+    }
 }

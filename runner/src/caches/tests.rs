@@ -1,6 +1,7 @@
 //! Keys, the pack → receive → restore round trip, the digest check, and what a hostile
 //! archive or workspace tries on a restore.
 
+use std::io::Write;
 use std::path::Path;
 
 use super::*;
@@ -13,6 +14,7 @@ fn spec(paths: &[&str], key_files: &[&str]) -> CacheSpec {
         key_files: key_files.iter().map(|k| k.to_string()).collect(),
         restore_prefixes: Vec::new(),
         partition: "default".into(),
+        max_bytes: 0,
     }
 }
 
@@ -50,6 +52,14 @@ fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(bytes)))
 }
 
+/// What the engine records of `bytes` saved with `digest`.
+fn recorded<'a>(digest: &'a str, bytes: &[u8]) -> Recorded<'a> {
+    Recorded {
+        digest,
+        size: bytes.len() as u64,
+    }
+}
+
 /// `bytes` received (digest checked) into a file, then restored into `attempt`.
 fn restore_bytes(
     attempt: &Attempt,
@@ -63,7 +73,8 @@ fn restore_bytes(
         .create_new(true)
         .open(&path)
         .unwrap();
-    receive(bytes, &mut file, &sha256(bytes), 1 << 30)?;
+    let digest = sha256(bytes);
+    receive(bytes, &mut file, recorded(&digest, bytes), 1 << 30)?;
     let file = File::open(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
     attempt.with(|dirs| restore(file, dirs, spec, &Limits::default()))
@@ -210,15 +221,71 @@ fn a_tampered_entry_is_refused_before_anything_is_unpacked() {
     let mut bytes = Vec::new();
     a.with(|dirs| pack(dirs, &spec, &Limits::default(), &mut bytes))
         .unwrap();
-    let recorded = sha256(&bytes);
+    let saved = bytes.clone();
+    let digest = sha256(&saved);
+    let at_save = recorded(&digest, &saved);
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     let mut into = tempfile::tempfile().unwrap();
-    let err = receive(&bytes[..], &mut into, &recorded, 1 << 30).unwrap_err();
+    let err = receive(&bytes[..], &mut into, at_save, 1 << 30).unwrap_err();
     assert!(matches!(err, CacheError::Digest), "{err}");
-    assert_eq!(err.to_string(), "digest mismatch");
-    let err = receive(&bytes[..], &mut into, &sha256(&bytes), 10).unwrap_err();
+    assert_eq!(err.to_string(), "does not match its digest");
+    // Longer or shorter than recorded, whatever its digest: not the saved entry.
+    let mut longer = saved.clone();
+    longer.push(0);
+    let err = receive(&longer[..], &mut into, at_save, 1 << 30).unwrap_err();
+    assert!(matches!(err, CacheError::Digest), "{err}");
+    let err = receive(&saved[..saved.len() - 1], &mut into, at_save, 1 << 30).unwrap_err();
+    assert!(matches!(err, CacheError::Digest), "{err}");
+    // Recorded larger than the bound: refused before a byte is read.
+    let err = receive(&saved[..], &mut into, at_save, 10).unwrap_err();
     assert!(err.to_string().contains("larger than"), "{err}");
+    // The saved bytes themselves pass.
+    assert_eq!(
+        receive(&saved[..], &mut into, at_save, 1 << 30).unwrap(),
+        saved.len() as u64
+    );
+}
+
+// The attack (issue 69): a step leaves a 200 MiB sparse file in a cached path; it takes no
+// disk and compresses to almost nothing, so only its length tells. Under a 64 MiB bound it
+// is refused before a byte of it is packed.
+#[test]
+fn a_sparse_file_counts_at_its_full_length() {
+    let a = Attempt::new();
+    std::fs::create_dir_all(a.ws().join("target")).unwrap();
+    let sparse = File::create(a.ws().join("target/sparse")).unwrap();
+    sparse.set_len(200 << 20).unwrap();
+    let limits = Limits {
+        max_bytes: 64 << 20,
+        max_entries: 100,
+    };
+    let mut out = Vec::new();
+    let err = a
+        .with(|dirs| pack(dirs, &spec(&["target"], &["k"]), &limits, &mut out))
+        .unwrap_err();
+    assert!(err.to_string().contains("larger than"), "{err}");
+    assert!(out.len() < 1 << 20, "packed {} bytes first", out.len());
+}
+
+// A frame asking for a window larger than [`WINDOW_LOG_MAX`] is refused, not allocated.
+#[test]
+fn a_frame_asking_for_a_huge_window_is_refused() {
+    let mut encoder = zstd::Encoder::new(Vec::new(), 3).unwrap();
+    encoder.window_log(27).unwrap();
+    encoder.include_contentsize(false).unwrap();
+    let mut tar = Vec::new();
+    raw_entry(&mut tar, "0/x", tar::EntryType::Regular, "", b"x");
+    tar.extend_from_slice(&[0u8; 1024]);
+    encoder.write_all(&tar).unwrap();
+    let bytes = encoder.finish().unwrap();
+    let a = Attempt::new();
+    let err = restore_bytes(&a, &spec(&["t"], &["k"]), &bytes).unwrap_err();
+    assert!(
+        matches!(err, CacheError::Archive(_) | CacheError::Io(_)),
+        "{err}"
+    );
+    assert!(!a.ws().join("t").exists());
 }
 
 fn hostile(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {

@@ -1,5 +1,6 @@
 //! `GET /api/repos/{owner}/{name}/caches`: a repository's step cache entries, the most
-//! recently used first, each with the trust partition that saved it.
+//! recently used first, each with the trust partition that saved it, the run that saved
+//! it, who caused that run and the trust it was written under.
 //!
 //! Invariants: readable by whoever may read the repository (a reader, a maintainer, an
 //! admin; anyone for a public repository), a 404 like a missing repository for anyone
@@ -29,8 +30,17 @@ pub(super) struct CacheEntryView {
     pub name: String,
     pub key: String,
     /// The trust partition of the run that saved it (`protected`, `default`,
-    /// `branch:<name>`, `pull:<number>`, `fork:<owner/name>`, `agents`, `untrusted`).
+    /// `branch:<name>`, `pull:<number>`, `fork:<owner/name>`, `agents`, `agents:<login>`,
+    /// `untrusted`).
     pub partition: String,
+    /// The trust it was written under: `trusted` (secrets given, the causer's own code or
+    /// words), `relayed` (secrets given by a trusted summoner, on another's words),
+    /// `outsider` (secrets withheld). A run restores nothing of a lower trust.
+    pub trust: String,
+    /// Who caused the run that saved it, as recorded with the run (`github:alice`, a
+    /// user's name, `schedule`); null when nobody was recorded.
+    #[schema(required = true)]
+    pub causer: Option<String>,
     /// `sha256:<hex>` of its archive, computed by the engine when it was saved.
     pub digest: String,
     pub size: i64,
@@ -49,6 +59,8 @@ impl CacheEntryView {
             name: row.name,
             key: row.key,
             partition: row.partition_name,
+            trust: row.trust,
+            causer: row.causer,
             digest: row.digest,
             size: row.size,
             run_id: row.run_id,

@@ -8,10 +8,13 @@
 //! - The run, its scope and its partition come from the attempt, never from the request
 //!   (`plue_core::caches::service`); a cache name must be one of the attempt's dispatched
 //!   caches, and the restore prefixes are the dispatch's own.
-//! - An entry is downloaded only by a run whose partition may read it and whose attempt
-//!   has a cache of its name: any other id is the same 404 as a missing one. The archive
-//!   is checked against the digest and size recorded at save as it streams, and the stream
-//!   is cut on a mismatch.
+//! - An entry is downloaded only by a run whose partition may read it (written under a
+//!   trust the run may restore) and whose attempt has a cache of its name: any other id is
+//!   the same 404 as a missing one. The archive is checked against the digest and size
+//!   recorded at save as it streams, never more than the recorded size is sent, and on a
+//!   mismatch the entry (every entry of its object) and its object are removed before the
+//!   body ends: the runner refuses the bytes by its own digest check, and its save of the
+//!   key is recorded anew.
 //! - A save goes into the run's own partition, under a name and key checked before any
 //!   byte is read, hashed by the engine as it streams, within the per-entry limit and the
 //!   repository's quota; a refused or broken upload leaves no object and no row.
@@ -60,7 +63,7 @@ async fn attempt_caches(
     let specs = match store.dispatch_of(owner.step_run_id).await? {
         Some(text) => serde_json::from_str::<Dispatch>(&text)
             .map_err(|e| anyhow::anyhow!("dispatch of attempt {attempt_id}: {e}"))?
-            .cache_specs(&run.partition.label()),
+            .cache_specs(&run.partition.label(), state.artifacts.cache_entry_limit()),
         None => Vec::new(),
     };
     Ok((run, specs))
@@ -113,24 +116,10 @@ async fn entry(
         .await?
         .filter(|entry| specs.iter().any(|s| s.name == entry.name))
         .ok_or_else(missing)?;
-    let size = u64::try_from(entry.size).unwrap_or(0);
-    let stream = match state
-        .artifacts
-        .get_cache(&entry.blob_key, &entry.digest, size)
-        .await
-    {
-        Ok(stream) => stream,
-        Err(crate::artifacts::ArtifactError::Store(object_store::Error::NotFound { .. })) => {
-            // Its object is gone: the entry is of no use to anyone.
-            store.delete_cache_entry(entry.id).await?;
-            return Err(missing());
-        }
-        Err(e) => {
-            return Err(ApiError::Internal(anyhow::anyhow!(
-                "cache entry {entry_id}: {e}"
-            )))
-        }
-    };
+    let stream = run
+        .download(&state.artifacts, store, &entry)
+        .await?
+        .ok_or_else(missing)?;
     // Chunked, without a length: a stream cut on a mismatch never ends as a whole body.
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/zstd")],

@@ -35,6 +35,7 @@ mod log_approval;
 mod log_conversation;
 mod log_steps;
 mod render;
+mod repo_caches;
 mod repos;
 mod run;
 mod run_approval;

@@ -3,7 +3,10 @@
 //! its triggers, its evaluation error, each branch's last run, and — for a workflow with a
 //! manual trigger — a dispatch form of typed inputs (a checkbox for a boolean, a select for
 //! options, a number field for a number, text otherwise; defaults filled, required ones
-//! marked); then the files that ran but are no longer on that head, and the cron schedules.
+//! marked); then the files that ran but are no longer on that head, the cron schedules,
+//! and the repository's newest step cache entries ([`super::repo_caches`]: each with its
+//! partition, the trust it was written under, who caused the run that saved it, and the
+//! run).
 //! `POST /repos/{owner}/{name}/dispatch` hands a form to the API's dispatch; when the API
 //! refuses, the page comes back with the refusal on that form and the inputs as they were
 //! typed.
@@ -103,6 +106,8 @@ struct RepoPage {
     /// Files that ran but are not on the default branch's head.
     elsewhere: Vec<WorkflowEntry>,
     schedules: Vec<ScheduleView>,
+    /// The newest cache entries.
+    caches: Vec<super::repo_caches::CacheRow>,
     /// The caller may dispatch (writer).
     can_write: bool,
 }
@@ -228,6 +233,7 @@ async fn load(
         .into_iter()
         .map(|row| ScheduleView::new(&repo.name, row))
         .collect();
+    let caches = super::repo_caches::newest(store, repo.id).await?;
     Ok(RepoPage {
         chrome: session.chrome(&base),
         can_write,
@@ -238,6 +244,7 @@ async fn load(
         workflows,
         elsewhere,
         schedules,
+        caches,
     })
 }
 

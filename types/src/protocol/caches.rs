@@ -10,13 +10,18 @@
 //!    answers a [`CacheLookupReply`]: the entry to restore (the exact key first, then each
 //!    of [`CacheSpec::restore_prefixes`]; the run's own partition first, then each more
 //!    trusted one), or none.
-//! 2. The runner `GET`s the entry's archive from [`entry_path`], checks its SHA-256 against
-//!    [`CacheEntry::digest`] before unpacking anything (a mismatch is refused, logged, and
-//!    treated as a miss), and unpacks it with the hand-off unpacker's rules.
+//! 2. The runner `GET`s the entry's archive from [`entry_path`] (at most
+//!    [`CacheEntry::size`] bytes: the engine never sends more), checks its length and
+//!    SHA-256 against [`CacheEntry::size`] and [`CacheEntry::digest`] before unpacking
+//!    anything (a mismatch is refused, logged as "does not match its digest", and treated
+//!    as a miss; the engine, which checks the same bytes as it sends them, has removed the
+//!    entry by the time the body ends, so the step's save replaces it), and unpacks it
+//!    with the hand-off unpacker's rules within [`CacheSpec::max_bytes`].
 //! 3. After the step succeeded, when the exact key missed, it `PUT`s the archive (a
 //!    zstd-compressed tar of [`CacheSpec::paths`]) to [`save_path`]. The engine streams it
 //!    into the blob store under its own digest, in the run's partition, within the
-//!    repository's quota, and answers a [`CacheSaved`]. An entry already saved under the
+//!    repository's quota (its decompressed size within [`CacheSpec::max_bytes`]), and
+//!    answers a [`CacheSaved`]. An entry already saved under the
 //!    same key in the same partition is kept (the first write wins; no entry is ever
 //!    overwritten).
 //!
@@ -46,6 +51,18 @@ pub struct CacheSpec {
     /// The partition the run reads and writes, for the step's log only (the engine decides
     /// it again on every request).
     pub partition: String,
+    /// The most bytes one entry of this cache may hold, counted as the runner writes them:
+    /// the files' full lengths (a sparse file at its apparent size) and the tar's headers,
+    /// never the compressed size. The runner refuses to pack past it and stops unpacking
+    /// at it; the engine refuses an upload whose decompressed archive passes it. The
+    /// engine's per-entry limit (`--artifacts-max-bytes`, within `--cache-quota`); 0: not
+    /// given (the runner then takes the hand-off bound).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `POST` path: which entry to restore for one cache of the attempt.
