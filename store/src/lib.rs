@@ -75,7 +75,7 @@ pub use annotations::{AnnotationRow, DroppedAnnotations, NewAnnotation};
 pub use api_tokens::{Adopted, NewToken, TokenRow, ValidToken};
 pub use approvals::{ApprovalRow, Decided, Reviewer, Verdict};
 pub use blobs::{ArtifactRow, BlobRow, BlobUsage, NewBlob, RecordError, StepArtifacts, Usage};
-pub use caches::{cache_scope, CacheEntryRow, CacheRecorded, NewCacheEntry};
+pub use caches::{cache_scope, CacheEntryRow, CachePlace, CacheRecorded, NewCacheEntry};
 pub use claims::{AttemptEnd, AttemptOwner, Claimed, CompletedAttempt, StepAfter};
 pub use costs::{BudgetClaimants, Reservation};
 pub use dashboard::{AttemptRow, RunFilter};
