@@ -139,25 +139,25 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl Handoff {
+    /// Nothing to hand over and no bound to carry: only then is the field left off the
+    /// wire. A bound alone is carried (regression: an assignment whose only hand-off value
+    /// was `max_bytes` reached the runner without it, which fell back to its own 1 GiB).
     pub fn is_empty(&self) -> bool {
         self.workspace_from.is_none()
             && self.needs_artifacts.is_empty()
             && self.artifacts.is_empty()
             && !self.keep_workspace
+            && self.max_bytes == 0
     }
 }
 
 /// The longest log line the engine stores; runners split longer ones.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
-    /// Nothing to hand over and no bound to carry: only then is the field left off the
-    /// wire. A bound alone is carried (regression: an assignment whose only hand-off value
-    /// was `max_bytes` reached the runner without it, which fell back to its own 1 GiB).
 /// The most lines in one [`LogBatch`].
 pub const MAX_BATCH_LINES: usize = 40_000;
 /// The most outputs one step may set, and the longest value.
 pub const MAX_OUTPUTS: usize = 256;
 pub const MAX_OUTPUT_VALUE_BYTES: usize = 64 * 1024;
-            && self.max_bytes == 0
 /// The longest [`Completion::reason`] the engine accepts.
 pub const MAX_REASON_BYTES: usize = 4096;
 
@@ -677,6 +677,20 @@ mod tests {
         assert_eq!(asked.accept_forks, Some(false));
     }
 
+    // regression (issue 69): the engine's bound was left off the wire whenever it was the
+    // only hand-off value, so runners packed and unpacked caches under their own 1 GiB.
+    #[test]
+    fn a_bound_alone_reaches_the_runner() {
+        let handoff = Handoff {
+            max_bytes: 64 << 20,
+            ..Handoff::default()
+        };
+        assert!(!handoff.is_empty());
+        let wire = serde_json::to_value(&handoff).unwrap();
+        assert_eq!(wire["max_bytes"], 64 << 20);
+        assert!(Handoff::default().is_empty());
+    }
+
     #[test]
     fn unknown_fields_are_refused() {
         let err = serde_json::from_str::<PollRequest>(r#"{"wait_ms": 5, "extra": 1}"#);
@@ -696,20 +710,6 @@ mod tests {
         };
         let array = r#"{"lines":[[7,"stderr","a \"b\"\n",1795533494271]]}"#;
         assert_eq!(
-    // regression (issue 69): the engine's bound was left off the wire whenever it was the
-    // only hand-off value, so runners packed and unpacked caches under their own 1 GiB.
-    #[test]
-    fn a_bound_alone_reaches_the_runner() {
-        let handoff = Handoff {
-            max_bytes: 64 << 20,
-            ..Handoff::default()
-        };
-        assert!(!handoff.is_empty());
-        let wire = serde_json::to_value(&handoff).unwrap();
-        assert_eq!(wire["max_bytes"], 64 << 20);
-        assert!(Handoff::default().is_empty());
-    }
-
             serde_json::from_str::<LogBatch>(array).unwrap().lines,
             std::slice::from_ref(&line)
         );
