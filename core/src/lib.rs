@@ -3,7 +3,8 @@
 //!
 //! - [`schedule`]: the run/step state machine and DAG rules — pure data and functions.
 //! - [`dispatch`]: what a queued step carries to its runner (templates rendered).
-//! - [`executor`]: starts runs and moves them forward; [`launch`]: file → run.
+//! - [`executor`]: starts runs and moves them forward; [`launch`]: file → run;
+//!   [`engine_secrets`]: the engine's own secrets and the repositories each reaches.
 //! - [`registry`]: repository events → runs (mirrors, evaluation, trigger matching);
 //!   [`scheduler`]: cron ticks; [`status_reporter`]: commit statuses owed to forges.
 //! - [`safe_outputs`]: an agent's proposals judged and applied to its repository;
@@ -22,6 +23,7 @@ pub mod annotations;
 pub mod artifacts;
 pub mod caches;
 pub mod dispatch;
+pub mod engine_secrets;
 pub mod executor;
 pub mod launch;
 pub mod metrics;

@@ -12,7 +12,10 @@ mod values;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use values::{parse_key_value, parse_labels, parse_passed_env, parse_secret, parse_uid_range};
+use values::{
+    parse_key_value, parse_labels, parse_passed_env, parse_secret, parse_secret_repos,
+    parse_uid_range,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -473,7 +476,8 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) drain_delay: u64,
     /// A secret given to steps that name it; repeatable (kept in memory only). `NAME` alone
-    /// takes the value from the environment variable NAME.
+    /// takes the value from the environment variable NAME. It reaches runs without a
+    /// repository (an admin's) and only the repositories --secret-repos names for it.
     #[arg(long = "secret", value_name = "NAME[=VALUE]", value_parser = parse_secret)]
     pub(crate) secrets: Vec<(String, String)>,
     /// Runner pools: `local` (processes on this machine) and/or `kubernetes` (pods, set up
@@ -481,6 +485,11 @@ pub(crate) struct ServeArgs {
     #[arg(long = "pool", value_enum, default_values_t = [PoolKind::Local])]
     pub(crate) pools: Vec<PoolKind>,
     /// The pool configuration file (YAML) of `--pool kubernetes`.
+    /// The repositories a --secret NAME reaches: `owner/name`, or `owner/*` for every
+    /// repository of an owner; repeatable. A secret no --secret-repos names reaches no
+    /// repository's run.
+    #[arg(long = "secret-repos", value_name = "NAME=REPO[,REPO...]", value_parser = parse_secret_repos)]
+    pub(crate) secret_repos: Vec<(String, Vec<engine::engine_secrets::RepoPattern>)>,
     #[arg(long, value_name = "FILE", env = "PLUE_POOL_CONFIG")]
     pub(crate) pool_config: Option<PathBuf>,
     /// Prices of llm models (YAML or JSON, USD per million tokens) added to and replacing
@@ -517,8 +526,8 @@ pub(crate) struct ServeArgs {
     /// refused), recorded and shown by GET /api/installations.
     #[arg(long, value_name = "PATH", env = "PLUE_GITHUB_APP_WEBHOOK_SECRET_FILE")]
     pub(crate) github_app_webhook_secret_file: Option<PathBuf>,
-    /// Register every repository an installation of the GitHub App adds (readable by
-    /// nobody until an admin grants a role). Off by default: an admin registers them.
+    /// Register every repository an accepted installation of the GitHub App adds (readable
+    /// by nobody until an admin grants a role). Off by default: an admin registers them.
     #[arg(
         long,
         env = "PLUE_REGISTER_INSTALLED_REPOS",
@@ -530,6 +539,18 @@ pub(crate) struct ServeArgs {
     /// then carry a per-attempt credential the proxy checks with this engine. Needed by a
     /// Kubernetes class with `egress_proxy`.
     #[arg(long, value_name = "PATH", env = "PLUE_EGRESS_PROXY_TOKEN_FILE")]
+    /// An account (user or organization login) whose installations of the GitHub App this
+    /// engine accepts; repeatable, or comma-separated. Every other installation is
+    /// recorded as refused: it registers nothing and its deliveries start nothing (a
+    /// repository an admin registered included). None by default.
+    #[arg(
+        long = "installation-owner",
+        value_name = "ACCOUNT",
+        env = "PLUE_INSTALLATION_OWNERS",
+        value_delimiter = ',',
+        requires = "github_app_webhook_secret_file"
+    )]
+    pub(crate) installation_owners: Vec<String>,
     pub(crate) egress_proxy_token_file: Option<PathBuf>,
     /// Only parse and validate --pool-config, --llm-prices and the GitHub App's key,
     /// whichever are given, say what they hold, and exit (0: valid, 1: not).

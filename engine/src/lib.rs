@@ -14,9 +14,9 @@
 //! The CLI lives in the binary (`main.rs`, `cli.rs`, `commands/`).
 
 pub use plue_core::{
-    annotations, artifacts, dispatch, events, executor, forge, launch, metrics, pool, pricing,
-    registry, runner_scope, safe_outputs, schedule, scheduler, status_reporter, store, tokens,
-    transcripts, vault,
+    annotations, artifacts, dispatch, engine_secrets, events, executor, forge, launch, metrics,
+    pool, pricing, registry, runner_scope, safe_outputs, schedule, scheduler, status_reporter,
+    store, tokens, transcripts, vault,
 };
 pub use plue_server::{
     access, api, debug_relay, http_error, internal_api, json_body, ops, pool_gauges, runner_socket,

@@ -444,6 +444,7 @@ fn a_github_apps_webhook_secret_and_registering_come_from_the_same_secret() {
     let mut values = github_app();
     values["githubApp"]["webhookSecretKey"] = json!("webhook-secret");
     values["githubApp"]["registerInstalledRepos"] = json!(true);
+    values["githubApp"]["installationOwners"] = json!(["acme", "Widgets"]);
     let rendered = render(values);
     assert_eq!(
         rendered.env("PLUE_GITHUB_APP_WEBHOOK_SECRET_FILE")["value"],
@@ -452,6 +453,11 @@ fn a_github_apps_webhook_secret_and_registering_come_from_the_same_secret() {
     assert_eq!(
         rendered.env("PLUE_REGISTER_INSTALLED_REPOS")["value"],
         "true"
+    );
+    // The accounts whose installations are accepted: `--installation-owner`'s variable.
+    assert_eq!(
+        rendered.env("PLUE_INSTALLATION_OWNERS")["value"],
+        "acme,Widgets"
     );
     let pod = &rendered.engine()["spec"]["template"]["spec"];
     let volume = pod["volumes"]
@@ -470,6 +476,21 @@ fn a_github_apps_webhook_secret_and_registering_come_from_the_same_secret() {
     // By default neither: installation deliveries are refused, nothing is registered.
     let plain = render(github_app()).engine().to_string();
     assert!(!plain.contains("WEBHOOK_SECRET_FILE") && !plain.contains("REGISTER_INSTALLED"));
+    // No account accepted by default: every installation is refused.
+    assert!(!plain.contains("PLUE_INSTALLATION_OWNERS"), "{plain}");
+    assert_render_refuses(
+        &json!({"githubApp": {"id": 4242, "existingSecret": "plue-github-app",
+                              "installationOwners": ["acme"]}}),
+        "githubApp.installationOwners needs githubApp.webhookSecretKey",
+    );
+    // One entry holding two accounts (or a pattern) is no login: refused by the schema.
+    for smuggled in ["acme,mallory", "*", "acme/*"] {
+        let mut values = github_app();
+        values["githubApp"]["webhookSecretKey"] = json!("webhook-secret");
+        values["githubApp"]["installationOwners"] = json!([smuggled]);
+        let output = render_output(&values);
+        assert!(!output.status.success(), "{smuggled} rendered");
+    }
     // Registering without the secret could never receive an installation: refused.
     assert_render_refuses(
         &json!({"githubApp": {"id": 4242, "existingSecret": "plue-github-app",

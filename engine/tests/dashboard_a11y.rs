@@ -570,6 +570,8 @@ async fn docs_screenshots(chromium: PathBuf, driver: PathBuf) {
                 "2",
                 "--secret",
                 "ANTHROPIC_API_KEY=sk-ant-docs-demo",
+                "--secret-repos",
+                "ANTHROPIC_API_KEY=acme/app",
             ],
             &[("ANTHROPIC_BASE_URL", claude.url())],
         )

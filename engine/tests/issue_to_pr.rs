@@ -242,6 +242,9 @@ async fn start_engine(sb: &Sandbox, claude: &FakeClaude, data: &str) -> Engine {
             "200",
             "--secret",
             &secret,
+            // The model's key reaches the fixtures' repositories on either forge (issue 69).
+            "--secret-repos",
+            "ANTHROPIC_API_KEY=Codertocat/Hello-World,example/example",
             "--public-url",
             "https://plue.example.com",
         ],

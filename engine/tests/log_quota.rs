@@ -11,7 +11,6 @@
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
@@ -234,7 +233,7 @@ async fn claimed(executor: &Executor, fork: bool) -> LogAttempt {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_counters_count_each_stored_byte_once_on_both_backends() {
     for (store, _dir) in support::stores().await {
-        let executor = Executor::new(store, Arc::new(Events::default()), BTreeMap::new(), 1000);
+        let executor = Executor::new(store, Arc::new(Events::default()), Default::default(), 1000);
         let store = executor.store();
         let at = claimed(&executor, false).await;
         let fresh = store.log_budget(at.attempt_id).await.unwrap().unwrap();

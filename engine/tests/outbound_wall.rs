@@ -282,7 +282,16 @@ async fn a_secret_rotated_or_deleted_while_the_run_goes_on_is_still_walled() {
     ];
     let server = FakeClaude::start_routed(support::routed_agents([("agent", agent.as_slice())]));
     let key = format!("ANTHROPIC_API_KEY={KEY}");
-    let args = ["--runners", "2", "--heartbeat-ms", "200", "--secret", &key];
+    let args = [
+        "--runners",
+        "2",
+        "--heartbeat-ms",
+        "200",
+        "--secret",
+        &key,
+        "--secret-repos",
+        "ANTHROPIC_API_KEY=acme/app",
+    ];
     let engine = sandbox
         .serve_with_env(
             "engine",

@@ -155,6 +155,9 @@ async fn summon(sb: &Sandbox, refuse: Option<&str>) -> World {
                 "200",
                 "--secret",
                 &secret,
+                // The model's key reaches the one repository's agent (issue 69).
+                "--secret-repos",
+                "ANTHROPIC_API_KEY=Codertocat/Hello-World",
                 "--public-url",
                 &url,
             ],

@@ -407,9 +407,16 @@ impl Rogue {
         let dir = tempfile::tempdir().unwrap();
         let mut config = support::admin_config(REGISTRATION, ADMIN);
         config.mirrors_dir = dir.path().join("mirrors");
-        config
-            .secrets
-            .insert("ANTHROPIC_API_KEY".into(), KEY.into());
+        // The model's key, for the one repository `create_repo` registers.
+        config.secrets = engine::engine_secrets::EngineSecrets::new(
+            [("ANTHROPIC_API_KEY".to_owned(), KEY.to_owned())].into(),
+            [(
+                "ANTHROPIC_API_KEY".to_owned(),
+                vec![engine::engine_secrets::RepoPattern::parse("acme/app").unwrap()],
+            )]
+            .into(),
+        )
+        .unwrap();
         let engine = support::start_in_process(&dir.path().join("data"), config).await;
         let repo_id = support::create_repo(engine.executor.store()).await;
         let http = reqwest::Client::new();

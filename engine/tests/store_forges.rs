@@ -10,6 +10,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use engine::engine_secrets::{EngineSecrets, RepoPattern};
 use engine::events::Events;
 use engine::executor::Executor;
 use engine::store::{now_ms, NewRepo, NewRun, RunRepo, ScheduleEntry, Store};
@@ -281,7 +282,18 @@ async fn repository_secrets_open_with_the_vault_and_are_withheld_from_forks() {
             .put_secret(id, "DEPLOY", &vault.seal("d3pl0y").unwrap())
             .await
             .unwrap();
-        let engine_wide = BTreeMap::from([("SHARED".to_string(), "everyone".to_string())]);
+        // The engine's own secrets: SHARED named for this repository, OPERATOR for none.
+        let engine_wide = EngineSecrets::new(
+            BTreeMap::from([
+                ("SHARED".to_string(), "everyone".to_string()),
+                ("OPERATOR".to_string(), "the-operators-own".to_string()),
+            ]),
+            BTreeMap::from([(
+                "SHARED".to_string(),
+                vec![RepoPattern::parse("octo/*").unwrap()],
+            )]),
+        )
+        .unwrap();
         let executor = Executor::new(store.clone(), Arc::new(Events::default()), engine_wide, 8)
             .with_vault(vault.clone());
         let step = Step::bash("s", "true");
@@ -306,6 +318,18 @@ async fn repository_secrets_open_with_the_vault_and_are_withheld_from_forks() {
             "{missing}"
         );
         assert_eq!(missing.to_string(), "secret 'NOPE' is not set");
+        // The attack: the repository's step names the engine secret no one named for it.
+        let withheld = executor
+            .secret_values(trusted, "s", &["OPERATOR".to_string()])
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(&withheld, engine::executor::SecretsRefused::NotForRepository { name, repository }
+                if name == "OPERATOR" && repository == "octo/hello"),
+            "{withheld}"
+        );
+        assert!(!withheld.to_string().contains("the-operators-own"));
 
         let fork = start(&executor, id, &plan(vec![step]), false).await;
         let secrets = executor

@@ -50,6 +50,7 @@ port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); 
 plue="http://127.0.0.1:$port"
 ANTHROPIC_BASE_URL="$claude" PLUE_ADMIN_TOKEN="$admin" "$bin/plue" serve --listen "127.0.0.1:$port" \
     --data-dir "$work/data" --runners 2 --secret ANTHROPIC_API_KEY=sk-ant-fake \
+    --secret-repos "ANTHROPIC_API_KEY=$repo" \
     --public-url "$plue" >"$work/plue.log" 2>&1 &
 pids+=($!)
 until curl -sf "$plue/healthz" >/dev/null; do sleep 0.2; done

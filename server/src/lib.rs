@@ -36,7 +36,7 @@ pub mod web;
 pub mod webhooks;
 
 pub use plue_core::{
-    annotations, artifacts, dispatch, events, executor, forge, launch, metrics, outbound,
-    outbound_wall, pool, pricing, registry, runner_scope, safe_outputs, schedule, scheduler,
-    status_reporter, store, tokens, transcripts, vault,
+    annotations, artifacts, dispatch, engine_secrets, events, executor, forge, launch, metrics,
+    outbound, outbound_wall, pool, pricing, registry, runner_scope, safe_outputs, schedule,
+    scheduler, status_reporter, store, tokens, transcripts, vault,
 };

@@ -80,9 +80,12 @@ pub struct EngineConfig {
     /// The GitHub App's webhook secret (`--github-app-webhook-secret-file`): its
     /// `installation` and `installation_repositories` deliveries are checked with it.
     pub github_app_webhook_secret: Option<crate::forge::auth::Token>,
-    /// Register the repositories the App's installations name
+    /// Register the repositories the App's accepted installations name
     /// (`--register-installed-repos`; off by default: an admin registers them).
     pub register_installed_repos: bool,
+    /// The accounts whose installations of the App the engine accepts
+    /// (`--installation-owner`; none by default): every other installation is refused.
+    pub installation_owners: webhooks::InstallationOwners,
     /// The engine's URL as users reach it (links in commit statuses); default: its own.
     pub public_url: Option<String>,
     /// Where the repositories' bare mirrors live.
@@ -90,7 +93,9 @@ pub struct EngineConfig {
     /// How often due schedules and owed commit statuses are looked for.
     pub schedule_interval: Duration,
     pub status_interval: Duration,
-    pub secrets: BTreeMap<String, String>,
+    /// The engine's own secrets (`--secret`) and the repositories each reaches
+    /// (`--secret-repos`).
+    pub secrets: crate::engine_secrets::EngineSecrets,
     /// Most steps of one run queued or running at once.
     pub max_parallel: usize,
     pub heartbeat_interval: Duration,
@@ -155,8 +160,9 @@ impl EngineConfig {
             public_url: None,
             mirrors_dir: std::env::temp_dir().join(format!("plue-mirrors-{}", std::process::id())),
             schedule_interval: scheduler::TICK,
+            installation_owners: webhooks::InstallationOwners::default(),
             status_interval: Duration::from_millis(250),
-            secrets: BTreeMap::new(),
+            secrets: Default::default(),
             max_parallel: 64,
             heartbeat_interval: Duration::from_secs(2),
             lost_after: Duration::from_secs(10),
@@ -443,6 +449,12 @@ async fn start_serving(
         vault: config.vault.clone(),
         registry: registry.clone(),
         app: config
+    if config.github_app_webhook_secret.is_some() {
+        // The accounts accepted may have changed since an installation was recorded.
+        webhooks::judge_recorded_installations(&store, &config.installation_owners)
+            .await
+            .context("judging the GitHub App's recorded installations")?;
+    }
             .github_app_webhook_secret
             .clone()
             .map(|secret| webhooks::AppHooks {
@@ -452,6 +464,7 @@ async fn start_serving(
                     .then(|| webhooks::Registering {
                         api_url: config
                             .github_app
+                owners: config.installation_owners.clone(),
                             .as_ref()
                             .map(|app| app.api_url().to_string())
                             .filter(|api| api != crate::forge::auth::DEFAULT_APP_API),

@@ -2,7 +2,6 @@
 //! temporary directory ([`TestApi`]), and users holding fresh API tokens
 //! ([`user_with_token`]). Test-only: compiled under `cfg(test)`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -32,7 +31,7 @@ impl TestApi {
         let executor = Arc::new(Executor::new(
             store.clone(),
             Arc::new(Events::default()),
-            BTreeMap::new(),
+            Default::default(),
             8,
         ));
         let artifacts = Artifacts::open(&ArtifactsConfig::local(dir.path().join("artifacts")));

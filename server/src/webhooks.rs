@@ -7,14 +7,18 @@
 //! the exact bytes received; an unknown repository is checked against a secret nobody
 //! holds, so it answers exactly like a wrong signature); `repository.id` not the one the
 //! repository is bound to (its name taken over by another repository) → 409, before
-//! anything is recorded or run; payload lacking what its event needs → 400; delivery id seen
+//! anything is recorded or run; the delivery comes through an installation of the GitHub
+//! App the operator does not accept (`--installation-owner`) → 403 saying why, before
+//! anything is recorded or run ([`installations`]); payload lacking what its event needs →
+//! 400; delivery id seen
 //! before → 200 with the runs it started; `ping` → 200; the registry failing to fetch the
 //! commit → 422 (the delivery is forgotten, so a redelivery tries again). Issue and comment
 //! events go through the same checks and de-duplication; their answer also says, in
 //! `refused`, why a matching workflow started nothing (its author may not summon it).
 //!
 //! A GitHub App's `installation` and `installation_repositories` deliveries name no
-//! repository: they are checked with the App's webhook secret instead ([`installations`]).
+//! repository: they are checked with the App's webhook secret instead, and judged
+//! ([`installations`], [`installation_owners`]).
 //!
 //! Invariant: a sender without a repository's webhook secret learns nothing about which
 //! repositories are registered: every answer it can get (400, 401, 413) is the same for a
@@ -23,6 +27,7 @@
 //! Invariant: nothing a request contains can make the handler panic or answer 5xx except
 //! a failure reaching the repository or the database.
 
+mod installation_owners;
 mod installations;
 
 use std::sync::Arc;
@@ -42,7 +47,8 @@ use crate::metrics;
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::vault::Vault;
-pub use installations::{AppHooks, Registering};
+pub use installation_owners::{InstallationOwners, InstallationRefused};
+pub use installations::{judge_recorded_installations, AppHooks, Registering};
 
 /// The largest body accepted.
 pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
@@ -67,11 +73,12 @@ pub struct DeliveryResult {
     pub runs: Vec<i64>,
     pub duplicate: bool,
     /// Why an issue or comment started nothing for a workflow (or at all): the author may
-    /// not start it, a bot or Plue's own comment, ... Absent when empty.
+    /// not start it, a bot or Plue's own comment, ...; for an installation event, why the
+    /// installation was refused. Absent when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<String>,
-    /// Repositories an installation event registered (`--register-installed-repos`).
-    /// Absent when empty.
+    /// Repositories an accepted installation's event registered
+    /// (`--register-installed-repos`). Absent when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub registered: Vec<String>,
 }
@@ -157,7 +164,11 @@ async fn receive(
     if installations::is_installation_event(forge, &event) {
         return installations::receive(state, &parts.headers, &event, &delivery, &body).await;
     }
-    let (repo_name, forge_repo_id) = repository_name(&body)?;
+    let Named {
+        full_name: repo_name,
+        forge_repo_id,
+        installation,
+    } = repository_name(&body)?;
     let signature_header = header(&parts.headers, signature::header_name(forge));
     let Some(repo) = state.store.repo_by_name(&repo_name).await? else {
         // regression: an unknown repository answered 404 before the signature was looked
@@ -182,6 +193,7 @@ async fn receive(
         .as_ref()
         .is_some_and(|app| app.secret.expose() == secret.as_str());
     same_repository(state, &repo, forge_repo_id, shares_apps_secret).await?;
+    installations::admit(state, &repo.name, installation, shares_apps_secret).await?;
 
     let parsed =
         payload::parse(forge, &event, &body).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -340,9 +352,18 @@ async fn read_body(headers: &HeaderMap, body: Body) -> ApiResult<Vec<u8>> {
     }
 }
 
-/// `repository.full_name` of a JSON body, which picks the secret to check it with, and
-/// `repository.id`, the forge's id of the repository (both forges send it).
-fn repository_name(body: &[u8]) -> ApiResult<(String, Option<i64>)> {
+/// What a delivery's body names of where it comes from.
+struct Named {
+    /// `repository.full_name`, which picks the secret to check it with.
+    full_name: String,
+    /// `repository.id`, the forge's id of the repository (both forges send it).
+    forge_repo_id: Option<i64>,
+    /// `installation.id`: the GitHub App installation it comes through, if any.
+    installation: Option<i64>,
+}
+
+/// What a JSON body names ([`Named`]); 400 when it names no repository.
+fn repository_name(body: &[u8]) -> ApiResult<Named> {
     #[derive(serde::Deserialize)]
     struct Repository {
         full_name: String,
@@ -350,19 +371,30 @@ fn repository_name(body: &[u8]) -> ApiResult<(String, Option<i64>)> {
         id: Option<serde_json::Value>,
     }
     #[derive(serde::Deserialize)]
+    struct Installation {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    }
+    #[derive(serde::Deserialize)]
     struct Envelope {
         repository: Option<Repository>,
+        #[serde(default)]
+        installation: Option<Installation>,
     }
     let envelope: Envelope = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("body is not a JSON object: {e}")))?;
+    let installation = envelope
+        .installation
+        .and_then(|i| i.id)
+        .as_ref()
+        .and_then(serde_json::Value::as_i64);
     envelope
         .repository
         .filter(|r| !r.full_name.is_empty())
-        .map(|r| {
-            (
-                r.full_name,
-                r.id.as_ref().and_then(serde_json::Value::as_i64),
-            )
+        .map(|r| Named {
+            forge_repo_id: r.id.as_ref().and_then(serde_json::Value::as_i64),
+            full_name: r.full_name,
+            installation,
         })
         .ok_or_else(|| ApiError::bad_request("body has no repository.full_name"))
 }

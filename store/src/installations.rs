@@ -3,9 +3,12 @@
 //! described them, and the repositories each may reach.
 //!
 //! Invariants: an installation is keyed by GitHub's id and written whole by each event that
-//! carries it (the last one stays); a deleted installation keeps its row (`state` =
+//! carries it (the last one stays), the engine's judgement of it included (`refused`: why
+//! it was refused, `None` when accepted); a deleted installation keeps its row (`state` =
 //! `deleted`) and loses its repositories; a repository is listed at most once per
-//! installation. Nothing here registers a repository: that is an admin's choice.
+//! installation. Nothing here judges an installation or registers a repository: the
+//! caller judges (the operator's accepted accounts), an admin or the judged-accepted
+//! installation registers.
 
 use crate::{now_ms, on_db, Store};
 
@@ -25,6 +28,9 @@ pub struct InstallationRow {
     pub events: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Why the engine refused it (its account is not one the operator accepts); `None`:
+    /// accepted.
+    pub refused: Option<String>,
 }
 
 /// An installation as an event describes it.
@@ -36,6 +42,8 @@ pub struct InstallationFacts<'a> {
     pub state: &'a str,
     pub permissions: &'a str,
     pub events: &'a str,
+    /// The engine's judgement: why it refuses the installation, `None` when it accepts it.
+    pub refused: Option<&'a str>,
 }
 
 impl Store {
@@ -44,11 +52,13 @@ impl Store {
         let now = now_ms();
         on_db!(self, pool => sqlx::query(
             "INSERT INTO github_installations \
-             (id, account, account_type, state, permissions, events, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (id) DO UPDATE SET \
+             (id, account, account_type, state, permissions, events, created_at, updated_at, \
+             refused) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) ON CONFLICT (id) DO UPDATE SET \
              account = excluded.account, account_type = excluded.account_type, \
              state = excluded.state, permissions = excluded.permissions, \
-             events = excluded.events, updated_at = excluded.updated_at",
+             events = excluded.events, updated_at = excluded.updated_at, \
+             refused = excluded.refused",
         )
         .bind(facts.id)
         .bind(facts.account)
@@ -57,6 +67,7 @@ impl Store {
         .bind(facts.permissions)
         .bind(facts.events)
         .bind(now)
+        .bind(facts.refused)
         .execute(pool)
         .await
         .map(|_| ())?);
@@ -110,10 +121,38 @@ impl Store {
     pub async fn installations(&self) -> anyhow::Result<Vec<InstallationRow>> {
         Ok(on_db!(self, pool => sqlx::query_as(
             "SELECT id, account, account_type, state, permissions, events, created_at, \
-             updated_at FROM github_installations ORDER BY id",
+             updated_at, refused FROM github_installations ORDER BY id",
         )
         .fetch_all(pool)
         .await?))
+    }
+
+    /// Installation `id`, if it was ever recorded.
+    pub async fn installation(&self, id: i64) -> anyhow::Result<Option<InstallationRow>> {
+        Ok(on_db!(self, pool => sqlx::query_as(
+            "SELECT id, account, account_type, state, permissions, events, created_at, \
+             updated_at, refused FROM github_installations WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// Records the engine's new judgement of installation `id` (`refused`: why it is
+    /// refused, `None`: accepted), when the accounts it accepts changed; whether the
+    /// judgement differed from the recorded one. `updated_at` is left: nothing GitHub said
+    /// changed.
+    pub async fn judge_installation(&self, id: i64, refused: Option<&str>) -> anyhow::Result<bool> {
+        let changed = on_db!(self, pool => sqlx::query(
+            "UPDATE github_installations SET refused = $2 \
+             WHERE id = $1 AND refused IS DISTINCT FROM $2",
+        )
+        .bind(id)
+        .bind(refused)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(changed > 0)
     }
 
     /// The repositories installation `id` may reach, by name.
@@ -142,6 +181,7 @@ mod tests {
             state,
             permissions: r#"{"checks":"write"}"#,
             events: r#"["push"]"#,
+            refused: None,
         }
     }
 
@@ -173,6 +213,57 @@ mod tests {
             store.record_installation(&facts("deleted")).await.unwrap();
             assert_eq!(store.installations().await.unwrap()[0].state, "deleted");
             assert!(store.installation_repos(42).await.unwrap().is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_judgement_is_kept_with_the_installation_and_changed_only_when_it_differs() {
+        for (store, _dir) in stores().await {
+            let refused = InstallationFacts {
+                refused: Some("not an account this engine accepts"),
+                ..facts("active")
+            };
+            store.record_installation(&refused).await.unwrap();
+            let row = store.installation(42).await.unwrap().unwrap();
+            assert_eq!(
+                row.refused.as_deref(),
+                Some("not an account this engine accepts")
+            );
+            assert!(store.installation(7).await.unwrap().is_none());
+            // The operator accepted the account: judged again, accepted.
+            assert!(store.judge_installation(42, None).await.unwrap());
+            assert!(!store.judge_installation(42, None).await.unwrap());
+            assert_eq!(store.installations().await.unwrap()[0].refused, None);
+            // Each event carries the judgement made when it arrived.
+            store.record_installation(&refused).await.unwrap();
+            assert!(store
+                .installation(42)
+                .await
+                .unwrap()
+                .unwrap()
+                .refused
+                .is_some());
+            assert!(!store
+                .judge_installation(42, Some("not an account this engine accepts"))
+                .await
+                .unwrap());
+        }
+    }
+
+    // An installation recorded before installations were judged (the stranger's, which
+    // an engine with --register-installed-repos took) is not taken as accepted: it reads as
+    // refused until the engine judges it at its start.
+    #[tokio::test]
+    async fn an_installation_recorded_before_judgements_reads_as_refused() {
+        let rows = ["INSERT INTO github_installations \
+             (id, account, account_type, state, permissions, events, created_at, updated_at) \
+             VALUES (9, 'mallory', 'User', 'active', '{}', '[]', 1, 1)"];
+        for (store, _dir) in crate::testing::upgraded_stores(41, &rows).await {
+            let row = store.installation(9).await.unwrap().unwrap();
+            assert!(
+                row.refused.as_deref().unwrap().contains("judged again"),
+                "{row:?}"
+            );
         }
     }
 }

@@ -36,6 +36,7 @@ use evaluator::plan::Plan;
 use plue_types::status::AttemptStatus;
 
 use crate::events::{Event, Events};
+use crate::engine_secrets::{EngineSecrets, Lookup};
 use crate::metrics;
 use crate::store::{
     now_ms, AttemptEnd, ClaimNext, CompletedAndAdvanced, CompletedAttempt, Completion, KnownSteps,
@@ -60,8 +61,9 @@ pub struct Executor {
     known: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Option<KnownSteps>>>>>,
     /// Step rows read by this executor's advances, in all.
     steps_read: AtomicU64,
-    /// Secret values by name, given to the steps that name them.
-    secrets: BTreeMap<String, String>,
+    /// The engine's own secrets, given to the steps that name them in runs they reach
+    /// ([`crate::engine_secrets`]).
+    secrets: EngineSecrets,
     /// Opens the repositories' sealed secrets.
     vault: Vault,
     /// The credentials for the repositories' forges (personal tokens opened with `vault`,
@@ -146,6 +148,13 @@ pub enum SecretsRefused {
     #[error("secret '{0}' is not set")]
     NotSet(String),
 }
+    /// A secret the engine has (`--secret`) but does not give this run's repository: the
+    /// operator did not name it (`--secret-repos`).
+    #[error(
+        "secret '{name}' is not set for {repository}: the engine's own secret of that name \
+         reaches only the repositories its operator named for it (--secret-repos)"
+    )]
+    NotForRepository { name: String, repository: String },
 
 /// The secrets a step gets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -163,7 +172,7 @@ impl Executor {
     pub fn new(
         store: Store,
         events: Arc<Events>,
-        secrets: BTreeMap<String, String>,
+        secrets: EngineSecrets,
         max_parallel: usize,
     ) -> Executor {
         for_pool::install_pool_reports();
@@ -773,7 +782,8 @@ impl Executor {
     /// Secret values for the step `names` of step `step_id` of `run_id`: for a step naming
     /// an environment, the environment's secrets first (after checking its gate again:
     /// [`environments::secrets_gate`]), then the repository's secrets (opened with the
-    /// vault), else the engine's own. A pull request from a fork gets none of them: the
+    /// vault), else the engine's own where they reach the run's repository
+    /// ([`crate::engine_secrets`]). A pull request from a fork gets none of them: the
     /// names come back in `withheld` and the step runs without them. The error names the
     /// first secret that is set nowhere, or one that does not open, or why the step may not
     /// use its environment. The values returned are recorded as held by the run first
@@ -831,11 +841,24 @@ impl Executor {
             .into_iter()
             .collect();
         let mut values = BTreeMap::new();
+        // The run's repository, read only when an engine secret is asked for (otherwise
+        // no lookup below can reach one, whatever the repository).
+        let engine_asked = names.iter().any(|name| {
+            !from_environment.contains_key(name)
+                && !sealed.contains_key(name)
+                && self.secrets.has(name)
+        });
+        let repository = if engine_asked {
+            self.run_repository(run_id).await?
+        } else {
+            None
+        };
         // Each value with its sealed text, if the store gave one (the engine's own are not).
         let mut handed: Vec<(&String, Option<&String>)> = Vec::new();
         for name in names {
             let sealed = from_environment.get(name).or_else(|| sealed.get(name));
-            let value = match (sealed, self.secrets.get(name)) {
+            let engine = self.secrets.lookup(name, repository.as_deref());
+            let value = match (sealed, engine) {
                 (Some(sealed), _) => match self.vault.open(sealed) {
                     Ok(value) => value,
                     Err(error) => {
@@ -845,8 +868,14 @@ impl Executor {
                         }))
                     }
                 },
-                (None, Some(value)) => value.clone(),
-                (None, None) => return Ok(Err(SecretsRefused::NotSet(name.clone()))),
+                (None, Lookup::Given(value)) => value.to_owned(),
+                (None, Lookup::NotForRepository) => {
+                    return Ok(Err(SecretsRefused::NotForRepository {
+                        name: name.clone(),
+                        repository: repository.clone().unwrap_or_default(),
+                    }))
+                }
+                (None, Lookup::Unknown) => return Ok(Err(SecretsRefused::NotSet(name.clone()))),
             };
             handed.push((name, sealed));
             values.insert(name.clone(), value);
@@ -861,6 +890,26 @@ impl Executor {
     }
 
     /// Records in the store every value of `values` run `run_id` does not hold yet
+    /// The repository (`owner/name`) run `run_id` belongs to; `None` for a run without one.
+    /// A run whose repository row is gone is an error, never taken for one without: an
+    /// engine secret must not reach it as if the operator had started it.
+    async fn run_repository(&self, run_id: i64) -> anyhow::Result<Option<String>> {
+        let run = self
+            .store
+            .run(run_id)
+            .await?
+            .with_context(|| format!("no run {run_id}"))?;
+        let Some(repo_id) = run.repo_id else {
+            return Ok(None);
+        };
+        let repo = self
+            .store
+            .repo_by_id(repo_id)
+            .await?
+            .with_context(|| format!("the repository of run {run_id} is gone"))?;
+        Ok(Some(repo.name))
+    }
+
     /// (`handed`: each name with the sealed text the store gave, `None` for the engine's
     /// own), before any of them leaves: the run's wall and log masking know a value handed
     /// to it after the secret was rotated or deleted ([`crate::outbound_wall`]). The store's
@@ -909,7 +958,7 @@ impl Executor {
         crate::outbound_wall::Walls::new(
             self.store.clone(),
             self.vault.clone(),
-            self.secrets.clone(),
+            self.secrets.values(),
             public_url,
         )
         .with_forge_auth(self.forge_auth.clone())

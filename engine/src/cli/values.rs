@@ -31,6 +31,12 @@ pub(crate) enum BadValue {
     /// Not `KEY=VALUE` with a non-empty key.
     #[error("expected KEY=VALUE, got '{0}'")]
     NotKeyValue(String),
+    /// `--secret-repos NAME=` naming no repository.
+    #[error("'{0}': expected NAME=REPO[,REPO...], each REPO `owner/name` or `owner/*`")]
+    NoRepository(String),
+    /// A repository of `--secret-repos` that is not one.
+    #[error(transparent)]
+    RepoPattern(#[from] engine::engine_secrets::PatternError),
 }
 
 /// `--pass-env NAME`: never one of the engine's or a runner's credentials.
@@ -82,6 +88,23 @@ pub(crate) fn parse_secret(text: &str) -> Result<(String, String), BadValue> {
     }
 }
 
+/// `NAME=REPO[,REPO...]`: the repositories an engine secret reaches, each `owner/name` or
+/// `owner/*` (blank parts ignored, at least one).
+pub(crate) fn parse_secret_repos(
+    text: &str,
+) -> Result<(String, Vec<engine::engine_secrets::RepoPattern>), BadValue> {
+    let (name, repos) = parse_key_value(text)?;
+    let patterns = repos
+        .split(',')
+        .filter(|part| !part.trim().is_empty())
+        .map(engine::engine_secrets::RepoPattern::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    if patterns.is_empty() {
+        return Err(BadValue::NoRepository(text.to_owned()));
+    }
+    Ok((name, patterns))
+}
+
 /// `KEY=VALUE` with a non-empty key (the value may be empty or hold `=`).
 pub(crate) fn parse_key_value(text: &str) -> Result<(String, String), BadValue> {
     match text.split_once('=') {
@@ -93,6 +116,23 @@ pub(crate) fn parse_key_value(text: &str) -> Result<(String, String), BadValue> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_repos_name_repositories_or_owners() {
+        let (name, patterns) = parse_secret_repos("DEPLOY=acme/app, widgets/*,").unwrap();
+        let shown: Vec<String> = patterns.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            (name.as_str(), shown),
+            ("DEPLOY", vec!["acme/app".into(), "widgets/*".into()])
+        );
+        assert_eq!(
+            parse_secret_repos("DEPLOY=").unwrap_err().to_string(),
+            "'DEPLOY=': expected NAME=REPO[,REPO...], each REPO `owner/name` or `owner/*`"
+        );
+        let wide = parse_secret_repos("DEPLOY=*").unwrap_err().to_string();
+        assert!(wide.contains("no pattern names every owner"), "{wide}");
+        assert!(parse_secret_repos("acme/app").is_err());
+    }
 
     #[test]
     fn refusals_name_the_value_and_what_was_expected() {

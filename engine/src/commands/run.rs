@@ -114,7 +114,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("current directory")?;
     let runners = args.runners.unwrap_or_else(cpus).max(1);
     let mut config = EngineConfig::new(tokens::new_token()?);
-    config.secrets = args.secrets.iter().cloned().collect();
+    config.secrets = args
+        .secrets
+        .iter()
+        .cloned()
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into();
     config.max_parallel = args.max_parallel;
     config.kept_workspaces = args.export.iter().map(|(step, _)| step.clone()).collect();
     config.artifacts = engine::artifacts::ArtifactsConfig {

@@ -95,6 +95,20 @@ fn app_webhook_secret(args: &ServeArgs) -> anyhow::Result<Option<engine::forge::
     Ok(Some(engine::forge::auth::Token::new(secret.to_string())))
 }
 
+/// The engine's own secrets (`--secret`) with the repositories each reaches
+/// (`--secret-repos`, merged per name); a `--secret-repos` for a secret no `--secret` gives
+/// stops the start.
+fn engine_secrets(args: &ServeArgs) -> anyhow::Result<engine::engine_secrets::EngineSecrets> {
+    let mut reaches: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+    for (name, patterns) in &args.secret_repos {
+        reaches
+            .entry(name.clone())
+            .or_default()
+            .extend(patterns.iter().cloned());
+    }
+    engine::engine_secrets::EngineSecrets::new(args.secrets.iter().cloned().collect(), reaches)
+}
+
 /// The egress proxy's token (`--egress-proxy-token-file`); without one, a pool class with
 /// an `egress_proxy` stops the start: its allow-list steps would be routed to it and fail
 /// for want of a credential.
@@ -133,6 +147,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Before anything starts: a bad key is a configuration error, not a failing write later.
     let github_app = github_app(&args)?;
     let app_webhook_secret = app_webhook_secret(&args)?;
+    let secrets = engine_secrets(&args)?;
     // Caught from now on: a SIGTERM while starting drains too, instead of killing.
     let stop = interrupted();
     let store = open_store(&args.store).await?;
@@ -186,11 +201,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.github_app = github_app;
     config.github_app_webhook_secret = app_webhook_secret;
     config.register_installed_repos = args.register_installed_repos;
+    config.installation_owners =
+        engine::webhooks::InstallationOwners::new(&args.installation_owners);
     if let Some(file) = &args.llm_prices {
         config.prices = Arc::new(engine::pricing::Prices::with_file(file)?);
     }
     config.max_parallel = args.max_parallel;
-    config.secrets = args.secrets.iter().cloned().collect();
+    config.secrets = secrets;
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(50));
     config.lost_after = Duration::from_millis(args.lost_after_ms.max(args.heartbeat_ms * 2));
     let local = args.pools.contains(&PoolKind::Local);

@@ -1585,7 +1585,7 @@ pub(crate) async fn register_origin(engine: &str, origin: &Path, secret: &str) {
     let registered = client()
         .post(format!("{engine}/api/repos"))
         .json(&serde_json::json!({
-            "name": "acme/app",
+            "name": name,
             "clone_url": origin.to_str().unwrap(),
             "forge": "gitea",
             "webhook_secret": secret,
@@ -1597,6 +1597,11 @@ pub(crate) async fn register_origin(engine: &str, origin: &Path, secret: &str) {
     let status = registered.status();
     assert_eq!(status, 201, "{}", registered.text().await.unwrap());
 }
+    register_origin_as(engine, origin, "acme/app", secret).await;
+}
+
+/// [`register_origin`] under the name `name`.
+pub(crate) async fn register_origin_as(engine: &str, origin: &Path, name: &str, secret: &str) {
 
 /// Dispatches `workflow` of `acme/app` on `engine` with `inputs`; the run's id. Retried
 /// on a 5xx: registration reads the schedules in the background, and a dispatch at the
@@ -1611,7 +1616,7 @@ pub(crate) async fn dispatch_retrying(
     let body = serde_json::json!({"workflow": workflow, "inputs": inputs});
     wait_for(Duration::from_secs(20), "a first dispatch", || async {
         let answer = http
-            .post(format!("{engine}/api/repos/acme/app/dispatch"))
+            .post(format!("{engine}/api/repos/{repo}/dispatch"))
             .json(&body)
             .send()
             .await
@@ -1622,6 +1627,17 @@ pub(crate) async fn dispatch_retrying(
         body["run_id"].as_i64()
     })
     .await
+) -> i64 {
+    dispatch_retrying_to(http, engine, "acme/app", workflow, inputs).await
+}
+
+/// [`dispatch_retrying`] on the repository `repo`.
+pub(crate) async fn dispatch_retrying_to(
+    http: &reqwest::Client,
+    engine: &str,
+    repo: &str,
+    workflow: &str,
+    inputs: Value,
 }
 
 /// The ids of the runs a webhook delivery's answer says it started.

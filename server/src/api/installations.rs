@@ -1,7 +1,8 @@
 //! `GET /api/installations`: the engine's GitHub App installations as the App's
 //! `installation` and `installation_repositories` webhooks described them — the account,
 //! whether it is active, suspended or deleted, the permissions and events it was granted,
-//! and the repositories it may reach (`crate::webhooks` records them).
+//! the repositories it may reach, and whether the engine accepted it or why it refused it
+//! (`crate::webhooks` records and judges them).
 //!
 //! Invariants: installation admins only (an installation names repositories the caller
 //! may have no role on); nothing here asks GitHub, and no credential is shown.
@@ -34,8 +35,15 @@ pub(super) struct InstallationView {
     pub permissions: BTreeMap<String, String>,
     /// The events the App is subscribed to.
     pub events: Vec<String>,
-    /// The repositories it may reach, `owner/name`.
+    /// The repositories it may reach, `owner/name` (registered or not).
     pub repositories: Vec<String>,
+    /// Whether the engine accepts it: its account is one the operator named
+    /// (`--installation-owner`). A refused installation registers nothing and its
+    /// deliveries start nothing.
+    pub accepted: bool,
+    /// Why the engine refused it; absent when accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
     /// When Plue first heard of it, and last (ms since the epoch).
     pub created_at: i64,
     pub updated_at: i64,
@@ -52,6 +60,8 @@ impl InstallationView {
             permissions: serde_json::from_str(&row.permissions).unwrap_or_default(),
             events: serde_json::from_str(&row.events).unwrap_or_default(),
             repositories,
+            accepted: row.refused.is_none(),
+            refused: row.refused,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -65,7 +75,7 @@ impl InstallationView {
     summary = "The engine's GitHub App installations and their repositories",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Every installation the App's webhooks named, by id: account, state, permissions, events and the repositories it may reach (registered or not)", body = Vec<InstallationView>),
+        (status = 200, description = "Every installation the App's webhooks named, by id: account, state, permissions, events, the repositories it may reach (registered or not), and whether the engine accepted it or why it refused it", body = Vec<InstallationView>),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller is not an installation admin", body = ErrorView),
         (status = 500, response = super::openapi::EngineFailed),
@@ -127,6 +137,7 @@ mod tests {
                 state: "active",
                 permissions: r#"{"checks":"write"}"#,
                 events: r#"["push"]"#,
+                refused: None,
             })
             .await
             .unwrap();
@@ -157,5 +168,30 @@ mod tests {
         assert_eq!(listed[0]["state"], "active");
         assert_eq!(listed[0]["permissions"]["checks"], "write");
         assert_eq!(listed[0]["repositories"], serde_json::json!(["acme/app"]));
+        assert_eq!(listed[0]["accepted"], true);
+        assert!(listed[0].get("refused").is_none(), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_installation_is_shown_with_why() {
+        let api = TestApi::new(ADMIN).await;
+        let store = api.executor.store().clone();
+        store
+            .record_installation(&InstallationFacts {
+                id: 66,
+                account: "mallory",
+                account_type: "User",
+                state: "active",
+                permissions: "{}",
+                events: "[]",
+                refused: Some("not an account this engine accepts"),
+            })
+            .await
+            .unwrap();
+        let (status, body) = get(&api, Some(ADMIN)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(listed[0]["accepted"], false, "{body}");
+        assert_eq!(listed[0]["refused"], "not an account this engine accepts");
     }
 }

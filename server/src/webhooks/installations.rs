@@ -1,33 +1,45 @@
 //! The GitHub App's own deliveries to `POST /webhooks/github`: `installation` and
 //! `installation_repositories`. They name no repository of their own, so they are checked
-//! with the App's webhook secret (`--github-app-webhook-secret-file`), then recorded
+//! with the App's webhook secret (`--github-app-webhook-secret-file`), judged
+//! ([`super::installation_owners`]), then recorded with the judgement
 //! (`github_installations`, `github_installation_repos`) and shown by `GET
-//! /api/installations`.
+//! /api/installations`. Also the gate every other delivery through the App passes
+//! ([`admit`]), and the judging again of every recorded installation at an engine's start
+//! ([`judge_recorded_installations`]).
 //!
 //! Invariants:
 //! - Nothing is read as an event before the App's secret verified the exact bytes; an
 //!   engine that is no App (no secret) answers 401 like a wrong signature.
 //! - Recording is idempotent (an installation is written whole, a repository listed once),
 //!   so a redelivery changes nothing and needs no de-duplication.
-//! - A repository an installation names is registered only when an admin started the
-//!   engine with `--register-installed-repos`; never by default. Registered, it is a GitHub
-//!   repository without a personal token (so served through the App), whose webhooks are
-//!   checked with the App's secret, readable by nobody until an admin grants a role; the
-//!   registration is in the audit trail (`repo.create`, actor `github-app:installation:ID`).
-//!   It is bound to the repository id the event names (`forge_repo_id`): a delivery for
-//!   the same name from another repository (the name taken over) is refused.
-//!   A removed repository or a deleted installation unregisters nothing.
+//! - Installations are the operator's to accept: one on an account `--installation-owner`
+//!   does not name is recorded as refused, with why, registers nothing, and every delivery
+//!   that comes through it (it names the installation, or is signed with the App's secret
+//!   for a repository of that account) is answered 403 with why before anything is
+//!   recorded or run — a repository an admin registered included.
+//! - A repository an accepted installation names is registered only when an admin started
+//!   the engine with `--register-installed-repos`; never by default. Registered, it is a
+//!   GitHub repository without a personal token (so served through the App), whose
+//!   webhooks are checked with the App's secret, readable by nobody until an admin grants a
+//!   role; the registration is in the audit trail (`repo.create`, actor
+//!   `github-app:installation:ID`). It is bound to the repository id the event names
+//!   (`forge_repo_id`): a delivery for the same name from another repository (the name
+//!   taken over) is refused. A removed repository, a deleted or a refused installation
+//!   unregisters nothing (its deliveries start nothing).
 
 use std::sync::Arc;
 
 use axum::Json;
 
+use axum::http::StatusCode;
+
+use super::installation_owners::{InstallationOwners, InstallationRefused};
 use super::{DeliveryResult, WebhookState};
 use crate::forge::auth::Token;
 use crate::forge::payload::{self, ForgeEvent, InstallationEvent};
 use crate::forge::{signature, Forge};
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::{Audit, InstallationFacts, NewRepo};
+use crate::store::{Audit, InstallationFacts, NewRepo, Store};
 
 /// The events handled here.
 pub(super) fn is_installation_event(forge: Forge, event: &str) -> bool {
@@ -39,7 +51,9 @@ pub(super) fn is_installation_event(forge: Forge, event: &str) -> bool {
 pub struct AppHooks {
     /// The App's webhook secret.
     pub secret: Token,
-    /// Register the repositories installations name (`--register-installed-repos`).
+    /// The accounts whose installations are accepted (`--installation-owner`).
+    pub owners: InstallationOwners,
+    /// Register the repositories accepted installations name (`--register-installed-repos`).
     pub register: Option<Registering>,
 }
 
@@ -65,6 +79,7 @@ impl Registering {
 impl std::fmt::Debug for AppHooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppHooks")
+            .field("owners", &self.owners)
             .field("register", &self.register)
             .finish_non_exhaustive()
     }
@@ -102,10 +117,20 @@ pub(super) async fn receive(
             "{event}: not an installation event"
         )));
     };
-    record(state, &installed).await?;
-    let registered = match &app.register {
-        Some(registering) => register(state, app, registering, &installed).await?,
-        None => Vec::new(),
+    let judged = app.owners.judge(&installed.installation.account);
+    record(state, &installed, judged.as_ref().err()).await?;
+    let (registered, refused) = match (judged, &app.register) {
+        (Err(refused), _) => {
+            tracing::warn!(installation = installed.installation.id,
+                account = %installed.installation.account,
+                "refused an installation of the GitHub App: {refused}");
+            (Vec::new(), vec![refused.to_string()])
+        }
+        (Ok(()), Some(registering)) => (
+            register(state, app, registering, &installed).await?,
+            Vec::new(),
+        ),
+        (Ok(()), None) => (Vec::new(), Vec::new()),
     };
     Ok(Json(DeliveryResult {
         delivery: delivery.to_string(),
@@ -113,15 +138,83 @@ pub(super) async fn receive(
         repository: String::new(),
         runs: Vec::new(),
         duplicate: false,
-        refused: Vec::new(),
+        refused,
         registered,
     }))
 }
 
-async fn record(state: &WebhookState, installed: &InstallationEvent) -> anyhow::Result<()> {
+/// Refuses a delivery (not an installation event) for `repo_name` that comes through an
+/// installation of the App the operator does not accept: one naming an installation
+/// (`installation.id`), or signed with the App's secret (`shares_apps_secret`), is judged
+/// by the recorded installation's account, else by the repository's owner (the account any
+/// installation reaching it is on). A delivery checked with a repository's own secret and
+/// naming no installation comes from a webhook an admin set up, and passes. An engine that
+/// is no App judges nothing.
+pub(super) async fn admit(
+    state: &WebhookState,
+    repo_name: &str,
+    installation: Option<i64>,
+    shares_apps_secret: bool,
+) -> ApiResult<()> {
+    let Some(app) = &state.app else {
+        return Ok(());
+    };
+    if installation.is_none() && !shares_apps_secret {
+        return Ok(());
+    }
+    let recorded = match installation {
+        Some(id) => state.store.installation(id).await?,
+        None => None,
+    };
+    let owner = repo_name.split('/').next().unwrap_or(repo_name);
+    let account = recorded.as_ref().map_or(owner, |row| row.account.as_str());
+    let Err(refused) = app.owners.judge(account) else {
+        return Ok(());
+    };
+    let through = match (installation, &recorded) {
+        (Some(id), Some(_)) => format!("installation {id} of the GitHub App"),
+        (Some(id), None) => format!(
+            "installation {id} of the GitHub App (never recorded here: judged by the \
+             repository's owner)"
+        ),
+        (None, _) => "the GitHub App (signed with its webhook secret)".to_string(),
+    };
+    tracing::warn!(repository = %repo_name, ?installation,
+        "refused a delivery through a refused installation: {refused}");
+    Err(ApiError::Client(
+        StatusCode::FORBIDDEN,
+        format!(
+            "this delivery for {repo_name} comes through {through}, which this engine \
+             refused: {refused}; nothing was run"
+        ),
+    ))
+}
+
+/// Judges every recorded installation again by `owners` (the accounts accepted may have
+/// changed since it was recorded), recording each judgement that changed.
+pub async fn judge_recorded_installations(
+    store: &Store,
+    owners: &InstallationOwners,
+) -> anyhow::Result<()> {
+    for row in store.installations().await? {
+        let refused = owners.judge(&row.account).err().map(|r| r.to_string());
+        if store.judge_installation(row.id, refused.as_deref()).await? {
+            tracing::info!(installation = row.id, account = %row.account,
+                accepted = refused.is_none(), "judged a recorded installation of the GitHub App again");
+        }
+    }
+    Ok(())
+}
+
+async fn record(
+    state: &WebhookState,
+    installed: &InstallationEvent,
+    refused: Option<&InstallationRefused>,
+) -> anyhow::Result<()> {
     let i = &installed.installation;
     let permissions = serde_json::to_string(&i.permissions)?;
     let events = serde_json::to_string(&i.events)?;
+    let refused = refused.map(ToString::to_string);
     state
         .store
         .record_installation(&InstallationFacts {
@@ -131,6 +224,7 @@ async fn record(state: &WebhookState, installed: &InstallationEvent) -> anyhow::
             state: i.state,
             permissions: &permissions,
             events: &events,
+            refused: refused.as_deref(),
         })
         .await?;
     if i.state != "deleted" {
@@ -142,7 +236,8 @@ async fn record(state: &WebhookState, installed: &InstallationEvent) -> anyhow::
     Ok(())
 }
 
-/// Registers the repositories `installed` adds that are not registered yet; their names.
+/// Registers the repositories `installed` (an accepted installation) adds that are not
+/// registered yet; their names.
 async fn register(
     state: &WebhookState,
     app: &AppHooks,

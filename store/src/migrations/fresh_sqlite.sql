@@ -418,7 +418,7 @@ CREATE TABLE github_installations (
     events       TEXT NOT NULL,
     created_at   BIGINT NOT NULL,
     updated_at   BIGINT NOT NULL
-);
+, refused TEXT);
 
 CREATE TABLE github_installation_repos (
     installation_id BIGINT NOT NULL REFERENCES github_installations (id) ON DELETE CASCADE,
