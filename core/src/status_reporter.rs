@@ -10,8 +10,11 @@
 //! recorded. A GitHub repository served through the engine's GitHub App gets check runs
 //! instead of statuses ([`crate::forge::checks::report`]), from the same reports. The
 //! credential is [`ForgeAuth`]'s for [`Use::Report`] (statuses, check runs) or
-//! [`Use::Answer`] (a summoned run's answers); an installation token the forge refused
-//! with a 401 is replaced at the next try.
+//! [`Use::Answer`] (a summoned run's answers); each report is one exchange of
+//! [`ForgeAuth::renewing`]: an installation token the forge refuses (revoked before its
+//! planned refresh) is forgotten — exactly that one, whichever of the two uses it served —
+//! and the report is posted again at once with a new one; a new token refused as well
+//! abandons the report with the reason.
 
 use std::time::Duration;
 
@@ -82,7 +85,8 @@ impl StatusReporter {
                         .status_retry_at(report.id, &error, now_ms() + backoff)
                         .await?;
                 }
-                Err(PostError::Retry(error) | PostError::Permanent(error) | PostError::Moved(error)) => {
+                Err(error) => {
+                    let error = error.into_reason();
                     tracing::warn!(run = report.run_id, "giving up a commit status: {error}");
                     self.store.status_abandoned(report.id, &error).await?;
                 }
@@ -102,9 +106,11 @@ impl StatusReporter {
             Some(_) => Use::Answer,
             None => Use::Report,
         };
-        self.post_with(report, &repo, summoned, use_)
+        self.auth
+            .renewing(&repo, || {
+                self.post_with(report, &repo, summoned.clone(), use_)
+            })
             .await
-            .map_err(|e| self.auth.after_refusal(&repo, use_, e))
     }
 
     async fn post_with(

@@ -154,3 +154,93 @@ async fn an_app_repository_gets_check_runs_on_its_commit_and_its_agents_pull_req
         .iter()
         .any(|t| t.permissions.get("checks").map(String::as_str) == Some("write")));
 }
+
+// regression (issue 70): a check-run write whose installation token GitHub refused (revoked
+// before its planned refresh) made the engine forget another use's token, so the refused
+// one was presented 4–5 times over 30 s. Now the refused one is forgotten, one new token
+// minted, and the report delivered in the same pass.
+#[tokio::test]
+async fn a_revoked_report_token_is_renewed_once_and_the_check_run_completed() {
+    let forge = FakeForge::start(Flavor::GitHub, PERSONAL).unwrap();
+    let sha = forge.create_repo_with(REPO, &[("a", "a")]).unwrap();
+    forge.enable_app(AppConfig::test(Duration::from_secs(600)));
+    let (store, _dir) = crate::store::testing::sqlite().await;
+    let vault = crate::vault::Vault::unkeyed();
+    let api_url = forge.api_url();
+    let clone_url = forge.clone_url(REPO);
+    let repo = store
+        .create_repo(&NewRepo {
+            name: REPO,
+            clone_url: &clone_url,
+            forge: "github",
+            webhook_secret_sealed: "plain:s",
+            api_url: Some(&api_url),
+            api_token_sealed: None,
+            default_branch: Some("main"),
+            forge_repo_id: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let plan = Plan::new("ci", vec![Step::bash("build", "true")]);
+    let json = serde_json::to_string(&plan).unwrap();
+    let run = store
+        .create_run(
+            &NewRun {
+                workflow_source: REPO,
+                event: "push",
+                sha: &sha,
+                repo: Some(RunRepo {
+                    repo_id: repo.id,
+                    secrets_allowed: true,
+                }),
+                ..crate::store::testing::local_run(&plan, &json)
+            },
+            4,
+        )
+        .await
+        .unwrap()
+        .id;
+    let app = GitHubApp::new(4242, APP_KEY_PEM)
+        .unwrap()
+        .with_api_url(Some(api_url.clone()));
+    let auth = ForgeAuth::new(vault.clone(), Some(app));
+    let public_url = "https://plue.example.com".to_string();
+    let reporter = StatusReporter {
+        store: store.clone(),
+        auth: auth.clone(),
+        client: std::sync::OnceLock::new(),
+        public_url: public_url.clone(),
+        walls: Walls::new(store.clone(), vault, BTreeMap::new(), public_url).with_forge_auth(auth),
+    };
+    // The pending report creates the check run with a report token, which stays cached.
+    assert_eq!(reporter.deliver_due().await.unwrap(), 1);
+    let mark = forge.revocation_mark();
+    forge.revoke_tokens_at_next_use(None);
+    store
+        .advance(
+            plue_store::RunToAdvance::ungrouped(run),
+            |_| Vec::new(),
+            |_| {
+                vec![StepChange::FinishRun {
+                    status: plue_types::status::RunStatus::Succeeded,
+                    reason: None,
+                }]
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(reporter.deliver_due().await.unwrap(), 1, "in the same pass");
+    assert_eq!(forge.check_renewals(&mark), Ok(1));
+    let refused = &forge.token_refusals()[0];
+    assert_eq!(
+        refused.permissions.get("checks").map(String::as_str),
+        Some("write"),
+        "the report token was refused: {refused:?}"
+    );
+    let checks = forge.check_runs(REPO);
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    assert_eq!(checks[0].conclusion.as_deref(), Some("success"));
+    let reports = store.status_reports_of_run(run).await.unwrap();
+    assert!(reports.iter().all(|r| r.1), "{reports:?}");
+}

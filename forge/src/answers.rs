@@ -350,7 +350,7 @@ pub async fn pull_head(
     match target.pull_request(with.client, number).await {
         Ok(Found::Yes(refs)) => Ok(Some(refs.head.sha)),
         Ok(Found::NotFound) => Ok(None),
-        Err(e) => Err(PostError::Retry(format!("{e:#}"))),
+        Err(e) => Err(PostError::of_lookup(e)),
     }
 }
 

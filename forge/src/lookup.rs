@@ -5,14 +5,16 @@
 //! [`super::permission`], a user's permission on the repository.
 //!
 //! Invariants: only `GET`; the token goes only into the `Authorization` header, never into
-//! a URL or an error message; every answer is bounded in time (as commit statuses') and size (1 MiB), and
-//! path segments are percent-encoded, so a login or number from a payload cannot reach
-//! another endpoint.
+//! a URL or an error message; every answer is bounded in time (as commit statuses') and
+//! size (1 MiB), and path segments are percent-encoded, so a login or number from a payload
+//! cannot reach another endpoint. A refused token is an error carrying
+//! [`crate::auth::Refused`] (never "not found"), for the caller's
+//! [`ForgeAuth::renewing`].
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::auth::{ForgeAuth, Token, Use};
+use super::auth::{http_refused, ForgeAuth, Refused, Token, Use};
 use super::url_path::segment;
 use super::Forge;
 use plue_store::RepoRow;
@@ -168,7 +170,12 @@ impl ApiTarget {
         }
         if !status.is_success() {
             let text: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
-            anyhow::bail!("GET {shown}: HTTP {status}: {}", text.trim());
+            let message = format!("GET {shown}: HTTP {status}: {}", text.trim());
+            // The token itself refused: the caller's `ForgeAuth::renewing` answers it.
+            if let Some(token) = self.token.as_ref().filter(|_| http_refused(status, &text)) {
+                return Err(anyhow::Error::new(Refused::new(message, token.clone())));
+            }
+            anyhow::bail!(message);
         }
         serde_json::from_slice(&bytes)
             .map(Found::Yes)

@@ -28,15 +28,20 @@
 //! [`FAILURE_CACHE_FOR`] and logged at warn once per asking. Unknown trusts nothing: any
 //! event might be the engine's own (the registry's `summon` module says what follows).
 //!
-//! Invariants: anything unknown is no permission (a 404, an unreadable answer, a login
-//! the payload did not give, a forge that cannot be asked); a failure to ask the forge is
-//! logged and counts as no permission — it never starts a trusted run. An engine that
-//! cannot learn its own login never takes an event for someone else's.
+//! Invariants: what the forge answers it does not know is no permission (a 404, a login
+//! the payload did not give, a repository with no forge API to ask); a failure to learn —
+//! the forge refused the lookup's token twice (a refused installation token is renewed once,
+//! [`ForgeAuth::renewing`]), a network error, a 5xx, an unreadable answer, the store — is an
+//! error, never "no permission": the delivery fails with the reason (and is answered again
+//! when the forge redelivers it), so a writer is never refused for a fault of the engine's
+//! or the forge's, and no trusted run starts either. An engine that cannot learn its own
+//! login never takes an event for someone else's.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use evaluator::plan::Authors;
 use serde::Deserialize;
 
@@ -238,6 +243,7 @@ impl Default for Permissions {
 impl Permissions {
     /// The permission of `login` on `repo`, looked for until it meets `needed` (see the
     /// module docs); `association` is the payload's `author_association` for that login.
+    /// An error: a source that had to be asked could not say (never read as "none").
     pub async fn of(
         &self,
         store: &Store,
@@ -246,7 +252,7 @@ impl Permissions {
         login: &str,
         association: Option<&str>,
         needed: Authors,
-    ) -> Standing {
+    ) -> anyhow::Result<Standing> {
         let mut best = Standing {
             permission: Permission::None,
             source: "nothing says so".into(),
@@ -260,28 +266,28 @@ impl Permissions {
             );
         }
         if best.permission.meets(needed) {
-            return best;
+            return Ok(best);
         }
-        match self.of_plue_user(store, repo, login).await {
-            Ok(Some((permission, user))) => {
-                best.raise(permission, format!("linked Plue user '{user}'"));
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(repository = %repo.name, %login, "reading the Plue user linked to a forge login: {e:#}")
-            }
+        let linked = self
+            .of_plue_user(store, repo, login)
+            .await
+            .with_context(|| format!("reading the Plue user linked to the forge login {login}"))?;
+        if let Some((permission, user)) = linked {
+            best.raise(permission, format!("linked Plue user '{user}'"));
         }
         if best.permission.meets(needed) {
-            return best;
+            return Ok(best);
         }
-        match self.of_forge(auth, repo, login).await {
-            Ok(Some(permission)) => best.raise(permission, "the forge's permission API".into()),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(repository = %repo.name, %login, "asking the forge who may summon: {e:#}")
-            }
+        let asked = self.of_forge(auth, repo, login).await.with_context(|| {
+            format!(
+                "the forge could not say which permission {login} holds on {}",
+                repo.name
+            )
+        })?;
+        if let Some(permission) = asked {
+            best.raise(permission, "the forge's permission API".into());
         }
-        best
+        Ok(best)
     }
 
     async fn of_plue_user(
@@ -398,15 +404,23 @@ impl Permissions {
         if let Some(permission) = self.cached(&key) {
             return Ok(Some(permission));
         }
-        let Some(target) = ApiTarget::of_repo(auth, repo).await? else {
+        let client = self.client.get_or_init(reqwest::Client::new);
+        let asked = auth
+            .renewing(repo, || async {
+                let Some(target) = ApiTarget::of_repo(auth, repo).await? else {
+                    return Ok(None);
+                };
+                let found = target
+                    .get::<PermissionAnswer>(client, &["collaborators", login, "permission"])
+                    .await?;
+                anyhow::Ok(Some((target.forge, found)))
+            })
+            .await?;
+        let Some((forge, found)) = asked else {
             return Ok(None);
         };
-        let client = self.client.get_or_init(reqwest::Client::new);
-        let permission = match target
-            .get::<PermissionAnswer>(client, &["collaborators", login, "permission"])
-            .await?
-        {
-            Found::Yes(answer) => Permission::of_answer(target.forge, &answer),
+        let permission = match found {
+            Found::Yes(answer) => Permission::of_answer(forge, &answer),
             Found::NotFound => Permission::None,
         };
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());

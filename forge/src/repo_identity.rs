@@ -23,7 +23,7 @@
 
 use serde::Deserialize;
 
-use super::auth::ForgeAuth;
+use super::auth::{ForgeAuth, Refusable, Refused};
 use super::lookup::{ApiTarget, Found};
 use super::status::PostError;
 use plue_store::{RepoRow, Store};
@@ -52,12 +52,26 @@ pub async fn confirm(
     store: &Store,
     repo: &RepoRow,
 ) -> Result<(), NotConfirmed> {
-    let target = match ApiTarget::of_repo(auth, repo).await {
-        Ok(Some(target)) => target,
+    // The lookup's token may be refused (revoked): renewed once, like every exchange.
+    let asked = auth
+        .renewing(repo, || async {
+            let target = match ApiTarget::of_repo(auth, repo).await {
+                Ok(Some(target)) => target,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(Asking::Token(e)),
+            };
+            match target.get::<RepositoryId>(client, &[]).await {
+                Ok(found) => Ok(Some(found)),
+                Err(e) => Err(Asking::Forge(e)),
+            }
+        })
+        .await;
+    let found = match asked {
+        Ok(Some(found)) => Ok(found),
         Ok(None) => return Ok(()),
-        Err(e) => return Err(refused_token(auth, repo, e)),
+        Err(Asking::Token(e)) => return Err(refused_token(auth, repo, e)),
+        Err(Asking::Forge(e)) => Err(e),
     };
-    let found = target.get::<RepositoryId>(client, &[]).await;
     let bound = repo.forge_repo_id;
     match (found, bound) {
         (Ok(Found::Yes(now)), Some(bound)) if now.id == bound => Ok(()),
@@ -102,6 +116,27 @@ pub async fn confirm(
         (Err(e), None) => {
             tracing::info!(repository = %repo.name, "its forge id could not be learnt: {e:#}");
             Ok(())
+        }
+    }
+}
+
+/// What failed while asking: the token could not be had, or the forge did not answer.
+enum Asking {
+    Token(anyhow::Error),
+    Forge(anyhow::Error),
+}
+
+impl Refusable for Asking {
+    fn refusal(&self) -> Option<&Refused> {
+        match self {
+            Asking::Token(e) | Asking::Forge(e) => e.refusal(),
+        }
+    }
+
+    fn final_refusal(self, why: String) -> Self {
+        match self {
+            Asking::Token(e) => Asking::Token(e.final_refusal(why)),
+            Asking::Forge(e) => Asking::Forge(e.final_refusal(why)),
         }
     }
 }

@@ -298,7 +298,8 @@ async fn drive(fake: &FakeForge) {
     ] {
         let standing = permissions
             .of(&store, &auth, &repo, login, None, Authors::Maintain)
-            .await;
+            .await
+            .unwrap();
         assert_eq!(standing.permission, expected, "{login}");
     }
     assert_eq!(
@@ -369,7 +370,8 @@ async fn drive_as_app(fake: &FakeForge) {
     fake.set_permission("carol", "write");
     let standing = Permissions::default()
         .of(&store, &auth, &repo, "carol", None, Authors::Write)
-        .await;
+        .await
+        .unwrap();
     assert_eq!(standing.permission, Permission::Write);
 
     // A repository the App is not installed on, and a token GitHub refuses.

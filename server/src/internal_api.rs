@@ -118,6 +118,8 @@ pub struct RunnerAuth {
     /// Each active run's outbound wall, for its log lines: made when it was first needed,
     /// made again after [`WALL_FOR`].
     walls: Mutex<HashMap<i64, (std::time::Instant, Arc<Checker>)>>,
+    /// The checkout tokens handed with attempts, until they complete.
+    checkouts: checkout::Handed,
 }
 
 const CACHE_LIMIT: usize = 10_000;
@@ -502,11 +504,18 @@ async fn prepare_assignment(
     let workspace = serde_json::from_str(&claimed.workspace)
         .map_err(|e| anyhow::anyhow!("stored workspace of run {}: {e}", claimed.run_id))?;
     // A GitHub App's repository: a short-lived read-only token for the checkout.
-    let workspace =
-        match checkout::with_credential(&state.executor, claimed.run_id, workspace).await? {
-            Ok(workspace) => workspace,
-            Err(refused) => return Ok(Err(refused)),
-        };
+    let workspace = match checkout::with_credential(
+        &state.executor,
+        &state.auth.checkouts,
+        claimed.run_id,
+        claimed.attempt_id,
+        workspace,
+    )
+    .await?
+    {
+        Ok(workspace) => workspace,
+        Err(refused) => return Ok(Err(refused)),
+    };
     let mut env = dispatch.env;
     // Read with the claim, once per run (the store's `ClaimedRuns`).
     if let Some(context) = &claimed.summoned_context {
@@ -947,6 +956,19 @@ async fn complete(
     }
     let network_refused = completion.network_refused;
     let (mut outcome, mut reason) = (completion.outcome, completion.reason);
+    // A checkout the forge refused the token of: that token is forgotten.
+    let handed = &state.auth.checkouts;
+    if let Err(e) = checkout::after_attempt(
+        &state.executor,
+        handed,
+        attempt_id,
+        outcome,
+        reason.as_deref(),
+    )
+    .await
+    {
+        tracing::warn!(attempt = attempt_id, "the attempt's checkout token: {e:#}");
+    }
     // Safe outputs: judged before the attempt ends (a refusal fails it), stored after.
     let judged = crate::safe_outputs::judge(
         &state.executor,

@@ -44,6 +44,9 @@ pub(super) struct Families {
     /// `model` is a price-table key or `other` (`crate::pricing::Prices::label`).
     pub(super) llm_tokens: Family<Labels, Counter>,
     pub(super) llm_cost: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    /// Counted by `plue_forge` (which cannot see this registry), copied here at each
+    /// scrape (`super::forge_token_refusals`); `use` and `result` are closed sets.
+    pub(super) forge_token_refusals: Family<Labels, Counter>,
 }
 
 /// 5 ms … ~85 min: steps run from milliseconds to an hour.
@@ -85,6 +88,7 @@ impl Families {
             proposals: Family::default(),
             llm_tokens: Family::default(),
             llm_cost: Family::default(),
+            forge_token_refusals: Family::default(),
         };
         let f = &families;
         registry.register(
@@ -200,6 +204,11 @@ impl Families {
             "llm_cost_usd",
             "What llm steps cost in USD by the engine's price table, by model (a price-table key or other)",
             f.llm_cost.clone(),
+        );
+        registry.register(
+            "forge_token_refusals",
+            "GitHub App installation tokens the forge refused before their planned refresh (revoked), by use (read-code, lookup, report, answer, write) and what followed (reminted: forgotten and a new one minted; refused_again: the new one was refused too, the exchange failed)",
+            f.forge_token_refusals.clone(),
         );
         Families {
             registry,

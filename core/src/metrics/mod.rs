@@ -215,9 +215,27 @@ pub fn replace_runners<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str, i64
 
 /// Every family in the OpenMetrics text format, which Prometheus scrapes natively.
 pub fn encode() -> Result<String, std::fmt::Error> {
+    forge_token_refusals();
     let mut body = String::new();
     prometheus_client::encoding::text::encode(&mut body, &FAMILIES.registry)?;
     Ok(body)
+}
+
+/// Brings the forge's counts of refused installation tokens
+/// ([`crate::forge::auth::renewal_counts`], every use and result, zeros included) into
+/// their family: the counters only grow, so each takes what it lacks. One copy at a time,
+/// so that two scrapes at once add nothing twice.
+fn forge_token_refusals() {
+    static COPYING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _copying = COPYING.lock().unwrap_or_else(|p| p.into_inner());
+    let f = &*FAMILIES;
+    for (use_, renewal, count) in crate::forge::auth::renewal_counts() {
+        let counter = f.forge_token_refusals.get_or_create(&labels([
+            ("use", use_.as_str()),
+            ("result", renewal.as_str()),
+        ]));
+        counter.inc_by(count.saturating_sub(counter.get()));
+    }
 }
 
 /// The result label of an evaluation, and its time since `started`.

@@ -7,12 +7,15 @@
 //!   read as options) and passed after `--` where git allows it.
 //! - git runs non-interactively with the caller's `GIT_DIR`-style variables removed, and
 //!   is killed when the future is dropped or the timeout passes.
-//! - A mirror given a credential ([`Mirror::with_credential`]: a GitHub App's read-only
-//!   installation token) sends it on its fetches from the repository's clone URL only
-//!   (never a fork's), as git's `http.extraHeader` in
-//!   `GIT_CONFIG_*` variables: never in a URL, an argument, the mirror's config or an
-//!   error; and those fetches follow no HTTP redirect (git would send the header on to
-//!   the host redirected to).
+//! - A mirror given a credential ([`Mirror::with_credential`], or
+//!   [`Mirror::with_forge_credential`]: a GitHub App's read-only installation token, asked
+//!   of [`ForgeAuth`] at each fetch) sends it on its fetches from the repository's clone URL
+//!   only (never a fork's), as git's `http.extraHeader` in `GIT_CONFIG_*` variables: never
+//!   in a URL, an argument, the mirror's config or an error; and those fetches follow no
+//!   HTTP redirect (git would send the header on to the host redirected to). A fetch whose
+//!   installation token the forge refuses ([`crate::forge::auth::git_refused`]) is one
+//!   exchange of [`ForgeAuth::renewing`]: that token is forgotten and the fetch made again
+//!   with a new one, once.
 //! - An anonymous mirror ([`Mirror::anonymous`]: a used module's repository, named by a
 //!   workflow) reaches its remote with no credential of the engine's host at all: no
 //!   global or system git configuration (credential helpers, `http.extraHeader`), no
@@ -26,7 +29,10 @@
 //! Why one file past ~600 lines: every git command the engine runs goes through this file's
 //! one environment and argument checks; split, that one choke point would be several.
 
+use crate::forge::auth::{git_refused, ForgeAuth, Refused, Token};
 pub use crate::forge::git_names::{check_ref, is_full_sha};
+use crate::store::RepoRow;
+use plue_types::protocol::GitCredential;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -56,21 +62,33 @@ pub struct WorkflowFile {
 #[derive(Clone)]
 pub struct Mirror {
     dir: PathBuf,
-    /// The checkout credential its fetches from one URL (the repository's clone URL) send,
-    /// if any.
-    credential: Option<(String, plue_types::protocol::GitCredential)>,
+    /// The credential its fetches from one URL (the repository's clone URL) send, if any.
+    credential: Option<(String, Credential)>,
     /// Its fetches carry no credential of the engine's host ([`Mirror::anonymous`]).
     anonymous: bool,
 }
 
+/// Where a mirror's credential comes from.
+#[derive(Clone)]
+enum Credential {
+    /// This one, as given.
+    Given(GitCredential),
+    /// `repo`'s read-only installation token, asked of `auth` for each fetch (cached
+    /// there) and renewed when the forge refuses it.
+    Forge { auth: ForgeAuth, repo: Box<RepoRow> },
+}
+
 impl std::fmt::Debug for Mirror {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let credential = self.credential.as_ref().map(|(url, c)| match c {
+            Credential::Given(given) => format!("{} {given:?}", shown(url)),
+            Credential::Forge { repo, .. } => {
+                format!("{} (read-code of {})", shown(url), repo.name)
+            }
+        });
         f.debug_struct("Mirror")
             .field("dir", &self.dir)
-            .field(
-                "credential",
-                &self.credential.as_ref().map(|(url, c)| (shown(url), c)),
-            )
+            .field("credential", &credential)
             .finish()
     }
 }
@@ -140,12 +158,23 @@ impl Mirror {
 
     /// This mirror, its fetches from `url` (the repository's clone URL) sending
     /// `credential`, and no other (see the module doc).
-    pub fn with_credential(
-        mut self,
-        url: &str,
-        credential: Option<plue_types::protocol::GitCredential>,
-    ) -> Mirror {
-        self.credential = credential.map(|c| (url.to_owned(), c));
+    pub fn with_credential(mut self, url: &str, credential: Option<GitCredential>) -> Mirror {
+        self.credential = credential.map(|c| (url.to_owned(), Credential::Given(c)));
+        self
+    }
+
+    /// This mirror, its fetches from `repo`'s clone URL sending the read-only installation
+    /// token `auth` gives `repo` ([`ForgeAuth::git_credential`]) when it is served as the
+    /// GitHub App, renewed when the forge refuses it; nothing for any other repository,
+    /// whose clone URL says all.
+    pub fn with_forge_credential(mut self, auth: &ForgeAuth, repo: &RepoRow) -> Mirror {
+        self.credential = auth.is_app(repo).then(|| {
+            let source = Credential::Forge {
+                auth: auth.clone(),
+                repo: Box::new(repo.clone()),
+            };
+            (repo.clone_url.clone(), source)
+        });
         self
     }
 
@@ -170,6 +199,28 @@ impl Mirror {
             // A fork's URL (a pull request's head) never gets the repository's token.
             _ => return git(Some(&self.dir), args, FETCH_TIMEOUT).await,
         };
+        let (auth, repo) = match credential {
+            Credential::Given(given) => return self.remote_with(args, given).await,
+            Credential::Forge { auth, repo } => (auth, repo),
+        };
+        auth.renewing(repo, || async {
+            let credential = auth
+                .git_credential(repo)
+                .await
+                .map_err(|e| anyhow::Error::new(e).context(format!("reading {}", repo.name)))?
+                .with_context(|| format!("{} has no read credential any more", repo.name))?;
+            self.remote_with(args, &credential).await
+        })
+        .await
+    }
+
+    /// A git command reaching the remote with `credential`'s header; a refusal of its token
+    /// is a [`Refused`] error carrying it.
+    async fn remote_with(
+        &self,
+        args: &[&str],
+        credential: &GitCredential,
+    ) -> anyhow::Result<Vec<u8>> {
         let header = credential.header();
         // No redirect followed: git sends the rest of an exchange whose first request was
         // redirected to the host redirected to, the extra header with it.
@@ -182,7 +233,14 @@ impl Mirror {
         ];
         git_with(Some(&self.dir), args, &env, None, FETCH_TIMEOUT)
             .await
-            .map_err(|e| anyhow::anyhow!("{}", format!("{e:#}").replace(credential.token(), "***")))
+            .map_err(|e| {
+                let said = format!("{e:#}").replace(credential.token(), "***");
+                if git_refused(&said) {
+                    let token = Token::new(credential.token().to_string());
+                    return anyhow::Error::new(Refused::new(said, token));
+                }
+                anyhow::anyhow!(said)
+            })
     }
 
     /// Fetches `wants` (full shas or ref names) from `url` unless every sha among them is
@@ -622,6 +680,10 @@ pub(crate) async fn git_with(
         String::from_utf8_lossy(&output.stderr).trim()
     )
 }
+
+#[cfg(test)]
+#[path = "git_refusal_tests.rs"]
+mod refusal_tests;
 
 #[cfg(test)]
 mod tests {

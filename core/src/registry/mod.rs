@@ -767,17 +767,12 @@ impl Registry {
     }
 
     /// `repo`'s mirror; for a repository served as the GitHub App, its fetches send a
-    /// read-only installation token (a private repository's clone URL carries none).
+    /// read-only installation token (a private repository's clone URL carries none),
+    /// renewed when the forge refuses it.
     async fn mirror(&self, repo: &RepoRow) -> anyhow::Result<Mirror> {
-        let credential = self
-            .executor
-            .forge_auth()
-            .git_credential(repo)
-            .await
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", repo.name))?;
         Ok(Mirror::open(self.mirrors.join(format!("{}.git", repo.id)))
             .await?
-            .with_credential(&repo.clone_url, credential))
+            .with_forge_credential(self.executor.forge_auth(), repo))
     }
 
     /// Removes repository `repo_id`'s git mirror, if there is one: when the repository is

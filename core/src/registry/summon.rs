@@ -14,7 +14,10 @@
 //!   did not ask for this run). Anyone else starts nothing (a log line at info and a
 //!   `refused` line in the delivery's answer), or, where a matching trigger says
 //!   `others="untrusted"`, a run with `secrets_allowed` false: no secrets, no environment,
-//!   only runners that accept forks — the fork machinery.
+//!   only runners that accept forks — the fork machinery. A standing that could not be
+//!   learnt (the forge's permission lookup failed, its refused token renewed once and
+//!   refused again, the store failed) is never "holds none": the delivery fails with the
+//!   reason and its once-key below is forgotten, so the forge's redelivery summons.
 //! - The engine's own writing never summons: a comment carrying the hidden marker
 //!   `<!-- plue:` (every comment the engine posts has one), an issue opened with it, and
 //!   any event a forge marks as sent by a bot (GitHub's `type: "Bot"`) unless that login
@@ -45,6 +48,8 @@
 //!   stranger's comment cannot make runs appear.
 
 use std::collections::BTreeMap;
+
+use anyhow::Context;
 
 use evaluator::context::{Comment, Issue};
 use evaluator::plan::Authors;
@@ -361,21 +366,31 @@ impl Registry {
         number: u64,
         action: &str,
     ) -> anyhow::Result<Option<Point>> {
-        let Some(target) = ApiTarget::of_repo(self.executor.forge_auth(), repo).await? else {
-            // No API to ask: the default branch, the usual base.
-            let mut point = self.default_branch_point(repo, facts).await?;
-            point.pr = Some(PullRequest {
-                number,
-                base: point.branch.clone(),
-                head: String::new(),
-                action: action.to_string(),
-            });
-            return Ok(Some(point));
-        };
+        let auth = self.executor.forge_auth();
         let client = self.http.get_or_init(reqwest::Client::new);
-        let refs = match target.pull_request(client, number).await? {
-            Found::Yes(refs) => refs,
-            Found::NotFound => return Ok(None),
+        // The lookup's token may be refused (revoked): renewed once, like every exchange.
+        let found = auth
+            .renewing(repo, || async {
+                match ApiTarget::of_repo(auth, repo).await? {
+                    Some(target) => target.pull_request(client, number).await.map(Some),
+                    None => Ok(None),
+                }
+            })
+            .await?;
+        let refs = match found {
+            Some(Found::Yes(refs)) => refs,
+            Some(Found::NotFound) => return Ok(None),
+            None => {
+                // No API to ask: the default branch, the usual base.
+                let mut point = self.default_branch_point(repo, facts).await?;
+                point.pr = Some(PullRequest {
+                    number,
+                    base: point.branch.clone(),
+                    head: String::new(),
+                    action: action.to_string(),
+                });
+                return Ok(Some(point));
+            }
         };
         let (base, head) = (refs.base, refs.head);
         git::check_ref(&base.git_ref)
@@ -472,7 +487,12 @@ impl Registry {
                             summons.author.association.as_deref(),
                             asked.authors,
                         )
-                        .await;
+                        .await
+                        // Never "holds none": a writer refused for a fault is the wrong
+                        // answer; the delivery fails and a redelivery asks again.
+                        .with_context(|| {
+                            format!("{}: learning what {login} may start", file.path)
+                        })?;
                     standings.insert(asked.authors, standing.clone());
                     standing
                 }

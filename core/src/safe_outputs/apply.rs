@@ -159,14 +159,14 @@ impl Applier {
                 continue;
             };
             let outcome = match self.job(row.clone()).await {
-                // A 401 to an installation token: a new one at the next try.
-                Ok(job) => self.apply(&job).await.map_err(|e| {
-                    self.walls.forge_auth().after_refusal(
-                        &job.repo,
-                        crate::forge::auth::Use::Write,
-                        e,
-                    )
-                }),
+                // One exchange: a token the forge refuses (an API call's or the push's) is
+                // forgotten and the proposal applied again at once with a new one.
+                Ok(job) => {
+                    self.walls
+                        .forge_auth()
+                        .renewing(&job.repo, || self.apply(&job))
+                        .await
+                }
                 Err(e) => Err(e),
             };
             // Errors are kept for the run's readers: through the run's wall.
@@ -174,12 +174,13 @@ impl Applier {
                 Err(PostError::Retry(e)) => {
                     Err(PostError::Retry(self.redacted(row.run_id, &e).await))
                 }
-                Err(PostError::Permanent(e)) => {
-                    Err(PostError::Permanent(self.redacted(row.run_id, &e).await))
-                }
                 Err(PostError::Moved(e)) => {
                     Err(PostError::Moved(self.redacted(row.run_id, &e).await))
                 }
+                // Final: `renewing` made any refusal it did not renew a permanent error.
+                Err(e) => Err(PostError::Permanent(
+                    self.redacted(row.run_id, &e.into_reason()).await,
+                )),
                 ok => ok,
             };
             match outcome {
@@ -196,7 +197,8 @@ impl Applier {
                         .mark_failed(id, &error, Some(now_ms() + backoff_ms(tries)))
                         .await?;
                 }
-                Err(PostError::Retry(error) | PostError::Permanent(error) | PostError::Moved(error)) => {
+                Err(error) => {
+                    let error = error.into_reason();
                     self.tries_of(id, None);
                     tracing::warn!(run = row.run_id, proposal = id, "not applied: {error}");
                     self.store.mark_failed(id, &error, None).await?;
@@ -374,12 +376,12 @@ impl Applier {
                 if let Some(open) = writer.find_pull_request(branch.as_str(), &base).await? {
                     return Ok(open.html_url);
                 }
-                // A GitHub App's repository is fetched with its read-only token.
-                let credential = self.walls.forge_auth().git_credential(&job.repo).await?;
+                // A GitHub App's repository is fetched with its read-only token (renewed
+                // by the mirror when the forge refuses it).
                 let mirror = Mirror::open(self.mirrors_dir.join(format!("{}.git", job.repo.id)))
                     .await
                     .map_err(|e| PostError::Retry(format!("{e:#}")))?
-                    .with_credential(&job.repo.clone_url, credential);
+                    .with_forge_credential(self.walls.forge_auth(), &job.repo);
                 mirror
                     .fetch(&job.repo.clone_url, &[&job.run.sha])
                     .await
@@ -470,10 +472,18 @@ impl Applier {
                         base: &base,
                     })
                     .await?;
-                if let Err(e) = self
-                    .final_status_on(job, &wall, &api_url, &token, forge, &commit)
-                    .await
-                {
+                let auth = self.walls.forge_auth();
+                let posted = auth
+                    .renewing(&job.repo, || async {
+                        let token = auth
+                            .token(&job.repo, crate::forge::auth::Use::Write)
+                            .await?;
+                        let token = token.as_ref().map(|t| t.expose());
+                        self.final_status_on(job, &wall, &api_url, token, forge, &commit)
+                            .await
+                    })
+                    .await;
+                if let Err(e) = posted {
                     tracing::warn!(
                         run = job.run.id,
                         "the run's status on the pull request it opened: {e}"
@@ -569,7 +579,7 @@ impl Applier {
         job: &Job,
         wall: &Checker,
         api_url: &str,
-        token: &str,
+        token: Option<&str>,
         forge: Forge,
         commit: &str,
     ) -> Result<(), PostError> {
@@ -600,7 +610,7 @@ impl Applier {
             &StatusTarget {
                 forge,
                 api_url,
-                token: Some(token),
+                token,
                 repo: &job.repo.name,
                 sha: commit,
             },
@@ -654,3 +664,6 @@ fn origin(job: &Job) -> Option<String> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod refusal_tests;

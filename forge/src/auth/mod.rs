@@ -10,7 +10,9 @@
 //!   access token: the App's JWT finds the repository's installation, then
 //!   asks a token for that one repository with the [`Use`]'s permissions only. Tokens are
 //!   cached per (API, repository, use) and fetched anew before they expire ([`refresh_in`])
-//!   or after the forge refused one ([`ForgeAuth::refused`]).
+//!   or after the forge refused one: every exchange with the forge runs through
+//!   [`ForgeAuth::renewing`] (module `refusal`), which forgets exactly the token refused
+//!   and mints one new one.
 //! - [`ForgeAuth::is_app`] says which of the two a repository uses (check runs need the
 //!   App); [`ForgeAuth::app_login`] is the App's bot login (`<slug>[bot]`, from `GET /app`).
 //!
@@ -24,6 +26,7 @@
 
 mod app;
 mod installation;
+mod refusal;
 mod token;
 mod uses;
 
@@ -35,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use app::{Claims, GitHubApp, DEFAULT_APP_API, JWT_BACKDATE, JWT_LIFETIME};
+pub use refusal::{git_refused, http_refused, renewal_counts, Refusable, Refused, Renewal};
 pub use token::Token;
 pub use uses::Use;
 
@@ -279,12 +283,18 @@ impl ForgeAuth {
         }
     }
 
-    /// The forge refused `repo`'s token for `use_` (401): the next [`ForgeAuth::token`]
-    /// asks for a new one instead of the cached one.
-    pub fn refused(&self, repo: &RepoRow, use_: Use) {
-        if let Ok(api) = self.app_api(repo) {
-            lock(&self.inner.tokens).remove(&(api, repo.name.clone(), use_));
-        }
+    /// Forgets the installation token `token` cached for `repo`, whatever its use (the
+    /// forge refused it): the next [`ForgeAuth::token`] of that use mints a new one. Its
+    /// use; `None` when no cached token of `repo` is `token` (another exchange forgot it
+    /// already, or it is no installation token).
+    pub fn forget_token(&self, repo: &RepoRow, token: &Token) -> Option<Use> {
+        let mut tokens = lock(&self.inner.tokens);
+        let key = tokens
+            .iter()
+            .find(|((_, name, _), cached)| *name == repo.name && cached.token == *token)
+            .map(|(key, _)| key.clone())?;
+        tokens.remove(&key);
+        Some(key.2)
     }
 
     /// Forgets every token cached for `repo`'s name, whatever its use: the forge showed
@@ -311,19 +321,6 @@ impl ForgeAuth {
         Ok(Some(plue_types::protocol::GitCredential::new(
             token.expose().to_string(),
         )))
-    }
-
-    /// `error`, the forge's answer to a request made with `repo`'s token for `use_`: a
-    /// 401 to an installation token (expired, or revoked) forgets it and is worth one
-    /// retry with a new one; anything else stands as it is.
-    pub fn after_refusal(&self, repo: &RepoRow, use_: Use, error: PostError) -> PostError {
-        match error {
-            PostError::Permanent(why) if self.is_app(repo) && why.contains("HTTP 401") => {
-                self.refused(repo, use_);
-                PostError::Retry(why)
-            }
-            other => other,
-        }
     }
 
     /// The App's bot login on `repo`'s forge (`<slug>[bot]`, the author of everything an

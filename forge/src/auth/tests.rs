@@ -200,7 +200,8 @@ async fn installation_tokens_are_narrowed_cached_per_use_and_refreshed() {
     let renewed = auth.token(&repo, Use::Write).await.unwrap().unwrap();
     assert_ne!(renewed, write);
     // A refused token is not offered again.
-    auth.refused(&repo, Use::Write);
+    assert_eq!(auth.forget_token(&repo, &renewed), Some(Use::Write));
+    assert_eq!(auth.forget_token(&repo, &renewed), None, "forgotten once");
     let after_refusal = auth.token(&repo, Use::Write).await.unwrap().unwrap();
     assert_ne!(after_refusal, renewed);
     // Every token handed out, and the key, are the run's secrets.
@@ -349,9 +350,23 @@ async fn ask_everything(auth: &ForgeAuth, repo: &RepoRow) {
         Use::Write,
     ] {
         assert!(auth.token(repo, use_).await.unwrap().is_none());
-        let _ = auth.after_refusal(repo, use_, PostError::Permanent("HTTP 401".into()));
-        auth.refused(repo, use_);
     }
+    assert_eq!(auth.forget_token(repo, &Token::new("t".into())), None);
+    let refused = PostError::Refused(Refused::new("HTTP 401".into(), Token::new("t".into())));
+    let mut runs = 0;
+    let final_error = auth
+        .renewing(repo, || {
+            runs += 1;
+            let refused = refused.clone();
+            async move { Err::<(), _>(refused) }
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(final_error, PostError::Permanent(_)),
+        "{final_error}"
+    );
+    assert_eq!(runs, 1, "nothing of the App renews another API's token");
     assert!(auth.git_credential(repo).await.unwrap().is_none());
     assert!(auth.app_login(repo).await.is_err());
     let secrets = auth.secrets_of(repo).unwrap();
@@ -403,4 +418,182 @@ async fn only_the_apps_own_api_gets_its_jwt() {
         .unwrap()
         .is_some());
     assert_eq!(seen.lock().unwrap().as_slice(), &[] as &[String]);
+}
+
+/// The App of `api` and the repository it serves there.
+fn app_auth(api: &str) -> (ForgeAuth, RepoRow) {
+    let app = GitHubApp::new(7, KEY)
+        .unwrap()
+        .with_api_url(Some(api.to_string()));
+    (
+        ForgeAuth::new(plue_vault::Vault::unkeyed(), Some(app)),
+        repo(api, None),
+    )
+}
+
+/// The count of `use_`'s refused tokens that became `renewal`, in this process.
+fn counted(use_: Use, renewal: Renewal) -> u64 {
+    renewal_counts()
+        .into_iter()
+        .find(|(u, r, _)| *u == use_ && *r == renewal)
+        .map(|(_, _, n)| n)
+        .unwrap()
+}
+
+/// The forge's refusal of `token`.
+fn refusal_of(token: &Token) -> PostError {
+    PostError::Refused(Refused::new(
+        "POST /check-runs: HTTP 401 Unauthorized: Bad credentials".into(),
+        token.clone(),
+    ))
+}
+
+// regression (issue 70): a 401 to a check run (written with the report token) re-minted the
+// token the run's answers use, so the refused one was presented again and again. One
+// exchange presents both: the one refused is forgotten, the other is kept.
+#[tokio::test]
+async fn exactly_the_refused_token_is_forgotten_and_minted_once() {
+    let (api, asked) = github(Duration::from_secs(3600)).await;
+    let (auth, repo) = app_auth(&api);
+    let answer = auth.token(&repo, Use::Answer).await.unwrap().unwrap();
+    let report = auth.token(&repo, Use::Report).await.unwrap().unwrap();
+    let reminted = counted(Use::Report, Renewal::Reminted);
+    let presented: Mutex<Vec<(Token, Token)>> = Mutex::default();
+    let done = auth
+        .renewing(&repo, || async {
+            let answering = auth.token(&repo, Use::Answer).await?.unwrap();
+            let reporting = auth.token(&repo, Use::Report).await?.unwrap();
+            presented
+                .lock()
+                .unwrap()
+                .push((answering.clone(), reporting.clone()));
+            if reporting == report {
+                return Err(refusal_of(&reporting));
+            }
+            Ok("written")
+        })
+        .await
+        .unwrap();
+    assert_eq!(done, "written");
+    let presented = presented.into_inner().unwrap();
+    assert_eq!(presented.len(), 2, "one refusal, one more try");
+    assert_eq!(
+        presented[1].0, answer,
+        "the answers' token was not refused: kept"
+    );
+    assert_ne!(
+        presented[1].1, report,
+        "the refused token is never presented again"
+    );
+    assert_eq!(asked.lock().unwrap().len(), 3, "one new token");
+    assert_eq!(
+        asked.lock().unwrap()[2]["permissions"]["checks"],
+        "write",
+        "minted for the use that was refused"
+    );
+    assert!(counted(Use::Report, Renewal::Reminted) > reminted);
+}
+
+// A token refused right after it was minted is not renewed forever: the second refusal of
+// a use is an error that says which use and why.
+#[tokio::test]
+async fn a_new_token_refused_again_is_an_error_naming_the_use() {
+    let (api, asked) = github(Duration::from_secs(3600)).await;
+    let (auth, repo) = app_auth(&api);
+    let again = counted(Use::Lookup, Renewal::RefusedAgain);
+    let mut tries = 0;
+    let refused = auth
+        .renewing(&repo, || {
+            tries += 1;
+            let auth = &auth;
+            let repo = &repo;
+            async move {
+                let token = auth.token(repo, Use::Lookup).await?.unwrap();
+                Err::<(), _>(refusal_of(&token))
+            }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(tries, 2);
+    assert_eq!(
+        asked.lock().unwrap().len(),
+        2,
+        "minted once more, not forever"
+    );
+    let PostError::Permanent(why) = &refused else {
+        panic!("{refused:?}");
+    };
+    assert!(why.contains("lookup") && why.contains("new one"), "{why}");
+    assert!(why.contains("Bad credentials"), "{why}");
+    assert!(!why.contains("ghs_"), "{why}");
+    assert!(counted(Use::Lookup, Renewal::RefusedAgain) > again);
+    // Neither refused token stays cached: the next exchange mints again.
+    auth.token(&repo, Use::Lookup).await.unwrap();
+    assert_eq!(asked.lock().unwrap().len(), 3);
+}
+
+// A personal token cannot be minted again: its refusal is final at once, and says so.
+#[tokio::test]
+async fn a_refused_personal_token_is_final() {
+    let (api, asked) = github(Duration::from_secs(3600)).await;
+    let (auth, _) = app_auth(&api);
+    let personal = repo(&api, Some("pat"));
+    let mut tries = 0;
+    let refused: anyhow::Error = auth
+        .renewing(&personal, || {
+            tries += 1;
+            let token = Token::new("pat".into());
+            async move {
+                Err::<(), _>(
+                    anyhow::Error::new(Refused::new("GET /x: HTTP 401".into(), token))
+                        .context("asking the forge"),
+                )
+            }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(tries, 1);
+    assert!(asked.lock().unwrap().is_empty());
+    let said = format!("{refused:#}");
+    assert!(said.contains("api_token of octo/hello"), "{said}");
+    assert!(
+        refused.refusal().is_none(),
+        "final: no outer exchange renews it"
+    );
+}
+
+#[test]
+fn refusals_are_read_from_the_forges_and_gits_own_words() {
+    use reqwest::StatusCode;
+    assert!(http_refused(StatusCode::UNAUTHORIZED, ""));
+    assert!(http_refused(
+        StatusCode::FORBIDDEN,
+        r#"{"message":"Bad credentials"}"#
+    ));
+    assert!(!http_refused(
+        StatusCode::FORBIDDEN,
+        r#"{"message":"Resource not accessible by integration"}"#
+    ));
+    assert!(!http_refused(StatusCode::NOT_FOUND, ""));
+    assert!(!http_refused(StatusCode::BAD_GATEWAY, "Bad credentials"));
+    for said in [
+        "remote: Invalid username or password.\nfatal: Authentication failed for 'https://github.com/o/r/'",
+        "fatal: could not read Username for 'https://github.com': terminal prompts disabled",
+        "error: The requested URL returned error: 401",
+    ] {
+        assert!(git_refused(said), "{said}");
+    }
+    for said in [
+        "fatal: unable to access 'https://github.com/o/r/': Could not resolve host: github.com",
+        "error: The requested URL returned error: 403",
+        " ! [remote rejected] main -> main (protected branch hook declined)",
+    ] {
+        assert!(!git_refused(said), "{said}");
+    }
+    let refused = Refused::new("HTTP 401".into(), Token::new("ghs_s3cr3t".into()));
+    let shown = format!(
+        "{refused:?} {refused} {:?}",
+        PostError::Refused(refused.clone())
+    );
+    assert!(!shown.contains("s3cr3t"), "{shown}");
 }

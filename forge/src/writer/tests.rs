@@ -186,8 +186,10 @@ async fn failures_say_whether_a_retry_helps_and_never_hold_the_token() {
         token: Some("not-the-token"),
         ..writer
     };
+    // The token itself refused: the caller's `ForgeAuth::renewing` renews it or makes the
+    // refusal final.
     let refused = wrong.open_pull_request(&pull()).await.unwrap_err();
-    assert!(matches!(refused, PostError::Permanent(_)), "{refused}");
+    assert!(matches!(refused, PostError::Refused(_)), "{refused}");
     assert!(refused.to_string().contains("401"), "{refused}");
     let no_branch = writer
         .open_pull_request(&NewPull {

@@ -5,7 +5,9 @@
 //! Invariants: git runs with the engine's hardening and a timeout ([`GIT_TIMEOUT`]); the
 //! credential reaches git only through `GIT_CONFIG_*` (`http.extraHeader`, redirects not
 //! followed), never argv or a URL, and no error holds it; a push the forge answered by
-//! refusing the update is a permanent failure, one that got no answer is retried.
+//! refusing the update is a permanent failure, one that got no answer is retried, one
+//! whose token the forge refused is [`PostError::Refused`] (the applier's exchange renews
+//! the token).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use base64::Engine;
 
+use crate::forge::auth::{git_refused, Refused, Token};
 use crate::forge::status::PostError;
 use crate::outbound::Outbound;
 use crate::registry::git::{self, Mirror};
@@ -182,6 +185,12 @@ pub async fn push(
         // Never show the URL's credentials.
         let text = format!("{e:#}").replace(url, &crate::forge::without_credentials(url));
         let text = text.replace(token, "***");
+        // The forge refused the token itself (revoked): the applier's exchange forgets it
+        // and pushes again with a new one.
+        if git_refused(&text) {
+            let token = Token::new(token.to_string());
+            return PostError::Refused(Refused::new(format!("pushing {branch}: {text}"), token));
+        }
         // The forge answered and refused the update (a hook, a protected branch, a rule):
         // the same forced push of the same commit gets the same answer, so it is final. A
         // failure to reach it or a server error may pass: retried.

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use super::super::answer::Answer;
 use super::super::query::percent_decode;
 use super::super::{lock, Recorded, Shared, SharedState};
+use super::revoke::{self, Presented};
 use super::{json as shapes, AppMode, InstallationToken};
 
 /// How far in the future a JWT's `exp` may be after its `iat` (GitHub: 10 minutes).
@@ -81,17 +82,25 @@ fn grants(permissions: &BTreeMap<String, String>, (name, level): (&str, &str)) -
     }
 }
 
-/// The installation token `given`, if the App handed it out and it has not expired.
-fn valid_token<'a>(app: &'a AppMode, given: &str) -> Result<&'a InstallationToken, Answer> {
-    let token = app
+/// The installation token `given`, presented at `presented` for `request`, if the App
+/// handed it out, it has not expired and is not revoked (module `revoke`).
+fn valid_token<'a>(
+    app: &'a mut AppMode,
+    given: &str,
+    presented: Presented,
+    request: &str,
+) -> Result<&'a InstallationToken, Answer> {
+    let index = app
         .tokens
         .iter()
-        .find(|t| t.token == given)
+        .position(|t| t.token == given)
         .ok_or_else(|| answer(401, "Bad credentials"))?;
-    if Instant::now() >= token.expires {
+    if Instant::now() >= app.tokens[index].expires
+        || revoke::refused_at_use(app, index, presented, request)
+    {
         return Err(answer(401, "Bad credentials"));
     }
-    Ok(token)
+    Ok(&app.tokens[index])
 }
 
 /// The App mode's verdict on an API request (`None`: the App mode is off). `Err` is the
@@ -130,8 +139,9 @@ pub(crate) fn api_gate(
             &request.body,
         )));
     }
-    let app = guard.app.as_ref()?;
-    let token = match valid_token(app, &given) {
+    let app = guard.app.as_mut()?;
+    let request = format!("{method} {path}");
+    let token = match valid_token(app, &given, Presented::Api, &request) {
         Ok(token) => token,
         Err(refused) => return Some(Err(refused)),
     };
@@ -159,8 +169,8 @@ pub(crate) fn git_gate(
     push: bool,
     authorization: Option<&str>,
 ) -> Option<Result<(), Response>> {
-    let guard = lock(shared);
-    let app = guard.app.as_ref()?;
+    let mut guard = lock(shared);
+    let app = guard.app.as_mut()?;
     let refuse = |status: StatusCode, text: &str| {
         Response::builder()
             .status(status)
@@ -174,7 +184,11 @@ pub(crate) fn git_gate(
             "authentication required",
         )));
     };
-    let Ok(token) = valid_token(app, &given) else {
+    let (presented, request) = match push {
+        true => (Presented::GitPush, format!("git push {repo}")),
+        false => (Presented::GitFetch, format!("git fetch {repo}")),
+    };
+    let Ok(token) = valid_token(app, &given, presented, &request) else {
         return Some(Err(refuse(StatusCode::UNAUTHORIZED, "invalid credentials")));
     };
     let name = repo.split_once('/').map_or(repo, |(_, name)| name);
@@ -279,12 +293,7 @@ fn as_the_app(
 /// A token for the body's `repositories` (names; default: every installed repository)
 /// and `permissions` (default: all the App's), each within the installation's. `repos`
 /// are the forge's repositories with the ids their names have now.
-pub(super) fn mint(
-    app: &mut AppMode,
-    url: &str,
-    repos: &[(String, u64)],
-    body: &Value,
-) -> Answer {
+pub(super) fn mint(app: &mut AppMode, url: &str, repos: &[(String, u64)], body: &Value) -> Answer {
     let installed: Vec<&String> = repos
         .iter()
         .map(|(r, _)| r)
@@ -350,6 +359,8 @@ pub(super) fn mint(
         permissions: permissions.clone(),
         expires,
         expires_at,
+        revoked: false,
+        revoke_at_next_use: None,
     });
     let mut minted = shapes::access_token(url, &token, expires_at, &permissions, &wanted);
     if let Some(listed) = minted["repositories"].as_array_mut() {

@@ -15,6 +15,8 @@
 //!   as GitHub does.
 //! - Every token handed out is kept ([`FakeForge::installation_tokens`]) so tests can look
 //!   for it where it must not be.
+//! - Tokens can be revoked before they expire, now or at their next use (module `revoke`),
+//!   and every refusal of a revoked one is recorded ([`FakeForge::token_refusals`]).
 //!
 //! Shapes follow GitHub's REST docs (`integration`, `installation`,
 //! `installation-token`); module `json` builds them.
@@ -25,11 +27,13 @@
 
 mod gate;
 mod json;
+mod revoke;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
 
 pub(crate) use gate::{api_gate, git_gate};
+pub use revoke::{Presented, RevocationMark, TokenRefusal};
 
 use super::{lock, FakeForge};
 
@@ -103,6 +107,11 @@ pub struct InstallationToken {
     pub expires: Instant,
     /// `expires_at` as answered.
     pub expires_at: SystemTime,
+    /// Revoked before it expired ([`FakeForge::revoke_tokens_at_next_use`]): refused
+    /// everywhere.
+    pub revoked: bool,
+    /// A revocation scripted for its next use.
+    pub(crate) revoke_at_next_use: Option<revoke::Pending>,
 }
 
 /// The App mode's state, in the forge's shared state.
@@ -115,6 +124,8 @@ pub(crate) struct AppMode {
     /// Token requests answered this status instead (scripted).
     pub(crate) refuse_tokens: Option<u16>,
     pub(crate) tokens: Vec<InstallationToken>,
+    /// Every refusal of a revoked token.
+    pub(crate) refusals: Vec<TokenRefusal>,
 }
 
 impl FakeForge {
@@ -130,6 +141,7 @@ impl FakeForge {
             uninstalled: BTreeSet::new(),
             refuse_tokens: None,
             tokens: Vec::new(),
+            refusals: Vec::new(),
         });
     }
 

@@ -221,3 +221,62 @@ async fn installation_tokens_expire_and_git_needs_contents() {
     .await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test]
+async fn a_token_revoked_at_its_next_use_is_refused_from_then_on() {
+    let forge = forge(Duration::from_secs(3600));
+    let pulls = format!("{}/repos/acme/app/pulls", forge.api_url());
+    let reader = token_for(&forge, json!({"contents": "read", "pull_requests": "read"})).await;
+    let get = |token: String| {
+        let url = pulls.clone();
+        async move { send(reqwest::Method::GET, url, &token, None).await.0 }
+    };
+    assert_eq!(get(reader.clone()).await, 200);
+    let fetch = |token: &str, dir: &std::path::Path| {
+        let header = format!(
+            "Authorization: Basic {}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("x-access-token:{token}")
+            )
+        );
+        std::process::Command::new("git")
+            .args(["-c", &format!("http.extraHeader={header}"), "clone", "-q"])
+            .arg(forge.clone_url("acme/app"))
+            .arg(dir)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+
+    // Revoked at its next git fetch only: the API still takes it until then.
+    forge.revoke_tokens_at_next_use(Some(Presented::GitFetch));
+    assert_eq!(get(reader.clone()).await, 200);
+    assert!(forge.token_refusals().is_empty());
+    let refused = fetch(&reader, &dir.path().join("a"));
+    assert!(!refused.status.success(), "{refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("could not read Username"), "{said}");
+    // Refused everywhere from then on, each refusal recorded.
+    assert_eq!(get(reader.clone()).await, 401);
+    let refusals = forge.token_refusals();
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    assert_eq!(refusals[0].presented, Presented::GitFetch);
+    assert_eq!(refusals[0].request, "git fetch acme/app");
+    assert_eq!(refusals[1].presented, Presented::Api);
+    assert!(refusals.iter().all(|r| r.token == reader));
+    assert!(forge.installation_tokens()[0].revoked);
+
+    // A token minted after the script is not touched by it; a later script revokes it
+    // wherever it is used next.
+    let fresh = token_for(&forge, json!({"pull_requests": "read"})).await;
+    assert_eq!(get(fresh.clone()).await, 200);
+    forge.revoke_tokens_at_next_use(None);
+    assert_eq!(get(fresh.clone()).await, 401);
+    let another = token_for(&forge, json!({"pull_requests": "read"})).await;
+    assert_eq!(get(another.clone()).await, 200);
+    forge.revoke_installation_token(&another);
+    assert_eq!(get(another).await, 401);
+    assert_eq!(forge.token_refusals().len(), 4);
+}
