@@ -157,10 +157,10 @@ impl EngineConfig {
             github_app: None,
             github_app_webhook_secret: None,
             register_installed_repos: false,
+            installation_owners: webhooks::InstallationOwners::default(),
             public_url: None,
             mirrors_dir: std::env::temp_dir().join(format!("plue-mirrors-{}", std::process::id())),
             schedule_interval: scheduler::TICK,
-            installation_owners: webhooks::InstallationOwners::default(),
             status_interval: Duration::from_millis(250),
             secrets: Default::default(),
             max_parallel: 64,
@@ -444,27 +444,27 @@ async fn start_serving(
             .as_deref()
             .is_some_and(|url| url.starts_with("https://")),
     }));
-    let hooks = webhooks::router(webhooks::WebhookState {
-        store: store.clone(),
-        vault: config.vault.clone(),
-        registry: registry.clone(),
-        app: config
     if config.github_app_webhook_secret.is_some() {
         // The accounts accepted may have changed since an installation was recorded.
         webhooks::judge_recorded_installations(&store, &config.installation_owners)
             .await
             .context("judging the GitHub App's recorded installations")?;
     }
+    let hooks = webhooks::router(webhooks::WebhookState {
+        store: store.clone(),
+        vault: config.vault.clone(),
+        registry: registry.clone(),
+        app: config
             .github_app_webhook_secret
             .clone()
             .map(|secret| webhooks::AppHooks {
                 secret,
+                owners: config.installation_owners.clone(),
                 register: config
                     .register_installed_repos
                     .then(|| webhooks::Registering {
                         api_url: config
                             .github_app
-                owners: config.installation_owners.clone(),
                             .as_ref()
                             .map(|app| app.api_url().to_string())
                             .filter(|api| api != crate::forge::auth::DEFAULT_APP_API),

@@ -35,8 +35,8 @@ use anyhow::Context;
 use evaluator::plan::Plan;
 use plue_types::status::AttemptStatus;
 
-use crate::events::{Event, Events};
 use crate::engine_secrets::{EngineSecrets, Lookup};
+use crate::events::{Event, Events};
 use crate::metrics;
 use crate::store::{
     now_ms, AttemptEnd, ClaimNext, CompletedAndAdvanced, CompletedAttempt, Completion, KnownSteps,
@@ -147,7 +147,6 @@ pub enum SecretsRefused {
     /// A secret set nowhere (repository, environment, engine).
     #[error("secret '{0}' is not set")]
     NotSet(String),
-}
     /// A secret the engine has (`--secret`) but does not give this run's repository: the
     /// operator did not name it (`--secret-repos`).
     #[error(
@@ -155,6 +154,7 @@ pub enum SecretsRefused {
          reaches only the repositories its operator named for it (--secret-repos)"
     )]
     NotForRepository { name: String, repository: String },
+}
 
 /// The secrets a step gets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -889,7 +889,6 @@ impl Executor {
         }))
     }
 
-    /// Records in the store every value of `values` run `run_id` does not hold yet
     /// The repository (`owner/name`) run `run_id` belongs to; `None` for a run without one.
     /// A run whose repository row is gone is an error, never taken for one without: an
     /// engine secret must not reach it as if the operator had started it.
@@ -910,6 +909,7 @@ impl Executor {
         Ok(Some(repo.name))
     }
 
+    /// Records in the store every value of `values` run `run_id` does not hold yet
     /// (`handed`: each name with the sealed text the store gave, `None` for the engine's
     /// own), before any of them leaves: the run's wall and log masking know a value handed
     /// to it after the secret was rotated or deleted ([`crate::outbound_wall`]). The store's

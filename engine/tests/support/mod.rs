@@ -1582,6 +1582,11 @@ pub(crate) fn git_repo(dir: &Path, files: &[(&str, &str)]) -> String {
 /// Registers the git repository at `origin` as `acme/app` on `engine` (a `gitea` one,
 /// default branch `main`, webhook secret `secret`); panics unless it answers 201.
 pub(crate) async fn register_origin(engine: &str, origin: &Path, secret: &str) {
+    register_origin_as(engine, origin, "acme/app", secret).await;
+}
+
+/// [`register_origin`] under the name `name`.
+pub(crate) async fn register_origin_as(engine: &str, origin: &Path, name: &str, secret: &str) {
     let registered = client()
         .post(format!("{engine}/api/repos"))
         .json(&serde_json::json!({
@@ -1597,11 +1602,6 @@ pub(crate) async fn register_origin(engine: &str, origin: &Path, secret: &str) {
     let status = registered.status();
     assert_eq!(status, 201, "{}", registered.text().await.unwrap());
 }
-    register_origin_as(engine, origin, "acme/app", secret).await;
-}
-
-/// [`register_origin`] under the name `name`.
-pub(crate) async fn register_origin_as(engine: &str, origin: &Path, name: &str, secret: &str) {
 
 /// Dispatches `workflow` of `acme/app` on `engine` with `inputs`; the run's id. Retried
 /// on a 5xx: registration reads the schedules in the background, and a dispatch at the
@@ -1610,6 +1610,17 @@ pub(crate) async fn register_origin_as(engine: &str, origin: &Path, name: &str, 
 pub(crate) async fn dispatch_retrying(
     http: &reqwest::Client,
     engine: &str,
+    workflow: &str,
+    inputs: Value,
+) -> i64 {
+    dispatch_retrying_to(http, engine, "acme/app", workflow, inputs).await
+}
+
+/// [`dispatch_retrying`] on the repository `repo`.
+pub(crate) async fn dispatch_retrying_to(
+    http: &reqwest::Client,
+    engine: &str,
+    repo: &str,
     workflow: &str,
     inputs: Value,
 ) -> i64 {
@@ -1627,17 +1638,6 @@ pub(crate) async fn dispatch_retrying(
         body["run_id"].as_i64()
     })
     .await
-) -> i64 {
-    dispatch_retrying_to(http, engine, "acme/app", workflow, inputs).await
-}
-
-/// [`dispatch_retrying`] on the repository `repo`.
-pub(crate) async fn dispatch_retrying_to(
-    http: &reqwest::Client,
-    engine: &str,
-    repo: &str,
-    workflow: &str,
-    inputs: Value,
 }
 
 /// The ids of the runs a webhook delivery's answer says it started.
