@@ -647,6 +647,7 @@ impl ProtocolRunner {
             labels: Default::default(),
             ephemeral: false,
             accept_forks: None,
+            host: None,
         };
         let registered: wire::RegisterResponse = serde_json::from_value(
             self.post(
@@ -669,6 +670,11 @@ impl ProtocolRunner {
                 polled = self.post(wire::POLL, &self.session, poll.clone()) => polled?,
             };
             let polled: wire::PollResponse = serde_json::from_value(polled)?;
+            // A poll's assignment counts once accepted, as the real runner accepts it.
+            if let Some(assignment) = &polled.assignment {
+                let accepted = wire::accepted_path(assignment.attempt_id);
+                self.post(&accepted, &self.session, Value::Null).await?;
+            }
             let mut next = polled.assignment;
             while let Some(assignment) = next {
                 next = self.complete(&assignment).await?;

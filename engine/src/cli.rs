@@ -450,6 +450,11 @@ pub(crate) struct ServeArgs {
     /// Milliseconds of silence after which a runner is lost.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) lost_after_ms: u64,
+    /// Milliseconds a runner has to acknowledge a claim a poll handed it; past them the
+    /// step goes back to the queue without using a retry, and the runner is suspect until
+    /// it proves alive.
+    #[arg(long, default_value_t = 5_000)]
+    pub(crate) claim_ack_ms: u64,
     /// Most steps of one run running at once.
     #[arg(long, default_value_t = 64)]
     pub(crate) max_parallel: usize,
@@ -480,16 +485,16 @@ pub(crate) struct ServeArgs {
     /// repository (an admin's) and only the repositories --secret-repos names for it.
     #[arg(long = "secret", value_name = "NAME[=VALUE]", value_parser = parse_secret)]
     pub(crate) secrets: Vec<(String, String)>,
-    /// Runner pools: `local` (processes on this machine) and/or `kubernetes` (pods, set up
-    /// by --pool-config); repeatable, both may serve at once.
-    #[arg(long = "pool", value_enum, default_values_t = [PoolKind::Local])]
-    pub(crate) pools: Vec<PoolKind>,
-    /// The pool configuration file (YAML) of `--pool kubernetes`.
     /// The repositories a --secret NAME reaches: `owner/name`, or `owner/*` for every
     /// repository of an owner; repeatable. A secret no --secret-repos names reaches no
     /// repository's run.
     #[arg(long = "secret-repos", value_name = "NAME=REPO[,REPO...]", value_parser = parse_secret_repos)]
     pub(crate) secret_repos: Vec<(String, Vec<engine::engine_secrets::RepoPattern>)>,
+    /// Runner pools: `local` (processes on this machine) and/or `kubernetes` (pods, set up
+    /// by --pool-config); repeatable, both may serve at once.
+    #[arg(long = "pool", value_enum, default_values_t = [PoolKind::Local])]
+    pub(crate) pools: Vec<PoolKind>,
+    /// The pool configuration file (YAML) of `--pool kubernetes`.
     #[arg(long, value_name = "FILE", env = "PLUE_POOL_CONFIG")]
     pub(crate) pool_config: Option<PathBuf>,
     /// Prices of llm models (YAML or JSON, USD per million tokens) added to and replacing
@@ -534,11 +539,6 @@ pub(crate) struct ServeArgs {
         requires = "github_app_webhook_secret_file"
     )]
     pub(crate) register_installed_repos: bool,
-    /// A file holding the token of the cluster's egress proxy (`plue egress-proxy`, at
-    /// least 16 characters; the same file the proxy is given): allow-list steps' assignments
-    /// then carry a per-attempt credential the proxy checks with this engine. Needed by a
-    /// Kubernetes class with `egress_proxy`.
-    #[arg(long, value_name = "PATH", env = "PLUE_EGRESS_PROXY_TOKEN_FILE")]
     /// An account (user or organization login) whose installations of the GitHub App this
     /// engine accepts; repeatable, or comma-separated. Every other installation is
     /// recorded as refused: it registers nothing and its deliveries start nothing (a
@@ -551,6 +551,11 @@ pub(crate) struct ServeArgs {
         requires = "github_app_webhook_secret_file"
     )]
     pub(crate) installation_owners: Vec<String>,
+    /// A file holding the token of the cluster's egress proxy (`plue egress-proxy`, at
+    /// least 16 characters; the same file the proxy is given): allow-list steps' assignments
+    /// then carry a per-attempt credential the proxy checks with this engine. Needed by a
+    /// Kubernetes class with `egress_proxy`.
+    #[arg(long, value_name = "PATH", env = "PLUE_EGRESS_PROXY_TOKEN_FILE")]
     pub(crate) egress_proxy_token_file: Option<PathBuf>,
     /// Only parse and validate --pool-config, --llm-prices and the GitHub App's key,
     /// whichever are given, say what they hold, and exit (0: valid, 1: not).

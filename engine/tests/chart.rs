@@ -1318,6 +1318,9 @@ async fn the_deployment_s_command_line_and_environment_start_a_working_engine() 
         .map(|w| w[1].as_str())
         .collect();
     assert_eq!(proxies, ["10.0.0.0/8", "192.168.1.7"]);
+    // How long a runner has to acknowledge a claim reaches `--claim-ack-ms`.
+    let claim_ack = args.windows(2).find(|w| w[0] == "--claim-ack-ms");
+    assert_eq!(claim_ack.map(|w| w[1].as_str()), Some("5000"));
     for (flag, value) in [
         ("--listen", listen.as_str()),
         ("--runner-listen", runner_listen.as_str()),
@@ -1729,6 +1732,22 @@ fn a_none_step_on_a_pod_confined_class_has_no_dns_to_carry_data_out() {
         opened["pool"]["classes"][1]["egress"] = json!([
             {"to": [{"ipBlock": {"cidr": "10.96.0.10/32"}}], "ports": [port]}]);
         assert_render_refuses(&opened, "its egress must not open port 53");
+    }
+    // Found in review: a rule with no ports, or a port entry with no number, opens every
+    // port — DNS included.
+    for (rule, says) in [
+        (
+            json!({"to": [{"ipBlock": {"cidr": "10.96.0.10/32"}}]}),
+            "an egress rule without ports opens every port",
+        ),
+        (
+            json!({"to": [{"ipBlock": {"cidr": "10.96.0.10/32"}}], "ports": [{"protocol": "UDP"}]}),
+            "an egress port without a port number opens every port",
+        ),
+    ] {
+        let mut opened = values.clone();
+        opened["pool"]["classes"][1]["egress"] = json!([rule]);
+        assert_render_refuses(&opened, says);
     }
     let mut unconfined = values;
     unconfined["pool"]["classes"][1]["step_network"] = json!("step");

@@ -854,11 +854,16 @@ async fn a_step_runs_on_a_warm_pod_whose_token_only_its_secret_holds() {
     let token_b64 = secret["data"]["token"].as_str().unwrap().to_string();
     let pod_text = pod.to_string();
     assert!(!pod_text.contains(&token_b64));
-    assert!(container["env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .all(|v| v["valueFrom"].is_null()));
+    // No variable is read from a Secret; the one reference is the node's name, which the
+    // runner tells the engine (a lost runner's node-mates must prove alive).
+    let node_name = json!({"fieldRef": {"fieldPath": "spec.nodeName"}});
+    let env = container["env"].as_array().cloned().unwrap_or_default();
+    assert!(env
+        .iter()
+        .all(|v| v["valueFrom"].is_null() || v["valueFrom"] == node_name));
+    assert!(env
+        .iter()
+        .any(|v| v["name"] == "PLUE_NODE_NAME" && v["valueFrom"] == node_name));
 
     let started = Instant::now();
     let run_id = world
@@ -2228,4 +2233,77 @@ async fn a_debug_session_gets_a_pod_and_its_shell_without_kubectl_exec() {
         || async { (live_pods(cluster) == 0).then_some(()) },
     )
     .await;
+}
+
+// regression (issue 70): on a cluster of two nodes the node running a step hung; attempt 2
+// went, four times in five, to a runner pod of the same node whose long-poll the engine
+// still held, counted as taken, and was lost again — the retry spent, healthy pods idle.
+// Here the hung node's other pod is the only one polling when attempt 2 is queued: its
+// held poll must be handed nothing (its runner is silent past the liveness window, and a
+// node-mate of a lost runner), so attempt 2 waits for a pod of the healthy node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_nodes_step_succeeds_on_the_healthy_node_at_its_second_attempt() {
+    let world = World::new("kube-hung-node").await;
+    let kubelet = &world.cluster.kubelet;
+    // The first two pods on node-a; every later one on the node with fewer.
+    kubelet.set_nodes(&["node-a"]);
+    // The issue's timers: heartbeats every 2 s, lost after 10 s; claims acknowledged in 3 s.
+    let timers = [
+        "--heartbeat-ms",
+        "2000",
+        "--lost-after-ms",
+        "10000",
+        "--claim-ack-ms",
+        "3000",
+    ];
+    let engine = world
+        .serve_with(&world.config(1, 2, IMAGE, ""), &timers)
+        .await;
+    let http = client();
+    let first = wait_idle(&engine.url, 1).await;
+    let script = r#"echo try $PLUE_ATTEMPT; if [ "$PLUE_ATTEMPT" = 1 ]; then sleep 60; fi"#;
+    let step =
+        format!("Step.bash('long', '{script}', runner={{'size': 'small'}}, retries=1, backoff=1)");
+    let run_id = world.run(&engine, "hung-node", &[step]).await;
+    wait_for(Duration::from_secs(30), "attempt 1 to run", || async {
+        let lines = log_lines(&http, &engine.url, run_id, "long").await?;
+        lines.iter().any(|l| l["text"] == "try 1").then_some(())
+    })
+    .await;
+    // The pool keeps one pod warm beside the busy one: on node-a too.
+    let mate = wait_idle(&engine.url, 1).await;
+    assert_ne!(mate, first, "a second pod polls");
+    for pod in first.iter().chain(&mate) {
+        assert_eq!(kubelet.node_of(NAMESPACE, pod).as_deref(), Some("node-a"));
+    }
+    kubelet.set_nodes(&["node-a", "node-b"]);
+    kubelet.hang_node("node-a");
+    let done = wait_final(&http, &engine.url, run_id, Duration::from_secs(60)).await;
+    world.assert_succeeded(&done);
+    let record = get_json(&http, &format!("{}/api/runs/{run_id}/record", engine.url)).await;
+    let attempts: Vec<(i64, &str, &str)> = record["attempt_records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            (
+                a["attempt"].as_i64().unwrap_or(0),
+                a["status"].as_str().unwrap_or_default(),
+                a["runner"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(
+        attempts[0],
+        (1, "failed", first[0].as_str()),
+        "{attempts:?}"
+    );
+    assert_eq!(
+        (attempts[1].0, attempts[1].1),
+        (2, "succeeded"),
+        "{attempts:?}"
+    );
+    let node = kubelet.node_of(NAMESPACE, attempts[1].2);
+    assert_eq!(node.as_deref(), Some("node-b"), "{attempts:?}");
 }

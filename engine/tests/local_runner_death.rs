@@ -10,21 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use support::{client, get_json, serial, start_run, wait_final, wait_for, Sandbox};
-
-/// The pid of the `plue runner` process registered as `name`.
-fn runner_pid(name: &str) -> Option<i32> {
-    let wanted = format!("\0--name\0{name}\0");
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: i32 = entry.file_name().to_string_lossy().parse().ok()?;
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            (cmdline.contains("\0runner\0") && cmdline.contains(&wanted)).then_some(pid)
-        })
-}
+use support::{client, get_json, runner_pid, serial, start_run, wait_final, wait_for, Sandbox};
 
 // regression (issue 36): a local runner killed with `kill -9` was noticed only by the
 // heartbeat timeout, 10.7–15.3 s later.

@@ -28,6 +28,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use engine::store::Store;
+use plue_types::protocol as wire;
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::{
@@ -776,6 +777,15 @@ async fn engine_with_a_claimed_attempt(name: &str, lost_after_ms: &str) -> Holdi
     let attempt_id = polled["assignment"]["attempt_id"]
         .as_i64()
         .unwrap_or_else(|| panic!("runner-a got no assignment: {polled}"));
+    // As a runner does before it runs anything: the claim counts from now on.
+    let accepted = post(
+        &http,
+        &format!("{engine}{}", wire::accepted_path(attempt_id)),
+        Some(&a),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(accepted.status, 200, "{accepted:?}");
     Holding {
         sandbox,
         engine,

@@ -515,6 +515,7 @@ fn new_runner<'a>(name: &'a str, hash: &'a str, token: Option<RedeemedToken>) ->
         token,
         secrets: true,
         accept_forks: false,
+        host: None,
         now: now_ms(),
     }
 }

@@ -4,7 +4,9 @@
 //! Invariant: the pool decides how many runners there are and which attempts are lost;
 //! the engine decides what a failed attempt means for its run (a retry, the next steps).
 //! So the pool never writes an attempt's end itself: it asks [`Engine::fail_attempt`],
-//! which the engine's executor implements with its own rules.
+//! which the engine's executor implements with its own rules — and, for a claim the
+//! runner never acknowledged (it ran nothing of it), [`Engine::return_unacknowledged_of`],
+//! which returns the step to the queue without using a retry.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,15 +33,26 @@ pub trait Engine: Send + Sync + 'static {
         run_id: i64,
         reason: String,
     ) -> BoxFuture<'_, anyhow::Result<bool>>;
+
+    /// Returns every claim runner `runner_id` never acknowledged to the queue, without
+    /// using a retry (the runner ended: `how` says how); how many.
+    fn return_unacknowledged_of<'a>(
+        &'a self,
+        runner_id: i64,
+        how: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<usize>>;
 }
 
-/// Fails every attempt runner `runner_id` holds with `reason` (retried if its step has
-/// retries left): for a runner declared lost, or one its pool saw die. Returns how many.
+/// Ends every attempt runner `runner_id` holds, for a runner declared lost or one its pool
+/// saw die: a claim it never acknowledged goes back to the queue without using a retry,
+/// the rest fail with `reason` (retried if their step has retries left). Returns how many
+/// failed.
 pub async fn fail_attempts_of(
     engine: &dyn Engine,
     runner_id: i64,
     reason: &str,
 ) -> anyhow::Result<usize> {
+    engine.return_unacknowledged_of(runner_id, reason).await?;
     let attempts = engine.store().active_attempts_of(runner_id).await?;
     for (attempt_id, run_id) in &attempts {
         tracing::info!(runner_id, attempt_id, "{reason}");
@@ -186,6 +199,21 @@ pub(crate) mod engine_for_tests {
                     })
                     .await?;
                 Ok(completed.is_some())
+            })
+        }
+
+        fn return_unacknowledged_of<'a>(
+            &'a self,
+            runner_id: i64,
+            how: &'a str,
+        ) -> BoxFuture<'a, anyhow::Result<usize>> {
+            Box::pin(async move {
+                let why = crate::store::Unanswered::RunnerEnded(how);
+                let returned = self
+                    .store
+                    .return_unacknowledged(i64::MAX, Some(runner_id), why, now_ms())
+                    .await?;
+                Ok(returned.len())
             })
         }
     }

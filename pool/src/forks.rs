@@ -56,6 +56,7 @@ pub(crate) async fn register_holder(store: &Store, accept_forks: bool) -> anyhow
             token: None,
             secrets: true,
             accept_forks,
+            host: None,
             now: now_ms(),
         })
         .await?;

@@ -723,6 +723,7 @@ mod tests {
                     }),
                     secrets: row.secrets,
                     accept_forks: row.accept_forks,
+                    host: None,
                     now: now_ms(),
                 })
                 .await?;

@@ -9,6 +9,10 @@
 //!   every output of the completion; the runner's own registration token is removed from
 //!   the step's environment.
 //! - One step at a time; an ephemeral runner leaves after its first step.
+//! - Nothing of an assignment a poll handed over runs before the engine took its
+//!   acceptance ([`accept`]): a claim the engine returned meanwhile (it came too late) is
+//!   refused, and the runner runs none of it. One handed with a completion's answer counts
+//!   as taken as it is handed.
 //! - An attempt's directory is removed before the runner takes its next attempt or
 //!   leaves (while the engine takes the report; an ephemeral runner's before its end is
 //!   reported), so a runner leaves nothing; a starting runner removes what killed runners
@@ -93,6 +97,10 @@ pub struct AgentConfig {
     /// The Unix socket the engine serves the runner protocol on (`--engine-socket`: `plue
     /// run`'s own runners); `None`: `engine`'s host and port.
     pub engine_socket: Option<PathBuf>,
+    /// The machine the runner runs on, told the engine at registration: its Kubernetes
+    /// node (`PLUE_NODE_NAME`) or its host name. When a runner of the same host is lost,
+    /// this one claims nothing until it proved alive.
+    pub host: Option<String>,
 }
 
 /// How long a poll for work waits at the engine before it asks again.
@@ -128,6 +136,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
                 labels: config.labels.clone(),
                 ephemeral: config.ephemeral,
                 accept_forks: config.accept_forks,
+                host: config.host.clone(),
             },
             None,
             &shutdown,
@@ -189,8 +198,8 @@ async fn work(
     // The next attempt's directory and step user, made as the last attempt ended.
     let mut ahead = None;
     while !stop.is_cancelled() {
-        let assignment = match next.take() {
-            Some(assignment) => assignment,
+        let (assignment, handed) = match next.take() {
+            Some(assignment) => (assignment, Handed::WithCompletion),
             None => {
                 let poll = wire::PollRequest {
                     wait_ms: POLL_WAIT.as_millis() as u64,
@@ -200,7 +209,7 @@ async fn work(
                     response = engine.send(wire::POLL, &poll, Some(POLL_WAIT), stop) => response?,
                 };
                 match (response.assignment, response.debug) {
-                    (Some(assignment), _) => assignment,
+                    (Some(assignment), _) => (assignment, Handed::ByPoll),
                     (None, Some(session)) => {
                         debug::execute(engine, config, *session, &mut python, stop).await?;
                         if config.ephemeral {
@@ -212,7 +221,8 @@ async fn work(
                 }
             }
         };
-        next = execute(engine, config, assignment, &mut python, &mut ahead, stop).await?;
+        let took = Took { assignment, handed };
+        next = execute(engine, config, took, &mut python, &mut ahead, stop).await?;
         if config.ephemeral {
             break;
         }
@@ -226,6 +236,43 @@ async fn work(
 
 /// An [`Ahead`] being made on a blocking thread.
 type Making = tokio::task::JoinHandle<anyhow::Result<Ahead>>;
+
+/// How an assignment reached the runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handed {
+    /// In a poll's answer: the claim counts once the engine took the runner's acceptance.
+    ByPoll,
+    /// In the answer to this runner's completion: taken as it was handed.
+    WithCompletion,
+}
+
+/// An assignment and how it came.
+struct Took {
+    assignment: Assignment,
+    handed: Handed,
+}
+
+/// Acknowledges the claim of `attempt` a poll handed over; `Err` with the reason when the
+/// engine refused it (it returned the claim, which came too late) or could not be told,
+/// and the runner must run none of it. An engine from before acknowledgements (no such
+/// route: 404) counts the claim when the attempt starts.
+async fn accept(engine: Engine, attempt: i64, stop: CancellationToken) -> Result<(), String> {
+    let sent = engine
+        .send::<_, wire::Ack>(&wire::accepted_path(attempt), &wire::Ack {}, None, &stop)
+        .await;
+    match sent {
+        Ok(_) => Ok(()),
+        Err(e) => match e.downcast_ref::<SendError>() {
+            Some(SendError::Refused {
+                status: StatusCode::NOT_FOUND,
+                ..
+            }) => Ok(()),
+            _ => Err(format!(
+                "not run: the engine did not take this runner's acceptance of the claim ({e:#})"
+            )),
+        },
+    }
+}
 
 async fn heartbeats(engine: Engine, interval: Duration, stop: CancellationToken) {
     loop {
@@ -259,12 +306,17 @@ async fn heartbeats(engine: Engine, interval: Duration, stop: CancellationToken)
 async fn execute(
     engine: &Engine,
     config: &AgentConfig,
-    assignment: Assignment,
+    took: Took,
     python: &mut Option<PathBuf>,
     ahead: &mut Option<Making>,
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<Assignment>> {
+    let Took { assignment, handed } = took;
     let attempt = assignment.attempt_id;
+    // Sent at once, waited for only before anything of the step runs: the round trip
+    // overlaps the workspace's making.
+    let acceptance = (handed == Handed::ByPoll)
+        .then(|| tokio::spawn(accept(engine.clone(), attempt, stop.clone())));
     // A work directory whose tmpfs went (removed on the host, which unmounts it here) is
     // no longer the runner's own: nothing more is made in it. The attempt fails with the
     // reason, and the runner stops once it has reported it.
@@ -330,11 +382,25 @@ async fn execute(
         &lines_tx,
     )
     .await;
-    let ran = prepared.is_ok();
+    // The claim counts only once the engine took its acceptance: before that, nothing of
+    // the step runs, and a refused one runs not at all.
+    let refused = match acceptance {
+        Some(accepting) => match accepting.await {
+            Ok(accepted) => accepted.err(),
+            Err(e) => Some(format!("not run: the acceptance task failed: {e}")),
+        },
+        None => None,
+    };
+    if let Some(why) = &refused {
+        tracing::warn!(attempt, "{why}");
+    }
+    let ran = prepared.is_ok() && refused.is_none();
     let mut usage = None;
     let mut proposals = Vec::new();
     let mut model = None;
     let (outcome, exit_code, reason, outputs) = match prepared {
+        // The engine ended the attempt already: the report is a repeat it ignores.
+        _ if refused.is_some() => (Outcome::Cancelled, None, refused, BTreeMap::new()),
         Err(e) => (Outcome::Failed, None, Some(e), BTreeMap::new()),
         Ok(()) if kinds::runs(&assignment.action) == kinds::Runs::Conversation => {
             let ended = kinds::llm::run(

@@ -18,6 +18,12 @@
 //! - Every body is validated (unknown fields, sizes, characters) and a bad one is a 4xx
 //!   with a message; handlers never panic on input.
 //! - Logs and completions are idempotent, so runners may resend them freely.
+//! - A claim counts once its runner acknowledged it ([`accepted`], a start, or the
+//!   completion whose answer carries it); the sweeper returns one nobody acknowledged
+//!   (`store::claims::unacknowledged`). Only the runner's own requests prove it alive: a
+//!   poll's arrival counts as a heartbeat, the poll held afterwards does not, and a held
+//!   poll whose runner has given no proof of life within [`InternalConfig::liveness_window`]
+//!   (or is suspect) is answered empty before anything is handed to it ([`poll`]).
 //! - Log lines and outputs are stored masked with every secret of the run (each spelling
 //!   the outbound wall knows, where it stands), the run's wall kept [`WALL_FOR`]; withheld
 //!   when the wall cannot be made, never stored unmasked.
@@ -53,8 +59,8 @@ use crate::metrics;
 use crate::outbound::Checker;
 use crate::runner_scope::{self, Scope};
 use crate::store::{
-    log_quota, now_ms, AttemptOwner, BatchEnd, Claimed, LogAttempt, LogQuotas, NewRunner,
-    NextClaim, RedeemedToken, Registration,
+    log_quota, now_ms, Acknowledgement, AttemptOwner, BatchEnd, Claimed, LogAttempt, LogQuotas,
+    NewRunner, NextClaim, RedeemedToken, Registration,
 };
 use crate::tokens;
 use refused::AttemptRefused;
@@ -73,6 +79,10 @@ pub struct InternalConfig {
     /// The shared token hand-started runners register with (scope: [`Scope::shared`]).
     pub registration_token: String,
     pub heartbeat_interval: Duration,
+    /// How recent a runner's last proof of life (a heartbeat, or a poll as it arrived)
+    /// must be for a poll the engine holds to be handed work: twice the heartbeat
+    /// interval ([`InternalConfig::liveness_for`]).
+    pub liveness_window: Duration,
     /// The longest a poll or watch request is held.
     pub max_wait: Duration,
     /// How often a waiting poll looks for work again unwoken
@@ -122,6 +132,14 @@ pub struct RunnerAuth {
     checkouts: checkout::Handed,
 }
 
+impl InternalConfig {
+    /// The liveness window for runners heartbeating every `heartbeat_interval`: two
+    /// heartbeats' time, so one late heartbeat costs a live runner at most a poll again.
+    pub fn liveness_for(heartbeat_interval: Duration) -> Duration {
+        heartbeat_interval * 2
+    }
+}
+
 const CACHE_LIMIT: usize = 10_000;
 /// What a log line, an output or a reason becomes when the run's wall cannot be made (a
 /// secret of the run the vault cannot open): withheld, never kept unmasked.
@@ -167,6 +185,7 @@ pub fn router(state: InternalState) -> Router {
         .route(wire::HEARTBEAT, post(heartbeat))
         .route(wire::POLL, post(poll))
         .route(wire::DEREGISTER, post(deregister))
+        .route("/internal/attempts/{id}/accepted", post(accepted))
         .route("/internal/attempts/{id}/started", post(started))
         .route("/internal/attempts/{id}/logs", post(logs))
         .route("/internal/attempts/{id}/watch", post(watch))
@@ -200,6 +219,7 @@ async fn register(
     let Json(request) = body?;
     validate_name(&request.name)?;
     validate_labels(&request.labels)?;
+    validate_host(request.host.as_deref())?;
     if let Some(refusal) = scope.refusal(&request.name, &request.labels) {
         return Err(ApiError::forbidden(refusal));
     }
@@ -219,6 +239,7 @@ async fn register(
             token,
             secrets: scope.secrets,
             accept_forks,
+            host: request.host.as_deref(),
             now: now_ms(),
         })
         .await?;
@@ -309,17 +330,22 @@ async fn poll(
 ) -> ApiResult<Json<PollResponse>> {
     let runner = authenticate(&state, &headers).await?;
     let Json(request) = body?;
+    let store = state.executor.store();
     // A polling runner holds no attempt: one left `busy` by a completion whose next claim
     // never ran (an error on the way) is idle again.
-    state
-        .executor
-        .store()
-        .runner_idle(runner.id, now_ms())
-        .await?;
+    store.runner_idle(runner.id, now_ms()).await?;
+    // The poll as it arrives is the runner's proof of life (a heartbeat, which clears a
+    // suspect mark); the poll held afterwards is none (the runner may hang meanwhile).
+    still_live(&state, &runner).await?;
+    let mut alive = Alive {
+        proven_at: now_ms(),
+        suspect: false,
+    };
+    let window = i64::try_from(state.config.liveness_window.as_millis()).unwrap_or(i64::MAX);
     let wait = Duration::from_millis(request.wait_ms).min(state.config.max_wait);
     let deadline = tokio::time::Instant::now() + wait;
     let events = state.executor.events().clone();
-    let mut checked = None::<tokio::time::Instant>;
+    let mut first = true;
     // A wake the last wait ended with (not the timer) that no claim has used yet: handed
     // to another poll if this request ends first (`events`).
     let mut wake = UnusedWake {
@@ -327,11 +353,9 @@ async fn poll(
         held: false,
     };
     loop {
-        // A poll counts as a heartbeat, and a lost runner gets no work. Checked again at
-        // most once a second, so waking every poller for one queued step costs few writes.
-        if checked.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-            still_live(&state, &runner).await?;
-            checked = Some(tokio::time::Instant::now());
+        // Read, never written: a lost runner gets no work and its poll ends with 410.
+        if !std::mem::take(&mut first) {
+            alive = alive.read_again(&state, &runner).await?;
         }
         if state.shutdown.is_cancelled() {
             return Ok(Json(PollResponse::default())); // draining: no new claims
@@ -340,17 +364,35 @@ async fn poll(
         let notified = waiting.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if let Some(debug) = debug::claim(&state, &runner).await? {
+        let proof = if alive.suspect || now_ms() - alive.proven_at > window {
+            Proof::None
+        } else {
+            Proof::Recent
+        };
+        // No proof of life: handed nothing. Answered empty when there is work it could
+        // take, so a live runner polls again at once (that poll is the proof); kept
+        // waiting otherwise (nothing to hand over, nothing to prove).
+        if proof == Proof::None {
+            if store
+                .ready_in_scope(runner.id, &runner.label_sets, now_ms())
+                .await?
+            {
+                tracing::debug!(
+                    runner = runner.id,
+                    "a held poll without proof of life answered empty before a claim"
+                );
+                return Ok(Json(PollResponse::default()));
+            }
+        } else if let Some(debug) = debug::claim(&state, &runner).await? {
             return Ok(Json(PollResponse {
                 assignment: None,
                 debug: Some(Box::new(debug)),
             }));
         }
-        let claimed = state
-            .executor
-            .store()
-            .claim(runner.id, &runner.label_sets, now_ms())
-            .await?;
+        let claimed = match proof {
+            Proof::Recent => store.claim(runner.id, &runner.label_sets, now_ms()).await?,
+            Proof::None => None,
+        };
         let woken = std::mem::take(&mut wake.held);
         if let Some(claimed) = claimed {
             remember_owner(&state, &runner, &claimed);
@@ -395,6 +437,40 @@ async fn poll(
             waited = tokio::time::timeout(tick, notified) => waited.is_ok(),
         };
     }
+}
+
+/// What a held poll knows of its runner's life ([`poll`]).
+#[derive(Debug, Clone, Copy)]
+struct Alive {
+    /// The runner's latest proof of life: this poll's arrival, or a heartbeat since.
+    proven_at: i64,
+    /// The runner is suspect: it claims nothing until it proves alive.
+    suspect: bool,
+}
+
+impl Alive {
+    /// The runner's liveness read again (a heartbeat may have come meanwhile); 410 once it
+    /// is lost or gone.
+    async fn read_again(self, state: &InternalState, runner: &AuthedRunner) -> ApiResult<Alive> {
+        match state.executor.store().runner_liveness(runner.id).await? {
+            Some(live) => Ok(Alive {
+                proven_at: self.proven_at.max(live.last_heartbeat),
+                suspect: live.suspect,
+            }),
+            None => {
+                state.auth.forget_runner(runner.id);
+                Err(gone())
+            }
+        }
+    }
+}
+
+/// Whether a held poll may be handed work: its runner proved alive within the liveness
+/// window and is not suspect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proof {
+    Recent,
+    None,
 }
 
 /// A poll's wake not yet used by a claim: dropped while held (the request ended, or went
@@ -761,6 +837,33 @@ fn blob_error(e: ArtifactError, step: &str) -> ApiError {
     }
 }
 
+/// `POST /internal/attempts/{id}/accepted`: the runner acknowledges the assignment a poll
+/// handed it, before it runs any of it. 409 when the claim was returned (it came too late)
+/// or the attempt ended otherwise: the runner must not run it.
+async fn accepted(
+    State(state): State<InternalState>,
+    headers: HeaderMap,
+    attempt_id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Ack>> {
+    let runner = authenticate(&state, &headers).await?;
+    let (attempt_id, _) = owned_attempt(&state, &runner, attempt_id).await?;
+    match state
+        .executor
+        .store()
+        .acknowledge_claim(attempt_id, runner.id, now_ms())
+        .await?
+    {
+        Acknowledgement::Counted => Ok(Json(Ack {})),
+        Acknowledgement::Refused => Err(ApiError::Client(
+            StatusCode::CONFLICT,
+            format!(
+                "attempt {attempt_id} is no longer this runner's (its claim was not \
+                 acknowledged in time and went back to the queue, or it ended): do not run it"
+            ),
+        )),
+    }
+}
+
 async fn started(
     State(state): State<InternalState>,
     headers: HeaderMap,
@@ -1089,7 +1192,17 @@ async fn claim_now(
                     .claim_next(runner.id, &runner.label_sets, now_ms())
                     .await?
             }
-            NextClaim::NotAsked => store.claim(runner.id, &runner.label_sets, now_ms()).await?,
+            NextClaim::NotAsked => {
+                // A polling runner's claim, but handed in this answer to a runner that
+                // just spoke: acknowledged here, as a busy runner's claim is as it is made.
+                let claimed = store.claim(runner.id, &runner.label_sets, now_ms()).await?;
+                if let Some(claimed) = &claimed {
+                    store
+                        .acknowledge_claim(claimed.attempt_id, runner.id, now_ms())
+                        .await?;
+                }
+                claimed
+            }
         };
         let Some(claimed) = claimed else {
             return Ok(None);
@@ -1239,6 +1352,27 @@ fn validate_name(name: &str) -> ApiResult<()> {
         Err(ApiError::bad_request(format!(
             "runner name '{}' must be 1-128 characters of A-Z a-z 0-9 . _ -",
             name.chars().take(140).collect::<String>()
+        )))
+    }
+}
+
+/// A runner's host: its Kubernetes node or host name, a DNS name's characters and length.
+fn validate_host(host: Option<&str>) -> ApiResult<()> {
+    let Some(host) = host else {
+        return Ok(());
+    };
+    let ok = !host.is_empty()
+        && host.len() <= wire::MAX_HOST_BYTES
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "host '{}' must be 1-{} characters of A-Z a-z 0-9 . _ -",
+            host.chars().take(260).collect::<String>().escape_debug(),
+            wire::MAX_HOST_BYTES
         )))
     }
 }

@@ -100,6 +100,9 @@ pub struct EngineConfig {
     pub max_parallel: usize,
     pub heartbeat_interval: Duration,
     pub lost_after: Duration,
+    /// How long a runner has to acknowledge a claim a poll handed it before the step goes
+    /// back to the queue, using no retry (`--claim-ack-ms`): 5 s.
+    pub claim_ack: Duration,
     /// How often this engine looks for queued work that became due as time passed (a
     /// retry's backoff, a wait timer; a wake lost between replicas) and wakes polls for it
     /// ([`crate::due_wake`]): 250 ms.
@@ -166,6 +169,7 @@ impl EngineConfig {
             max_parallel: 64,
             heartbeat_interval: Duration::from_secs(2),
             lost_after: Duration::from_secs(10),
+            claim_ack: Duration::from_secs(5),
             due_check: Duration::from_millis(250),
             poll_recheck: Duration::from_secs(5),
             pool: None,
@@ -412,6 +416,7 @@ async fn start_serving(
         config: Arc::new(InternalConfig {
             registration_token: config.registration_token.clone(),
             heartbeat_interval: config.heartbeat_interval,
+            liveness_window: InternalConfig::liveness_for(config.heartbeat_interval),
             max_wait: Duration::from_secs(25),
             poll_recheck: config.poll_recheck,
             log_quotas: config.log_quotas,
@@ -531,6 +536,7 @@ async fn start_serving(
         auth,
         SweeperConfig {
             lost_after: config.lost_after,
+            claim_ack: config.claim_ack,
             interval: (config.heartbeat_interval / 2).max(Duration::from_millis(100)),
             timeout_grace: Duration::from_secs(30),
         },

@@ -1,4 +1,6 @@
-//! The sweeper: the engine's timers. It declares silent runners lost (failing their
+//! The sweeper: the engine's timers. It returns to the queue the claims their runners did
+//! not acknowledge within `claim_ack` (no retry used, the runner suspect:
+//! `Executor::return_unacknowledged`), declares silent runners lost (failing their
 //! attempts with `runner lost`: [`fail_attempts_of`], which the pools use too for runners
 //! they see die), fails attempts that outlived their timeout by a grace
 //! period (`timed out after Ns`, in case the runner could not), tidies the store's list of
@@ -7,7 +9,8 @@
 //! or when another replica made the change.
 //!
 //! Invariant: runners are not judged until `lost_after` has passed since this engine
-//! started, so an engine coming back after downtime gives live runners time to check in.
+//! started, nor claims until `claim_ack` has, so an engine coming back after downtime gives
+//! live runners time to check in and to acknowledge what they took.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,12 +21,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::executor::{Executor, Report};
 use crate::internal_api::RunnerAuth;
-use crate::store::now_ms;
+use crate::store::{now_ms, Unanswered};
 
 #[derive(Debug, Clone)]
 pub struct SweeperConfig {
     /// A runner silent this long is lost.
     pub lost_after: Duration,
+    /// A claim its runner has not acknowledged this long after it was made goes back to the
+    /// queue (`plue serve --claim-ack-ms`).
+    pub claim_ack: Duration,
     /// How often the sweeper looks.
     pub interval: Duration,
     /// How far past its timeout an attempt may run before the engine fails it itself.
@@ -59,6 +65,18 @@ async fn sweep(
 ) -> anyhow::Result<()> {
     let store = executor.store();
     let now = now_ms();
+    // Claims nobody acknowledged first (a runner about to be declared lost gets its
+    // unacknowledged claim returned, not failed, either way) — once runners had the window
+    // to acknowledge to this engine what they took from one before it.
+    let claim_ack = i64::try_from(config.claim_ack.as_millis()).unwrap_or(i64::MAX);
+    if now - started >= claim_ack {
+        let why = Unanswered::Within {
+            window_ms: claim_ack,
+        };
+        executor
+            .return_unacknowledged(now - claim_ack, None, why)
+            .await?;
+    }
     let lost_after = config.lost_after.as_millis() as i64;
     if now - started >= lost_after {
         for runner_id in store.mark_lost(now - lost_after, now).await? {

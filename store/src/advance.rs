@@ -290,12 +290,13 @@ async fn apply_change(
             let mut went_back = 0;
             for step_run_id in step_run_ids {
                 // Attempts keep counting (their logs stay apart); retries count from
-                // `iteration_base`.
+                // `iteration_base`, and claims returned unacknowledged count anew.
                 went_back += tx
                     .execute(
                         Statement::new(
                             "UPDATE step_runs SET status = 'pending', iteration = $2, \
-                             iteration_base = attempts, reason = $3, exit_code = NULL, \
+                             iteration_base = attempts, unacknowledged = 0, reason = $3, \
+                             exit_code = NULL, \
                              action = NULL, ready_at = NULL, timeout_ms = NULL, \
                              started_at = NULL, finished_at = NULL, review_passed_at = NULL \
                              WHERE id = $1 AND iteration = $2 - 1 \

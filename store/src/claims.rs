@@ -8,7 +8,16 @@
 //!   same statement inserts the attempt and marks a polling runner busy (one trip).
 //! - A polling runner's claim takes effect only with its busy mark, which is written only
 //!   while the runner is live and holds the runner's row to the commit: a runner retired
-//!   or declared lost after the claim read it live gets no attempt ([`runner_busy!`]).
+//!   or declared lost after the claim read it live gets no attempt ([`runner_busy!`]). A
+//!   busy runner's claim (with its completion) holds the runner's row the same way, shared
+//!   ([`runner_held!`]), so a retirement waits for it or wins, never slips between.
+//! - A suspect runner (`runners.suspect_since`: a claim of it went unacknowledged, or a
+//!   runner of its host was lost) claims nothing until it proves alive ([`runner_may_claim!`]).
+//! - A claim counts only once its runner acknowledged it (`attempts.acked_at`): a busy
+//!   runner's claim is acknowledged by the completion it answers (the runner just spoke);
+//!   a polling runner's by its acceptance or its start. One never acknowledged is returned
+//!   to the queue without using a retry ([`unacknowledged`]), which the retry count leaves
+//!   out (`step_runs.unacknowledged`, subtracted in [`CompletedAttempt::number_in_iteration`]).
 //! - An attempt is completed at most once: the completing `UPDATE` only matches attempts
 //!   still `claimed` or `running`, so a repeated report, or a report racing a `runner lost`
 //!   verdict, changes nothing the second time.
@@ -41,6 +50,8 @@ use plue_types::status::{AttemptStatus, StepStatus};
 use super::tx::{Arg, Conn, Statement, Tx};
 use super::{on_db, Store};
 
+pub(crate) mod unacknowledged;
+
 /// A step run just claimed by a runner.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claimed {
@@ -67,7 +78,8 @@ pub struct CompletedAttempt {
     pub number: i64,
     /// The step run's review-loop iteration (1 outside loops).
     pub iteration: i64,
-    /// The attempt's number within its iteration (retries count these).
+    /// The attempt's number within its iteration, claims returned unacknowledged left out
+    /// (retries count these).
     pub number_in_iteration: i64,
     pub cancel_requested: bool,
     /// When the step run's first attempt started (ms), if one did.
@@ -173,12 +185,12 @@ impl ClaimedRuns {
     }
 }
 
-/// Whether runner `$3` may take a step run (`step_runs` in scope): one of its labels
-/// (`$labels`), secrets only to a runner allowed them; fork steps only to a runner
-/// accepting forks, and only fork steps when `$4`; nothing to a runner no longer live. The
-/// one statement of the rule, for both backends: only how a set of labels is matched
-/// differs (`$labels`). Never NULL: a step run's labels and `needs_secrets` are never.
-macro_rules! claimable_by_runner {
+/// Whether runner `$3`'s scope lets it take a step run (`step_runs` in scope): one of its
+/// labels (`$labels`), secrets only to a runner allowed them; fork steps only to a runner
+/// accepting forks, and only fork steps when `$4`. How a set of labels is matched is the
+/// one difference between the backends (`$labels`). Never NULL: a step run's labels and
+/// `needs_secrets` are never.
+macro_rules! in_scope_of_runner {
     ($labels:literal) => {
         concat!(
             "(",
@@ -188,13 +200,36 @@ macro_rules! claimable_by_runner {
                     OR EXISTS (SELECT 1 FROM runs WHERE runs.id = step_runs.run_id \
                                AND runs.secrets_allowed)) \
                AND NOT ($4 AND EXISTS (SELECT 1 FROM runs WHERE runs.id = step_runs.run_id \
-                                       AND runs.secrets_allowed)) \
-               AND EXISTS (SELECT 1 FROM runners WHERE id = $3 AND state IN ('idle', 'busy')))"
+                                       AND runs.secrets_allowed)))"
+        )
+    };
+}
+
+/// Whether runner `$3` may claim at all: it is live and not suspect (a suspect runner
+/// proves alive with a heartbeat or a new poll, which clear the mark).
+macro_rules! runner_may_claim {
+    () => {
+        "state IN ('idle', 'busy') AND suspect_since IS NULL"
+    };
+}
+
+/// Whether runner `$3` may take a step run (`step_runs` in scope): in its scope
+/// ([`in_scope_of_runner!`]) and only while it may claim ([`runner_may_claim!`]). The one
+/// statement of the rule, for both backends.
+macro_rules! claimable_by_runner {
+    ($labels:literal) => {
+        concat!(
+            "(",
+            $crate::claims::in_scope_of_runner!($labels),
+            " AND EXISTS (SELECT 1 FROM runners WHERE id = $3 AND ",
+            $crate::claims::runner_may_claim!(),
+            "))"
         )
     };
 }
 /// The debug sessions' claim uses the rule too ([`crate::debug_sessions`]).
 pub(crate) use claimable_by_runner;
+pub(crate) use {in_scope_of_runner, runner_may_claim};
 
 /// The step run a claim takes: the oldest ready one runner `$3` may take
 /// ([`claimable_by_runner!`]); PostgreSQL locks the row it picks.
@@ -227,45 +262,88 @@ const PG_READY_FOR_OTHERS: &str = ready_for_others!("labels = ANY($2)");
 const SQLITE_READY_FOR_OTHERS: &str =
     ready_for_others!("labels IN (SELECT value FROM json_each($2))");
 
+/// Whether ready work waits that runner `$3` could take were it not suspect or silent: a
+/// ready step run in its scope ([`in_scope_of_runner!`]), or any queued debug session. 1 or
+/// more when so. What a poll that is no proof of life asks before it answers empty.
+macro_rules! ready_in_scope {
+    ($labels:literal) => {
+        concat!(
+            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM step_runs \
+                 WHERE status = 'queued' AND ready_at <= $1 AND ",
+            in_scope_of_runner!($labels),
+            " LIMIT 1) AS mine) \
+             + (SELECT COUNT(*) FROM debug_sessions WHERE status = 'queued')"
+        )
+    };
+}
+
+const PG_READY_IN_SCOPE: &str = ready_in_scope!("labels = ANY($2)");
+const SQLITE_READY_IN_SCOPE: &str = ready_in_scope!("labels IN (SELECT value FROM json_each($2))");
+
 /// An attempt's time limit when its step names none (ms; bound as `$5` of the claim).
 const DEFAULT_ATTEMPT_TIMEOUT_MS: i64 = 3_600_000;
 
 /// The claimed step run's new attempt, from the step run's row as the claim left it
 /// (`$from`): inside a PostgreSQL claim ([`claimed_step!`]) from its `claimed` rows, after
-/// [`SQLITE_CLAIM`] on SQLite from the step run ([`SQLITE_NEW_ATTEMPT`]).
+/// [`SQLITE_CLAIM`] on SQLite from the step run ([`SQLITE_NEW_ATTEMPT`]). `$acked_at`:
+/// `$1` for a claim acknowledged as it is made (a busy runner's, with its completion),
+/// `NULL` for a polling runner's, which its runner acknowledges later.
 macro_rules! new_attempt {
-    ($from:literal) => {
+    ($from:literal, $acked_at:literal) => {
         concat!(
             "INSERT INTO attempts (step_run_id, number, runner_id, status, claimed_at, \
-                 timeout_ms, iteration, ready_at) \
+                 timeout_ms, iteration, ready_at, acked_at) \
              SELECT id, attempts, $3, 'claimed', $1, COALESCE(timeout_ms, $5), iteration, \
-                 ready_at FROM ",
+                 ready_at, ",
+            $acked_at,
+            " FROM ",
             $from,
             " RETURNING id"
         )
     };
 }
 /// `$6`: the step run the claim took.
-const SQLITE_NEW_ATTEMPT: &str = new_attempt!("step_runs WHERE id = $6");
+const SQLITE_NEW_ATTEMPT: &str = new_attempt!("step_runs WHERE id = $6", "NULL");
+const SQLITE_NEW_ATTEMPT_ACKED: &str = new_attempt!("step_runs WHERE id = $6", "$1");
 
 /// A polling runner's claim marks its runner busy from now (since now if it was idle),
-/// only while the runner is live, holding the runner's row until the claim commits. The
-/// claim takes effect only with its mark: a runner retired or declared lost after the
-/// claim read it live keeps its state, and the step stays queued. Inside
-/// [`PG_CLAIM_IDLE`], after [`SQLITE_CLAIM`] on SQLite ([`RUNNER_BUSY`]).
+/// only while the runner may claim (live, not suspect), holding the runner's row until the
+/// claim commits. The claim takes effect only with its mark: a runner retired, declared
+/// lost or marked suspect after the claim read it keeps its state, and the step stays
+/// queued. Inside [`PG_CLAIM_IDLE`], after [`SQLITE_CLAIM`] on SQLite ([`RUNNER_BUSY`]).
 macro_rules! runner_busy {
     () => {
-        "UPDATE runners SET state = 'busy', \
-             state_since = CASE WHEN state = 'idle' THEN $1 ELSE state_since END \
-         WHERE id = $3 AND state IN ('idle', 'busy')"
+        concat!(
+            "UPDATE runners SET state = 'busy', \
+                 state_since = CASE WHEN state = 'idle' THEN $1 ELSE state_since END \
+             WHERE id = $3 AND ",
+            $crate::claims::runner_may_claim!()
+        )
     };
 }
 pub(crate) use runner_busy;
 pub(crate) const RUNNER_BUSY: &str = runner_busy!();
 
-/// Inside a PostgreSQL claim: the picked step run moved to `claimed` when `$gate` allows.
+/// A busy runner's claim (with its completion, which leaves it busy) writes no mark, but
+/// holds the runner's row shared until it commits, and only while the runner may claim: a
+/// retirement or a lost verdict (an `UPDATE` of the row) committed after the claim read
+/// the runner waits for the claim and then finds its attempt, or commits first and the
+/// claim, reading the row again, takes nothing (PostgreSQL re-reads a row it waited for).
+/// Inside [`PG_CLAIM_BUSY`]; SQLite's one writer cannot interleave.
+macro_rules! runner_held {
+    () => {
+        concat!(
+            "SELECT id FROM runners WHERE id = $3 AND ",
+            runner_may_claim!(),
+            " FOR SHARE"
+        )
+    };
+}
+
+/// Inside a PostgreSQL claim: the picked step run moved to `claimed` when `$gate` allows,
+/// its attempt acknowledged at `$acked_at` ([`new_attempt!`]).
 macro_rules! claimed_step {
-    ($gate:literal) => {
+    ($gate:literal, $acked_at:literal) => {
         concat!(
             "claimed AS ( \
                  UPDATE step_runs s SET status = 'claimed', attempts = s.attempts + 1 \
@@ -274,7 +352,7 @@ macro_rules! claimed_step {
             " RETURNING s.id, s.run_id, s.step_id, s.attempts, s.action, s.timeout_ms, \
                  s.iteration, s.ready_at), \
              attempt AS (",
-            new_attempt!("claimed"),
+            new_attempt!("claimed", $acked_at),
             ") SELECT claimed.id, claimed.run_id, claimed.step_id, claimed.attempts, \
                  claimed.action, attempt.id AS attempt_id FROM claimed, attempt"
         )
@@ -290,16 +368,19 @@ const PG_CLAIM_IDLE: &str = concat!(
     " FOR UPDATE SKIP LOCKED), busy AS (",
     runner_busy!(),
     " AND EXISTS (SELECT 1 FROM picked) RETURNING id), ",
-    claimed_step!("AND EXISTS (SELECT 1 FROM busy)")
+    claimed_step!("AND EXISTS (SELECT 1 FROM busy)", "NULL")
 );
 
 /// A claim of a runner that is busy and stays so ([`RunnerWas::Busy`], inside its
-/// completion's transaction) on PostgreSQL: no mark to write.
+/// completion's transaction) on PostgreSQL: no mark to write, the runner's row held
+/// ([`runner_held!`]); acknowledged as it is made (the runner just completed an attempt).
 const PG_CLAIM_BUSY: &str = concat!(
     "WITH picked AS (",
     claimable_step!("labels = ANY($2)"),
-    " FOR UPDATE SKIP LOCKED), ",
-    claimed_step!("")
+    " FOR UPDATE SKIP LOCKED), held AS (",
+    runner_held!(),
+    "), ",
+    claimed_step!("AND EXISTS (SELECT 1 FROM held)", "$1")
 );
 
 /// SQLite claims the step run here; [`claim_in`] inserts the attempt and marks the runner
@@ -341,6 +422,7 @@ const SQLITE_END_ATTEMPT: &str = end_attempt!(
      (SELECT s.started_at FROM step_runs s WHERE s.id = step_run_id) AS step_started_at, \
      (SELECT s.iteration FROM step_runs s WHERE s.id = step_run_id) AS iteration, \
      (SELECT s.iteration_base FROM step_runs s WHERE s.id = step_run_id) AS iteration_base, \
+     (SELECT s.unacknowledged FROM step_runs s WHERE s.id = step_run_id) AS unacknowledged, \
      (SELECT s.status FROM step_runs s WHERE s.id = step_run_id) AS step_status, \
      (SELECT s.ready_at FROM step_runs s WHERE s.id = step_run_id) AS ready_at, \
      (SELECT r.cancel_requested FROM step_runs s JOIN runs r ON r.id = s.run_id \
@@ -348,7 +430,7 @@ const SQLITE_END_ATTEMPT: &str = end_attempt!(
 );
 
 /// PostgreSQL: the step run and run joined once (`UPDATE … FROM`), where SQLite's form
-/// costs eight lookups of the step run. With `$11` ([`FinalStepNews::ReadHere`]) it also
+/// costs nine lookups of the step run. With `$11` ([`FinalStepNews::ReadHere`]) it also
 /// says, for the rest of its transaction only, that this transaction reads the attempt's
 /// step run itself (`plue.read_here`, which the change list's trigger reads: migration
 /// 0037).
@@ -357,7 +439,7 @@ const PG_END_ATTEMPT: &str = end_attempt!(
     "AND s.id = attempts.step_run_id",
     "RETURNING attempts.step_run_id, attempts.number, attempts.runner_id, \
      attempts.started_at, s.run_id, s.step_id, s.started_at AS step_started_at, \
-     s.iteration, s.iteration_base, s.status AS step_status, s.ready_at, \
+     s.iteration, s.iteration_base, s.unacknowledged, s.status AS step_status, s.ready_at, \
      r.cancel_requested, set_config('plue.read_here', \
          CASE WHEN $11 THEN CAST(attempts.step_run_id AS TEXT) ELSE '' END, true) AS read_here"
 );
@@ -375,6 +457,8 @@ struct EndedAttempt {
     step_started_at: Option<i64>,
     iteration: i64,
     iteration_base: i64,
+    /// Claims of this iteration returned unacknowledged: no retry was used on them.
+    unacknowledged: i64,
     #[sqlx(try_from = "String")]
     step_status: StepStatus,
     ready_at: Option<i64>,
@@ -461,7 +545,7 @@ pub(crate) async fn complete_in(
         step_id: ended.step_id,
         number: ended.number,
         iteration: ended.iteration,
-        number_in_iteration: ended.number - ended.iteration_base,
+        number_in_iteration: ended.number - ended.iteration_base - ended.unacknowledged,
         cancel_requested: ended.cancel_requested,
         started_at: ended.step_started_at.or(ended.started_at),
         // A step run still `claimed` never had its start reported.
@@ -576,10 +660,12 @@ impl<'a> ClaimFor<'a> {
 /// The runner's state when it claims.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RunnerWas {
-    /// Polling: its claim takes effect only with its busy mark ([`runner_busy!`]).
+    /// Polling: its claim takes effect only with its busy mark ([`runner_busy!`]), and
+    /// counts once the runner acknowledges it.
     Idle,
     /// It completed an attempt and claims its next in the same request, still `busy`
-    /// ([`AttemptEnd::runner_claims_next`]).
+    /// ([`AttemptEnd::runner_claims_next`]): its row held ([`runner_held!`]), the claim
+    /// acknowledged by the answer it is handed in.
     Busy,
 }
 
@@ -656,8 +742,12 @@ pub(crate) async fn claim_in(
     let attempt_id = match step.attempt_id {
         Some(attempt_id) => attempt_id,
         None => {
+            let new_attempt = match claim.runner_was {
+                RunnerWas::Idle => SQLITE_NEW_ATTEMPT,
+                RunnerWas::Busy => SQLITE_NEW_ATTEMPT_ACKED,
+            };
             let attempt_id: i64 = tx
-                .scalar(with_claim_args(Statement::new(SQLITE_NEW_ATTEMPT), claim).bind(step.id))
+                .scalar(with_claim_args(Statement::new(new_attempt), claim).bind(step.id))
                 .await?
                 .context("the new attempt's id")?;
             // SQLite's one connection: the claim statement just read the runner live, and
@@ -825,6 +915,24 @@ impl Store {
         Ok(waiting.unwrap_or(0) > 0)
     }
 
+    /// Whether ready work waits that runner `runner_id` would claim were it not suspect or
+    /// silent: a queued step run past its `ready_at` in its scope (labels, secrets, forks),
+    /// or a queued debug session. What a poll that proves nothing of its runner's life asks
+    /// before it answers empty, so the runner polls again at once (that poll is the proof).
+    pub async fn ready_in_scope(
+        &self,
+        runner_id: i64,
+        label_sets: &[String],
+        now: i64,
+    ) -> anyhow::Result<bool> {
+        let claim = ClaimFor::polling(runner_id, label_sets, now);
+        let statement = Statement::per_backend(SQLITE_READY_IN_SCOPE, PG_READY_IN_SCOPE);
+        let mut conn = Conn::acquire(self).await?;
+        let mut tx = conn.autocommit().await?;
+        let waiting: Option<i64> = tx.scalar(with_claimer_args(statement, &claim)).await?;
+        Ok(waiting.unwrap_or(0) > 0)
+    }
+
     /// Marks the runner idle after a [`Store::claim_next`] that found nothing.
     pub async fn runner_idle(&self, runner_id: i64, now: i64) -> anyhow::Result<()> {
         let mut conn = Conn::acquire(self).await?;
@@ -881,8 +989,9 @@ impl Store {
         .await?))
     }
 
-    /// Claimed → running, when the runner starts the process. Returns when the step run
-    /// had become ready (ms) if this call started it, `None` for a repeated report.
+    /// Claimed → running, when the runner starts the process (which acknowledges the claim,
+    /// if nothing did before). Returns when the step run had become ready (ms) if this call
+    /// started it, `None` for a repeated report.
     pub async fn start_attempt(
         &self,
         attempt_id: i64,
@@ -894,7 +1003,8 @@ impl Store {
         let step_run_id: Option<i64> = tx
             .scalar(
                 Statement::new(
-                    "UPDATE attempts SET status = 'running', started_at = $3 \
+                    "UPDATE attempts SET status = 'running', started_at = $3, \
+                     acked_at = COALESCE(acked_at, $3) \
                      WHERE id = $1 AND runner_id = $2 AND status = 'claimed' \
                      RETURNING step_run_id",
                 )
@@ -1103,6 +1213,7 @@ mod tests {
                 token: None,
                 secrets: false,
                 accept_forks: true,
+                host: None,
                 now: 0,
             };
             let crate::Registration::Registered(denied) = store.register(&denied).await.unwrap()

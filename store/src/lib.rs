@@ -76,6 +76,7 @@ pub use api_tokens::{Adopted, NewToken, TokenRow, ValidToken};
 pub use approvals::{ApprovalRow, Decided, Reviewer, Verdict};
 pub use blobs::{ArtifactRow, BlobRow, BlobUsage, NewBlob, RecordError, StepArtifacts, Usage};
 pub use caches::{cache_scope, CacheEntryRow, CachePlace, CacheRecorded, NewCacheEntry};
+pub use claims::unacknowledged::{Acknowledgement, ReturnedClaim, UnacknowledgedRow, Unanswered};
 pub use claims::{AttemptEnd, AttemptOwner, Claimed, CompletedAttempt, StepAfter};
 pub use costs::{BudgetClaimants, Reservation};
 pub use dashboard::{AttemptRow, RunFilter};
@@ -98,7 +99,7 @@ pub use repo_roles::{Audit, AuditFilter, AuditRow, MemberRow};
 pub use runner_tokens::{
     AttemptPod, MintedRunner, NewRunnerToken, RunnerTokenKind, RunnerTokenRow,
 };
-pub use runners::{NewRunner, RedeemedToken, Registration, RunnerRow};
+pub use runners::{Liveness, NewRunner, RedeemedToken, Registration, RunnerRow};
 pub use runs::canonical_labels;
 pub use runs::{
     Advanced, CreatedRun, NewRun, RunDocuments, RunRepo, RunRow, RunSnapshot, StepChange,

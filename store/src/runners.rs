@@ -1,4 +1,5 @@
-//! Runners: registration, session-token lookup, heartbeats and the lost-runner verdict.
+//! Runners: registration, session-token lookup, heartbeats, suspicion and the lost-runner
+//! verdict.
 //!
 //! Invariants: session tokens are stored only as SHA-256 hashes; a runner found `lost` or
 //! `gone` never becomes live again (it must register anew), so a runner that was declared
@@ -6,12 +7,20 @@
 //! unique (a partial unique index): registering under a live runner's name is refused, so
 //! nobody can stand in for another runner by name. A registration redeems its token (one
 //! use of a one-time token) in the same transaction that inserts the runner.
+//!
+//! Only the runner's own requests prove it alive: a heartbeat, or a poll as it arrives
+//! ([`Store::heartbeat`], which also clears a suspect mark). The engine never writes a
+//! heartbeat for a runner on its own (a long-poll it holds proves nothing: the runner may
+//! have hung since it sent it). A runner declared lost makes the live runners of its host
+//! (`runners.host`) suspect in the same transaction ([`Store::mark_lost`]), so none of them
+//! claims the lost runner's step before it proves alive.
 
 use std::collections::BTreeMap;
 
 use plue_types::status::RunnerState;
 use sqlx::Row;
 
+use super::tx::{Conn, Statement};
 use super::{is_unique_violation, on_db, Store};
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -32,10 +41,24 @@ pub struct RunnerRow {
     pub secrets: bool,
     /// Whether it may claim steps of runs of pull requests from forks.
     pub accept_forks: bool,
+    /// The machine it said it runs on (its Kubernetes node or host name), if it said.
+    pub host: Option<String>,
+    /// Since when it is suspect (a claim of it went unacknowledged, or a runner of its host
+    /// was lost): it claims nothing until it proves alive. `None`: it is not.
+    pub suspect_since: Option<i64>,
 }
 
 const COLUMNS: &str = "id, name, labels, ephemeral, state, registered_at, last_heartbeat, \
-     state_since, token_id, secrets, accept_forks";
+     state_since, token_id, secrets, accept_forks, host, suspect_since";
+
+/// What a held poll reads of its runner before it claims ([`Store::runner_liveness`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Liveness {
+    /// The runner's last proof of life (its heartbeat, or a poll as it arrived).
+    pub last_heartbeat: i64,
+    /// Whether it is suspect (it claims nothing until it proves alive).
+    pub suspect: bool,
+}
 
 /// A runner to register.
 #[derive(Debug, Clone)]
@@ -50,6 +73,8 @@ pub struct NewRunner<'a> {
     pub secrets: bool,
     /// Whether it may claim steps of fork runs ([`crate::runner_scope::Scope::accepts_forks`]).
     pub accept_forks: bool,
+    /// The machine it runs on, as it said (already checked).
+    pub host: Option<&'a str>,
     pub now: i64,
 }
 
@@ -93,8 +118,8 @@ impl Store {
             }
             let inserted = sqlx::query_scalar(
                 "INSERT INTO runners (name, token_hash, labels, ephemeral, state, registered_at, \
-                 last_heartbeat, state_since, token_id, secrets, accept_forks) \
-                 VALUES ($1, $2, $3, $4, 'idle', $5, $5, $5, $6, $7, $8) RETURNING id",
+                 last_heartbeat, state_since, token_id, secrets, accept_forks, host) \
+                 VALUES ($1, $2, $3, $4, 'idle', $5, $5, $5, $6, $7, $8, $9) RETURNING id",
             )
             .bind(new.name)
             .bind(new.session_hash)
@@ -104,6 +129,7 @@ impl Store {
             .bind(new.token.map(|t| t.id))
             .bind(new.secrets)
             .bind(new.accept_forks)
+            .bind(new.host)
             .fetch_one(&mut *tx)
             .await;
             let runner_id: i64 = match inserted {
@@ -169,6 +195,7 @@ impl Store {
                 token: None,
                 secrets: true,
                 accept_forks: labels_json == "{}",
+                host: None,
                 now,
             })
             .await?;
@@ -184,10 +211,12 @@ impl Store {
         Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(token_hash).fetch_optional(pool).await?))
     }
 
-    /// Records a heartbeat; false when the runner is no longer live.
+    /// Records a proof of life of the runner's own (a heartbeat, or a poll as it arrives),
+    /// which also clears a suspect mark; false when the runner is no longer live.
     pub async fn heartbeat(&self, runner_id: i64, now: i64) -> anyhow::Result<bool> {
         let n = on_db!(self, pool => sqlx::query(
-            "UPDATE runners SET last_heartbeat = $2 WHERE id = $1 AND state IN ('idle', 'busy')",
+            "UPDATE runners SET last_heartbeat = $2, suspect_since = NULL \
+             WHERE id = $1 AND state IN ('idle', 'busy')",
         )
         .bind(runner_id)
         .bind(now)
@@ -224,16 +253,60 @@ impl Store {
         Ok(retired == 1)
     }
 
-    /// Declares every live runner silent since before `silent_since` lost; returns their ids.
-    pub async fn mark_lost(&self, silent_since: i64, now: i64) -> anyhow::Result<Vec<i64>> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "UPDATE runners SET state = 'lost', state_since = $2 \
-             WHERE state IN ('idle', 'busy') AND last_heartbeat < $1 RETURNING id",
+    /// Whether runner `runner_id` is live, with its last proof of life and whether it is
+    /// suspect; `None` once it is lost or gone. Reads only: a poll the engine holds
+    /// proves nothing of its runner.
+    pub async fn runner_liveness(&self, runner_id: i64) -> anyhow::Result<Option<Liveness>> {
+        Ok(on_db!(self, pool => sqlx::query_as(
+            "SELECT last_heartbeat, suspect_since IS NOT NULL AS suspect FROM runners \
+             WHERE id = $1 AND state IN ('idle', 'busy')",
         )
-        .bind(silent_since)
-        .bind(now)
-        .fetch_all(pool)
+        .bind(runner_id)
+        .fetch_optional(pool)
         .await?))
+    }
+
+    /// Declares every live runner silent since before `silent_since` lost, and makes the
+    /// live runners of their hosts suspect (a hung node stops them all: none may claim the
+    /// lost runner's step before it proves alive), in one transaction; returns the lost.
+    pub async fn mark_lost(&self, silent_since: i64, now: i64) -> anyhow::Result<Vec<i64>> {
+        let mut conn = Conn::acquire(self).await?;
+        let mut tx = conn.begin().await?;
+        let lost: Vec<(i64, Option<String>)> = tx
+            .rows(
+                Statement::new(
+                    "UPDATE runners SET state = 'lost', state_since = $2 \
+                     WHERE state IN ('idle', 'busy') AND last_heartbeat < $1 RETURNING id, host",
+                )
+                .bind(silent_since)
+                .bind(now),
+            )
+            .await?;
+        let mut hosts: Vec<&str> = lost.iter().filter_map(|(_, h)| h.as_deref()).collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        for host in hosts {
+            tx.execute(
+                Statement::new(
+                    "UPDATE runners SET suspect_since = $2 \
+                     WHERE state IN ('idle', 'busy') AND host = $1 AND suspect_since IS NULL",
+                )
+                .bind(host)
+                .bind(now),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(lost.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// The live runners marked suspect, longest suspect first, at most `limit`.
+    pub async fn suspect_runners(&self, limit: i64) -> anyhow::Result<Vec<RunnerRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM runners WHERE state IN ('idle', 'busy') \
+             AND suspect_since IS NOT NULL ORDER BY suspect_since, id LIMIT $1"
+        );
+        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?))
     }
 
     /// Every runner, lost and gone ones too, newest first, at most `limit`.

@@ -178,6 +178,9 @@ status_enum! {
         Succeeded = "succeeded",
         Failed = "failed",
         Cancelled = "cancelled",
+        /// Its runner never acknowledged the claim within the engine's window: the step
+        /// went back to the queue without using a retry, and the runner is suspect.
+        Unacknowledged = "unacknowledged",
     }
 }
 

@@ -40,6 +40,15 @@ impl crate::pool::engine::Engine for Executor {
             self.complete(attempt_id, run_id, None, &report).await
         })
     }
+
+    fn return_unacknowledged_of<'a>(
+        &'a self,
+        runner_id: i64,
+        how: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<usize>> {
+        let why = crate::store::Unanswered::RunnerEnded(how);
+        Box::pin(self.return_unacknowledged(i64::MAX, Some(runner_id), why))
+    }
 }
 
 /// Sends the pools' reports to this process's metrics families (installed by

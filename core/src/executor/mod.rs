@@ -26,6 +26,7 @@ pub mod outputs;
 mod plan_facts;
 pub mod reruns;
 pub mod rules;
+mod unacknowledged;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -40,6 +40,7 @@ pub(super) struct Families {
     pub(super) leader: Gauge,
     pub(super) draining: Gauge,
     pub(super) network_refused: Counter,
+    pub(super) claims_unacknowledged: Counter,
     pub(super) proposals: Family<Labels, Counter>,
     /// `model` is a price-table key or `other` (`crate::pricing::Prices::label`).
     pub(super) llm_tokens: Family<Labels, Counter>,
@@ -85,6 +86,7 @@ impl Families {
             leader: Gauge::default(),
             draining: Gauge::default(),
             network_refused: Counter::default(),
+            claims_unacknowledged: Counter::default(),
             proposals: Family::default(),
             llm_tokens: Family::default(),
             llm_cost: Family::default(),
@@ -95,6 +97,11 @@ impl Families {
             "network_refused",
             "Connections a step's egress proxy refused (a host not in the step's network allow-list)",
             f.network_refused.clone(),
+        );
+        registry.register(
+            "claims_unacknowledged",
+            "Claims returned to the queue because their runner never acknowledged them (no retry used; the runner became suspect)",
+            f.claims_unacknowledged.clone(),
         );
         registry.register(
             "proposals",

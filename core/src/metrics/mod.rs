@@ -48,6 +48,8 @@ pub enum Event<'a> {
     },
     /// Connections a step's egress proxy refused, as its runner reported them.
     NetworkRefused(u64),
+    /// Claims returned to the queue unacknowledged by their runners (after the commit).
+    ClaimsUnacknowledged(u64),
     /// Proposals of a step's safe outputs: `kind` (`pull_request`, `comment`, `labels`,
     /// `issue`) and `result` (`refused`, `waiting`, `ready`; the outbox: `applied`,
     /// `failed`).
@@ -136,6 +138,9 @@ pub fn record(event: Event<'_>) {
         }
         Event::NetworkRefused(count) => {
             f.network_refused.inc_by(count);
+        }
+        Event::ClaimsUnacknowledged(count) => {
+            f.claims_unacknowledged.inc_by(count);
         }
         Event::Proposal { kind, result } => {
             let set = labels([("kind", kind), ("result", result)]);

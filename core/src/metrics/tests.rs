@@ -25,6 +25,7 @@ fn recorded_events_appear_under_conventional_names() {
     });
     record(Event::LogLines(3));
     record(Event::NetworkRefused(2));
+    record(Event::ClaimsUnacknowledged(1));
     let text = encoded();
     for expected in [
         "# TYPE plue_steps_finished counter",
@@ -37,6 +38,8 @@ fn recorded_events_appear_under_conventional_names() {
         "plue_log_lines_ingested_total",
         "# TYPE plue_network_refused counter",
         "plue_network_refused_total",
+        "# TYPE plue_claims_unacknowledged counter",
+        "plue_claims_unacknowledged_total",
         "# EOF",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");

@@ -11,7 +11,9 @@
 //! `--egress-proxy`, the cluster's egress proxy its pod's NetworkPolicy confines it to),
 //! so it claims no step it would have to fail closed; and it reaches the engine directly,
 //! or through `--engine-proxy` only — never through a proxy of its environment's
-//! (`runner::engine_client`).
+//! (`runner::engine_client`). It tells the engine the machine it runs on: its Kubernetes
+//! node (`PLUE_NODE_NAME`, which the pool's pods get from `spec.nodeName`) or its host name
+//! ([`host`]).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -41,16 +43,10 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
     };
     let registration_token = registration_token(&args)?;
     let work_dir = work_dir(&args);
+    let host = host();
     let name = args.name.unwrap_or_else(|| {
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "runner".into());
-        let host: String = host
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-            .collect();
-        format!("{host}-{}", std::process::id())
+        let prefix = hostname().unwrap_or_else(|| "runner".into());
+        format!("{prefix}-{}", std::process::id())
     });
     let egress_proxy = match &args.egress_proxy {
         Some(url) => Some(
@@ -97,6 +93,7 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
         warm_python: args.warm_python,
         engine_proxy,
         engine_socket: args.engine_socket,
+        host,
     };
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
@@ -158,6 +155,35 @@ fn labels_with_capability(
     );
     labels.extend(can.labels());
     Ok(labels)
+}
+
+/// Where the Kubernetes pool's pods find their node's name (the downward API's
+/// `spec.nodeName`, set by `plue_pool`'s pod spec).
+pub(crate) const NODE_NAME_ENV: &str = "PLUE_NODE_NAME";
+
+/// The machine this runner runs on, as it tells the engine: its node's name when
+/// [`NODE_NAME_ENV`] gives one (in a pod, the host name is the pod's), else its host name;
+/// `None` when neither has a character the engine accepts.
+fn host() -> Option<String> {
+    std::env::var(NODE_NAME_ENV)
+        .ok()
+        .map(|name| host_name_chars(&name))
+        .filter(|name| !name.is_empty())
+        .or_else(hostname)
+}
+
+/// This machine's host name, as far as the engine accepts its characters.
+fn hostname() -> Option<String> {
+    let name = nix::unistd::gethostname().ok()?.into_string().ok()?;
+    Some(host_name_chars(&name)).filter(|name| !name.is_empty())
+}
+
+/// `name` with only the characters (and at most the length) a runner's host may have.
+fn host_name_chars(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(plue_types::protocol::MAX_HOST_BYTES)
+        .collect()
 }
 
 /// The parent of the runner's attempt directories (`--work-dir`, else `$TMPDIR/plue-runner`).

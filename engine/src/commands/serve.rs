@@ -210,6 +210,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.secrets = secrets;
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(50));
     config.lost_after = Duration::from_millis(args.lost_after_ms.max(args.heartbeat_ms * 2));
+    config.claim_ack = Duration::from_millis(args.claim_ack_ms.max(100));
     let local = args.pools.contains(&PoolKind::Local);
     let runners = if local {
         args.runners.unwrap_or_else(cpus)

@@ -621,6 +621,21 @@ pub(crate) fn alive(pid: impl std::fmt::Display) -> bool {
         .unwrap_or(false)
 }
 
+/// The pid of the `plue runner` process registered as `name` (a local pool's runner, or
+/// one a test started), from `/proc`.
+pub(crate) fn runner_pid(name: &str) -> Option<i32> {
+    let wanted = format!("\0--name\0{name}\0");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_string_lossy().parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.contains("\0runner\0") && cmdline.contains(&wanted)).then_some(pid)
+        })
+}
+
 /// A running `plue serve`.
 #[derive(Debug, Clone)]
 pub(crate) struct Engine {

@@ -52,6 +52,9 @@ pub(super) const NETWORK_CONFINED_BY_POD: &str = "--network-confined-by-pod";
 pub(super) const ENGINE_PROXY: &str = "--engine-proxy";
 /// The runner argument naming a class's `egress_proxy`.
 pub(super) const EGRESS_PROXY: &str = "--egress-proxy";
+/// The runner's environment variable holding its node's name (the downward API's
+/// `spec.nodeName`), which it tells the engine at registration.
+pub(super) const NODE_NAME_ENV: &str = "PLUE_NODE_NAME";
 
 /// The label selector of one engine installation's pods (all classes).
 pub(super) fn selector(instance: &str) -> String {
@@ -161,11 +164,24 @@ pub(crate) fn runner_pod(
             });
         }
         let env = runner.env.get_or_insert_with(Vec::new);
-        env.retain(|v| v.name != "TMPDIR");
+        env.retain(|v| v.name != "TMPDIR" && v.name != NODE_NAME_ENV);
         env.push(k8s_openapi::api::core::v1::EnvVar {
             name: "TMPDIR".into(),
             value: Some("/tmp".into()),
             value_from: None,
+        });
+        // The runner tells the engine its node: when a runner of a node is lost (a hung
+        // node), the others there must prove alive before they claim its step again.
+        env.push(k8s_openapi::api::core::v1::EnvVar {
+            name: NODE_NAME_ENV.into(),
+            value: None,
+            value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+                field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
+                    field_path: "spec.nodeName".into(),
+                    api_version: None,
+                }),
+                ..Default::default()
+            }),
         });
     }
     pod_labels.extend(labels(settings, &class.name, name));

@@ -2,7 +2,8 @@
 //! failed is handed to its class's provider (delete, backoff, Event), and if its runner
 //! was still registered, the runner is marked gone and the attempt it held fails at once
 //! with `runner lost: pod <name> <reason>` — retried if the step has retries left —
-//! instead of waiting for the heartbeat timeout.
+//! instead of waiting for the heartbeat timeout (a claim it never acknowledged goes back
+//! to the queue instead, using no retry).
 //!
 //! Invariants:
 //! - Idempotent: the same change seen twice (a re-list, a new leader rescanning) fails no
@@ -106,6 +107,15 @@ impl Supervisor {
             if let Err(e) = store.runner_gone(runner.runner_id, now).await {
                 tracing::warn!(pod = %name, "marking a lost pod's runner gone: {e:#}");
                 continue;
+            }
+            // A claim it never acknowledged: it ran nothing of it, no retry is used.
+            let how = format!("runner lost: pod {name} {reason}");
+            let returned = self
+                .executor
+                .return_unacknowledged_of(runner.runner_id, &how)
+                .await;
+            if let Err(e) = returned {
+                tracing::warn!(pod = %name, "returning a lost pod's unacknowledged claim: {e:#}");
             }
             let attempts = match store.active_attempts_of(runner.runner_id).await {
                 Ok(attempts) => attempts,

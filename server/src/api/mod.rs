@@ -647,7 +647,7 @@ async fn list_runners(
     summary = "The warm pool: counts, bounds and Kubernetes runner classes",
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "The pool's state", body = PoolView),
+        (status = 200, description = "The pool's state, with the runners marked suspect and the claims returned unacknowledged", body = PoolView),
         (status = 401, response = openapi::SignedInRead),
         (status = 404, description = "This engine runs no pool (remote runners only)", body = ErrorView),
     )
@@ -655,11 +655,16 @@ async fn list_runners(
 async fn pool(State(state): State<ApiState>, caller: Caller) -> ApiResult<Json<PoolView>> {
     caller.require_signed_in()?;
     let local = state.pool.as_ref().map(|pool| *pool.borrow());
-    match &state.pool_classes {
-        Some(classes) => Ok(Json(PoolView::of(local, &classes.borrow()))),
-        None if local.is_some() => Ok(Json(PoolView::of(local, &[]))),
-        None => Err(ApiError::not_found(
-            "this engine runs no local pool (remote runners only)",
-        )),
-    }
+    let view = match &state.pool_classes {
+        Some(classes) => PoolView::of(local, &classes.borrow()),
+        None if local.is_some() => PoolView::of(local, &[]),
+        None => {
+            return Err(ApiError::not_found(
+                "this engine runs no local pool (remote runners only)",
+            ))
+        }
+    };
+    let store = state.executor.store();
+    let readable = caller.readable(store).await?;
+    Ok(Json(view.with_claims(store, &readable).await?))
 }

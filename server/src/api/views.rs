@@ -21,6 +21,7 @@ use crate::pool::kubernetes::ClassStatus;
 use crate::pool::PoolStatus;
 use crate::store::{
     ApprovalRow, AttemptRow, RunRow, RunnerRow, RunnerTokenRow, StepRunRow, StoredLine,
+    UnacknowledgedRow,
 };
 
 /// Micro-dollars as USD for a view.
@@ -416,9 +417,19 @@ pub struct RunnerView {
     pub ephemeral: bool,
     pub state: String,
     pub registered_at: i64,
+    /// Its last proof of life: a heartbeat, or a poll as it arrived (never a poll the
+    /// engine held, nor a claim).
     pub last_heartbeat: i64,
     /// Whether it takes steps of runs of pull requests from forks.
     pub accept_forks: bool,
+    /// The machine it said it runs on: its Kubernetes node or host name.
+    #[schema(required = true)]
+    pub host: Option<String>,
+    /// Since when it is suspect (ms): a claim of it went unacknowledged, or a runner of its
+    /// host was lost. A suspect runner claims nothing until a heartbeat or a new poll of
+    /// its own. `null`: it is not.
+    #[schema(required = true)]
+    pub suspect_since: Option<i64>,
 }
 
 impl RunnerView {
@@ -432,6 +443,39 @@ impl RunnerView {
             registered_at: row.registered_at,
             last_heartbeat: row.last_heartbeat,
             accept_forks: row.accept_forks,
+            host: row.host,
+            suspect_since: row.suspect_since,
+        }
+    }
+}
+
+/// A claim that went back to the queue because its runner never acknowledged it (no
+/// retry was used; the runner became suspect).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnacknowledgedClaimView {
+    pub attempt_id: i64,
+    pub run_id: i64,
+    pub step_id: String,
+    /// The attempt's number.
+    pub attempt: i64,
+    pub runner_id: i64,
+    pub runner: String,
+    pub claimed_at: i64,
+    /// When it went back to the queue.
+    pub returned_at: i64,
+}
+
+impl From<UnacknowledgedRow> for UnacknowledgedClaimView {
+    fn from(row: UnacknowledgedRow) -> UnacknowledgedClaimView {
+        UnacknowledgedClaimView {
+            attempt_id: row.attempt_id,
+            run_id: row.run_id,
+            step_id: row.step_id,
+            attempt: row.number,
+            runner_id: row.runner_id,
+            runner: row.runner_name,
+            claimed_at: row.claimed_at,
+            returned_at: row.returned_at,
         }
     }
 }
@@ -457,6 +501,11 @@ pub struct PoolView {
     /// The Kubernetes pool's classes (absent without one).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<ClassView>,
+    /// Live runners (of any pool, or started by hand) marked suspect: they claim nothing
+    /// until they prove alive ([`PoolView::with_claims`]).
+    pub suspect_runners: Vec<RunnerView>,
+    /// The claims most recently returned to the queue unacknowledged, newest first.
+    pub unacknowledged_claims: Vec<UnacknowledgedClaimView>,
 }
 
 /// One Kubernetes runner class: counts while this engine leads (`leader`), failures.
@@ -522,6 +571,35 @@ impl PoolView {
     }
 }
 
+/// How many suspect runners and returned claims the pool's view lists at most.
+pub const CLAIMS_LISTED: i64 = 20;
+
+impl PoolView {
+    /// The view with the suspect runners and the claims returned unacknowledged, read from
+    /// the store (shared by every replica); of the claims only those of runs the caller may
+    /// read (`readable`), as a step is named nowhere else to one who may not read its run.
+    pub async fn with_claims(
+        mut self,
+        store: &crate::store::Store,
+        readable: &crate::access::Readable,
+    ) -> anyhow::Result<PoolView> {
+        self.suspect_runners = store
+            .suspect_runners(CLAIMS_LISTED)
+            .await?
+            .into_iter()
+            .map(RunnerView::new)
+            .collect();
+        self.unacknowledged_claims = store
+            .unacknowledged_claims(CLAIMS_LISTED)
+            .await?
+            .into_iter()
+            .filter(|row| readable.allows(row.repo_id))
+            .map(UnacknowledgedClaimView::from)
+            .collect();
+        Ok(self)
+    }
+}
+
 impl From<PoolStatus> for PoolView {
     fn from(s: PoolStatus) -> PoolView {
         PoolView {
@@ -537,6 +615,8 @@ impl From<PoolStatus> for PoolView {
                 .last_start_failure
                 .map(|e| format!("a runner ended before registering: {e}")),
             classes: Vec::new(),
+            suspect_runners: Vec::new(),
+            unacknowledged_claims: Vec::new(),
         }
     }
 }

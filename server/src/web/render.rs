@@ -203,7 +203,9 @@ pub(super) fn status_icon(status: &str) -> &'static str {
         "waiting" => "\u{2016}",                         // ‖ (in common fonts; ⏸ is not)
         "skipped" => "\u{293C}",                         // ⤼
         "cancelled" | "withheld" | "gone" => "\u{2298}", // ⊘
-        _ => "\u{2022}",                                 // •
+        "unacknowledged" => "\u{21A9}",                  // ↩ (back to the queue)
+        "suspect" => "?",
+        _ => "\u{2022}", // •
     }
 }
 

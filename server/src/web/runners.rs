@@ -1,11 +1,13 @@
 //! `/runners`: the local pool's counts (warm, busy, starting, lost, queued steps), each
-//! Kubernetes runner class's counts with its failures and latest failure reason, and the
-//! runners, newest first, with their state, labels, last heartbeat and the step each runs
-//! now. Runners that are gone (deregistered) are listed only with `?all=1`.
+//! Kubernetes runner class's counts with its failures and latest failure reason, the
+//! runners marked suspect and the claims returned unacknowledged (as `GET /api/pool` lists
+//! them), and the runners, newest first, with their state, host, labels, last heartbeat and
+//! the step each runs now. Runners that are gone (deregistered) are listed only with
+//! `?all=1`.
 //!
 //! Invariant: the page is installation-wide, for signed-in users only (the anonymous get
-//! the sign-in page); the step a runner runs is named only when the caller may read its
-//! run.
+//! the sign-in page); the step a runner runs, or a claim returned, is named only when the
+//! caller may read its run.
 
 use std::collections::HashMap;
 
@@ -17,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::error::WebResult;
 use super::session::{Chrome, Session};
 use super::{encode, render, Web};
-use crate::api::views::{ClassView, PoolView, RunnerView};
+use crate::api::views::{ClassView, PoolView, RunnerView, UnacknowledgedClaimView};
 
 /// Most runners listed.
 const LIMIT: i64 = 500;
@@ -37,6 +39,10 @@ struct RunnersPage {
     hidden: usize,
     /// `None` when this engine has no local pool.
     pool: Option<PoolView>,
+    /// Live runners that must prove alive before they claim again.
+    suspect: Vec<RunnerView>,
+    /// Claims returned to the queue because their runners never acknowledged them.
+    unacknowledged: Vec<UnacknowledgedClaimView>,
     runners: Vec<RunnerEntry>,
 }
 
@@ -123,11 +129,15 @@ pub(super) async fn page(
             }
         })
         .collect();
+    // Read once for the page, whether or not this engine runs a pool.
+    let claims = PoolView::default().with_claims(store, &readable).await?;
     let page = RunnersPage {
         chrome: session.chrome("/runners"),
         all,
         hidden: total - runners.len(),
         pool: pool_view(&web),
+        suspect: claims.suspect_runners,
+        unacknowledged: claims.unacknowledged_claims,
         runners,
     };
     Ok(Html(render::page("runners.html", &page)?))

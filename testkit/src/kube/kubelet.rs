@@ -1,6 +1,7 @@
-//! The simulated kubelet: schedules the fake server's pods onto one node and runs each
-//! pod's first container as a local process, reporting phases and container statuses as
-//! a real kubelet does.
+//! The simulated kubelet: schedules the fake server's pods onto its nodes (one,
+//! `fake-node`, unless a test names several: [`Kubelet::set_nodes`], each new pod on the
+//! node with the fewest) and runs each pod's first container as a local process, reporting
+//! phases and container statuses as a real kubelet does.
 //!
 //! - The container's image names a program ([`KubeletConfig::images`]), run in place of
 //!   `command[0]`; an unknown image waits in `ErrImagePull`, then `ImagePullBackOff`.
@@ -8,12 +9,14 @@
 //!   kubelet's atomic writer does (`..data` link; mode `defaultMode`, group-readable under
 //!   an `fsGroup`), `emptyDir`s empty directories; an argument or `workingDir` under a
 //!   volume's `mountPath` is rewritten to that directory. An `env` `secretKeyRef` to a
-//!   missing Secret is `CreateContainerConfigError`.
+//!   missing Secret is `CreateContainerConfigError`; a `fieldRef` gives `metadata.name` and
+//!   `spec.nodeName` (the downward API).
 //! - Exit 0 is `Succeeded`/`Completed`, anything else `Failed`/`Error` (with the log's last
 //!   lines as `state.terminated.message` under `terminationMessagePolicy:
 //!   FallbackToLogsOnError`, as a kubelet does); a test can
 //!   OOM-kill (`OOMKilled`, 137), evict (`Failed`/`Evicted`), freeze a pod (a hung node:
-//!   still `Running`, doing nothing), make new pods unschedulable
+//!   still `Running`, doing nothing) or every pod of a node ([`Kubelet::hang_node`], which
+//!   gets no new pods), make new pods unschedulable
 //!   (`PodScheduled=False`/`Unschedulable`) or kill the node (processes gone, pods left
 //!   `Running` with `Ready=False`, reason `NodeLost`).
 //! - A pod marked for deletion gets SIGTERM, SIGKILL after its grace period (at most 5 s
@@ -65,7 +68,12 @@ enum Ending {
 struct Running {
     pid: Option<u32>,
     ending: Option<Ending>,
+    /// The node it was scheduled on.
+    node: String,
 }
+
+/// The node pods are scheduled on unless a test names others.
+const DEFAULT_NODE: &str = "fake-node";
 
 pub struct Kubelet {
     shared: Arc<Shared>,
@@ -75,6 +83,17 @@ pub struct Kubelet {
     pods: Mutex<HashMap<(String, String), Running>>,
     unschedulable: AtomicBool,
     node_dead: AtomicBool,
+    /// The nodes new pods are scheduled on, and those that hang (no new pod goes there).
+    nodes: Mutex<Nodes>,
+}
+
+/// The kubelet's nodes.
+#[derive(Debug)]
+struct Nodes {
+    names: Vec<String>,
+    hung: Vec<String>,
+    /// Where every pod this kubelet took was scheduled, kept after the pod is gone.
+    placed: HashMap<(String, String), String>,
 }
 
 fn pod_key(namespace: &str, name: &str) -> Key {
@@ -105,7 +124,76 @@ impl Kubelet {
             pods: Mutex::new(HashMap::new()),
             unschedulable: AtomicBool::new(false),
             node_dead: AtomicBool::new(false),
+            nodes: Mutex::new(Nodes {
+                names: vec![DEFAULT_NODE.to_string()],
+                hung: Vec::new(),
+                placed: HashMap::new(),
+            }),
         })
+    }
+
+    /// Schedules pods created from now on onto `names` (each onto the one with the fewest
+    /// of this kubelet's pods, the first of those), instead of the one `fake-node`.
+    pub fn set_nodes(&self, names: &[&str]) {
+        assert!(!names.is_empty(), "a cluster needs a node");
+        lock(&self.nodes).names = names.iter().map(|n| n.to_string()).collect();
+    }
+
+    /// The node pod `name` was scheduled on, if this kubelet took it (gone or not).
+    pub fn node_of(&self, namespace: &str, name: &str) -> Option<String> {
+        lock(&self.nodes)
+            .placed
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Node `node` hangs: every process of its pods stops (SIGSTOP), the pods stay
+    /// `Running` and ready as far as the API says, and no new pod is scheduled there.
+    pub fn hang_node(&self, node: &str) {
+        lock(&self.nodes).hung.push(node.to_string());
+        // Then the pods' lock alone (see `pick_node`).
+        for running in lock(&self.pods).values().filter(|r| r.node == node) {
+            if let Some(pid) = running.pid {
+                signal(pid, Signal::SIGSTOP);
+            }
+        }
+    }
+
+    /// Node `node` comes back from hanging, as after a reboot: the processes of its pods
+    /// are gone (their pods end as a killed container's do), and new pods go there again.
+    pub fn recover_node(&self, node: &str) {
+        lock(&self.nodes).hung.retain(|n| n != node);
+        for running in lock(&self.pods).values_mut().filter(|r| r.node == node) {
+            if let Some(pid) = running.pid {
+                signal(pid, Signal::SIGKILL);
+            }
+        }
+        self.shared.wake_kubelet();
+    }
+
+    /// The node a new pod goes to: the schedulable one with the fewest of this kubelet's
+    /// pods still running; `None` when every node hangs.
+    fn pick_node(&self) -> Option<String> {
+        // One lock at a time: `start` takes the pods' before the nodes'.
+        let schedulable: Vec<String> = {
+            let nodes = lock(&self.nodes);
+            let hung = &nodes.hung;
+            nodes
+                .names
+                .iter()
+                .filter(|n| !hung.contains(n))
+                .cloned()
+                .collect()
+        };
+        let pods = lock(&self.pods);
+        schedulable
+            .iter()
+            .min_by_key(|n| {
+                pods.values()
+                    .filter(|r| &r.node == *n && r.ending.is_none())
+                    .count()
+            })
+            .cloned()
     }
 
     /// The file holding a pod's container output (stdout and stderr).
@@ -240,7 +328,11 @@ impl Kubelet {
             if taken || pod["spec"]["nodeName"].is_string() {
                 continue;
             }
-            if self.unschedulable.load(Ordering::SeqCst) || self.node_dead.load(Ordering::SeqCst) {
+            let node = self.pick_node();
+            if self.unschedulable.load(Ordering::SeqCst)
+                || self.node_dead.load(Ordering::SeqCst)
+                || node.is_none()
+            {
                 if pod["status"]["conditions"].is_null() {
                     let _ = self.shared.store().update_with(&pod_key(&namespace, &name), |p| {
                         p["status"]["conditions"] = json!([{
@@ -252,15 +344,20 @@ impl Kubelet {
                 }
                 continue;
             }
+            let node = node.unwrap_or_else(|| DEFAULT_NODE.to_string());
+            lock(&self.nodes)
+                .placed
+                .insert((namespace.clone(), name.clone()), node.clone());
             lock(&self.pods).insert(
                 (namespace.clone(), name.clone()),
                 Running {
                     pid: None,
                     ending: None,
+                    node: node.clone(),
                 },
             );
             let _ = self.shared.store().update_with(&pod_key(&namespace, &name), |p| {
-                p["spec"]["nodeName"] = json!("fake-node");
+                p["spec"]["nodeName"] = json!(node);
                 p["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339()}]);
             });
             let kubelet = self.clone();
@@ -478,6 +575,12 @@ impl Kubelet {
                 env.push((var_name, String::from_utf8_lossy(&bytes).into_owned()));
             } else if var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name" {
                 env.push((var_name, name.to_string()));
+            } else if var["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName" {
+                let node = lock(&self.pods)
+                    .get(&(namespace.to_string(), name.to_string()))
+                    .map(|r| r.node.clone())
+                    .unwrap_or_else(|| DEFAULT_NODE.to_string());
+                env.push((var_name, node));
             }
         }
         let argv: Vec<String> = container["command"]
@@ -515,9 +618,17 @@ impl Kubelet {
             .spawn()
             .with_context(|| format!("starting {} for image {image}", program.display()))?;
         let started = now_rfc3339();
-        if let Some(running) = lock(&self.pods).get_mut(&(namespace.to_string(), name.to_string()))
-        {
-            running.pid = child.id();
+        let node = lock(&self.pods)
+            .get_mut(&(namespace.to_string(), name.to_string()))
+            .map(|running| {
+                running.pid = child.id();
+                running.node.clone()
+            });
+        // Its node hung while it was being started: it hangs too.
+        if node.is_some_and(|node| lock(&self.nodes).hung.contains(&node)) {
+            if let Some(pid) = child.id() {
+                signal(pid, Signal::SIGSTOP);
+            }
         }
         let running_status = json!([{
             "name": container["name"], "image": image, "imageID": format!("fake://{image}"),

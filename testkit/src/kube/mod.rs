@@ -19,7 +19,7 @@
 //!   directory (the container's paths in its arguments rewritten to it), `emptyDir`s too;
 //!   pod phases and container statuses follow the process. Images it does not know fail
 //!   with `ErrImagePull` then `ImagePullBackOff`; a test can OOM-kill, evict, make pods
-//!   unschedulable or kill the node.
+//!   unschedulable, kill the node, or spread pods over several nodes and hang one.
 //! - [`FakeKube::requests`] is the audit log: every request, its method, path, query and
 //!   answer.
 //!

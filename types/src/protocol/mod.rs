@@ -7,9 +7,11 @@
 //! 2. `POST /internal/runners/heartbeat` every `heartbeat_interval_ms`; a runner that stops
 //!    is declared lost by the engine.
 //! 3. `POST /internal/runners/poll` long-polls ([`PollRequest`]) for an [`Assignment`].
-//! 4. For the attempt: `.../started`, `.../logs` batches ([`LogBatch`], sequence numbers
-//!    make them idempotent), `.../watch` long-polls for cancellation, `.../complete` (with
-//!    the lines not sent yet when the attempt ended: [`Completion::logs`]).
+//! 4. For the attempt: `.../accepted` when the assignment came from a poll (the claim
+//!    counts only once the engine recorded it: [`accepted_path`]), `.../started`, `.../logs`
+//!    batches ([`LogBatch`], sequence numbers make them idempotent), `.../watch` long-polls
+//!    for cancellation, `.../complete` (with the lines not sent yet when the attempt ended:
+//!    [`Completion::logs`]).
 //! 5. `POST /internal/runners/deregister` when an ephemeral runner leaves.
 //!
 //! Hand-off between steps ([`Handoff`]): before a step with `workspace_from` or
@@ -45,6 +47,14 @@ pub const REGISTER: &str = "/internal/runners/register";
 pub const HEARTBEAT: &str = "/internal/runners/heartbeat";
 pub const POLL: &str = "/internal/runners/poll";
 pub const DEREGISTER: &str = "/internal/runners/deregister";
+
+/// `POST` path acknowledging an assignment a poll handed over: the claim counts only once
+/// the engine answered it (an assignment handed with a completion's answer is acknowledged
+/// by that answer). A claim not acknowledged within the engine's window is returned to the
+/// queue, and its acknowledgement is then refused (409): the runner must not run it.
+pub fn accepted_path(attempt_id: i64) -> String {
+    format!("/internal/attempts/{attempt_id}/accepted")
+}
 
 /// `POST` path reporting that the attempt's process is starting.
 pub fn started_path(attempt_id: i64) -> String {
@@ -176,7 +186,16 @@ pub struct RegisterRequest {
     /// it accept the registration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accept_forks: Option<bool>,
+    /// The machine it runs on: its Kubernetes node (`PLUE_NODE_NAME`, from the pod's
+    /// `spec.nodeName`) or its host name. When a runner is declared lost, the live runners
+    /// of its host must prove they are alive before they claim again (a hung node stops
+    /// them all). Absent from the JSON when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
+
+/// The longest [`RegisterRequest::host`] the engine accepts (a DNS name's).
+pub const MAX_HOST_BYTES: usize = 253;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
