@@ -14,10 +14,9 @@
 //!   (404), is [`NotConfirmed::Moved`], and every token cached for that name is forgotten;
 //!   nothing is fetched or started for it. A GitHub App token minted or cached for another
 //!   id is refused by [`ForgeAuth`] itself ([`PostError::Moved`]) on every use.
-//! - A repository not bound yet is bound here only where a delivery would bind it — one
-//!   served through the GitHub App (whose deliveries share the App's secret); any other
-//!   stays unbound until an installation names it, its own webhook secret being what ties
-//!   its deliveries to it. An unbound repository passes: it has no identity to keep yet.
+//! - A repository not bound yet (no verified delivery or installation named its id) is
+//!   bound here to the id its forge gives the name now, on either forge: from then on a
+//!   move is seen. One whose forge cannot be asked, or does not say, passes unbound.
 //! - A forge that fails to answer for a bound repository is [`NotConfirmed::Unavailable`]:
 //!   never taken as the same repository.
 
@@ -94,7 +93,7 @@ pub async fn confirm(
                 repo.name
             )))
         }
-        (Ok(Found::Yes(now)), None) if auth.is_app(repo) => {
+        (Ok(Found::Yes(now)), None) => {
             match store.bind_forge_repo_id(repo.id, now.id).await {
                 Ok(Some(bound)) if bound != now.id => Err(NotConfirmed::Moved(format!(
                 "{} was bound meanwhile to repository id {bound}, not {}, the id its forge gives \

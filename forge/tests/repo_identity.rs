@@ -151,3 +151,52 @@ async fn the_same_repository_is_confirmed_and_an_app_gone_from_it_is_unconfirmed
         "{refused:?}"
     );
 }
+
+// Issue 69, found in review: a Gitea repository (a personal token, no App) was never bound
+// to its forge id, so a dispatch after its name moved ran the new holder's workflow with
+// the old repository's secrets. Confirming binds it, and a move is then seen.
+#[tokio::test]
+async fn a_gitea_repository_is_bound_at_its_first_confirmation_and_a_move_is_seen() {
+    const TOKEN: &str = "gitea-personal-token";
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeForge::start(Flavor::Gitea, TOKEN).unwrap();
+    fake.create_repo(REPO).unwrap();
+    let store = Store::open_data_dir(dir.path()).await.unwrap();
+    let api = fake.api_url();
+    let clone = fake.clone_url(REPO);
+    let sealed = format!("plain:{TOKEN}");
+    let repo = store
+        .create_repo(&NewRepo {
+            name: REPO,
+            clone_url: &clone,
+            forge: "gitea",
+            webhook_secret_sealed: "plain:secret",
+            api_url: Some(&api),
+            api_token_sealed: Some(&sealed),
+            default_branch: None,
+            forge_repo_id: None,
+        })
+        .await
+        .unwrap()
+        .expect("registered");
+    let auth = ForgeAuth::personal(Vault::unkeyed());
+    let client = reqwest::Client::new();
+    confirm(&client, &auth, &store, &repo).await.unwrap();
+    let repo = store.repo_by_id(repo.id).await.unwrap().unwrap();
+    let id = i64::try_from(fake.repository_id(REPO)).unwrap();
+    assert_eq!(
+        repo.forge_repo_id,
+        Some(id),
+        "bound at its first confirmation"
+    );
+    confirm(&client, &auth, &store, &repo).await.unwrap();
+
+    fake.give_name_to(REPO, 7_000_007);
+    let Err(NotConfirmed::Moved(why)) = confirm(&client, &auth, &store, &repo).await else {
+        panic!("the new holder of a Gitea name must not be confirmed")
+    };
+    assert!(
+        why.contains("7000007") && why.contains(&id.to_string()),
+        "{why}"
+    );
+}

@@ -296,6 +296,8 @@ impl Registry {
         if let Some(branch) = &repo.default_branch {
             return Ok(branch.clone());
         }
+        // Whoever holds the name now is asked nothing, not even its `HEAD`.
+        self.confirm_repository(repo).await?;
         let mirror = self.mirror(repo).await?;
         match mirror.remote_head(&repo.clone_url).await {
             Ok(Some(branch)) => {
