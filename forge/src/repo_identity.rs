@@ -93,20 +93,18 @@ pub async fn confirm(
                 repo.name
             )))
         }
-        (Ok(Found::Yes(now)), None) => {
-            match store.bind_forge_repo_id(repo.id, now.id).await {
-                Ok(Some(bound)) if bound != now.id => Err(NotConfirmed::Moved(format!(
+        (Ok(Found::Yes(now)), None) => match store.bind_forge_repo_id(repo.id, now.id).await {
+            Ok(Some(bound)) if bound != now.id => Err(NotConfirmed::Moved(format!(
                 "{} was bound meanwhile to repository id {bound}, not {}, the id its forge gives \
                  the name now: nothing starts for it",
                 repo.name, now.id
             ))),
-                Ok(_) => Ok(()),
-                Err(e) => Err(NotConfirmed::Unavailable(format!(
-                    "{}: recording its forge id: {e:#}",
-                    repo.name
-                ))),
-            }
-        }
+            Ok(_) => Ok(()),
+            Err(e) => Err(NotConfirmed::Unavailable(format!(
+                "{}: recording its forge id: {e:#}",
+                repo.name
+            ))),
+        },
         (Ok(_), None) => Ok(()),
         (Err(e), Some(_)) => Err(NotConfirmed::Unavailable(format!(
             "{}: its forge could not confirm the name is still the repository registered: {e:#}",

@@ -301,9 +301,7 @@ async fn same_repository(
 ) -> ApiResult<()> {
     let bound = match (repo.forge_repo_id, forge_repo_id) {
         (Some(bound), _) => Some(bound),
-        (None, Some(id)) if binds => {
-            state.store.bind_forge_repo_id(repo.id, id).await?
-        }
+        (None, Some(id)) if binds => state.store.bind_forge_repo_id(repo.id, id).await?,
         (None, _) => None,
     };
     match (bound, forge_repo_id) {
