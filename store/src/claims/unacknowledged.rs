@@ -201,7 +201,7 @@ impl Store {
     ) -> anyhow::Result<Vec<UnacknowledgedRow>> {
         let mut conn = Conn::acquire(self).await?;
         let mut tx = conn.autocommit().await?;
-        // `attempts_unacknowledged` (migration 0045) orders them.
+        // `attempts_unacknowledged` (migration 0044) orders them.
         tx.rows(
             Statement::new(
                 "SELECT a.id AS attempt_id, s.run_id, runs.repo_id, s.step_id, a.number, \
