@@ -20,9 +20,11 @@ pub mod git_names;
 pub mod lookup;
 pub mod payload;
 pub mod permission;
+pub mod post_error;
 pub mod repo_identity;
 pub mod signature;
 pub mod status;
+pub mod token;
 mod url_path;
 pub mod writer;
 

@@ -6,7 +6,7 @@
 //! error message; failures say whether a retry can help ([`PostError::Retry`]: network
 //! errors, 429, 5xx) or not ([`PostError::Permanent`]: other 4xx), or that the forge
 //! refused the token itself ([`PostError::Refused`]: a 401, `Bad credentials`), which
-//! [`crate::auth::ForgeAuth::renewing`] answers.
+//! `ForgeAuth::renewing` (in `auth`) answers.
 
 use std::time::Duration;
 
@@ -50,42 +50,7 @@ struct Wire<'a> {
     context: &'a str,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PostError {
-    #[error("{0} (will retry)")]
-    Retry(String),
-    #[error("{0}")]
-    Permanent(String),
-    /// The repository's name now names another repository on the forge than the one
-    /// registered (its forge id changed): nothing is done with it, whatever the use. Final.
-    #[error("{0}")]
-    Moved(String),
-    /// The forge refused the token the request presented (HTTP 401, `Bad credentials`):
-    /// [`crate::auth::ForgeAuth::renewing`] forgets that token and tries once more with a
-    /// new one, or makes this final.
-    #[error("{0}")]
-    Refused(crate::auth::Refused),
-}
-
-impl PostError {
-    /// Its sentence, whatever its kind (as kept for readers once nothing is tried again).
-    pub fn into_reason(self) -> String {
-        match self {
-            PostError::Retry(why) | PostError::Permanent(why) | PostError::Moved(why) => why,
-            PostError::Refused(refused) => refused.to_string(),
-        }
-    }
-
-    /// A lookup's error (`anyhow`, from [`crate::lookup`]) as a write's: the refusal of a
-    /// token stays one, anything else is worth another try.
-    pub fn of_lookup(error: anyhow::Error) -> PostError {
-        use crate::auth::Refusable;
-        match error.refusal() {
-            Some(refused) => PostError::Refused(refused.clone()),
-            None => PostError::Retry(format!("{error:#}")),
-        }
-    }
-}
+pub use crate::post_error::PostError;
 
 /// Posts one status.
 pub async fn post(
@@ -163,7 +128,7 @@ pub(crate) fn api_request(
 }
 
 /// The error of an unsuccessful answer: [`PostError::Refused`] when the forge refused
-/// `token` itself ([`crate::auth::http_refused`]), [`PostError::Retry`] for 429 and 5xx,
+/// `token` itself ([`crate::post_error::http_refused`]), [`PostError::Retry`] for 429 and 5xx,
 /// else [`PostError::Permanent`], with the start of the forge's body — without `token`,
 /// which a strange forge may repeat (its error echoing the request's headers). `shown` is
 /// the URL without credentials.
@@ -181,9 +146,9 @@ pub(crate) async fn refusal(
     let text: String = text.chars().take(300).collect();
     let message = format!("{method} {shown}: HTTP {code}: {}", text.trim());
     if let Some(token) = token.filter(|t| !t.is_empty()) {
-        if crate::auth::http_refused(code, &text) {
-            let token = crate::auth::Token::new(token.to_string());
-            return PostError::Refused(crate::auth::Refused::new(message, token));
+        if crate::post_error::http_refused(code, &text) {
+            let token = crate::token::Token::new(token.to_string());
+            return PostError::Refused(crate::post_error::Refused::new(message, token));
         }
     }
     if code.as_u16() == 429 || code.is_server_error() {

@@ -15,9 +15,9 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 
 use super::app::GitHubApp;
-use super::token::Token;
 use super::uses::Use;
 use crate::status::{api_request, without_url, PostError};
+use crate::token::Token;
 use crate::url_path::segment;
 use crate::Forge;
 

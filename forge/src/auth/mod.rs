@@ -27,7 +27,6 @@
 mod app;
 mod installation;
 mod refusal;
-mod token;
 mod uses;
 
 #[cfg(test)]
@@ -37,9 +36,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use crate::post_error::{git_refused, http_refused, Refusable, Refused};
+pub use crate::token::Token;
 pub use app::{Claims, GitHubApp, DEFAULT_APP_API, JWT_BACKDATE, JWT_LIFETIME};
-pub use refusal::{git_refused, http_refused, renewal_counts, Refusable, Refused, Renewal};
-pub use token::Token;
+pub use refusal::{renewal_counts, Renewal};
 pub use uses::Use;
 
 use super::status::PostError;

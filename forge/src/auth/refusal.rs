@@ -6,8 +6,9 @@
 //!   credential prompt a 401 leads to, [`git_refused`]). It carries the token that was
 //!   presented, so that exactly that token is forgotten — whatever its use, even when one
 //!   exchange presents tokens of several uses (a summoned run's answers and its check runs).
-//! - [`Refusable`]: the error types the forge's callers speak ([`PostError`] and
-//!   `anyhow::Error`) say whether they carry a [`Refused`], and become final errors.
+//! - [`Refusable`] (with [`Refused`], in `crate::post_error`): the error types the forge's
+//!   callers speak (`PostError` and `anyhow::Error`) say whether they carry a [`Refused`],
+//!   and become final errors.
 //! - [`ForgeAuth::renewing`] runs an exchange (which asks [`ForgeAuth`] for its tokens each
 //!   time it runs); when the forge refuses an installation token, that token is forgotten
 //!   and the exchange runs again, minting a new one. Each use is renewed at most once per
@@ -25,97 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use plue_store::RepoRow;
 
 use super::{ForgeAuth, Token, Use};
-use crate::status::PostError;
-
-/// The forge refused the credential a request presented.
-#[derive(Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{why}")]
-pub struct Refused {
-    /// The forge's answer (or git's message), without the token.
-    why: String,
-    /// The token presented: what is forgotten.
-    token: Token,
-}
-
-impl std::fmt::Debug for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Refused")
-            .field("why", &self.why)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Refused {
-    /// `token` was refused; `why` is what the forge said (it must not hold the token).
-    pub fn new(why: String, token: Token) -> Refused {
-        Refused { why, token }
-    }
-
-    /// The token that was refused.
-    pub fn token(&self) -> &Token {
-        &self.token
-    }
-}
-
-/// Whether an unsuccessful API answer refuses the credential itself: HTTP 401, or any
-/// client error whose message is GitHub's `Bad credentials`.
-pub fn http_refused(status: reqwest::StatusCode, body: &str) -> bool {
-    status == reqwest::StatusCode::UNAUTHORIZED
-        || (status.is_client_error() && body.contains("Bad credentials"))
-}
-
-/// Whether git's error text says the remote refused the credential it sent: an HTTP 401,
-/// which git reports as `Authentication failed`, or — when it then wanted to ask for a
-/// user name and may not prompt — `could not read Username`.
-pub fn git_refused(stderr: &str) -> bool {
-    const SAYINGS: [&str; 6] = [
-        "Authentication failed",
-        "could not read Username",
-        "could not read Password",
-        "The requested URL returned error: 401",
-        "Bad credentials",
-        "Invalid username or password",
-    ];
-    SAYINGS.iter().any(|said| stderr.contains(said))
-}
-
-/// An error that may carry a [`Refused`].
-pub trait Refusable: Sized {
-    /// The refusal this error is, if it is one.
-    fn refusal(&self) -> Option<&Refused>;
-    /// The final error of a refusal that is not renewed: `why` (which says the refusal),
-    /// carrying no [`Refused`] any more, so that no outer exchange renews it again.
-    fn final_refusal(self, why: String) -> Self;
-}
-
-impl Refusable for PostError {
-    fn refusal(&self) -> Option<&Refused> {
-        match self {
-            PostError::Refused(refused) => Some(refused),
-            _ => None,
-        }
-    }
-
-    fn final_refusal(self, why: String) -> Self {
-        PostError::Permanent(why)
-    }
-}
-
-impl Refusable for anyhow::Error {
-    fn refusal(&self) -> Option<&Refused> {
-        self.chain().find_map(|cause| {
-            cause.downcast_ref::<Refused>().or_else(|| {
-                cause
-                    .downcast_ref::<PostError>()
-                    .and_then(Refusable::refusal)
-            })
-        })
-    }
-
-    fn final_refusal(self, why: String) -> Self {
-        anyhow::anyhow!(why)
-    }
-}
+use crate::post_error::Refusable;
 
 /// What became of a refused installation token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
