@@ -21,11 +21,20 @@ struct World {
 }
 
 impl World {
+    /// The fake GitHub in App-only mode, holding `REPO`.
     async fn new() -> World {
+        let world = World::of(Flavor::GitHub, "personal-token-never-given").await;
+        world
+            .fake
+            .enable_app(AppConfig::test(std::time::Duration::from_secs(3600)));
+        world
+    }
+
+    /// A fake forge of `flavor` whose personal token is `token`, holding `REPO`.
+    async fn of(flavor: Flavor, token: &str) -> World {
         let dir = tempfile::tempdir().unwrap();
-        let fake = FakeForge::start(Flavor::GitHub, "personal-token-never-given").unwrap();
+        let fake = FakeForge::start(flavor, token).unwrap();
         fake.create_repo(REPO).unwrap();
-        fake.enable_app(AppConfig::test(std::time::Duration::from_secs(3600)));
         let store = Store::open_data_dir(dir.path()).await.unwrap();
         World {
             _dir: dir,
@@ -45,16 +54,21 @@ impl World {
 
     /// `REPO` registered without a token (served through the App), bound to `bound`.
     async fn register(&self, bound: Option<i64>) -> RepoRow {
+        self.register_on("github", None, bound).await
+    }
+
+    /// `REPO` registered on `forge` with the sealed personal token `token`, bound to `bound`.
+    async fn register_on(&self, forge: &str, token: Option<&str>, bound: Option<i64>) -> RepoRow {
         let api = self.fake.api_url();
         let clone = self.fake.clone_url(REPO);
         self.store
             .create_repo(&NewRepo {
                 name: REPO,
                 clone_url: &clone,
-                forge: "github",
+                forge,
                 webhook_secret_sealed: "plain:secret",
                 api_url: Some(&api),
-                api_token_sealed: None,
+                api_token_sealed: token,
                 default_branch: None,
                 forge_repo_id: bound,
             })
@@ -158,41 +172,24 @@ async fn the_same_repository_is_confirmed_and_an_app_gone_from_it_is_unconfirmed
 #[tokio::test]
 async fn a_gitea_repository_is_bound_at_its_first_confirmation_and_a_move_is_seen() {
     const TOKEN: &str = "gitea-personal-token";
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeForge::start(Flavor::Gitea, TOKEN).unwrap();
-    fake.create_repo(REPO).unwrap();
-    let store = Store::open_data_dir(dir.path()).await.unwrap();
-    let api = fake.api_url();
-    let clone = fake.clone_url(REPO);
-    let sealed = format!("plain:{TOKEN}");
-    let repo = store
-        .create_repo(&NewRepo {
-            name: REPO,
-            clone_url: &clone,
-            forge: "gitea",
-            webhook_secret_sealed: "plain:secret",
-            api_url: Some(&api),
-            api_token_sealed: Some(&sealed),
-            default_branch: None,
-            forge_repo_id: None,
-        })
-        .await
-        .unwrap()
-        .expect("registered");
+    let world = World::of(Flavor::Gitea, TOKEN).await;
+    let repo = world
+        .register_on("gitea", Some(&format!("plain:{TOKEN}")), None)
+        .await;
     let auth = ForgeAuth::personal(Vault::unkeyed());
-    let client = reqwest::Client::new();
-    confirm(&client, &auth, &store, &repo).await.unwrap();
-    let repo = store.repo_by_id(repo.id).await.unwrap().unwrap();
+    let (client, store, fake) = (&world.client, &world.store, &world.fake);
+    confirm(client, &auth, store, &repo).await.unwrap();
+    let repo = world.reread(&repo).await;
     let id = i64::try_from(fake.repository_id(REPO)).unwrap();
     assert_eq!(
         repo.forge_repo_id,
         Some(id),
         "bound at its first confirmation"
     );
-    confirm(&client, &auth, &store, &repo).await.unwrap();
+    confirm(client, &auth, store, &repo).await.unwrap();
 
     fake.give_name_to(REPO, 7_000_007);
-    let Err(NotConfirmed::Moved(why)) = confirm(&client, &auth, &store, &repo).await else {
+    let Err(NotConfirmed::Moved(why)) = confirm(client, &auth, store, &repo).await else {
         panic!("the new holder of a Gitea name must not be confirmed")
     };
     assert!(
