@@ -192,15 +192,7 @@ async fn receive(
         .app
         .as_ref()
         .is_some_and(|app| app.secret.expose() == secret.as_str());
-    // A repository served through the App with a secret of its own is bound by the App's
-    // installation or its first dispatch (`forge::repo_identity`); any other by its first
-    // verified delivery.
-    let served_by_app = state
-        .registry
-        .as_ref()
-        .is_some_and(|registry| registry.executor().forge_auth().is_app(&repo));
-    let binds = shares_apps_secret || !served_by_app;
-    same_repository(state, &repo, forge_repo_id, binds).await?;
+    same_repository(state, &repo, forge_repo_id, shares_apps_secret).await?;
     installations::admit(state, &repo.name, installation, shares_apps_secret).await?;
 
     let parsed =
@@ -287,21 +279,22 @@ async fn receive(
 
 /// Refuses a delivery for `repo`'s name from another forge repository than the one `repo`
 /// is bound to (`forge_repo_id`): its name was taken over (an org renamed, a repository
-/// deleted and re-created, a transfer), and a repository checked with the GitHub App's one
-/// webhook secret gets deliveries signed for every installation. An unbound repository is
-/// bound to the delivery's id here when `binds` (a compare-and-set: the first verified
-/// delivery wins): every repository but one served through the App with a webhook secret of
-/// its own, which its installation or first dispatch binds (`forge::repo_identity`). Once
-/// bound, a dispatch, re-run or schedule tick compares the forge's id for the name with it.
+/// deleted and re-created), and a repository checked with the GitHub App's one webhook
+/// secret gets deliveries signed for every installation. An unbound repository checked
+/// with the App's secret (`shares_apps_secret`) is bound to the delivery's id here (a
+/// compare-and-set: the first verified delivery wins); one with its own secret, which only
+/// its own webhook holds, stays unbound until an installation names it.
 async fn same_repository(
     state: &WebhookState,
     repo: &crate::store::RepoRow,
     forge_repo_id: Option<i64>,
-    binds: bool,
+    shares_apps_secret: bool,
 ) -> ApiResult<()> {
     let bound = match (repo.forge_repo_id, forge_repo_id) {
         (Some(bound), _) => Some(bound),
-        (None, Some(id)) if binds => state.store.bind_forge_repo_id(repo.id, id).await?,
+        (None, Some(id)) if shares_apps_secret => {
+            state.store.bind_forge_repo_id(repo.id, id).await?
+        }
         (None, _) => None,
     };
     match (bound, forge_repo_id) {
