@@ -145,7 +145,7 @@ mod tests {
 
     fn fixture(name: &str) -> serde_json::Value {
         let path = format!(
-            "{}/../../shared/fixtures/webhooks/{name}",
+            "{}/../engine/tests/fixtures/webhooks/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
