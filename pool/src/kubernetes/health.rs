@@ -21,9 +21,12 @@ pub(super) enum Health {
     Failed(String),
 }
 
-/// Container waiting reasons that do not resolve by themselves.
-const STUCK: [&str; 7] = [
+/// Container waiting reasons that do not resolve by themselves. `ErrImageNeverPull` is a
+/// real kubelet's reason for an image that is not on the node under `imagePullPolicy:
+/// Never` (clusters without a registry load their images so).
+const STUCK: [&str; 8] = [
     "ErrImagePull",
+    "ErrImageNeverPull",
     "ImagePullBackOff",
     "InvalidImageName",
     "CreateContainerConfigError",
@@ -152,6 +155,10 @@ mod tests {
         assert_eq!(
             health(&waiting("ImagePullBackOff"), Duration::ZERO, T),
             Health::Failed("ImagePullBackOff: m".into())
+        );
+        assert_eq!(
+            health(&waiting("ErrImageNeverPull"), Duration::ZERO, T),
+            Health::Failed("ErrImageNeverPull: m".into())
         );
         assert_eq!(
             health(&waiting("CreateContainerConfigError"), Duration::ZERO, T),

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Imports the cluster's images into the containerd of scripts/kube/up.sh (there is no
+# registry to pull from): Kubernetes's pause (as registry.k8s.io/pause:3.10, the sandbox
+# image containerd is configured with) and the project's own image from
+# scripts/image/build.sh. An image already there with the same content is not imported
+# again.
+#
+#   scripts/kube/images.sh BIN_DIR [--binary PATH]
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+bin=$1; shift
+ctr=(ctr --address "$KUBE_SOCK" -n k8s.io)
+python=/usr/bin/python3
+cache="${PLUE_REAL_CACHE:-$HOME/.cache/plue-real}/images"
+mkdir -p "$cache"
+
+# import ARCHIVE NAME: imports unless NAME already has the archive's manifest.
+import() {
+  local archive=$1 name=$2 want have
+  want="$("$python" -c 'import json,sys,tarfile; t=tarfile.open(sys.argv[1]); print(json.load(t.extractfile("index.json"))["manifests"][0]["digest"])' "$archive")"
+  have="$("${ctr[@]}" images ls "name==$name" 2>/dev/null | awk 'NR>1 {print $3}')"
+  if [[ $have != "$want" ]]; then
+    "${ctr[@]}" images import "$archive" >/dev/null
+    kube_log "imported $name ($want)"
+  fi
+}
+
+pause="$cache/pause-$(sha256sum "$bin/pause" | cut -c1-12).oci.tar"
+if [[ ! -f $pause ]]; then
+  work="$(mktemp -d)"
+  "$python" - "$bin/pause" "$work/layer.tar" <<'PY'
+import sys, tarfile
+src, out = sys.argv[1:]
+with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as t:
+    i = t.gettarinfo(src, "pause"); i.uid = i.gid = 0; i.mode = 0o755; i.mtime = 0
+    i.uname = i.gname = "root"
+    with open(src, "rb") as f:
+        t.addfile(i, f)
+PY
+  "$python" "$root/scripts/image/oci.py" --name registry.k8s.io/pause:3.10 --out "$pause" \
+    --layer "$work/layer.tar" --entrypoint /pause --user 65535:65535 >/dev/null
+  rm -rf "$work"
+fi
+import "$pause" registry.k8s.io/pause:3.10
+
+plue="$("$root/scripts/image/build.sh" "$@")"
+name="$("$python" -c 'import json,sys,tarfile; t=tarfile.open(sys.argv[1]); print(json.load(t.extractfile("index.json"))["manifests"][0]["annotations"]["io.containerd.image.name"])' "$plue")"
+import "$plue" "$name"

@@ -1,0 +1,7 @@
+//go:build tools
+
+// Package tools names the command build.sh builds, so that `go mod tidy` keeps
+// every module it needs in go.sum.
+package tools
+
+import _ "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"
