@@ -10,9 +10,10 @@
 //! anything is recorded or run; the delivery comes through an installation of the GitHub
 //! App the operator does not accept (`--installation-owner`) → 403 saying why, before
 //! anything is recorded or run ([`installations`]); payload lacking what its event needs →
-//! 400; delivery id seen
-//! before → 200 with the runs it started; `ping` → 200; the registry failing to fetch the
-//! commit → 422 (the delivery is forgotten, so a redelivery tries again). Issue and comment
+//! 400; delivery id seen before → 200 with the runs it started (on Gitea also a body seen
+//! before: its replay comes with a new delivery id, [`replay_key`]); `ping` → 200; the
+//! registry failing to fetch the commit → 422 (the delivery is forgotten, so a redelivery
+//! tries again). Issue and comment
 //! events go through the same checks and de-duplication; their answer also says, in
 //! `refused`, why a matching workflow started nothing (its author may not summon it).
 //!
@@ -215,6 +216,27 @@ async fn receive(
         result.runs = state.store.delivery_runs(forge.as_str(), &delivery).await?;
         return Ok(Json(result));
     }
+    // Gitea's redelivery (its "Replay") sends the stored body again under a new delivery
+    // id: the body, recorded beside the id, recognises it.
+    let replay = replay_key(forge, &body);
+    if let Some(key) = &replay {
+        if !state
+            .store
+            .record_delivery(forge.as_str(), key, repo.id, &event)
+            .await?
+        {
+            result.duplicate = true;
+            result.runs = state.store.delivery_runs(forge.as_str(), key).await?;
+            state
+                .store
+                .set_delivery_runs(forge.as_str(), &delivery, &result.runs)
+                .await?;
+            return Ok(Json(result));
+        }
+    }
+    let recorded: Vec<&str> = std::iter::once(delivery.as_str())
+        .chain(replay.as_deref())
+        .collect();
     let started = match (&parsed, &state.registry) {
         (
             ForgeEvent::Push(_)
@@ -223,10 +245,7 @@ async fn receive(
             | ForgeEvent::Comment(_),
             None,
         ) => {
-            state
-                .store
-                .forget_delivery(forge.as_str(), &delivery)
-                .await?;
+            forget(state, forge, &recorded).await?;
             return Err(ApiError::Client(
                 StatusCode::NOT_IMPLEMENTED,
                 "this engine has no evaluator".into(),
@@ -256,18 +275,17 @@ async fn receive(
     };
     match started {
         Ok(runs) => {
-            state
-                .store
-                .set_delivery_runs(forge.as_str(), &delivery, &runs)
-                .await?;
+            for id in &recorded {
+                state
+                    .store
+                    .set_delivery_runs(forge.as_str(), id, &runs)
+                    .await?;
+            }
             result.runs = runs;
             Ok(Json(result))
         }
         Err(e) => {
-            state
-                .store
-                .forget_delivery(forge.as_str(), &delivery)
-                .await?;
+            forget(state, forge, &recorded).await?;
             tracing::warn!(repository = %repo.name, %delivery, "delivery failed: {e:#}");
             Err(ApiError::Client(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -275,6 +293,28 @@ async fn receive(
             ))
         }
     }
+}
+
+/// The second name a delivery of `forge` is recorded under besides its id, for a forge
+/// whose redelivery does not keep the id: Gitea's replay (the only redelivery it has, the
+/// "Replay" button of a webhook's page) sends the body it stored byte for byte under a new
+/// `X-Gitea-Delivery`, so the body's SHA-256 names the delivery too. Events do not share
+/// bodies (each names its commits or comment, action, sender and times); a push repeated
+/// exactly (the same branch moved from the same commit to the same one by the same pusher
+/// again, after a force-push undid it) does, and starts nothing new either. GitHub's
+/// redelivery keeps its `X-GitHub-Delivery`.
+fn replay_key(forge: Forge, body: &[u8]) -> Option<String> {
+    use sha2::Digest as _;
+    (forge == Forge::Gitea)
+        .then(|| format!("body-sha256:{}", hex::encode(sha2::Sha256::digest(body))))
+}
+
+/// Forgets the names a delivery was recorded under, so that the forge's redelivery is tried.
+async fn forget(state: &WebhookState, forge: Forge, recorded: &[&str]) -> ApiResult<()> {
+    for id in recorded {
+        state.store.forget_delivery(forge.as_str(), id).await?;
+    }
+    Ok(())
 }
 
 /// Refuses a delivery for `repo`'s name from another forge repository than the one `repo`
@@ -407,9 +447,10 @@ mod tests {
     use super::*;
     use crate::store::NewRepo;
 
-    const SECRET: &str = "the-webhook-secret";
+    pub(super) const SECRET: &str = "the-webhook-secret";
 
-    async fn app() -> (Router, tempfile::TempDir) {
+    /// A router over a store holding `acme/known` (webhook secret [`SECRET`]), no registry.
+    pub(super) async fn app() -> (Router, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_data_dir(dir.path()).await.unwrap();
         let vault = Vault::unkeyed();
@@ -436,7 +477,7 @@ mod tests {
     }
 
     /// The body of a push to `main` of `repo`.
-    fn push_body(repo: &str) -> String {
+    pub(super) fn push_body(repo: &str) -> String {
         serde_json::json!({
             "ref": "refs/heads/main",
             "before": "0".repeat(40),
@@ -506,3 +547,6 @@ mod tests {
         assert_eq!(status, 501, "{body}");
     }
 }
+
+#[cfg(test)]
+mod replay_tests;
