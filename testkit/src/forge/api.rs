@@ -782,6 +782,21 @@ fn labels_json(shared: &SharedState, repo: &str, number: u64) -> Value {
 fn permission(shared: &SharedState, user: &str) -> Answer {
     let guard = lock(shared);
     let flavor = guard.flavor;
+    // Gitea answers a site admin, an admin of the repository, or a user asking about
+    // itself; anyone else gets 403 (`routers/api/v1/repo/collaborators.go`).
+    let asker = guard.users.get(&guard.bot).map(String::as_str);
+    if flavor == Flavor::Gitea
+        && !user.eq_ignore_ascii_case(&guard.bot)
+        && !matches!(asker, Some("admin" | "owner"))
+    {
+        drop(guard);
+        return error(
+            flavor,
+            shared,
+            403,
+            "Only admins can query all permissions, repo admins can query all repo permissions, collaborators can query only their own",
+        );
+    }
     let found = guard.users.get(user).cloned();
     let url = guard.url.clone();
     drop(guard);

@@ -246,6 +246,7 @@ pub(crate) struct Shared {
     pub(crate) root: PathBuf,
     pub(crate) repos: BTreeMap<String, RepoState>,
     /// `login -> permission` (`admin`, `write`, `read`, `none`); others are unknown (404).
+    /// The bot's is the token's own: on Gitea, below `admin` it may ask only its own.
     pub(crate) users: BTreeMap<String, String>,
     pub(crate) requests: Vec<Recorded>,
     pub(crate) faults: Vec<Fault>,
@@ -316,7 +317,17 @@ impl FakeForge {
             bot: "plue-bot".into(),
             root,
             repos: BTreeMap::new(),
-            users: BTreeMap::from([("plue-bot".to_string(), "write".to_string())]),
+            // Plue's account pushes, comments and opens pull requests: write. Gitea tells
+            // other users' permissions only to the repository's admins (and site admins),
+            // so a Gitea deployment makes it an admin of the repository.
+            users: BTreeMap::from([(
+                "plue-bot".to_string(),
+                match flavor {
+                    Flavor::GitHub => "write",
+                    Flavor::Gitea => "admin",
+                }
+                .to_string(),
+            )]),
             requests: Vec::new(),
             faults: Vec::new(),
             next_id: 1000,

@@ -424,3 +424,47 @@ async fn get_user_names_the_tokens_account_until_it_is_made_to_fail() {
         assert_eq!(status, 200);
     }
 }
+
+// Real Gitea (1.26) tells a user's permission only to a site admin, an admin of the
+// repository or that user: a token whose account merely writes gets 403 for anyone else.
+// The fake answered every lookup, so a Gitea repository whose token's account was no admin
+// passed every fake test and failed every summons against a real Gitea.
+#[tokio::test]
+async fn gitea_tells_permissions_only_to_the_repositorys_admins() {
+    let forge = FakeForge::start(Flavor::Gitea, TOKEN).unwrap();
+    forge.create_repo_with("acme/app", &[("a", "a")]).unwrap();
+    forge.set_permission("alice", "write");
+    let auth = format!("token {TOKEN}");
+    let alice = "/repos/acme/app/collaborators/alice/permission";
+    let own = "/repos/acme/app/collaborators/plue-bot/permission";
+    // The default: Plue's account is an admin of the repository, as a deployment makes it.
+    let (status, answer) = call(&forge, "GET", alice, None, Some(&auth)).await;
+    assert_eq!(
+        (status, &answer["permission"]),
+        (200, &json!("write")),
+        "{answer}"
+    );
+    forge.set_permission("plue-bot", "write");
+    let (status, answer) = call(&forge, "GET", alice, None, Some(&auth)).await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Only admins"),
+        "{answer}"
+    );
+    let (status, answer) = call(&forge, "GET", own, None, Some(&auth)).await;
+    assert_eq!(
+        (status, &answer["permission"]),
+        (200, &json!("write")),
+        "{answer}"
+    );
+    // GitHub answers anyone with push access.
+    let github = FakeForge::start(Flavor::GitHub, TOKEN).unwrap();
+    github.create_repo_with("acme/app", &[("a", "a")]).unwrap();
+    github.set_permission("alice", "write");
+    let bearer = format!("Bearer {TOKEN}");
+    let (status, answer) = call(&github, "GET", alice, None, Some(&bearer)).await;
+    assert_eq!(status, 200, "{answer}");
+}
