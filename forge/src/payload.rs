@@ -7,8 +7,9 @@
 //! - A pull request counts as coming from a fork unless the payload shows its head
 //!   repository is the base repository (by full name or, for Gitea, by repository id): a
 //!   payload that does not say is treated as a fork, so its runs get no secrets.
-//! - Gitea's `synchronized` action is reported as GitHub's `synchronize`, so workflows
-//!   name one set of actions.
+//! - Gitea's `synchronized` action is reported as GitHub's `synchronize`, and its label
+//!   changes (`label_updated`, `label_cleared`, on issues and pull requests alike) as
+//!   `labeled` and `unlabeled`, so workflows name one set of actions.
 //! - The actor of an event is the forge login the forge itself reports (GitHub:
 //!   `sender.login`, else `pusher.name`; Gitea: `pusher.login`, else `sender.login`; a pull
 //!   request's author `pull_request.user.login`); a login that is not one a forge allows is
@@ -644,6 +645,10 @@ fn read_pull_request(
         })?;
     let action = match (forge, event.action.as_str()) {
         (Forge::Gitea, "synchronized") => "synchronize".to_string(),
+        // A label added to or taken from a pull request: Gitea's `pull_request` event says
+        // it as on issues.
+        (Forge::Gitea, "label_updated") => "labeled".to_string(),
+        (Forge::Gitea, "label_cleared") => "unlabeled".to_string(),
         (_, action) => action.to_string(),
     };
     let base_name = &event.repository.full_name;
@@ -945,6 +950,27 @@ mod tests {
         assert_eq!(sync.action, "synchronize");
         assert!(!sync.from_fork, "same repo_id on both sides");
         assert_eq!(sync.head_sha, "788ed8d02d3b7fcfcf6386dbcbca696aa1d4dc25");
+
+        // Gitea says a pull request's label changes as on issues (a real Gitea's
+        // `pull_request` event after a label was added: `label_updated`), which matched no
+        // `Trigger.on_pull_request(actions=["labeled"])`.
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&fixture("gitea/pull_request-synchronized.json")).unwrap();
+        for (gitea, read) in [("label_updated", "labeled"), ("label_cleared", "unlabeled")] {
+            body["action"] = gitea.into();
+            let ForgeEvent::PullRequest(labeled) =
+                parse(Forge::Gitea, "pull_request", body.to_string().as_bytes()).unwrap()
+            else {
+                panic!("not a pull request")
+            };
+            assert_eq!(labeled.action, read, "{gitea}");
+            let ForgeEvent::PullRequest(github) =
+                parse(Forge::GitHub, "pull_request", body.to_string().as_bytes()).unwrap()
+            else {
+                panic!("not a pull request")
+            };
+            assert_eq!(github.action, gitea, "GitHub's own names stay");
+        }
     }
 
     #[test]
