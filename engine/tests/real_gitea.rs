@@ -43,6 +43,13 @@ def workflow(ctx):
     )
 "#;
 
+/// Runs when a label is added to a pull request.
+const LABELS: &str = r#"
+def workflow(ctx):
+    return Plan(name="Labels", triggers=[Trigger.on_pull_request(actions=["labeled"])],
+                steps=[Step.bash("labeled", "echo labeled %s" % (ctx.pr.number if ctx.pr else "-"))])
+"#;
+
 const CONTEXT: &str = "plue/CI";
 
 /// The run Plue started for `sha` on `event`, once there is one.
@@ -125,7 +132,11 @@ async fn a_pull_request_opened_and_synchronized_runs_on_its_head() {
         return;
     };
     let _serial = serial().await;
-    let files = [(".plue/ci.plue.py", CI), ("README.md", "ok\n")];
+    let files = [
+        (".plue/ci.plue.py", CI),
+        (".plue/labels.plue.py", LABELS),
+        ("README.md", "ok\n"),
+    ];
     let world = World::start(gitea, "pull", &files, &[], &[]).await;
 
     let head = world
@@ -183,6 +194,36 @@ async fn a_pull_request_opened_and_synchronized_runs_on_its_head() {
         .ok("GET", &format!("{path}/{number}"), None)
         .await;
     assert_eq!(pull["head"]["sha"], moved.as_str());
+
+    // A label added: Gitea's `label_updated`, a `labeled` pull request to Plue.
+    let label = world
+        .gitea
+        .ok(
+            "POST",
+            &format!("/repos/{}/labels", world.repo),
+            Some(json!({"name": "ready", "color": "#00aa00"})),
+        )
+        .await;
+    let path = format!("/repos/{}/issues/{number}/labels", world.repo);
+    let body = json!({ "labels": [label["id"]] });
+    world.gitea.ok("POST", &path, Some(body)).await;
+    let labeled = world
+        .tap
+        .delivered("pull_request", "the label added", |p| {
+            p["action"] == "label_updated"
+        })
+        .await;
+    assert_eq!(labeled.status, 200, "{}", labeled.answer);
+    let runs = labeled.runs();
+    assert_eq!(runs.len(), 1, "{}", labeled.answer);
+    let run = world.finished(runs[0]).await;
+    assert_eq!(run["workflow"], "Labels", "{run}");
+    assert_eq!(
+        run["status"],
+        "succeeded",
+        "{run}\n{}",
+        world.sb.diagnostics()
+    );
 }
 
 // Gitea says who may summon (`authors="write"`): its permission API, asked with the token
