@@ -226,6 +226,79 @@ async fn a_pull_request_opened_and_synchronized_runs_on_its_head() {
     );
 }
 
+/// On pull requests into `main`, with the repository's secret `DEPLOY_TOKEN`.
+const CI_WITH_SECRET: &str = r#"
+def workflow(ctx):
+    return Plan(
+        name="CI",
+        triggers=[Trigger.on_pull_request(branches=["main"])],
+        steps=[Step.bash("test", 'echo "withheld=${PLUE_SECRETS_WITHHELD:-} token=${DEPLOY_TOKEN:-none}"; cat fork.txt',
+                         secrets=["DEPLOY_TOKEN"])],
+    )
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_from_a_fork_runs_its_commit_without_secrets() {
+    let Some(gitea) = gitea("a_pull_request_from_a_fork_runs_its_commit_without_secrets") else {
+        return;
+    };
+    let _serial = serial().await;
+    let files = [(".plue/ci.plue.py", CI_WITH_SECRET), ("README.md", "ok\n")];
+    let world = World::start(gitea, "fork", &files, &[], &[]).await;
+    let secret = unique("deploy-token");
+    support::put_repo_secret(&world.engine.url, &world.repo, "DEPLOY_TOKEN", &secret).await;
+    // Someone else forks the repository and pushes a branch to the fork.
+    let forker = unique("forker");
+    world.gitea.ensure_user(&forker).await;
+    let path = format!("/repos/{}/forks", world.repo);
+    let fork = world
+        .gitea
+        .ok_as(Some(&forker), "POST", &path, Some(json!({})))
+        .await;
+    let fork = fork["full_name"].as_str().unwrap().to_string();
+    let head = world.work.git(&format!(
+        "git remote add fork {}/{fork}.git && git checkout -q -b fix main \
+         && echo from-the-fork > fork.txt && git add -A && git commit -qm fork \
+         && git push -q fork fix && git rev-parse HEAD",
+        world.gitea.url
+    ));
+    let path = format!("/repos/{}/pulls", world.repo);
+    let body = json!({"head": format!("{forker}:fix"), "base": "main", "title": "From a fork"});
+    world
+        .gitea
+        .ok_as(Some(&forker), "POST", &path, Some(body))
+        .await;
+
+    let opened = world
+        .tap
+        .delivered("pull_request", "the fork's pull request", |p| {
+            p["action"] == "opened"
+        })
+        .await;
+    assert_eq!(opened.status, 200, "{}", opened.answer);
+    let runs = opened.runs();
+    assert_eq!(runs.len(), 1, "{}", opened.answer);
+    let run = world.finished(runs[0]).await;
+    assert_eq!(
+        run["status"],
+        "succeeded",
+        "{run}\n{}",
+        world.sb.diagnostics()
+    );
+    assert_eq!(run["sha"], head.as_str());
+    assert_eq!(run["secrets_allowed"], false, "{run}");
+    // The step ran the fork's commit, and got no secret.
+    let lines = support::log_lines(&support::client(), &world.engine.url, runs[0], "test")
+        .await
+        .expect("the step's log");
+    let log: Vec<&str> = lines.iter().filter_map(|l| l["text"].as_str()).collect();
+    let log = log.join("\n");
+    assert!(log.contains("withheld=DEPLOY_TOKEN token=none"), "{log}");
+    assert!(log.contains("from-the-fork"), "{log}");
+    assert!(!log.contains(&secret), "{log}");
+    assert_statuses(&world, &head, runs[0], "success").await;
+}
+
 // Gitea says who may summon (`authors="write"`): its permission API, asked with the token
 // of Plue's account, which Gitea answers only for an admin of the repository. While that
 // account merely writes, a summons fails closed (422, Gitea's reason), and once it is an
