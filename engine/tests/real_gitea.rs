@@ -50,48 +50,14 @@ def workflow(ctx):
                 steps=[Step.bash("labeled", "echo labeled %s" % (ctx.pr.number if ctx.pr else "-"))])
 "#;
 
+/// On tags `v*`.
+const RELEASE: &str = r#"
+def workflow(ctx):
+    return Plan(name="Release", triggers=[Trigger.on_push(tags=["v*"])],
+                steps=[Step.bash("release", "echo releasing " + ctx.ref)])
+"#;
+
 const CONTEXT: &str = "plue/CI";
-
-/// The run Plue started for `sha` on `event`, once there is one.
-async fn run_at(world: &World, sha: &str, event: &str) -> Value {
-    wait_for(
-        Duration::from_secs(60),
-        &format!("a {event} run at {sha}"),
-        || async {
-            world
-                .runs()
-                .await
-                .into_iter()
-                .find(|r| r["sha"] == sha && r["event"] == event)
-        },
-    )
-    .await
-}
-
-/// Asserts that `sha` carries `plue/CI`'s `pending`, then `expected`, both linking run `run`.
-async fn assert_statuses(world: &World, sha: &str, run: i64, expected: &str) {
-    let statuses = world.gitea.final_statuses(&world.repo, sha, CONTEXT).await;
-    let states: Vec<&str> = statuses
-        .iter()
-        .map(|s| s["status"].as_str().unwrap_or_default())
-        .collect();
-    assert_eq!(states, ["pending", expected], "{sha}: {statuses:#?}");
-    for status in &statuses {
-        assert_eq!(status["target_url"], format!("{PUBLIC_URL}/runs/{run}"));
-        assert!(
-            !status["description"]
-                .as_str()
-                .unwrap_or_default()
-                .is_empty(),
-            "{status}"
-        );
-        // Written with the token of Plue's own account.
-        assert_eq!(status["creator"]["login"], BOT, "{status}");
-    }
-    let path = format!("/repos/{}/commits/{sha}/status", world.repo);
-    let combined = world.gitea.ok("GET", &path, None).await;
-    assert_eq!(combined["state"], expected, "{combined}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_runs_and_gitea_shows_its_commit_statuses() {
@@ -100,11 +66,15 @@ async fn a_push_runs_and_gitea_shows_its_commit_statuses() {
     };
     let _serial = serial().await;
     // The first push makes `main`.
-    let files = [(".plue/ci.plue.py", CI), ("README.md", "ok\n")];
+    let files = [
+        (".plue/ci.plue.py", CI),
+        (".plue/release.plue.py", RELEASE),
+        ("README.md", "ok\n"),
+    ];
     let world = World::start(gitea, "push", &files, &[], &[]).await;
     let tapped = &world.initial;
     let good = tapped.payload()["after"].as_str().unwrap().to_string();
-    let run = run_at(&world, &good, "push").await;
+    let run = world.run_at(&good, "push").await;
     assert_eq!(tapped.runs(), [run["id"].as_i64().unwrap()]);
     let id = run["id"].as_i64().unwrap();
     let run = world.finished(id).await;
@@ -118,12 +88,33 @@ async fn a_push_runs_and_gitea_shows_its_commit_statuses() {
     // The admin pushed, a person: the run may have the repository's secrets.
     assert_eq!(run["secrets_allowed"], true, "{run}");
     assert_eq!(run["ref"], "refs/heads/main");
-    assert_statuses(&world, &good, id, "success").await;
+    world.assert_statuses(CONTEXT, &good, id, "success").await;
 
     let bad = world.work.push("main", &[("README.md", "not good\n")]);
-    let id = run_at(&world, &bad, "push").await["id"].as_i64().unwrap();
+    let id = world.run_at(&bad, "push").await["id"].as_i64().unwrap();
     assert_eq!(world.finished(id).await["status"], "failed");
-    assert_statuses(&world, &bad, id, "failure").await;
+    world.assert_statuses(CONTEXT, &bad, id, "failure").await;
+
+    // A tag pushed onto the first commit: the release, not CI.
+    world
+        .work
+        .git(&format!("git tag v1.0 {good} && git push -q origin v1.0"));
+    let tag = world
+        .tap
+        .delivered("push", "the tag's push", |p| p["ref"] == "refs/tags/v1.0")
+        .await;
+    assert_eq!(tag.status, 200, "{}", tag.answer);
+    let runs = tag.runs();
+    assert_eq!(runs.len(), 1, "{}", tag.answer);
+    let run = world.finished(runs[0]).await;
+    assert_eq!(
+        (&run["workflow"], &run["status"], &run["sha"]),
+        (&json!("Release"), &json!("succeeded"), &json!(good)),
+        "{run}"
+    );
+    world
+        .assert_statuses("plue/Release", &good, runs[0], "success")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,7 +145,7 @@ async fn a_pull_request_opened_and_synchronized_runs_on_its_head() {
         })
         .await;
     assert_eq!(opened.status, 200, "{}", opened.answer);
-    let run = run_at(&world, &head, "pull_request").await;
+    let run = world.run_at(&head, "pull_request").await;
     let id = run["id"].as_i64().unwrap();
     assert_eq!(opened.runs(), [id]);
     let run = world.finished(id).await;
@@ -166,7 +157,7 @@ async fn a_pull_request_opened_and_synchronized_runs_on_its_head() {
     );
     // Its head is a branch of the repository itself, not a fork's.
     assert_eq!(run["secrets_allowed"], true, "{run}");
-    assert_statuses(&world, &head, id, "success").await;
+    world.assert_statuses(CONTEXT, &head, id, "success").await;
     // The push of the branch is delivered too, and starts nothing (CI pushes on main).
     let pushed = world.push_delivered(&head).await;
     assert_eq!(pushed.runs(), Vec::<i64>::new(), "{}", pushed.answer);
@@ -182,12 +173,12 @@ async fn a_pull_request_opened_and_synchronized_runs_on_its_head() {
         })
         .await;
     assert_eq!(synced.status, 200, "{}", synced.answer);
-    let id = run_at(&world, &moved, "pull_request").await["id"]
+    let id = world.run_at(&moved, "pull_request").await["id"]
         .as_i64()
         .unwrap();
     assert_eq!(synced.runs(), [id]);
     assert_eq!(world.finished(id).await["status"], "failed");
-    assert_statuses(&world, &moved, id, "failure").await;
+    world.assert_statuses(CONTEXT, &moved, id, "failure").await;
     // Gitea shows the pull request's head with that failure.
     let pull = world
         .gitea
@@ -296,7 +287,9 @@ async fn a_pull_request_from_a_fork_runs_its_commit_without_secrets() {
     assert!(log.contains("withheld=DEPLOY_TOKEN token=none"), "{log}");
     assert!(log.contains("from-the-fork"), "{log}");
     assert!(!log.contains(&secret), "{log}");
-    assert_statuses(&world, &head, runs[0], "success").await;
+    world
+        .assert_statuses(CONTEXT, &head, runs[0], "success")
+        .await;
 }
 
 // Gitea says who may summon (`authors="write"`): its permission API, asked with the token
@@ -435,7 +428,7 @@ async fn a_fix_comment_ends_in_a_pull_request_plue_opened_on_gitea() {
     // The example's files as the repository's first commit.
     let seeded = tempfile::tempdir().unwrap();
     seed(seeded.path());
-    let files = files_below(seeded.path());
+    let files = support::real_gitea::files_below(seeded.path());
     let files: Vec<(&str, &str)> = files
         .iter()
         .map(|(p, t)| (p.as_str(), t.as_str()))
@@ -613,26 +606,4 @@ fn written_by_the_agent() -> String {
         .as_str()
         .unwrap()
         .to_string()
-}
-
-/// Every file below `dir` (path relative to it, text).
-fn files_below(dir: &Path) -> Vec<(String, String)> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(at) = stack.pop() {
-        for entry in std::fs::read_dir(&at).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let relative = path
-                    .strip_prefix(dir)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                files.push((relative, std::fs::read_to_string(&path).unwrap()));
-            }
-        }
-    }
-    files
 }

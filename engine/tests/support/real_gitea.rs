@@ -513,6 +513,38 @@ impl World {
             .unwrap_or_default()
     }
 
+    /// The run Plue started for `sha` on `event`, once there is one.
+    pub(crate) async fn run_at(&self, sha: &str, event: &str) -> Value {
+        let what = format!("a {event} run at {sha}");
+        wait_for(Duration::from_secs(60), &what, || async {
+            self.runs()
+                .await
+                .into_iter()
+                .find(|r| r["sha"] == sha && r["event"] == event)
+        })
+        .await
+    }
+
+    /// Asserts that `sha` carries `context`'s `pending`, then `expected`, both linking run
+    /// `run` and written by [`BOT`], and that Gitea's combined state of `sha` is `expected`.
+    pub(crate) async fn assert_statuses(&self, context: &str, sha: &str, run: i64, expected: &str) {
+        let statuses = self.gitea.final_statuses(&self.repo, sha, context).await;
+        let states: Vec<&str> = statuses
+            .iter()
+            .map(|s| s["status"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(states, ["pending", expected], "{sha}: {statuses:#?}");
+        for status in &statuses {
+            assert_eq!(status["target_url"], format!("{PUBLIC_URL}/runs/{run}"));
+            let description = status["description"].as_str().unwrap_or_default();
+            assert!(!description.is_empty(), "{status}");
+            assert_eq!(status["creator"]["login"], BOT, "{status}");
+        }
+        let path = format!("/repos/{}/commits/{sha}/status", self.repo);
+        let combined = self.gitea.ok("GET", &path, None).await;
+        assert_eq!(combined["state"], expected, "{combined}");
+    }
+
     /// Waits for the delivery of the push of `sha` and answers the runs it started.
     pub(crate) async fn push_delivered(&self, sha: &str) -> Tapped {
         let what = format!("the delivery of the push of {sha}");
@@ -525,4 +557,26 @@ impl World {
     pub(crate) async fn finished(&self, id: i64) -> Value {
         super::wait_final(&client(), &self.engine.url, id, Duration::from_secs(180)).await
     }
+}
+
+/// Every file below `dir` (path relative to it, text).
+pub(crate) fn files_below(dir: &Path) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let relative = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                files.push((relative, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+    files
 }
