@@ -50,6 +50,13 @@ def workflow(ctx):
                 steps=[Step.bash("labeled", "echo labeled %s" % (ctx.pr.number if ctx.pr else "-"))])
 "#;
 
+/// Summoned by `/plue again` on a pull request, by writers only.
+const AGAIN: &str = r#"
+def workflow(ctx):
+    return Plan(name="Again", steps=[Step.bash("again", "echo again")], triggers=[
+        Trigger.on_comment(pattern=r"^/plue again", on=["pull_request"], authors="write")])
+"#;
+
 /// On tags `v*`.
 const RELEASE: &str = r#"
 def workflow(ctx):
@@ -126,9 +133,11 @@ async fn a_pull_request_opened_and_synchronized_runs_on_its_head() {
     let files = [
         (".plue/ci.plue.py", CI),
         (".plue/labels.plue.py", LABELS),
+        (".plue/again.plue.py", AGAIN),
         ("README.md", "ok\n"),
     ];
     let world = World::start(gitea, "pull", &files, &[], &[]).await;
+    let base = world.initial.payload()["after"].clone();
 
     let head = world
         .work
@@ -214,6 +223,28 @@ async fn a_pull_request_opened_and_synchronized_runs_on_its_head() {
         "succeeded",
         "{run}\n{}",
         world.sb.diagnostics()
+    );
+
+    // A writer's comment on the pull request (Gitea's `issue_comment`, `is_pull`): the
+    // workflow of the base runs, never the head's code.
+    let admin = world.gitea.admin.clone();
+    let comment = world
+        .gitea
+        .comment(&admin, &world.repo, number, "/plue again")
+        .await;
+    let tapped = world
+        .tap
+        .delivered("issue_comment", "the comment on the pull request", |p| {
+            p["comment"]["id"] == comment && p["is_pull"] == true
+        })
+        .await;
+    let runs = tapped.runs();
+    assert_eq!(runs.len(), 1, "{}", tapped.answer);
+    let run = world.finished(runs[0]).await;
+    assert_eq!(
+        (&run["workflow"], &run["status"], &run["sha"]),
+        (&json!("Again"), &json!("succeeded"), &base),
+        "{run}"
     );
 }
 
