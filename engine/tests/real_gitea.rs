@@ -15,12 +15,11 @@
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::issue_to_pr::{assert_the_hunt_found_nothing, claude, seed};
-use support::real_gitea::{gitea, unique, World, BOT, PUBLIC_URL};
+use support::issue_to_pr::{assert_the_hunt_found_nothing, claude, seed, written_by_the_fixer};
+use support::real_gitea::{self, gitea, unique, World, BOT, PUBLIC_URL};
 use support::{serial, step, wait_for, LLM_KEY};
 
 /// CI on pushes to `main` and pull requests into it: passes while README.md is `ok`.
@@ -507,7 +506,7 @@ async fn a_fix_comment_ends_in_a_pull_request_plue_opened_on_gitea() {
         let comments = world.gitea.comments(repo, issue).await;
         comments
             .iter()
-            .any(|c| body_of(c).contains(&ended))
+            .any(|c| real_gitea::body_of(c).contains(&ended))
             .then_some(comments)
     })
     .await;
@@ -516,7 +515,7 @@ async fn a_fix_comment_ends_in_a_pull_request_plue_opened_on_gitea() {
     let mut at = Vec::new();
     for marker in markers {
         let with: Vec<usize> = (0..comments.len())
-            .filter(|i| body_of(&comments[*i]).contains(marker))
+            .filter(|i| real_gitea::body_of(&comments[*i]).contains(marker))
             .collect();
         assert_eq!(with.len(), 1, "{marker}: {comments:#?}");
         assert_eq!(comments[with[0]]["user"]["login"], BOT);
@@ -524,22 +523,22 @@ async fn a_fix_comment_ends_in_a_pull_request_plue_opened_on_gitea() {
     }
     assert!(at.windows(2).all(|w| w[0] < w[1]), "{comments:#?}");
     assert!(
-        body_of(&comments[at[0]]).contains(&format!("{PUBLIC_URL}/runs/{run}")),
+        real_gitea::body_of(&comments[at[0]]).contains(&format!("{PUBLIC_URL}/runs/{run}")),
         "{}",
-        body_of(&comments[at[0]])
+        real_gitea::body_of(&comments[at[0]])
     );
 
     // One pull request, opened by Plue's account from its branch into main.
-    let pull = the_pull_request(&world, comment).await;
+    let pull = world.plues_pull_request(comment).await;
     assert!(
-        body_of(&comments[at[2]]).contains(pull["html_url"].as_str().unwrap()),
+        real_gitea::body_of(&comments[at[2]]).contains(pull["html_url"].as_str().unwrap()),
         "{}",
-        body_of(&comments[at[2]])
+        real_gitea::body_of(&comments[at[2]])
     );
     assert!(
-        body_of(&pull).contains(&format!("#{issue}")),
+        real_gitea::body_of(&pull).contains(&format!("#{issue}")),
         "{}",
-        body_of(&pull)
+        real_gitea::body_of(&pull)
     );
     // Its commit is the base plus exactly the agent's change.
     let number = pull["number"].as_u64().unwrap();
@@ -574,7 +573,7 @@ async fn a_fix_comment_ends_in_a_pull_request_plue_opened_on_gitea() {
             None,
         )
         .await;
-    assert_eq!(fixed.as_str(), Some(written_by_the_agent().as_str()));
+    assert_eq!(fixed.as_str(), Some(written_by_the_fixer(FIXED).as_str()));
     // The run's commit status is on the pull request's head.
     wait_for(Duration::from_secs(60), "a success on the head", || async {
         let statuses = world.gitea.statuses(repo, &head).await;
@@ -596,45 +595,5 @@ async fn a_fix_comment_ends_in_a_pull_request_plue_opened_on_gitea() {
     let (status, again) = world.tap.resend(&tapped).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["duplicate"], true, "{again}");
-    the_pull_request(&world, comment).await;
-}
-
-/// The body of a Gitea comment or pull request.
-fn body_of(item: &Value) -> &str {
-    item["body"].as_str().unwrap_or_default()
-}
-
-/// The one pull request of the world's repository, checked to be Plue's for `comment`.
-async fn the_pull_request(world: &World, comment: u64) -> Value {
-    let path = format!("/repos/{}/pulls?state=all", world.repo);
-    let pulls = world.gitea.ok("GET", &path, None).await;
-    let pulls = pulls.as_array().unwrap();
-    assert_eq!(pulls.len(), 1, "{pulls:#?}");
-    let pull = pulls[0].clone();
-    assert_eq!(pull["state"], "open", "{pull}");
-    assert_eq!(pull["user"]["login"], BOT, "{pull}");
-    assert_eq!(pull["base"]["ref"], "main", "{pull}");
-    let head = pull["head"]["ref"].as_str().unwrap();
-    assert!(
-        head.starts_with(&format!("plue/comment-{comment}")),
-        "{head}"
-    );
-    pull
-}
-
-/// What the scripted fixer writes to [`FIXED`].
-fn written_by_the_agent() -> String {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agents/scripts/issue-to-pr.json");
-    let script: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    script["replies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["tool_uses"].as_array().cloned().unwrap_or_default())
-        .find(|t| t["name"] == "write_file" && t["input"]["path"] == FIXED)
-        .expect("the fixer's write_file")["input"]["content"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    world.plues_pull_request(comment).await;
 }

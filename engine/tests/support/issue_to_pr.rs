@@ -75,3 +75,20 @@ pub(crate) fn assert_the_hunt_found_nothing(requests: &[Recorded]) {
     assert!(hunted.contains("hunt-done"), "{hunted}");
     assert!(!hunted.contains("FOUND-"), "{hunted}");
 }
+
+/// What the example's scripted fixer writes to `path` (its `write_file` call).
+pub(crate) fn written_by_the_fixer(path: &str) -> String {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agents/scripts/issue-to-pr.json");
+    let script: Value = serde_json::from_str(&std::fs::read_to_string(script).unwrap()).unwrap();
+    script["replies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["tool_uses"].as_array().cloned().unwrap_or_default())
+        .find(|t| t["name"] == "write_file" && t["input"]["path"] == path)
+        .expect("the fixer's write_file")["input"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}

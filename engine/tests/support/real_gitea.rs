@@ -545,6 +545,23 @@ impl World {
         assert_eq!(combined["state"], expected, "{combined}");
     }
 
+    /// The one pull request of the repository, checked to be Plue's (opened by [`BOT`]
+    /// from its branch for comment `comment` into `main`, and open).
+    pub(crate) async fn plues_pull_request(&self, comment: u64) -> Value {
+        let path = format!("/repos/{}/pulls?state=all", self.repo);
+        let pulls = self.gitea.ok("GET", &path, None).await;
+        let pulls = pulls.as_array().expect("a list");
+        assert_eq!(pulls.len(), 1, "{pulls:#?}");
+        let pull = pulls[0].clone();
+        assert_eq!(pull["state"], "open", "{pull}");
+        assert_eq!(pull["user"]["login"], BOT, "{pull}");
+        assert_eq!(pull["base"]["ref"], "main", "{pull}");
+        let head = pull["head"]["ref"].as_str().unwrap_or_default();
+        let branch = format!("plue/comment-{comment}");
+        assert!(head.starts_with(&branch), "{head}");
+        pull
+    }
+
     /// Waits for the delivery of the push of `sha` and answers the runs it started.
     pub(crate) async fn push_delivered(&self, sha: &str) -> Tapped {
         let what = format!("the delivery of the push of {sha}");
@@ -579,4 +596,9 @@ pub(crate) fn files_below(dir: &Path) -> Vec<(String, String)> {
         }
     }
     files
+}
+
+/// The body of a Gitea comment or pull request.
+pub(crate) fn body_of(item: &Value) -> &str {
+    item["body"].as_str().unwrap_or_default()
 }
