@@ -69,7 +69,14 @@ pub async fn prepare(source: &WorkspaceSource, dir: &Path) -> anyhow::Result<()>
 /// Copies the files of `from` that git would not ignore into `to`.
 fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
     if !from.is_dir() {
-        bail!("{} is not a directory", from.display());
+        // A copied workspace is a directory of the engine's machine (a run of a local
+        // workflow file): a runner elsewhere, a pod's among them, never sees it.
+        bail!(
+            "{} is not a directory on this runner's machine: a run of a workflow file of \
+             the engine's file system needs runners on the engine's machine (the local pool), \
+             not runner pods or runners elsewhere",
+            from.display()
+        );
     }
     // Never copy the workspace into itself when it lives inside the source tree.
     let target = to

@@ -21,7 +21,16 @@ if [[ $done_all == 1 ]]; then echo "$out/bin"; exit 0; fi
 mkdir -p "$out/bin.partial"
 export CGO_ENABLED=0 GOFLAGS="-buildvcs=false -trimpath"
 # -p 2: this is a 2-core machine and the Rust build may be running beside us.
-( cd "$here" && go build -p 2 -ldflags="-s -w" -o "$out/bin.partial/" \
+# The release's version, as Kubernetes's own build stamps it (Helm checks a chart's
+# kubeVersion against what the API server says it is).
+release="$(sed -n 's#^require k8s.io/kubernetes v##p' "$here/go.mod")"
+minor="$(cut -d. -f2 <<<"$release")"
+stamp=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  stamp+=" -X $pkg.gitVersion=v$release -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  stamp+=" -X $pkg.gitTreeState=clean"
+done
+( cd "$here" && go build -p 2 -ldflags="-s -w$stamp" -o "$out/bin.partial/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler \

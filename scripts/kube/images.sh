@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Imports the cluster's images into the containerd of scripts/kube/up.sh (there is no
 # registry to pull from): Kubernetes's pause (as registry.k8s.io/pause:3.10, the sandbox
-# image containerd is configured with) and the project's own image from
+# image containerd is configured with), the cluster DNS (CoreDNS) and the project's own image from
 # scripts/image/build.sh. An image already there with the same content is not imported
 # again.
 #
@@ -46,6 +46,28 @@ PY
 fi
 import "$pause" registry.k8s.io/pause:3.10
 
+dns="$cache/cluster-dns-$(sha256sum "$bin/cluster-dns" | cut -c1-12).oci.tar"
+if [[ ! -f $dns ]]; then
+  work="$(mktemp -d)"
+  "$python" - "$bin/cluster-dns" "$work/layer.tar" <<'PY'
+import sys, tarfile
+src, out = sys.argv[1:]
+with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as t:
+    i = t.gettarinfo(src, "coredns"); i.uid = i.gid = 0; i.mode = 0o755; i.mtime = 0
+    i.uname = i.gname = "root"
+    with open(src, "rb") as f:
+        t.addfile(i, f)
+PY
+  "$python" "$root/scripts/image/oci.py" --name "$KUBE_DNS_IMAGE" --out "$dns" \
+    --layer "$work/layer.tar" --entrypoint /coredns --user 65532:65532 >/dev/null
+  rm -rf "$work"
+fi
+import "$dns" "$KUBE_DNS_IMAGE"
+
+if [[ $# == 0 && ! -x $root/target/release/plue && ! -x $root/target/debug/plue ]]; then
+  kube_log "no plue binary built yet: the project's image is imported when one is (tests/real_kube.rs imports the binary it tests)"
+  exit 0
+fi
 plue="$("$root/scripts/image/build.sh" "$@")"
 name="$("$python" -c 'import json,sys,tarfile; t=tarfile.open(sys.argv[1]); print(json.load(t.extractfile("index.json"))["manifests"][0]["annotations"]["io.containerd.image.name"])' "$plue")"
 import "$plue" "$name"

@@ -2,11 +2,12 @@
 # Sourced, not run.
 #
 # Addresses (none of them leaves the machine):
-#   node        10.250.0.1 on the loopback link (label lo:plue): the API server (:6443), the
-#               kubelet (:10250) and the cluster DNS (:53) listen here, so pods reach
-#               them through their gateway
+#   node        10.250.0.1 on the loopback link (label lo:plue): the API server (:6443)
+#               and the kubelet (:10250) listen here, so pods reach them through their
+#               gateway
 #   pods        10.251.0.0/24 on the bridge plue-cni0 (gateway 10.251.0.1)
-#   services    10.252.0.0/16 (the API server's Service is 10.252.0.1)
+#   services    10.252.0.0/16 (the API server's Service is 10.252.0.1, the cluster
+#               DNS's, kube-system/kube-dns, 10.252.0.10)
 # Everything else (etcd, the components' health and metrics ports) is on 127.0.0.1.
 
 KUBE_STATE="${PLUE_KUBE_STATE:-/tmp/plue-kube}"
@@ -18,11 +19,14 @@ KUBE_POD_CIDR=10.251.0.0/16
 KUBE_POD_SUBNET=10.251.0.0/24
 KUBE_SVC_CIDR=10.252.0.0/16
 KUBE_API_SVC_IP=10.252.0.1
+KUBE_DNS_IP=10.252.0.10
+# The cluster DNS's image: CoreDNS as scripts/kube/dns builds it (images.sh imports it).
+KUBE_DNS_IMAGE=plue.test/cluster-dns:$(sed -n 's#^require github.com/coredns/coredns ##p' "$(dirname "${BASH_SOURCE[0]}")/dns/go.mod")
 KUBE_ETCD=127.0.0.1:23790
 KUBE_API="https://$KUBE_NODE_IP:6443"
 KUBE_SOCK="$KUBE_STATE/containerd/containerd.sock"
 # The components in the order up.sh starts them; down.sh stops them in reverse.
-KUBE_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy cluster-dns kube-router)
+KUBE_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kube-router)
 
 kube_log() { printf '%s scripts/kube: %s\n' "$(date +%T)" "$*" >&2; }
 kube_die() { kube_log "error: $*"; exit 1; }

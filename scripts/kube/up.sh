@@ -99,14 +99,12 @@ cert scheduler system:kube-scheduler
 cert kubelet-client "system:node:$KUBE_NODE" system:nodes
 cert kubelet-serving "$KUBE_NODE" "" "IP:$KUBE_NODE_IP,DNS:$KUBE_NODE"
 cert kube-proxy system:kube-proxy
-cert cluster-dns plue-cluster-dns
 cert kube-router plue-kube-router
 kubeconfig admin admin
 kubeconfig controller-manager controller-manager
 kubeconfig scheduler scheduler
 kubeconfig kubelet kubelet-client
 kubeconfig kube-proxy kube-proxy
-kubeconfig cluster-dns cluster-dns
 kubeconfig kube-router kube-router
 
 # ---------------------------------------------------------------- components
@@ -255,7 +253,7 @@ cgroupDriver: cgroupfs
 containerRuntimeEndpoint: unix://$KUBE_SOCK
 failSwapOn: false
 failCgroupV1: false
-clusterDNS: [$KUBE_NODE_IP]
+clusterDNS: [$KUBE_DNS_IP]
 clusterDomain: cluster.local
 resolvConf: $S/etc/resolv.conf
 # Images cannot be pulled again here: never collect them, and evict pods only when the
@@ -283,23 +281,6 @@ start kube-proxy "$KUBE_BIN/kube-proxy" --kubeconfig "$pki/kube-proxy.kubeconfig
 kube_ctl apply -f - >/dev/null <<EOF
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
-metadata: {name: "plue:cluster-dns"}
-rules:
-- apiGroups: [""]
-  resources: [endpoints, services, pods, namespaces]
-  verbs: [list, watch]
-- apiGroups: [discovery.k8s.io]
-  resources: [endpointslices]
-  verbs: [list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "plue:cluster-dns"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "plue:cluster-dns"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: plue-cluster-dns}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
 metadata: {name: "plue:kube-router"}
 rules:
 - apiGroups: [""]
@@ -321,29 +302,96 @@ metadata: {name: "plue:kube-router"}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "plue:kube-router"}
 subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: plue-kube-router}]
 EOF
-cat >"$S/etc/Corefile" <<EOF
-.:53 {
-    bind $KUBE_NODE_IP
-    errors
-    cache 5
-    kubernetes cluster.local in-addr.arpa ip6.arpa {
-        kubeconfig $pki/cluster-dns.kubeconfig plue
-        pods insecure
-        fallthrough in-addr.arpa ip6.arpa
-    }
-    forward . /etc/resolv.conf
-}
-EOF
-start cluster-dns "$KUBE_BIN/cluster-dns" -conf "$S/etc/Corefile"
 start kube-router "$KUBE_BIN/kube-router" --kubeconfig "$pki/kube-router.kubeconfig" \
   --hostname-override "$KUBE_NODE" --run-firewall=true --run-router=false \
   --run-service-proxy=false --enable-cni=false --metrics-port 0 --health-port 20244
 wait_for kube-proxy 30 curl_ok http://127.0.0.1:10256/healthz
-wait_for cluster-dns 30 bash -c "exec 3<>/dev/tcp/$KUBE_NODE_IP/53"
 wait_for kube-router 30 curl_ok http://127.0.0.1:20244/healthz
 
 # The default ServiceAccount of a new namespace comes from the controller-manager.
 wait_for kube-controller-manager 60 kube_ctl -n default get serviceaccount default
+
+# The cluster DNS where clusters keep it: pods labelled k8s-app=kube-dns in kube-system
+# behind the kube-dns Service (NetworkPolicies, the chart's among them, name it so).
+kube_ctl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: cluster-dns, namespace: kube-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "plue:cluster-dns"}
+rules:
+- apiGroups: [""]
+  resources: [endpoints, services, pods, namespaces]
+  verbs: [list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "plue:cluster-dns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "plue:cluster-dns"}
+subjects: [{kind: ServiceAccount, name: cluster-dns, namespace: kube-system}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cluster-dns, namespace: kube-system}
+data:
+  Corefile: |
+    .:53 {
+        errors
+        cache 5
+        kubernetes cluster.local in-addr.arpa ip6.arpa {
+            pods insecure
+            fallthrough in-addr.arpa ip6.arpa
+        }
+        forward . /etc/resolv.conf
+    }
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cluster-dns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {k8s-app: kube-dns}}
+  template:
+    metadata: {labels: {k8s-app: kube-dns}}
+    spec:
+      serviceAccountName: cluster-dns
+      dnsPolicy: Default
+      # Port 53 without a capability (a safe sysctl, allowed by every kubelet).
+      securityContext: {sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: "0"}]}
+      containers:
+      - name: dns
+        image: $KUBE_DNS_IMAGE
+        imagePullPolicy: Never
+        args: [-conf, /etc/coredns/Corefile]
+        ports:
+        - {name: dns, containerPort: 53, protocol: UDP}
+        - {name: dns-tcp, containerPort: 53, protocol: TCP}
+        securityContext:
+          allowPrivilegeEscalation: false
+          capabilities: {drop: [ALL]}
+          readOnlyRootFilesystem: true
+        volumeMounts: [{name: config, mountPath: /etc/coredns, readOnly: true}]
+      volumes: [{name: config, configMap: {name: cluster-dns}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec:
+  clusterIP: $KUBE_DNS_IP
+  selector: {k8s-app: kube-dns}
+  ports:
+  - {name: dns, port: 53, protocol: UDP}
+  - {name: dns-tcp, port: 53, protocol: TCP}
+EOF
+dns_ready() {
+  [[ $(kube_ctl -n kube-system get deployment cluster-dns -o jsonpath='{.status.readyReplicas}') == 1 ]]
+}
+wait_for kubelet 120 dns_ready
 
 cat >"$S/env" <<EOF
 export KUBECONFIG=$pki/admin.kubeconfig

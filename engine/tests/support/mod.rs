@@ -23,6 +23,7 @@
 
 pub(crate) mod issue_to_pr;
 pub(crate) mod real_gitea;
+pub(crate) mod real_kube;
 
 use std::collections::BTreeSet;
 use std::fs::File;

@@ -105,7 +105,13 @@ async fn copy_of_a_missing_directory_fails() {
         path: "/nonexistent/plue-src".into(),
     };
     let err = prepare(&source, dest.path()).await.unwrap_err();
-    assert!(format!("{err:#}").contains("is not a directory"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains(
+            "/nonexistent/plue-src is not a directory on this runner's machine: a run of a \
+             workflow file of the engine's file system needs runners on the engine's machine"
+        ),
+        "{err:#}"
+    );
 }
 
 /// Runs git in `dir` with a fixed identity, returning its stdout.

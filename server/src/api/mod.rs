@@ -492,7 +492,9 @@ pub(super) struct RunId {
     tag = "runs",
     summary = "Run a workflow file of the server's file system",
     description = "Needs an installation admin, and the file below a directory the engine \
-                   was started with `--local-workflows` for.",
+                   was started with `--local-workflows` for. The run's steps copy the \
+                   workspace from the engine's file system: only runners on the engine's \
+                   machine (the local pool) can run them, not runner pods.",
     request_body = CreateRun,
     security(("bearer" = [])),
     responses(
