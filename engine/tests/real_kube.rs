@@ -41,10 +41,14 @@ fn values(cluster: &Cluster, forge: &Forge) -> Value {
                 {"name": "default", "labels": {}, "min_warm": 2, "max_runners": 3, "idle_timeout": "5m",
                  "egress": forge_egress},
                 {"name": "confined", "labels": {"net": "pod"}, "min_warm": 1, "max_runners": 1,
-                 "idle_timeout": "5m", "step_network": "pod", "egress": forge_egress}
+                 "idle_timeout": "5m", "step_network": "pod", "egress": forge_egress},
+                {"name": "proxied", "labels": {"net": "proxied"}, "min_warm": 1, "max_runners": 1,
+                 "idle_timeout": "5m", "step_network": "pod", "egress_proxy": true,
+                 "egress": forge_egress}
             ]
         },
-        "egressProxy": {"enabled": false, "clusterCidrs": [cluster.pod_cidr, cluster.svc_cidr]},
+        "egressProxy": {"enabled": true, "replicas": 1,
+                        "clusterCidrs": [cluster.pod_cidr, cluster.svc_cidr]},
     })
 }
 
@@ -90,12 +94,14 @@ async fn the_chart_on_a_real_cluster() {
         },
     )
     .await;
-    wait_for(
-        Duration::from_secs(120),
-        "1 warm confined runner pod",
-        || async { (release.running_runners("confined").len() == 1).then_some(()) },
-    )
-    .await;
+    for class in ["confined", "proxied"] {
+        wait_for(
+            Duration::from_secs(120),
+            &format!("1 warm {class} runner pod"),
+            || async { (release.running_runners(class).len() == 1).then_some(()) },
+        )
+        .await;
+    }
     let refused = cluster.run(
         "kubectl",
         &[
@@ -125,13 +131,13 @@ async fn the_chart_on_a_real_cluster() {
 
     // -- The warm pool: every warm pod registered with the engine.
     let engine = release.engine_url();
-    wait_for(Duration::from_secs(120), "3 runners registered", || async {
+    wait_for(Duration::from_secs(120), "4 runners registered", || async {
         let runners = get_json(&http, &format!("{engine}/api/runners")).await;
         let online = runners
             .as_array()
             .map(|r| r.iter().filter(|r| r["status"] != "offline").count())
             .unwrap_or(0);
-        (online >= 3).then_some(())
+        (online >= 4).then_some(())
     })
     .await;
 
@@ -237,6 +243,25 @@ async fn the_chart_on_a_real_cluster() {
         "Step.bash('sealed', \"if timeout 3 bash -c 'exec 3<>/dev/tcp/{}/6443'; then echo escaped; exit 1; else echo sealed; fi\", network='none')",
         cluster.node_ip
     ));
+    // Allow-list steps go out through the chart's egress proxy: the listed forge answers,
+    // an unlisted address gets the proxy's refusal, and no direct way out exists.
+    let (node, port) = (&cluster.node_ip, forge.port());
+    let through_proxy = |target: &str| {
+        format!(
+            r#"at=${{HTTP_PROXY#http://}}; exec 3<>/dev/tcp/${{at%:*}}/${{at##*:}}; printf "GET http://{target}/acme/burst.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n" >&3; echo "answer: $(head -n 1 <&3 | tr -d '\r')""#
+        )
+    };
+    steps.push(format!(
+        "Step.bash('listed', {:?}, network=['{node}:{port}'], runner={{'net': 'proxied'}})",
+        through_proxy(&format!("{node}:{port}"))
+    ));
+    steps.push(format!(
+        "Step.bash('unlisted', {:?}, network=['{node}:{port}'], runner={{'net': 'proxied'}})",
+        format!(
+            "{}; if timeout 3 bash -c 'exec 3<>/dev/tcp/{node}/6443'; then echo direct-open; else echo direct-blocked; fi",
+            through_proxy(&format!("{node}:6443"))
+        )
+    ));
     let source = support::workflow_source("burst", &steps);
     let (url, run) = forge.dispatch(&release, "burst", &source).await;
     let mut most = 0;
@@ -270,6 +295,34 @@ async fn the_chart_on_a_real_cluster() {
         .await
         .unwrap_or_default();
     assert!(sealed.iter().any(|l| l["text"] == "sealed"), "{sealed:?}");
+    let text = |lines: Vec<Value>| {
+        lines
+            .iter()
+            .filter_map(|l| l["text"].as_str().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    let listed = text(
+        support::log_lines(&http, &url, run, "listed")
+            .await
+            .unwrap_or_default(),
+    );
+    assert!(
+        listed.iter().any(|l| l == "answer: HTTP/1.1 200 OK"),
+        "the listed forge through the proxy: {listed:?}"
+    );
+    let unlisted = text(
+        support::log_lines(&http, &url, run, "unlisted")
+            .await
+            .unwrap_or_default(),
+    );
+    assert!(
+        unlisted.iter().any(|l| l.starts_with("answer: HTTP/1.1 4")),
+        "an unlisted address through the proxy: {unlisted:?}"
+    );
+    assert!(
+        unlisted.iter().any(|l| l == "direct-blocked"),
+        "a way around the proxy: {unlisted:?}"
+    );
 
     // -- A pod killed, a pod evicted: each is replaced, back to min_warm.
     let before = release.running_runners("default");
