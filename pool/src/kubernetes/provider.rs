@@ -46,6 +46,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 fn is_start_failure(reason: &str) -> bool {
     [
         "ErrImagePull",
+        "ErrImageNeverPull",
         "ImagePullBackOff",
         "InvalidImageName",
         "CreateContainerConfigError",
@@ -598,6 +599,9 @@ mod tests {
             assert_eq!(reason_kind(reason), kind);
         }
         assert!(is_start_failure("ErrImagePull: not found"));
+        assert!(is_start_failure(
+            "ErrImageNeverPull: Container image \"plue-missing:0\" is not present with pull policy of Never"
+        ));
         assert!(is_start_failure("Unschedulable"));
         assert!(!is_start_failure("OOMKilled"));
     }
