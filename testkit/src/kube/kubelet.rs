@@ -4,7 +4,8 @@
 //! phases and container statuses as a real kubelet does.
 //!
 //! - The container's image names a program ([`KubeletConfig::images`]), run in place of
-//!   `command[0]`; an unknown image waits in `ErrImagePull`, then `ImagePullBackOff`.
+//!   `command[0]`; an unknown image waits in `ErrImagePull`, then `ImagePullBackOff`, or
+//!   in `ErrImageNeverPull` under `imagePullPolicy: Never`, as a real kubelet's does.
 //! - Secret volumes become files in the pod's own temporary directory, laid out as the
 //!   kubelet's atomic writer does (`..data` link; mode `defaultMode`, group-readable under
 //!   an `fsGroup`), `emptyDir`s empty directories; an argument or `workingDir` under a
@@ -437,6 +438,15 @@ impl Kubelet {
         let container = pod["spec"]["containers"][0].clone();
         let image = container["image"].as_str().unwrap_or_default().to_string();
         let Some(program) = self.config.images.get(&image).cloned() else {
+            // A real kubelet pulls nothing under `Never` and says so (seen on the real
+            // cluster of scripts/kube/up.sh).
+            if container["imagePullPolicy"] == "Never" {
+                let message = format!(
+                    "Container image {image:?} is not present with pull policy of Never"
+                );
+                self.waiting(namespace, name, &container, "ErrImageNeverPull", &message);
+                return Ok(());
+            }
             let message = format!("failed to pull image {image:?}: not found");
             self.waiting(namespace, name, &container, "ErrImagePull", &message);
             tokio::time::sleep(Duration::from_millis(100)).await;
