@@ -441,9 +441,8 @@ impl Kubelet {
             // A real kubelet pulls nothing under `Never` and says so (seen on the real
             // cluster of scripts/kube/up.sh).
             if container["imagePullPolicy"] == "Never" {
-                let message = format!(
-                    "Container image {image:?} is not present with pull policy of Never"
-                );
+                let message =
+                    format!("Container image {image:?} is not present with pull policy of Never");
                 self.waiting(namespace, name, &container, "ErrImageNeverPull", &message);
                 return Ok(());
             }
