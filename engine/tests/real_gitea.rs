@@ -1,6 +1,7 @@
 //! The Gitea flows end to end against a real Gitea (`scripts/gitea/up.sh`: the release
 //! `scripts/gitea/go.mod` pins, built from its Go module) and the real `plue serve`: each
-//! test makes its own private repository through Gitea's API, pushes with git over HTTP,
+//! test makes its own repository (public: the engine cannot fetch a private Gitea
+//! repository yet) through Gitea's API, pushes with git over HTTP,
 //! lets Gitea deliver its own webhooks (through a tap that forwards them unchanged and
 //! keeps Plue's answers: `support/real_gitea.rs`), and reads what Plue wrote back through
 //! Gitea's API — commit statuses, comments, a pull request and its commit.
@@ -11,6 +12,9 @@
 //! ```sh
 //! source "$(scripts/gitea/up.sh)" && PLUE_REQUIRE_GITEA=1 cargo test -p engine --test real_gitea
 //! ```
+//!
+//! Why one file just past ~600 lines: each flow is one test over the same Gitea and
+//! engine; what they share already lives in `support/real_gitea.rs`.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;

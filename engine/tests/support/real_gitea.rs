@@ -15,6 +15,9 @@
 //!   said (its runs, what it refused), and can send the very same delivery again.
 //!
 //! Every wait has a deadline ([`wait_for`]).
+//!
+//! Why just past ~600 lines: the set-up every Gitea flow shares (the tap, the world, the
+//! waits on Gitea's answers) is one module so that no test file repeats it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
