@@ -41,25 +41,16 @@ if [[ ! -f $base ]]; then
     --format=tar bookworm "$base.partial" http://deb.debian.org/debian \
     "deb http://deb.debian.org/debian-security bookworm-security main" >&2
   mv "$base.partial" "$base"
+  # Bases of an earlier build.sh are not used again: keep the disk for this one.
+  find "$cache/images" -maxdepth 1 -name 'base-*.tar' ! -path "$base" -delete
 fi
 
 # The binary's layer: usr/local/bin/plue, debug info stripped, owned by root.
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 objcopy --strip-debug "$binary" "$work/plue"
-"$python" - "$work/plue" "$work/plue.tar" <<'PY'
-import sys, tarfile
-src, out = sys.argv[1:]
-with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as t:
-    for d in ("usr", "usr/local", "usr/local/bin"):
-        i = tarfile.TarInfo(d); i.type = tarfile.DIRTYPE; i.mode = 0o755; t.addfile(i)
-    i = t.gettarinfo(src, "usr/local/bin/plue")
-    i.uid = i.gid = 0; i.uname = i.gname = "root"; i.mode = 0o755; i.mtime = 0
-    with open(src, "rb") as f:
-        t.addfile(i, f)
-PY
 out="$cache/images/plue.oci.tar"
-"$python" "$here/oci.py" --name "$name" --out "$out" --layer "$base" --layer "$work/plue.tar" \
+"$python" "$here/oci.py" --name "$name" --out "$out" --layer "$base" --file "$work/plue=usr/local/bin/plue" \
   --entrypoint plue --cmd serve --cmd=--runners --cmd 0 \
   --env HOME=/home/plue --env PLUE_LISTEN=0.0.0.0:8600 --env PLUE_DATA_DIR=/var/lib/plue/data \
   --user 65532:65532 --workdir /home/plue --port 8600

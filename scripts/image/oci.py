@@ -2,11 +2,13 @@
 """Writes an OCI image archive (an OCI image layout in a tar) from layer tarballs.
 
     oci.py --name docker.io/library/plue:0.1.0 --out plue.oci.tar \
-        --layer base.tar --layer plue.tar \
+        --layer base.tar --file target/plue=usr/local/bin/plue \
         --entrypoint plue --cmd serve --cmd=--runners --cmd 0 \
         --env HOME=/home/plue --user 65532:65532 --workdir /home/plue --port 8600
 
-Layers are stored uncompressed (their digest is their diff id), which containerd imports
+`--layer` takes a layer tarball; `--file SRC=DEST` makes a layer of one executable file
+at DEST (with its parent directories), owned by root, mode 0755, dated 0, after the
+`--layer`s. Layers are stored uncompressed (their digest is their diff id), which containerd imports
 as they are (`ctr -n k8s.io images import`). The image is linux/amd64. Nothing here
 depends on a container engine: it is how scripts/image/build.sh builds the Dockerfile's
 image on machines that have none.
@@ -34,11 +36,31 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
+def file_layer(src, dest, out):
+    """Writes the layer tarball `out` holding `src` at `dest`; returns `out`."""
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as t:
+        parts = dest.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            d = tarfile.TarInfo("/".join(parts[:depth]))
+            d.type = tarfile.DIRTYPE
+            d.mode = 0o755
+            t.addfile(d)
+        i = t.gettarinfo(src, dest)
+        i.uid = i.gid = 0
+        i.uname = i.gname = "root"
+        i.mode = 0o755
+        i.mtime = 0
+        with open(src, "rb") as f:
+            t.addfile(i, f)
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--name", required=True, help="full reference, e.g. docker.io/library/plue:0.1.0")
     p.add_argument("--out", required=True)
-    p.add_argument("--layer", action="append", default=[], required=True)
+    p.add_argument("--layer", action="append", default=[])
+    p.add_argument("--file", action="append", default=[], metavar="SRC=DEST")
     p.add_argument("--entrypoint", action="append", default=[])
     p.add_argument("--cmd", action="append", default=[])
     p.add_argument("--env", action="append", default=[])
@@ -49,9 +71,17 @@ def main():
     if ":" not in a.name.rsplit("/", 1)[-1]:
         sys.exit(f"oci.py: --name {a.name!r} has no tag")
 
+    if not a.layer and not a.file:
+        sys.exit("oci.py: give at least one --layer or --file")
+
     with tempfile.TemporaryDirectory() as tmp:
         blobs = os.path.join(tmp, "blobs", "sha256")
         os.makedirs(blobs)
+        for n, spec in enumerate(a.file):
+            src, sep, dest = spec.partition("=")
+            if not sep or not dest or not os.path.isfile(src):
+                sys.exit(f"oci.py: --file {spec!r} is not SRC=DEST of an existing file")
+            a.layer.append(file_layer(src, dest.strip("/"), os.path.join(tmp, f"file-{n}.tar")))
 
         def put_bytes(data):
             digest = hashlib.sha256(data).hexdigest()

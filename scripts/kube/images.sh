@@ -28,41 +28,19 @@ import() {
   fi
 }
 
-pause="$cache/pause-$(sha256sum "$bin/pause" | cut -c1-12).oci.tar"
-if [[ ! -f $pause ]]; then
-  work="$(mktemp -d)"
-  "$python" - "$bin/pause" "$work/layer.tar" <<'PY'
-import sys, tarfile
-src, out = sys.argv[1:]
-with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as t:
-    i = t.gettarinfo(src, "pause"); i.uid = i.gid = 0; i.mode = 0o755; i.mtime = 0
-    i.uname = i.gname = "root"
-    with open(src, "rb") as f:
-        t.addfile(i, f)
-PY
-  "$python" "$root/scripts/image/oci.py" --name registry.k8s.io/pause:3.10 --out "$pause" \
-    --layer "$work/layer.tar" --entrypoint /pause --user 65535:65535 >/dev/null
-  rm -rf "$work"
-fi
-import "$pause" registry.k8s.io/pause:3.10
-
-dns="$cache/cluster-dns-$(sha256sum "$bin/cluster-dns" | cut -c1-12).oci.tar"
-if [[ ! -f $dns ]]; then
-  work="$(mktemp -d)"
-  "$python" - "$bin/cluster-dns" "$work/layer.tar" <<'PY'
-import sys, tarfile
-src, out = sys.argv[1:]
-with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as t:
-    i = t.gettarinfo(src, "coredns"); i.uid = i.gid = 0; i.mode = 0o755; i.mtime = 0
-    i.uname = i.gname = "root"
-    with open(src, "rb") as f:
-        t.addfile(i, f)
-PY
-  "$python" "$root/scripts/image/oci.py" --name "$KUBE_DNS_IMAGE" --out "$dns" \
-    --layer "$work/layer.tar" --entrypoint /coredns --user 65532:65532 >/dev/null
-  rm -rf "$work"
-fi
-import "$dns" "$KUBE_DNS_IMAGE"
+# binary_image BINARY NAME ENTRYPOINT USER: imports NAME, an image of BINARY alone at
+# ENTRYPOINT (its archive cached by the binary's digest).
+binary_image() {
+  local binary=$1 name=$2 entrypoint=$3 user=$4 archive
+  archive="$cache/$(basename "$binary")-$(sha256sum "$binary" | cut -c1-12).oci.tar"
+  if [[ ! -f $archive ]]; then
+    "$python" "$root/scripts/image/oci.py" --name "$name" --out "$archive" \
+      --file "$binary=$entrypoint" --entrypoint "$entrypoint" --user "$user" >/dev/null
+  fi
+  import "$archive" "$name"
+}
+binary_image "$bin/pause" registry.k8s.io/pause:3.10 /pause 65535:65535
+binary_image "$bin/cluster-dns" "$KUBE_DNS_IMAGE" /coredns 65532:65532
 
 if [[ $# == 0 && ! -x $root/target/release/plue && ! -x $root/target/debug/plue ]]; then
   kube_log "no plue binary built yet: the project's image is imported when one is (tests/real_kube.rs imports the binary it tests)"
