@@ -1569,10 +1569,16 @@ pub(crate) async fn post_json<T: serde::de::DeserializeOwned>(
 /// Runs the shell `script` in `dir` (`bash -e`) with a fixed git identity, for tests that
 /// build a repository to clone; its trimmed stdout. Panics with its stderr when it fails.
 pub(crate) fn git_sh(dir: &Path, script: &str) -> String {
+    git_sh_with(dir, script, &[])
+}
+
+/// [`git_sh`] with `env` (name, value) added to the script's environment.
+pub(crate) fn git_sh_with(dir: &Path, script: &str, env: &[(&str, &str)]) -> String {
     let out = Command::new("bash")
         .arg("-ec")
         .arg(script)
         .current_dir(dir)
+        .envs(env.iter().copied())
         .env("GIT_AUTHOR_NAME", "t")
         .env("GIT_AUTHOR_EMAIL", "t@example.com")
         .env("GIT_COMMITTER_NAME", "t")

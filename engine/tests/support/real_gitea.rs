@@ -20,7 +20,6 @@
 //! waits on Gitea's answers) is one module so that no test file repeats it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -344,26 +343,16 @@ impl Checkout {
     /// Runs `script` (`bash -e`) in the clone as the admin (the token in git's extra
     /// header, never in a URL or a file): its trimmed stdout.
     pub(crate) fn git(&self, script: &str) -> String {
-        let out = Command::new("bash")
-            .arg("-ec")
-            .arg(script)
-            .current_dir(&self.dir)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_CONFIG_COUNT", "1")
-            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-            .env("GIT_CONFIG_VALUE_0", &self.header)
-            .output()
-            .expect("bash");
-        assert!(
-            out.status.success(),
-            "{script}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        super::git_sh_with(
+            &self.dir,
+            script,
+            &[
+                ("GIT_TERMINAL_PROMPT", "0"),
+                ("GIT_CONFIG_COUNT", "1"),
+                ("GIT_CONFIG_KEY_0", "http.extraHeader"),
+                ("GIT_CONFIG_VALUE_0", &self.header),
+            ],
+        )
     }
 
     /// Commits `files` on `branch` (created from the current branch when new) and pushes
