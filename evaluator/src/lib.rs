@@ -23,6 +23,7 @@ pub mod glob;
 pub mod inputs;
 pub mod limits;
 pub mod loops;
+pub mod mcp;
 pub mod mermaid;
 pub mod modules;
 pub mod network;

@@ -534,6 +534,10 @@ pub struct LlmAction {
     /// [`MAX_COST_USD`]); the runner stops before passing it.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub max_cost_usd: Option<f64>,
+    /// `mcp={name: {...}}`: the Model Context Protocol servers whose listed tools the model
+    /// may call (see [`crate::mcp`]). Absent from the canonical JSON when empty.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub mcp: BTreeMap<String, crate::mcp::McpServer>,
 }
 
 /// The options of an `approval` step. The step's `timeout` is how long it waits for a

@@ -82,6 +82,22 @@ pub struct EvaluatedPlan {
     pub output: String,
 }
 
+/// `evaluated` with its MCP servers' pins from `lock` (`crate::mcp::apply_pins`), its
+/// canonical JSON and hash made again when any was set.
+fn with_mcp_pins(
+    mut evaluated: EvaluatedPlan,
+    lock: Option<&crate::modules::lock::LockFile>,
+) -> EvaluatedPlan {
+    let Some(lock) = lock.filter(|l| !l.mcp.is_empty()) else {
+        return evaluated;
+    };
+    if crate::mcp::apply_pins(&mut evaluated.plan, &lock.mcp) {
+        evaluated.canonical_json = evaluated.plan.canonical_json();
+        evaluated.plan_hash = crate::plan::hash_canonical(&evaluated.canonical_json);
+    }
+    evaluated
+}
+
 /// Why an evaluation gave no plan.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -216,7 +232,9 @@ impl EvaluatorPool {
                 .evaluate_round(path, source, ctx, &given, &used)
                 .await?
             {
-                Round::Plan(evaluated) => return Ok(*evaluated),
+                Round::Plan(evaluated) => {
+                    return Ok(with_mcp_pins(*evaluated, modules.lock));
+                }
                 Round::Need(requests) => requests,
             };
             if requests.is_empty() {

@@ -507,6 +507,9 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
             {
                 problems.add(at, format!("llm step '{}': {problem}", step.id));
             }
+            for problem in crate::mcp::check(&llm.mcp, &step.secrets, step.network.as_ref()) {
+                problems.add(at, format!("llm step '{}': {problem}", step.id));
+            }
             for problem in crate::result::check(llm.result.as_ref(), llm.fail_when.as_ref()) {
                 problems.add(at, format!("llm step '{}': {problem}", step.id));
             }

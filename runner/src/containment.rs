@@ -1,7 +1,8 @@
 //! Keeping every process a step starts inside a boundary the runner can kill as a whole.
 //!
 //! [`spawn`] starts a step's leader (a `bash`/`python` step, an `llm` step's `bash` tool;
-//! [`spawn_tool`] for its `git`/`grep`) and returns a [`Contained`] whose end
+//! [`spawn_tool`] for its `git`/`grep`, [`spawn_server`] for its stdio MCP servers) and
+//! returns a [`Contained`] whose end
 //! ([`Contained::finish`], or its drop) kills and sweeps everything the leader started.
 //! The leader sets itself up before it executes anything (`launch`) to:
 //! - start a new *session* (`setsid`), so it and all its descendants are in sessions other
@@ -118,6 +119,17 @@ pub(crate) fn spawn_tool(
     places: Places,
 ) -> io::Result<(Launched, Contained)> {
     spawn_with(program, user, Mode::Auto, places, Stdio::Pipes)
+}
+
+/// [`spawn`] for a server the runner speaks with over its stdin and stdout (an `llm` step's
+/// stdio MCP server, `crate::llm::mcp`): contained exactly like a step — its own session
+/// and cgroup, the attempt's user, private `/proc`, mounts, IPC and places, the step's
+/// network namespace, `no_new_privs` and the seccomp filter.
+pub(crate) fn spawn_server(
+    program: Program<'_>,
+    user: Option<StepUser>,
+) -> io::Result<(Launched, Contained)> {
+    spawn_with(program, user, Mode::Auto, Places::Own, Stdio::Duplex)
 }
 
 fn spawn_with(

@@ -17,6 +17,7 @@
 
 pub mod budget;
 pub mod handoff;
+pub mod mcp;
 pub mod protocol;
 pub mod status;
 pub mod transcript;

@@ -135,7 +135,9 @@ impl Registry {
         source: &str,
         ctx: &EvalContext,
     ) -> Result<EvaluatedPlan, EvalError> {
-        if !names_use(source) {
+        // The lock also pins MCP servers' tool definitions (`evaluator::mcp`): a file that
+        // never says `mcp` declares none.
+        if !names_use(source) && !source.contains("mcp") {
             return self.evaluator.evaluate(path, source, ctx).await;
         }
         let refuse =
@@ -159,13 +161,12 @@ impl Registry {
             Ok(None) => None,
             Err(e) => return Err(refuse(format!("{LOCK_FILE}: {e:#}"))),
         };
-        let Some(fetcher) = ModuleMirrors::beside(&repo.clone_url, self.mirrors.join("modules"))
-        else {
-            return self.evaluator.evaluate(path, source, ctx).await;
-        };
+        let fetcher = ModuleMirrors::beside(&repo.clone_url, self.mirrors.join("modules"));
         let modules = Modules {
             lock: lock.as_ref(),
-            fetcher: Some(&fetcher),
+            fetcher: fetcher
+                .as_ref()
+                .map(|f| f as &dyn evaluator::modules::ModuleFetcher),
             resolve_refs: false,
         };
         self.evaluator

@@ -4,7 +4,9 @@
 //!
 //! Format (sorted, one entry per repository, path and ref; unknown fields refused):
 //! `{"version": 1, "modules": [{"repository": "acme/plue-steps", "path": "rust.plue.py",
-//! "ref": "v1", "commit": "<40 hex>"}]}`.
+//! "ref": "v1", "commit": "<40 hex>"}]}`, and, when a workflow declares MCP servers, the
+//! digests their allowed tools' definitions are pinned to (`crate::mcp`):
+//! `"mcp": [{"server": "fs", "tool": "read_text_file", "digest": "sha256:<64 hex>"}]`.
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +34,10 @@ pub struct LockEntry {
 pub struct LockFile {
     pub version: u32,
     pub modules: Vec<LockEntry>,
+    /// MCP tool definitions pinned (absent when there are none, so older lock files read
+    /// and write alike).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp: Vec<crate::mcp::McpPin>,
 }
 
 impl LockFile {
@@ -60,6 +66,31 @@ impl LockFile {
                 .and_then(|()| check_ref(&entry.git_ref))
                 .and_then(|()| check_commit(&entry.commit))
                 .map_err(|e| format!("{}: {e}", super::LOCK_FILE))?;
+        }
+        for pin in &lock.mcp {
+            let hex = pin.digest.strip_prefix("sha256:").unwrap_or("");
+            let digest_ok = hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !digest_ok || pin.server.is_empty() || pin.tool.is_empty() {
+                return Err(format!(
+                    "{}: mcp pin of {}/{}: the digest must be sha256:<64 lowercase hex>",
+                    super::LOCK_FILE,
+                    pin.server,
+                    pin.tool
+                ));
+            }
+        }
+        let mut pins: Vec<_> = lock.mcp.iter().map(|p| (&p.server, &p.tool)).collect();
+        pins.sort_unstable();
+        if let Some(twice) = pins.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!(
+                "{}: mcp tool {} of server {} is pinned twice",
+                super::LOCK_FILE,
+                twice[0].1,
+                twice[0].0
+            ));
         }
         let mut keys: Vec<_> = lock.modules.iter().map(LockEntry::key).collect();
         keys.sort_unstable();
@@ -90,7 +121,16 @@ impl LockFile {
         LockFile {
             version: VERSION,
             modules: entries,
+            mcp: Vec::new(),
         }
+    }
+
+    /// This lock with the MCP pins `pins` (sorted, duplicates dropped).
+    pub fn with_mcp(mut self, mut pins: Vec<crate::mcp::McpPin>) -> LockFile {
+        pins.sort();
+        pins.dedup();
+        self.mcp = pins;
+        self
     }
 
     /// The text `plue lock` writes: pretty JSON and a final newline, so diffs read well.

@@ -14,7 +14,8 @@
 //! 3. the step's cgroup, unless born into it (a failed join is left to the parent's check),
 //!    then the step's network namespace when it has one (`crate::network`: `setns`, as
 //!    root; a failure fails the launch, never runs the step on the host's network);
-//! 4. stdin (`/dev/null`), stdout and stderr, and no other descriptor;
+//! 4. stdin (`/dev/null`, or a pipe for an `llm` step's MCP server), stdout and stderr, and
+//!    no other descriptor;
 //! 5. under a root runner: private mount and IPC namespaces where the host allows them,
 //!    there `/proc` mounted `hidepid=invisible` (where the kernel knows it), for a step
 //!    with a network namespace an empty read-only tmpfs over each of the host's socket
@@ -127,6 +128,8 @@ pub(crate) struct Cgroup<'a> {
 pub(crate) struct Launched {
     pid: i32,
     pidfd: Option<Arc<OwnedFd>>,
+    /// The write end of its stdin (only [`Stdio::Duplex`]).
+    pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
     /// Set by whichever wait reaped it (a blocking one may finish after its caller left).
@@ -240,6 +243,9 @@ pub(crate) enum Stdio<'a> {
     /// packet each, so their reader sees the writes across both in the order they were
     /// made.
     StepPipes,
+    /// A pipe on stdin too, then two ordinary pipes: a server the runner speaks with (an
+    /// `llm` step's MCP server over stdio, `crate::llm::mcp`).
+    Duplex,
     /// The terminal `tty` (a pty's follower side, `crate::agent::debug`), which becomes
     /// the child's controlling terminal in its new session; the [`Launched`] has no pipes.
     Terminal(std::os::fd::BorrowedFd<'a>),
@@ -331,7 +337,21 @@ fn launch_sharing(
         filter: filter.as_ptr().cast_mut(),
     };
 
+    let mut stdin_write = None;
     let (stdin, stdout_write, stderr_write, stdout_read, stderr_read) = match stdio {
+        Stdio::Duplex => {
+            let (stdin_read, write) = pipe()?;
+            stdin_write = Some(write);
+            let (stdout_read, stdout_write) = pipe()?;
+            let (stderr_read, stderr_write) = pipe()?;
+            (
+                above_stdio(stdin_read)?,
+                above_stdio(stdout_write)?,
+                above_stdio(stderr_write)?,
+                Some(stdout_read),
+                Some(stderr_read),
+            )
+        }
         Stdio::Pipes | Stdio::StepPipes => {
             // As `Stdio::null()`: read and write.
             let null = std::fs::OpenOptions::new()
@@ -451,6 +471,7 @@ fn launch_sharing(
     let launched = Launched {
         pid,
         pidfd: pidfd.map(Arc::new),
+        stdin: stdin_write,
         stdout: stdout_read,
         stderr: stderr_read,
         reaped: Arc::new(AtomicBool::new(false)),

@@ -6,7 +6,8 @@
 //! - [`client`]: one streamed Messages API call over HTTP.
 //! - [`stream`]: the streamed events folded into an assistant message (pure).
 //! - [`tools`]: `read_file`, `write_file`, `list_files`, `grep`, `bash`, `git_diff`,
-//!   confined to the workspace.
+//!   confined to the workspace; [`mcp`]: the step's MCP servers, in the same room, their
+//!   allowed tools pinned by the lock file.
 //! - [`agent`]: the conversation loop — turns, tool calls, retries, log lines.
 //! - [`transcript`]: the attempt's recorded conversation, and a replay from one;
 //!   [`replay_room`]: the step's user, tree and network a replay's tools run in.
@@ -25,6 +26,7 @@
 pub mod agent;
 pub mod budget;
 pub mod client;
+pub mod mcp;
 pub mod proposals;
 pub mod replay_room;
 pub mod settings;
@@ -160,6 +162,51 @@ pub async fn run(
     let stop = cancel.child_token();
     let mut tool_env = step.tool_env.clone();
     tool_env.remove(API_KEY_SECRET);
+    let mcp = if step.options.mcp.is_empty() {
+        None
+    } else {
+        let room = mcp::Room {
+            cwd: step.workspace,
+            env: &tool_env,
+            user: step.user,
+            network: step.network.as_ref(),
+        };
+        match mcp::McpTools::start(step.options.mcp, room, step.masker.clone(), lines).await {
+            Ok(tools) => Some(Arc::new(tools)),
+            Err(reason) => return fail(lines, reason, None).await,
+        }
+    };
+    let finished = converse(
+        step,
+        settings,
+        client,
+        finish,
+        tool_env,
+        stop,
+        mcp.clone(),
+        lines,
+        cancel,
+    )
+    .await;
+    if let Some(mut tools) = mcp.and_then(|mcp| Arc::into_inner(mcp)) {
+        tools.finish().await;
+    }
+    finished
+}
+
+/// The conversation of [`run`], its tools (MCP servers included) started.
+#[allow(clippy::too_many_arguments)]
+async fn converse(
+    step: LlmStep<'_>,
+    settings: settings::Settings,
+    client: client::Client,
+    finish: Option<tools::finish::Finish>,
+    tool_env: BTreeMap<String, String>,
+    stop: CancellationToken,
+    mcp: Option<Arc<mcp::McpTools>>,
+    lines: &Sender<(Stream, String)>,
+    cancel: &CancellationToken,
+) -> Finished {
     let env_remove = vec![crate::step_env::TOKEN_ENV.into(), API_KEY_SECRET.into()];
     let toolbox = match tools::Toolbox::new(
         step.workspace,
@@ -171,7 +218,8 @@ pub async fn run(
         Ok(toolbox) => toolbox
             .with_user(step.user)
             .with_proposer(step.proposer.clone())
-            .with_network(step.network.clone()),
+            .with_network(step.network.clone())
+            .with_mcp(mcp),
         Err(reason) => return fail(lines, reason, None).await,
     };
     let offered = if toolbox.offered().is_empty() {

@@ -47,6 +47,8 @@ pub struct StepOptions<'a> {
     pub system_prompt: Option<&'a str>,
     /// `result=`: the `finish` contract (see [`super::tools::finish`]).
     pub result: Option<&'a plue_types::protocol::ResultContract>,
+    /// `mcp=`: the MCP servers whose listed tools the model may call ([`super::mcp`]).
+    pub mcp: &'a [plue_types::mcp::McpServer],
 }
 
 impl<'a> StepOptions<'a> {
@@ -62,6 +64,7 @@ impl<'a> StepOptions<'a> {
             tools,
             result,
             system_prompt,
+            mcp,
             ..
         } = action
         else {
@@ -77,6 +80,7 @@ impl<'a> StepOptions<'a> {
             tools,
             system_prompt: system_prompt.as_deref(),
             result: result.as_ref(),
+            mcp,
         })
     }
 }
@@ -206,6 +210,7 @@ mod tests {
             tools,
             system_prompt: None,
             result: None,
+            mcp: &[],
         }
     }
 

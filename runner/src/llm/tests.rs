@@ -96,6 +96,7 @@ impl Step {
                 tools: &self.tools,
                 system_prompt: None,
                 result: self.result.as_ref(),
+                mcp: &[],
             },
             workspace: &self.workspace,
             output_file: &self.output,

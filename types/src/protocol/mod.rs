@@ -396,6 +396,9 @@ pub enum StepAction {
         /// `system_prompt=`: replaces the runner's system prompt.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         system_prompt: Option<String>,
+        /// `mcp=`: the MCP servers whose listed tools the model may call.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mcp: Vec<crate::mcp::McpServer>,
     },
 }
 

@@ -1,9 +1,11 @@
 //! An `llm` step's dispatch: its prompt and the strings of its inputs rendered as text
 //! (never parsed, so a value is pasted as it is), and its options passed through for the
 //! runner, which resolves `prompt_file` in its checkout (or the engine reads it when the
-//! step is claimed under `plue run`).
+//! step is claimed under `plue run`). Its MCP servers go as the plan holds them, pins
+//! included, with the defaults of their limits applied.
 
 use evaluator::plan::LlmAction;
+use plue_types::mcp::{McpServer, McpTransport};
 use plue_types::protocol::{ProposalLimits, ResultContract, StepAction};
 use serde_json::Map;
 
@@ -37,6 +39,11 @@ pub(super) fn render(
             fail_when: evaluator::result::effective_fail_when(spec, llm.fail_when.as_ref()),
         }),
         system_prompt: llm.system_prompt.clone(),
+        mcp: llm
+            .mcp
+            .iter()
+            .map(|(name, server)| mcp_server(name, server))
+            .collect(),
         safe_outputs: llm.safe_outputs.as_ref().map(|so| {
             Box::new(ProposalLimits {
                 pull_request: so.pull_request,
@@ -48,4 +55,30 @@ pub(super) fn render(
             })
         }),
     }))
+}
+
+/// A server of the plan as the runner gets it, with the defaults applied.
+fn mcp_server(name: &str, server: &evaluator::mcp::McpServer) -> McpServer {
+    let transport = match (&server.command, &server.url) {
+        (_, Some(url)) => McpTransport::Http {
+            url: url.clone(),
+            bearer_secret: server.bearer_secret.clone(),
+        },
+        (command, None) => McpTransport::Stdio {
+            command: command.clone().unwrap_or_default(),
+            env: server.env.clone(),
+        },
+    };
+    McpServer {
+        name: name.to_owned(),
+        transport,
+        tools: server.tools.clone(),
+        pins: server.pins.clone(),
+        timeout_secs: server
+            .timeout_secs
+            .unwrap_or(evaluator::mcp::DEFAULT_TIMEOUT_SECS),
+        max_calls: server
+            .max_calls
+            .unwrap_or(evaluator::mcp::DEFAULT_MAX_CALLS),
+    }
 }

@@ -48,7 +48,9 @@ pub(in crate::worker) fn action(
         .map(|v| convert::usd(&v, "Step.llm(): max_cost_usd"))
         .transpose()?;
     let safe_outputs = crate::worker::safe_outputs::from_options(options)?;
+    let mcp = mcp_servers(options)?;
     Ok(Action::Llm(LlmAction {
+        mcp,
         safe_outputs,
         prompt,
         prompt_file,
@@ -104,4 +106,36 @@ fn result_options(options: &mut Options<'_>) -> PyResult<(Option<ResultSpec>, Op
         },
     };
     Ok((result, fail_when))
+}
+
+/// `Step.llm(mcp={"name": {"command": [...] | "url": "...", "tools": [...], ...}})`: each
+/// server's shape is read here (unknown keys refused); its checks against the step are
+/// validation's ([`crate::mcp::check`]). Pins are the lock file's alone.
+fn mcp_servers(options: &mut Options<'_>) -> PyResult<BTreeMap<String, crate::mcp::McpServer>> {
+    let Some(value) = options.take("mcp")? else {
+        return Ok(BTreeMap::new());
+    };
+    let serde_json::Value::Object(map) = convert::json_value(&value, "Step.llm(): mcp", 0)? else {
+        return Err(PyTypeError::new_err(
+            "Step.llm(): mcp must be a dict of server name to its settings, e.g. \
+             {\"fs\": {\"command\": [\"mcp-server-filesystem\", \".\"], \"tools\": [\"read_text_file\"]}}",
+        ));
+    };
+    let mut servers = BTreeMap::new();
+    for (name, settings) in map {
+        let server: crate::mcp::McpServer = serde_json::from_value(settings).map_err(|e| {
+            PyValueError::new_err(format!(
+                "Step.llm(): mcp server '{name}': {e} (keys: command, env, url, bearer_secret, \
+                 tools, timeout_secs, max_calls)"
+            ))
+        })?;
+        if !server.pins.is_empty() {
+            return Err(PyValueError::new_err(format!(
+                "Step.llm(): mcp server '{name}': pins come from .plue/lock.json (run `plue lock`), \
+                 not from the workflow"
+            )));
+        }
+        servers.insert(name, server);
+    }
+    Ok(servers)
 }

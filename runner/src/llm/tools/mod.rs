@@ -107,6 +107,8 @@ pub struct Toolbox {
     stop: CancellationToken,
     /// The `propose_*` tools' proposals (see [`propose`]).
     proposer: Option<std::sync::Arc<propose::Proposer>>,
+    /// The step's MCP servers' tools (`crate::llm::mcp`), shown after the workspace's.
+    mcp: Option<std::sync::Arc<crate::llm::mcp::McpTools>>,
 }
 
 impl Toolbox {
@@ -143,12 +145,19 @@ impl Toolbox {
             env_remove,
             stop,
             proposer: None,
+            mcp: None,
         })
     }
 
     /// Runs `bash` calls as `user` (a root runner's step user).
     pub fn with_user(mut self, user: Option<StepUser>) -> Toolbox {
         self.user = user;
+        self
+    }
+
+    /// Offers the tools of the step's MCP servers too.
+    pub fn with_mcp(mut self, mcp: Option<std::sync::Arc<crate::llm::mcp::McpTools>>) -> Toolbox {
+        self.mcp = mcp;
         self
     }
 
@@ -170,11 +179,19 @@ impl Toolbox {
 
     /// The request's `tools` array: name, description, input_schema of each offered tool.
     pub fn definitions(&self) -> Vec<Value> {
-        self.offered.iter().map(|name| definition(name)).collect()
+        let mut definitions: Vec<Value> =
+            self.offered.iter().map(|name| definition(name)).collect();
+        if let Some(mcp) = &self.mcp {
+            definitions.extend(mcp.definitions());
+        }
+        definitions
     }
 
     /// Runs one call; every failure is an error result (see the module invariants).
     pub async fn call(&self, name: &str, input: &Value) -> ToolOutput {
+        if let Some(mcp) = self.mcp.as_ref().filter(|mcp| mcp.offers(name)) {
+            return mcp.call(name, input).await;
+        }
         if !self.offered.contains(&name) {
             return ToolOutput::error(format!(
                 "tool '{name}' is not available in this step; available: {}",
