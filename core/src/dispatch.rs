@@ -63,6 +63,7 @@ mod error;
 mod kinds;
 
 pub use error::DispatchError;
+pub use kinds::mcp_server;
 
 pub use evaluator::template::MAX_RENDERED_BYTES;
 

@@ -57,8 +57,9 @@ pub(super) fn render(
     }))
 }
 
-/// A server of the plan as the runner gets it, with the defaults applied.
-fn mcp_server(name: &str, server: &evaluator::mcp::McpServer) -> McpServer {
+/// A server of the plan as the runner gets it, with the defaults applied (`plue lock`
+/// starts it so too).
+pub fn mcp_server(name: &str, server: &evaluator::mcp::McpServer) -> McpServer {
     let transport = match (&server.command, &server.url) {
         (_, Some(url)) => McpTransport::Http {
             url: url.clone(),

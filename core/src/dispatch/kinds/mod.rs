@@ -16,6 +16,7 @@ use super::{DispatchError, Renderer, StepResult};
 mod approval;
 mod bash;
 mod llm;
+pub use llm::mcp_server;
 mod python;
 
 /// A kind's rendered action and what it adds to the step's environment.
