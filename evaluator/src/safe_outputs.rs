@@ -80,9 +80,59 @@ pub const MAX_DIFF_BYTES: u64 = 1024 * 1024;
 /// Longest `branch_prefix`, in bytes.
 pub const MAX_PREFIX_LEN: usize = 64;
 
+/// Most output tokens a threat review may spend per proposal.
+pub const MAX_REVIEW_TOKENS: u32 = 16 * 1024;
+/// The output tokens a threat review spends per proposal unless the plan says otherwise.
+pub const DEFAULT_REVIEW_TOKENS: u32 = 1024;
+/// Longest `threat_review_model`, in bytes.
+pub const MAX_MODEL_LEN: usize = 100;
+
+/// `threat_check=`: when the engine's threat check judges a step's proposals before they
+/// are applied (`core/src/safe_outputs/threat/`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThreatCheck {
+    /// On for runs caused by someone without write access: a run treated like a fork's
+    /// (no secrets: an outsider's pull request or push, a stranger's summons) or one
+    /// acting on the words of someone who cannot write to the repository (a summons on an
+    /// outsider's issue). Off for the rest.
+    #[default]
+    Auto,
+    /// On for every run.
+    Always,
+    /// Off: the proposals are checked by the validator alone.
+    Off,
+}
+
+impl ThreatCheck {
+    /// The word a plan writes (`auto`, `always`, `off`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThreatCheck::Auto => "auto",
+            ThreatCheck::Always => "always",
+            ThreatCheck::Off => "off",
+        }
+    }
+
+    /// The setting a plan's word names.
+    pub fn parse(word: &str) -> Option<ThreatCheck> {
+        match word {
+            "auto" => Some(ThreatCheck::Auto),
+            "always" => Some(ThreatCheck::Always),
+            "off" => Some(ThreatCheck::Off),
+            _ => None,
+        }
+    }
+
+    fn is_auto(&self) -> bool {
+        *self == ThreatCheck::Auto
+    }
+}
+
 /// `SafeOutputs(pull_request=False, comments=0, labels=[], issues=0, paths_allow=["**"],
 /// paths_deny=[], max_files=50, max_diff_bytes=262144, branch_prefix="plue/",
-/// allow_links=[])`, given to `Step.llm(..., safe_outputs=...)`.
+/// allow_links=[], threat_check="auto", threat_review_model=None,
+/// threat_review_max_tokens=1024)`, given to `Step.llm(..., safe_outputs=...)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SafeOutputs {
     /// `propose_pull_request` is offered: the step's final workspace diff becomes one
@@ -106,6 +156,17 @@ pub struct SafeOutputs {
     pub approve: bool,
     /// Hosts links in proposals may point at, beside the repository's own forge.
     pub allow_links: Vec<String>,
+    /// `threat_check=`: when the threat check runs ([`ThreatCheck`]).
+    #[serde(default, skip_serializing_if = "ThreatCheck::is_auto")]
+    pub threat_check: ThreatCheck,
+    /// `threat_review_model=`: the model that also reviews each proposal when the threat
+    /// check runs (none: the static rules alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threat_review_model: Option<String>,
+    /// `threat_review_max_tokens=`: the most output tokens the review spends per proposal
+    /// (none: [`DEFAULT_REVIEW_TOKENS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threat_review_max_tokens: Option<u32>,
 }
 
 impl Default for SafeOutputs {
@@ -122,6 +183,9 @@ impl Default for SafeOutputs {
             branch_prefix: "plue/".into(),
             approve: false,
             allow_links: Vec::new(),
+            threat_check: ThreatCheck::Auto,
+            threat_review_model: None,
+            threat_review_max_tokens: None,
         }
     }
 }
@@ -132,6 +196,12 @@ impl SafeOutputs {
         let mut deny: Vec<&str> = DEFAULT_DENY.to_vec();
         deny.extend(self.paths_deny.iter().map(String::as_str));
         deny
+    }
+
+    /// The output tokens the threat review spends per proposal.
+    pub fn review_tokens(&self) -> u32 {
+        self.threat_review_max_tokens
+            .unwrap_or(DEFAULT_REVIEW_TOKENS)
     }
 
     /// Whether anything may be proposed at all.
@@ -214,6 +284,42 @@ pub fn check(outputs: &SafeOutputs) -> Vec<String> {
             problems.push(format!(
                 "safe_outputs allow_links {host:?} is not a lowercase host name (like \"docs.rs\")"
             ));
+        }
+    }
+    problems.extend(check_threat(outputs));
+    problems
+}
+
+/// The problems of the threat check's settings.
+fn check_threat(outputs: &SafeOutputs) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(model) = &outputs.threat_review_model {
+        let valid = !model.is_empty()
+            && model.len() <= MAX_MODEL_LEN
+            && model
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:@/".contains(&b));
+        if !valid {
+            problems.push(format!(
+                "safe_outputs threat_review_model {model:?} is not a model name (1 to {MAX_MODEL_LEN} bytes of letters, digits and -_.:@/)"
+            ));
+        }
+        if outputs.threat_check == ThreatCheck::Off {
+            problems.push(
+                "safe_outputs threat_review_model is set but threat_check=\"off\": the review runs only with the threat check; set threat_check=\"auto\" or \"always\", or drop threat_review_model".into(),
+            );
+        }
+    }
+    if let Some(tokens) = outputs.threat_review_max_tokens {
+        if !(1..=MAX_REVIEW_TOKENS).contains(&tokens) {
+            problems.push(format!(
+                "safe_outputs threat_review_max_tokens={tokens}: between 1 and {MAX_REVIEW_TOKENS}"
+            ));
+        }
+        if outputs.threat_review_model.is_none() {
+            problems.push(
+                "safe_outputs threat_review_max_tokens is set without threat_review_model: there is no review to bound".into(),
+            );
         }
     }
     problems
@@ -409,6 +515,36 @@ mod tests {
                 },
                 "host name",
             ),
+            (
+                SafeOutputs {
+                    threat_review_model: Some("claude haiku".into()),
+                    ..outputs()
+                },
+                "not a model name",
+            ),
+            (
+                SafeOutputs {
+                    threat_check: ThreatCheck::Off,
+                    threat_review_model: Some("claude-haiku-4-5".into()),
+                    ..outputs()
+                },
+                "threat_check=\"off\"",
+            ),
+            (
+                SafeOutputs {
+                    threat_review_model: Some("claude-haiku-4-5".into()),
+                    threat_review_max_tokens: Some(0),
+                    ..outputs()
+                },
+                "threat_review_max_tokens=0",
+            ),
+            (
+                SafeOutputs {
+                    threat_review_max_tokens: Some(100),
+                    ..outputs()
+                },
+                "without threat_review_model",
+            ),
         ];
         for (so, expected) in cases {
             let problems = check(&so);
@@ -417,6 +553,29 @@ mod tests {
                 "{expected}: {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn threat_settings_default_to_auto_and_stay_out_of_the_plan() {
+        let so = outputs();
+        assert_eq!(so.threat_check, ThreatCheck::Auto);
+        let json = serde_json::to_value(&so).unwrap();
+        assert!(json.get("threat_check").is_none(), "{json}");
+        assert!(json.get("threat_review_model").is_none(), "{json}");
+        let always = SafeOutputs {
+            threat_check: ThreatCheck::Always,
+            threat_review_model: Some("claude-haiku-4-5".into()),
+            ..outputs()
+        };
+        assert!(check(&always).is_empty(), "{:?}", check(&always));
+        let json = serde_json::to_value(&always).unwrap();
+        assert_eq!(json["threat_check"], "always");
+        let back: SafeOutputs = serde_json::from_value(json).unwrap();
+        assert_eq!(back, always);
+        for word in ["auto", "always", "off"] {
+            assert_eq!(ThreatCheck::parse(word).unwrap().as_str(), word);
+        }
+        assert_eq!(ThreatCheck::parse("sometimes"), None);
     }
 
     #[test]

@@ -22,6 +22,8 @@
 //!   mention. An answer the wall refuses all the same is replaced by a fixed text.
 //! - The end answer of a failed run names each failed step with its reason (a budget that
 //!   was reached says which and how much), not only the steps' names.
+//! - The end answer says each proposal's threat check verdict when it ran (pass, needs a
+//!   writer's approval, refused) and the rules that found something.
 
 use evaluator::EvalContext;
 use plue_outbound::{Checker, Outbound};
@@ -289,6 +291,7 @@ fn end_text(
     }
     for proposal in proposals {
         let what = proposal.kind.replace('_', " ");
+        let threat = threat_note(wall, proposal);
         let shown = match (proposal.state.as_str(), &proposal.applied_url) {
             ("applied", Some(url)) if proposal.kind == "pull_request" => {
                 format!("Opened the pull request {}", wall.redact(url))
@@ -307,9 +310,46 @@ fn end_text(
             ("rejected", _) => format!("The {what} was rejected by a reviewer."),
             _ => continue,
         };
-        line(&mut text, shown);
+        line(&mut text, format!("{shown}{threat}"));
     }
     text
+}
+
+/// What the end answer says of `proposal`'s threat check, when it ran: its verdict and the
+/// rules that found something (ids the engine wrote, quoted all the same), as a suffix.
+fn threat_note(wall: &Checker, proposal: &ProposalRow) -> String {
+    let Some(threat) = proposal
+        .threat
+        .as_deref()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+    else {
+        return String::new();
+    };
+    let verdict = match threat["verdict"].as_str() {
+        Some("pass") => "pass",
+        Some("needs_approval") => "needs a writer's approval",
+        Some("refused") => "refused",
+        _ => return String::new(),
+    };
+    let mut rules: Vec<String> = Vec::new();
+    for finding in threat["findings"].as_array().into_iter().flatten() {
+        if let Some(rule) = finding["rule"].as_str() {
+            if !rules.iter().any(|r| r == rule) && rules.len() < 6 {
+                rules.push(rule.to_owned());
+            }
+        }
+    }
+    let review = match threat["review"]["model"].as_str() {
+        Some(_) => ", model review included",
+        None => "",
+    };
+    if rules.is_empty() {
+        return format!(" (threat check: {verdict}{review})");
+    }
+    format!(
+        " (threat check: {verdict}{review}: {})",
+        quote(wall, &rules.join(", "))
+    )
 }
 
 /// Text the engine did not write, as an answer quotes it: redacted by the run's wall, at
@@ -426,6 +466,7 @@ mod tests {
             applied_url: url.map(String::from),
             applied_at: None,
             created_at: 0,
+            threat: None,
         }
     }
 
@@ -501,6 +542,36 @@ mod tests {
             "{failed}"
         );
         assert!(wall.check(&failed).is_ok(), "{failed}");
+    }
+
+    #[test]
+    fn the_end_answer_says_the_threat_check() {
+        let wall = wall();
+        let mut waiting = proposal("pull_request", "waiting", None, None);
+        waiting.threat = Some(
+            r#"{"verdict":"needs_approval","findings":[{"rule":"ci-config","severity":"warning","reason":"x"},{"rule":"new-dependency","severity":"warning","reason":"y"}]}"#.into(),
+        );
+        let mut passed = proposal(
+            "comment",
+            "applied",
+            Some("https://f/acme/app/issues/1#c"),
+            None,
+        );
+        passed.threat = Some(r#"{"verdict":"pass","findings":[]}"#.into());
+        let text = end_text(
+            &wall,
+            &report("success"),
+            None,
+            &[],
+            &[waiting, passed],
+            "http://plue/runs/7",
+        );
+        assert!(
+            text.contains("(threat check: needs a writer's approval: `ci-config, new-dependency`)"),
+            "{text}"
+        );
+        assert!(text.contains("(threat check: pass)"), "{text}");
+        assert!(wall.check(&text).is_ok(), "{text}");
     }
 
     // The attack (issue 49): a file named after another step's secret, outside

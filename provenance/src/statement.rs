@@ -8,7 +8,8 @@
 //!   ([`text_subject`]).
 //! - `buildDefinition.externalParameters` ([`ExternalParameters`]): what people and the
 //!   forge chose — the repository, the workflow file and its commit, the trigger and who
-//!   summoned the run, the step, the proposal, who approved it.
+//!   summoned the run, the step, the proposal (with the engine's threat check of it when
+//!   it ran: `proposal.threatCheck`, [`ThreatCheck`]), who approved it.
 //! - `buildDefinition.internalParameters` ([`InternalParameters`]): what the engine set —
 //!   the model and its settings, the tools offered, the network policy, the budgets.
 //! - `buildDefinition.resolvedDependencies`: `base` (the commit the change applies to),
@@ -203,6 +204,48 @@ pub struct ProposalFacts {
     /// The pull request's branch, for a pull request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// The engine's threat check of the proposal before it was applied, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threat_check: Option<ThreatCheck>,
+}
+
+/// The threat check of a proposal: its verdict (`pass`, `needs_approval`, `refused`; a
+/// statement records only an applied change, so never `refused`), the rules' findings and
+/// the model review's answer.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ThreatCheck {
+    pub verdict: String,
+    pub findings: Vec<ThreatFinding>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review: Option<ThreatReview>,
+}
+
+/// One finding of the threat check's rules.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ThreatFinding {
+    /// The rule's id (`ci-config`, `new-dependency`, ...).
+    pub rule: String,
+    /// `warning` or `critical`.
+    pub severity: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    pub reason: String,
+}
+
+/// The model review of a proposal.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ThreatReview {
+    pub model: String,
+    /// The verdict the review counted as (`needs_approval` when it failed).
+    pub verdict: String,
+    /// Why the review did not count as an answer, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A person's approval.

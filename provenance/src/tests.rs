@@ -42,6 +42,21 @@ fn statement() -> Statement {
                         run: 1,
                         kind: "pull_request".into(),
                         branch: Some("plue/run-1-fix".into()),
+                        threat_check: Some(ThreatCheck {
+                            verdict: "needs_approval".into(),
+                            findings: vec![ThreatFinding {
+                                rule: "new-dependency".into(),
+                                severity: "warning".into(),
+                                file: Some("Cargo.toml".into()),
+                                line: Some(12),
+                                reason: "adds the dependency \"rand\"".into(),
+                            }],
+                            review: Some(ThreatReview {
+                                model: "claude-haiku-4-5".into(),
+                                verdict: "pass".into(),
+                                error: None,
+                            }),
+                        }),
                     },
                     approval: Some(Approval {
                         by: "bob".into(),
@@ -100,12 +115,20 @@ fn a_signed_statement_opens_whole_and_says_its_chain() {
     let told: BTreeMap<_, _> = crate::words::chain(&opened).into_iter().collect();
     assert_eq!(told["summoned by"], "alice (MEMBER)");
     assert_eq!(told["approved by"], "bob at 2023-11-14T22:13:20.000Z");
+    assert_eq!(
+        told["threat check"],
+        "needs_approval (new-dependency); model review claude-haiku-4-5: pass"
+    );
     assert_eq!(told["model"], "claude-sonnet-4-5, max_turns 20");
     assert_eq!(told["budgets"], "max_cost_usd 1.5");
     assert!(told["transcript"].starts_with("sha256:eee"), "{told:?}");
     // The JSON carries the names the specifications give.
     let json: serde_json::Value = serde_json::from_slice(&opened.to_json()).unwrap();
     assert_eq!(json["_type"], STATEMENT_TYPE);
+    let threat =
+        &json["predicate"]["buildDefinition"]["externalParameters"]["proposal"]["threatCheck"];
+    assert_eq!(threat["verdict"], "needs_approval");
+    assert_eq!(threat["findings"][0]["rule"], "new-dependency");
     assert_eq!(
         json["predicate"]["buildDefinition"]["externalParameters"]["workflow"]["ref"],
         "refs/heads/main"

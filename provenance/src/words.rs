@@ -63,6 +63,23 @@ pub fn chain(statement: &Statement) -> Vec<(&'static str, String)> {
         Some(a) => format!("{} at {}", a.by, a.at),
         None => "no approval was required".into(),
     };
+    let threat = match &external.proposal.threat_check {
+        None => "not run".to_owned(),
+        Some(check) => {
+            let rules: Vec<&str> = check.findings.iter().map(|f| f.rule.as_str()).collect();
+            let mut said = check.verdict.clone();
+            if !rules.is_empty() {
+                said.push_str(&format!(" ({})", rules.join(", ")));
+            }
+            if let Some(review) = &check.review {
+                said.push_str(&format!(
+                    "; model review {}: {}",
+                    review.model, review.verdict
+                ));
+            }
+            said
+        }
+    };
     let lines = vec![
         ("repository", external.repository.clone()),
         (
@@ -132,6 +149,7 @@ pub fn chain(statement: &Statement) -> Vec<(&'static str, String)> {
         ),
         ("cost", cost),
         ("diff", digest(statement.byproduct("diff"))),
+        ("threat check", threat),
         ("approved by", approved),
         (
             "applied",

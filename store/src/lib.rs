@@ -92,7 +92,7 @@ pub use people::{
 };
 pub use plue_types::status::RunnerState;
 pub use postgres_pool::{ConnectionsError, PostgresConnections};
-pub use proposals::{NewProposal, ProposalDecided, ProposalRow};
+pub use proposals::{CheckedProposal, NewProposal, ProposalDecided, ProposalRow};
 pub use provenance::{Landing, SigningKeyRow, StatementRow};
 pub use record::RoundRow;
 pub use repo_roles::{Audit, AuditFilter, AuditRow, MemberRow};

@@ -1,6 +1,6 @@
-//! Safe-output proposals in the store (`proposals`, migration 0022): recorded with their
-//! attempt once validated ([`Store::record_proposals`]), decided by a person
-//! ([`Store::decide_proposal`]), and taken by the engine's outbox ([`Store::next_ready`],
+//! Safe-output proposals in the store (`proposals`, migration 0022; `threat`, 0045): recorded
+//! with their attempt once validated and threat-checked ([`Store::record_checked_proposals`]),
+//! decided by a person ([`Store::decide_proposal`]), and taken by the engine's outbox ([`Store::next_ready`],
 //! [`Store::mark_applying`], [`Store::mark_applied`], [`Store::mark_failed`]).
 //!
 //! Invariants: an attempt's proposals are recorded once (`UNIQUE (attempt_id, position)`,
@@ -29,6 +29,9 @@ pub struct ProposalRow {
     pub applied_url: Option<String>,
     pub applied_at: Option<i64>,
     pub created_at: i64,
+    /// The threat check's assessment (`core::safe_outputs::threat::Assessment` JSON);
+    /// `None` when the proposal was not threat-checked (migration 0045).
+    pub threat: Option<String>,
 }
 
 /// What [`Store::decide_proposal`] found.
@@ -42,13 +45,24 @@ pub enum ProposalDecided {
 }
 
 const COLUMNS: &str = "id, run_id, step_run_id, attempt_id, position, kind, payload, state, \
-     reason, decided_by, decided_at, applied_url, applied_at, created_at";
+     reason, decided_by, decided_at, applied_url, applied_at, created_at, threat";
 
 /// One proposal to record: its kind and payload JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewProposal {
     pub kind: String,
     pub payload: String,
+}
+
+/// One proposal to record with its own state and threat check
+/// ([`Store::record_checked_proposals`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedProposal {
+    pub proposal: NewProposal,
+    /// `refused`, `waiting` or `ready`.
+    pub state: String,
+    /// The threat check's assessment (JSON), when it ran.
+    pub threat: Option<String>,
 }
 
 impl Store {
@@ -61,24 +75,46 @@ impl Store {
         state: &str,
         reason: Option<&str>,
     ) -> anyhow::Result<()> {
+        let checked: Vec<CheckedProposal> = proposals
+            .iter()
+            .map(|proposal| CheckedProposal {
+                proposal: proposal.clone(),
+                state: state.to_owned(),
+                threat: None,
+            })
+            .collect();
+        self.record_checked_proposals(attempt_id, &checked, reason)
+            .await
+    }
+
+    /// Records the proposals of attempt `attempt_id`, each in its own state with its threat
+    /// check, with `reason` for refused ones. A repeated call inserts nothing.
+    pub async fn record_checked_proposals(
+        &self,
+        attempt_id: i64,
+        proposals: &[CheckedProposal],
+        reason: Option<&str>,
+    ) -> anyhow::Result<()> {
         let now = now_ms();
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
-            for (position, proposal) in proposals.iter().enumerate() {
+            for (position, checked) in proposals.iter().enumerate() {
+                let reason = (checked.state == "refused").then_some(reason).flatten();
                 sqlx::query(
                     "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
-                     payload, state, reason, created_at) \
-                     SELECT sr.run_id, a.step_run_id, a.id, $2, $3, $4, $5, $6, $7 \
+                     payload, state, reason, created_at, threat) \
+                     SELECT sr.run_id, a.step_run_id, a.id, $2, $3, $4, $5, $6, $7, $8 \
                      FROM attempts a JOIN step_runs sr ON sr.id = a.step_run_id WHERE a.id = $1 \
                      ON CONFLICT (attempt_id, position) DO NOTHING",
                 )
                 .bind(attempt_id)
                 .bind(position as i64)
-                .bind(&proposal.kind)
-                .bind(&proposal.payload)
-                .bind(state)
+                .bind(&checked.proposal.kind)
+                .bind(&checked.proposal.payload)
+                .bind(&checked.state)
                 .bind(reason)
                 .bind(now)
+                .bind(&checked.threat)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -284,7 +320,7 @@ impl Store {
     pub async fn proposal(&self, id: i64) -> anyhow::Result<Option<ProposalRow>> {
         Ok(on_db!(self, pool => sqlx::query_as::<_, ProposalRow>(
             "SELECT id, run_id, step_run_id, attempt_id, position, kind, payload, state, \
-             reason, decided_by, decided_at, applied_url, applied_at, created_at \
+             reason, decided_by, decided_at, applied_url, applied_at, created_at, threat \
              FROM proposals WHERE id = $1",
         )
         .bind(id)

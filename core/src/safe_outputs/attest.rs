@@ -18,6 +18,8 @@
 //!   as `content` with its sha256.
 //! - The first statement recorded for a proposal is the one served (a retry's new
 //!   signature is dropped by the store), and the commit it attests is deterministic.
+//! - The proposal's threat check, when it ran, is recorded as it was stored (its findings
+//!   already through the run's wall): `proposal.threatCheck` ([`threat_check`]).
 //! - What is recorded of the prompts and the transcript are digests, never the texts (the
 //!   statement is readable by whoever may read the run, and the texts may hold what the
 //!   run's wall would mask); the diff is recorded whole, as it passed the run's wall.
@@ -276,6 +278,7 @@ impl Attestor {
                             run: run.id,
                             kind: row.kind.clone(),
                             branch,
+                            threat_check: threat_check(row),
                         },
                         approval: row.decided_by.as_ref().map(|by| st::Approval {
                             by: by.clone(),
@@ -340,6 +343,40 @@ impl Attestor {
             }
         }
     }
+}
+
+/// The statement's record of `row`'s threat check; `None` when it did not run (a stored
+/// assessment that no longer reads is recorded by its verdict alone: `unreadable`).
+pub fn threat_check(row: &ProposalRow) -> Option<st::ThreatCheck> {
+    let stored = row.threat.as_deref()?;
+    let Ok(assessment) = serde_json::from_str::<super::threat::Assessment>(stored) else {
+        return Some(st::ThreatCheck {
+            verdict: "unreadable".into(),
+            ..st::ThreatCheck::default()
+        });
+    };
+    Some(st::ThreatCheck {
+        verdict: assessment.verdict.as_str().into(),
+        findings: assessment
+            .findings
+            .iter()
+            .map(|f| st::ThreatFinding {
+                rule: f.rule.clone(),
+                severity: match f.severity {
+                    super::threat::Severity::Warning => "warning".into(),
+                    super::threat::Severity::Critical => "critical".into(),
+                },
+                file: f.file.clone(),
+                line: f.line,
+                reason: f.reason.clone(),
+            })
+            .collect(),
+        review: assessment.review.as_ref().map(|r| st::ThreatReview {
+            model: r.model.clone(),
+            verdict: r.verdict().as_str().into(),
+            error: r.error.clone(),
+        }),
+    })
 }
 
 #[cfg(test)]

@@ -23,12 +23,19 @@
 //!   environment has reviewers or the run is treated like a fork's (a stranger summoned
 //!   it: the outbox writes such a run's proposals only once a person approved), else
 //!   `ready`.
+//! - Valid proposals then go through the threat check ([`threat`]) when it is on for the
+//!   run (`threat_check=`; by default for runs caused by someone without write access):
+//!   a `refused` verdict on any refuses all of them as above (the reason names the rules),
+//!   a `needs_approval` one makes that proposal `waiting` whatever the rest, `pass` changes
+//!   nothing. Each checked proposal keeps its assessment (redacted by the run's wall), for
+//!   the run page, the end answer and its provenance statement.
 //! - They are recorded by the report that completed the attempt; an engine that stops
 //!   between the completion and the record loses them (the step stays succeeded with no
 //!   proposal: nothing is applied, never something unchecked).
 
 pub mod apply;
 pub mod attest;
+pub mod threat;
 pub mod validate;
 
 use plue_types::protocol::{Outcome, Proposal};
@@ -36,13 +43,12 @@ use plue_types::protocol::{Outcome, Proposal};
 use plue_outbound::Checker;
 
 use crate::executor::Executor;
-use crate::store::NewProposal;
+use crate::store::{CheckedProposal, NewProposal};
 
 /// The verdict on an attempt's proposals, to record once the attempt is completed.
 #[derive(Debug, Default)]
 pub struct Judged {
-    proposals: Vec<NewProposal>,
-    state: &'static str,
+    proposals: Vec<CheckedProposal>,
     reason: Option<String>,
 }
 
@@ -58,20 +64,19 @@ impl Judged {
         if self.proposals.is_empty() {
             return Ok(());
         }
-        for proposal in &self.proposals {
+        for checked in &self.proposals {
             crate::metrics::record(crate::metrics::Event::Proposal {
-                kind: &proposal.kind,
-                result: self.state,
+                kind: &checked.proposal.kind,
+                result: match checked.state.as_str() {
+                    "refused" => "refused",
+                    "waiting" => "waiting",
+                    _ => "ready",
+                },
             });
         }
         executor
             .store()
-            .record_proposals(
-                attempt_id,
-                &self.proposals,
-                self.state,
-                self.reason.as_deref(),
-            )
+            .record_checked_proposals(attempt_id, &self.proposals, self.reason.as_deref())
             .await
     }
 }
@@ -89,8 +94,9 @@ pub async fn judge(
     if proposals.is_empty() || *outcome != Outcome::Succeeded {
         return Ok(Judged::default());
     }
-    let (verdict, wall) = check(executor, run_id, step_run_id, proposals).await?;
-    let (state, refusal) = match (&verdict, &wall) {
+    let checked = check(executor, run_id, step_run_id, proposals).await?;
+    let wall = checked.wall;
+    let (state, refusal) = match (&checked.verdict, &wall) {
         (Ok(Passed::WaitsForApproval), _) => ("waiting", None),
         (Ok(Passed::Ready), _) => ("ready", None),
         // The reason quotes the proposal (a path, a label): shown only as the wall made it.
@@ -99,17 +105,31 @@ pub async fn judge(
     };
     // A refused proposal is kept to be shown, so without the secrets it may have leaked
     // (a valid one holds none); without a wall, none of its text is kept.
-    let stored: Vec<NewProposal> = proposals
+    let stored: Vec<CheckedProposal> = proposals
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(n, p)| {
             let shown = match (&refusal, &wall) {
                 (None, _) => p.clone(),
                 (Some(_), Some(wall)) => validate::redact(p, wall),
                 (Some(_), None) => validate::withheld(p),
             };
-            Ok(NewProposal {
-                kind: p.kind().into(),
-                payload: serde_json::to_string(&shown)?,
+            let assessment = checked.threats.as_ref().and_then(|t| t.get(n));
+            let state = match assessment.map(|a| a.verdict) {
+                _ if refusal.is_some() => "refused",
+                Some(threat::Verdict::NeedsApproval) => "waiting",
+                _ => state,
+            };
+            let threat = assessment
+                .map(|a| serde_json::to_string(&threat::redacted(a, wall.as_ref())))
+                .transpose()?;
+            Ok(CheckedProposal {
+                proposal: NewProposal {
+                    kind: p.kind().into(),
+                    payload: serde_json::to_string(&shown)?,
+                },
+                state: state.to_owned(),
+                threat,
             })
         })
         .collect::<anyhow::Result<_>>()?;
@@ -119,7 +139,6 @@ pub async fn judge(
     }
     Ok(Judged {
         proposals: stored,
-        state,
         reason: refusal,
     })
 }
@@ -142,17 +161,27 @@ enum Refusal {
     NoSafeOutputs,
     #[error(transparent)]
     Invalid(#[from] validate::Refused),
+    /// The threat check refused a proposal: its kind and the findings that refused it.
+    #[error("the threat check refused the {kind}: {reasons}")]
+    Threat { kind: String, reasons: String },
 }
 
-/// What the proposals came to, with the run's wall they were checked by (`None`: the
-/// run's secrets could not be read, and the proposals are refused unchecked — never
-/// passed, never kept in clear).
+/// What an attempt's proposals came to: the verdict, the run's wall they were checked by
+/// (`None`: the run's secrets could not be read, and the proposals are refused unchecked —
+/// never passed, never kept in clear) and each proposal's threat check when it ran.
+struct Checked {
+    verdict: Result<Passed, Refusal>,
+    wall: Option<Checker>,
+    threats: Option<Vec<threat::Assessment>>,
+}
+
+/// What the proposals came to ([`Checked`]).
 async fn check(
     executor: &Executor,
     run_id: i64,
     step_run_id: i64,
     proposals: &[Proposal],
-) -> anyhow::Result<(Result<Passed, Refusal>, Option<Checker>)> {
+) -> anyhow::Result<Checked> {
     let store = executor.store();
     let run_secrets = match executor.walls(String::new()).secrets_of(run_id).await {
         Ok(found) => found,
@@ -161,7 +190,11 @@ async fn check(
                 run = run_id,
                 "reading the run's secrets to check its proposals: {e:#}"
             );
-            return Ok((Err(Refusal::Unchecked), None));
+            return Ok(Checked {
+                verdict: Err(Refusal::Unchecked),
+                wall: None,
+                threats: None,
+            });
         }
     };
     let plan = executor.plan(run_id).await?;
@@ -177,7 +210,11 @@ async fn check(
             None => Refusal::StepGone,
             Some(_) => Refusal::NoSafeOutputs,
         };
-        return Ok((Err(why), Some(wall)));
+        return Ok(Checked {
+            verdict: Err(why),
+            wall: Some(wall),
+            threats: None,
+        });
     };
     let run = store.run(run_id).await?;
     let repo_id = run.as_ref().and_then(|run| run.repo_id);
@@ -205,7 +242,126 @@ async fn check(
     let verdict = validate::validate(proposals, &rules)
         .map(|()| passed)
         .map_err(Refusal::from);
-    Ok((verdict, Some(rules.wall)))
+    let wall = rules.wall;
+    let trust = threat::RunTrust {
+        secrets_allowed: run.as_ref().is_some_and(|r| r.secrets_allowed),
+        outsiders_words: outsiders_words(executor, run_id).await?,
+    };
+    if verdict.is_err() || !threat::enabled(&outputs, trust) {
+        return Ok(Checked {
+            verdict,
+            wall: Some(wall),
+            threats: None,
+        });
+    }
+    let hosts: Vec<String> = run_secrets
+        .forge_hosts
+        .iter()
+        .chain(&outputs.allow_links)
+        .cloned()
+        .collect();
+    let scope = threat::Scope {
+        wall: Some(&wall),
+        hosts,
+    };
+    let reviewer = match &outputs.threat_review_model {
+        Some(model) => Some(
+            reviewer(
+                executor,
+                run_id,
+                step_id.as_deref().unwrap_or_default(),
+                model,
+                &outputs,
+            )
+            .await,
+        ),
+        None => None,
+    };
+    let threats = match &reviewer {
+        Some(Ok(reviewer)) => threat::examine(proposals, &scope, Some(reviewer)).await,
+        Some(Err(why)) => threat::examine(proposals, &scope, None)
+            .await
+            .into_iter()
+            .map(|a| {
+                let model = outputs.threat_review_model.clone().unwrap_or_default();
+                a.with_review(threat::review::ReviewOutcome {
+                    model,
+                    answer: None,
+                    reasons: Vec::new(),
+                    error: Some(why.clone()),
+                    input_tokens: 0,
+                    output_tokens: 0,
+                })
+            })
+            .collect(),
+        None => threat::examine(proposals, &scope, None).await,
+    };
+    let refused = proposals
+        .iter()
+        .zip(&threats)
+        .find(|(_, a)| a.verdict == threat::Verdict::Refused);
+    let verdict = match refused {
+        Some((proposal, assessment)) => Err(Refusal::Threat {
+            kind: proposal.kind().replace('_', " "),
+            reasons: assessment.reasons(3).join("; "),
+        }),
+        None => verdict,
+    };
+    Ok(Checked {
+        verdict,
+        wall: Some(wall),
+        threats: Some(threats),
+    })
+}
+
+/// Whether run `run_id` acts on the words of someone who cannot write to its repository
+/// (its cache partition's trust is `relayed`: a summons on an outsider's issue).
+async fn outsiders_words(executor: &Executor, run_id: i64) -> anyhow::Result<bool> {
+    let stored = executor.store().run_cache_partition(run_id).await?;
+    Ok(match stored {
+        Some((label, repo_id)) => {
+            let partition = crate::caches::Partition::stored(label.as_deref(), repo_id.is_some());
+            partition.trust() == crate::caches::Trust::Relayed
+        }
+        None => false,
+    })
+}
+
+/// The model reviewer of a step's proposals: the run's `ANTHROPIC_API_KEY` as the step
+/// gets it, at the operator's `ANTHROPIC_BASE_URL` (the runners' setting; the public API
+/// by default). `Err`: why there is none (the review then needs approval).
+async fn reviewer(
+    executor: &Executor,
+    run_id: i64,
+    step_id: &str,
+    model: &str,
+    outputs: &evaluator::safe_outputs::SafeOutputs,
+) -> Result<threat::Reviewer, String> {
+    let key_name = [crate::dispatch::LLM_KEY_SECRET.to_owned()];
+    let key = match executor.secret_values(run_id, step_id, &key_name).await {
+        Ok(Ok(secrets)) => secrets.values.get(crate::dispatch::LLM_KEY_SECRET).cloned(),
+        Ok(Err(refused)) => {
+            return Err(format!(
+                "the review's API key ({}) is not available: {refused}",
+                crate::dispatch::LLM_KEY_SECRET
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(run = run_id, "the threat review's API key: {e:#}");
+            return Err("the review's API key could not be read (see the engine's log)".into());
+        }
+    };
+    let Some(key) = key else {
+        return Err(format!(
+            "the run withholds {}, so no model review was made",
+            crate::dispatch::LLM_KEY_SECRET
+        ));
+    };
+    let base = std::env::var(runner::llm::BASE_URL_ENV)
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| runner::llm::client::DEFAULT_BASE_URL.to_owned());
+    threat::Reviewer::new(&base, &key, model, outputs.review_tokens())
 }
 
 /// The refusal of proposals whose run's secrets could not be read.

@@ -7,22 +7,36 @@
 //! labels, the branch prefix) are checked with the whole plan
 //! ([`crate::safe_outputs::check`]).
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::convert::{self, Options};
-use crate::safe_outputs::SafeOutputs;
+use crate::safe_outputs::{SafeOutputs, ThreatCheck};
 
 /// `SafeOutputs(pull_request=False, comments=0, labels=[], issues=0, paths_allow=["**"],
 /// paths_deny=[], max_files=50, max_diff_bytes=262144, branch_prefix="plue/",
-/// allow_links=[])`: what an `llm` step may propose to the forge — never write itself.
-/// The engine checks every proposal (changed paths, sizes, labels, links, mentions, the
-/// run's secrets) and applies it with the repository's credentials. The workflow files
-/// (`.plue/**`, `.github/**`, `.gitea/**`, `.forgejo/**`, `**/*.plue.py`) and the files that
-/// change how git or the forge treats the tree (`.gitmodules`, `.gitattributes`,
-/// `.lfsconfig`, `.mailmap`, `.git-blame-ignore-revs` in any directory; `CODEOWNERS`,
-/// `docs/CODEOWNERS`, `.gitlab/CODEOWNERS`) are always denied, in any letter case.
+/// allow_links=[], threat_check="auto", threat_review_model=None,
+/// threat_review_max_tokens=1024)`: what an `llm` step may propose to the forge — never
+/// write itself. The engine checks every proposal (changed paths, sizes, labels, links,
+/// mentions, the run's secrets) and applies it with the repository's credentials. The
+/// workflow files (`.plue/**`, `.github/**`, `.gitea/**`, `.forgejo/**`, `**/*.plue.py`)
+/// and the files that change how git or the forge treats the tree (`.gitmodules`,
+/// `.gitattributes`, `.lfsconfig`, `.mailmap`, `.git-blame-ignore-revs` in any directory;
+/// `CODEOWNERS`, `docs/CODEOWNERS`, `.gitlab/CODEOWNERS`) are always denied, in any letter
+/// case.
+///
+/// The threat check looks at what each proposal *does* before it is applied: CI, hook,
+/// build and install files, new dependencies and registries, executable bits, downloads
+/// piped into a shell, decoded payloads, reverse shells, new network endpoints,
+/// obfuscation and secrets. Its verdict per proposal is `pass`, `needs_approval` (the
+/// proposal waits for a writer's approval) or `refused` (the step fails).
+/// `threat_check="auto"` (the default) runs it for runs caused by someone without write
+/// access (a run treated like a fork's, or one acting on an outsider's issue);
+/// `"always"` for every run; `"off"` never. `threat_review_model="claude-..."` also asks
+/// that model (the run's `ANTHROPIC_API_KEY`, no tools, a fixed system prompt) to review
+/// each proposal within `threat_review_max_tokens` output tokens; a review that fails or
+/// answers out of format needs approval, and a review never lowers the rules' verdict.
 #[pyclass(module = "plue", name = "SafeOutputs", frozen, immutable_type)]
 pub(crate) struct SafeOutputsObject {
     pub(crate) outputs: SafeOutputs,
@@ -65,6 +79,26 @@ impl SafeOutputsObject {
         }
         if let Some(v) = options.take("allow_links")? {
             outputs.allow_links = convert::string_list(&v, "SafeOutputs(): allow_links")?;
+        }
+        if let Some(v) = options.take("threat_check")? {
+            let word = convert::string(&v, "SafeOutputs(): threat_check")?;
+            outputs.threat_check = ThreatCheck::parse(&word).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "SafeOutputs(): threat_check must be \"auto\", \"always\" or \"off\", not {word:?}"
+                ))
+            })?;
+        }
+        if let Some(v) = options.take("threat_review_model")? {
+            if !v.is_none() {
+                outputs.threat_review_model =
+                    Some(convert::string(&v, "SafeOutputs(): threat_review_model")?);
+            }
+        }
+        if let Some(v) = options.take("threat_review_max_tokens")? {
+            outputs.threat_review_max_tokens = Some(convert::count(
+                &v,
+                "SafeOutputs(): threat_review_max_tokens",
+            )?);
         }
         options.finish()?;
         Ok(SafeOutputsObject { outputs })

@@ -48,6 +48,11 @@ pub struct ProposalView {
     pub applied_url: Option<String>,
     pub applied_at: Option<i64>,
     pub created_at: i64,
+    /// The engine's threat check of the proposal, when it ran: `verdict` (`pass`,
+    /// `needs_approval`, `refused`), `findings` (each `rule`, `severity` — `warning` or
+    /// `critical` —, `file`, `line`, `reason`) and the model `review` when one was asked.
+    #[schema(value_type = Option<Object>)]
+    pub threat: Option<serde_json::Value>,
 }
 
 impl ProposalView {
@@ -65,6 +70,10 @@ impl ProposalView {
             applied_url: row.applied_url,
             applied_at: row.applied_at,
             created_at: row.created_at,
+            threat: row
+                .threat
+                .as_deref()
+                .and_then(|t| serde_json::from_str(t).ok()),
         }
     }
 }
