@@ -4,7 +4,9 @@
 //! endpoint is `encoded-payload` (critical in code); any other blob is `encoded-blob` (a
 //! warning: nobody reviews what they cannot read).
 //!
-//! Invariants: a run is a blob only past [`MIN_BASE64`] base64 or [`MIN_HEX`] hex
+//! Invariants: a shorter run (from [`MIN_PAYLOAD`] characters) is decoded too, and is a
+//! finding only when it decodes to a command or an endpoint; a run is a blob only past
+//! [`MIN_BASE64`] base64 or [`MIN_HEX`] hex
 //! characters with the mix of a random encoding (upper and lower case and digits for base64),
 //! so identifiers, hashes and UUIDs are not blobs; lockfiles' integrity hashes (`sha512-...`)
 //! and image data URIs that decode to no text are not blobs; a split blob is the
@@ -21,6 +23,9 @@ use super::{commands, excerpt, Doc, Kind};
 
 /// The shortest base64 run taken for a blob.
 pub(crate) const MIN_BASE64: usize = 100;
+/// The shortest base64 run decoded to look for a payload (a shorter blob that decodes to
+/// no command or endpoint is no finding).
+pub(crate) const MIN_PAYLOAD: usize = 20;
 /// The shortest hex run taken for a blob.
 pub(crate) const MIN_HEX: usize = 128;
 /// The shortest run of one line that may be part of a split blob.
@@ -63,6 +68,11 @@ pub(crate) fn check(doc: &Doc<'_>, scope: &Scope<'_>, found: &mut Vec<Finding>) 
             let run = run.as_str();
             if run.len() >= MIN_BASE64 {
                 if let Some(f) = judge(doc, scope, at, run, "") {
+                    found.push(f);
+                }
+            } else if run.len() >= MIN_PAYLOAD {
+                let text = decode_base64(run).as_deref().and_then(readable);
+                if let Some(f) = text.and_then(|t| payload(doc, scope, at, &t, "")) {
                     found.push(f);
                 }
             }

@@ -198,7 +198,9 @@ pub(crate) fn kind_of(path: &str) -> Kind {
         ".org",
         ".textile",
     ];
-    let is_requirements = name.starts_with("requirements") || name.starts_with("constraints");
+    let is_requirements = name.starts_with("requirements")
+        || name.starts_with("constraints")
+        || name == "cmakelists.txt";
     if !is_requirements && docs_ext.iter().any(|ext| name.ends_with(ext)) {
         return Kind::Docs;
     }
@@ -219,7 +221,7 @@ pub(crate) fn kind_of(path: &str) -> Kind {
 }
 
 /// `line` as the shell reads it once its no-op spellings are gone: empty quotes (`c''url`),
-/// backslashes before letters (`c\url`), `${IFS}` and `$IFS` as spaces, folded
+/// backslashes before letters and digits (`c\url`), `${IFS}` and `$IFS` as spaces, folded
 /// ([`super::fold::chars`]).
 pub(crate) fn shell_folded(line: &str) -> String {
     let folded = super::fold::chars(line);
@@ -232,13 +234,11 @@ pub(crate) fn shell_folded(line: &str) -> String {
     let mut cleaned = String::with_capacity(out.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == '\\' && bytes.get(i + 1).is_some_and(|c| c.is_ascii_alphabetic()) {
-            // `\x41`-style escapes are not shell no-ops: kept.
-            let escape = matches!(bytes.get(i + 1), Some('x' | 'u' | 'n' | 't' | 'r' | 'e'));
-            if !escape {
-                i += 1;
-                continue;
-            }
+        // Outside quotes the shell reads `\u` as `u`: the escape is dropped (the line as
+        // it is, escapes and all, is matched too).
+        if bytes[i] == '\\' && bytes.get(i + 1).is_some_and(|c| c.is_ascii_alphanumeric()) {
+            i += 1;
+            continue;
         }
         cleaned.push(bytes[i]);
         i += 1;
@@ -273,6 +273,7 @@ mod tests {
     #[test]
     fn the_shell_reads_through_no_op_quoting() {
         assert_eq!(shell_folded("c''ur\"\"l x |b\\ash"), "curl x |bash");
+        assert_eq!(shell_folded("c\\url x|ba\\sh"), "curl x|bash");
         assert_eq!(shell_folded("curl${IFS}x"), "curl x");
     }
 }

@@ -5,9 +5,10 @@
 //! (`https://github.com@evil.example`), punycode or lookalike characters
 //! (`disguised-endpoint`, critical in code).
 //!
-//! Invariants: links in documentation are not endpoints (the code never contacts them) and
-//! lockfiles' resolved URLs are the `manifests` rules' — neither gives a `new-endpoint`,
-//! but both are read for exfiltration services and disguised hosts; reserved names
+//! Invariants: links in documentation and in comments of code are not endpoints (nothing
+//! contacts them), texts' links are the run's wall's, and lockfiles' resolved URLs are the
+//! `manifests` rules' — none gives a `new-endpoint`, but all are read for exfiltration
+//! services and disguised hosts; reserved names
 //! (`localhost`, `example.com`, `*.test`, `*.invalid`, `*.local`, ...), private, loopback
 //! and link-local addresses and the hosts that only name standards (`www.w3.org`, license
 //! URLs) are never endpoints; an allowed host allows its subdomains.
@@ -162,7 +163,13 @@ fn judge_url(doc: &Doc<'_>, scope: &Scope<'_>, at: u32, url: &str, host: &str) -
             format!("reaches {host} through {why}: {shown}"),
         ));
     }
-    if matches!(doc.kind, Kind::Docs | Kind::Lock) || !is_endpoint(scope, host) {
+    // Documentation links and texts' links (the run's wall owns those) are no endpoints,
+    // nor is a URL in a comment of code: nothing contacts it.
+    let comment = comment_line(doc, at);
+    if matches!(doc.kind, Kind::Docs | Kind::Lock | Kind::Text)
+        || comment
+        || !is_endpoint(scope, host)
+    {
         return None;
     }
     Some(doc.finding(
@@ -171,6 +178,25 @@ fn judge_url(doc: &Doc<'_>, scope: &Scope<'_>, at: u32, url: &str, host: &str) -
         at,
         format!("reaches {host}, which is not the forge's nor in allow_links: {shown}"),
     ))
+}
+
+/// Whether line `at` of `doc` is a comment (`//`, `#`, `/*`, `*`, `--`, `<!--`, `;`, a
+/// docstring's quotes), with nothing before the comment that runs.
+fn comment_line(doc: &Doc<'_>, at: u32) -> bool {
+    let Some(line) = doc
+        .lines
+        .iter()
+        .enumerate()
+        .find(|(i, l)| l.number == at || (l.number == 0 && *i as u32 + 1 == at))
+        .map(|(_, l)| l.text.trim_start())
+    else {
+        return false;
+    };
+    ["//", "#", "/*", "* ", "--", "<!--", ";", "\"\"\"", "'''"]
+        .iter()
+        .any(|p| line.starts_with(p))
+        && !line.starts_with("#!")
+        && !line.starts_with("#include")
 }
 
 /// Whether `host` is an endpoint worth a look: not allowed, reserved, private or a name of

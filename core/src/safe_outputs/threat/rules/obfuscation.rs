@@ -2,7 +2,9 @@
 //! Source" attack — critical anywhere but prose), invisible characters in code
 //! (`invisible-char`), identifiers mixing Latin with lookalike letters (`homoglyph`),
 //! strings assembled from character codes or escapes, obfuscator-style names, reversed or
-//! rotated strings, and decoding at run time (`obfuscation`, warnings).
+//! rotated strings, built-ins reached by name (`obfuscation`, warnings). Decoding at run
+//! time alone is no finding (tokens and data are decoded every day); decoding *and running*
+//! is `decode-exec`, an encoded payload `encoded-payload`.
 //!
 //! Invariants: prose may hold invisible joiners (emoji sequences) and non-Latin words;
 //! only code is judged for them. A direction control is refused in code and a warning in
@@ -17,7 +19,7 @@ use super::super::verdict::{Finding, Severity};
 use super::{excerpt, Doc, Kind};
 
 static OBFUSCATION: LazyLock<(RegexSet, Vec<&'static str>)> = LazyLock::new(|| {
-    let rules: [(&str, &str); 9] = [
+    let rules: [(&str, &str); 8] = [
         (
             r"(?i)fromcharcode\s*\(\s*\d+(?:\s*,\s*\d+){5,}",
             "builds a string from character codes",
@@ -45,10 +47,6 @@ static OBFUSCATION: LazyLock<(RegexSet, Vec<&'static str>)> = LazyLock::new(|| {
         (
             r"(?i)''\.join\(\s*(?:map\(\s*chr|\[?\s*chr\s*\()",
             "builds a string from character codes",
-        ),
-        (
-            r"(?i)\b(?:b64decode|b32decode|a85decode|atob|frombase64string|decode64|base64_decode|unhexlify)\s*\(|buffer\.from\s*\([^)]*['\x22](?:base64|hex)['\x22]",
-            "decodes data at run time",
         ),
         (
             r"(?i)\bgetattr\s*\(\s*__builtins__|\bglobals\(\)\s*\[\s*['\x22]__builtins__|\b__builtins__\.__dict__",

@@ -187,14 +187,13 @@ fn is_hook(path: &str, name: &str) -> bool {
 }
 
 fn is_build(path: &str, name: &str) -> bool {
-    const NAMES: [&str; 41] = [
+    const NAMES: [&str; 40] = [
         "build.rs",
         "makefile",
         "gnumakefile",
         "cmakelists.txt",
         "setup.py",
         "setup.cfg",
-        "conftest.py",
         "noxfile.py",
         "tox.ini",
         "fabfile.py",
@@ -252,8 +251,6 @@ fn is_build(path: &str, name: &str) -> bool {
         || path.contains("/.cargo/")
         || path.starts_with(".mvn/")
         || path.starts_with("gradle/wrapper/")
-        || name == "rust-toolchain.toml"
-        || name == "rust-toolchain"
 }
 
 /// A script by its name: `install.sh`, `bootstrap.ps1`, `install` with no extension.
