@@ -113,11 +113,15 @@ async fn pin_mcp(
     root: &std::path::Path,
 ) -> Result<Vec<McpPin>, String> {
     let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    // An HTTP server's bearer secret is read from your environment under its name.
+    let secrets = env.clone();
     let room = runner::llm::mcp::Room {
         cwd: root,
         env: &env,
         user: None,
         network: None,
+        policy: &plue_types::protocol::NetworkPolicy::Open,
+        secrets: &secrets,
     };
     let mut pins: Vec<McpPin> = Vec::new();
     for server in servers {

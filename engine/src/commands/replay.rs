@@ -195,6 +195,7 @@ pub(crate) async fn run(args: RerunArgs) -> anyhow::Result<ExitCode> {
         tool_env,
         user: room.user(),
         network: room.network().and_then(|n| n.namespace().cloned()),
+        network_policy: &network,
         secrets: &secrets,
         budget: None,
         timeout: Duration::from_secs(dispatch.timeout_secs.max(1)),

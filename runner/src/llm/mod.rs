@@ -79,6 +79,8 @@ pub struct LlmStep<'a> {
     /// The network namespace every tool process joins (`crate::network`); `None`: the
     /// host's network (`network="open"`).
     pub network: Option<crate::network::Namespace>,
+    /// The step's network policy, which an HTTP MCP server's address must be allowed by.
+    pub network_policy: &'a plue_types::protocol::NetworkPolicy,
     pub secrets: &'a BTreeMap<String, String>,
     /// The limits the runner enforces as the model streams ([`budget`]).
     pub budget: Option<&'a plue_types::protocol::Budget>,
@@ -170,6 +172,8 @@ pub async fn run(
             env: &tool_env,
             user: step.user,
             network: step.network.as_ref(),
+            policy: step.network_policy,
+            secrets: step.secrets,
         };
         match mcp::McpTools::start(step.options.mcp, room, step.masker.clone(), lines).await {
             Ok(tools) => Some(Arc::new(tools)),

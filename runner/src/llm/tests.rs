@@ -115,6 +115,7 @@ impl Step {
             ),
             user: None,
             network: None,
+            network_policy: &plue_types::protocol::NetworkPolicy::Open,
             secrets: &self.secrets,
             budget: self.budget.as_ref(),
             timeout: self.timeout,

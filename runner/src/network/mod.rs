@@ -69,7 +69,30 @@ use tokio::sync::mpsc::Sender;
 
 pub use egress::Cidr;
 use plue_types::protocol::{NetworkPolicy, Stream};
+pub(crate) use proxy::may_reach;
 pub(crate) use sockets::Hidden;
+
+/// Whether a step under `policy` may reach `host:port` — what the runner asks before it
+/// connects for the step itself (an `llm` step's HTTP MCP server, `crate::llm::mcp`), with
+/// the proxy's own matching; the error says why not.
+pub(crate) fn policy_allows(policy: &NetworkPolicy, host: &str, port: u16) -> Result<(), String> {
+    match policy {
+        NetworkPolicy::Open => Ok(()),
+        NetworkPolicy::None => Err(format!(
+            "the step's network is 'none': {host}:{port} is out of reach (list it in network=[...])"
+        )),
+        NetworkPolicy::Allow(hosts) => {
+            let list = allow::AllowList::parse(hosts)?;
+            if list.allows(host, port) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{host}:{port} is not in the step's network allow-list"
+                ))
+            }
+        }
+    }
+}
 
 /// The `system` line of a `none` step a pod-confined runner runs without a namespace of its
 /// own (`--network-confined-by-pod`, which only the Kubernetes pool gives, to a class with

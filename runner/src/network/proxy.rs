@@ -435,7 +435,7 @@ async fn connect(host: &str, port: u16, denied: &[Cidr]) -> std::io::Result<Opti
 /// IPv4-mapped or NAT64 address held to the IPv4 one it reaches): what
 /// a listed name resolves to is not the list's word — its owner's DNS may rebind it, and a
 /// `*.` pattern's subdomains are anyone's who controls that zone.
-fn may_reach(host: &str, ip: IpAddr) -> bool {
+pub(crate) fn may_reach(host: &str, ip: IpAddr) -> bool {
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.parse::<Ipv4Addr>().is_ok() || host == "localhost" {
         return true;

@@ -97,6 +97,7 @@ pub(in crate::agent) async fn run(
         tool_env,
         user,
         network: network.and_then(|n| n.namespace().cloned()),
+        network_policy: &assignment.network,
         secrets: &assignment.secrets,
         budget: assignment.budget.as_ref(),
         timeout: Duration::from_secs(assignment.timeout_secs.max(1)),

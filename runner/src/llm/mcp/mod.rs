@@ -28,6 +28,7 @@
 //!   model reads; it never fails the step by itself and never hangs it past a call's limit.
 
 mod content;
+mod http;
 pub mod pins;
 mod stdio;
 
@@ -66,6 +67,10 @@ pub struct Room<'a> {
     pub env: &'a BTreeMap<String, String>,
     pub user: Option<StepUser>,
     pub network: Option<&'a crate::network::Namespace>,
+    /// The step's network policy: what an HTTP server's address must be allowed by.
+    pub policy: &'a plue_types::protocol::NetworkPolicy,
+    /// The step's secrets: an HTTP server's `bearer_secret` is one of them.
+    pub secrets: &'a BTreeMap<String, String>,
 }
 
 /// One allowed tool, as the model sees it.
@@ -153,7 +158,7 @@ impl McpTools {
             Err(reason) => {
                 let mut client = client;
                 let _ = client.close_with_timeout(Duration::from_secs(1)).await;
-                process.stop().await;
+                stop(process).await;
                 return Err(reason);
             }
         };
@@ -186,8 +191,12 @@ impl McpTools {
             .and_then(|i| i.server_info.as_ref())
             .map(|s| format!("{} {}", printable(&s.name), printable(&s.version)))
             .unwrap_or_else(|| "unnamed".into());
+        let transport = match spec.transport {
+            McpTransport::Stdio { .. } => "stdio",
+            McpTransport::Http { .. } => "http",
+        };
         let line = format!(
-            "mcp {name}: stdio server {server}, protocol {version}, tools: {}",
+            "mcp {name}: {transport} server {server}, protocol {version}, tools: {}",
             tools
                 .iter()
                 .map(|t| t.shown.as_str())
@@ -204,7 +213,7 @@ impl McpTools {
             timeout: Duration::from_secs(u64::from(spec.timeout_secs.max(1))),
             max_calls: spec.max_calls,
             calls: AtomicU32::new(0),
-            process: tokio::sync::Mutex::new(Some(process)),
+            process: tokio::sync::Mutex::new(process),
         })
     }
 
@@ -290,7 +299,8 @@ impl McpTools {
 
 /// A server started and listed.
 struct Session {
-    process: stdio::ServerProcess,
+    /// A stdio server's process (an HTTP server has none).
+    process: Option<stdio::ServerProcess>,
     client: RunningService<RoleClient, ClientConfig>,
     offered: Vec<rmcp::model::Tool>,
 }
@@ -304,19 +314,65 @@ async fn connect(
     lines: &Sender<(Stream, String)>,
 ) -> Result<Session, String> {
     let name = &spec.name;
-    let McpTransport::Stdio { command, env } = &spec.transport else {
-        return Err(format!(
-            "mcp server '{name}': HTTP servers are not supported by this runner yet; run the \
-             server over stdio (command=[...])"
-        ));
+    let (process, started) = match &spec.transport {
+        McpTransport::Stdio { command, env } => {
+            let (process, read, write) = stdio::ServerProcess::start(
+                name, command, env, room, masker, lines,
+            )
+            .map_err(|e| {
+                let program = command.first().map_or("", String::as_str);
+                format!("mcp server '{name}': cannot start {program}: {e}")
+            })?;
+            let transport = rmcp::transport::async_rw::AsyncRwTransport::new_client(read, write)
+                .with_max_line_length(MAX_MESSAGE_BYTES);
+            (Some(process), handshake(transport).await)
+        }
+        McpTransport::Http { url, bearer_secret } => {
+            let bearer = match bearer_secret {
+                Some(secret) => Some(room.secrets.get(secret).ok_or_else(|| {
+                    format!("mcp server '{name}': the step has no secret '{secret}'")
+                })?),
+                None => None,
+            };
+            let transport = http::transport(
+                url,
+                bearer.map(String::as_str),
+                room.policy,
+                MAX_MESSAGE_BYTES,
+            )
+            .await
+            .map_err(|e| format!("mcp server '{name}': {e}"))?;
+            (None, handshake(transport).await)
+        }
     };
-    let (process, read, write) =
-        stdio::ServerProcess::start(name, command, env, room, masker, lines).map_err(|e| {
-            let program = command.first().map_or("", String::as_str);
-            format!("mcp server '{name}': cannot start {program}: {e}")
-        })?;
-    let transport = rmcp::transport::async_rw::AsyncRwTransport::new_client(read, write)
-        .with_max_line_length(MAX_MESSAGE_BYTES);
+    match started {
+        Ok((client, offered)) => Ok(Session {
+            process,
+            client,
+            offered,
+        }),
+        Err(e) => {
+            stop(process).await;
+            Err(format!("mcp server '{name}': {e}"))
+        }
+    }
+}
+
+/// The `initialize` handshake over `transport` and the listing of the server's tools,
+/// within [`START_TIMEOUT`].
+async fn handshake<T, E, A>(
+    transport: T,
+) -> Result<
+    (
+        RunningService<RoleClient, ClientConfig>,
+        Vec<rmcp::model::Tool>,
+    ),
+    String,
+>
+where
+    T: rmcp::transport::IntoTransport<RoleClient, E, A>,
+    E: std::error::Error + Send + Sync + 'static,
+{
     // No capabilities: no roots (a filesystem server would replace its directories with
     // them), no sampling, no elicitation.
     let config = ClientConfig::new(
@@ -335,24 +391,12 @@ async fn connect(
         Ok::<_, String>((client, offered))
     })
     .await;
-    match started {
-        Ok(Ok((client, offered))) => Ok(Session {
-            process,
-            client,
-            offered,
-        }),
-        Ok(Err(e)) => {
-            process.stop().await;
-            Err(format!("mcp server '{name}': {e}"))
-        }
-        Err(_) => {
-            process.stop().await;
-            Err(format!(
-                "mcp server '{name}' did not answer initialize and tools/list within {}s",
-                START_TIMEOUT.as_secs()
-            ))
-        }
-    }
+    started.unwrap_or_else(|_| {
+        Err(format!(
+            "no answer to initialize and tools/list within {}s",
+            START_TIMEOUT.as_secs()
+        ))
+    })
 }
 
 /// What `plue lock` pins of `spec`: each allowed tool's digest as the server offers it now
@@ -376,7 +420,7 @@ pub async fn digests(spec: &McpServer, room: Room<'_>) -> Result<Vec<(String, St
         }
     }
     let _ = client.close_with_timeout(Duration::from_secs(1)).await;
-    process.stop().await;
+    stop(process).await;
     drain.abort();
     match missing {
         Some(tool) => Err(format!(
@@ -389,6 +433,13 @@ pub async fn digests(spec: &McpServer, room: Room<'_>) -> Result<Vec<(String, St
                 .join(", ")
         )),
         None => Ok(pinned),
+    }
+}
+
+/// Stops a stdio server's process, if there is one.
+async fn stop(process: Option<stdio::ServerProcess>) {
+    if let Some(process) = process {
+        process.stop().await;
     }
 }
 

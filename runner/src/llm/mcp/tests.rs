@@ -47,11 +47,14 @@ fn base_env() -> BTreeMap<String, String> {
 /// `spec` with the pins `plue lock` would write now.
 async fn pinned(mut spec: McpServer, env: &BTreeMap<String, String>) -> McpServer {
     let dir = std::env::temp_dir();
+    let no_secrets = BTreeMap::new();
     let room = Room {
         cwd: &dir,
         env,
         user: None,
         network: None,
+        policy: &plue_types::protocol::NetworkPolicy::None,
+        secrets: &no_secrets,
     };
     spec.pins = digests(&spec, room)
         .await
@@ -67,11 +70,14 @@ async fn start(
     masker: Masker,
 ) -> (Result<McpTools, String>, Vec<String>) {
     let dir = std::env::temp_dir();
+    let no_secrets = BTreeMap::new();
     let room = Room {
         cwd: &dir,
         env,
         user: None,
         network: None,
+        policy: &plue_types::protocol::NetworkPolicy::None,
+        secrets: &no_secrets,
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let started = McpTools::start(specs, room, Arc::new(masker), &tx).await;
@@ -272,4 +278,138 @@ async fn a_server_that_forks_and_stays_is_gone_when_the_step_ends() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let after: Vec<_> = beats().iter().map(modified).collect();
     assert_eq!(before, after, "a daemon the server forked still beats");
+}
+
+/// `http_server.py` on a free port with `TOKEN=token`; its port and the child.
+fn http_server(token: &str) -> (u16, std::process::Child) {
+    let dir = tempfile::tempdir().unwrap();
+    let port_file = dir.path().join("port");
+    let child = std::process::Command::new("/usr/bin/python3")
+        .arg(server_script("http_server.py"))
+        .args(["--port", "0", "--port-file"])
+        .arg(&port_file)
+        .env("TOKEN", token)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&port_file) {
+            if let Ok(port) = text.trim().parse() {
+                return (port, child);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the HTTP server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn http_spec(port: u16, secret: Option<&str>) -> McpServer {
+    McpServer {
+        name: "web".into(),
+        transport: McpTransport::Http {
+            url: format!("http://127.0.0.1:{port}/mcp"),
+            bearer_secret: secret.map(str::to_owned),
+        },
+        tools: vec!["whoami".into(), "echo".into()],
+        pins: BTreeMap::new(),
+        timeout_secs: 10,
+        max_calls: 100,
+    }
+}
+
+async fn start_http(
+    spec: &McpServer,
+    policy: &plue_types::protocol::NetworkPolicy,
+    secrets: &BTreeMap<String, String>,
+) -> Result<McpTools, String> {
+    let dir = std::env::temp_dir();
+    let env = base_env();
+    let room = Room {
+        cwd: &dir,
+        env: &env,
+        user: None,
+        network: None,
+        policy,
+        secrets,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let started = McpTools::start(
+        std::slice::from_ref(spec),
+        room,
+        Arc::new(Masker::default()),
+        &tx,
+    )
+    .await;
+    drop(tx);
+    let _ = drain.await;
+    started
+}
+
+#[tokio::test]
+async fn an_http_server_is_reached_only_as_the_policy_allows_with_the_steps_secret() {
+    use plue_types::protocol::NetworkPolicy;
+    let (port, mut child) = http_server("bearer-7a6b5c");
+    let secrets = BTreeMap::from([("WEB_TOKEN".to_owned(), "bearer-7a6b5c".to_owned())]);
+    let allowed = NetworkPolicy::Allow(vec![format!("127.0.0.1:{port}")]);
+    let open_room_digests = {
+        let dir = std::env::temp_dir();
+        let env = base_env();
+        let room = Room {
+            cwd: &dir,
+            env: &env,
+            user: None,
+            network: None,
+            policy: &allowed,
+            secrets: &secrets,
+        };
+        digests(&http_spec(port, Some("WEB_TOKEN")), room)
+            .await
+            .expect("digests")
+    };
+    let mut spec = http_spec(port, Some("WEB_TOKEN"));
+    spec.pins = open_room_digests.into_iter().collect();
+
+    let mut tools = start_http(&spec, &allowed, &secrets)
+        .await
+        .expect("allowed");
+    let whoami = tools.call("mcp__web__whoami", &json!({})).await;
+    let said: serde_json::Value = serde_json::from_str(&whoami.content).expect(&whoami.content);
+    assert!(!whoami.is_error && said["authorized"] == true, "{whoami:?}");
+    assert!(!whoami.content.contains("bearer-7a6b5c"));
+    tools.finish().await;
+
+    for (policy, wanted) in [
+        (NetworkPolicy::None, "network is 'none'"),
+        (
+            NetworkPolicy::Allow(vec!["127.0.0.1:1".into()]),
+            "not in the step's network allow-list",
+        ),
+        (
+            NetworkPolicy::Allow(vec!["example.com".into()]),
+            "not in the step's network allow-list",
+        ),
+    ] {
+        let refused = start_http(&spec, &policy, &secrets)
+            .await
+            .expect_err("refused");
+        assert!(refused.contains(wanted), "{policy:?}: {refused}");
+    }
+    // A wrong token is the server's refusal; no token declared at all, too.
+    let wrong = BTreeMap::from([("WEB_TOKEN".to_owned(), "not-it".to_owned())]);
+    assert!(start_http(&spec, &allowed, &wrong).await.is_err());
+    let mut anonymous = spec.clone();
+    anonymous.transport = http_spec(port, None).transport;
+    assert!(start_http(&anonymous, &allowed, &secrets).await.is_err());
+    let missing = start_http(&spec, &allowed, &BTreeMap::new())
+        .await
+        .expect_err("no secret");
+    assert!(missing.contains("no secret 'WEB_TOKEN'"), "{missing}");
+    let _ = child.kill();
+    let _ = child.wait();
 }
