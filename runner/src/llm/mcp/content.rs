@@ -1,6 +1,7 @@
 //! A `tools/call` result as the model reads it: its text blocks joined, other blocks named
 //! (an image or a binary resource is never pasted as base64), the structured content when
-//! there is no text, capped at the tools' output cap.
+//! there is no text, capped at the tools' output cap; characters a person cannot see but a
+//! model reads (tag characters, zero-width and bidi controls) written out visibly.
 
 use rmcp::model::CallToolResult;
 use serde_json::Value;
@@ -25,7 +26,7 @@ pub(super) fn to_output(result: &CallToolResult) -> ToolOutput {
         parts.join("\n")
     };
     ToolOutput {
-        content: cap(text, OUTPUT_CAP),
+        content: cap(reveal_hidden(&text).into_owned(), OUTPUT_CAP),
         is_error: result.is_error.unwrap_or(false),
     }
 }
@@ -52,4 +53,37 @@ fn describe(block: &Value) -> String {
         "resource_link" => format!("[resource link: {}]", field("uri")),
         other => format!("[a content block of type '{other}' not shown]"),
     }
+}
+
+/// Whether `c` is invisible where a person reads text but read by a model: Unicode tag
+/// characters (U+E0000–U+E007F, which spell ASCII unseen), zero-width characters, bidi
+/// embeddings, overrides and isolates, the word joiner and invisible operators, the BOM.
+pub(super) fn is_hidden(c: char) -> bool {
+    matches!(c,
+        '\u{E0000}'..='\u{E007F}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{FEFF}'
+        | '\u{180E}'
+        | '\u{00AD}')
+}
+
+/// `text` with every hidden character written out as `<U+XXXX>`, so a person reading the
+/// log and the model read the same thing (an instruction spelled in tag characters turns
+/// into visible noise rather than an order).
+pub(super) fn reveal_hidden(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(is_hidden) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_hidden(c) {
+            shown.push_str(&format!("<U+{:04X}>", c as u32));
+        } else {
+            shown.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(shown)
 }

@@ -415,7 +415,15 @@ pub async fn digests(spec: &McpServer, room: Room<'_>) -> Result<Vec<(String, St
     let mut missing = None;
     for allowed in &spec.tools {
         match offered.iter().find(|t| t.name == allowed.as_str()) {
-            Some(tool) => pinned.push((allowed.clone(), pins::digest_of(tool))),
+            Some(tool) => {
+                if let Err(reason) = pins::hidden_problem(&spec.name, tool) {
+                    let _ = client.close_with_timeout(Duration::from_secs(1)).await;
+                    stop(process).await;
+                    drain.abort();
+                    return Err(reason);
+                }
+                pinned.push((allowed.clone(), pins::digest_of(tool)))
+            }
             None => missing = Some(allowed.clone()),
         }
     }

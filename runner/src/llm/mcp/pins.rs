@@ -1,6 +1,9 @@
 //! The allowed tools of a server, checked against the lock's pins before the model sees
 //! any: each must be offered, pinned, and pinned to the digest of what the server offers
-//! now. What the server offers beyond the list is dropped here, unseen.
+//! now. What the server offers beyond the list is dropped here, unseen. A definition that
+//! hides text from its reviewer (tag characters, zero-width or bidi controls anywhere in
+//! its description or schema) is refused whatever its pin: a lock can only vouch for what
+//! a person could read.
 
 use plue_types::mcp::{tool_digest, McpServer};
 use serde_json::Value;
@@ -45,6 +48,7 @@ pub fn check(spec: &McpServer, offered: &[rmcp::model::Tool]) -> Result<Vec<Chec
                 ))
             }
         };
+        hidden_problem(server, tool)?;
         let now = digest_of(tool);
         match spec.pins.get(allowed) {
             None => {
@@ -70,4 +74,28 @@ pub fn check(spec: &McpServer, offered: &[rmcp::model::Tool]) -> Result<Vec<Chec
         });
     }
     Ok(checked)
+}
+
+/// Refuses an allowed tool whose description or schema carries characters a person
+/// reviewing it cannot see (`content::is_hidden`).
+pub fn hidden_problem(server: &str, tool: &rmcp::model::Tool) -> Result<(), String> {
+    let schema = Value::Object((*tool.input_schema).clone()).to_string();
+    let description = tool.description.as_deref().unwrap_or("");
+    let hidden: Vec<String> = description
+        .chars()
+        .chain(schema.chars())
+        .chain(tool.name.chars())
+        .filter(|c| super::content::is_hidden(*c))
+        .take(5)
+        .map(|c| format!("U+{:04X}", c as u32))
+        .collect();
+    if hidden.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the definition of mcp tool '{}' of server '{server}' carries characters a reviewer \
+         cannot see ({}...): a hidden instruction is refused, whatever the lock says",
+        tool.name,
+        hidden.join(", ")
+    ))
 }

@@ -413,3 +413,44 @@ async fn an_http_server_is_reached_only_as_the_policy_allows_with_the_steps_secr
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn a_definition_hiding_text_from_its_reviewer_is_refused_and_hidden_results_revealed() {
+    let env = base_env();
+    let dir = std::env::temp_dir();
+    let no_secrets = BTreeMap::new();
+    let room = Room {
+        cwd: &dir,
+        env: &env,
+        user: None,
+        network: None,
+        policy: &plue_types::protocol::NetworkPolicy::None,
+        secrets: &no_secrets,
+    };
+    // `plue lock` refuses to pin it.
+    let notes = spec("p", "poisoned.py", &[], &["notes"]);
+    let refused = digests(&notes, room).await.expect_err("hidden characters");
+    assert!(
+        refused.contains("'notes'") && refused.contains("cannot see"),
+        "{refused}"
+    );
+    // A pin made anyway (by hand) does not let it through.
+    let mut forged = notes.clone();
+    forged.pins.insert("notes".into(), "sha256:0".repeat(1));
+    let (started, _) = start(&[forged], &env, Masker::default()).await;
+    assert!(started.expect_err("refused").contains("cannot see"));
+
+    // A result spelling an order in tag characters reaches the model written out.
+    let page = pinned(spec("p", "poisoned.py", &[], &["read_page"]), &env).await;
+    let (tools, _) = start(&[page], &env, Masker::default()).await;
+    let mut tools = tools.expect("started");
+    let read = tools
+        .call("mcp__p__read_page", &json!({"url": "https://example.com"}))
+        .await;
+    assert!(
+        !read.content.chars().any(super::content::is_hidden),
+        "{read:?}"
+    );
+    assert!(read.content.contains("<U+E00"), "{read:?}");
+    tools.finish().await;
+}
