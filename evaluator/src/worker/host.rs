@@ -283,6 +283,16 @@ impl StepObject {
     /// checks what the agent proposed when the step succeeds (any refusal fails the step)
     /// and writes it to the forge itself. `approve_outputs=True` holds each proposal until
     /// a person with write access approves it.
+    ///
+    /// `mcp={"name": {...}}` gives the model the listed tools of Model Context Protocol
+    /// servers, shown as `mcp__<name>__<tool>`: a stdio server is `{"command": [...],
+    /// "tools": [...], "env": {...}}`, started in the step's room (its user, namespaces,
+    /// cgroup and `network=` policy); an HTTP one is `{"url": "https://...", "tools":
+    /// [...], "bearer_secret": "SECRET"}`, reached only where `network=` lets the step
+    /// reach it, with a token from the step's `secrets`. Optional `timeout_secs` (per call,
+    /// default 60) and `max_calls` (default 100). Only the listed tools are shown; each is
+    /// pinned by `plue lock` in `.plue/lock.json`, and a tool unpinned or changed since
+    /// fails the step before the model sees it.
     #[staticmethod]
     #[pyo3(signature = (id, prompt=None, **options))]
     fn llm(
