@@ -83,7 +83,7 @@ pub fn enabled(outputs: &SafeOutputs, trust: RunTrust) -> bool {
 }
 
 /// The assessment of each of `proposals` (in order): the static rules in `scope`, then the
-/// model review of each when a `reviewer` is given.
+/// model review of each the rules did not refuse, when a `reviewer` is given.
 pub async fn examine(
     proposals: &[Proposal],
     scope: &Scope<'_>,
@@ -93,7 +93,8 @@ pub async fn examine(
     for proposal in proposals {
         let findings = rules::scan(proposal, scope);
         let mut assessment = Assessment::of(findings);
-        if let Some(reviewer) = reviewer {
+        // A review cannot lower a refusal: none is asked for a refused proposal.
+        if let Some(reviewer) = reviewer.filter(|_| assessment.verdict != Verdict::Refused) {
             let outcome = reviewer.review(proposal, &assessment.findings).await;
             assessment = assessment.with_review(outcome);
         }
