@@ -344,3 +344,64 @@ fn the_reference_servers_and_an_sdk_server_work_from_the_steps_room() {
     assert!(!e3 && sum.contains("42"), "{sum}");
     assert!(output.contains("protocol"), "{output}");
 }
+
+#[test]
+fn the_reference_server_over_streamable_http_is_reached_through_the_allow_list() {
+    let Some((node, everything, _, _, _)) = installed() else {
+        return;
+    };
+    let sandbox = Sandbox::new("mcp-http");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new(&node)
+        .args([everything.as_str(), "streamableHttp"])
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server-everything did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let declared =
+        format!("{{\"web\": {{\"url\": \"http://127.0.0.1:{port}/mcp\", \"tools\": [\"echo\"]}}}}");
+    write_workflow(
+        &sandbox,
+        &declared,
+        &format!(", network=[\"127.0.0.1:{port}\"]"),
+    );
+    let lock = lock(&sandbox);
+    assert_eq!(lock["mcp"][0]["tool"], "echo", "{lock}");
+    let claude = FakeClaude::start(vec![
+        Turn::new()
+            .tool_use("t1", "mcp__web__echo", &json!({"message": "over http"}))
+            .reply(),
+        Turn::text(&["done"]).reply(),
+    ]);
+    let (ok, output) = run(&sandbox, &claude, &[]);
+    let requests = claude.requests();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(ok, "{output}");
+    let (echo, is_error) = result_of(&requests[1], "t1");
+    assert!(!is_error && echo.contains("over http"), "{echo}");
+    assert!(output.contains("mcp web: http server"), "{output}");
+
+    // The same server, not in the allow-list: the step fails before the model is asked.
+    write_workflow(&sandbox, &declared, ", network=[\"127.0.0.1:1\"]");
+    let check = sandbox.plue(&["check", "w.plue.py"]).output().unwrap();
+    assert!(!check.status.success());
+    assert!(
+        support::stdout(&check).contains("not in the step's network allow-list"),
+        "{}",
+        support::stdout(&check)
+    );
+}
