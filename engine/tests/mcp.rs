@@ -405,3 +405,37 @@ fn the_reference_server_over_streamable_http_is_reached_through_the_allow_list()
         support::stdout(&check)
     );
 }
+
+#[test]
+fn an_mcp_conversation_is_replayed_with_its_servers_started_again_in_the_room() {
+    let sandbox = Sandbox::new("mcp-replay");
+    let servers = format!(
+        "{{\"f\": {{\"command\": [\"/usr/bin/python3\", \"{}\"], \"tools\": [\"add\", \"whoami\"]}}}}",
+        test_server("friendly.py")
+    );
+    write_workflow(&sandbox, &servers, "");
+    lock(&sandbox);
+    let claude = FakeClaude::start(vec![
+        Turn::new()
+            .tool_use("t1", "mcp__f__add", &json!({"a": 1, "b": 2}))
+            .reply(),
+        Turn::text(&["done"]).reply(),
+    ]);
+    let (ok, output) = run(&sandbox, &claude, &[]);
+    assert!(ok, "{output}");
+    let replay = sandbox
+        .plue(&["rerun", "1", "--step", "agent", "--replay"])
+        .env_remove("PLUE_DATA_DIR")
+        .env("ANTHROPIC_BASE_URL", claude.url())
+        .output()
+        .expect("plue rerun");
+    let text = format!("{}\n{}", support::stdout(&replay), support::stderr(&replay));
+    assert!(replay.status.success(), "{text}");
+    assert!(text.contains("replayed 2 of 2 recorded turns"), "{text}");
+    assert!(text.contains("every tool result is as recorded"), "{text}");
+    assert!(
+        text.contains("mcp f: stdio server"),
+        "the servers were not started: {text}"
+    );
+    assert_eq!(claude.requests().len(), 2, "a replay made requests: {text}");
+}
