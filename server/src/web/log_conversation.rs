@@ -98,6 +98,9 @@ pub(super) struct BlockView {
 pub(super) struct ToolView {
     pub id: String,
     pub name: String,
+    /// The MCP server the tool is one of (`mcp__<server>__<tool>`), whose results the page
+    /// marks as untrusted text.
+    pub mcp_server: Option<String>,
     /// The input, as indented JSON.
     pub input: String,
     /// A one-line gist of the input for the folded summary (a path, a command).
@@ -491,6 +494,10 @@ fn turn_view(turn: &Turn, model: Option<&str>, prices: &Prices) -> TurnView {
                     text: None,
                     tool: Some(ToolView {
                         id: id.to_string(),
+                        mcp_server: block
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .and_then(mcp_server_of),
                         name: block
                             .get("name")
                             .and_then(Value::as_str)
@@ -661,3 +668,10 @@ pub(super) fn diff_view(diff: &str, source: String) -> DiffView {
 
 #[cfg(test)]
 mod tests;
+
+/// The server of an MCP tool's shown name `mcp__<server>__<tool>`.
+fn mcp_server_of(name: &str) -> Option<String> {
+    let rest = name.strip_prefix("mcp__")?;
+    let (server, tool) = rest.split_once("__")?;
+    (!server.is_empty() && !tool.is_empty()).then(|| server.to_owned())
+}
