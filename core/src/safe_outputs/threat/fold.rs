@@ -37,7 +37,7 @@ pub(crate) fn chars(text: &str) -> String {
 pub(crate) fn disguised(text: &str) -> bool {
     text.chars()
         .any(|c| !c.is_ascii() && (is_invisible(c) || lookalike(c).is_some()))
-        || (text.chars().any(|c| !c.is_ascii()) && chars(text) != text && chars(text).is_ascii())
+        || (!text.is_ascii() && chars(text) != text && chars(text).is_ascii())
 }
 
 /// Zero-width, joiner, word-joiner, byte-order-mark and direction-changing characters.

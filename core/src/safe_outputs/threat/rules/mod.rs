@@ -164,7 +164,7 @@ pub(crate) fn scan(proposal: &Proposal, scope: &Scope<'_>) -> Vec<Finding> {
 /// `found`, most severe first, at most [`MAX_PER_RULE_AND_FILE`] of one rule in one place
 /// and [`MAX_FINDINGS`] in all.
 fn bounded(mut found: Vec<Finding>) -> Vec<Finding> {
-    found.sort_by(|a, b| b.severity.cmp(&a.severity));
+    found.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let mut kept: Vec<Finding> = Vec::new();
     for finding in found {
         let same = kept
@@ -212,8 +212,7 @@ pub(crate) fn kind_of(path: &str) -> Kind {
         "notice",
         "changelog",
     ]
-    .iter()
-    .any(|n| name == *n)
+    .contains(&name)
     {
         return Kind::Docs;
     }
