@@ -56,8 +56,19 @@ pub async fn launch(
     ctx: &EvalContext,
     workspace: &WorkspaceSource,
 ) -> Result<i64, LaunchError> {
-    let (ctx, evaluated) =
-        evaluate_dispatch(evaluator, path, ctx.clone(), Modules::default()).await?;
+    // The repository's lock file pins its MCP servers' tools (`evaluator::mcp`); modules
+    // are not fetched here, so a `use` is refused as before.
+    let lock = evaluator::modules::lock::LockFile::beside(path).map_err(|problem| {
+        LaunchError::Invalid(vec![evaluator::Diagnostic::whole_file(
+            &path.display().to_string(),
+            problem,
+        )])
+    })?;
+    let modules = Modules {
+        lock: lock.as_ref(),
+        ..Modules::default()
+    };
+    let (ctx, evaluated) = evaluate_dispatch(evaluator, path, ctx.clone(), modules).await?;
     start_evaluated(executor, path, &ctx, workspace, &evaluated).await
 }
 

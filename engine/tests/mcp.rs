@@ -439,3 +439,46 @@ fn an_mcp_conversation_is_replayed_with_its_servers_started_again_in_the_room() 
     );
     assert_eq!(claude.requests().len(), 2, "a replay made requests: {text}");
 }
+
+#[tokio::test]
+async fn under_plue_serve_the_lock_beside_the_workflow_pins_its_tools() {
+    let _serial = support::serial().await;
+    let sandbox = Sandbox::new("mcp-serve");
+    let servers = format!(
+        "{{\"f\": {{\"command\": [\"/usr/bin/python3\", \"{}\"], \"tools\": [\"add\"]}}}}",
+        test_server("friendly.py")
+    );
+    write_workflow(&sandbox, &servers, "");
+    lock(&sandbox);
+    let claude = FakeClaude::start(vec![
+        Turn::new()
+            .tool_use("t1", "mcp__f__add", &json!({"a": 20, "b": 22}))
+            .reply(),
+        Turn::text(&["done"]).reply(),
+    ]);
+    let secret = format!("ANTHROPIC_API_KEY={}", support::LLM_KEY);
+    let engine = sandbox
+        .serve_local_with_env(
+            "1",
+            &["--secret", &secret],
+            &[("ANTHROPIC_BASE_URL", claude.url())],
+        )
+        .await;
+    let http = support::client();
+    let run_id = support::start_run(
+        &http,
+        &engine.url,
+        &sandbox.path("w.plue.py"),
+        &sandbox.path(""),
+    )
+    .await;
+    support::wait_succeeded(
+        &http,
+        &engine.url,
+        run_id,
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    let requests = claude.requests();
+    assert_eq!(result_of(&requests[1], "t1"), ("42".to_owned(), false));
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use engine::registry::modules::ModuleMirrors;
 use evaluator::modules::lock::LockFile;
-use evaluator::modules::{Modules, LOCK_FILE};
+use evaluator::modules::Modules;
 
 use crate::cli::ModulesArgs;
 
@@ -67,29 +67,15 @@ pub(crate) fn repository_root(path: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
-/// Where the lock file of the repository holding `path` is (or would be).
-pub(crate) fn lock_path(path: &Path) -> Option<PathBuf> {
-    repository_root(path).map(|root| root.join(LOCK_FILE))
-}
-
 /// The lock file of the repository holding `path`: `None` when it has none.
 pub(crate) fn lock_for(path: &Path) -> anyhow::Result<Option<LockFile>> {
-    let Some(lock) = lock_path(path) else {
-        return Ok(None);
-    };
-    let text = match std::fs::read_to_string(&lock) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", lock.display())),
-    };
-    LockFile::parse(&text)
-        .map(Some)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", lock.display()))
+    LockFile::beside(path).map_err(anyhow::Error::msg)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use evaluator::modules::LOCK_FILE;
 
     #[test]
     fn the_lock_file_is_found_at_the_repository_root_and_checked() {

@@ -133,6 +133,27 @@ impl LockFile {
         self
     }
 
+    /// The lock file of the git repository holding `path` on this machine (its nearest
+    /// ancestor with a `.git`, then [`super::LOCK_FILE`] there): `None` when there is no
+    /// repository or no lock file. What `plue run`, `plue check` and a server's run of a
+    /// local workflow read.
+    pub fn beside(path: &std::path::Path) -> Result<Option<LockFile>, String> {
+        let Ok(absolute) = std::fs::canonicalize(path) else {
+            return Ok(None);
+        };
+        let Some(root) = absolute.ancestors().find(|dir| dir.join(".git").exists()) else {
+            return Ok(None);
+        };
+        let lock = root.join(super::LOCK_FILE);
+        match std::fs::read_to_string(&lock) {
+            Ok(text) => LockFile::parse(&text)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", lock.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("reading {}: {e}", lock.display())),
+        }
+    }
+
     /// The text `plue lock` writes: pretty JSON and a final newline, so diffs read well.
     pub fn to_text(&self) -> String {
         let mut text = serde_json::to_string_pretty(self).expect("a lock file serialises");
