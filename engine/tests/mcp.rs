@@ -482,3 +482,132 @@ async fn under_plue_serve_the_lock_beside_the_workflow_pins_its_tools() {
     let requests = claude.requests();
     assert_eq!(result_of(&requests[1], "t1"), ("42".to_owned(), false));
 }
+
+#[tokio::test]
+async fn a_pushed_repository_pins_its_tools_with_the_lock_file_at_the_commit() {
+    use testkit::forge::{FakeForge, Flavor};
+    const HOOK: &str = "webhook-secret-of-the-mcp-test";
+    const FORGE_TOKEN: &str = "token-of-the-mcp-test";
+    let _serial = support::serial().await;
+    let sandbox = Sandbox::new("mcp-forge");
+    // The lock file, made as a developer would: `plue lock` in a clone.
+    let servers = format!(
+        "{{\"f\": {{\"command\": [\"/usr/bin/python3\", \"{}\"], \"tools\": [\"add\"]}}}}",
+        test_server("friendly.py")
+    );
+    let workflow = format!(
+        "def workflow():\n    return Plan(name=\"mcp\", triggers=[Trigger.on_push()], steps=[\n        \
+         Step.llm(\"agent\", prompt=\"Use the tools.\", tools=[\"read_file\"], max_turns=4,\n                 \
+         mcp={servers}),\n    ])\n"
+    );
+    std::fs::write(sandbox.path("w.plue.py"), &workflow).unwrap();
+    let lock_text = {
+        lock(&sandbox);
+        std::fs::read_to_string(sandbox.path(".plue/lock.json")).unwrap()
+    };
+    let forge = FakeForge::start(Flavor::GitHub, FORGE_TOKEN).unwrap();
+    let pinned = forge
+        .create_repo_with(
+            "acme/app",
+            &[
+                (".plue/ci.plue.py", &workflow),
+                (".plue/lock.json", &lock_text),
+            ],
+        )
+        .unwrap();
+    let unpinned = forge
+        .create_repo_with("acme/bare", &[(".plue/ci.plue.py", &workflow)])
+        .unwrap();
+    let claude = FakeClaude::start(vec![
+        Turn::new()
+            .tool_use("t1", "mcp__f__add", &json!({"a": 40, "b": 2}))
+            .reply(),
+        Turn::text(&["done"]).reply(),
+    ]);
+    let engine = sandbox
+        .serve_local_with_env("1", &[], &[("ANTHROPIC_BASE_URL", claude.url())])
+        .await;
+    let http = support::client();
+    let mut runs = Vec::new();
+    for (repo, commit) in [("acme/app", &pinned), ("acme/bare", &unpinned)] {
+        let registered = http
+            .post(format!("{}/api/repos", engine.url))
+            .json(&json!({
+                "name": repo,
+                "clone_url": forge.clone_url(repo),
+                "forge": "github",
+                "webhook_secret": HOOK,
+                "api_url": forge.api_url(),
+                "api_token": FORGE_TOKEN,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            registered.status(),
+            201,
+            "{}",
+            registered.text().await.unwrap()
+        );
+        let key = http
+            .put(format!(
+                "{}/api/repos/{repo}/secrets/ANTHROPIC_API_KEY",
+                engine.url
+            ))
+            .json(&json!({"value": support::LLM_KEY}))
+            .send()
+            .await
+            .unwrap();
+        assert!(key.status().is_success(), "{}", key.text().await.unwrap());
+        let mut payload = support::webhook_fixture("github/push-new-branch.json");
+        payload["repository"]["full_name"] = json!(repo);
+        payload["repository"]["default_branch"] = json!("main");
+        payload["ref"] = json!("refs/heads/main");
+        payload["after"] = json!(commit);
+        let (status, answer) = support::deliver_webhook(
+            &engine.url,
+            "github",
+            "push",
+            &format!("push-{repo}"),
+            &payload,
+            HOOK,
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let ids = support::run_ids(&answer);
+        assert_eq!(ids.len(), 1, "{answer}");
+        runs.push(ids[0]);
+    }
+    support::wait_succeeded(
+        &http,
+        &engine.url,
+        runs[0],
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        result_of(&claude.requests()[1], "t1"),
+        ("42".to_owned(), false)
+    );
+    // Without the lock file at its commit, the same workflow's tool is not pinned.
+    let run = support::wait_final(
+        &http,
+        &engine.url,
+        runs[1],
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let lines = support::log_lines(&http, &engine.url, runs[1], "agent")
+        .await
+        .expect("a log");
+    assert!(
+        lines.iter().any(|l| l.to_string().contains("not pinned")),
+        "{lines:?}"
+    );
+    assert_eq!(
+        claude.requests().len(),
+        2,
+        "the unpinned run asked the model"
+    );
+}
