@@ -1,7 +1,7 @@
 //! A statement made from the store: it opens with the engine's key only, names the person
-//! who approved the proposal and when, attests the text or commit given, names every
-//! resource by uri, digest or content, and is recorded once, pending (a retry's new
-//! signature does not replace it).
+//! who approved the proposal and when and the threat check that held it for them, attests
+//! the text or commit given, names every resource by uri, digest or content, and is
+//! recorded once, pending (a retry's new signature does not replace it).
 
 use std::sync::Arc;
 
@@ -11,6 +11,9 @@ use plue_store::testing::stores;
 
 use super::*;
 use crate::store::{on_db, NewRun, RunRepo};
+
+/// A stored threat check: a warning, and a review that passed.
+const THREAT: &str = r#"{"verdict":"needs_approval","findings":[{"rule":"new-endpoint","severity":"warning","file":"a.py","line":3,"reason":"reaches x.example.net"}],"review":{"model":"m","answer":"pass","reasons":[],"input_tokens":1,"output_tokens":1}}"#;
 
 #[tokio::test]
 async fn an_approved_proposals_statement_names_its_approver_and_is_kept_once() {
@@ -37,12 +40,13 @@ async fn an_approved_proposals_statement_names_its_approver_and_is_kept_once() {
         let step_run = store.step_run(run_id, "publish").await.unwrap().unwrap().id;
         let proposal: i64 = on_db!(store, pool => sqlx::query_scalar(
             "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, payload, \
-             state, decided_by, decided_at, created_at) \
-             VALUES ($1, $2, 1, 0, 'comment', '{}', 'ready', 'maintainer-mo', 1700000000000, 0) \
-             RETURNING id",
+             state, decided_by, decided_at, created_at, threat) \
+             VALUES ($1, $2, 1, 0, 'comment', '{}', 'ready', 'maintainer-mo', 1700000000000, 0, \
+             $3) RETURNING id",
         )
         .bind(run_id)
         .bind(step_run)
+        .bind(THREAT)
         .fetch_one(pool)
         .await
         .unwrap());
@@ -77,6 +81,16 @@ async fn an_approved_proposals_statement_names_its_approver_and_is_kept_once() {
         let keys = [signer.public()];
         let (statement, _) = plue_provenance::open(&envelope, &keys).unwrap();
         let external = &statement.predicate.build_definition.external_parameters;
+        // The threat check that held it for the approver is signed with it.
+        let threat = external.proposal.threat_check.as_ref().unwrap();
+        assert_eq!(threat.verdict, "needs_approval");
+        assert_eq!(threat.findings[0].rule, "new-endpoint");
+        assert_eq!(threat.findings[0].severity, "warning");
+        let review = threat.review.as_ref().unwrap();
+        assert_eq!(
+            (review.model.as_str(), review.verdict.as_str()),
+            ("m", "pass")
+        );
         let approval = external.approval.as_ref().unwrap();
         assert_eq!(approval.by, "maintainer-mo");
         assert_eq!(approval.at, "2023-11-14T22:13:20.000Z");

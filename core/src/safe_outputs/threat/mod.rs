@@ -126,3 +126,88 @@ pub fn redacted(assessment: &Assessment, wall: Option<&Checker>) -> Assessment {
     }
     kept
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_checks_the_runs_of_people_without_write_access() {
+        let outputs = |check| SafeOutputs {
+            pull_request: true,
+            threat_check: check,
+            ..SafeOutputs::default()
+        };
+        let writer = RunTrust {
+            secrets_allowed: true,
+            outsiders_words: false,
+        };
+        let fork = RunTrust {
+            secrets_allowed: false,
+            outsiders_words: false,
+        };
+        let relayed = RunTrust {
+            secrets_allowed: true,
+            outsiders_words: true,
+        };
+        assert!(!enabled(&outputs(ThreatCheck::Auto), writer));
+        assert!(enabled(&outputs(ThreatCheck::Auto), fork));
+        assert!(enabled(&outputs(ThreatCheck::Auto), relayed));
+        for trust in [writer, fork, relayed] {
+            assert!(enabled(&outputs(ThreatCheck::Always), trust));
+            assert!(!enabled(&outputs(ThreatCheck::Off), trust));
+        }
+    }
+
+    #[test]
+    fn a_review_raises_the_verdict_and_never_lowers_it() {
+        let flagged = Assessment::of(vec![Finding::new(
+            "ci-config",
+            Severity::Warning,
+            Some(".gitlab-ci.yml"),
+            None,
+            "x",
+        )]);
+        let said = |answer| ReviewOutcome {
+            model: "m".into(),
+            answer: Some(answer),
+            reasons: vec!["r".into()],
+            error: None,
+            input_tokens: 0,
+            output_tokens: 0,
+        };
+        assert_eq!(
+            flagged.clone().with_review(said(Verdict::Pass)).verdict,
+            Verdict::NeedsApproval
+        );
+        assert_eq!(
+            flagged.clone().with_review(said(Verdict::Refused)).verdict,
+            Verdict::Refused
+        );
+        let failed = ReviewOutcome {
+            error: Some("the call failed".into()),
+            ..said(Verdict::Pass)
+        };
+        assert_eq!(
+            Assessment::of(Vec::new()).with_review(failed).verdict,
+            Verdict::NeedsApproval
+        );
+    }
+
+    #[test]
+    fn what_is_kept_passes_the_runs_wall() {
+        let wall = corpus::wall();
+        let secret = corpus::RUN_SECRET;
+        let assessment = Assessment::of(vec![Finding::new(
+            "new-endpoint",
+            Severity::Warning,
+            Some(&format!("notes/{secret}.txt")),
+            Some(1),
+            format!("reaches https://evil.example/?k={secret}"),
+        )]);
+        let kept = serde_json::to_string(&redacted(&assessment, Some(&wall))).unwrap();
+        assert!(!kept.contains(secret), "{kept}");
+        let withheld = serde_json::to_string(&redacted(&assessment, None)).unwrap();
+        assert!(!withheld.contains(secret), "{withheld}");
+    }
+}

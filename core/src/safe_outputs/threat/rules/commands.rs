@@ -1,5 +1,6 @@
 //! Rules on what added lines *do*: download-and-run (`pipe-to-shell`), decode-and-run
 //! (`decode-exec`), reverse shells (`reverse-shell`), persistence (`persistence`),
+//! destroying data (`destructive`), mining (`cryptominer`),
 //! secrets or the environment sent out (`exfiltration`), reading credentials
 //! (`credential-read`), turning TLS or host checks off (`tls-disabled`), making files
 //! executable (`chmod-exec`), evaluating strings (`dynamic-eval`), running at generate
@@ -81,6 +82,18 @@ fn line_rules() -> Vec<(&'static str, Severity, &'static str, String)> {
             r"(?i)\bauthorized_keys2?\b|/etc/sudoers|ld\.so\.preload|\bld_preload\s*=|\bcrontab\s+(?:-\s*$|-\s|-r|\S+\.\w+)|\|\s*crontab\b|/etc/cron|/var/spool/cron|>>?\s*['\x22]?(?:~|\$home|\$\{home\}|/root|/home/\w+)/\.(?:bashrc|bash_profile|zshrc|profile|zprofile)\b|\bsystemctl\s+(?:--\w+\s+)*enable\b|/etc/systemd/system/|/etc/rc\.local|\blaunchctl\s+load\b|library/launchagents|currentversion\\\\?run\b|\bchmod\s+(?:-\w+\s+)*(?:[ugoa]*\+[rwx]*s|0?[2-7][0-7]{3})\b|\bgit\s+config\s+(?:--\w+\s+)*core\.(?:hookspath|fsmonitor|sshcommand)\b".into(),
         ),
         (
+            "destructive",
+            Critical,
+            "destroys data or the machine",
+            r"(?i)\brm\s+(?:-\w*\s+)*-\w*[rf]\w*\s+(?:-\w+\s+)*(?:--no-preserve-root\s+)?(?:/|/\*|~|~/|\$home|\$\{home\}|/home|/etc|/usr|/var|/boot|\.git)(?:\s|$|['\x22;&|])|\bmkfs(?:\.\w+)?\s+/dev/|\bdd\s+[^\n]*\bof=/dev/(?:sd|nvme|hd|xvd|vd|disk)|:\(\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:|\bchmod\s+-R\s+0?777\s+/(?:\s|$)|\bshred\s+[^\n]*/dev/|\bshutil\.rmtree\(\s*['\x22](?:/|~)['\x22]|\bgit\s+push\s+[^\n]*--force\b[^\n]*\b(?:main|master)\b".into(),
+        ),
+        (
+            "cryptominer",
+            Critical,
+            "runs a cryptocurrency miner",
+            r"(?i)\bxmrig\b|stratum\+(?:tcp|ssl)://|\bminerd\b|\bcpuminer\b|\bcryptonight\b|\bnicehash\b|\bmonero(?:ocean)?\b.*\bpool\b|\bethminer\b|\bnbminer\b|\bt-rex\s+-a\b".into(),
+        ),
+        (
             "credential-read",
             Warning,
             "reads credentials or keys",
@@ -102,7 +115,7 @@ fn line_rules() -> Vec<(&'static str, Severity, &'static str, String)> {
             "dynamic-eval",
             Warning,
             "evaluates a string as code",
-            r"(?:^|[^.\w$])(?:eval|exec)\s*\(\s*[^)\s'\x22]|\bnew\s+Function\s*\(|\b__import__\s*\(|(?:^|[;&|(]\s*|\bthen\s+|\bdo\s+)eval\s+['\x22$]|\b(?:instance_eval|class_eval|module_eval)\b|\bInvoke-Expression\b|\bvm\.runIn(?:This|New)?Context\s*\(|\bScriptEngineManager\b".into(),
+            r"(?:^|[^.\w$])(?:eval|exec)\s*\(\s*[^)\s'\x22]|\bnew\s+Function\s*\(|\b__import__\s*\(|(?:^|[;&|(]\s*|\bthen\s+|\bdo\s+)eval\s+['\x22$]|\b(?:instance_eval|class_eval|module_eval)\b|\bInvoke-Expression\b|\bvm\.runIn(?:This|New)?Context\s*\(|\bScriptEngineManager\b|\bRuntime\.getRuntime\(\)\.exec\s*\(".into(),
         ),
         (
             "hook-command",
@@ -133,7 +146,7 @@ static RULES: LazyLock<Compiled> = LazyLock::new(|| {
 /// Where a secret or the whole environment is read (the first half of `exfiltration`).
 static SOURCE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)\bprintenv\b|(?:^|[\s(;|`$])env\s*(?:\||>|\)|`|$)|\$\(\s*env\s*\)|\bos\.environ\b(?:\s*[\),}]|\s*$|\.copy\(\)|\.items\(\))|dict\(\s*os\.environ|json\.dumps\(\s*(?:dict\()?os\.environ|\bprocess\.env\b\s*(?:[\),}]|$)|json\.stringify\(\s*process\.env|object\.(?:entries|keys)\(\s*process\.env|\benv\.to_h\b|\benv::vars(?:_os)?\s*\(\)|\bENV\.to_h\b|system\.getenv\(\s*\)|environment\.getenvironmentvariables|get-childitem\s+env:|~/\.ssh|\.ssh/id_|\.aws/credentials|/etc/passwd|/etc/shadow|\.git-credentials|\.npmrc|\.pypirc|\.netrc|\.kube/config|/proc/self/environ|\$\{\{\s*secrets\.|\$\{?\w*(?:token|secret|password|passwd|api_?key|access_?key|private_?key)\w*\b|\b(?:github|gh|npm|pypi|anthropic|openai|aws|slack|gitlab)_(?:token|key|secret|api_key|access_key_id|secret_access_key)\b|\bsecrets\.[a-z_]+_(?:token|key)\b",
+        r"(?i)\bprintenv\b|\$\(\s*(?:whoami|hostname|id|uname(?:\s+-a)?)\s*\)|(?:^|[\s(;|`$])env\s*(?:\||>|\)|`|$)|\$\(\s*env\s*\)|\bos\.environ\b(?:\s*[\),}]|\s*$|\.copy\(\)|\.items\(\))|dict\(\s*os\.environ|json\.dumps\(\s*(?:dict\()?os\.environ|\bprocess\.env\b\s*(?:[\),}]|$)|json\.stringify\(\s*process\.env|object\.(?:entries|keys)\(\s*process\.env|\benv\.to_h\b|\benv::vars(?:_os)?\s*\(\)|\bENV\.to_h\b|system\.getenv\(\s*\)|environment\.getenvironmentvariables|get-childitem\s+env:|~/\.ssh|\.ssh/id_|\.aws/credentials|/etc/passwd|/etc/shadow|\.git-credentials|\.npmrc|\.pypirc|\.netrc|\.kube/config|/proc/self/environ|\$\{\{\s*secrets\.|\$\{?\w*(?:token|secret|password|passwd|api_?key|access_?key|private_?key)\w*\b|\b(?:github|gh|npm|pypi|anthropic|openai|aws|slack|gitlab)_(?:token|key|secret|api_key|access_key_id|secret_access_key)\b|\bsecrets\.[a-z_]+_(?:token|key)\b",
     )
     .expect("the source pattern compiles")
 });

@@ -1,9 +1,10 @@
 //! Rules on where added code reaches: a URL or public IP address to a host that is neither
-//! the repository's forge nor in `allow_links` (`new-endpoint`, a warning), a known
-//! exfiltration or tunnelling service (`exfil-endpoint`, critical), and hosts hidden from a
-//! reader — a numeric or hex IP in a URL, a user part that reads as a host
-//! (`https://github.com@evil.example`), punycode or lookalike characters
-//! (`disguised-endpoint`, critical in code).
+//! the repository's forge nor in `allow_links` nor a well-known documentation or code host
+//! (`new-endpoint`, a warning), a known exfiltration or tunnelling service or a public
+//! webhook (`exfil-endpoint`, critical), and hosts hidden from a reader — a numeric or hex
+//! IP in a URL, a user part that reads as a host (`https://github.com@evil.example`),
+//! punycode or lookalike characters, a URL shortener (`disguised-endpoint`, critical in
+//! code).
 //!
 //! Invariants: links in documentation and in comments of code are not endpoints (nothing
 //! contacts them), texts' links are the run's wall's, and lockfiles' resolved URLs are the
@@ -62,6 +63,58 @@ const EXFIL_SERVICES: [&str; 26] = [
     "serveo.net",
     "localtunnel.me",
     "trycloudflare.com",
+];
+
+/// Paths of well-known hosts that take data from anyone (webhooks, bots).
+const EXFIL_PATHS: [&str; 5] = [
+    "discord.com/api/webhooks",
+    "discordapp.com/api/webhooks",
+    "api.telegram.org/bot",
+    "hooks.slack.com/services",
+    "outlook.office.com/webhook",
+];
+
+/// URL shorteners: where they lead is not in the change.
+const SHORTENERS: [&str; 12] = [
+    "bit.ly",
+    "tinyurl.com",
+    "t.co",
+    "goo.gl",
+    "is.gd",
+    "ow.ly",
+    "rb.gy",
+    "cutt.ly",
+    "shorturl.at",
+    "tiny.cc",
+    "buff.ly",
+    "rebrand.ly",
+];
+
+/// Hosts of documentation, registries' pages and code hosts' own pages: a URL naming one
+/// is no *new* endpoint (running what it serves is the command rules' business).
+const WELL_KNOWN: [&str; 22] = [
+    "github.com",
+    "gitlab.com",
+    "codeberg.org",
+    "docs.rs",
+    "crates.io",
+    "pypi.org",
+    "npmjs.com",
+    "www.npmjs.com",
+    "python.org",
+    "www.python.org",
+    "docs.python.org",
+    "rust-lang.org",
+    "www.rust-lang.org",
+    "doc.rust-lang.org",
+    "developer.mozilla.org",
+    "en.wikipedia.org",
+    "stackoverflow.com",
+    "go.dev",
+    "pkg.go.dev",
+    "nodejs.org",
+    "docs.github.com",
+    "semver.org",
 ];
 
 /// Hosts whose URLs name a standard or a license rather than something contacted.
@@ -130,7 +183,12 @@ pub(crate) fn check(doc: &Doc<'_>, scope: &Scope<'_>, found: &mut Vec<Finding>) 
 
 fn judge_url(doc: &Doc<'_>, scope: &Scope<'_>, at: u32, url: &str, host: &str) -> Option<Finding> {
     let shown = excerpt(url);
-    if EXFIL_SERVICES.iter().any(|s| within(host, s)) || host.ends_with(".oast.site") {
+    let lower = url.to_ascii_lowercase();
+    let rest = lower.split_once("://").map_or(lower.as_str(), |(_, r)| r);
+    if EXFIL_SERVICES.iter().any(|s| within(host, s))
+        || host.ends_with(".oast.site")
+        || EXFIL_PATHS.iter().any(|p| rest.starts_with(p))
+    {
         return Some(doc.finding(
             "exfil-endpoint",
             doc.weigh(Severity::Critical),
@@ -148,8 +206,11 @@ fn judge_url(doc: &Doc<'_>, scope: &Scope<'_>, at: u32, url: &str, host: &str) -
         .rsplit_once('@')
         .is_some_and(|(user, _)| user.contains('.'));
     let lookalike = host.starts_with("xn--") || host.contains(".xn--") || fold::disguised(host);
-    if numeric || user_host || lookalike {
-        let why = if numeric {
+    let shortened = SHORTENERS.contains(&host);
+    if numeric || user_host || lookalike || shortened {
+        let why = if shortened {
+            "a URL shortener, which hides where it leads"
+        } else if numeric {
             "a host written as a number"
         } else if user_host {
             "a user part that reads as another host"
@@ -203,8 +264,17 @@ fn comment_line(doc: &Doc<'_>, at: u32) -> bool {
 /// a standard.
 fn is_endpoint(scope: &Scope<'_>, host: &str) -> bool {
     let host = host.trim_end_matches('.');
-    if scope.allows(host) || REFERENCE_HOSTS.contains(&host) || reserved(host) {
+    if scope.allows(host)
+        || REFERENCE_HOSTS.contains(&host)
+        || WELL_KNOWN.contains(&host)
+        || reserved(host)
+    {
         return false;
+    }
+    if let Ok(v6) = host.parse::<std::net::Ipv6Addr>() {
+        return !(v6.is_loopback() || v6.is_unspecified() || v6.is_multicast())
+            && (v6.segments()[0] & 0xfe00) != 0xfc00
+            && (v6.segments()[0] & 0xffc0) != 0xfe80;
     }
     match host.parse::<Ipv4Addr>() {
         Ok(address) => public(address),
