@@ -130,10 +130,7 @@ fn shared_dir(sandbox: &Sandbox, name: &str) -> PathBuf {
 }
 
 fn attacker(name: &str, args: &[&str], tools: &[&str], extra: &str) -> String {
-    let mut command = vec![
-        "/usr/bin/python3".to_owned(),
-        test_server("attacker.py"),
-    ];
+    let mut command = vec!["/usr/bin/python3".to_owned(), test_server("attacker.py")];
     command.extend(args.iter().map(|a| (*a).to_owned()));
     format!(
         "\"{name}\": {{\"command\": {}, \"tools\": {}{extra}}}",
@@ -185,7 +182,10 @@ fn a_server_learns_no_key_and_cannot_leave_the_steps_room() {
         "PLUE_SECRET_KEY",
         "PLUE_RUNNER_TOKEN",
     ] {
-        assert!(!env.contains_key(name), "{name} in the server's env: {env:?}");
+        assert!(
+            !env.contains_key(name),
+            "{name} in the server's env: {env:?}"
+        );
     }
     let values = serde_json::to_string(env).unwrap();
     for value in [
@@ -195,7 +195,10 @@ fn a_server_learns_no_key_and_cannot_leave_the_steps_room() {
     ] {
         assert!(!values.contains(value), "a credential in the server's env");
     }
-    assert_eq!(env["DEPLOY_TOKEN"], SECRET, "the step's secret is its by design");
+    assert_eq!(
+        env["DEPLOY_TOKEN"], SECRET,
+        "the step's secret is its by design"
+    );
 
     let raw = std::fs::read_to_string(out.join("explore.json")).unwrap();
     eprintln!("explore: {raw}");
@@ -282,10 +285,17 @@ fn a_hidden_instruction_in_a_servers_error_does_not_reach_the_model() {
         !text.chars().any(is_tag),
         "the model read hidden tag characters: {:?}",
         text.chars()
-            .map(|c| if is_tag(c) { char::from_u32(c as u32 - 0xE0000).unwrap_or('?') } else { c })
+            .map(|c| if is_tag(c) {
+                char::from_u32(c as u32 - 0xE0000).unwrap_or('?')
+            } else {
+                c
+            })
             .collect::<String>()
     );
-    assert!(!output.chars().any(is_tag), "the log holds hidden tag characters");
+    assert!(
+        !output.chars().any(is_tag),
+        "the log holds hidden tag characters"
+    );
 }
 
 /// Server-initiated requests, stray responses, floods, endless lines, a closed stdout: no
@@ -550,8 +560,14 @@ fn an_http_server_cannot_lead_the_runner_to_loopback_or_elsewhere() {
         );
         let claude = FakeClaude::start(vec![Turn::text(&["never"]).reply()]);
         let (ok, output) = run(&sandbox, &claude, &[&format!("DOCS={TOKEN}")]);
-        assert!(!ok && output.contains("no address a step may reach"), "{output}");
-        assert!(target.seen.lock().unwrap().is_empty(), "the runner connected");
+        assert!(
+            !ok && output.contains("no address a step may reach"),
+            "{output}"
+        );
+        assert!(
+            target.seen.lock().unwrap().is_empty(),
+            "the runner connected"
+        );
         assert!(!output.contains(TOKEN), "{output}");
     } else {
         eprintln!("skipped the loopback name: {name} does not resolve to loopback");
@@ -605,6 +621,10 @@ fn an_http_server_cannot_lead_the_runner_to_loopback_or_elsewhere() {
             &format!(", network=[\"{network}\"]"),
         );
         let check = sandbox.plue(&["check", "w.plue.py"]).output().unwrap();
-        assert!(!check.status.success(), "{url}: {}", support::stdout(&check));
+        assert!(
+            !check.status.success(),
+            "{url}: {}",
+            support::stdout(&check)
+        );
     }
 }

@@ -97,12 +97,16 @@ fn server_name_problem(name: &str) -> Option<String> {
             .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && name
             .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
         && !name.contains("__");
     (!ok).then(|| {
         format!(
-            "mcp server name '{name}' must be 1 to 32 of a-z, 0-9, '_' and '-', starting with a \
-             letter or digit, without '__'"
+            "mcp server name '{name}' must be 1 to 32 of a-z, 0-9, '_' and '-', starting and \
+             ending with a letter or digit, without '__'"
         )
     })
 }
@@ -148,6 +152,22 @@ pub fn check(
             "mcp declares {} servers; at most {MAX_SERVERS} are allowed",
             servers.len()
         ));
+    }
+    // Two servers never give the model one name (`a` + `_b` and `a_` + `b` would both be
+    // `mcp__a___b`): the name rules exclude it, and this says so if they ever do not.
+    let mut shown = std::collections::BTreeMap::new();
+    for (name, server) in servers {
+        for tool in &server.tools {
+            if let Some(other) = shown.insert(shown_name(name, tool), name) {
+                if other != name {
+                    problems.push(format!(
+                        "mcp servers '{other}' and '{name}' would both show the model a tool \
+                         named '{}'",
+                        shown_name(name, tool)
+                    ));
+                }
+            }
+        }
     }
     for (name, server) in servers {
         if let Some(problem) = server_name_problem(name) {

@@ -5,7 +5,8 @@
 //! is written when a workflow is invalid (exit 1).
 //!
 //! It also pins the MCP servers of `llm` steps (`mcp=`): each server is started here, as
-//! you, in the repository's root (a stdio server's `command` runs on your machine), its
+//! you, in the repository's root, with your environment less the engine's and runners'
+//! credentials and the model's key (a stdio server's `command` runs on your machine), its
 //! allowed tools listed, and each tool's digest of name, description and input schema
 //! written under `mcp`. A runner refuses a tool whose definition no longer matches. A
 //! server name declared twice with different definitions of one tool is an error: name
@@ -112,9 +113,16 @@ async fn pin_mcp(
     servers: &[plue_types::mcp::McpServer],
     root: &std::path::Path,
 ) -> Result<Vec<McpPin>, String> {
-    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
-    // An HTTP server's bearer secret is read from your environment under its name.
-    let secrets = env.clone();
+    // Your environment without the engine's and runners' credentials or the model's key
+    // (as `plue run` gives steps); an HTTP server's bearer secret is read from it under
+    // the secret's name.
+    let secrets: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let env = runner::step_env::Base::inherited(
+        secrets.clone(),
+        &[runner::llm::API_KEY_SECRET.to_owned()],
+    )
+    .vars()
+    .clone();
     let room = runner::llm::mcp::Room {
         cwd: root,
         env: &env,

@@ -30,6 +30,7 @@ fn every_bad_shape_is_named() {
     let cases: Vec<(BTreeMap<String, McpServer>, &str)> = vec![
         (one("Bad Name", stdio(&["a"])), "mcp server name 'Bad Name'"),
         (one("a__b", stdio(&["a"])), "without '__'"),
+        (one("a_", stdio(&["b"])), "ending with a letter or digit"),
         (one("fs", stdio(&[])), "tools must list"),
         (one("fs", stdio(&["a.b"])), "tool name 'a.b'"),
         (one("fs", stdio(&["a", "a"])), "listed twice"),
@@ -189,5 +190,22 @@ fn pins_come_from_the_lock_for_allowed_tools_only() {
     assert_eq!(
         llm.mcp["fs"].pins,
         BTreeMap::from([("read".into(), "sha256:aa".into())])
+    );
+}
+
+#[test]
+fn two_servers_never_show_one_name() {
+    let servers = BTreeMap::from([
+        ("a".to_owned(), stdio(&["_b"])),
+        ("a_".to_owned(), stdio(&["b"])),
+    ]);
+    let problems = check(&servers, &[], None).join("\n");
+    assert!(
+        problems.contains("both show the model a tool named 'mcp__a___b'"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("ending with a letter or digit"),
+        "{problems}"
     );
 }

@@ -131,6 +131,27 @@ impl McpTools {
         };
         for spec in specs {
             match tools.start_one(spec, room, lines).await {
+                // The plan's checks keep shown names apart; a runner trusts no plan.
+                Ok(mut connected)
+                    if connected
+                        .tools
+                        .iter()
+                        .any(|t| tools.find(&t.shown).is_some()) =>
+                {
+                    let _ = connected
+                        .client
+                        .close_with_timeout(Duration::from_millis(500))
+                        .await;
+                    if let Some(process) = connected.process.lock().await.take() {
+                        process.stop().await;
+                    }
+                    tools.finish().await;
+                    return Err(format!(
+                        "mcp server '{}' would show the model a tool name another server \
+                         shows already",
+                        spec.name
+                    ));
+                }
                 Ok(connected) => tools.servers.push(connected),
                 Err(reason) => {
                     tools.finish().await;
@@ -277,8 +298,11 @@ impl McpTools {
             )),
             Ok(Ok(result)) => content::to_output(&result),
         };
+        // Whatever branch made it, text a server chose (a result, an error's message) is
+        // revealed, then masked, before the model or the log reads it.
+        let revealed = content::reveal_hidden(&output.content);
         ToolOutput {
-            content: self.masker.mask(&output.content).into_owned(),
+            content: self.masker.mask(&revealed).into_owned(),
             is_error: output.is_error,
         }
     }
@@ -434,11 +458,7 @@ pub async fn digests(spec: &McpServer, room: Room<'_>) -> Result<Vec<(String, St
         Some(tool) => Err(format!(
             "mcp server '{}' offers no tool '{tool}' (it offers: {})",
             spec.name,
-            offered
-                .iter()
-                .map(|t| t.name.as_ref())
-                .collect::<Vec<_>>()
-                .join(", ")
+            offered_names(&offered)
         )),
         None => Ok(pinned),
     }
@@ -451,9 +471,27 @@ async fn stop(process: Option<stdio::ServerProcess>) {
     }
 }
 
-/// `text` without control characters, at most 100 characters (a server's own name).
-fn printable(text: &str) -> String {
-    text.chars().filter(|c| !c.is_control()).take(100).collect()
+/// `text` without control or hidden characters, at most 100 characters: a server's own
+/// name, version or tool name as a message or the log quotes it (never an escape sequence
+/// for the reader's terminal, never a forged line).
+pub(super) fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control() && !content::is_hidden(*c))
+        .take(100)
+        .collect()
+}
+
+/// The names of `offered` as a message may quote them: [`printable`], at most 50.
+pub(super) fn offered_names(offered: &[rmcp::model::Tool]) -> String {
+    let mut names: Vec<String> = offered
+        .iter()
+        .take(50)
+        .map(|t| printable(&t.name))
+        .collect();
+    if offered.len() > 50 {
+        names.push(format!("and {} more", offered.len() - 50));
+    }
+    names.join(", ")
 }
 
 #[cfg(test)]

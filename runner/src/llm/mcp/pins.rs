@@ -35,10 +35,9 @@ pub fn check(spec: &McpServer, offered: &[rmcp::model::Tool]) -> Result<Vec<Chec
         let tool = match matching.as_slice() {
             [one] => *one,
             [] => {
-                let names: Vec<&str> = offered.iter().map(|t| t.name.as_ref()).take(50).collect();
                 return Err(format!(
                     "mcp server '{server}' offers no tool '{allowed}' (it offers: {})",
-                    names.join(", ")
+                    super::offered_names(offered)
                 ));
             }
             _ => {
@@ -95,7 +94,7 @@ pub fn hidden_problem(server: &str, tool: &rmcp::model::Tool) -> Result<(), Stri
     Err(format!(
         "the definition of mcp tool '{}' of server '{server}' carries characters a reviewer \
          cannot see ({}...): a hidden instruction is refused, whatever the lock says",
-        tool.name,
+        super::printable(&tool.name),
         hidden.join(", ")
     ))
 }
