@@ -11,6 +11,9 @@
 //! model or the log sees it; a definition that changed after `plue lock` (a rug pull) or one
 //! never pinned fails the step before the model is asked anything; and a server that leaves
 //! a daemon behind does not outlive its step.
+//!
+//! Why one file just past ~600 lines: the MCP user contract end to end, one test a
+//! promise, over the shared lock-and-run helpers at the top; split, they would be copied.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
