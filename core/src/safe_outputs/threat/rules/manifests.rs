@@ -1,5 +1,6 @@
 //! Supply-chain rules over dependency manifests and lockfiles of npm, Cargo, pip/PyPI, Go,
-//! RubyGems, Composer, Gradle and Maven: a dependency added or changed (`new-dependency`),
+//! RubyGems, Composer, Gradle and Maven: a dependency added (`new-dependency`; one the file
+//! already named, on a line it removes, is an update and no finding),
 //! fetched from a URL, git or a path (`dependency-source`), a registry or index added
 //! (`new-registry`), a build dependency, build script or build backend (`build-backend`),
 //! an npm install hook (`install-hook`, critical when it fetches or evaluates), a
@@ -137,16 +138,18 @@ fn dependency(
     dependency: &str,
     text: &str,
 ) {
+    // A dependency the file already named (a removed line names it) is updated, not new:
+    // its source, if it changes, is `dependency-source`'s.
+    if was_named(file, dependency) {
+        return;
+    }
     push(
         found,
         file,
         "new-dependency",
         Severity::Warning,
         line,
-        format!(
-            "adds or changes the dependency {dependency:?}: {}",
-            excerpt(text)
-        ),
+        format!("adds the dependency {dependency:?}: {}", excerpt(text)),
     );
     if let Some((popular, severity)) = typosquat(ecosystem, dependency) {
         push(
@@ -158,6 +161,28 @@ fn dependency(
             format!("the dependency {dependency:?} is named like the popular {popular:?}"),
         );
     }
+}
+
+/// Whether a line `file` removes names the dependency `name` (as a manifest names one:
+/// first on its line, or quoted).
+fn was_named(file: &FileChange, name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    file.removed.iter().any(|line| {
+        let lower = line.text.to_ascii_lowercase();
+        let first = lower.trim_start().trim_start_matches(['"', '\'', '-', ' ']);
+        let first = first
+            .strip_prefix("gem ")
+            .or_else(|| first.strip_prefix("require "))
+            .map(|r| r.trim_start().trim_start_matches(['"', '\'']))
+            .unwrap_or(first);
+        let starts = first.strip_prefix(name.as_str()).is_some_and(|rest| {
+            !rest.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+        starts
+            || lower.contains(&format!("\"{name}\""))
+            || lower.contains(&format!("'{name}'"))
+            || lower.contains(&format!(":{name}:"))
+    })
 }
 
 static NPM_DEP: LazyLock<Regex> = LazyLock::new(|| {
