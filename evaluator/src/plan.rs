@@ -458,6 +458,10 @@ pub const DEFAULT_LLM_TOOLS: [&str; 6] = [
 ];
 
 /// What a step does: one variant per [`StepKind`], holding the kind's options.
+// The `llm` variant is the large one (its options, MCP servers included): a plan holds one
+// action per step, built once and read many times, so the size costs nothing measurable,
+// and boxing it would put an indirection in every match over a step's kind.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {

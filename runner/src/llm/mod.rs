@@ -192,7 +192,7 @@ pub async fn run(
         cancel,
     )
     .await;
-    if let Some(mut tools) = mcp.and_then(|mcp| Arc::into_inner(mcp)) {
+    if let Some(mut tools) = mcp.and_then(Arc::into_inner) {
         tools.finish().await;
     }
     finished

@@ -350,6 +350,9 @@ impl Price {
     }
 }
 
+// The `llm` variant is the large one: one action per assignment, decoded once, so the size
+// costs nothing measurable; boxing it would put an indirection in every match on a kind.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StepAction {

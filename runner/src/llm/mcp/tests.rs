@@ -280,7 +280,9 @@ async fn a_server_that_forks_and_stays_is_gone_when_the_step_ends() {
     assert_eq!(before, after, "a daemon the server forked still beats");
 }
 
-/// `http_server.py` on a free port with `TOKEN=token`; its port and the child.
+/// `http_server.py` on a free port with `TOKEN=token`; its port and the child, which the
+/// caller kills and waits for.
+#[allow(clippy::zombie_processes)]
 fn http_server(token: &str) -> (u16, std::process::Child) {
     let dir = tempfile::tempdir().unwrap();
     let port_file = dir.path().join("port");
@@ -436,7 +438,7 @@ async fn a_definition_hiding_text_from_its_reviewer_is_refused_and_hidden_result
     );
     // A pin made anyway (by hand) does not let it through.
     let mut forged = notes.clone();
-    forged.pins.insert("notes".into(), "sha256:0".repeat(1));
+    forged.pins.insert("notes".into(), "sha256:0".to_string());
     let (started, _) = start(&[forged], &env, Masker::default()).await;
     assert!(started.expect_err("refused").contains("cannot see"));
 
