@@ -13,6 +13,10 @@
 //!
 //! The verdicts are checked on the API, on the run page and in the review's requests (the
 //! fixed system prompt, no tools, the step's budget, the run's key).
+//!
+//! Then the default on a forge: a writer summons the example agent on an outsider's issue,
+//! and without the workflow asking, every proposal is threat-checked, each applied
+//! change's signed provenance statement carries its verdict, and the end answer says it.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -288,4 +292,147 @@ async fn proposals_are_threat_checked_before_they_are_applied() {
         "{page}"
     );
     assert!(page.contains("data-rule=\"pipe-to-shell\""), "{page}");
+}
+
+const FORGE_SECRET: &str = "webhook-secret-of-the-threat-test";
+const FORGE_TOKEN: &str = "forge-token-of-the-threat-test";
+const REPO: &str = "Codertocat/Hello-World";
+
+/// The default (`threat_check="auto"`) on a run acting on an outsider's words: a writer
+/// summons the example agent on an issue `mallory` wrote. The proposals are threat-checked
+/// without the workflow asking, the verdicts are signed in each applied change's
+/// provenance statement and said in the end answer on the issue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summons_on_an_outsiders_issue_is_checked_by_default_and_signed() {
+    use support::issue_to_pr::seed;
+    use support::{deliver_webhook, free_port, wait_for, webhook_fixture, LLM_KEY};
+    use testkit::forge::{FakeForge, Flavor};
+
+    let _serial = support::serial().await;
+    let sb = Sandbox::new("threat-check-forge");
+    let forge = FakeForge::start(Flavor::GitHub, FORGE_TOKEN).unwrap();
+    let seeded = sb.path("seed");
+    seed(&seeded);
+    forge.create_repo_from(REPO, &seeded).unwrap();
+    forge.create_issue(
+        REPO,
+        "greet.sh cannot shout",
+        "Please add --shout.",
+        "mallory",
+    );
+    forge.set_permission("Codertocat", "admin");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/agents/scripts/issue-to-pr.json");
+    let claude = FakeClaude::start_routed(
+        testkit::claude::script::parse(&std::fs::read_to_string(path).unwrap()).unwrap(),
+    );
+    let data = sb.path("data");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let secret = format!("ANTHROPIC_API_KEY={LLM_KEY}");
+    let engine = sb
+        .serve_with_env(
+            "engine",
+            port,
+            &[
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--runners",
+                "2",
+                "--heartbeat-ms",
+                "200",
+                "--secret",
+                &secret,
+                "--secret-repos",
+                "ANTHROPIC_API_KEY=Codertocat/Hello-World",
+                "--public-url",
+                &url,
+            ],
+            &[("ANTHROPIC_BASE_URL", claude.url())],
+        )
+        .await;
+    let response = client()
+        .post(format!("{}/api/repos", engine.url))
+        .json(&json!({
+            "name": REPO, "clone_url": forge.clone_url(REPO), "forge": "github",
+            "webhook_secret": FORGE_SECRET, "api_url": forge.api_url(), "api_token": FORGE_TOKEN,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let mut payload = webhook_fixture("github/issue_comment-created.json");
+    payload["comment"]["body"] = json!("/plue fix");
+    payload["repository"]["default_branch"] = json!("main");
+    payload["issue"]["user"]["login"] = json!("mallory");
+    payload["issue"]["author_association"] = json!("NONE");
+    let (status, answer) = deliver_webhook(
+        &engine.url,
+        "github",
+        "issue_comment",
+        "threat-1",
+        &payload,
+        FORGE_SECRET,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let run = support::run_ids(&answer)[0];
+    sb.wait_succeeded(&client(), &engine.url, run, Duration::from_secs(180))
+        .await;
+
+    // Every proposal was threat-checked, though the workflow does not ask for it.
+    let proposals = get_json(&client(), &format!("{url}/api/runs/{run}/proposals")).await;
+    let proposals = proposals.as_array().unwrap().clone();
+    assert!(!proposals.is_empty());
+    for p in &proposals {
+        assert!(p["threat"]["verdict"].is_string(), "not checked: {p}");
+        // One that needs a writer's approval gets it from the admin (not the summoner).
+        if p["state"] == "waiting" {
+            let decided = client()
+                .post(format!(
+                    "{url}/api/runs/{run}/proposals/{}/decision",
+                    p["id"]
+                ))
+                .bearer_auth(support::ADMIN_TOKEN)
+                .json(&json!({"approve": true}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(decided.status(), 200);
+        }
+    }
+
+    // Each applied change's statement signs its threat check.
+    for p in &proposals {
+        if p["threat"]["verdict"] == "refused" {
+            continue;
+        }
+        let at = format!("{url}/api/runs/{run}/proposals/{}/provenance", p["id"]);
+        let envelope = wait_for(Duration::from_secs(60), "the statement", || async {
+            let response = client().get(&at).send().await.ok()?;
+            if response.status() != 200 {
+                return None;
+            }
+            response.json::<Value>().await.ok()
+        })
+        .await;
+        use base64::Engine as _;
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(envelope["payload"].as_str().unwrap())
+            .unwrap();
+        let statement: Value = serde_json::from_slice(&payload).unwrap();
+        let signed = &statement["predicate"]["buildDefinition"]["externalParameters"]["proposal"]
+            ["threatCheck"];
+        assert_eq!(signed["verdict"], p["threat"]["verdict"], "{statement}");
+    }
+
+    // The end answer on the issue says the verdicts.
+    let said = wait_for(Duration::from_secs(60), "the end answer", || async {
+        forge
+            .comments(REPO)
+            .into_iter()
+            .find(|c| c.body.contains("threat check:"))
+    })
+    .await;
+    assert!(said.body.contains("(threat check: "), "{}", said.body);
 }
