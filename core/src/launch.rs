@@ -60,7 +60,7 @@ pub async fn launch(
     // are not fetched here, so a `use` is refused as before.
     let lock = evaluator::modules::lock::LockFile::beside(path).map_err(|problem| {
         LaunchError::Invalid(vec![evaluator::Diagnostic::whole_file(
-            &path.display().to_string(),
+            path.display().to_string(),
             problem,
         )])
     })?;

@@ -85,7 +85,7 @@ fn tool_names(request: &testkit::claude::Recorded) -> Vec<String> {
 }
 
 /// The `content` of the tool result answering `id` in `request`.
-fn result_of<'a>(request: &'a testkit::claude::Recorded, id: &str) -> (String, bool) {
+fn result_of(request: &testkit::claude::Recorded, id: &str) -> (String, bool) {
     let results = request.tool_results();
     let result = results
         .iter()
