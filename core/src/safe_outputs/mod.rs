@@ -284,7 +284,7 @@ async fn check(
             .into_iter()
             .map(|a| {
                 let model = outputs.threat_review_model.clone().unwrap_or_default();
-                a.with_review(threat::review::ReviewOutcome {
+                a.with_review(threat::ReviewOutcome {
                     model,
                     answer: None,
                     reasons: Vec::new(),

@@ -38,8 +38,8 @@ use evaluator::safe_outputs::{SafeOutputs, ThreatCheck};
 use plue_outbound::Checker;
 use plue_types::protocol::Proposal;
 
-pub use review::{ReviewOutcome, Reviewer};
-pub use verdict::{Assessment, Finding, Severity, Verdict};
+pub use review::Reviewer;
+pub use verdict::{Assessment, Finding, ReviewOutcome, Severity, Verdict};
 
 /// What the rules judge a proposal in: the run's wall (its secrets) and the hosts the
 /// proposal may reach without a writer's look (the forge's and `allow_links`).

@@ -22,10 +22,10 @@ use std::time::Duration;
 use plue_types::protocol::Proposal;
 use runner::llm::client::{Client, Item};
 use runner::llm::stream::Accumulator;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::verdict::{Finding, Verdict};
+use super::verdict::{Finding, ReviewOutcome, Verdict, MAX_REASONS};
 
 /// The system prompt of every review: fixed, never a workflow's.
 pub const SYSTEM_PROMPT: &str = include_str!("review_prompt.md");
@@ -36,72 +36,6 @@ pub const MAX_INPUT_BYTES: usize = 200 * 1024;
 
 /// How long one review may take, the answer streamed in full.
 pub const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// What the review said of one proposal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReviewOutcome {
-    /// The model asked.
-    pub model: String,
-    /// The model's verdict, when it answered in its format.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub answer: Option<Verdict>,
-    /// The model's reasons (at most [`MAX_REASONS`], each at most 300 characters).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub reasons: Vec<String>,
-    /// Why the review does not count as an answer (the call failed, the answer was out of
-    /// format or cut, the proposal was too large to send whole).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub input_tokens: u64,
-    #[serde(default)]
-    pub output_tokens: u64,
-}
-
-/// Most reasons kept of an answer.
-pub const MAX_REASONS: usize = 8;
-
-impl ReviewOutcome {
-    /// The verdict it stands for: the model's answer, or `needs_approval` when there is
-    /// none that counts.
-    pub fn verdict(&self) -> Verdict {
-        match (&self.error, self.answer) {
-            (None, Some(answer)) => answer,
-            _ => Verdict::NeedsApproval,
-        }
-    }
-
-    /// One line for people.
-    pub fn summary(&self) -> String {
-        match (&self.error, self.answer) {
-            (Some(error), _) => format!("model review ({}): {error}", self.model),
-            (None, Some(answer)) => {
-                let why = if self.reasons.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", self.reasons.join("; "))
-                };
-                format!(
-                    "model review ({}) says {}{why}",
-                    self.model,
-                    answer.as_str()
-                )
-            }
-            (None, None) => format!("model review ({}): no answer", self.model),
-        }
-    }
-
-    fn failed(model: &str, error: impl Into<String>) -> ReviewOutcome {
-        ReviewOutcome {
-            model: model.to_owned(),
-            answer: None,
-            reasons: Vec::new(),
-            error: Some(error.into()),
-            input_tokens: 0,
-            output_tokens: 0,
-        }
-    }
-}
 
 /// A reviewer: a client, a model, a budget.
 pub struct Reviewer {

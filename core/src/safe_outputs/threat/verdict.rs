@@ -5,11 +5,10 @@
 //! Invariants: the verdict is the most severe of the findings' (a critical finding refuses,
 //! a warning needs a writer's approval, none passes) and of the model review's when one ran;
 //! nothing lowers it — a review that passes a proposal the rules flagged leaves it flagged,
-//! and a review that failed or answered out of its format needs approval, never passes.
+//! and a review that failed or answered out of its format needs approval, never passes
+//! ([`ReviewOutcome::verdict`]; the review itself is `super::review`'s).
 
 use serde::{Deserialize, Serialize};
-
-use super::review::ReviewOutcome;
 
 /// How bad one finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -163,5 +162,72 @@ impl Assessment {
         }
         reasons.truncate(max);
         reasons
+    }
+}
+
+/// What the review said of one proposal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewOutcome {
+    /// The model asked.
+    pub model: String,
+    /// The model's verdict, when it answered in its format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Verdict>,
+    /// The model's reasons (at most [`MAX_REASONS`], each at most 300 characters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// Why the review does not count as an answer (the call failed, the answer was out of
+    /// format or cut, the proposal was too large to send whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+}
+
+/// Most reasons kept of an answer.
+pub const MAX_REASONS: usize = 8;
+
+impl ReviewOutcome {
+    /// The verdict it stands for: the model's answer, or `needs_approval` when there is
+    /// none that counts.
+    pub fn verdict(&self) -> Verdict {
+        match (&self.error, self.answer) {
+            (None, Some(answer)) => answer,
+            _ => Verdict::NeedsApproval,
+        }
+    }
+
+    /// One line for people.
+    pub fn summary(&self) -> String {
+        match (&self.error, self.answer) {
+            (Some(error), _) => format!("model review ({}): {error}", self.model),
+            (None, Some(answer)) => {
+                let why = if self.reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", self.reasons.join("; "))
+                };
+                format!(
+                    "model review ({}) says {}{why}",
+                    self.model,
+                    answer.as_str()
+                )
+            }
+            (None, None) => format!("model review ({}): no answer", self.model),
+        }
+    }
+
+    /// A review that did not answer, for `error`.
+    pub fn failed(model: &str, error: impl Into<String>) -> ReviewOutcome {
+        ReviewOutcome {
+            model: model.to_owned(),
+            answer: None,
+            reasons: Vec::new(),
+            error: Some(error.into()),
+            input_tokens: 0,
+            output_tokens: 0,
+        }
     }
 }
