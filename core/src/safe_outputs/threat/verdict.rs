@@ -187,7 +187,7 @@ pub struct ReviewOutcome {
 }
 
 /// Most reasons kept of an answer.
-pub const MAX_REASONS: usize = 8;
+pub(crate) const MAX_REASONS: usize = 8;
 
 impl ReviewOutcome {
     /// The verdict it stands for: the model's answer, or `needs_approval` when there is
