@@ -243,9 +243,11 @@ async fn check(
         .map(|()| passed)
         .map_err(Refusal::from);
     let wall = rules.wall;
+    // Whose words the run acts on matters only to `auto`: read only then.
+    let auto = outputs.threat_check == evaluator::safe_outputs::ThreatCheck::Auto;
     let trust = threat::RunTrust {
         secrets_allowed: run.as_ref().is_some_and(|r| r.secrets_allowed),
-        outsiders_words: outsiders_words(executor, run_id).await?,
+        outsiders_words: auto && outsiders_words(executor, run_id).await?,
     };
     if verdict.is_err() || !threat::enabled(&outputs, trust) {
         return Ok(Checked {
