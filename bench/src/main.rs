@@ -63,9 +63,24 @@ pub(crate) struct Env {
 const USAGE: &str =
     "eval, check, steps, scale, claim, logs, webhook, first-line, replicas, llm, floor or all";
 
+/// What `plue-bench --help` prints.
+const HELP: &str = "plue-bench: Plue's benchmarks, each against a baseline measured in the same run
+
+Usage: plue-bench [BENCHMARK] [OPTIONS]
+
+BENCHMARK is one of eval, check, steps, scale, claim, logs, webhook, first-line, replicas,
+llm, floor or all (the default). Each prints a Markdown section for bench/README.md; build
+them first with `cargo build --release -p engine -p bench`. bench/README.md says what each
+measures, its baseline and its options.";
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).cloned().unwrap_or_else(|| "all".into());
+    // Usage is answered, never an error with a backtrace.
+    if matches!(which.as_str(), "-h" | "--help" | "help") {
+        println!("{HELP}");
+        return Ok(());
+    }
     if which == "floor" {
         // On one thread, as a runner runs its steps; no `plue` binary needed.
         return tokio::runtime::Builder::new_current_thread()
@@ -88,7 +103,8 @@ fn main() -> Result<()> {
     ]
     .contains(&which.as_str())
     {
-        bail!("unknown benchmark '{which}': {USAGE}");
+        eprintln!("plue-bench: unknown benchmark '{which}': {USAGE} (see plue-bench --help)");
+        std::process::exit(2);
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
