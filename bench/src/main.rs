@@ -73,11 +73,24 @@ llm, floor or all (the default). Each prints a Markdown section for bench/README
 them first with `cargo build --release -p engine -p bench`. bench/README.md says what each
 measures, its baseline and its options.";
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    // An error is one line (with its causes), never a backtrace.
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("plue-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).cloned().unwrap_or_else(|| "all".into());
     // Usage is answered, never an error with a backtrace.
-    if matches!(which.as_str(), "-h" | "--help" | "help") {
+    if matches!(which.as_str(), "-h" | "--help" | "help")
+        || args.iter().skip(2).any(|a| a == "-h" || a == "--help")
+    {
         println!("{HELP}");
         return Ok(());
     }
