@@ -154,6 +154,7 @@ fn a_proposed_pull_request_shows_its_diff() {
         applied_url: None,
         applied_at: None,
         created_at: 0,
+        threat: None,
     };
     let proposals = [
         proposal("comment", json!({"body": "hi"})),
@@ -357,4 +358,19 @@ fn a_schema_result_shows_its_fields_and_a_missing_one_says_so() {
     judge(&mut plain, &evaluator::plan::LlmAction::default(), false);
     assert!(plain.result.is_none() && !plain.result_missing);
     assert!(!page(&plain).contains("conversation-result"));
+}
+
+#[test]
+fn an_mcp_tool_call_names_its_server_and_marks_its_result_untrusted() {
+    let mut with_mcp = transcript();
+    with_mcp.turns[0].response["content"][1]["name"] = json!("mcp__docs__search");
+    with_mcp.turns[0].tools[0].name = "mcp__docs__search".into();
+    let view = build(&with_mcp, &Prices::default());
+    let call = view.turns[0].blocks[1].tool.as_ref().expect("a tool call");
+    assert_eq!(call.mcp_server.as_deref(), Some("docs"));
+    let html = page(&view);
+    assert!(html.contains("MCP docs"), "{html}");
+    assert!(html.contains("from MCP server docs: untrusted text"), "{html}");
+    assert_eq!(super::mcp_server_of("mcp__a"), None);
+    assert_eq!(super::mcp_server_of("read_file"), None);
 }
