@@ -9,7 +9,7 @@
 //!
 //! Invariants:
 //! - `pins` never come from the workflow: the worker refuses a plan that sets them, and
-//!   [`apply_pins`] fills them from the repository's `.plue/lock.json` after evaluation
+//!   `Plan::apply_mcp_pins` fills them from the repository's `.plue/lock.json` after evaluation
 //!   (`plue lock` writes them). A tool without a pin, or whose definition's digest differs,
 //!   fails the step at the runner before the model sees anything.
 //! - Names are checked so the name the model sees, `mcp__<server>__<tool>`, is one the
@@ -310,33 +310,6 @@ pub struct McpPin {
     pub tool: String,
     /// `sha256:<hex>` of the tool's name, description and input schema.
     pub digest: String,
-}
-
-/// Fills each server's `pins` from the lock file's entries for its allowed tools (none
-/// when there is no lock). Answers whether anything was set.
-pub fn apply_pins(plan: &mut crate::plan::Plan, pins: &[McpPin]) -> bool {
-    let mut changed = false;
-    for step in &mut plan.steps {
-        let crate::plan::Action::Llm(llm) = &mut step.action else {
-            continue;
-        };
-        for (name, server) in &mut llm.mcp {
-            for tool in &server.tools {
-                if let Some(pin) = pins.iter().find(|p| &p.server == name && &p.tool == tool) {
-                    server.pins.insert(tool.clone(), pin.digest.clone());
-                    changed = true;
-                }
-            }
-        }
-    }
-    changed
-}
-
-/// Whether `plan` declares any MCP server.
-pub fn uses_mcp(plan: &crate::plan::Plan) -> bool {
-    plan.steps
-        .iter()
-        .any(|s| matches!(&s.action, crate::plan::Action::Llm(llm) if !llm.mcp.is_empty()))
 }
 
 #[cfg(test)]

@@ -90,6 +90,26 @@ impl Plan {
         )
     }
 
+    /// Fills each `llm` step's MCP servers' `pins` from the lock file's `pins` for their
+    /// allowed tools ([`crate::mcp`]). Answers whether anything was set.
+    pub fn apply_mcp_pins(&mut self, pins: &[crate::mcp::McpPin]) -> bool {
+        let mut changed = false;
+        for step in &mut self.steps {
+            let Action::Llm(llm) = &mut step.action else {
+                continue;
+            };
+            for (name, server) in &mut llm.mcp {
+                for tool in &server.tools {
+                    if let Some(pin) = pins.iter().find(|p| &p.server == name && &p.tool == tool) {
+                        server.pins.insert(tool.clone(), pin.digest.clone());
+                        changed = true;
+                    }
+                }
+            }
+        }
+        changed
+    }
+
     /// `plan_hash`: the lowercase hex sha256 of [`Plan::canonical_json`].
     pub fn hash(&self) -> String {
         hash_canonical(&self.canonical_json())
@@ -611,6 +631,51 @@ impl SourceMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pins_come_from_the_lock_for_allowed_tools_only() {
+        let mut plan: crate::plan::Plan =
+            serde_json::from_str(r#"{"name":"p","triggers":[],"env":{},"steps":[]}"#).unwrap();
+        plan.steps.push(crate::plan::Step::new(
+            "agent",
+            crate::plan::Action::Llm(crate::plan::LlmAction {
+                mcp: BTreeMap::from([(
+                    "fs".to_owned(),
+                    crate::mcp::McpServer {
+                        command: Some(vec!["srv".into()]),
+                        tools: vec!["read".into()],
+                        ..Default::default()
+                    },
+                )]),
+                ..Default::default()
+            }),
+        ));
+        let pins = vec![
+            crate::mcp::McpPin {
+                server: "fs".into(),
+                tool: "read".into(),
+                digest: "sha256:aa".into(),
+            },
+            crate::mcp::McpPin {
+                server: "fs".into(),
+                tool: "write".into(),
+                digest: "sha256:bb".into(),
+            },
+            crate::mcp::McpPin {
+                server: "other".into(),
+                tool: "read".into(),
+                digest: "sha256:cc".into(),
+            },
+        ];
+        assert!(plan.apply_mcp_pins(&pins));
+        let crate::plan::Action::Llm(llm) = &plan.steps[0].action else {
+            unreachable!()
+        };
+        assert_eq!(
+            llm.mcp["fs"].pins,
+            BTreeMap::from([("read".into(), "sha256:aa".into())])
+        );
+    }
 
     fn bash(id: &str, deps: &[&str]) -> Step {
         Step::new(

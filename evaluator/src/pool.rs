@@ -82,7 +82,7 @@ pub struct EvaluatedPlan {
     pub output: String,
 }
 
-/// `evaluated` with its MCP servers' pins from `lock` (`crate::mcp::apply_pins`), its
+/// `evaluated` with its MCP servers' pins from `lock` (`Plan::apply_mcp_pins`), its
 /// canonical JSON and hash made again when any was set.
 fn with_mcp_pins(
     mut evaluated: EvaluatedPlan,
@@ -91,7 +91,7 @@ fn with_mcp_pins(
     let Some(lock) = lock.filter(|l| !l.mcp.is_empty()) else {
         return evaluated;
     };
-    if crate::mcp::apply_pins(&mut evaluated.plan, &lock.mcp) {
+    if evaluated.plan.apply_mcp_pins(&lock.mcp) {
         evaluated.canonical_json = evaluated.plan.canonical_json();
         evaluated.plan_hash = crate::plan::hash_canonical(&evaluated.canonical_json);
     }

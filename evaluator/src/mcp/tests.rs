@@ -155,45 +155,6 @@ fn an_http_server_needs_the_allow_list_and_a_declared_secret() {
 }
 
 #[test]
-fn pins_come_from_the_lock_for_allowed_tools_only() {
-    let mut plan: crate::plan::Plan =
-        serde_json::from_str(r#"{"name":"p","triggers":[],"env":{},"steps":[]}"#).unwrap();
-    plan.steps.push(crate::plan::Step::new(
-        "agent",
-        crate::plan::Action::Llm(crate::plan::LlmAction {
-            mcp: one("fs", stdio(&["read"])),
-            ..Default::default()
-        }),
-    ));
-    assert!(uses_mcp(&plan));
-    let pins = vec![
-        McpPin {
-            server: "fs".into(),
-            tool: "read".into(),
-            digest: "sha256:aa".into(),
-        },
-        McpPin {
-            server: "fs".into(),
-            tool: "write".into(),
-            digest: "sha256:bb".into(),
-        },
-        McpPin {
-            server: "other".into(),
-            tool: "read".into(),
-            digest: "sha256:cc".into(),
-        },
-    ];
-    assert!(apply_pins(&mut plan, &pins));
-    let crate::plan::Action::Llm(llm) = &plan.steps[0].action else {
-        unreachable!()
-    };
-    assert_eq!(
-        llm.mcp["fs"].pins,
-        BTreeMap::from([("read".into(), "sha256:aa".into())])
-    );
-}
-
-#[test]
 fn two_servers_never_show_one_name() {
     let servers = BTreeMap::from([
         ("a".to_owned(), stdio(&["_b"])),

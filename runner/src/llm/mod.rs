@@ -223,7 +223,7 @@ async fn converse(
             .with_user(step.user)
             .with_proposer(step.proposer.clone())
             .with_network(step.network.clone())
-            .with_mcp(mcp),
+            .with_more(mcp.map(|mcp| mcp as Arc<dyn tools::MoreTools>)),
         Err(reason) => return fail(lines, reason, None).await,
     };
     let offered = if toolbox.offered().is_empty() {

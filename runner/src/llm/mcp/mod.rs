@@ -46,7 +46,7 @@ use rmcp::{RoleClient, ServiceExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::Sender;
 
-use super::tools::{cap, ToolOutput, OUTPUT_CAP};
+use super::tools::{cap, MoreTools, ToolOutput, OUTPUT_CAP};
 use crate::mask::Masker;
 use crate::step_user::StepUser;
 
@@ -106,6 +106,24 @@ impl std::fmt::Debug for McpTools {
                 &self.servers.iter().map(|s| &s.name).collect::<Vec<_>>(),
             )
             .finish()
+    }
+}
+
+impl MoreTools for McpTools {
+    fn definitions(&self) -> Vec<Value> {
+        self.all_definitions()
+    }
+
+    fn offers(&self, name: &str) -> bool {
+        self.offers_tool(name)
+    }
+
+    fn call<'a>(
+        &'a self,
+        name: &'a str,
+        input: &'a Value,
+    ) -> futures::future::BoxFuture<'a, ToolOutput> {
+        Box::pin(self.call_tool(name, input))
     }
 }
 
@@ -239,7 +257,7 @@ impl McpTools {
     }
 
     /// The definitions the request's `tools` array gets, after the workspace tools.
-    pub fn definitions(&self) -> Vec<Value> {
+    fn all_definitions(&self) -> Vec<Value> {
         self.servers
             .iter()
             .flat_map(|s| s.tools.iter().map(|t| t.definition.clone()))
@@ -247,7 +265,7 @@ impl McpTools {
     }
 
     /// Whether `name` is one of these servers' tools.
-    pub fn offers(&self, name: &str) -> bool {
+    fn offers_tool(&self, name: &str) -> bool {
         self.find(name).is_some()
     }
 
@@ -258,7 +276,7 @@ impl McpTools {
     }
 
     /// Calls tool `name` (as shown) with `input`; every failure is an error result.
-    pub async fn call(&self, name: &str, input: &Value) -> ToolOutput {
+    pub async fn call_tool(&self, name: &str, input: &Value) -> ToolOutput {
         let error = |text: String| ToolOutput {
             content: cap(text, OUTPUT_CAP),
             is_error: true,

@@ -12,6 +12,7 @@ use plue_types::mcp::{McpServer, McpTransport};
 use serde_json::json;
 
 use super::{digests, McpTools, Room};
+use crate::llm::tools::MoreTools;
 use crate::mask::Masker;
 
 fn server_script(name: &str) -> String {

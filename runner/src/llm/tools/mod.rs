@@ -107,8 +107,24 @@ pub struct Toolbox {
     stop: CancellationToken,
     /// The `propose_*` tools' proposals (see [`propose`]).
     proposer: Option<std::sync::Arc<propose::Proposer>>,
-    /// The step's MCP servers' tools (`crate::llm::mcp`), shown after the workspace's.
-    mcp: Option<std::sync::Arc<crate::llm::mcp::McpTools>>,
+    /// Tools from elsewhere (the step's MCP servers, `crate::llm::mcp`), shown after the
+    /// workspace's.
+    more: Option<std::sync::Arc<dyn MoreTools>>,
+}
+
+/// Tools a [`Toolbox`] offers beside its own (an `llm` step's MCP servers): their
+/// definitions, and their calls, whose every failure is an error result.
+pub trait MoreTools: Send + Sync + std::fmt::Debug {
+    /// The request's definitions of these tools.
+    fn definitions(&self) -> Vec<Value>;
+    /// Whether `name` is one of them.
+    fn offers(&self, name: &str) -> bool;
+    /// Runs one call of tool `name`.
+    fn call<'a>(
+        &'a self,
+        name: &'a str,
+        input: &'a Value,
+    ) -> futures::future::BoxFuture<'a, ToolOutput>;
 }
 
 impl Toolbox {
@@ -145,7 +161,7 @@ impl Toolbox {
             env_remove,
             stop,
             proposer: None,
-            mcp: None,
+            more: None,
         })
     }
 
@@ -155,9 +171,9 @@ impl Toolbox {
         self
     }
 
-    /// Offers the tools of the step's MCP servers too.
-    pub fn with_mcp(mut self, mcp: Option<std::sync::Arc<crate::llm::mcp::McpTools>>) -> Toolbox {
-        self.mcp = mcp;
+    /// Offers `more` tools too (the step's MCP servers').
+    pub fn with_more(mut self, more: Option<std::sync::Arc<dyn MoreTools>>) -> Toolbox {
+        self.more = more;
         self
     }
 
@@ -181,16 +197,16 @@ impl Toolbox {
     pub fn definitions(&self) -> Vec<Value> {
         let mut definitions: Vec<Value> =
             self.offered.iter().map(|name| definition(name)).collect();
-        if let Some(mcp) = &self.mcp {
-            definitions.extend(mcp.definitions());
+        if let Some(more) = &self.more {
+            definitions.extend(more.definitions());
         }
         definitions
     }
 
     /// Runs one call; every failure is an error result (see the module invariants).
     pub async fn call(&self, name: &str, input: &Value) -> ToolOutput {
-        if let Some(mcp) = self.mcp.as_ref().filter(|mcp| mcp.offers(name)) {
-            return mcp.call(name, input).await;
+        if let Some(more) = self.more.as_ref().filter(|more| more.offers(name)) {
+            return more.call(name, input).await;
         }
         if !self.offered.contains(&name) {
             return ToolOutput::error(format!(
