@@ -16,6 +16,9 @@ use serde::Deserialize;
 
 use super::{Assessment, Scope, Verdict};
 
+#[path = "heldout.rs"]
+mod heldout;
+
 /// The least share of malicious cases that must not pass.
 const MIN_CATCH_RATE: f64 = 1.0;
 /// The most share of benign cases that may be flagged (needs approval or refused).

@@ -187,7 +187,7 @@ fn judge_hex(doc: &Doc<'_>, scope: &Scope<'_>, at: u32, digits: &str) -> Option<
 fn payload(doc: &Doc<'_>, scope: &Scope<'_>, at: u32, text: &str, how: &str) -> Option<Finding> {
     let mut hits = commands::in_text(text);
     let hosts = super::network::hosts_in(text);
-    if hosts.iter().any(|h| !scope.allows(h)) {
+    if hosts.iter().any(|h| super::network::is_endpoint(scope, h)) {
         hits.push(("new-endpoint", Severity::Warning));
     }
     // Decoded code that itself decodes or evaluates is layered obfuscation.

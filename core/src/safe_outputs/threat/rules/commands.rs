@@ -26,6 +26,10 @@ pub(crate) const WINDOW: u32 = 4;
 /// The shells and interpreters a download may be piped into.
 const SHELLS: &str = r"(?:(?:ba|z|da|k|c|tc|fi|a|mk)?sh|python[0-9.]*|perl|ruby|node|php|iex|invoke-expression|pwsh|powershell|source)";
 
+/// Library calls that hand their argument to a shell or an interpreter (method calls the
+/// bare-word forms miss: `os.system(...)`, `subprocess.run(...)`, `child_process.exec(...)`).
+const RUNNERS: &str = r"(?i:\bos\.(?:system|popen|exec[lv]p?e?|spawn\w*)|\bsubprocess\.(?:run|call|check_call|check_output|popen|getoutput|getstatusoutput)|\bchild_process\.(?:exec|execsync|spawn|spawnsync|execfile)|\bruntime\.getruntime\(\)\.exec|\b(?:shell_exec|passthru|proc_open)|\bcommands\.getoutput|\bkernel\.(?:system|exec|spawn))";
+
 /// `(rule, severity, what, pattern)`; patterns are case-insensitive.
 fn line_rules() -> Vec<(&'static str, Severity, &'static str, String)> {
     use Severity::{Critical, Warning};
@@ -49,13 +53,13 @@ fn line_rules() -> Vec<(&'static str, Severity, &'static str, String)> {
             "pipe-to-shell",
             Critical,
             "downloads a script and runs it",
-            r"(?i)\b(?:iex|invoke-expression)\b.*(?:downloadstring|downloadfile|net\.webclient|invoke-webrequest|\biwr\b|\birm\b)|downloadstring\s*\(.*\)\s*\|\s*(?:iex|invoke-expression)|\b(?:exec|eval)\s*\(\s*(?:await\s+)?(?:\(\s*await\s+)?(?:requests|urllib[0-9]?|httpx|urlopen|urllib\.request|fetch)\b|\bexec\s*\(\s*urlopen|\b(?:load|loadstring|dofile)\s*\(\s*(?:game:)?httpget|\bnew\s+function\s*\(.*\bfetch\s*\(|\beval\s*\(.*\bfetch\s*\(|\beval\s*\(.*\.responsetext|\bnode\s+-e\s+.*(?:https?\.get|fetch\()".into(),
+            r"(?i)\b(?:iex|invoke-expression)\b.*(?:downloadstring|downloadfile|net\.webclient|invoke-webrequest|\biwr\b|\birm\b)|downloadstring\s*\(.*\)\s*\|\s*(?:iex|invoke-expression)|\b(?:exec|eval)\s*\(\s*(?:await\s+)?(?:\(\s*await\s+)?(?:requests|urllib[0-9]?|httpx|urlopen|urllib\.request|fetch)\b|\bexec\s*\(\s*urlopen|\b(?:exec|eval)\s*\([^\n]*(?:\burlopen\s*\(|\brequests\.get\s*\(|\bhttpx\.get\s*\(|\burllib[0-9]?\.\w+\.urlopen\b)|\b(?:subprocess\.\w+|os\.system|os\.popen|check_output|check_call)\s*\([^\n]*\burlopen\s*\(|\b(?:load|loadstring|dofile)\s*\(\s*(?:game:)?httpget|\bnew\s+function\s*\(.*\bfetch\s*\(|\beval\s*\(.*\bfetch\s*\(|\beval\s*\(.*\.responsetext|\bnode\s+-e\s+.*(?:https?\.get|fetch\()".into(),
         ),
         (
             "pipe-to-shell",
             Critical,
             "downloads a file and runs it in one command",
-            format!(r"(?i)\b{fetch}\b[^\n;&|]*\s(?:-o|-O|--output|--output-document)\s*(\S+)[^\n]*(?:&&|;)\s*(?:(?:sudo\s+)?(?:chmod\s+\S+\s+\S+\s*(?:&&|;)\s*)?(?:\./|/tmp/|\$\{{?tmp|{SHELLS}\s+))"),
+            format!(r"(?i)\b{fetch}\b[^\n;&|]*\s(?:-[a-zA-Z]*[oO]|--output|--output-document)\s*(\S+)[^\n]*(?:&&|;)\s*(?:(?:sudo\s+)?(?:chmod\s+\S+\s+\S+\s*(?:&&|;)\s*)?(?:\./|/tmp/|\$\{{?tmp|{SHELLS}\s+))"),
         ),
         (
             "decode-exec",
@@ -67,7 +71,7 @@ fn line_rules() -> Vec<(&'static str, Severity, &'static str, String)> {
             "decode-exec",
             Critical,
             "evaluates decoded or assembled data",
-            format!(r"(?i)(?:^|[^.\w])(?:eval|exec|execfile|compile|system|popen|spawn|execsync|function|instance_eval|class_eval|invoke-expression|iex|assert)\s*[\(\s]\s*.*{decoders}|\beval\s+['\x22]?\$\(.*\b{decode}|{decoders}.*\|\s*(?:iex|invoke-expression)\b|\b(?:powershell|pwsh)(?:\.exe)?\b.*\s-(?:e|ec|enc|encodedcommand)\s+[a-z0-9+/=]{{16,}}|\bnew\s+function\s*\(.*{decoders}|\b(?:pickle|cpickle|marshal|dill|cloudpickle|shelve)\.loads?\s*\(.*{decoders}"),
+            format!(r"(?i)(?:^|[^.\w])(?:eval|exec|execfile|system|instance_eval|class_eval|invoke-expression|iex)\s*[\(\s]\s*.*{decoders}|(?:^|[^.\w])(?:compile|popen|spawn|execsync|(?-i:Function))\s*\(\s*.*{decoders}|(?:^|[^.\w])assert\s*\(\s*(?:base64_decode|gzinflate|gzuncompress|str_rot13)|{RUNNERS}\s*\(.*{decoders}|\beval\s+['\x22]?\$\(.*\b{decode}|{decoders}.*\|\s*(?:iex|invoke-expression)\b|\b(?:powershell|pwsh)(?:\.exe)?\b.*\s-(?:e|ec|enc|encodedcommand)\s+[a-z0-9+/=]{{16,}}|\bnew\s+function\s*\(.*{decoders}|\b(?:pickle|cpickle|marshal|dill|cloudpickle|shelve)\.loads?\s*\(.*{decoders}"),
         ),
         (
             "reverse-shell",
@@ -123,6 +127,18 @@ fn line_rules() -> Vec<(&'static str, Severity, &'static str, String)> {
             "runs a command at generate time",
             r"(?i)^\s*//\s*go:generate\s".into(),
         ),
+        (
+            "install-from-url",
+            Warning,
+            "installs a package from a URL, a git repository or another index",
+            r"(?i)\b(?:npm|pnpm|yarn|bun)\s+(?:install|i|add)\b[^\n]*(?:\sgit\+|\sgit://|\s(?:github|gitlab|bitbucket|gist):|\shttps?://|--registry[ =])|\b(?:pip[0-9.]*|pipx|uv\s+pip|python[0-9.]*\s+-m\s+pip)\s+install\b[^\n]*(?:\sgit\+|@\s*git\+|\shttps?://|\s(?:-i|--index-url|--extra-index-url|-f|--find-links)[ =])|\bcargo\s+install\b[^\n]*(?:--git|--index|--registry)\b|\bgem\s+install\b[^\n]*(?:--source|--clear-sources|-s\s)".into(),
+        ),
+        (
+            "privileged-container",
+            Warning,
+            "runs a container with the host's powers",
+            r"(?i)\bprivileged\s*:\s*true\b|\s--privileged\b|\bhost(?:pid|ipc|network)\s*:\s*true\b|/var/run/docker\.sock|\s-v\s+/:/|\ballowprivilegeescalation\s*:\s*true\b|--cap-add[ =](?:all|sys_admin)\b|\bcap_add\s*:.*\bsys_admin\b|\badd\s*:\s*\[[^\]]*\bsys_admin\b|^\s*-\s*['\x22]?sys_admin['\x22]?\s*$|--pid[ =]host\b".into(),
+        ),
     ]
 }
 
@@ -154,9 +170,42 @@ static SOURCE: LazyLock<Regex> = LazyLock::new(|| {
 /// Where data leaves the machine (the second half of `exfiltration`).
 static SINK: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)\b(?:curl|wget|nc|ncat|netcat|telnet|nslookup|dig|scp|rsync|ftp|sftp)\b|\brequests\.(?:post|get|put|request)\b|\burllib|\burlopen\b|\bhttpx\.|\bhttps?\.(?:request|get)\b|\bfetch\s*\(|\baxios\b|xmlhttprequest|sendbeacon|net::http|\bsocket\.|invoke-webrequest|invoke-restmethod|webclient|\bdns\.(?:resolve|lookup)|\bgethostbyname\b|\bnew\s+image\(\)\.src|\bhttp\.post\b|\breqwest::|\bureq::",
+        r"(?i)\b(?:curl|wget|nc|ncat|netcat|telnet|nslookup|dig|scp|rsync|ftp|sftp)\b|\brequests\.(?:post|get|put|request)\b|\burllib|\burlopen\b|\bhttpx\.|\bhttps?\.(?:request|get)\b|\bfetch\s*\(|\baxios\b|xmlhttprequest|sendbeacon|net::http|\bsocket\.|invoke-webrequest|invoke-restmethod|webclient|\bdns\.(?:resolve|lookup)|\bgethostbyname\b|\bnew\s+image\(\)\.src|\bhttp\.post\b|\breqwest::|\bureq::|\btcpstream::connect|\budpsocket::|\bnet\.dial\w*\s*\(|\bhttp\.(?:postform|newrequest)\b|\bnew\s+socket\s*\(|\bhttpclient\b|httpurlconnection|\bopenconnection\s*\(|\bnet\.createconnection\b|\bfaraday\.|\bhttparty\.",
     )
     .expect("the sink pattern compiles")
+});
+
+/// A source that reads the whole environment or a credential file in code (shell dumps
+/// and copies of the environment for a child are the window's): with a network sink
+/// anywhere in the same code file (not only within [`WINDOW`] lines) that names an endpoint
+/// ([`super::network::is_endpoint`]), a critical `exfiltration`.
+static BULK_SOURCE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\bos\.environ\b(?:\s*[\),}]|\s*$|\.items\(\)|\.values\(\))|dict\(\s*os\.environ|\bprocess\.env\b\s*(?:[\),}]|$)|object\.(?:entries|keys|values)\(\s*process\.env|json\.stringify\(\s*process\.env|\benv::vars(?:_os)?\s*\(\)|\bos\.environ\(\)|\bENV\.to_h\b|system\.getenv\(\s*\)|environment\.getenvironmentvariables|get-childitem\s+env:|~/\.ssh|\.ssh/id_|\.aws/credentials|\.git-credentials|/proc/self/environ|\.kube/config|\.docker/config\.json",
+    )
+    .expect("the bulk source pattern compiles")
+});
+
+/// The environment handed to a child process (`env=os.environ.copy()`,
+/// `{ env: { ...process.env } }`), on a line that sends nothing: what it reads stays on
+/// the machine.
+static CHILD_ENV: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)[(,]\s*env\s*=\s*(?:dict\(\s*)?(?:\{\s*\*\*\s*)?os\.environ\b|[{,]\s*env\s*:\s*\{\s*\.\.\.process\.env\b|[{,]\s*env\s*:\s*process\.env\s*[,}]")
+        .expect("the child-environment pattern compiles")
+});
+
+/// A download kept in a name (the first half of a two-line download-and-run).
+static FETCHED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\binvoke-webrequest\b|\binvoke-restmethod\b|\b(?:iwr|irm)\s|downloadstring\s*\(|\burlopen\s*\(|\brequests\.get\s*\(|\bhttpx\.get\s*\(|\burllib[0-9]?\.request\.urlopen\b|\$\(\s*(?:curl|wget)\b|`\s*(?:curl|wget)\b")
+        .expect("the fetch pattern compiles")
+});
+
+/// Code or a shell line run from a name (the second half of a two-line download-and-run):
+/// `eval`/`exec`/`Function`/`Invoke-Expression` of a name, `os.system`-like shell strings,
+/// a pipe into a shell — not a process started from an argument list.
+static RUNS_CODE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(?:^|[^.\w])(?:eval|exec|execfile|(?-i:Function)|system|popen|execsync)\s*\(\s*[a-z_$][\w$.]*\s*[\),]|\b(?:os\.system|os\.popen|child_process\.exec(?:sync)?|shell_exec|passthru)\s*\(\s*[a-z_$][\w$.]*\s*[\),]|\beval\s+['\x22]?\$\w+|\b(?:iex|invoke-expression)\s+\$\w+|\|\s*(?:ba)?sh\s*$")
+        .expect("the runs-code pattern compiles")
 });
 
 /// A decode assigned or called (the first half of a two-line `decode-exec`).
@@ -167,7 +216,7 @@ static DECODED: LazyLock<Regex> = LazyLock::new(|| {
 
 /// An `eval`/`exec` of a name (the second half of a two-line `decode-exec`).
 static RUNS_NAME: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)(?:^|[^.\w])(?:eval|exec|execfile|function|system|popen|execsync)\s*\(\s*[a-z_$][\w$.]*\s*[\),]|\beval\s+['\x22]?\$\w+|\b(?:iex|invoke-expression)\s+\$\w+|\|\s*(?:ba)?sh\s*$")
+    Regex::new(&format!(r"(?i)(?:^|[^.\w])(?:eval|exec|execfile|(?-i:Function)|system|popen|execsync)\s*\(\s*[a-z_$][\w$.]*\s*[\),]|{RUNNERS}\s*\(\s*[a-z_$][\w$.]*\s*[\),]|\beval\s+['\x22]?\$\w+|\b(?:iex|invoke-expression)\s+\$\w+|\|\s*(?:ba)?sh\s*$"))
         .expect("the runs-a-name pattern compiles")
 });
 
@@ -176,6 +225,29 @@ pub(crate) fn check(doc: &Doc<'_>, scope: &Scope<'_>, found: &mut Vec<Finding>) 
     let mut sinks: Vec<(u32, bool)> = Vec::new();
     let mut decodes: Vec<u32> = Vec::new();
     let mut runs: Vec<u32> = Vec::new();
+    let mut fetches: Vec<u32> = Vec::new();
+    let mut code_runs: Vec<u32> = Vec::new();
+    let mut bulk: Vec<u32> = Vec::new();
+    // The hosts the document's code names (comments aside): a sink line naming none is
+    // judged by them.
+    let doc_hosts: Vec<String> = doc
+        .lines
+        .iter()
+        .filter(|l| {
+            let t = l.text.trim_start();
+            !["//", "#", "/*", "* ", "--"]
+                .iter()
+                .any(|p| t.starts_with(p))
+                || t.starts_with("#!")
+        })
+        .flat_map(|l| super::network::hosts_in(&l.text))
+        .collect();
+    let all_allowed = |hosts: &[String]| {
+        !hosts.is_empty()
+            && hosts
+                .iter()
+                .all(|host| scope.allows(host) || super::network::reserved(host))
+    };
     for (index, line) in doc.lines.iter().enumerate() {
         let at = if line.number > 0 {
             line.number
@@ -195,7 +267,15 @@ pub(crate) fn check(doc: &Doc<'_>, scope: &Scope<'_>, found: &mut Vec<Finding>) 
             if *id == "dynamic-eval" && doc.kind != Kind::Code {
                 continue;
             }
-            if *id == "hook-command" && doc.kind != Kind::Code {
+            if matches!(*id, "hook-command" | "privileged-container") && doc.kind != Kind::Code {
+                continue;
+            }
+            if *id == "install-from-url" && !installs_from_elsewhere(doc, scope, &line.text) {
+                continue;
+            }
+            if *id == "chmod-exec" && doc.file.is_some_and(is_test_file) {
+                // Tests make their own temporary files executable; a download run from a
+                // test is `pipe-to-shell`'s.
                 continue;
             }
             found.push(doc.finding(
@@ -205,16 +285,27 @@ pub(crate) fn check(doc: &Doc<'_>, scope: &Scope<'_>, found: &mut Vec<Finding>) 
                 format!("{what}: {}", excerpt(&line.text)),
             ));
         }
-        if views.iter().any(|v| SOURCE.is_match(v)) {
+        let to_child = CHILD_ENV.is_match(&line.text) && !views.iter().any(|v| SINK.is_match(v));
+        if views.iter().any(|v| SOURCE.is_match(v)) && !to_child {
             sources.push(at);
+        }
+        if views.iter().any(|v| BULK_SOURCE.is_match(v)) {
+            bulk.push(at);
         }
         if views.iter().any(|v| SINK.is_match(v)) {
             let hosts = super::network::hosts_in(&line.text);
-            let to_allowed = !hosts.is_empty()
-                && hosts
-                    .iter()
-                    .all(|host| scope.allows(host) || super::network::reserved(host));
+            let to_allowed = if hosts.is_empty() {
+                all_allowed(&doc_hosts)
+            } else {
+                all_allowed(&hosts)
+            };
             sinks.push((at, to_allowed));
+        }
+        if views.iter().any(|v| FETCHED.is_match(v)) {
+            fetches.push(at);
+        }
+        if views.iter().any(|v| RUNS_CODE.is_match(v)) {
+            code_runs.push(at);
         }
         if views.iter().any(|v| DECODED.is_match(v)) {
             decodes.push(at);
@@ -224,12 +315,27 @@ pub(crate) fn check(doc: &Doc<'_>, scope: &Scope<'_>, found: &mut Vec<Finding>) 
         }
     }
     let near = |a: u32, b: u32| a.abs_diff(b) <= WINDOW;
-    if let Some((source, sink, allowed)) = sources.iter().find_map(|s| {
-        sinks
-            .iter()
-            .find(|(k, _)| near(*s, *k))
-            .map(|(k, allowed)| (*s, *k, *allowed))
-    }) {
+    // A source and a sink near each other; in code, the whole environment or a credential
+    // file read anywhere in the file and a sink anywhere in it.
+    let paired = sources
+        .iter()
+        .find_map(|s| {
+            sinks
+                .iter()
+                .find(|(k, _)| near(*s, *k))
+                .map(|(k, allowed)| (*s, *k, *allowed))
+        })
+        .or_else(|| {
+            let source = *bulk.first().filter(|_| doc.kind == Kind::Code)?;
+            let (sink, _) = sinks.first()?;
+            // Only with an endpoint named: settings read from the environment and a call to
+            // a URL the caller gives are ordinary.
+            doc_hosts
+                .iter()
+                .any(|host| super::network::is_endpoint(scope, host))
+                .then_some((source, *sink, false))
+        });
+    if let Some((source, sink, allowed)) = paired {
         let severity = if allowed {
             Severity::Warning
         } else {
@@ -251,6 +357,23 @@ pub(crate) fn check(doc: &Doc<'_>, scope: &Scope<'_>, found: &mut Vec<Finding>) 
             ));
         }
     }
+    if let Some((fetch, run)) = fetches.iter().find_map(|f| {
+        code_runs
+            .iter()
+            .find(|r| near(*f, **r) && *r > f)
+            .map(|r| (*f, *r))
+    }) {
+        let text = line_text(doc, run);
+        found.push(doc.finding(
+            "pipe-to-shell",
+            doc.weigh(Severity::Critical),
+            run,
+            format!(
+                "runs what it downloaded at line {fetch}: {}",
+                excerpt(&text)
+            ),
+        ));
+    }
     if let Some((decode, run)) = decodes.iter().find_map(|d| {
         runs.iter()
             .find(|r| near(*d, **r) && *r >= d)
@@ -264,6 +387,37 @@ pub(crate) fn check(doc: &Doc<'_>, scope: &Scope<'_>, found: &mut Vec<Finding>) 
             format!("runs what it decoded at line {decode}: {}", excerpt(&text)),
         ));
     }
+}
+
+/// Whether an install `line` fetches from somewhere the scope does not allow: a host that
+/// is not the forge's nor in `allow_links`, or (in code) any git repository.
+fn installs_from_elsewhere(doc: &Doc<'_>, scope: &Scope<'_>, line: &str) -> bool {
+    let lower = line.to_ascii_lowercase();
+    let git = lower.contains("git+")
+        || lower.contains("git://")
+        || lower.contains(".git")
+        || lower.contains("--git")
+        || [" github:", " gitlab:", " bitbucket:", " gist:"]
+            .iter()
+            .any(|p| lower.contains(p));
+    let hosts = super::network::hosts_in(line);
+    let elsewhere = hosts
+        .iter()
+        .any(|host| !scope.allows(host) && !super::network::reserved(host));
+    elsewhere || (git && doc.kind == Kind::Code) || (hosts.is_empty() && !git)
+}
+
+/// Whether `path` is a test's file (`tests/`, `test_x.py`, `x_test.go`, `x.test.ts`, ...).
+fn is_test_file(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    let name = lower.rsplit('/').next().unwrap_or(&lower);
+    lower
+        .split('/')
+        .any(|part| matches!(part, "test" | "tests" | "__tests__" | "spec" | "testdata"))
+        || name.starts_with("test_")
+        || name.contains("_test.")
+        || name.contains(".test.")
+        || name.contains(".spec.")
 }
 
 fn line_text(doc: &Doc<'_>, number: u32) -> String {

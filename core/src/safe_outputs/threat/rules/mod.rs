@@ -124,7 +124,11 @@ impl<'a> Subject<'a> {
         let files = self.files.iter().map(|file| Doc {
             file: Some(file.path.as_str()),
             what: "a file",
-            kind: kind_of(&file.path),
+            kind: match kind_of(&file.path) {
+                // A "document" made executable or starting with `#!` is a script.
+                Kind::Docs if runnable(file) => Kind::Code,
+                kind => kind,
+            },
             lines: file.added.clone(),
         });
         let texts = self.texts.iter().map(|(what, text)| Doc {
@@ -179,6 +183,20 @@ fn bounded(mut found: Vec<Finding>) -> Vec<Finding> {
         }
     }
     kept
+}
+
+/// Whether `file` runs as a program: its new mode is executable or its first line is `#!`.
+fn runnable(file: &FileChange) -> bool {
+    let executable = file
+        .new_mode
+        .as_deref()
+        .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+        .is_some_and(|m| m & 0o111 != 0 && m & 0o170000 != 0o120000);
+    executable
+        || file
+            .added
+            .iter()
+            .any(|l| l.number == 1 && l.text.starts_with("#!"))
 }
 
 /// What kind of document the file at `path` is.

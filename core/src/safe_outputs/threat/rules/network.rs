@@ -207,15 +207,18 @@ fn judge_url(doc: &Doc<'_>, scope: &Scope<'_>, at: u32, url: &str, host: &str) -
         .is_some_and(|(user, _)| user.contains('.'));
     let lookalike = host.starts_with("xn--") || host.contains(".xn--") || fold::disguised(host);
     let shortened = SHORTENERS.contains(&host);
-    if numeric || user_host || lookalike || shortened {
-        let why = if shortened {
-            "a URL shortener, which hides where it leads"
+    let impersonates = impersonated(scope, host);
+    if numeric || user_host || lookalike || shortened || impersonates.is_some() {
+        let why = if let Some(forge) = &impersonates {
+            format!("a name that passes for {forge}'s but is not")
+        } else if shortened {
+            "a URL shortener, which hides where it leads".to_string()
         } else if numeric {
-            "a host written as a number"
+            "a host written as a number".to_string()
         } else if user_host {
-            "a user part that reads as another host"
+            "a user part that reads as another host".to_string()
         } else {
-            "a host spelt with punycode or lookalike characters"
+            "a host spelt with punycode or lookalike characters".to_string()
         };
         return Some(doc.finding(
             "disguised-endpoint",
@@ -241,6 +244,63 @@ fn judge_url(doc: &Doc<'_>, scope: &Scope<'_>, at: u32, url: &str, host: &str) -
     ))
 }
 
+/// The forge's own sibling domains: hosts that carry its name and are its.
+const FORGE_SIBLINGS: [&str; 16] = [
+    "github.io",
+    "github.dev",
+    "github.blog",
+    "githubusercontent.com",
+    "githubassets.com",
+    "githubstatus.com",
+    "githubapp.com",
+    "githubcopilot.com",
+    "gitlab.io",
+    "gitlab.net",
+    "gitlab-static.net",
+    "gitlabstatus.com",
+    "gitea.io",
+    "gitea.com",
+    "forgejo.org",
+    "codeberg.page",
+];
+
+/// The scope's public forge that `host` passes itself off as: `host` is neither allowed
+/// nor one of the forges' own domains, yet the label it is registered under holds the
+/// forge's name, or it starts with the forge's host (`github-login.com`,
+/// `secure-github.net`, `github.com.evil.io` for `github.com`; not
+/// `github-stats.vercel.app`).
+fn impersonated(scope: &Scope<'_>, host: &str) -> Option<String> {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if scope.allows(&host)
+        || reserved(&host)
+        || WELL_KNOWN.iter().any(|w| within(&host, w))
+        || FORGE_SIBLINGS.iter().any(|s| within(&host, s))
+    {
+        return None;
+    }
+    const FORGES: [&str; 6] = [
+        "github",
+        "gitlab",
+        "bitbucket",
+        "codeberg",
+        "gitea",
+        "forgejo",
+    ];
+    // The label a domain is registered under (`github-login` of `a.github-login.com`).
+    let labels: Vec<&str> = host.split('.').collect();
+    let registered = labels.iter().rev().nth(1).copied().unwrap_or_default();
+    scope.hosts.iter().find_map(|allowed| {
+        let allowed = allowed.trim_end_matches('.').to_ascii_lowercase();
+        let name = allowed.split('.').rev().nth(1)?;
+        if !FORGES.contains(&name) {
+            // A self-hosted forge's or a company's name is too common a word to judge by.
+            return None;
+        }
+        let passes = registered.contains(name) || host.starts_with(&format!("{allowed}."));
+        passes.then_some(allowed)
+    })
+}
+
 /// Whether line `at` of `doc` is a comment (`//`, `#`, `/*`, `*`, `--`, `<!--`, `;`, a
 /// docstring's quotes), with nothing before the comment that runs.
 fn comment_line(doc: &Doc<'_>, at: u32) -> bool {
@@ -262,7 +322,7 @@ fn comment_line(doc: &Doc<'_>, at: u32) -> bool {
 
 /// Whether `host` is an endpoint worth a look: not allowed, reserved, private or a name of
 /// a standard.
-fn is_endpoint(scope: &Scope<'_>, host: &str) -> bool {
+pub(crate) fn is_endpoint(scope: &Scope<'_>, host: &str) -> bool {
     let host = host.trim_end_matches('.');
     if scope.allows(host)
         || REFERENCE_HOSTS.contains(&host)

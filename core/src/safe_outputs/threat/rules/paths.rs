@@ -187,7 +187,7 @@ fn is_hook(path: &str, name: &str) -> bool {
 }
 
 fn is_build(path: &str, name: &str) -> bool {
-    const NAMES: [&str; 40] = [
+    const NAMES: [&str; 42] = [
         "build.rs",
         "makefile",
         "gnumakefile",
@@ -228,6 +228,8 @@ fn is_build(path: &str, name: &str) -> bool {
         "procfile",
         "build.sbt",
         "sconstruct",
+        "sitecustomize.py",
+        "usercustomize.py",
     ];
     const PREFIXES: [&str; 6] = [
         "dockerfile",
@@ -237,7 +239,16 @@ fn is_build(path: &str, name: &str) -> bool {
         "install",
         "bootstrap",
     ];
-    const EXTENSIONS: [&str; 6] = [".mk", ".cmake", ".bzl", ".dockerfile", ".gemspec", ".nix"];
+    // `.pth`: Python runs its `import` lines at every start.
+    const EXTENSIONS: [&str; 7] = [
+        ".mk",
+        ".cmake",
+        ".bzl",
+        ".dockerfile",
+        ".gemspec",
+        ".nix",
+        ".pth",
+    ];
     NAMES.contains(&name)
         || PREFIXES.iter().any(|p| {
             name.starts_with(p) && (*p != "install" && *p != "bootstrap" || is_script(name))
