@@ -95,6 +95,12 @@ fn a_cache_is_saved_restored_and_restored_by_prefix() {
         &format!("cache deps: restored {v1} from partition local (exact, "),
     );
     assert!(restored.ends_with(" s"), "the time it took: {restored}");
+    // Which entry, and who wrote it: the first run, a local one.
+    let writer = line(&second, "cache deps: entry #");
+    assert!(
+        writer.contains(", written by run 1 (") && writer.ends_with("trust local)"),
+        "which entry and who wrote it: {writer}"
+    );
     line(&second, "found: built from v1 home");
     assert!(
         !second.iter().any(|l| l.starts_with("cache deps: saved")),

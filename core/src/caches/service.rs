@@ -137,6 +137,11 @@ impl RunCaches {
             digest: row.digest,
             size: u64::try_from(row.size).unwrap_or(0),
             exact,
+            written_by: Some(plue_types::protocol::caches::CacheWriter {
+                run_id: row.run_id,
+                causer: row.causer,
+                trust: row.trust,
+            }),
         }))
     }
 

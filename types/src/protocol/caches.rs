@@ -112,6 +112,23 @@ pub struct CacheEntry {
     pub size: u64,
     /// Whether `key` is the exact key asked for (else it matched a restore prefix).
     pub exact: bool,
+    /// Who wrote it: the run that saved it, who caused that run (`github:alice`, a user's
+    /// name, `schedule`) and the trust it was written under — what the step's log says of
+    /// a restore. Absent when not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_by: Option<CacheWriter>,
+}
+
+/// Who wrote a cache entry (see [`CacheEntry::written_by`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheWriter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causer: Option<String>,
+    /// `trusted`, `relayed`, `outsider` or `local`.
+    pub trust: String,
 }
 
 /// The engine's answer to a save.
