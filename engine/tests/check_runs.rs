@@ -156,6 +156,17 @@ async fn a_failed_run_is_a_check_run_with_its_summary_and_annotations_on_the_app
         check.details_url.as_deref(),
         Some(format!("{PUBLIC_URL}/runs/{app_run}").as_str())
     );
+    // The run page links the check run, on the repository's forge, without its credential.
+    let cookie = support::dashboard_session(&engine.url, support::ADMIN_TOKEN).await;
+    let page = support::dashboard_page(&format!("{}/runs/{app_run}", engine.url), &cookie).await;
+    let repo_page = app_forge.clone_url(APP_REPO);
+    let repo_page = repo_page.trim_end_matches(".git");
+    assert!(
+        // As the template escapes it (`/` is `&#x2f;` in an attribute).
+        page.contains(&format!("{repo_page}/runs/{}\"", check.id).replace('/', "&#x2f;")),
+        "the run page does not link check run {}: {page}",
+        check.id
+    );
     let summary = check.summary.clone().unwrap_or_default();
     assert!(summary.contains("Step `build` failed"), "{summary}");
     assert!(summary.contains(&format!("/runs/{app_run}")), "{summary}");

@@ -1,8 +1,9 @@
 //! The run page's facts (`templates/run_facts.html`): who started the run, the inputs it
 //! was given, and what it is about — the issue (or pull request) an issue or comment
 //! summoned it from, with its title; a pull request run's pull request, with the title its
-//! webhook delivery carried (stored with the run, `run_titles`); and the message of the
-//! run's commit, read from the repository's mirror.
+//! webhook delivery carried (stored with the run, `run_titles`); the message of the run's
+//! commit, read from the repository's mirror; and on GitHub, the check run the engine
+//! reports the run to (`check_runs`).
 //!
 //! Invariants:
 //! - Everything here is text people wrote (inputs, titles, commit messages, logins): the
@@ -36,6 +37,8 @@ pub(super) struct RunFacts {
     subject: Option<String>,
     /// The rest of the message (after the first line and the blank one).
     body: Option<String>,
+    /// The page of the GitHub check run the engine reports the run to, on its commit.
+    check_run: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -82,12 +85,21 @@ pub(super) async fn load(web: &Web, run: &RunRow) -> WebResult<RunFacts> {
             about.title = store.run_title(run.id).await?;
         }
     }
-    if let (Some(registry), Some(repo_id)) = (&web.state.registry, run.repo_id) {
-        if let Some(repo) = store.repo_by_id(repo_id).await? {
-            if let Some(message) = registry.commit_message(&repo, &run.sha).await {
+    let repo = match run.repo_id {
+        Some(repo_id) => store.repo_by_id(repo_id).await?,
+        None => None,
+    };
+    if let Some(repo) = &repo {
+        if let Some(registry) = &web.state.registry {
+            if let Some(message) = registry.commit_message(repo, &run.sha).await {
                 let (subject, body) = split_message(&message);
                 facts.subject = subject;
                 facts.body = body;
+            }
+        }
+        if repo.forge == "github" {
+            if let Some(id) = store.check_run_id(run.id, &run.sha).await? {
+                facts.check_run = check_run_page(&repo.clone_url, id);
             }
         }
     }
@@ -137,6 +149,27 @@ fn about(ctx: &EvalContext) -> Option<About> {
     })
 }
 
+/// The page of check run `id` of the GitHub repository cloned from `clone_url`
+/// (`https://github.com/acme/app/runs/17`; GitHub Enterprise alike), without the clone
+/// URL's credentials; `None` for a URL that is not `http(s)`.
+fn check_run_page(clone_url: &str, id: i64) -> Option<String> {
+    let mut url = reqwest::Url::parse(clone_url).ok()?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return None;
+    }
+    url.set_username("").ok()?;
+    url.set_password(None).ok()?;
+    url.set_query(None);
+    url.set_fragment(None);
+    let path = url
+        .path()
+        .trim_end_matches('/')
+        .trim_end_matches(".git")
+        .to_owned();
+    url.set_path(&format!("{path}/runs/{id}"));
+    Some(url.to_string())
+}
+
 /// `url` when it is an `http(s)` URL (a link of any other scheme could run script).
 fn web_link(url: &str) -> Option<String> {
     let parsed = reqwest::Url::parse(url).ok()?;
@@ -170,6 +203,20 @@ mod tests {
         );
         assert_eq!(split_message("one line"), (Some("one line".into()), None));
         assert_eq!(split_message("  \n"), (None, None));
+    }
+
+    #[test]
+    fn a_check_run_links_to_its_page_without_the_clone_urls_credential() {
+        assert_eq!(
+            check_run_page("https://x-access-token:ghs_1@github.com/acme/app.git", 17).as_deref(),
+            Some("https://github.com/acme/app/runs/17")
+        );
+        assert_eq!(
+            check_run_page("https://ghe.example:8443/acme/app/", 3).as_deref(),
+            Some("https://ghe.example:8443/acme/app/runs/3")
+        );
+        assert_eq!(check_run_page("file:///srv/app.git", 1), None);
+        assert_eq!(check_run_page("javascript:alert(1)", 1), None);
     }
 
     #[test]
