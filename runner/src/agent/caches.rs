@@ -415,6 +415,30 @@ fn seconds(elapsed: Duration) -> String {
     format!("{:.1} s", elapsed.as_secs_f64())
 }
 
+/// `entry #7, written by run 12 (caused by github:alice, trust trusted)`: which entry a
+/// restore used and who wrote it, as the engine recorded it.
+fn written_by(entry: &CacheEntry) -> String {
+    let printable =
+        |text: &str| -> String { text.chars().filter(|c| !c.is_control()).take(100).collect() };
+    let Some(writer) = &entry.written_by else {
+        return format!("entry #{} (its writer is not recorded)", entry.id);
+    };
+    let run = writer
+        .run_id
+        .map(|id| format!(" by run {id}"))
+        .unwrap_or_default();
+    let causer = writer
+        .causer
+        .as_deref()
+        .map(|c| format!("caused by {}, ", printable(c)))
+        .unwrap_or_default();
+    format!(
+        "entry #{}, written{run} ({causer}trust {})",
+        entry.id,
+        printable(&writer.trust)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,28 +491,4 @@ mod tests {
         let wire = serde_json::to_value(&sent).unwrap();
         assert_eq!(wire["caches"][0]["max_bytes"], bound);
     }
-}
-
-/// `entry #7, written by run 12 (caused by github:alice, trust trusted)`: which entry a
-/// restore used and who wrote it, as the engine recorded it.
-fn written_by(entry: &CacheEntry) -> String {
-    let printable =
-        |text: &str| -> String { text.chars().filter(|c| !c.is_control()).take(100).collect() };
-    let Some(writer) = &entry.written_by else {
-        return format!("entry #{} (its writer is not recorded)", entry.id);
-    };
-    let run = writer
-        .run_id
-        .map(|id| format!(" by run {id}"))
-        .unwrap_or_default();
-    let causer = writer
-        .causer
-        .as_deref()
-        .map(|c| format!("caused by {}, ", printable(c)))
-        .unwrap_or_default();
-    format!(
-        "entry #{}, written{run} ({causer}trust {})",
-        entry.id,
-        printable(&writer.trust)
-    )
 }

@@ -175,8 +175,27 @@ pub async fn run(
             policy: step.network_policy,
             secrets: step.secrets,
         };
-        match mcp::McpTools::start(step.options.mcp, room, step.masker.clone(), lines).await {
+        // Starting the servers counts against the step's time and stops with the step (a
+        // server half started is killed as its handle drops).
+        let started = tokio::select! {
+            started = mcp::McpTools::start(step.options.mcp, room, step.masker.clone(), lines) => started,
+            () = cancel.cancelled() => Err("step cancelled while its MCP servers started".into()),
+            () = tokio::time::sleep(step.timeout) => Err(format!(
+                "timed out after {}s while its MCP servers started",
+                step.timeout.as_secs_f64()
+            )),
+        };
+        match started {
             Ok(tools) => Some(Arc::new(tools)),
+            Err(_) if cancel.is_cancelled() => {
+                return Finished {
+                    outcome: Outcome::Cancelled,
+                    reason: Some("cancelled".into()),
+                    outputs: BTreeMap::new(),
+                    usage: None,
+                    model: None,
+                }
+            }
             Err(reason) => return fail(lines, reason, None).await,
         }
     };
