@@ -370,7 +370,10 @@ fn an_mcp_tool_call_names_its_server_and_marks_its_result_untrusted() {
     assert_eq!(call.mcp_server.as_deref(), Some("docs"));
     let html = page(&view);
     assert!(html.contains("MCP docs"), "{html}");
-    assert!(html.contains("from MCP server docs: untrusted text"), "{html}");
+    assert!(
+        html.contains("from MCP server docs: untrusted text"),
+        "{html}"
+    );
     assert_eq!(super::mcp_server_of("mcp__a"), None);
     assert_eq!(super::mcp_server_of("read_file"), None);
 }
