@@ -292,6 +292,22 @@ async fn proposals_are_threat_checked_before_they_are_applied() {
         "{page}"
     );
     assert!(page.contains("data-rule=\"pipe-to-shell\""), "{page}");
+
+    // Operators count the verdicts.
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .unwrap();
+    for verdict in ["pass", "needs_approval", "refused"] {
+        assert!(
+            metrics.contains(&format!(
+                "plue_threat_checks_total{{verdict=\"{verdict}\"}}"
+            )),
+            "{verdict}: {metrics}"
+        );
+    }
 }
 
 const FORGE_SECRET: &str = "webhook-secret-of-the-threat-test";

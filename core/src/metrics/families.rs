@@ -42,6 +42,7 @@ pub(super) struct Families {
     pub(super) network_refused: Counter,
     pub(super) claims_unacknowledged: Counter,
     pub(super) proposals: Family<Labels, Counter>,
+    pub(super) threat_checks: Family<Labels, Counter>,
     /// `model` is a price-table key or `other` (`crate::pricing::Prices::label`).
     pub(super) llm_tokens: Family<Labels, Counter>,
     pub(super) llm_cost: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
@@ -88,6 +89,7 @@ impl Families {
             network_refused: Counter::default(),
             claims_unacknowledged: Counter::default(),
             proposals: Family::default(),
+            threat_checks: Family::default(),
             llm_tokens: Family::default(),
             llm_cost: Family::default(),
             forge_token_refusals: Family::default(),
@@ -107,6 +109,11 @@ impl Families {
             "proposals",
             "Proposals of llm steps' safe outputs, by kind and result (refused, waiting, ready, applied, failed)",
             f.proposals.clone(),
+        );
+        registry.register(
+            "threat_checks",
+            "Proposals the threat check judged, by verdict (pass, needs_approval, refused)",
+            f.threat_checks.clone(),
         );
         registry.register(
             "runs_finished",

@@ -54,6 +54,9 @@ pub enum Event<'a> {
     /// `issue`) and `result` (`refused`, `waiting`, `ready`; the outbox: `applied`,
     /// `failed`).
     Proposal { kind: &'a str, result: &'a str },
+    /// The threat check judged a proposal: `verdict` is `pass`, `needs_approval` or
+    /// `refused` (`safe_outputs::threat::Verdict::as_str`).
+    ThreatCheck { verdict: &'a str },
     /// A pool runner of `class` failed (could not start, or died) for `reason`.
     PodFailed { class: &'a str, reason: &'a str },
     /// A pool runner of `class` ended before it registered (a start failure).
@@ -145,6 +148,10 @@ pub fn record(event: Event<'_>) {
         Event::Proposal { kind, result } => {
             let set = labels([("kind", kind), ("result", result)]);
             f.proposals.get_or_create(&set).inc();
+        }
+        Event::ThreatCheck { verdict } => {
+            let set = labels([("verdict", verdict)]);
+            f.threat_checks.get_or_create(&set).inc();
         }
         Event::PodFailed { class, reason } => {
             let set = labels([("class", class), ("reason", reason)]);

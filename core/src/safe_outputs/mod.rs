@@ -65,6 +65,15 @@ impl Judged {
             return Ok(());
         }
         for checked in &self.proposals {
+            let judged = checked
+                .threat
+                .as_deref()
+                .and_then(|t| serde_json::from_str::<threat::Assessment>(t).ok());
+            if let Some(assessment) = judged {
+                crate::metrics::record(crate::metrics::Event::ThreatCheck {
+                    verdict: assessment.verdict.as_str(),
+                });
+            }
             crate::metrics::record(crate::metrics::Event::Proposal {
                 kind: &checked.proposal.kind,
                 result: match checked.state.as_str() {
