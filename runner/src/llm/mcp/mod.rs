@@ -5,7 +5,7 @@
 //! The client side is the official Rust SDK (`rmcp`): the `initialize` handshake and its
 //! protocol version negotiation, JSON-RPC framing, request ids and cancellation are its.
 //! This module owns what Plue promises around it:
-//! - a stdio server runs inside the step's room ([`stdio`]): the step's user, its own
+//! - a stdio server runs inside the step's room (`stdio`): the step's user, its own
 //!   session and cgroup, private `/proc`, mounts, IPC and places, the step's network
 //!   namespace (so `network="none"` holds for it too), `no_new_privs` and the seccomp
 //!   filter; everything it started is killed when the conversation ends, whatever it did
@@ -125,12 +125,6 @@ impl MoreTools for McpTools {
     ) -> futures::future::BoxFuture<'a, ToolOutput> {
         Box::pin(self.call_tool(name, input))
     }
-}
-
-/// What a server said about itself at start, for the step's log.
-pub struct Started {
-    pub name: String,
-    pub line: String,
 }
 
 impl McpTools {
