@@ -515,7 +515,7 @@ impl Stream {
     }
 }
 
-/// One line of a step's log. A batch is usually sent packed ([`log_batch`]); in its lines
+/// One line of a step's log. A batch is usually sent packed (`log_batch`); in its lines
 /// form a line is the array `[seq, stream, text, ts_ms]`, and the object with these names is
 /// read too (serde reads a struct from either).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -545,7 +545,7 @@ impl Serialize for LogLine {
     }
 }
 
-/// Lines of an attempt, sent packed ([`log_batch`] says how it is written and read).
+/// Lines of an attempt, sent packed (`log_batch` says how it is written and read).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "log_batch::WireBatch")]
 pub struct LogBatch {
