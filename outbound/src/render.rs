@@ -244,7 +244,7 @@ const LEGACY: &[&str] = &["amp", "lt", "gt", "quot", "nbsp", "shy"];
 
 /// `text` with its HTML character references decoded as a forge's renderer would:
 /// numeric ones of any length (`&#58;`, `&#x3a;`, `&#x000000003a;`, the `;` optional as
-/// HTML allows) and the named ones of [`NAMED`].
+/// HTML allows) and the named ones of `NAMED`.
 pub fn decode_references(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;

@@ -7,6 +7,8 @@ use crate::links;
 
 /// Text that passed the wall: the only kind the engine sends to a forge or keeps for a
 /// reader where the compiler can see it. Made only by a [`Checker`].
+///
+/// [`Checker`]: crate::Checker
 #[derive(Clone, PartialEq, Eq)]
 pub struct Outbound(pub(crate) String);
 
@@ -38,6 +40,9 @@ impl std::fmt::Debug for Outbound {
 /// of the run in any spelling; from `redact`, no link to a host that is not allowed either.
 /// Mentions are kept (a reader of the dashboard or the API is notified of nothing); to
 /// reach a forge it goes through [`Redacted::code_span`] or [`Redacted::defused`].
+///
+/// [`Checker::redact`]: crate::Checker::redact
+/// [`Checker::mask`]: crate::Checker::mask
 #[derive(Clone, PartialEq, Eq)]
 pub struct Redacted(pub(crate) String);
 
@@ -56,6 +61,8 @@ impl Redacted {
     /// link, mention, tag or reference), its mentions defused all the same (so the whole
     /// text it is quoted in still passes [`Checker::check`]): how the engine quotes text it
     /// did not write.
+    ///
+    /// [`Checker::check`]: crate::Checker::check
     pub fn code_span(&self) -> Outbound {
         Outbound(code_span(self.defused().as_str()))
     }
@@ -95,6 +102,8 @@ fn defuse(text: &str) -> String {
 /// Text with every spelling of a secret of the run masked ([`Checker::mask`]), for a reader
 /// shown it as it is, never rendered (a transcript): it may still hold links and mentions,
 /// and so never reaches a forge.
+///
+/// [`Checker::mask`]: crate::Checker::mask
 #[derive(Clone, PartialEq, Eq)]
 pub struct Masked(pub(crate) String);
 
