@@ -180,7 +180,7 @@ fn json_strings<'a>(
 }
 
 /// Every template problem of `plan`, each at its step (or the plan, for plan env); at most
-/// [`MAX_DIAGNOSTICS`] and a last line saying there are more. Suggestions come out of the
+/// `MAX_DIAGNOSTICS` and a last line saying there are more. Suggestions come out of the
 /// plan's `budget`; past its deadline this stops (the caller reports it).
 pub fn check(plan: &Plan, map: &SourceMap, path: &str, budget: &mut Budget) -> Vec<Diagnostic> {
     let index: HashMap<&str, usize> = plan

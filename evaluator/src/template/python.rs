@@ -28,7 +28,7 @@ mod tokens;
 /// For each reference position in `at` (the placeholders of `text`, ascending), why an
 /// output standing there in code would still be read as a program of its own — a format
 /// string (`ref.format(obj)`, `str.format(ref, ...)`, `ref % obj`), a `string.Template` or
-/// a pattern ([`formats`]) — if it would.
+/// a pattern (`formats`) — if it would.
 pub fn format_refusals(text: &str, at: &[usize]) -> Vec<Option<&'static str>> {
     formats::refusals(text, at)
 }

@@ -1,10 +1,10 @@
 //! The evaluator worker process: `plue __eval-worker` (or `plue-eval-worker`).
 //!
-//! Lifecycle: fix the address layout ([`layout`]); keep the original stdout as the private
+//! Lifecycle: fix the address layout (`layout`); keep the original stdout as the private
 //! result channel and point fd 1 at `/dev/null`; start an isolated interpreter; install the
 //! host module and the bootstrap; import every allowed module; lock the process down; point
 //! fd 2 at `/dev/null`; send `Ready`. From then on the process is a *zygote*
-//! ([`zygote`]): for each request it forks a child that locks itself down further, reads
+//! (`zygote`): for each request it forks a child that locks itself down further, reads
 //! the request, evaluates it, answers once and exits. One evaluation, one process: nothing
 //! of an evaluation (objects, finalisers, caches, budgets) can reach another.
 
@@ -39,7 +39,7 @@ const BOOTSTRAP: &str = include_str!("sandbox.py");
 pub const MEMORY_FLAG: &str = "--memory-bytes";
 /// Command-line flag carrying the wall-clock bound of one evaluation, in milliseconds.
 pub const TIMEOUT_FLAG: &str = "--timeout-ms";
-/// Test-only mode: lock down, run [`PROBE`] with *full* Python (no language layer), report
+/// Test-only mode: lock down, run `PROBE` with *full* Python (no language layer), report
 /// what it could do, and exit. Lets the tests check layer (b) on its own.
 pub const PROBE_FLAG: &str = "--probe-lockdown";
 const PROBE: &str = include_str!("probe.py");

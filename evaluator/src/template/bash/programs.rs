@@ -125,7 +125,7 @@ const WRAPPERS: &[&[u8]] = &[
 
 /// For each reference position in `at` (the placeholders of `text`, ascending), why an
 /// output there would be read as a format or a program by the command whose argument it
-/// is ([`COMMANDS`]). Linear in the length of `text`.
+/// is (`COMMANDS`). Linear in the length of `text`.
 pub fn format_refusals(text: &str, at: &[usize]) -> Vec<Option<&'static str>> {
     let mut out = vec![None; at.len()];
     if at.is_empty() {
