@@ -817,7 +817,7 @@ async fn claimed_with(
 impl Store {
     /// Whether step `step_id` of run `run_id` goes only to runners allowed secrets (it
     /// held secrets, or took the files of a step that did: see
-    /// [`crate::runner_scope::needs_secrets_runner`]); what it leaves goes to no other
+    /// [`crate::needs_secrets_runner`]); what it leaves goes to no other
     /// runner. A step the run does not have is treated as one that did.
     pub async fn step_needs_secrets(&self, run_id: i64, step_id: &str) -> anyhow::Result<bool> {
         let needs: Option<bool> = on_db!(self, pool => sqlx::query_scalar(
@@ -845,7 +845,7 @@ impl Store {
 
     /// [`Store::claim`] of a step of a fork's run only (never another run's): how the
     /// engine takes, to fail it, a fork step no runner accepting forks can serve
-    /// ([`crate::pool::forks`]).
+    /// (`plue_pool::forks`).
     pub async fn claim_fork_step(
         &self,
         runner_id: i64,

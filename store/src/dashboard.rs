@@ -29,7 +29,7 @@ pub struct RunFilter {
     /// A branch name (`main` also matches `refs/heads/main`) or a full ref.
     pub branch: Option<String>,
     pub event: Option<String>,
-    /// A status as shown ([`SHOWN_STATUS`]): `waiting` included.
+    /// A status as shown (`SHOWN_STATUS`): `waiting` included.
     pub status: Option<String>,
     /// Only runs with a smaller id (the keyset cursor of the next page).
     pub before: Option<i64>,

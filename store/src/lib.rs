@@ -12,7 +12,7 @@
 //!   upgrade from a stale read snapshot.
 //! - Times are milliseconds since the Unix epoch; JSON documents are TEXT.
 //! - Values are always bound, never spliced into SQL.
-//! - SQL lives in this crate alone: the pool is crate-private; [`Store::db`] (and so
+//! - SQL lives in this crate alone: the pool is crate-private; `Store::db` (and so
 //!   [`on_db!`]) reach it from another crate only under the `testing` feature, for tests.
 //!
 //! [`events`] are the in-process hints that something here changed (work queued, a run

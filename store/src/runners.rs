@@ -71,7 +71,7 @@ pub struct NewRunner<'a> {
     /// The stored registration token it presents (`None`: the shared token).
     pub token: Option<RedeemedToken>,
     pub secrets: bool,
-    /// Whether it may claim steps of fork runs ([`crate::runner_scope::Scope::accepts_forks`]).
+    /// Whether it may claim steps of fork runs (`plue_pool::scope::Scope::accepts_forks`).
     pub accept_forks: bool,
     /// The machine it runs on, as it said (already checked).
     pub host: Option<&'a str>,

@@ -97,7 +97,7 @@ pub struct StepRunRow {
     /// 1, or the iteration of the review loop the step run is in (see [`StepChange::Loop`]).
     pub iteration: i64,
     /// When the environment review of the step (`environment=` with reviewers) passed in
-    /// this iteration; `None` until then (see [`crate::executor::environments`]).
+    /// this iteration; `None` until then (see `plue_core::executor::environments`).
     pub review_passed_at: Option<i64>,
 }
 
@@ -248,7 +248,7 @@ pub(crate) async fn step_states_by_id(
 
 impl Store {
     /// Stores a run with every step `pending`: `queued`, or `pending` when its plan's
-    /// concurrency group has an active run (see [`groups`]).
+    /// concurrency group has an active run (see `groups`).
     pub async fn create_run(
         &self,
         new: &NewRun<'_>,
@@ -567,7 +567,7 @@ impl Store {
     }
 
     /// The newest runs of a repository first, each with its status as shown (a run held
-    /// only by approvals is `waiting`, as in every list: [`crate::dashboard`]).
+    /// only by approvals is `waiting`, as in every list: `crate::dashboard`).
     pub async fn list_runs_of_repo(&self, repo: &str, limit: i64) -> anyhow::Result<Vec<RunRow>> {
         let sql = format!(
             "SELECT {} FROM runs r JOIN workflows w ON w.id = r.workflow_id \

@@ -8,7 +8,7 @@
 //! moving an unchanged file between these folders changes nothing a database has recorded;
 //! applied migrations are never edited, a change is a new numbered file.
 //!
-//! A new SQLite database gets the migrations' schema laid down at once ([`fresh`]), not
+//! A new SQLite database gets the migrations' schema laid down at once (`fresh`), not
 //! replayed; [`apply_sqlite`] is the one way a SQLite store is brought up to date.
 
 mod fresh;
@@ -41,7 +41,7 @@ pub async fn migrator(dialect: Dialect, through: Option<i64>) -> anyhow::Result<
 }
 
 /// Brings the SQLite database behind `pool` up to date: a database without any schema gets
-/// the fresh schema at once ([`fresh`]), then sqlx's migrator checks what is recorded as
+/// the fresh schema at once (`fresh`), then sqlx's migrator checks what is recorded as
 /// applied and applies the rest.
 pub async fn apply_sqlite(pool: &sqlx::SqlitePool) -> anyhow::Result<()> {
     let migrator = migrator(Dialect::Sqlite, None).await?;

@@ -28,14 +28,14 @@
 //! How:
 //! - Each replica has a random id ([`ReplicaWakes::replica`]); a notification carries it,
 //!   and a replica ignores its own.
-//! - Hints go to a task ([`tell`]) that sends them with `SELECT pg_notify(...)` after the
+//! - Hints go to a task (`tell`) that sends them with `SELECT pg_notify(...)` after the
 //!   change was committed (the caller said it after its commit). While one notification
 //!   is in flight the next hints gather, and go together in one (counts added, run ids
 //!   listed): one notification per commit at most, fewer under load. The statement is its
 //!   own transaction, off the request's path: a request never waits for it, and the
 //!   replicas' queueing transactions never serialize on PostgreSQL's commit-time lock of
 //!   the notification queue.
-//! - Every replica listens ([`hear`]) on one connection of the store's pool (sqlx's
+//! - Every replica listens (`hear`) on one connection of the store's pool (sqlx's
 //!   `PgListener`), and wakes its waiters ([`Events::heard`]) as a local queueing does.
 //!   When that connection drops it reconnects, and once it listens again it wakes every
 //!   waiter once ([`Events::wake_all`]): what was told meanwhile was lost.
