@@ -17,7 +17,7 @@
 //!
 //! Invariants: every text written (titles, bodies, comments, labels, branch names) is an
 //! [`Outbound`]: it passed the run's outbound wall before it got here; the token only ever goes into the `Authorization` header (through
-//! [`super::status::api_request`]), never into a URL or an error; path segments are
+//! `super::status::api_request`), never into a URL or an error; path segments are
 //! percent-encoded by the URL builder; errors say whether a retry can help
 //! ([`PostError::Retry`]: network errors, a lost answer, 429, 5xx) or not
 //! ([`PostError::Permanent`]), like commit statuses.
