@@ -10,13 +10,13 @@
 //!   the step's environment.
 //! - One step at a time; an ephemeral runner leaves after its first step.
 //! - Nothing of an assignment a poll handed over runs before the engine took its
-//!   acceptance ([`accept`]): a claim the engine returned meanwhile (it came too late) is
+//!   acceptance (`accept`): a claim the engine returned meanwhile (it came too late) is
 //!   refused, and the runner runs none of it. One handed with a completion's answer counts
 //!   as taken as it is handed.
 //! - An attempt's directory is removed before the runner takes its next attempt or
 //!   leaves (while the engine takes the report; an ephemeral runner's before its end is
 //!   reported), so a runner leaves nothing; a starting runner removes what killed runners
-//!   left in its work directory ([`leftovers`]).
+//!   left in its work directory (`leftovers`).
 //!
 //! Past 600 lines (about one in twenty of them tests): an attempt's life — claim, workspace,
 //! process or `llm` step, hand-off, report — and the engine client it retries through read

@@ -41,7 +41,7 @@ use plue_types::protocol::caches::CacheSpec;
 
 /// The zstd level archives are written at: fast, and most of zstd's gain on build trees.
 const LEVEL: i32 = 3;
-/// The largest zstd window an entry may ask its reader to hold (16 MiB; [`LEVEL`] writes
+/// The largest zstd window an entry may ask its reader to hold (16 MiB; `LEVEL` writes
 /// 2 MiB at most): a hostile frame cannot make a restore allocate more.
 pub const WINDOW_LOG_MAX: u32 = 24;
 

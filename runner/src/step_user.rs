@@ -35,12 +35,12 @@
 //! otherwise read the next holder's environment through its `/proc`. Every process of a
 //! step is in the step's cgroup, which is emptied before the step ends, so a claim whose
 //! steps all ended that way holds no process when it is released; the lock file says so
-//! ([`RELEASED_CLEAN`], written at the release; a lock file made by the claim itself had
+//! (`RELEASED_CLEAN`, written at the release; a lock file made by the claim itself had
 //! no holder since the host started). Otherwise — a step without an emptied
 //! cgroup in this runner (`containment::every_step_emptied`), a holder that crashed
 //! mid-claim, a lock file of an earlier version — every live process whose real,
 //! effective or saved uid is the claimed one is SIGKILLed, round after round until none
-//! is left ([`kill_processes_of`]), at the release and again when the uid is next
+//! is left (`kill_processes_of`), at the release and again when the uid is next
 //! claimed. A uid with a process that will not die is skipped (and logged) by the claim.
 //! (Scanning `/proc` costs about a millisecond a time on a quiet host: twice a step, it
 //! would be a third of a step's own cost.)

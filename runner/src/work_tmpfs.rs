@@ -23,7 +23,7 @@
 //!   (its steps' namespaces are copies of the runner's). Nothing is left mounted on the
 //!   host, whatever way the runner ends.
 //! - `nosuid,nodev`, mode 0711 like the directory the pool makes; at most half the
-//!   machine's memory and [`OPTIONS`]' inodes. A step's own writes there are charged to its
+//!   machine's memory and `OPTIONS`' inodes. A step's own writes there are charged to its
 //!   memory cgroup.
 //! - Anything refused before the namespace is unshared (not root, a container without
 //!   `CAP_SYS_ADMIN`, a threaded caller, a directory that fails the checks) is

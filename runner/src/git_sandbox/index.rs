@@ -5,11 +5,11 @@
 //! index it reads (only of what it adds): an entry `../../etc/hostname`, `/etc/os-release`
 //! or `.git/config` made `git diff` print a file outside the workspace.
 //!
-//! So the shadow never links the workspace's index. [`copy`] copies `index` and its
+//! So the shadow never links the workspace's index. `copy` copies `index` and its
 //! `sharedindex.*` files (a split index) into the shadow — regular files opened without
 //! following a link, with one link count (no hard link to another file), at most
 //! [`MAX_INDEX_BYTES`] together, each starting with an index header listing at most
-//! [`MAX_INDEX_ENTRIES`]. Then [`check_listing`] has git list that copy (`ls-files -z
+//! [`MAX_INDEX_ENTRIES`]. Then `check_listing` has git list that copy (`ls-files -z
 //! --stage`, so the paths are the ones git itself parsed, shared and sparse entries
 //! included) and refuses the workspace when an entry's path is not plain (see
 //! [`plain_entry_path`]), reading at most [`MAX_INDEX_ENTRIES`] entries and

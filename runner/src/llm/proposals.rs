@@ -6,7 +6,7 @@
 //! the runner's (`plue-proposal-<random>` under its temporary directory, removed on
 //! drop), with [`git_sandbox::HARDENING_ARGS`], no system or global config, the runner's
 //! git by its absolute path, an environment built from nothing and `no_new_privs`, run as
-//! the tool's user ([`git_sandbox::git_command`]):
+//! the tool's user (`git_sandbox::git_command`):
 //! - the final tree is written by `git add -A` of the workspace into the private directory
 //!   with its own index (`.git` entries are never added by git; a `.gitattributes` names
 //!   drivers that no config defines, so none runs; a symbolic link is stored as a link,

@@ -50,7 +50,7 @@ impl Cidr {
         Ok(Cidr { address, prefix })
     }
 
-    /// Whether `ip` (an IPv4-mapped or NAT64 IPv6 address as its IPv4 one: [`canonical`])
+    /// Whether `ip` (an IPv4-mapped or NAT64 IPv6 address as its IPv4 one: `canonical`)
     /// is in this network.
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {
         use std::net::IpAddr;

@@ -33,7 +33,7 @@
 //! - the credential is never forwarded (`Proxy-Authorization` is hop-by-hop in
 //!   `proxy.rs`);
 //! - one client address (a pod) holds at most as many connections as a runner's proxy
-//!   makes at once ([`MAX_PER_PEER`]): past that they are closed, so a step going around
+//!   makes at once (`MAX_PER_PEER`): past that they are closed, so a step going around
 //!   its runner's proxy cannot take every slot from the cluster's other steps;
 //! - what it refuses is answered `403` (the runner's proxy then refuses the step's request,
 //!   in the step's log) and logged here with the attempt's id.
