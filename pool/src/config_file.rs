@@ -51,7 +51,7 @@
 //!   the service account of `allow_service_account`, but never weakens the pod's hardening and
 //!   never sets the runner container's command or arguments, which are Plue's. The pod
 //!   the template makes (merged over Plue's defaults) is checked by
-//!   [`crate::kubernetes::hardening`], each problem naming its class and field
+//!   [`crate::hardening`], each problem naming its class and field
 //!   (`classes[0].template: pool class "gpu": spec.volumes[1].secret is not allowed
 //!   (...)`); the pool checks again when it starts, and forces the hardening on every
 //!   pod it creates.

@@ -6,7 +6,7 @@
 //! runners offers them, the step fails with "no runner accepts runs of pull requests from
 //! forks for labels ...".
 //!
-//! The rule, checked whenever work is queued (at most every [`SWEEP_GAP`]) and every few
+//! The rule, checked whenever work is queued (at most every `SWEEP_GAP`) and every few
 //! seconds ([`run`], or the Kubernetes pool's unservable check, which passes its classes
 //! as `offered`):
 //! - a runner counts when it accepts forks and carries the labels, and is live or was
@@ -22,7 +22,6 @@
 //! here, and no step of a run that is not a fork's ever is.
 //!
 //! [`Store::claim_fork_step`]: crate::store::Store::claim_fork_step
-//! [`SWEEP_GAP`]: crate::engine::SWEEP_GAP
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -120,7 +119,7 @@ pub async fn fail_unservable_forks(
 }
 
 /// Without the Kubernetes pool: checks whenever work is queued (at most every
-/// [`crate::engine::SWEEP_GAP`]) and every few seconds,
+/// `crate::engine::SWEEP_GAP`) and every few seconds,
 /// until `shutdown`. `offered`: the labels of a local pool whose runners accept forks.
 pub async fn run(
     executor: Arc<dyn Engine>,

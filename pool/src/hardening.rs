@@ -3,12 +3,12 @@
 //! created. Pure.
 //!
 //! Two layers, on purpose:
-//! - [`problems`] refuses every field of the merged pod that weakens it, each problem
+//! - `problems` refuses every field of the merged pod that weakens it, each problem
 //!   naming its path in the pod (`spec.volumes[1].secret`,
 //!   `spec.containers[runner].securityContext.capabilities.drop`). It runs when the pool
 //!   file is loaded (`plue serve --check-config` and `plue serve`) and again when the pool
 //!   starts, so a weakening template never reaches the API server.
-//! - [`force`] then sets the hardening on the pod actually created, whatever the first
+//! - `force` then sets the hardening on the pod actually created, whatever the first
 //!   layer let through: every container without privilege, escalation, capabilities,
 //!   host ports or a non-default `procMount`, with a read-only root file system;
 //!   `RuntimeDefault` seccomp at pod and container level; no AppArmor or SELinux override
@@ -22,7 +22,7 @@
 //!   and hooks that reach the pod itself only.
 //!
 //! Past 600 lines: every check of the merged pod, one function per part of the pod, read
-//! together; [`force`] is in `hardening/forced.rs` and the table of every weakening found
+//! together; `force` is in `hardening/forced.rs` and the table of every weakening found
 //! so far in `hardening/tests.rs`.
 //!
 //! Invariants:

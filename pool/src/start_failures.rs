@@ -3,7 +3,7 @@
 //! runner refuses — are start failures. After [`BackoffPolicy::after`] of them in a row the
 //! pool starts nothing for a while (`first`, doubling per further failure up to `max`), then
 //! one probe runner at a time; once the wait has reached `max` the pool has given up on
-//! serving its queued steps and fails them with the reason ([`fail_queued`]) instead of
+//! serving its queued steps and fails them with the reason (`fail_queued`) instead of
 //! letting them wait forever.
 //!
 //! Invariants:
@@ -12,7 +12,7 @@
 //!   runners get preempted now and then never backs off), and any runner that registers
 //!   resets the count.
 //! - While backing off, the pool shows it (`backing_off`, the last reason) and starts at
-//!   most one runner at a time once the wait is over; [`StartFailures::budget`] says how
+//!   most one runner at a time once the wait is over; `StartFailures::budget` says how
 //!   many may start now.
 //! - A step is failed here only while the class has given up, only if no live runner
 //!   (other than the engine's holders) announces its labels, and only through the state

@@ -108,7 +108,7 @@ pub async fn fail_unenforceable(
     Ok(failed)
 }
 
-/// Checks whenever work is queued (at most every [`crate::engine::SWEEP_GAP`]) and every
+/// Checks whenever work is queued (at most every `crate::engine::SWEEP_GAP`) and every
 /// few seconds, until `shutdown`.
 pub async fn run(
     executor: Arc<dyn Engine>,
