@@ -14,7 +14,7 @@
 //!   string, a template or a pattern (`{{ ref }}.format(obj)`, `printf {{ ref }}`:
 //!   [`python::format_refusals`], [`bash::format_refusals`]), and a bash command with references may not
 //!   receive an output bash would run where it evaluates values as arithmetic
-//!   ([`bash_values`]);
+//!   (`bash_values`);
 //! - in env values, llm prompts and llm inputs (never parsed), it is the value as text;
 //! - the `raw` form is the value as text everywhere — in code that is the author's choice
 //!   to paste it (unsafe, documented), and only where the plain form may stand (never in
@@ -41,7 +41,7 @@
 //! `none`, any other kind `open`; the runner enforces what the document says.
 //!
 //! Each step kind's own part (which texts it has, how they render into the runner's
-//! [`StepAction`]) is its module in [`kinds`]; what a kind implies here (its rendered-bytes
+//! [`StepAction`]) is its module in `kinds`; what a kind implies here (its rendered-bytes
 //! budget, the model's key, the default network) is [`evaluator::plan::StepKind`]'s.
 //!
 //! Why one file past ~600 lines: the reference rules every kind's texts render by (values

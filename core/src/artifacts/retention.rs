@@ -71,7 +71,7 @@ impl Artifacts {
         }
     }
 
-    /// Sweeps at start and every [`SWEEP_EVERY`] until `shutdown`.
+    /// Sweeps at start and every `SWEEP_EVERY` until `shutdown`.
     pub async fn run_retention(self, store: Store, shutdown: CancellationToken) {
         loop {
             match self.sweep(&store, now_ms()).await {

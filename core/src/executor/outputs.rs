@@ -99,7 +99,7 @@ impl OutputCache {
             .clone()
     }
 
-    /// The [`PlanFacts`] of run `run_id` (whose plan is `plan`), worked out once per run.
+    /// The `PlanFacts` of run `run_id` (whose plan is `plan`), worked out once per run.
     pub fn facts(&mut self, run_id: i64, plan: &Plan) -> Arc<PlanFacts> {
         let run = self.run(run_id);
         run.facts

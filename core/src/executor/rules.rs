@@ -1,13 +1,13 @@
 //! The executor's decisions as pure functions over a run's stored state: which steps to
-//! queue, skip, fail or cancel ([`plan_changes`]) and what follows an attempt
-//! ([`step_after`]). The rules themselves are in [`crate::schedule`]; this module maps them
+//! queue, skip, fail or cancel (`plan_changes`) and what follows an attempt
+//! (`step_after`). The rules themselves are in [`crate::schedule`]; this module maps them
 //! onto store rows and dispatch documents.
 //!
 //! Review loops ([`evaluator::loops`]): when a loop's source failed and may still go back,
-//! [`take_loops`] sets its region to pending in the next iteration before anything else is
+//! `take_loops` sets its region to pending in the next iteration before anything else is
 //! decided; a loop that gave up fails the run with a reason that says so.
 //!
-//! Outputs: an advance reads only the outputs [`needed_outputs`] names (finished steps a
+//! Outputs: an advance reads only the outputs `needed_outputs` names (finished steps a
 //! pending step reads), so its cost does not grow with what the run has stored; an attempt
 //! whose outputs would take the run past [`MAX_RUN_OUTPUT_BYTES`] fails its step.
 

@@ -1,8 +1,8 @@
 //! What `llm` steps cost: a price table per model, and the cost of an attempt's usage.
 //!
-//! One entry point, [`Prices`]: the built-in table ([`builtin`], the published prices of
+//! One entry point, [`Prices`]: the built-in table (`builtin`, the published prices of
 //! the current Claude models, with their source and date), overridden and extended by the
-//! operator's file (`--llm-prices FILE`, [`file`]). A model id is priced by the longest
+//! operator's file (`--llm-prices FILE`, [`file`](mod@file)). A model id is priced by the longest
 //! table key that is the id itself or a prefix of it followed by `-`
 //! (`claude-sonnet-4-5` prices `claude-sonnet-4-5-20250929`); a model no key matches has
 //! no price, and its cost is unknown (`None`), never zero.

@@ -4,7 +4,7 @@
 //! ([`ModuleMirrors::beside`]: `https://forge/acme/app.git` uses
 //! `https://forge/acme/plue-steps.git`), a URL or a directory of repositories for
 //! `plue run`, `plue check` and `plue lock`. The registry's part, reading the calling
-//! repository's lock file at the evaluated commit, is [`Registry::evaluate_source`].
+//! repository's lock file at the evaluated commit, is `Registry::evaluate_source`.
 //!
 //! Invariants:
 //! - only what [`evaluator::modules`] accepts is fetched (an `owner/name` that cannot climb

@@ -5,7 +5,7 @@
 //! manual inputs — or its evaluation error. Also the commit messages the run page shows.
 //!
 //! Invariants:
-//! - Workflow code runs only in the evaluator's sandbox, through [`Registry::evaluate`]
+//! - Workflow code runs only in the evaluator's sandbox, through `Registry::evaluate`
 //!   (the pool every push uses); nothing here interprets a workflow file.
 //! - A listing is computed once per head commit and kept per repository: the head is read
 //!   from the forge at most every [`HEAD_TTL`] (at once after a push to the default branch,

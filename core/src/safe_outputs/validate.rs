@@ -321,7 +321,7 @@ pub fn check_diff_wall(diff: &str, wall: &Checker) -> Result<Outbound, Refused> 
 /// Judges one file the built commit adds or changes by its whole new content (`size`
 /// bytes; `content` is `None` when it was too large to read): it may hold no secret of the
 /// run in any spelling `wall` knows, read as UTF-8 or in a wide encoding starting at any
-/// byte ([`content_views`]), and no NUL byte anywhere (a binary file, which the engine
+/// byte (`content_views`), and no NUL byte anywhere (a binary file, which the engine
 /// cannot check).
 pub fn check_new_file(
     path: &str,

@@ -40,7 +40,7 @@ pub struct ContentMeter {
 
 impl ContentMeter {
     /// A meter refusing an archive whose content passes `limit` (the decompressed tar may
-    /// be [`SLACK`] longer: its closing blocks).
+    /// be `SLACK` longer: its closing blocks).
     pub fn new(limit: u64) -> Result<ContentMeter, ContentError> {
         let mut decoder = Decoder::new().map_err(not_zstd)?;
         decoder

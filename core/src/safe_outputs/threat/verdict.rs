@@ -173,7 +173,7 @@ pub struct ReviewOutcome {
     /// The model's verdict, when it answered in its format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<Verdict>,
-    /// The model's reasons (at most [`MAX_REASONS`], each at most 300 characters).
+    /// The model's reasons (at most `MAX_REASONS`, each at most 300 characters).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
     /// Why the review does not count as an answer (the call failed, the answer was out of
