@@ -11,7 +11,7 @@
 //! Invariants:
 //! - At most one terminal is attached to a session at a time ([`Session::attach`]); its
 //!   guard detaches on drop, so a client that goes away frees the place.
-//! - A session ends once ([`Session::end`]): its watchdog ([`watch`]) ends it in the store
+//! - A session ends once ([`end`]): its watchdog ([`watch`]) ends it in the store
 //!   after its idle timeout without a byte either way, or after as long without an
 //!   attached terminal; every waiter wakes and sees the end.
 //! - Output chunks are numbered by the runner and taken once each (a repeat is dropped),
@@ -232,7 +232,7 @@ impl Session {
 
     /// Queues keystrokes (`hex` of `len` bytes) or a window size (`len` 0); `false` when
     /// the runner is this far behind ([`INPUT_KEPT`], each event counting
-    /// [`INPUT_EVENT_COST`] more).
+    /// `INPUT_EVENT_COST` more).
     pub fn push_input(&self, event: impl FnOnce(u64) -> InputEvent, len: usize) -> bool {
         self.update(|inner| {
             let cost = len + INPUT_EVENT_COST;

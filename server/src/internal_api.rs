@@ -18,14 +18,14 @@
 //! - Every body is validated (unknown fields, sizes, characters) and a bad one is a 4xx
 //!   with a message; handlers never panic on input.
 //! - Logs and completions are idempotent, so runners may resend them freely.
-//! - A claim counts once its runner acknowledged it ([`accepted`], a start, or the
+//! - A claim counts once its runner acknowledged it (`accepted`, a start, or the
 //!   completion whose answer carries it); the sweeper returns one nobody acknowledged
 //!   (`store::claims::unacknowledged`). Only the runner's own requests prove it alive: a
 //!   poll's arrival counts as a heartbeat, the poll held afterwards does not, and a held
 //!   poll whose runner has given no proof of life within [`InternalConfig::liveness_window`]
-//!   (or is suspect) is answered empty before anything is handed to it ([`poll`]).
+//!   (or is suspect) is answered empty before anything is handed to it (`poll`).
 //! - Log lines and outputs are stored masked with every secret of the run (each spelling
-//!   the outbound wall knows, where it stands), the run's wall kept [`WALL_FOR`]; withheld
+//!   the outbound wall knows, where it stands), the run's wall kept `WALL_FOR`; withheld
 //!   when the wall cannot be made, never stored unmasked.
 //! - A completion's reason is stored as the run's outbound wall redacts it (every secret of
 //!   the run masked, links to other hosts removed): a runner masks only its step's own.

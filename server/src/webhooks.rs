@@ -9,9 +9,9 @@
 //! repository is bound to (its name taken over by another repository) → 409, before
 //! anything is recorded or run; the delivery comes through an installation of the GitHub
 //! App the operator does not accept (`--installation-owner`) → 403 saying why, before
-//! anything is recorded or run ([`installations`]); payload lacking what its event needs →
+//! anything is recorded or run (`installations`); payload lacking what its event needs →
 //! 400; delivery id seen before → 200 with the runs it started (on Gitea also a body seen
-//! before: its replay comes with a new delivery id, [`replay_key`]); `ping` → 200; the
+//! before: its replay comes with a new delivery id, `replay_key`); `ping` → 200; the
 //! registry failing to fetch the commit → 422 (the delivery is forgotten, so a redelivery
 //! tries again). Issue and comment
 //! events go through the same checks and de-duplication; their answer also says, in
@@ -19,7 +19,7 @@
 //!
 //! A GitHub App's `installation` and `installation_repositories` deliveries name no
 //! repository: they are checked with the App's webhook secret instead, and judged
-//! ([`installations`], [`installation_owners`]).
+//! (`installations`, `installation_owners`).
 //!
 //! Invariant: a sender without a repository's webhook secret learns nothing about which
 //! repositories are registered: every answer it can get (400, 401, 413) is the same for a
@@ -60,7 +60,7 @@ pub struct WebhookState {
     pub store: Store,
     pub vault: Vault,
     pub registry: Option<Arc<Registry>>,
-    /// The engine's GitHub App's webhooks, when it is one ([`installations`]).
+    /// The engine's GitHub App's webhooks, when it is one (`installations`).
     pub app: Option<AppHooks>,
 }
 

@@ -9,7 +9,7 @@
 //! role ([`Caller::visible_run`], [`Caller::visible_repo`]: 404 for what the caller may not
 //! read), the installation admin, or any signed-in user; lists are filtered in their
 //! queries by [`Caller::readable`]. Every dispatch, re-run, cancel and other change is in
-//! the audit trail with the caller's user id ([`audit`]). Every error is an [`ApiError`]
+//! the audit trail with the caller's user id (`audit`). Every error is an [`ApiError`]
 //! with a JSON body.
 //!
 //! Why one file past ~600 lines: it holds the router with every route and its OpenAPI

@@ -5,12 +5,12 @@
 //!
 //! [`router`] is the only entry point. Pages read through the [`Store`](crate::store::Store)
 //! and the API's view types; writes (cancel, re-run, dispatch) and the log stream go through
-//! the public API itself, called in-process as the session's caller ([`forward`]), so the
+//! the public API itself, called in-process as the session's caller (`forward`), so the
 //! dashboard can never do more than the API lets that user do.
 //!
 //! Invariants:
 //! - Every page resolves its [`Caller`](crate::access::Caller) from the session cookie
-//!   ([`session`]) and shows only what it may read: lists are filtered in the query by
+//!   (`session`) and shows only what it may read: lists are filtered in the query by
 //!   [`Caller::readable`](crate::access::Caller::readable), a page of a thing the caller
 //!   may not read is the 404 of a missing one (the sign-in page for the anonymous), and
 //!   writes are offered only to callers whose role allows them (the API checks again).
@@ -18,7 +18,7 @@
 //!   connections only from this origin and no inline script or style, plus `nosniff` and
 //!   `frame-ancestors 'none'`: a missed escape cannot run code.
 //! - Every string from a workflow, a log or a forge is escaped by the template engine
-//!   ([`render`]); logs are turned into DOM text nodes by `assets/log.js`, never HTML.
+//!   (`render`); logs are turned into DOM text nodes by `assets/log.js`, never HTML.
 //! - Template contexts derive `Serialize` here; they are page models, not the API's wire
 //!   format (that stays in `api/views.rs`).
 
