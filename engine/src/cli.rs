@@ -520,9 +520,9 @@ pub(crate) struct ServeArgs {
         requires = "github_app_id"
     )]
     pub(crate) github_app_key_file: Option<PathBuf>,
-    /// The GitHub App's API (default: <https://api.github.com>; a GitHub Enterprise Server's
+    /// The GitHub App's API (default: `https://api.github.com`; a GitHub Enterprise Server's
     /// is https://HOST/api/v3): the only API the App's JWT is sent to. Only a repository on
-    /// this API (its api_url, or <https://api.github.com>) is served through the App; another
+    /// this API (its api_url, or `https://api.github.com`) is served through the App; another
     /// GitHub repository without an api_token has no credential.
     #[arg(long, value_name = "URL", env = "PLUE_GITHUB_APP_API_URL")]
     pub(crate) github_app_api_url: Option<String>,
@@ -932,7 +932,7 @@ pub(crate) struct RepoAddArgs {
     /// The secret the forge signs deliveries with.
     #[arg(long, env = "PLUE_WEBHOOK_SECRET", hide_env_values = true)]
     pub(crate) webhook_secret: String,
-    /// The forge's REST API base (default: <https://api.github.com>, or `<host>/api/v1` for Gitea).
+    /// The forge's REST API base (default: `https://api.github.com`, or `<host>/api/v1` for Gitea).
     #[arg(long)]
     pub(crate) api_url: Option<String>,
     /// Token for posting commit statuses.
