@@ -420,8 +420,8 @@ fn a_rug_pull_mid_session_changes_nothing_the_model_sees_or_may_call() {
     assert_eq!(result_of(&requests[2], "t3"), ("two".to_owned(), false));
 }
 
-/// Look-alike names never stand for an allowed one; a duplicate definition fails the step
-/// before the model is asked.
+/// Look-alike names never stand for an allowed one; a duplicate definition is refused by
+/// `plue lock` and fails the step before the model is asked.
 #[test]
 fn look_alike_and_duplicate_tool_names_are_refused() {
     let sandbox = Sandbox::new("mcp-attack-names");
@@ -431,7 +431,11 @@ fn look_alike_and_duplicate_tool_names_are_refused() {
     assert!(!ok && text.contains("offers no tool 'echo'"), "{text}");
 
     write_workflow(&sandbox, &servers("poisoned"), "");
-    let (_, text) = try_lock(&sandbox, &[]);
+    let (locked, text) = try_lock(&sandbox, &[]);
+    assert!(
+        !locked && text.contains("more than once"),
+        "plue lock pinned a duplicate: {text}"
+    );
     let claude = FakeClaude::start(vec![Turn::text(&["never"]).reply()]);
     let (ok, output) = run(&sandbox, &claude, &[]);
     assert!(!ok && output.contains("more than once"), "{text}\n{output}");

@@ -447,33 +447,46 @@ pub async fn digests(spec: &McpServer, room: Room<'_>) -> Result<Vec<(String, St
         mut client,
         offered,
     } = session?;
-    let mut pinned = Vec::new();
-    let mut missing = None;
-    for allowed in &spec.tools {
-        match offered.iter().find(|t| t.name == allowed.as_str()) {
-            Some(tool) => {
-                if let Err(reason) = pins::hidden_problem(&spec.name, tool) {
-                    let _ = client.close_with_timeout(Duration::from_secs(1)).await;
-                    stop(process).await;
-                    drain.abort();
-                    return Err(reason);
-                }
-                pinned.push((allowed.clone(), pins::digest_of(tool)))
-            }
-            None => missing = Some(allowed.clone()),
-        }
-    }
+    let pinned = pin_offered(spec, &offered);
     let _ = client.close_with_timeout(Duration::from_secs(1)).await;
     stop(process).await;
     drain.abort();
-    match missing {
-        Some(tool) => Err(format!(
-            "mcp server '{}' offers no tool '{tool}' (it offers: {})",
-            spec.name,
-            offered_names(&offered)
-        )),
-        None => Ok(pinned),
+    pinned
+}
+
+/// The digests of `spec`'s allowed tools among `offered`: each must be offered exactly once
+/// and hide nothing from its reviewer (as the runner will check it).
+fn pin_offered(
+    spec: &McpServer,
+    offered: &[rmcp::model::Tool],
+) -> Result<Vec<(String, String)>, String> {
+    let mut pinned = Vec::new();
+    for allowed in &spec.tools {
+        let matching: Vec<_> = offered
+            .iter()
+            .filter(|t| t.name == allowed.as_str())
+            .collect();
+        let tool = match matching.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(format!(
+                    "mcp server '{}' offers no tool '{allowed}' (it offers: {})",
+                    spec.name,
+                    offered_names(offered)
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "mcp server '{}' offers tool '{allowed}' more than once; refusing to pin \
+                     an ambiguous definition",
+                    spec.name
+                ))
+            }
+        };
+        pins::hidden_problem(&spec.name, tool)?;
+        pinned.push((allowed.clone(), pins::digest_of(tool)));
     }
+    Ok(pinned)
 }
 
 /// Stops a stdio server's process, if there is one.
