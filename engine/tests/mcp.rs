@@ -11,9 +11,6 @@
 //! model or the log sees it; a definition that changed after `plue lock` (a rug pull) or one
 //! never pinned fails the step before the model is asked anything; and a server that leaves
 //! a daemon behind does not outlive its step.
-//!
-//! Why one file just past ~600 lines: the MCP user contract end to end, one test a
-//! promise, over the shared lock-and-run helpers at the top; split, they would be copied.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -21,86 +18,11 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
+use support::mcp::{lock, result_of, root, run, test_server, tool_names, write_workflow};
 use support::Sandbox;
 use testkit::claude::{FakeClaude, Turn};
 
 const SECRET: &str = "deploy-tok-5e4d3c2b1a09";
-
-fn test_server(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../testkit/mcp")
-        .join(name)
-        .canonicalize()
-        .expect("a test server")
-        .display()
-        .to_string()
-}
-
-/// `w.plue.py` with one `llm` step `agent` whose `mcp=` is `servers` (Python source).
-fn write_workflow(sandbox: &Sandbox, servers: &str, extra: &str) {
-    let source = format!(
-        "def workflow():\n    return Plan(name=\"mcp\", triggers=[Trigger.manual()], steps=[\n        \
-         Step.llm(\"agent\", prompt=\"Use the tools.\", tools=[\"read_file\"], max_turns=4,\n                 \
-         mcp={servers}{extra}),\n    ])\n"
-    );
-    std::fs::write(sandbox.path("w.plue.py"), source).unwrap();
-}
-
-/// `git init` in the sandbox (`plue lock` writes at a repository's root), then `plue lock`.
-fn lock(sandbox: &Sandbox) -> Value {
-    if !sandbox.path(".git").exists() {
-        let init = std::process::Command::new("git")
-            .args(["init", "-q", "."])
-            .current_dir(sandbox.path(""))
-            .status()
-            .unwrap();
-        assert!(init.success());
-    }
-    let output = sandbox.plue(&["lock"]).output().unwrap();
-    let stderr = support::stderr(&output);
-    assert!(output.status.success(), "{stderr}");
-    serde_json::from_str(&std::fs::read_to_string(sandbox.path(".plue/lock.json")).unwrap())
-        .unwrap()
-}
-
-fn run(sandbox: &Sandbox, server: &FakeClaude, secrets: &[&str]) -> (bool, String) {
-    let mut args = vec!["w.plue.py".to_owned()];
-    for secret in secrets {
-        args.push("--secret".into());
-        args.push((*secret).to_owned());
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = sandbox.plue_run_llm(server.url(), &args);
-    let text = format!("{}\n{}", support::stdout(&output), support::stderr(&output));
-    (output.status.success(), text)
-}
-
-fn tool_names(request: &testkit::claude::Recorded) -> Vec<String> {
-    request.body["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// The `content` of the tool result answering `id` in `request`.
-fn result_of(request: &testkit::claude::Recorded, id: &str) -> (String, bool) {
-    let results = request.tool_results();
-    let result = results
-        .iter()
-        .find(|r| r["tool_use_id"] == id)
-        .unwrap_or_else(|| panic!("no result for {id}: {results:?}"));
-    let content = match &result["content"] {
-        Value::String(text) => text.clone(),
-        other => other.to_string(),
-    };
-    (content, result["is_error"] == true)
-}
-
-fn root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 #[test]
 fn an_agent_uses_only_its_allowed_mcp_tools_inside_the_steps_room() {
@@ -113,7 +35,7 @@ fn an_agent_uses_only_its_allowed_mcp_tools_inside_the_steps_room() {
         test_server("friendly.py"),
         marker.display()
     );
-    write_workflow(&sandbox, &servers, ", secrets=[\"DEPLOY_TOKEN\"]");
+    write_workflow(&sandbox, 4, &servers, ", secrets=[\"DEPLOY_TOKEN\"]");
     let lock = lock(&sandbox);
     assert_eq!(lock["mcp"].as_array().unwrap().len(), 4, "{lock}");
 
@@ -207,7 +129,7 @@ fn a_tool_definition_changed_after_the_lock_or_never_pinned_fails_before_the_mod
             test_server("rugpull.py")
         )
     };
-    write_workflow(&sandbox, &servers("a"), "");
+    write_workflow(&sandbox, 4, &servers("a"), "");
     let claude = FakeClaude::start(vec![Turn::text(&["never"]).reply()]);
 
     // Never pinned.
@@ -220,7 +142,7 @@ fn a_tool_definition_changed_after_the_lock_or_never_pinned_fails_before_the_mod
     // Pinned, then the server's definition changes (its description, then its schema).
     lock(&sandbox);
     for variant in ["b", "c"] {
-        write_workflow(&sandbox, &servers(variant), "");
+        write_workflow(&sandbox, 4, &servers(variant), "");
         let (ok, output) = run(&sandbox, &claude, &[]);
         assert!(
             !ok && output.contains("'echo'") && output.contains("changed since it was pinned"),
@@ -245,7 +167,7 @@ fn a_server_that_leaves_a_daemon_does_not_outlive_its_step() {
         test_server("forker.py"),
         beat_dir.display()
     );
-    write_workflow(&sandbox, &servers, "");
+    write_workflow(&sandbox, 4, &servers, "");
     lock(&sandbox);
     let claude = FakeClaude::start(vec![
         Turn::new()
@@ -311,7 +233,7 @@ fn the_reference_servers_and_an_sdk_server_work_from_the_steps_room() {
          \"sdk\": {{\"command\": [\"{python}\", \"{}\"], \"tools\": [\"add\"]}}}}",
         sdk.display()
     );
-    write_workflow(&sandbox, &declared, "");
+    write_workflow(&sandbox, 4, &declared, "");
     let lock = lock(&sandbox);
     assert_eq!(lock["mcp"].as_array().unwrap().len(), 3, "{lock}");
     let claude = FakeClaude::start(vec![
@@ -378,6 +300,7 @@ fn the_reference_server_over_streamable_http_is_reached_through_the_allow_list()
         format!("{{\"web\": {{\"url\": \"http://127.0.0.1:{port}/mcp\", \"tools\": [\"echo\"]}}}}");
     write_workflow(
         &sandbox,
+        4,
         &declared,
         &format!(", network=[\"127.0.0.1:{port}\"]"),
     );
@@ -399,7 +322,7 @@ fn the_reference_server_over_streamable_http_is_reached_through_the_allow_list()
     assert!(output.contains("mcp web: http server"), "{output}");
 
     // The same server, not in the allow-list: the step fails before the model is asked.
-    write_workflow(&sandbox, &declared, ", network=[\"127.0.0.1:1\"]");
+    write_workflow(&sandbox, 4, &declared, ", network=[\"127.0.0.1:1\"]");
     let check = sandbox.plue(&["check", "w.plue.py"]).output().unwrap();
     assert!(!check.status.success());
     assert!(
@@ -416,7 +339,7 @@ fn an_mcp_conversation_is_replayed_with_its_servers_started_again_in_the_room() 
         "{{\"f\": {{\"command\": [\"/usr/bin/python3\", \"{}\"], \"tools\": [\"add\", \"whoami\"]}}}}",
         test_server("friendly.py")
     );
-    write_workflow(&sandbox, &servers, "");
+    write_workflow(&sandbox, 4, &servers, "");
     lock(&sandbox);
     let claude = FakeClaude::start(vec![
         Turn::new()
@@ -451,7 +374,7 @@ async fn under_plue_serve_the_lock_beside_the_workflow_pins_its_tools() {
         "{{\"f\": {{\"command\": [\"/usr/bin/python3\", \"{}\"], \"tools\": [\"add\"]}}}}",
         test_server("friendly.py")
     );
-    write_workflow(&sandbox, &servers, "");
+    write_workflow(&sandbox, 4, &servers, "");
     lock(&sandbox);
     let claude = FakeClaude::start(vec![
         Turn::new()

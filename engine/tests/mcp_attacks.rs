@@ -18,9 +18,6 @@
 //!   terminal with control characters; `plue check` starts no server;
 //! - HTTP: a name that resolves to the runner host's loopback is refused, no redirect is
 //!   followed, the bearer token shows in no log.
-//!
-//! Why one file just past ~600 lines: one family of attacks a test, sharing the workflow
-//! and run helpers of this hostile server; split, each part would copy them.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -30,97 +27,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::mcp::{
+    git_init, lock, result_of, root, run, test_server, tool_names, try_lock, write_workflow,
+};
 use support::Sandbox;
 use testkit::claude::{FakeClaude, Turn};
 
 const SECRET: &str = "deploy-tok-5e4d3c2b1a09";
-
-fn test_server(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../testkit/mcp")
-        .join(name)
-        .canonicalize()
-        .expect("a test server")
-        .display()
-        .to_string()
-}
-
-fn root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// `w.plue.py` with one `llm` step `agent` whose `mcp=` is `servers` (Python source).
-fn write_workflow(sandbox: &Sandbox, servers: &str, extra: &str) {
-    let source = format!(
-        "def workflow():\n    return Plan(name=\"mcp\", triggers=[Trigger.manual()], steps=[\n        \
-         Step.llm(\"agent\", prompt=\"Use the tools.\", tools=[\"read_file\"], max_turns=6,\n                 \
-         mcp={servers}{extra}),\n    ])\n"
-    );
-    std::fs::write(sandbox.path("w.plue.py"), source).unwrap();
-}
-
-fn git_init(sandbox: &Sandbox) {
-    if !sandbox.path(".git").exists() {
-        let init = std::process::Command::new("git")
-            .args(["init", "-q", "."])
-            .current_dir(sandbox.path(""))
-            .status()
-            .unwrap();
-        assert!(init.success());
-    }
-}
-
-/// `plue lock` (in a repository): whether it succeeded, and its stdout and stderr.
-fn try_lock(sandbox: &Sandbox, env: &[(&str, &str)]) -> (bool, String) {
-    git_init(sandbox);
-    let mut command = sandbox.plue(&["lock"]);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let output = command.output().unwrap();
-    let text = format!("{}\n{}", support::stdout(&output), support::stderr(&output));
-    (output.status.success(), text)
-}
-
-fn lock(sandbox: &Sandbox) {
-    let (ok, text) = try_lock(sandbox, &[]);
-    assert!(ok, "{text}");
-}
-
-fn run(sandbox: &Sandbox, server: &FakeClaude, secrets: &[&str]) -> (bool, String) {
-    let mut args = vec!["w.plue.py".to_owned()];
-    for secret in secrets {
-        args.push("--secret".into());
-        args.push((*secret).to_owned());
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = sandbox.plue_run_llm(server.url(), &args);
-    let text = format!("{}\n{}", support::stdout(&output), support::stderr(&output));
-    (output.status.success(), text)
-}
-
-fn tool_names(request: &testkit::claude::Recorded) -> Vec<String> {
-    request.body["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// The `content` of the tool result answering `id` in `request`, and whether it is an error.
-fn result_of(request: &testkit::claude::Recorded, id: &str) -> (String, bool) {
-    let results = request.tool_results();
-    let result = results
-        .iter()
-        .find(|r| r["tool_use_id"] == id)
-        .unwrap_or_else(|| panic!("no result for {id}: {results:?}"));
-    let content = match &result["content"] {
-        Value::String(text) => text.clone(),
-        other => other.to_string(),
-    };
-    (content, result["is_error"] == true)
-}
 
 /// A directory every step user may write (for what a server keeps unmasked).
 fn shared_dir(sandbox: &Sandbox, name: &str) -> PathBuf {
@@ -161,7 +74,7 @@ fn a_server_learns_no_key_and_cannot_leave_the_steps_room() {
             &format!(", \"env\": {{\"ATTACKER_OUT\": \"{}\"}}", out.display())
         )
     );
-    write_workflow(&sandbox, &servers, ", secrets=[\"DEPLOY_TOKEN\"]");
+    write_workflow(&sandbox, 6, &servers, ", secrets=[\"DEPLOY_TOKEN\"]");
     lock(&sandbox);
     let claude = FakeClaude::start(vec![
         Turn::new()
@@ -272,7 +185,7 @@ fn a_server_learns_no_key_and_cannot_leave_the_steps_room() {
 fn a_hidden_instruction_in_a_servers_error_does_not_reach_the_model() {
     let sandbox = Sandbox::new("mcp-attack-hidden-error");
     let servers = format!("{{{}}}", attacker("a", &[], &["hidden_error"], ""));
-    write_workflow(&sandbox, &servers, "");
+    write_workflow(&sandbox, 6, &servers, "");
     lock(&sandbox);
     let claude = FakeClaude::start(vec![
         Turn::new()
@@ -318,7 +231,7 @@ fn protocol_abuse_gets_nothing_useful_and_does_not_hang_the_step() {
         ),
         test_server("huge.py")
     );
-    write_workflow(&sandbox, &servers, "");
+    write_workflow(&sandbox, 6, &servers, "");
     lock(&sandbox);
     let claude = FakeClaude::start(vec![
         Turn::new()
@@ -395,7 +308,7 @@ fn a_rug_pull_mid_session_changes_nothing_the_model_sees_or_may_call() {
          \"tools\": [\"echo\"], \"env\": {{\"RUGPULL_NEXT\": \"d\"}}}}}}",
         test_server("rugpull.py")
     );
-    write_workflow(&sandbox, &servers, "");
+    write_workflow(&sandbox, 6, &servers, "");
     lock(&sandbox);
     let claude = FakeClaude::start(vec![
         Turn::new()
@@ -426,11 +339,11 @@ fn a_rug_pull_mid_session_changes_nothing_the_model_sees_or_may_call() {
 fn look_alike_and_duplicate_tool_names_are_refused() {
     let sandbox = Sandbox::new("mcp-attack-names");
     let servers = |mode: &str| format!("{{{}}}", attacker("a", &["--names", mode], &["echo"], ""));
-    write_workflow(&sandbox, &servers("lookalike"), "");
+    write_workflow(&sandbox, 6, &servers("lookalike"), "");
     let (ok, text) = try_lock(&sandbox, &[]);
     assert!(!ok && text.contains("offers no tool 'echo'"), "{text}");
 
-    write_workflow(&sandbox, &servers("poisoned"), "");
+    write_workflow(&sandbox, 6, &servers("poisoned"), "");
     let (locked, text) = try_lock(&sandbox, &[]);
     assert!(
         !locked && text.contains("more than once"),
@@ -448,7 +361,7 @@ fn look_alike_and_duplicate_tool_names_are_refused() {
 fn a_servers_tool_names_reach_no_terminal_with_control_characters() {
     let sandbox = Sandbox::new("mcp-attack-ansi");
     let servers = format!("{{{}}}", attacker("a", &["--names", "ansi"], &["nope"], ""));
-    write_workflow(&sandbox, &servers, "");
+    write_workflow(&sandbox, 6, &servers, "");
     let (ok, text) = try_lock(&sandbox, &[]);
     assert!(!ok && text.contains("offers no tool 'nope'"), "{text}");
     assert!(
@@ -475,7 +388,7 @@ fn two_servers_cannot_declare_the_same_shown_name() {
     let sandbox = Sandbox::new("mcp-attack-collide");
     let servers = "{\"a\": {\"command\": [\"/bin/true\"], \"tools\": [\"_b\"]}, \
                    \"a_\": {\"command\": [\"/bin/true\"], \"tools\": [\"b\"]}}";
-    write_workflow(&sandbox, servers, "");
+    write_workflow(&sandbox, 6, servers, "");
     let check = sandbox.plue(&["check", "w.plue.py"]).output().unwrap();
     assert!(
         !check.status.success(),
@@ -493,7 +406,7 @@ fn plue_check_never_starts_a_server() {
         "{{\"x\": {{\"command\": [\"/bin/sh\", \"-c\", \"touch {}\"], \"tools\": [\"t\"]}}}}",
         marker.display()
     );
-    write_workflow(&sandbox, &servers, "");
+    write_workflow(&sandbox, 6, &servers, "");
     git_init(&sandbox);
     let check = sandbox.plue(&["check", "w.plue.py"]).output().unwrap();
     assert!(check.status.success(), "{}", support::stdout(&check));
@@ -562,6 +475,7 @@ fn an_http_server_cannot_lead_the_runner_to_loopback_or_elsewhere() {
         let url = format!("http://{name}:{}/mcp", target.port);
         write_workflow(
             &sandbox,
+            6,
             &http_server(&url, target.port, ", \"bearer_secret\": \"DOCS\""),
             &format!(", secrets=[\"DOCS\"], network=[\"{name}:{}\"]", target.port),
         );
@@ -590,6 +504,7 @@ fn an_http_server_cannot_lead_the_runner_to_loopback_or_elsewhere() {
     let url = format!("http://127.0.0.1:{}/mcp", redirect.port);
     write_workflow(
         &sandbox,
+        6,
         &http_server(&url, redirect.port, ", \"bearer_secret\": \"DOCS\""),
         &format!(
             ", secrets=[\"DOCS\"], network=[\"127.0.0.1:{}\"]",
@@ -624,6 +539,7 @@ fn an_http_server_cannot_lead_the_runner_to_loopback_or_elsewhere() {
     ] {
         write_workflow(
             &sandbox,
+            6,
             &http_server(&url, 0, ""),
             &format!(", network=[\"{network}\"]"),
         );

@@ -22,6 +22,7 @@
 //! engines, HTTP pollers and workflow builders.
 
 pub(crate) mod issue_to_pr;
+pub(crate) mod mcp;
 pub(crate) mod real_gitea;
 pub(crate) mod real_kube;
 
