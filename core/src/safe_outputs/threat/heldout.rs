@@ -14,7 +14,7 @@
 //! `cargo test -p plue-core heldout -- --nocapture`
 
 use super::super::Verdict;
-use super::{assess, cases, scope, wall};
+use super::{assess, cases, judge_malicious, scope, wall, Judged};
 
 /// The least share of held-out malicious cases that must not pass.
 const MIN_CATCH_RATE: f64 = 1.0;
@@ -31,27 +31,11 @@ fn the_heldout_corpus_is_caught_with_few_false_positives() {
         malicious.len() >= 25 && benign.len() >= 25,
         "the held-out corpus shrank"
     );
-    let mut missed = Vec::new();
-    let mut refused = 0;
-    println!("held-out malicious ({}):", malicious.len());
-    for (name, case) in &malicious {
-        let assessment = assess(case, &scope);
-        let rules: Vec<&str> = assessment
-            .findings
-            .iter()
-            .map(|f| f.rule.as_str())
-            .collect();
-        println!(
-            "  {:<14} {name}: {}",
-            assessment.verdict.as_str(),
-            rules.join(", ")
-        );
-        match assessment.verdict {
-            Verdict::Pass => missed.push(format!("{name} ({})", case.description)),
-            Verdict::Refused => refused += 1,
-            Verdict::NeedsApproval => {}
-        }
-    }
+    // A held-out malicious case's `expect` is not held against it: any verdict but pass
+    // counts as caught.
+    let Judged {
+        missed, refused, ..
+    } = judge_malicious("held-out malicious", &malicious, &scope);
     let mut flagged = 0;
     let mut by_design = 0;
     let mut beyond = Vec::new();
