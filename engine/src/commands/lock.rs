@@ -123,14 +123,12 @@ async fn pin_mcp(
     )
     .vars()
     .clone();
-    let room = runner::llm::mcp::Room {
-        cwd: root,
-        env: &env,
-        user: None,
-        network: None,
-        policy: &plue_types::protocol::NetworkPolicy::Open,
-        secrets: &secrets,
-    };
+    let room = runner::llm::mcp::Room::unconfined(
+        root,
+        &env,
+        &plue_types::protocol::NetworkPolicy::Open,
+        &secrets,
+    );
     let mut pins: Vec<McpPin> = Vec::new();
     for server in servers {
         for (tool, digest) in runner::llm::mcp::digests(server, room).await? {

@@ -73,6 +73,26 @@ pub struct Room<'a> {
     pub secrets: &'a BTreeMap<String, String>,
 }
 
+impl<'a> Room<'a> {
+    /// A room without a step user or network namespace of its own: the caller's, as
+    /// `plue lock` starts servers on a developer's machine.
+    pub fn unconfined(
+        cwd: &'a Path,
+        env: &'a BTreeMap<String, String>,
+        policy: &'a plue_types::protocol::NetworkPolicy,
+        secrets: &'a BTreeMap<String, String>,
+    ) -> Room<'a> {
+        Room {
+            cwd,
+            env,
+            user: None,
+            network: None,
+            policy,
+            secrets,
+        }
+    }
+}
+
 /// One allowed tool, as the model sees it.
 struct Shown {
     /// `mcp__<server>__<tool>`.

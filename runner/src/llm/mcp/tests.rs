@@ -49,14 +49,12 @@ fn base_env() -> BTreeMap<String, String> {
 async fn pinned(mut spec: McpServer, env: &BTreeMap<String, String>) -> McpServer {
     let dir = std::env::temp_dir();
     let no_secrets = BTreeMap::new();
-    let room = Room {
-        cwd: &dir,
+    let room = Room::unconfined(
+        &dir,
         env,
-        user: None,
-        network: None,
-        policy: &plue_types::protocol::NetworkPolicy::None,
-        secrets: &no_secrets,
-    };
+        &plue_types::protocol::NetworkPolicy::None,
+        &no_secrets,
+    );
     spec.pins = digests(&spec, room)
         .await
         .expect("digests")
@@ -72,14 +70,12 @@ async fn start(
 ) -> (Result<McpTools, String>, Vec<String>) {
     let dir = std::env::temp_dir();
     let no_secrets = BTreeMap::new();
-    let room = Room {
-        cwd: &dir,
+    let room = Room::unconfined(
+        &dir,
         env,
-        user: None,
-        network: None,
-        policy: &plue_types::protocol::NetworkPolicy::None,
-        secrets: &no_secrets,
-    };
+        &plue_types::protocol::NetworkPolicy::None,
+        &no_secrets,
+    );
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let started = McpTools::start(specs, room, Arc::new(masker), &tx).await;
     drop(tx);
@@ -332,14 +328,7 @@ async fn start_http(
 ) -> Result<McpTools, String> {
     let dir = std::env::temp_dir();
     let env = base_env();
-    let room = Room {
-        cwd: &dir,
-        env: &env,
-        user: None,
-        network: None,
-        policy,
-        secrets,
-    };
+    let room = Room::unconfined(&dir, &env, policy, secrets);
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let started = McpTools::start(
@@ -363,14 +352,7 @@ async fn an_http_server_is_reached_only_as_the_policy_allows_with_the_steps_secr
     let open_room_digests = {
         let dir = std::env::temp_dir();
         let env = base_env();
-        let room = Room {
-            cwd: &dir,
-            env: &env,
-            user: None,
-            network: None,
-            policy: &allowed,
-            secrets: &secrets,
-        };
+        let room = Room::unconfined(&dir, &env, &allowed, &secrets);
         digests(&http_spec(port, Some("WEB_TOKEN")), room)
             .await
             .expect("digests")
@@ -422,14 +404,12 @@ async fn a_definition_hiding_text_from_its_reviewer_is_refused_and_hidden_result
     let env = base_env();
     let dir = std::env::temp_dir();
     let no_secrets = BTreeMap::new();
-    let room = Room {
-        cwd: &dir,
-        env: &env,
-        user: None,
-        network: None,
-        policy: &plue_types::protocol::NetworkPolicy::None,
-        secrets: &no_secrets,
-    };
+    let room = Room::unconfined(
+        &dir,
+        &env,
+        &plue_types::protocol::NetworkPolicy::None,
+        &no_secrets,
+    );
     // `plue lock` refuses to pin it.
     let notes = spec("p", "poisoned.py", &[], &["notes"]);
     let refused = digests(&notes, room).await.expect_err("hidden characters");
