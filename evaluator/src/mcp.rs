@@ -286,15 +286,10 @@ fn url_problem(url: &str, network: Option<&Network>) -> Option<String> {
              network=[\"{host}\"] to the step"
         )),
         Some(Network::Allow(hosts)) => {
-            let listed = hosts.iter().filter_map(|h| parse_pattern(h).ok()).any(|p| {
-                let name = if p.subdomains {
-                    host.strip_suffix(p.host.as_str())
-                        .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
-                } else {
-                    host == p.host
-                };
-                name && p.port.is_none_or(|allowed| allowed == port)
-            });
+            let listed = hosts
+                .iter()
+                .filter_map(|h| parse_pattern(h).ok())
+                .any(|p| p.names(host, port));
             (!listed)
                 .then(|| format!("host '{host}:{port}' is not in the step's network allow-list"))
         }

@@ -85,6 +85,21 @@ pub struct HostPattern {
     pub port: Option<u16>,
 }
 
+impl HostPattern {
+    /// Whether the pattern names `host:port` (`host` lowercase, without a trailing dot): the
+    /// name itself, or for `*.` a subdomain of it (never the name), and the pattern's port
+    /// when it gives one — the runner's proxy matches alike.
+    pub fn names(&self, host: &str, port: u16) -> bool {
+        let name = if self.subdomains {
+            host.strip_suffix(self.host.as_str())
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+        } else {
+            host == self.host
+        };
+        name && self.port.is_none_or(|allowed| allowed == port)
+    }
+}
+
 /// A pattern [`parse_pattern`] refused: the pattern and the rule it breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid host pattern '{pattern}': {rule}")]
