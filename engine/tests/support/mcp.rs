@@ -9,11 +9,20 @@ use testkit::claude::{FakeClaude, Recorded};
 
 use super::Sandbox;
 
-/// The absolute path of `testkit/mcp/<name>`.
+/// The absolute path of test server `<name>` (`testkit/mcp/`): the copy
+/// `scripts/mcp/install.sh` made where every step user can read it (`PLUE_MCP_SERVERS`)
+/// when there is one — a checkout under `/tmp` is out of a step's room, which has a `/tmp`
+/// of its own — else the checkout's.
 pub(crate) fn test_server(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../testkit/mcp")
-        .join(name)
+    let installed = std::env::var_os("PLUE_MCP_SERVERS")
+        .map(|dir| PathBuf::from(dir).join(name))
+        .filter(|path| path.is_file());
+    installed
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../testkit/mcp")
+                .join(name)
+        })
         .canonicalize()
         .expect("a test server")
         .display()
