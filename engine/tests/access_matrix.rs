@@ -18,9 +18,7 @@
 //! its user. (Past 600 lines: one table, the world its paths name, and the tests that need
 //! that world, kept together so a route's rule and its attacks are read side by side.)
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::collections::BTreeSet;
 
 use engine::server::RunningEngine;

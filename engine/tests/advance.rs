@@ -3,9 +3,7 @@
 //! and an executor whose copy of a run went stale — another replica advanced it — reads
 //! every step again instead of deciding from the old states.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::collections::BTreeMap;
 
 use engine::executor::{Executor, Report};

@@ -13,17 +13,15 @@
 //!
 //! Each test owns a [`Sandbox`] whose drop kills every process it started.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::Value;
-use support::{
+use crate::support::{
     client, get_json, log_lines, printed, run_view, start_run, step, wait_for, wait_succeeded,
     Sandbox,
 };
+use serde_json::Value;
 use testkit::claude::{script, FakeClaude, Recorded};
 
 const KEY: &str = "sk-ant-agents-e2e-7c1d";

@@ -6,9 +6,7 @@
 //! in-process engine fixture, a test per route family; the scripted runner they share lives
 //! here.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
 use engine::server::{self, EngineConfig, RunningEngine};

@@ -21,9 +21,7 @@
 //!   and by its end the entry is gone, so the next save of the key is recorded anew;
 //! - an evicted entry's object leaves the disk with the save that evicted it.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 
 use engine::artifacts::{ArtifactsConfig, CacheLimits};

@@ -10,13 +10,11 @@
 //! pull request restores; the engine's bound holds on the runner (a sparse file is not
 //! saved, a zstd bomb is not restored).
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 
+use crate::support::{printed, step_lines, Sandbox};
 use sha2::Digest;
-use support::{printed, step_lines, Sandbox};
 use testkit::hostile_tar::raw_entry;
 
 /// A step that says whether it found `target/out.txt` (and what it held), then writes it

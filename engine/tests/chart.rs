@@ -8,16 +8,13 @@
 //! Why one file past ~600 lines: the chart's promises are checked against one rendering of
 //! its value sets (Helm takes seconds a render); split, each file would render them again.
 
-#[path = "deploy/python.rs"]
-mod python;
-#[allow(dead_code)]
-mod support;
-
+use crate::python;
+use crate::support;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use crate::support::Sandbox;
 use serde_json::{json, Value};
-use support::Sandbox;
 
 const NAMESPACE: &str = "ci";
 /// Where the runner pods go by default: a namespace of their own.

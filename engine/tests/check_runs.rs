@@ -10,13 +10,13 @@
 //! secret the step printed in an annotation masked — and no commit status; the token
 //! repository's run gets commit statuses (pending, then failure) and no check run.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
+use crate::support::{
+    client, deliver_webhook, free_port, run_ids, wait_for, webhook_fixture, Sandbox,
+};
 use serde_json::{json, Value};
-use support::{client, deliver_webhook, free_port, run_ids, wait_for, webhook_fixture, Sandbox};
 use testkit::forge::app::{AppConfig, APP_KEY_PEM};
 use testkit::forge::{FakeForge, Flavor};
 

@@ -4,18 +4,16 @@
 //! retry; a poll it sent long before is handed nothing at all; either way another runner
 //! runs the step, as its first try.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use serde_json::Value;
-use support::{
+use crate::support::{
     client, get_json, get_text, log_lines, runner_pid, serial, start_run, wait_for, Sandbox,
     RUNNER_TOKEN,
 };
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
 
 /// Heartbeats every second: a runner silent for 2 s (the liveness window) is handed
 /// nothing; a claim is returned after 1.5 s unacknowledged; nobody is declared lost.

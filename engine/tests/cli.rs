@@ -6,13 +6,10 @@
 //! Why one file past ~600 lines: the command line end to end against the real binary, one
 //! test per behaviour, sharing the example goldens and the output helpers.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{stderr, stdout, workspace};
+use crate::support::{stderr, stdout, workspace};
 
 fn plue() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_plue"));

@@ -7,12 +7,12 @@
 //!
 //! Each test owns a [`Sandbox`] whose drop kills every process it started.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
-use support::{client, run_view, start_run, step, wait_final, wait_for, wait_succeeded, Sandbox};
+use crate::support::{
+    client, run_view, start_run, step, wait_final, wait_for, wait_succeeded, Sandbox,
+};
 
 /// A manually triggered workflow in group `deploy-{branch}` with one bash step `command`.
 fn workflow(cancel_in_progress: bool, env: &str, command: &str) -> String {

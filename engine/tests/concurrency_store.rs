@@ -5,9 +5,7 @@
 //! a throw-away server (testkit); without one only SQLite is covered, unless
 //! PLUE_REQUIRE_POSTGRES=1.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::collections::BTreeMap;
 
 use engine::executor::{Executor, Report};

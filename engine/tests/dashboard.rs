@@ -19,17 +19,15 @@
 //! session per test (watch a run, read a log, cancel, dispatch), sharing the browser and
 //! engine fixture.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-mod webdriver;
-
+use crate::support;
+use crate::webdriver;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::support::{client, start_run, wait_final, wait_succeeded, Sandbox, ADMIN_TOKEN};
+use crate::webdriver::Browser;
 use serde_json::{json, Value};
-use support::{client, start_run, wait_final, wait_succeeded, Sandbox, ADMIN_TOKEN};
 use testkit::claude::{FakeClaude, Turn};
-use webdriver::Browser;
 
 const HOSTILE_LINE: &str = r#"<script>document.title="pwned"</script><img src=x onerror=alert(1)>"#;
 
@@ -148,12 +146,15 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
             .usage(180, 12)
             .reply(),
     ]);
-    // The engine hands its own ANTHROPIC_BASE_URL to its runners; nothing else here reads
-    // the environment (this binary has one test).
-    std::env::set_var("ANTHROPIC_BASE_URL", claude.url());
+    // The engine hands its own ANTHROPIC_BASE_URL to its runners.
+    let base_url = claude.url();
     let key = "ANTHROPIC_API_KEY=sk-ant-dashboard-test-key";
     let (engine, http, run_id) = sandbox
-        .serve_and_run(&["--runners", "2", "--secret", key], &workflow)
+        .serve_and_run_with_env(
+            &["--runners", "2", "--secret", key],
+            &[("ANTHROPIC_BASE_URL", base_url)],
+            &workflow,
+        )
         .await;
     // The run page: the plan's four steps and four edges, coloured by state. A local run
     // is the admin's: sign in first, and the sign-in returns to it.

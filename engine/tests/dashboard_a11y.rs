@@ -23,20 +23,18 @@
 //! pages through the same engine set-up (`engine_with_a_mixed_run`) and colour helpers; a
 //! split would copy both.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-mod webdriver;
-
+use crate::support;
+use crate::webdriver;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use support::{
+use crate::support::{
     client, dashboard_session, free_port, start_run, wait_final, wait_succeeded, Sandbox,
     ADMIN_TOKEN,
 };
+use crate::webdriver::{bounded, Browser};
+use serde_json::{json, Value};
 use testkit::claude::FakeClaude;
-use webdriver::{bounded, Browser};
 
 /// Every status a run, step or attempt can have.
 const STATUSES: &[&str] = &[

@@ -15,16 +15,13 @@
 //! `dashboard-agents-*.png`. Without Chromium and chromedriver the test says so and
 //! passes, unless `PLUE_REQUIRE_BROWSER=1`.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-mod webdriver;
-
+use crate::webdriver;
 use std::time::Duration;
 
+use crate::support::{wait_succeeded, Sandbox};
+use crate::webdriver::Browser;
 use serde_json::json;
-use support::{wait_succeeded, Sandbox};
 use testkit::claude::{FakeClaude, Turn};
-use webdriver::Browser;
 
 const HOSTILE_TEXT: &str = "Writing it. <img src=x onerror=\"document.title='pwned'\">";
 const HOSTILE_ANSWER: &str = "Done <script>document.title='pwned'</script>";
@@ -68,11 +65,15 @@ async fn conversation(chromium: std::path::PathBuf, driver: std::path::PathBuf) 
             .usage(80, 20)
             .reply(),
     ]);
-    // The engine hands its own ANTHROPIC_BASE_URL to its runners; this binary has one test.
-    std::env::set_var("ANTHROPIC_BASE_URL", claude.url());
+    // The engine hands its own ANTHROPIC_BASE_URL to its runners.
+    let base_url = claude.url();
     let key = "ANTHROPIC_API_KEY=sk-ant-dashboard-agents-key";
     let (engine, http, run_id) = sandbox
-        .serve_and_run(&["--runners", "1", "--secret", key], &workflow)
+        .serve_and_run_with_env(
+            &["--runners", "1", "--secret", key],
+            &[("ANTHROPIC_BASE_URL", base_url)],
+            &workflow,
+        )
         .await;
     wait_succeeded(&http, &engine.url, run_id, Duration::from_secs(90)).await;
 

@@ -19,18 +19,15 @@
 //! Why one file past ~600 lines: the approval walk per role on one engine fixture (API,
 //! banner, browser, `plue run`'s prompt); the roles' table reads in one place.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-mod webdriver;
-
+use crate::support;
 use std::time::Duration;
 
+use crate::support::{user_with_token, wait_for, Sandbox};
+use crate::webdriver::{bounded, browser_or_skip, Browser};
 use engine::server::RunningEngine;
 use engine::store::{Store, Triggerer};
 use evaluator::plan::{Action, ApprovalAction, Plan, Step};
 use serde_json::Value;
-use support::{user_with_token, wait_for, Sandbox};
-use webdriver::{bounded, browser_or_skip, Browser};
 
 const ADMIN: &str = "admin-token-of-the-approval-tests";
 const QUESTION: &str = "Ship <b>build 42</b> to production?";

@@ -16,16 +16,14 @@
 //! `dashboard-dag-*.png`. Without Chromium and chromedriver the tests say so and pass,
 //! unless `PLUE_REQUIRE_BROWSER=1`.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-mod webdriver;
-
+use crate::support;
+use crate::webdriver;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::support::{wait_final, wait_succeeded, Sandbox, ADMIN_TOKEN};
+use crate::webdriver::Browser;
 use serde_json::{json, Value};
-use support::{wait_final, wait_succeeded, Sandbox, ADMIN_TOKEN};
-use webdriver::Browser;
 
 /// The most nodes and SVG elements a drawing may have (`web/dag`'s bound and what it
 /// draws per node and edge).

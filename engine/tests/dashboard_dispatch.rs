@@ -16,15 +16,12 @@
 //! The browser half says so and passes without Chromium and chromedriver, unless
 //! `PLUE_REQUIRE_BROWSER=1`; the per-role half needs no browser.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-mod webdriver;
-
+use crate::support;
 use std::time::Duration;
 
+use crate::support::{client, wait_succeeded, Engine, Sandbox, ADMIN_TOKEN};
+use crate::webdriver::{bounded, browser_or_skip, Browser};
 use serde_json::{json, Value};
-use support::{client, wait_succeeded, Engine, Sandbox, ADMIN_TOKEN};
-use webdriver::{bounded, browser_or_skip, Browser};
 
 const DEPLOY: &str = r#"
 def workflow(ctx):

@@ -14,15 +14,12 @@
 //! `dashboard-failure-*.png`. Without Chromium and chromedriver the test says so and
 //! passes, unless `PLUE_REQUIRE_BROWSER=1`.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-mod webdriver;
-
+use crate::webdriver;
 use std::time::Duration;
 
+use crate::support::{wait_final, wait_succeeded, Sandbox};
+use crate::webdriver::Browser;
 use serde_json::json;
-use support::{wait_final, wait_succeeded, Sandbox};
-use webdriver::Browser;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_run_says_why_and_reruns_its_failed_steps() {

@@ -14,16 +14,14 @@
 //! `dashboard-phone-*.png`. Without Chromium and chromedriver the test says so and passes,
 //! unless `PLUE_REQUIRE_BROWSER=1`.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-mod webdriver;
-
+use crate::support;
+use crate::webdriver;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::support::{wait_final, Sandbox};
+use crate::webdriver::Browser;
 use serde_json::{json, Value};
-use support::{wait_final, Sandbox};
-use webdriver::Browser;
 
 /// A workflow name of many words (breaks after its hyphens) and one of a single word
 /// longer than a phone's line.

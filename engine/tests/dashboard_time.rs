@@ -12,15 +12,12 @@
 //! `dashboard-time-*.png`. Without Chromium and chromedriver the test says so and passes,
 //! unless `PLUE_REQUIRE_BROWSER=1`.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-mod webdriver;
-
+use crate::webdriver;
 use std::time::Duration;
 
+use crate::support::{wait_succeeded, Sandbox};
+use crate::webdriver::Browser;
 use serde_json::{json, Value};
-use support::{wait_succeeded, Sandbox};
-use webdriver::Browser;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn times_tick_progress_counts_and_the_timeline_shows_every_attempt() {

@@ -13,9 +13,7 @@
 //! Why one file past ~600 lines: the debug shell's scripted session, confinement, timeouts,
 //! roles and attacks all run on one engine-and-root-runner fixture.
 
-#[allow(dead_code)]
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -35,19 +33,16 @@ struct Person {
     token: String,
 }
 
-impl Harness {
-    /// The engine with `acme/app` and its secret, and one local runner.
-    async fn start(name: &str) -> Harness {
-        let mut config = support::engine_config(support::RUNNER_TOKEN, ADMIN, KEY);
-        config.heartbeat_interval = Duration::from_millis(200);
-        let h = support::RepoEngine::launch(name, config, false).await;
-        let secret = Some(json!({ "value": SECRET }));
-        let path = "/api/repos/acme/app/secrets/SECRET_X";
-        h.call_ok(ADMIN, "PUT", path, secret, 204).await;
-        let runner = h.sandbox.runner("debug-runner", &h.engine.url, &[]);
-        h.with_runner(runner)
-    }
+/// The engine with `acme/app` and its secret, and one local runner.
+async fn start(name: &str) -> Harness {
+    let h = Harness::with_local_runner(name, KEY, "debug-runner").await;
+    let secret = Some(json!({ "value": SECRET }));
+    let path = "/api/repos/acme/app/secrets/SECRET_X";
+    h.call_ok(ADMIN, "PUT", path, secret, 204).await;
+    h
+}
 
+impl Harness {
     async fn person(&self, name: &str, role: Option<&str>) -> Person {
         let roles: Vec<(i64, &str)> = role.map(|r| (self.repo_id, r)).into_iter().collect();
         let (_, _, token) = support::user_with_token(self.store(), name, &roles).await;
@@ -117,7 +112,7 @@ fn debug_dirs(h: &Harness) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scripted_session_answers_as_the_step_in_its_workspace_with_its_secrets() {
     let _serial = support::serial().await;
-    let h = Harness::start("debug-scripted").await;
+    let h = start("debug-scripted").await;
     let writer = h.person("wendy", Some("writer")).await;
     let run = h
         .failed_run(vec![
@@ -188,7 +183,7 @@ async fn a_scripted_session_answers_as_the_step_in_its_workspace_with_its_secret
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shell_is_confined_like_the_step() {
     let _serial = support::serial().await;
-    let h = Harness::start("debug-confined").await;
+    let h = start("debug-confined").await;
     let writer = h.person("wendy", Some("writer")).await;
     let mut step = failing_step("isolated", false);
     step.network = Some(evaluator::network::Network::None);
@@ -227,7 +222,7 @@ async fn the_shell_is_confined_like_the_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_session_ends_and_the_runner_removes_its_sandbox() {
     let _serial = support::serial().await;
-    let h = Harness::start("debug-idle").await;
+    let h = start("debug-idle").await;
     let writer = h.person("wendy", Some("writer")).await;
     let run = h.failed_run(vec![failing_step("build", false)]).await;
     let id = h.open_debug_ok(&writer.token, run, "build", 5).await;
@@ -262,7 +257,7 @@ async fn an_idle_session_ends_and_the_runner_removes_its_sandbox() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ending_a_session_stops_the_step_running_again() {
     let _serial = support::serial().await;
-    let h = Harness::start("debug-stop").await;
+    let h = start("debug-stop").await;
     let writer = h.person("wendy", Some("writer")).await;
     let mark = h.sandbox.path("slow-now");
     let step = support::bash_step(
@@ -298,7 +293,7 @@ async fn ending_a_session_stops_the_step_running_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_writers_open_and_only_the_creator_attaches() {
     let _serial = support::serial().await;
-    let h = Harness::start("debug-roles").await;
+    let h = start("debug-roles").await;
     let reader = h.person("rita", Some("reader")).await;
     let writer = h.person("wendy", Some("writer")).await;
     let other_writer = h.person("walt", Some("writer")).await;
@@ -407,7 +402,7 @@ async fn only_writers_open_and_only_the_creator_attaches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guessed_or_reused_ids_and_runners_that_did_not_claim_reach_nothing() {
     let _serial = support::serial().await;
-    let h = Harness::start("debug-attacker").await;
+    let h = start("debug-attacker").await;
     let writer = h.person("wendy", Some("writer")).await;
     let run = h.failed_run(vec![failing_step("build", true)]).await;
     // A runner of the engine's own, which never claimed the session.
@@ -517,7 +512,7 @@ async fn guessed_or_reused_ids_and_runners_that_did_not_claim_reach_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plue_debug_relays_a_piped_session_and_exits_with_its_end() {
     let _serial = support::serial().await;
-    let h = Harness::start("debug-cli").await;
+    let h = start("debug-cli").await;
     let writer = h.person("wendy", Some("writer")).await;
     let run = h.failed_run(vec![failing_step("build", false)]).await;
     let mut command = h.sandbox.plue(&[

@@ -9,9 +9,7 @@
 //! - that answer was a 502, a server error for a fault of the repository as registered
 //!   (schemathesis counted it as one): it is a 409.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use engine::store::NewRepo;
 use serde_json::json;
 

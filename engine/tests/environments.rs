@@ -13,9 +13,7 @@
 //! Why one file past ~600 lines: one attacker's walk through one fixture (a repository, its
 //! environment, users of every role, a scripted runner); the role table reads in one place.
 
-#[allow(dead_code)]
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
 use engine::store::Triggerer;

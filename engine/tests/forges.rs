@@ -9,20 +9,18 @@
 //! Why one file past ~600 lines: the forge surface end to end on one repository-and-engine
 //! fixture, a test per delivery scenario.
 
-#[allow(dead_code)]
-mod support;
-
+use crate::support;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
-use serde_json::{json, Value};
-use support::{
+use crate::support::{
     client, free_port, get_json, git_sh, serial, wait_final, wait_for, wait_succeeded,
     webhook_fixture, ForgeRepo, Sandbox,
 };
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use serde_json::{json, Value};
 
 const REPO: &str = "octo/hello";
 const WEBHOOK_SECRET: &str = "webhook-secret-of-octo-hello";

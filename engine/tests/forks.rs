@@ -5,9 +5,7 @@
 //! accept forks, and fails with the reason when no runner accepts it; the runner protocol
 //! on its own listener is served nowhere else, and that listener serves nothing else.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -16,18 +16,16 @@
 //! on the repository, or a token request the forge refuses, fails the delivery with the
 //! forge's reason, never a token.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use support::issue_to_pr::{assert_the_hunt_found_nothing, claude, seed};
-use support::{
+use crate::support::issue_to_pr::{assert_the_hunt_found_nothing, claude, seed};
+use crate::support::{
     client, deliver_webhook, free_port, run_ids, wait_for, webhook_fixture, Engine, Sandbox,
     LLM_KEY,
 };
+use serde_json::{json, Value};
 use testkit::claude::FakeClaude;
 use testkit::forge::app::{AppConfig, APP_KEY_PEM, EC_KEY_PEM};
 use testkit::forge::{FakeForge, Flavor};

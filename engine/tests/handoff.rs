@@ -10,16 +10,12 @@
 //!   is). Without network access to PyPI that test says why and passes, unless
 //!   `PLUE_REQUIRE_S3=1`.
 
-#[allow(dead_code)]
-#[path = "deploy/python.rs"]
-mod python;
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::python;
+use crate::support;
 use std::time::Duration;
 
+use crate::support::{client, free_port, get_json, start_run, step, wait_final, Sandbox};
 use serde_json::Value;
-use support::{client, free_port, get_json, start_run, step, wait_final, Sandbox};
 
 /// The builder edits `src.txt` and keeps `dist/**` and `report.json`; the reviewer starts
 /// from its workspace; the shipper gets its artifacts into a fresh copy.

@@ -6,12 +6,9 @@
 //! `plue` started and running a step in the runtime stage's file system, assembled from
 //! Debian's archive as the stage would be.
 
+use crate::python;
 #[path = "image/chroot.rs"]
 mod chroot;
-#[path = "deploy/python.rs"]
-mod python;
-#[allow(dead_code)]
-mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -6,13 +6,11 @@
 //! nothing. And the engine's own `--secret`s, which reach only the repositories
 //! `--secret-repos` names for them, whoever registered them.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-use support::{
+use crate::support::{
     client, deliver_webhook, free_port, step, wait_final, webhook_fixture, Engine, Sandbox,
 };
 

@@ -15,18 +15,16 @@
 //! engine had with the forge is as GitHub's own API description says
 //! (`testkit::api_description`; the client alone: `forge/tests/github_api_description.rs`).
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use support::issue_to_pr::{assert_the_hunt_found_nothing, claude, seed};
-use support::{
+use crate::support::issue_to_pr::{assert_the_hunt_found_nothing, claude, seed};
+use crate::support::{
     client, deliver_webhook, free_port, wait_final, wait_for, webhook_fixture, Engine, Sandbox,
     LLM_KEY,
 };
+use serde_json::{json, Value};
 use testkit::api_description::Description;
 use testkit::claude::FakeClaude;
 use testkit::forge::{FakeForge, Fault, FaultAction, Flavor};

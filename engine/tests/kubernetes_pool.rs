@@ -7,19 +7,17 @@
 //! kubelet and `plue serve` harness (`World` below) and they run one at a
 //! time (`serial`); split, each file would rebuild that harness.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use support::{
+use crate::support::{
     client, free_port, get_json, log_lines, serial, start_run, wait_final, wait_for,
     wait_succeeded, Engine, Sandbox, RUNNER_TOKEN,
 };
+use serde_json::{json, Value};
 use testkit::kube::{FakeKube, Fault, Kubelet, KubeletConfig, Recorded};
 
 const GOOD_CONFIG: &str = r#"

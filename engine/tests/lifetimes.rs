@@ -2,14 +2,11 @@
 //! closed terminal (SIGHUP) — the run is cancelled, its steps killed and its runners gone,
 //! instead of runners and steps left behind.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::{alive, children_of, plain_plue};
+use crate::support::{alive, children_of, plain_plue};
 
 const LOUD: &str = "def workflow():\n    return Plan(name='loud', steps=[\n        \
     Step.bash('loud', 'for i in $(seq 1 400); do echo line $i; sleep 0.02; done; sleep 60'),\n    ])\n";

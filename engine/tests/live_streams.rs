@@ -5,9 +5,7 @@
 //! while a signed-in person — the session cookie or a bearer token — still follows. The
 //! run is of a public repository, which anyone may follow.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use engine::server::RunningEngine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

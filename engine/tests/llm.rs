@@ -4,21 +4,19 @@
 //! `result` output used by a dependent bash step, a prompt file resolved and rendered in the
 //! step's workspace, what the server received, and that the API key appears nowhere.
 
+use crate::support;
 /// A prompt file in the workflow's repository, with frontmatter that sets model and tools.
 const TRIAGE_PROMPT: &str = "---\nname: triage\ndescription: Triage files\n\
 model: claude-haiku-4-5\ntools: [grep]\nschema:\n  type: object\n  properties:\n    \
 files:\n      type: array\n      items: {type: string}\n  required: [files]\n---\n\
 Triage {{#each files}}{{this}}{{/each}} now.\n";
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::support::{plain_plue, printed};
 use engine::store::{Store, StoredLine};
 use serde_json::{json, Value};
-use support::{plain_plue, printed};
 use testkit::claude::{FakeClaude, Turn};
 
 const KEY: &str = "sk-ant-e2e-5f3a9c0d1e2b";

@@ -5,15 +5,12 @@
 //! running at once; the cost the API, `--summary-json` and `/metrics` show is the scripted
 //! usage × the price, to the micro-dollar; a bad `--llm-prices` file is refused whole.
 
-#[path = "deploy/python.rs"]
-mod python;
-#[allow(dead_code)]
-mod support;
-
+use crate::python;
+use crate::support;
 use std::time::Duration;
 
+use crate::support::{client, printed, start_run, step, workflow_source, Sandbox, LLM_KEY};
 use serde_json::{json, Value};
-use support::{client, printed, start_run, step, workflow_source, Sandbox, LLM_KEY};
 use testkit::claude::{FakeClaude, Reply, Routed, Turn};
 
 /// `n` text deltas of one token each (`w0 w1 ...`).

@@ -3,14 +3,14 @@
 //! attempt fails with how it died, not after the heartbeat timeout (10 s) that remote
 //! runners keep.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::time::{Duration, Instant};
 
+use crate::support::{
+    client, get_json, runner_pid, serial, start_run, wait_final, wait_for, Sandbox,
+};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use support::{client, get_json, runner_pid, serial, start_run, wait_final, wait_for, Sandbox};
 
 // regression (issue 36): a local runner killed with `kill -9` was noticed only by the
 // heartbeat timeout, 10.7–15.3 s later.

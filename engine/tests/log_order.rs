@@ -7,13 +7,11 @@
 //! to 256 KiB per read, so a stderr line was stored hundreds of lines after the stdout
 //! lines written after it, with the same timestamp.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
+use crate::support::{client, log_lines, start_run, step, wait_final, Sandbox};
 use serde_json::Value;
-use support::{client, log_lines, start_run, step, wait_final, Sandbox};
 
 const LINES: usize = 30_000;
 const PYTHON_LINES: usize = 5_000;

@@ -8,9 +8,7 @@
 //!   `testkit`): what a batch adds, a batch sent again adding nothing, the run's total, a
 //!   fork run read as one, the truncated mark.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,9 +4,7 @@
 //! readable) and record their iteration, retries count within an iteration, the target reads
 //! the failed iteration's outputs, and a loop that gave up fails the run saying so.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use engine::executor::{Executor, Report};
 use engine::store::{now_ms, Claimed, Store};
 use evaluator::plan::{Plan, Step};

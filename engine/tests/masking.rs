@@ -10,9 +10,7 @@
 //! stored log (the API) nor the live log (SSE, followed from the start) shows a whole
 //! spelling, read with its line breaks or without them.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::process::{Command, Output};
 use std::time::Duration;
 

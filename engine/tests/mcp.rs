@@ -12,14 +12,12 @@
 //! never pinned fails the step before the model is asked anything; and a server that leaves
 //! a daemon behind does not outlive its step.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 
+use crate::support::mcp::{lock, result_of, root, run, test_server, tool_names, write_workflow};
+use crate::support::Sandbox;
 use serde_json::{json, Value};
-use support::mcp::{lock, result_of, root, run, test_server, tool_names, write_workflow};
-use support::Sandbox;
 use testkit::claude::{FakeClaude, Turn};
 
 const SECRET: &str = "deploy-tok-5e4d3c2b1a09";

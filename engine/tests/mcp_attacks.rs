@@ -19,18 +19,16 @@
 //! - HTTP: a name that resolves to the runner host's loopback is refused, no redirect is
 //!   followed, the bearer token shows in no log.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use support::mcp::{
+use crate::support::mcp::{
     git_init, lock, result_of, root, run, test_server, tool_names, try_lock, write_workflow,
 };
-use support::Sandbox;
+use crate::support::Sandbox;
+use serde_json::{json, Value};
 use testkit::claude::{FakeClaude, Turn};
 
 const SECRET: &str = "deploy-tok-5e4d3c2b1a09";

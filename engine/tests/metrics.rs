@@ -3,17 +3,16 @@
 //! Prometheus Python client's strict OpenMetrics parser; and a drain that fails readiness,
 //! answers held polls, claims nothing new and exits cleanly.
 
-#[path = "deploy/python.rs"]
-mod python;
-#[allow(dead_code)]
-mod support;
-
+use crate::python;
+use crate::support;
 use std::time::{Duration, Instant};
 
+use crate::support::{
+    client, deliver_webhook, free_port, start_run, wait_final, Sandbox, RUNNER_TOKEN,
+};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
-use support::{client, deliver_webhook, free_port, start_run, wait_final, Sandbox, RUNNER_TOKEN};
 
 const WEBHOOK_SECRET: &str = "metrics-test-webhook-secret";
 

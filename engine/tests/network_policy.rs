@@ -14,17 +14,15 @@
 //! Network namespaces need a root runner: as another user each test checks only that a
 //! confined step fails closed.
 
-#[allow(dead_code)]
-mod support;
-
+use crate::support;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{printed, Sandbox};
 use serde_json::json;
-use support::{printed, Sandbox};
 use testkit::claude::{FakeClaude, Turn};
 
 const SECRET: &str = "s3cr3t-network-e2e-7d1f";

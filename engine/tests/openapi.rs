@@ -10,17 +10,13 @@
 //! Like the chart and metrics tests, a schemathesis that cannot be installed fails the test
 //! with what pip said; it never skips.
 
-#[path = "deploy/python.rs"]
-#[allow(dead_code)]
-mod python;
-#[allow(dead_code)]
-mod support;
-
+use crate::python;
+use crate::support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::{client, start_run, wait_for, Sandbox, ADMIN_TOKEN};
 use serde_json::json;
-use support::{client, start_run, wait_for, Sandbox, ADMIN_TOKEN};
 
 /// The schemathesis the checks and flags below were written for.
 const SCHEMATHESIS: &[&str] = &["schemathesis==4.32.5"];

@@ -18,13 +18,11 @@
 //!   them is running: the old values stay in the run's wall, so another step printing
 //!   them has them masked in its log and outputs, and an agent proposing one is refused.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
+use crate::support::{client, get_json, start_run, step, wait_final, Sandbox};
 use serde_json::{json, Value};
-use support::{client, get_json, start_run, step, wait_final, Sandbox};
 use testkit::claude::{FakeClaude, Routed};
 
 const KEY: &str = "sk-ant-outbound-wall-7c1d0e";

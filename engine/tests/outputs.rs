@@ -4,13 +4,10 @@
 //! the text must come out literally and nothing in it may run. Also the dispatch-time
 //! template bomb of issue 10, now refused at validation.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support::{plain_plue, step_lines};
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
-use support::{plain_plue, step_lines};
 
 /// Runs `workflow` as `w.plue.py` with `plue run` in `dir`.
 fn run_in(dir: &Path, workflow: &str) -> Output {

@@ -10,9 +10,7 @@
 //! Why one file past ~600 lines: a test per route and role of one API family (users,
 //! tokens, groups, logins, audit) on one fixture; the role matrix reads in one place.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::path::Path;
 use std::time::Duration;
 

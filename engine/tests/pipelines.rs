@@ -9,17 +9,15 @@
 //! Each test owns a [`Sandbox`] whose drop kills every process it started; every wait has
 //! a deadline.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::process::Output;
 use std::time::Duration;
 
-use serde_json::Value;
-use support::{
+use crate::support::{
     client, get_json, printed, run_view, start_run, step, wait_final, wait_for, wait_succeeded,
     Sandbox,
 };
+use serde_json::Value;
 
 /// `plue token create NAME` on `engine`: the new token.
 /// Makes user `name` with `plue user create` — an installation admin, since only admins

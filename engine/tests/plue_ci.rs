@@ -4,14 +4,11 @@
 //! steps without caches, and a `crates` input that is not a list of package names is
 //! refused before anything runs (it would reach cargo's command line).
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::support::{plain_plue, printed, stderr};
 use serde_json::{json, Value};
-use support::{plain_plue, printed, stderr};
 
 const FILE: &str = ".plue/ci.plue.py";
 

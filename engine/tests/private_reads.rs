@@ -6,9 +6,7 @@
 //! runs. Public reading is a maintainer's choice per repository, and opens that
 //! repository's runs to anyone — nothing else.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use engine::server::RunningEngine;
 use plue_types::protocol as wire;
 use serde_json::json;

@@ -1,12 +1,9 @@
 //! End-to-end tests of `plue prompt render` and `plue prompt check`, driving the real binary.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::{stderr, stdout, workspace};
+use crate::support::{stderr, stdout, workspace};
 
 fn plue(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_plue"))

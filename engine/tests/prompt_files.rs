@@ -4,14 +4,11 @@
 //! them to its workspace: `..` above A (already refused by validation) and a symbolic link
 //! out of A are refused.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
 use std::path::Path;
 use std::process::Output;
 
+use crate::support::{plain_plue, printed};
 use serde_json::Value;
-use support::{plain_plue, printed};
 use testkit::claude::{FakeClaude, Turn};
 
 const KEY: &str = "sk-ant-e2e-prompt-files-7c1d";

@@ -21,22 +21,18 @@
 //!   and `plue verify` refuses the commit rebuilt from the engine's mirror with that
 //!   reason, while the comment the forge accepted still verifies.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
-#[path = "deploy/python.rs"]
-mod python;
-
+use crate::python;
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use base64::Engine as _;
-use serde_json::{json, Value};
-use support::issue_to_pr::seed;
-use support::{
+use crate::support::issue_to_pr::seed;
+use crate::support::{
     client, deliver_webhook, free_port, get_json, wait_for, webhook_fixture, Sandbox, LLM_KEY,
 };
+use base64::Engine as _;
+use serde_json::{json, Value};
 use testkit::claude::{script, FakeClaude};
 use testkit::forge::{FakeForge, Flavor};
 

@@ -14,9 +14,7 @@
 //! Why one file past ~600 lines: attacks on every quota through one in-process engine and
 //! scripted runner; the attacks share the tar builders.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -16,15 +16,15 @@
 //! Why one file just past ~600 lines: each flow is one test over the same Gitea and
 //! engine; what they share already lives in `support/real_gitea.rs`.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
+use crate::support::issue_to_pr::{
+    assert_the_hunt_found_nothing, claude, seed, written_by_the_fixer,
+};
+use crate::support::real_gitea::{self, gitea, unique, World, BOT, PUBLIC_URL};
+use crate::support::{serial, step, wait_for, LLM_KEY};
 use serde_json::json;
-use support::issue_to_pr::{assert_the_hunt_found_nothing, claude, seed, written_by_the_fixer};
-use support::real_gitea::{self, gitea, unique, World, BOT, PUBLIC_URL};
-use support::{serial, step, wait_for, LLM_KEY};
 
 /// CI on pushes to `main`, pull requests into it and by hand: passes while README.md is `ok`.
 const CI: &str = r#"

@@ -14,16 +14,14 @@
 //! One test, in phases: installing the chart takes most of a minute, and each phase builds
 //! on the release the one before left.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::real_kube::{cluster, connects, Cluster, Forge, Release, RELEASE};
+use crate::support::{client, get_json, wait_final, wait_for, ADMIN_TOKEN, RUNNER_TOKEN};
 use serde_json::{json, Value};
-use support::real_kube::{cluster, connects, Cluster, Forge, Release, RELEASE};
-use support::{client, get_json, wait_final, wait_for, ADMIN_TOKEN, RUNNER_TOKEN};
 
 fn values(cluster: &Cluster, forge: &Forge) -> Value {
     // Runners check a run's commit out from its forge: each class reaches the forge's port

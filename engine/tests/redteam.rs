@@ -15,15 +15,12 @@
 //! Why one file past ~600 lines: a list of reproduced attacks on one binary fixture, one
 //! test each; read as that list.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support::{plain_plue, printed, workflow_source};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use support::{plain_plue, printed, workflow_source};
 
 /// Tests that start several engines or race on step uids run one at a time: a racer in one
 /// test must never touch another test's runs.

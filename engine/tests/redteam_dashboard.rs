@@ -7,9 +7,7 @@
 //! keeps its shell (with the environment's secrets) after being demoted to writer; and a
 //! step's annotations carrying markup onto the run page or onto another step.
 
-#[allow(dead_code)]
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
 use engine::store::Store;
@@ -23,16 +21,12 @@ const LIMIT: Duration = Duration::from_secs(90);
 /// The engine with `acme/app` and one local runner (its pid).
 type Harness = support::RepoEngine<u32>;
 
-impl Harness {
-    /// The engine with `acme/app` and one local runner.
-    async fn start(name: &str) -> Harness {
-        let mut config = support::engine_config(support::RUNNER_TOKEN, ADMIN, KEY);
-        config.heartbeat_interval = Duration::from_millis(200);
-        let h = support::RepoEngine::launch(name, config, false).await;
-        let runner = h.sandbox.runner("redteam-runner", &h.engine.url, &[]);
-        h.with_runner(runner)
-    }
+/// The engine with `acme/app` and one local runner.
+async fn start(name: &str) -> Harness {
+    Harness::with_local_runner(name, KEY, "redteam-runner").await
+}
 
+impl Harness {
     /// A push run of `steps` on `main` of `acme/app`, waited for until it is final.
     async fn final_run(&self, steps: Vec<Step>) -> i64 {
         let plan = support::plan("ci", steps);
@@ -50,7 +44,7 @@ impl Harness {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_maintainer_demoted_to_writer_loses_an_environments_debug_session() {
     let _serial = support::serial().await;
-    let h = Harness::start("redteam-demoted").await;
+    let h = start("redteam-demoted").await;
     let (status, body) = h
         .call(
             ADMIN,
@@ -120,7 +114,7 @@ async fn a_maintainer_demoted_to_writer_loses_an_environments_debug_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotation_markup_is_text_on_the_run_page_and_stays_on_its_step() {
     let _serial = support::serial().await;
-    let h = Harness::start("redteam-annotations").await;
+    let h = start("redteam-annotations").await;
     let evil = support::bash_step(
         "evil",
         "echo '::error file=<img src=x onerror=alert(1)>,title=<b>bold</b>::<script>alert(1)</script> step=quiet'; exit 1",
@@ -169,7 +163,7 @@ async fn annotation_markup_is_text_on_the_run_page_and_stays_on_its_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_narrowed_tokens_runners_and_forged_forms_start_nothing() {
     let _serial = support::serial().await;
-    let h = Harness::start("redteam-who").await;
+    let h = start("redteam-who").await;
     let store = h.store();
     other_repo(store).await;
     let (_, _, reader) = support::user_with_token(store, "rita", &[(h.repo_id, "reader")]).await;
@@ -276,7 +270,7 @@ async fn runs_count(store: &Store) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forks_step_gets_no_secret_through_debug_or_a_rerun_of_its_failed_steps() {
     let _serial = support::serial().await;
-    let h = Harness::start("redteam-fork").await;
+    let h = start("redteam-fork").await;
     const SECRET: &str = "s3cr3t-the-fork-must-not-see";
     let secret = Some(json!({ "value": SECRET }));
     h.call_ok(

@@ -15,11 +15,9 @@
 //!   `--replay-with-secrets`), only one given with the flag (failed before: the listener
 //!   heard the token, the call ran as root, and `--secret` went to the tools unasked).
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
+use crate::support::{printed, Sandbox, LLM_KEY};
 use serde_json::json;
-use support::{printed, Sandbox, LLM_KEY};
 use testkit::claude::{FakeClaude, Reply, Turn};
 
 const SECRET: &str = "s3cret-v4lue-of-the-step";

@@ -5,9 +5,7 @@
 //! was woken by the other engine's notification (`store::wake`), not by a timer: no
 //! assertion here is on how fast.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
 use engine::server::{self, EngineConfig, RunningEngine};

@@ -10,13 +10,11 @@
 //!   not ended is a 409. The dashboard offers the button to the writer, not the reader,
 //!   and refuses the reader's post and a post with a forged CSRF token.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
+use crate::support::{client, start_run, step, wait_final, wait_succeeded, Sandbox, ADMIN_TOKEN};
 use serde_json::Value;
-use support::{client, start_run, step, wait_final, wait_succeeded, Sandbox, ADMIN_TOKEN};
 
 /// `build` keeps a file and an output naming the run it ran in; `test` fails until the
 /// flag file exists; `package` starts from `build`'s workspace.

@@ -6,13 +6,11 @@
 //! - attacks: an artifacts tar in the blob store rewritten to hold `../` or a symlink
 //!   pointing out writes nothing outside `--to`.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use support::{printed, Sandbox};
+use crate::support::{printed, Sandbox};
 
 const PIPELINE: &str = r#"def workflow():
     return Plan(name="results", triggers=[Trigger.manual()], steps=[

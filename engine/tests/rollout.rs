@@ -3,15 +3,13 @@
 //! while the steps run. Nothing may be lost or doubled: every step succeeds in its first
 //! attempt and every line is stored exactly once.
 
-#[allow(dead_code)]
-mod support;
-
+use crate::support;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::{client, log_lines, start_run, wait_for, Engine, Sandbox};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use support::{client, log_lines, start_run, wait_for, Engine, Sandbox};
 
 const LINES: usize = 500;
 const STEPS: usize = 2;

@@ -3,15 +3,13 @@
 //! attempt counts, a timeout whose background children must be gone, parallel steps, a
 //! secret that never appears anywhere, Ctrl-C, invalid workflows, and the README's demo.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{plain_plue, step_lines};
 use serde_json::Value;
-use support::{plain_plue, step_lines};
 
 struct Ran {
     output: Output,

@@ -4,13 +4,10 @@
 //! declared defaults filled in (`ctx.inputs` shows them). `plue eval` evaluates the same
 //! way, so the plan it shows is the plan that runs.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
 use std::process::Output;
 
+use crate::support::{printed, Sandbox};
 use serde_json::Value;
-use support::{printed, Sandbox};
 
 const DEPLOY: &str = r#"def workflow(ctx):
     target = ctx.inputs.get("target", "unset")

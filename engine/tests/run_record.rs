@@ -8,14 +8,12 @@
 //! - `plue --log-format json run` writes only JSON lines on stderr, step lines among them,
 //!   and with `--log-file PATH` the same lines to PATH as well.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::path::Path;
 use std::process::Output;
 
+use crate::support::{printed, Sandbox};
 use serde_json::{json, Value};
-use support::{printed, Sandbox};
 use testkit::claude::{FakeClaude, Reply, Turn};
 
 /// The published schema, as a validator.

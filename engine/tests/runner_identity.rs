@@ -3,13 +3,10 @@
 //! labels its token does not grant — and the operator's side: `plue runner-token create`,
 //! a hand-started runner reading its token from a file, `list` and `revoke`.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{client, get_json, serial, start_run, wait_for, wait_succeeded, Sandbox};
 use serde_json::{json, Value};
-use support::{client, get_json, serial, start_run, wait_for, wait_succeeded, Sandbox};
 
 const RUNNER_TOKEN: &str = "runner-identity-test-token";
 

@@ -4,15 +4,13 @@
 //! included. Nor does anything of theirs stay on disk: every attempt directory is gone
 //! before its step is reported done, and `plue serve`'s work directory when it exits.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support::{alive, children_of, client, get_json, serial, start_run, wait_for, Sandbox};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use support::{alive, children_of, client, get_json, serial, start_run, wait_for, Sandbox};
 
 /// The live `plue runner` processes whose parent is `pid`.
 fn runners_of(pid: u32) -> Vec<u32> {

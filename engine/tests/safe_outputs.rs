@@ -15,13 +15,11 @@
 //! Why one file past ~600 lines: one workflow of hostile agents end to end; the cases share
 //! its expensive fixture (engine, runners, scripted Claude, fake forge).
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
+use crate::support::{client, get_json, start_run, step, wait_final, Sandbox};
 use serde_json::{json, Value};
-use support::{client, get_json, start_run, step, wait_final, Sandbox};
 use testkit::claude::{FakeClaude, Routed};
 
 const KEY: &str = "sk-ant-safe-outputs-4f1e9a";

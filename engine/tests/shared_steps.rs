@@ -5,12 +5,10 @@
 //! was not given are refused with their message. And `plue serve`: a registered
 //! repository's module beside it on its forge (the fake GitHub), run by a push.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 
-use support::{git_repo, git_sh, printed, Sandbox};
+use crate::support::{git_repo, git_sh, printed, Sandbox};
 
 const RUST_V1: &str = r#"
 def cargo_test(features: list[str] = [], token: str | None = None):

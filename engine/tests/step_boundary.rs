@@ -8,14 +8,12 @@
 //!
 //! Positive control: the concurrent step that names the secret sees it (masked in its log).
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::{client, get_json, log_lines, serial, start_run, wait_final, Sandbox};
 use serde_json::Value;
-use support::{client, get_json, log_lines, serial, start_run, wait_final, Sandbox};
 
 /// The hunter. Prints every string it could read, reversed and hex-encoded, so a
 /// credential it found survives the runner's masking and shows up in the stored log; then
@@ -220,11 +218,9 @@ async fn step_cannot_reach_credentials_under_plue_serve() {
     // Credentials go the documented way, through the environment: a command line is
     // world-readable in /proc/<pid>/cmdline (an earlier version of this test found its own
     // `--secret NAME=VALUE` there).
-    std::env::set_var("VICTIM_SECRET", VICTIM_SECRET);
-    std::env::set_var("PLUE_RUNNER_TOKEN", support::RUNNER_TOKEN);
     let port = support::free_port();
     let engine = sandbox
-        .serve(
+        .serve_with_env(
             "engine",
             port,
             &[
@@ -234,6 +230,10 @@ async fn step_cannot_reach_credentials_under_plue_serve() {
                 sandbox.path("data").to_str().unwrap(),
                 "--secret",
                 "VICTIM_SECRET",
+            ],
+            &[
+                ("VICTIM_SECRET", VICTIM_SECRET),
+                ("PLUE_RUNNER_TOKEN", support::RUNNER_TOKEN),
             ],
         )
         .await;

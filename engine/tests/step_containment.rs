@@ -7,9 +7,7 @@
 //! (a set-uid `bash` in `/tmp`, files in `/var/tmp` and `/dev/shm`, a SysV segment) is
 //! found by no later step and is not on the host; every step process has `no_new_privs`.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::os::unix::fs::PermissionsExt;
 
 /// The attacking step: five escapees, each recording its pid in `$0`'s file and becoming

@@ -3,13 +3,10 @@
 //! the run succeeds), `Plan(max_parallel=N)` (no more than N steps at once, whatever
 //! `--runners` allows) and `system_prompt=` (the agent's system prompt in the request).
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
 use std::process::Output;
 
+use crate::support::{printed, Sandbox};
 use serde_json::Value;
-use support::{printed, Sandbox};
 use testkit::claude::{FakeClaude, Turn};
 
 fn plue_run(sandbox: &Sandbox, args: &[&str]) -> Output {

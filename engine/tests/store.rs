@@ -6,9 +6,7 @@
 //! Why one file past ~600 lines: the store's contracts on both backends through one backend
 //! loop (SQLite, and PostgreSQL when a server starts).
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::collections::{BTreeMap, HashSet};
 
 use engine::executor::{Executor, Report, RunnerSaid};

@@ -4,9 +4,7 @@
 //! PostgreSQL runs on a throw-away server (testkit); without one these tests cover SQLite
 //! only, unless PLUE_REQUIRE_POSTGRES=1.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -17,20 +17,18 @@
 //! Why one file past ~600 lines: one abuser's walk over issue and comment triggers on one
 //! fixture (signed real payloads, a stub forge API).
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{
+    client, deliver_webhook, git_sh, serial, wait_final, webhook_fixture, ForgeRepo, Sandbox,
+};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::{json, Value};
-use support::{
-    client, deliver_webhook, git_sh, serial, wait_final, webhook_fixture, ForgeRepo, Sandbox,
-};
 
 const REPO: &str = "octo/hello";
 const GITEA_REPO: &str = "octo/gitea-hello";

@@ -18,13 +18,11 @@
 //! and without the workflow asking, every proposal is threat-checked, each applied
 //! change's signed provenance statement carries its verdict, and the end answer says it.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
+use crate::support::{client, get_json, start_run, step, wait_final, Sandbox};
 use serde_json::{json, Value};
-use support::{client, get_json, start_run, step, wait_final, Sandbox};
 use testkit::claude::{FakeClaude, Routed, Turn};
 
 const KEY: &str = "sk-ant-threat-check-5d2e8b";
@@ -320,8 +318,8 @@ const REPO: &str = "Codertocat/Hello-World";
 /// provenance statement and said in the end answer on the issue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_summons_on_an_outsiders_issue_is_checked_by_default_and_signed() {
-    use support::issue_to_pr::seed;
-    use support::{deliver_webhook, free_port, wait_for, webhook_fixture, LLM_KEY};
+    use crate::support::issue_to_pr::seed;
+    use crate::support::{deliver_webhook, free_port, wait_for, webhook_fixture, LLM_KEY};
     use testkit::forge::{FakeForge, Flavor};
 
     let _serial = support::serial().await;

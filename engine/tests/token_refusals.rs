@@ -11,16 +11,14 @@
 //! run); and a runner's checkout refused for its token fails that attempt only — the
 //! engine forgets the token and the step's retry checks out with a new one.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use support::{
+use crate::support::{
     client, deliver_webhook, free_port, log_lines, run_ids, step, wait_for, webhook_fixture,
     Engine, Sandbox, LLM_KEY,
 };
+use serde_json::{json, Value};
 use testkit::claude::{script, FakeClaude};
 use testkit::forge::app::{AppConfig, Presented, RevocationMark, APP_KEY_PEM};
 use testkit::forge::{FakeForge, Flavor};

@@ -10,11 +10,8 @@
 //!   (`{{ steps.review.rounds }}`);
 //! - a reply cut at `max_tokens` fails its step, saying so.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support::{printed, Sandbox};
 use serde_json::{json, Value};
-use support::{printed, Sandbox};
 use testkit::claude::{FakeClaude, Recorded, Reply, Turn};
 
 /// The tool names a request offered.

@@ -3,9 +3,7 @@
 //! no mount propagates to it, and the attempt directory exists only in the runner's view —
 //! while the step runs and after; `--work-dir-on-disk` keeps the directory on disk.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
-
+use crate::support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;

@@ -16,7 +16,6 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 /// The packages, pinned: their APIs are what the scripts next to this file call.
-#[allow(dead_code)]
 const REQUIREMENTS: &[&str] = &[
     "helm-python-sdk==0.2.2",
     "kubernetes-validate==1.37.0",
@@ -27,14 +26,12 @@ const REQUIREMENTS: &[&str] = &[
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
 /// The environment's interpreter, built on first use.
-#[allow(dead_code)] // not every test binary that includes this file runs the scripts
 pub(crate) fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| try_venv("deploy-venv", REQUIREMENTS).unwrap_or_else(|e| panic!("{e}")))
 }
 
 /// Runs `script` (a file of `engine/tests/deploy/`) with `args`, feeding `stdin`.
-#[allow(dead_code)]
 pub(crate) fn run_script(script: &str, args: &[&str], stdin: &[u8]) -> Output {
     use std::io::Write;
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -60,7 +57,6 @@ pub(crate) fn run_script(script: &str, args: &[&str], stdin: &[u8]) -> Output {
 /// The virtual environment `target/tmp/<name>` holding `requirements` (pinned), built
 /// unless a complete one with the same pins is there; its directory. Fails the test with
 /// what pip said.
-#[allow(dead_code)] // not every test binary that includes this file builds one
 pub(crate) fn venv(name: &str, requirements: &[&str]) -> PathBuf {
     let python = try_venv(name, requirements).unwrap_or_else(|e| panic!("{e}"));
     python

@@ -63,12 +63,12 @@ pub(crate) const ADMIN_TOKEN: &str = "admin-token-of-the-test-engines";
 /// How long an engine may take to answer `/healthz` after it is started.
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Serialises the tests of one binary. They start engines, runners and a million-line step
+/// Serialises the end-to-end tests (one binary, `tests/e2e.rs`). They start engines, runners and a million-line step
 /// on machines with as few as two cores; a test that declares a runner lost after 1.5 s of
 /// silence must not compete for the CPU with one that streams a million lines.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Holds the binary-wide test lock (see [`SERIAL`]).
+/// Holds the suite-wide test lock (see [`SERIAL`]).
 pub(crate) async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
@@ -404,7 +404,17 @@ impl Sandbox {
         args: &[&str],
         workflow: &Path,
     ) -> (Engine, reqwest::Client, i64) {
-        let engine = self.serve_engine(args).await;
+        self.serve_and_run_with_env(args, &[], workflow).await
+    }
+
+    /// [`Sandbox::serve_and_run`] with extra environment variables for the engine.
+    pub(crate) async fn serve_and_run_with_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        workflow: &Path,
+    ) -> (Engine, reqwest::Client, i64) {
+        let engine = self.serve_with_env("engine", free_port(), args, env).await;
         let http = client();
         let run_id = start_run(&http, &engine.url, workflow, &self.path("ws")).await;
         (engine, http, run_id)
@@ -1100,6 +1110,22 @@ impl RepoEngine {
     }
 }
 
+impl RepoEngine<u32> {
+    /// [`RepoEngine::launch`] without an evaluator, its vault key `vault_key` and 200 ms
+    /// heartbeats, with one local `plue runner` named `runner` (its pid).
+    pub(crate) async fn with_local_runner(
+        name: &str,
+        vault_key: &str,
+        runner: &str,
+    ) -> RepoEngine<u32> {
+        let mut config = engine_config(RUNNER_TOKEN, ADMIN_TOKEN, vault_key);
+        config.heartbeat_interval = Duration::from_millis(200);
+        let h = RepoEngine::launch(name, config, false).await;
+        let pid = h.sandbox.runner(runner, &h.engine.url, &[]);
+        h.with_runner(pid)
+    }
+}
+
 impl<R> RepoEngine<R> {
     pub(crate) fn store(&self) -> &Store {
         self.engine.executor.store()
@@ -1503,11 +1529,9 @@ pub(crate) async fn narrowed_token(
 
 /// Registers repository `name` (a `gitea` one whose clone URL leads nowhere) in `store`;
 /// its id. New repositories are private.
-#[allow(unused_imports)] // each test binary uses part of the support module
 pub(crate) use plue_store::testing::create_repo as create_named_repo;
 
 /// One store per available backend, each on a fresh database (see `plue_store::testing`).
-#[allow(unused_imports)] // each test binary uses part of the support module
 pub(crate) use plue_store::testing::stores;
 
 /// Registers an ephemeral runner `name` at the engine at `engine` with registration token

@@ -5,9 +5,6 @@
 //! Invariants: the driver and the browser are started inside the test's sandbox (they
 //! carry its mark, so the sandbox's cleanup kills them); every wait has a deadline.
 
-// Each browser test binary uses part of this module.
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
