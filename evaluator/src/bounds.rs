@@ -14,7 +14,7 @@ use crate::limits::{human_bytes, Limits};
 use crate::plan::{Action, Location, ManualInput, Plan, SourceMap, Trigger};
 use crate::text::{check_clean, quote, TextKind};
 
-/// Longest step id, env or secret name, label key, input name.
+/// Longest step id, env or secret name, `id_tokens` variable, label key, input name.
 pub const MAX_NAME_LEN: usize = 64;
 /// Longest plan name, cron expression, model name, description, input default.
 pub const MAX_LINE_LEN: usize = 1024;
@@ -156,6 +156,21 @@ pub fn check(
         c.count(at, "secrets", step.secrets.len(), MAX_ITEMS);
         for secret in &step.secrets {
             c.line(at, "secret name", secret, MAX_NAME_LEN);
+        }
+        c.count(
+            at,
+            "id_tokens entries",
+            step.id_tokens.len(),
+            crate::id_tokens::MAX_ID_TOKENS,
+        );
+        for (name, audience) in step.id_tokens.iter().take(crate::id_tokens::MAX_ID_TOKENS) {
+            c.line(at, "id_tokens variable", name, MAX_NAME_LEN);
+            c.line(
+                at,
+                "id_tokens audience",
+                audience,
+                crate::id_tokens::MAX_AUDIENCE_LEN,
+            );
         }
         c.labels(at, &step.runner);
         if let Some(from) = &step.workspace_from {

@@ -1,6 +1,6 @@
 //! The evaluator: turns a `.plue.py` file into a validated, deterministic [`Plan`].
 //!
-//! - [`plan`], [`caches`], [`bounds`], [`concurrency`], [`validate`], [`loops`], [`template`], [`glob`], [`text`], [`mermaid`], [`context`], [`diagnostic`], [`limits`], [`result`], [`inputs`]: the pure
+//! - [`plan`], [`caches`], [`id_tokens`], [`bounds`], [`concurrency`], [`validate`], [`loops`], [`template`], [`glob`], [`text`], [`mermaid`], [`context`], [`diagnostic`], [`limits`], [`result`], [`inputs`]: the pure
 //!   core — plain data and functions, no Python, no IO.
 //! - [`pool`]: the warm pool of sandboxed worker processes, and the only way the rest of
 //!   Plue evaluates a file ([`EvaluatorPool::evaluate`]).
@@ -20,6 +20,7 @@ pub mod concurrency;
 pub mod context;
 pub mod diagnostic;
 pub mod glob;
+pub mod id_tokens;
 pub mod inputs;
 pub mod limits;
 pub mod loops;

@@ -20,7 +20,8 @@
 //!   the parent, not the worker, writes that list;
 //! - a module's functions take only plain values (strings, numbers, booleans, lists and
 //!   dicts of them) and return steps; a step a module builds names only secrets (and an
-//!   environment) whose names the caller passed in (`worker/sandbox.py`).
+//!   environment) whose names the caller passed in, and declares no `id_tokens` (a token
+//!   would carry the calling repository's identity) (`worker/sandbox.py`).
 
 pub mod lock;
 

@@ -409,6 +409,13 @@ pub struct Step {
     /// Absent from the canonical JSON when empty.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub caches: Vec<crate::caches::Cache>,
+    /// `id_tokens={"VAR": "audience"}`: OpenID Connect tokens the engine signs for the
+    /// step when it is claimed, one per environment variable, each for its audience (a
+    /// cloud's or Vault's trust policy trades it for short-lived credentials). Only names
+    /// and audiences are in the plan; the engine decides whether the run may have them.
+    /// Absent from the canonical JSON when empty.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub id_tokens: BTreeMap<String, String>,
 }
 
 impl Step {
@@ -447,6 +454,7 @@ impl Step {
             continue_on_error: false,
             when_expr: None,
             caches: Vec::new(),
+            id_tokens: BTreeMap::new(),
         }
     }
 
@@ -461,6 +469,20 @@ impl Step {
         self.depends_on = dependencies.iter().map(|d| d.to_string()).collect();
         self
     }
+}
+
+/// Environment variables a workflow may not set for a step: the runner's own
+/// configuration, which decides where the API key is sent.
+const RESERVED_ENV: [&str; 1] = ["ANTHROPIC_BASE_URL"];
+
+/// Why a workflow may not set the environment variable `name` of a step (in `env=`, or as
+/// an `id_tokens=` variable), if it may not: `ANTHROPIC_BASE_URL` and the like decide
+/// where the engine's or runner's API key goes, and only the operator sets them.
+pub fn reserved_env(name: &str) -> Option<&'static str> {
+    RESERVED_ENV
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
+        .then_some("the Messages API base URL comes from the engine's or runner's configuration, never from a workflow")
 }
 
 /// Default per-step timeout in seconds.

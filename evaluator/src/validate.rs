@@ -55,9 +55,6 @@ fn usd_problem(usd: f64) -> Option<String> {
 const MAX_ID_LEN: usize = crate::bounds::MAX_NAME_LEN;
 /// Most problems reported for one file; the rest are counted in a last line.
 pub const MAX_DIAGNOSTICS: usize = crate::diagnostic::MAX_DIAGNOSTICS;
-/// Environment variables a workflow may not set: the runner's own configuration, which
-/// decides where the API key is sent.
-const RESERVED_ENV: [&str; 1] = ["ANTHROPIC_BASE_URL"];
 
 /// Checks `plan` and returns every problem found (at most [`MAX_DIAGNOSTICS`], the last
 /// saying how many more), in file order. Sizes and strings are checked first
@@ -180,6 +177,31 @@ fn check_caches(problems: &mut Problems<'_>, at: Location, step: &Step) {
         return;
     }
     for problem in crate::caches::check(&step.caches) {
+        problems.add(at, format!("step '{}': {problem}", step.id));
+    }
+}
+
+/// A step's `id_tokens=` ([`crate::id_tokens::check`]), on a kind that takes them. An
+/// approval's are refused below with the other options of steps that run.
+fn check_id_tokens(problems: &mut Problems<'_>, at: Location, step: &Step) {
+    if step.id_tokens.is_empty() {
+        return;
+    }
+    let kind = step.action.step_kind();
+    if let Some(why) = crate::id_tokens::refusal(kind) {
+        if kind.runs_on_runner() {
+            problems.add(
+                at,
+                format!(
+                    "{kind} step '{}' takes no id_tokens= ({why}; only {} steps do)",
+                    step.id,
+                    crate::id_tokens::kinds_taking("", "and"),
+                ),
+            );
+        }
+        return;
+    }
+    for problem in crate::id_tokens::check(step) {
         problems.add(at, format!("step '{}': {problem}", step.id));
     }
 }
@@ -421,6 +443,7 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
             }
         }
         check_caches(problems, at, step);
+        check_id_tokens(problems, at, step);
         if !step.action.step_kind().runs_on_runner() {
             // A decision is made once: nothing runs, so retries, secrets and runner labels
             // would be silently ignored.
@@ -432,6 +455,7 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
                 ("loop_to", step.loop_to.is_some()),
                 ("environment", step.environment.is_some()),
                 ("network", step.network.is_some()),
+                ("id_tokens", !step.id_tokens.is_empty()),
             ];
             for (option, given) in ignored {
                 if given {
@@ -658,11 +682,10 @@ fn check_env_name(problems: &mut Problems<'_>, at: Location, what: &str, name: &
     }
 }
 
-/// `ANTHROPIC_BASE_URL` and the like decide where the engine's or runner's API key goes:
-/// only the operator sets them.
+/// A plan's or step's `env` key that [`crate::plan::reserved_env`] refuses.
 fn check_reserved_env(problems: &mut Problems<'_>, at: Location, owner: &str, key: &str) {
-    if RESERVED_ENV.iter().any(|r| r.eq_ignore_ascii_case(key)) {
-        problems.add(at, format!("{owner} sets '{key}' in env: the Messages API base URL comes from the engine's or runner's configuration, never from a workflow"));
+    if let Some(why) = crate::plan::reserved_env(key) {
+        problems.add(at, format!("{owner} sets '{key}' in env: {why}"));
     }
 }
 

@@ -324,6 +324,39 @@ async fn a_module_names_only_the_secrets_its_caller_passes() {
     );
 }
 
+// A token is signed for the calling repository's run: a module's step holding one would
+// carry that repository's identity wherever the module's code sends it.
+#[tokio::test]
+async fn a_module_step_declares_no_id_tokens() {
+    let module = "def deploy(target: str, audience: str):\n    return Step.bash(\"deploy\", \"./deploy \" + target, id_tokens={\"AWS_ID_TOKEN\": audience})\n";
+    let fetcher = Memory::default().with("acme/steps", "deploy.plue.py", C1, module);
+    let uses = format!("use(\"acme/steps\", \"deploy.plue.py\", commit=\"{C1}\")");
+    // Refused even when the caller passes the audience: the identity is the caller's.
+    let message = refused(
+        evaluate(
+            &workflow(&uses, "steps.deploy(\"prod\", \"sts.amazonaws.com\")"),
+            &fetcher,
+            None,
+        )
+        .await,
+    );
+    assert!(
+        message.contains(
+            "deploy() built step 'deploy' declaring id_tokens ('AWS_ID_TOKEN'); a used module's \
+             step may not: its token would carry the calling repository's identity, so only the \
+             calling workflow declares id_tokens"
+        ),
+        "{message}"
+    );
+    // The calling workflow's own step may.
+    let own =
+        "Step.bash(\"deploy\", \"./deploy\", id_tokens={\"AWS_ID_TOKEN\": \"sts.amazonaws.com\"})";
+    let evaluated = evaluate(&workflow(&uses, own), &fetcher, None)
+        .await
+        .unwrap();
+    assert_eq!(evaluated.plan.steps[0].id_tokens.len(), 1);
+}
+
 #[tokio::test]
 async fn a_module_is_held_by_the_sandbox_and_uses_nothing_itself() {
     let cases = [

@@ -605,3 +605,132 @@ fn a_plan_without_environments_keeps_its_hash() {
         .contains(r#""runner":{},"environment":"prod"}"#));
     assert_ne!(with.hash(), p.hash());
 }
+
+/// `step` declaring the tokens `tokens` (variable, audience).
+fn with_id_tokens(mut step: Step, tokens: &[(&str, &str)]) -> Step {
+    step.id_tokens = tokens
+        .iter()
+        .map(|(name, audience)| (name.to_string(), audience.to_string()))
+        .collect();
+    step
+}
+
+#[test]
+fn id_tokens_are_checked_at_their_step() {
+    let good = with_id_tokens(
+        step("deploy", &[]),
+        &[("AWS_ID_TOKEN", "sts.amazonaws.com")],
+    );
+    let (p, m) = plan(vec![good], vec![]);
+    assert_eq!(messages(&p, &m), Vec::<String>::new());
+
+    let mut bad = with_id_tokens(
+        step("deploy", &[]),
+        &[("aws", "sts.amazonaws.com"), ("TOKEN", "a b"), ("KEY", "x")],
+    );
+    bad.secrets = vec!["KEY".into()];
+    let (p, m) = plan(vec![step("build", &[]), bad], vec![]);
+    assert_eq!(
+        messages(&p, &m),
+        [
+            "w.plue.py:11:9: step 'deploy': id_tokens variable 'KEY' is also one of the step's secrets=; name the token another variable",
+            "w.plue.py:11:9: step 'deploy': id_tokens audience 'a b' of TOKEN holds a space at character 2; an audience is visible ASCII without spaces, such as 'sts.amazonaws.com' or 'https://vault.example.com'",
+            "w.plue.py:11:9: step 'deploy': id_tokens variable 'aws' must match ^[A-Z_][A-Z0-9_]*$ (upper-case letters, digits and '_', not starting with a digit)",
+        ]
+    );
+}
+
+// The worker refuses these on the line that wrote them; a plan from a worker that did not
+// is refused the same way.
+#[test]
+fn only_bash_and_python_steps_take_id_tokens() {
+    let mut agent = with_id_tokens(step("agent", &[]), &[("AWS_ID_TOKEN", "sts.amazonaws.com")]);
+    agent.action = Action::Llm(crate::plan::LlmAction {
+        prompt: Some("deploy".into()),
+        ..Default::default()
+    });
+    let mut gate = with_id_tokens(step("gate", &[]), &[("AWS_ID_TOKEN", "sts.amazonaws.com")]);
+    gate.action = Action::Approval(crate::plan::ApprovalAction {
+        message: None,
+        approvers: Vec::new(),
+        exclude_triggerer: false,
+    });
+    let mut python = with_id_tokens(step("py", &[]), &[("AWS_ID_TOKEN", "sts.amazonaws.com")]);
+    python.action = Action::Python {
+        script: "pass".into(),
+        fresh_interpreter: false,
+    };
+    let (p, m) = plan(vec![agent, gate, python], vec![]);
+    assert_eq!(
+        messages(&p, &m),
+        [
+            "w.plue.py:10:9: llm step 'agent' takes no id_tokens= (an agent's tools must not hold a cloud identity; only bash and python steps do)",
+            "w.plue.py:11:9: approval step 'gate' takes no id_tokens= (nothing runs)",
+        ]
+    );
+}
+
+#[test]
+fn id_tokens_are_counted_and_their_lengths_bounded_first() {
+    let many: Vec<(String, String)> = (0..9).map(|i| (format!("T{i}"), "a".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(n, a)| (n.as_str(), a.as_str())).collect();
+    let (p, m) = plan(vec![with_id_tokens(step("d", &[]), &many)], vec![]);
+    assert_eq!(
+        messages(&p, &m),
+        ["w.plue.py:10:9: 9 id_tokens entries; the limit is 8"]
+    );
+    let eight = &many[..8];
+    let (p, m) = plan(vec![with_id_tokens(step("d", &[]), eight)], vec![]);
+    assert_eq!(messages(&p, &m), Vec::<String>::new());
+
+    let long_name = "A".repeat(65);
+    let (p, m) = plan(
+        vec![with_id_tokens(step("d", &[]), &[(&long_name, "a")])],
+        vec![],
+    );
+    let found = messages(&p, &m);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("w.plue.py:10:9: id_tokens variable 'AAAA")
+            && found[0].ends_with("is 65 bytes; the limit is 64"),
+        "{found:?}"
+    );
+    let (p, m) = plan(
+        vec![with_id_tokens(step("d", &[]), &[(&long_name[..64], "a")])],
+        vec![],
+    );
+    assert_eq!(messages(&p, &m), Vec::<String>::new());
+
+    let long_audience = format!("https://{}", "a".repeat(249));
+    let (p, m) = plan(
+        vec![with_id_tokens(step("d", &[]), &[("T", &long_audience)])],
+        vec![],
+    );
+    let found = messages(&p, &m);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("w.plue.py:10:9: id_tokens audience 'https://aaa")
+            && found[0].ends_with("is 257 bytes; the limit is 256"),
+        "{found:?}"
+    );
+    let (p, m) = plan(
+        vec![with_id_tokens(
+            step("d", &[]),
+            &[("T", &long_audience[..256])],
+        )],
+        vec![],
+    );
+    assert_eq!(messages(&p, &m), Vec::<String>::new());
+}
+
+#[test]
+fn a_plan_without_id_tokens_keeps_its_hash() {
+    let (p, _) = plan(vec![step("build", &[])], vec![]);
+    assert!(!p.canonical_json().contains("id_tokens"));
+    let mut with = p.clone();
+    with.steps[0].id_tokens = BTreeMap::from([("AWS_ID_TOKEN".into(), "sts.amazonaws.com".into())]);
+    assert!(with
+        .canonical_json()
+        .contains(r#""id_tokens":{"AWS_ID_TOKEN":"sts.amazonaws.com"}"#));
+    assert_ne!(with.hash(), p.hash());
+}

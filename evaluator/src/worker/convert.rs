@@ -109,14 +109,28 @@ pub(crate) fn string_map(
     value: &Bound<'_, PyAny>,
     what: &str,
 ) -> PyResult<BTreeMap<String, String>> {
+    dict_of(value, what, scalar_string)
+}
+
+/// A dict of `str` keys to `str` values: no number or bool stands in for a string.
+pub(crate) fn str_map(value: &Bound<'_, PyAny>, what: &str) -> PyResult<BTreeMap<String, String>> {
+    dict_of(value, what, string)
+}
+
+/// A dict of `str` keys, each value converted by `item` (which names it `what['key']`).
+fn dict_of(
+    value: &Bound<'_, PyAny>,
+    what: &str,
+    item: fn(&Bound<'_, PyAny>, &str) -> PyResult<String>,
+) -> PyResult<BTreeMap<String, String>> {
     let dict = value.cast::<PyDict>().map_err(|_| {
         PyTypeError::new_err(format!("{what} must be a dict, got {}", type_name(value)))
     })?;
     let mut out = BTreeMap::new();
-    for (key, item) in dict.iter() {
+    for (key, value) in dict.iter() {
         let key = string(&key, &format!("{what} key"))?;
-        let item = scalar_string(&item, &format!("{what}['{key}']"))?;
-        out.insert(key, item);
+        let value = item(&value, &format!("{what}['{key}']"))?;
+        out.insert(key, value);
     }
     Ok(out)
 }

@@ -224,6 +224,21 @@ fn concurrency(options: &mut Options<'_>) -> PyResult<Option<Concurrency>> {
 ///
 /// A `bash` or `python` step may keep directories from one run to the next with
 /// `caches=[Cache(...)]` (without it, the plan's `caches=`; `caches=[]`: none).
+///
+/// A `bash` or `python` step may ask for OpenID Connect tokens, short-lived JWTs the
+/// engine signs, which a cloud's or Vault's trust policy trades for credentials:
+/// `id_tokens={"AWS_ID_TOKEN": "sts.amazonaws.com"}`. Each key is the environment variable
+/// the step gets its token in (`^[A-Z_][A-Z0-9_]*$`, at most 64 characters, not starting
+/// with `PLUE_`, not a variable the engine reserves, and not one of the step's `secrets=`
+/// or `env=`); each value is the token's audience (1 to 256 visible ASCII characters, no
+/// spaces: `"sts.amazonaws.com"`, `"https://vault.example.com"`,
+/// `"api://AzureADTokenExchange"`). At most 8. The engine mints the tokens when the step is
+/// claimed and masks them in its output like secrets. It withholds them from a run it does
+/// not trust (a pull request from a fork, an event the engine itself caused): the step
+/// runs without them, and `PLUE_ID_TOKENS_WITHHELD` names the variables left unset. An
+/// `llm` step takes none (its agent's tools must not hold a cloud identity), nor does a
+/// step a used module builds (its token would carry the calling repository's identity).
+/// See the guide's "OpenID Connect tokens for steps".
 #[pyclass(module = "plue", name = "Step", frozen, immutable_type)]
 pub(crate) struct StepObject {
     pub(crate) step: Step,
@@ -459,6 +474,11 @@ fn build_step(
         }
     };
     let caches = super::caches::from_options(&mut options, Some(action.step_kind()))?;
+    let id_tokens = options
+        .take("id_tokens")?
+        .map(|value| id_tokens(&value, action.step_kind(), function))
+        .transpose()?
+        .unwrap_or_default();
     let continue_on_error = match options.take("continue_on_error")? {
         None => false,
         Some(value) => value.extract::<bool>().map_err(|_| {
@@ -491,6 +511,7 @@ fn build_step(
             continue_on_error,
             when_expr,
             caches: caches.clone().unwrap_or_default(),
+            id_tokens,
         },
         location,
         caches_declared: caches.is_some(),
@@ -536,6 +557,23 @@ fn network(value: &Bound<'_, PyAny>, function: &'static str) -> PyResult<Network
         };
     }
     Ok(Network::Allow(convert::string_list(value, &what)?))
+}
+
+/// `id_tokens={"AWS_ID_TOKEN": "sts.amazonaws.com"}` of a step whose kind takes tokens
+/// ([`crate::id_tokens::refusal`]): a dict of `str` to `str`. The names and audiences are
+/// checked by validation ([`crate::id_tokens::check`]), which reports each at the step.
+fn id_tokens(
+    value: &Bound<'_, PyAny>,
+    kind: crate::plan::StepKind,
+    function: &'static str,
+) -> PyResult<BTreeMap<String, String>> {
+    if let Some(why) = crate::id_tokens::refusal(kind) {
+        return Err(PyTypeError::new_err(format!(
+            "{function}: id_tokens= goes on a {} ({why})",
+            crate::id_tokens::kinds_taking("Step.", "or")
+        )));
+    }
+    convert::str_map(value, &format!("{function}: id_tokens"))
 }
 
 /// `workspace_from=` (a step id or a `Step`), `artifacts=` (a glob or a list of globs) and

@@ -8,8 +8,8 @@
 //! which then answers [`crate::protocol::Frame::NeedModules`] whatever the file did with
 //! the exception. A call of a module function goes through `call_function` in
 //! `sandbox.py`: parameters checked against the declared types, the result checked to be
-//! steps naming only secrets the caller passed. The state is the evaluation's own (one
-//! forked child per evaluation).
+//! steps naming only secrets the caller passed and declaring no `id_tokens`. The state is
+//! the evaluation's own (one forked child per evaluation).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -219,7 +219,8 @@ fn loaded(key: &Key) -> Option<ModuleObject> {
 /// is refused. `steps.cargo_test(features=["x"])` calls the module's public function
 /// `cargo_test`: its arguments are checked against the types it declares (`str`, `int`,
 /// `float`, `bool`, `list[...]`, `dict[str, ...]`, `X | None`) and it returns steps, which
-/// may name only the secrets and environment whose names the call passed. The module's
+/// may name only the secrets and environment whose names the call passed, and declare no
+/// `id_tokens=` (a token would carry the calling repository's identity). The module's
 /// repository, path and commit are part of the plan and its hash (`plan.modules`). At most
 /// 16 modules, 256 KiB each; a module may not `use` another. See the guide's "Sharing
 /// steps".
@@ -302,14 +303,16 @@ impl ModuleFunction {
     }
 }
 
-/// For the bootstrap only: a step's id, the secrets it names and its environment.
+/// For the bootstrap only: a step's id, the secrets it names, its environment and the
+/// variables of the `id_tokens` it declares.
 #[pyfunction]
-fn step_grants(step: &Bound<'_, StepObject>) -> (String, Vec<String>, Option<String>) {
+fn step_grants(step: &Bound<'_, StepObject>) -> (String, Vec<String>, Option<String>, Vec<String>) {
     let step = &step.get().step;
     (
         step.id.clone(),
         step.secrets.clone(),
         step.environment.clone(),
+        step.id_tokens.keys().cloned().collect(),
     )
 }
 

@@ -487,7 +487,9 @@ def _strings(value, found, depth=0):
 def call_function(label, name, function, args, kwargs):
     """Calls a used module's function: the arguments checked against its declared types,
     its result checked to be steps naming only secrets (and an environment) the caller
-    passed in as arguments."""
+    passed in as arguments, and declaring no id_tokens: a token is signed for the calling
+    repository's run, so it would carry that repository's identity to whatever the
+    module's step does with it."""
     signature = inspect.signature(function)
     unknown = [k for k in kwargs if k not in signature.parameters]
     if unknown:
@@ -517,7 +519,13 @@ def call_function(label, name, function, args, kwargs):
     if type(steps) not in (list, tuple) or not all(isinstance(s, _host.Step) for s in steps):
         raise TypeError(f"{label}: {name}() must return a Step or a list of Steps, got {type(result).__name__}")
     for step in steps:
-        step_id, secrets, environment = _host.step_grants(step)
+        step_id, secrets, environment, id_tokens = _host.step_grants(step)
+        if id_tokens:
+            raise ValueError(
+                f"{label}: {name}() built step '{step_id}' declaring id_tokens ('{id_tokens[0]}'); "
+                "a used module's step may not: its token would carry the calling repository's identity, "
+                "so only the calling workflow declares id_tokens"
+            )
         for secret in secrets:
             if secret not in passed:
                 raise ValueError(
