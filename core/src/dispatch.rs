@@ -112,6 +112,10 @@ pub struct Dispatch {
     /// engine's cache endpoints read a cache's restore prefixes from here. Absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub caches: Vec<evaluator::caches::Cache>,
+    /// The step's `id_tokens` (variable → audience): the claim signs one token per entry
+    /// when the run may have them ([`crate::id_tokens`]). Absent when none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub id_tokens: BTreeMap<String, String>,
 }
 
 impl Dispatch {
@@ -383,6 +387,7 @@ pub fn build(
         } else {
             Vec::new()
         },
+        id_tokens: step.id_tokens.clone(),
     })
 }
 

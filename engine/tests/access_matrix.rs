@@ -174,6 +174,8 @@ fn rule(method: &str, path: &str) -> Option<Case> {
                 .missing("has no artifacts")
         }
         ("get", "/api/runs/{id}/annotations") => case(Reader, "/api/runs/{run}/annotations"),
+        ("get", "/api/runs/{id}/id-tokens") => case(Reader, "/api/runs/{run}/id-tokens"),
+        ("post", "/api/id-tokens/rotate") => case(Admin, "/api/id-tokens/rotate"),
         ("get", "/api/runs/{id}/steps/{step}/transcript") => {
             case(Reader, "/api/runs/{run}/steps/build/transcript").missing("kept no transcript")
         }

@@ -46,6 +46,7 @@ mod forges;
 mod forks;
 mod github_app;
 mod handoff;
+mod id_tokens;
 mod image;
 mod installations;
 mod issue_to_pr;

@@ -19,7 +19,7 @@ use serde_json::Value;
 /// credential it found survives the runner's masking and shows up in the stored log; then
 /// tries every token-like word it saw as a registration token on every local port.
 const HUNTER: &str = r#"
-import glob, json, os, re, socket, sys, time, urllib.request
+import glob, json, os, re, socket, sys, time, urllib.error, urllib.request
 
 time.sleep(float(os.environ.get("HUNT_AFTER", "1")))
 found = []
@@ -94,7 +94,12 @@ for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         pass
 registered = 0
 for port in sorted(ports):
+    # A port that leaves a request unanswered (another test's listener nobody serves any
+    # more) is no engine: one silence and the hunter moves on, as an attacker would.
+    silent = False
     for word in sorted(words)[:400]:
+        if silent:
+            break
         body = json.dumps({"name": "hunter", "labels": {}, "ephemeral": True}).encode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/internal/register", data=body, method="POST",
@@ -103,6 +108,10 @@ for port in sorted(ports):
             with urllib.request.urlopen(request, timeout=2) as answer:
                 if answer.status == 200:
                     registered += 1
+        except (TimeoutError, socket.timeout):
+            silent = True
+        except urllib.error.URLError as error:
+            silent = isinstance(error.reason, (TimeoutError, socket.timeout))
         except Exception:
             pass
 print(f"hunted {len(found)} sources, {len(words)} words, {len(ports)} ports, registered {registered}")

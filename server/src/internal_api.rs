@@ -93,6 +93,8 @@ pub struct InternalConfig {
     /// Where `prompt_file`s are read from instead of the step's workspace
     /// ([`crate::server::EngineConfig::prompt_root`]).
     pub prompt_root: Option<std::path::PathBuf>,
+    /// The `iss` of steps' OpenID Connect tokens ([`crate::oidc`]).
+    pub oidc_issuer: std::sync::Arc<str>,
     /// The cluster's egress proxy, when one is configured (`--egress-proxy-token-file`):
     /// allow-list assignments carry a grant for it, and it may ask about them.
     pub egress: Option<EgressAuth>,
@@ -608,6 +610,30 @@ async fn prepare_assignment(
         claimed.attempt_id,
         &dispatch.network,
     )?;
+    // Its OpenID Connect tokens, made last (nothing after this refuses the attempt): each a
+    // secret of the run from the moment it is made (`crate::id_tokens`).
+    let mut secrets = secrets.values;
+    if !dispatch.id_tokens.is_empty() {
+        if !runner.secrets {
+            return Ok(Err(AttemptRefused::RunnerWithoutSecrets {
+                names: dispatch.id_tokens.keys().cloned().collect(),
+                runner: runner.id,
+            }));
+        }
+        let request = crate::id_tokens::Request {
+            issuer: &state.config.oidc_issuer,
+            run_id: claimed.run_id,
+            step_id: &claimed.step_id,
+            attempt: claimed.number,
+            tokens: &dispatch.id_tokens,
+            timeout_secs: dispatch.timeout_secs,
+        };
+        let issued = crate::id_tokens::for_step(&state.executor, request).await?;
+        secrets.extend(issued.values);
+        if !issued.withheld.is_empty() {
+            env.insert("PLUE_ID_TOKENS_WITHHELD".into(), issued.withheld.join(","));
+        }
+    }
     Ok(Ok(Assignment {
         attempt_id: claimed.attempt_id,
         run_id: claimed.run_id,
@@ -615,7 +641,7 @@ async fn prepare_assignment(
         attempt: u32::try_from(claimed.number).unwrap_or(u32::MAX),
         action,
         env,
-        secrets: secrets.values,
+        secrets,
         timeout_secs: dispatch.timeout_secs,
         workspace,
         handoff: wire::Handoff {

@@ -5,6 +5,7 @@
 //! - [`webhooks`]: the forges' deliveries, verified and handed to the registry.
 //! - [`internal_api`]: the runner protocol's server side; [`debug_relay`]: `plue debug`'s
 //!   terminal relayed between a user and a runner; [`sweeper`]: the engine's timers.
+//! - [`oidc`]: the engine as the OpenID Connect issuer of steps' tokens (`/.well-known`).
 //! - [`ops`]: `/metrics`, `/healthz`, `/readyz` and the request counter; [`pool_gauges`]:
 //!   the pools' counts in the metrics' terms.
 //! - [`server`]: wires the above into a running engine; [`runner_socket`]: the private Unix
@@ -24,6 +25,7 @@ pub mod due_wake;
 pub mod http_error;
 pub mod internal_api;
 pub mod json_body;
+pub mod oidc;
 pub mod ops;
 mod percent;
 pub mod pool_gauges;
@@ -36,7 +38,7 @@ pub mod web;
 pub mod webhooks;
 
 pub use plue_core::{
-    annotations, artifacts, dispatch, engine_secrets, events, executor, forge, launch, metrics,
-    outbound, outbound_wall, pool, pricing, registry, runner_scope, safe_outputs, schedule,
-    scheduler, status_reporter, store, tokens, transcripts, vault,
+    annotations, artifacts, dispatch, engine_secrets, events, executor, forge, id_tokens, launch,
+    metrics, outbound, outbound_wall, pool, pricing, registry, runner_scope, safe_outputs,
+    schedule, scheduler, status_reporter, store, tokens, transcripts, vault,
 };

@@ -411,6 +411,13 @@ async fn start_serving(
         pool_task = Some(tokio::spawn(pool.run(pool_shutdown.clone())));
     }
 
+    // Steps' OpenID Connect tokens name this issuer; relying parties fetch its keys there.
+    let issuer: Arc<str> = config
+        .public_url
+        .as_deref()
+        .unwrap_or(&url)
+        .trim_end_matches('/')
+        .into();
     let internal = internal_api::router(InternalState {
         executor: executor.clone(),
         config: Arc::new(InternalConfig {
@@ -421,6 +428,7 @@ async fn start_serving(
             poll_recheck: config.poll_recheck,
             log_quotas: config.log_quotas,
             prompt_root: config.prompt_root.clone(),
+            oidc_issuer: issuer.clone(),
             egress: config
                 .egress_proxy_token
                 .as_deref()
@@ -481,7 +489,11 @@ async fn start_serving(
         draining: draining.clone(),
         pools: crate::pool_gauges::reader(pool_status.clone(), config.pool_classes.clone()),
     });
-    let public = public.merge(hooks).merge(ops);
+    let oidc = crate::oidc::router(crate::oidc::OidcState {
+        executor: executor.clone(),
+        issuer: issuer.clone(),
+    });
+    let public = public.merge(hooks).merge(ops).merge(oidc);
     let app = match runner_listener {
         None => public.merge(internal),
         Some(runner_listener) => {

@@ -42,6 +42,7 @@ mod installations;
 mod known_steps;
 mod logs;
 pub mod migrations;
+mod oidc_keys;
 mod people;
 mod postgres_pool;
 mod proposals;
@@ -87,6 +88,7 @@ pub use installations::{InstallationFacts, InstallationRow};
 pub use known_steps::KnownSteps;
 pub use logs::quota::{self as log_quota, LogBudget, LogQuotas, OverLogQuota};
 pub use logs::{BatchEnd, LogAttempt, StoredLine};
+pub use oidc_keys::{OidcKeyRow, ID_TOKEN_ISSUED};
 pub use people::{
     valid_name, ForgeLoginRow, GroupRow, NameError, NewUser, Triggerer, UserKind, UserRow,
 };

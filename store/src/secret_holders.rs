@@ -10,16 +10,19 @@ use std::collections::HashMap;
 use evaluator::plan::Plan;
 
 /// Which steps of `plan` only runners allowed secrets may claim, indexed like
-/// `plan.steps`: those that hold secrets (one they name, or an `llm` step's API key) when
-/// the run may have any, and those that take, directly or through other steps, the
-/// workspace or artifacts of one — a step with secrets may write them into its files.
+/// `plan.steps`: those that hold secrets (one they name, an OpenID Connect token, or an
+/// `llm` step's API key) when the run may have any, and those that take, directly or
+/// through other steps, the workspace or artifacts of one — a step with secrets may write
+/// them into its files.
 pub fn needs_secrets_runner(plan: &Plan, secrets_allowed: bool) -> Vec<bool> {
     let mut needs: Vec<bool> = plan
         .steps
         .iter()
         .map(|step| {
             secrets_allowed
-                && (!step.secrets.is_empty() || step.action.step_kind().talks_to_model())
+                && (!step.secrets.is_empty()
+                    || !step.id_tokens.is_empty()
+                    || step.action.step_kind().talks_to_model())
         })
         .collect();
     let index: HashMap<&str, usize> = plan

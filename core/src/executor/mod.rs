@@ -75,6 +75,8 @@ pub struct Executor {
     prices: Arc<crate::pricing::Prices>,
     /// Steps whose final workspace every run keeps (`plue run --export STEP=DIR`).
     kept_workspaces: BTreeSet<String>,
+    /// The keys steps' OpenID Connect tokens are signed with ([`crate::id_tokens`]).
+    id_tokens: crate::id_tokens::IdTokens,
 }
 
 /// What a runner's completion says besides its [`Report`].
@@ -190,6 +192,7 @@ impl Executor {
             kept_workspaces: BTreeSet::new(),
             max_parallel: max_parallel.max(1) as i64,
             prices: Arc::new(crate::pricing::Prices::builtin()),
+            id_tokens: crate::id_tokens::IdTokens::default(),
         }
     }
 
@@ -238,6 +241,24 @@ impl Executor {
     /// (tests and benchmarks check that the others read only what changed).
     pub fn steps_read(&self) -> u64 {
         self.steps_read.load(Ordering::Relaxed)
+    }
+
+    /// The keys steps' OpenID Connect tokens are signed with.
+    pub fn id_tokens(&self) -> &crate::id_tokens::IdTokens {
+        &self.id_tokens
+    }
+
+    /// The environment step `step_id` of run `run_id` names, if any.
+    pub async fn step_environment(
+        &self,
+        run_id: i64,
+        step_id: &str,
+    ) -> anyhow::Result<Option<String>> {
+        let plan = self.plan(run_id).await?;
+        let facts = self.lock_outputs().facts(run_id, &plan);
+        Ok(facts
+            .step(&plan, step_id)
+            .and_then(|step| step.environment.clone()))
     }
 
     pub fn store(&self) -> &Store {

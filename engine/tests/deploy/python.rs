@@ -33,18 +33,23 @@ pub(crate) fn python() -> &'static Path {
 
 /// Runs `script` (a file of `engine/tests/deploy/`) with `args`, feeding `stdin`.
 pub(crate) fn run_script(script: &str, args: &[&str], stdin: &[u8]) -> Output {
-    use std::io::Write;
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/deploy")
         .join(script);
-    let mut child = Command::new(python())
-        .arg(&path)
+    run_with(python(), &path, args, stdin)
+}
+
+/// Runs the Python file `script` with the interpreter `python` and `args`, feeding `stdin`.
+pub(crate) fn run_with(python: &Path, script: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(python)
+        .arg(script)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", path.display()));
+        .unwrap_or_else(|e| panic!("starting {}: {e}", script.display()));
     child
         .stdin
         .take()

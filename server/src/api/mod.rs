@@ -26,6 +26,7 @@ mod debug;
 mod environments;
 pub mod followers;
 mod forges;
+pub(crate) mod id_tokens;
 mod installations;
 pub(crate) mod logs;
 mod openapi;
@@ -99,6 +100,8 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(cancel_run))
         .routes(routes!(rerun))
         .routes(routes!(annotations::list))
+        .routes(routes!(id_tokens::list))
+        .routes(routes!(id_tokens::rotate))
         .routes(routes!(logs::step_logs))
         .routes(routes!(approvals::approve))
         .routes(routes!(approvals::reject))

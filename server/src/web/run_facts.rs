@@ -3,7 +3,8 @@
 //! summoned it from, with its title; a pull request run's pull request, with the title its
 //! webhook delivery carried (stored with the run, `run_titles`); the message of the run's
 //! commit, read from the repository's mirror; and on GitHub, the check run the engine
-//! reports the run to (`check_runs`).
+//! reports the run to (`check_runs`); and the OpenID Connect identities its steps got
+//! (`id_tokens`: audience and subject, from the audit, never a token).
 //!
 //! Invariants:
 //! - Everything here is text people wrote (inputs, titles, commit messages, logins): the
@@ -39,6 +40,18 @@ pub(super) struct RunFacts {
     body: Option<String>,
     /// The page of the GitHub check run the engine reports the run to, on its commit.
     check_run: Option<String>,
+    /// The OpenID Connect tokens its steps got, oldest first.
+    identities: Vec<Identity>,
+}
+
+/// A token a step got, as the run page shows it.
+#[derive(Debug, Serialize)]
+struct Identity {
+    step: String,
+    attempt: i64,
+    variable: String,
+    audience: String,
+    subject: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -85,6 +98,19 @@ pub(super) async fn load(web: &Web, run: &RunRow) -> WebResult<RunFacts> {
             about.title = store.run_title(run.id).await?;
         }
     }
+    facts.identities = store
+        .id_tokens_issued(run.id)
+        .await?
+        .iter()
+        .filter_map(crate::api::id_tokens::IssuedView::of)
+        .map(|issued| Identity {
+            step: issued.step,
+            attempt: issued.attempt,
+            variable: issued.variable,
+            audience: issued.audience,
+            subject: issued.subject,
+        })
+        .collect();
     let repo = match run.repo_id {
         Some(repo_id) => store.repo_by_id(repo_id).await?,
         None => None,

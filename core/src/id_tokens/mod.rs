@@ -1,0 +1,287 @@
+//! OpenID Connect tokens for steps: a step that declares `id_tokens={"VAR": "audience"}`
+//! gets, when it is claimed, one short-lived JWT per entry in `VAR`, signed by the engine,
+//! which a cloud or Vault trades for credentials under a trust policy on its claims
+//! ([`Claims`], modelled on GitHub Actions'), so no long-lived cloud secret need exist.
+//! The engine publishes its discovery document and keys ([`discovery`], [`jwks`]) for
+//! relying parties to verify them.
+//!
+//! Invariants:
+//! - A token is signed only for a trusted run (not a pull request from a fork, not an
+//!   event the engine itself caused: `runs.secrets_allowed`); an untrusted run's step runs
+//!   without its tokens, their names in `withheld`.
+//! - A token is a secret of its run from the moment it is made: it is held for the run's
+//!   outbound wall and log masking before it leaves ([`for_step`]), and its issue is
+//!   audited (`id_token.issue`: step, attempt, audience, subject, token id, expiry — never
+//!   the token).
+//! - It lives [`ttl_secs`] of the step's timeout, between [`MIN_TTL_SECS`] and
+//!   [`MAX_TTL_SECS`].
+//! - Keys: with a keyed vault, RSA keys stored sealed (`oidc_keys`), shared by every
+//!   replica; the newest active one signs, and a retired one stays published for
+//!   [`RETIRED_PUBLISHED_MS`], longer than any token it signed lives. Without a vault key a
+//!   key is made per process and never stored (a local engine's tokens verify while it
+//!   runs).
+
+mod claims;
+mod keys;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use serde_json::{json, Value};
+
+pub use claims::{subject, Claims, StepFacts};
+
+use crate::executor::Executor;
+use crate::store::{now_ms, Audit, OidcKeyRow, Store, ID_TOKEN_ISSUED};
+use crate::vault::Vault;
+use keys::SigningKey;
+
+/// The shortest life of a token, whatever the step's timeout.
+pub const MIN_TTL_SECS: i64 = 5 * 60;
+/// The longest life of a token.
+pub const MAX_TTL_SECS: i64 = 60 * 60;
+/// How long a retired key stays published: twice the longest life of a token.
+pub const RETIRED_PUBLISHED_MS: i64 = 2 * MAX_TTL_SECS * 1000;
+
+/// The life of a token of a step whose timeout is `timeout_secs`.
+pub fn ttl_secs(timeout_secs: u64) -> i64 {
+    i64::try_from(timeout_secs)
+        .unwrap_or(i64::MAX)
+        .clamp(MIN_TTL_SECS, MAX_TTL_SECS)
+}
+
+/// The engine's signing keys as this process knows them.
+#[derive(Default)]
+pub struct IdTokens {
+    /// Stored keys already parsed, by key id (a stored key never changes).
+    parsed: Mutex<HashMap<String, Arc<SigningKey>>>,
+    /// The key of an engine without a vault key: made once, never stored.
+    ephemeral: tokio::sync::OnceCell<Arc<SigningKey>>,
+    /// Held while this process makes the first stored key.
+    making: tokio::sync::Mutex<()>,
+}
+
+impl IdTokens {
+    /// The keys to publish, the signer first.
+    async fn published(
+        &self,
+        store: &Store,
+        vault: &Vault,
+    ) -> anyhow::Result<Vec<Arc<SigningKey>>> {
+        if !vault.is_keyed() {
+            return Ok(vec![self.ephemeral().await?]);
+        }
+        let mut rows = store.oidc_keys(now_ms() - RETIRED_PUBLISHED_MS).await?;
+        if !rows.iter().any(|row| row.retired_at.is_none()) {
+            let _making = self.making.lock().await;
+            rows = store.oidc_keys(now_ms() - RETIRED_PUBLISHED_MS).await?;
+            if !rows.iter().any(|row| row.retired_at.is_none()) {
+                let (key, pem) = generate().await?;
+                let sealed = vault.seal(&pem)?;
+                store
+                    .add_first_oidc_key(key.kid(), &sealed, now_ms())
+                    .await?;
+                rows = store.oidc_keys(now_ms() - RETIRED_PUBLISHED_MS).await?;
+            }
+        }
+        // Active keys first (newest first), then the retired ones.
+        rows.sort_by_key(|row| row.retired_at.is_some());
+        rows.iter().map(|row| self.parse(row, vault)).collect()
+    }
+
+    async fn ephemeral(&self) -> anyhow::Result<Arc<SigningKey>> {
+        self.ephemeral
+            .get_or_try_init(|| async { generate().await.map(|(key, _)| Arc::new(key)) })
+            .await
+            .cloned()
+    }
+
+    fn parse(&self, row: &OidcKeyRow, vault: &Vault) -> anyhow::Result<Arc<SigningKey>> {
+        let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(key) = parsed.get(&row.kid) {
+            return Ok(key.clone());
+        }
+        let pem = vault
+            .open(&row.sealed_key)
+            .with_context(|| format!("opening token key {}", row.kid))?;
+        let key = Arc::new(SigningKey::from_pem(&pem)?);
+        parsed.insert(row.kid.clone(), key.clone());
+        Ok(key)
+    }
+}
+
+/// A new key, made off the async threads (an RSA key takes a moment).
+async fn generate() -> anyhow::Result<(SigningKey, String)> {
+    tokio::task::spawn_blocking(SigningKey::generate)
+        .await
+        .context("making a token key")?
+}
+
+/// The engine's published keys, as a JSON Web Key Set.
+pub async fn jwks(executor: &Executor) -> anyhow::Result<Value> {
+    let keys = executor
+        .id_tokens()
+        .published(executor.store(), executor.vault())
+        .await?;
+    let keys: Vec<&Value> = keys.iter().map(|key| key.jwk()).collect();
+    Ok(json!({ "keys": keys }))
+}
+
+/// The OpenID Connect discovery document of the engine at `issuer`.
+pub fn discovery(issuer: &str) -> Value {
+    let issuer = issuer.trim_end_matches('/');
+    json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/.well-known/jwks"),
+        "subject_types_supported": ["public"],
+        "response_types_supported": ["id_token"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "scopes_supported": ["openid"],
+        "claims_supported": [
+            "iss", "aud", "sub", "iat", "nbf", "exp", "jti", "repository",
+            "repository_owner", "repository_id", "ref", "ref_type", "sha", "event_name",
+            "workflow", "run_id", "run_attempt", "step", "environment", "actor", "trusted",
+            "runner_environment",
+        ],
+    })
+}
+
+/// Makes a new signing key the signer, retiring the active ones (still published for
+/// [`RETIRED_PUBLISHED_MS`]); its key id. Refused without a vault key: such an engine's
+/// key lives in its memory only and is new at every start.
+pub async fn rotate(executor: &Executor) -> anyhow::Result<String> {
+    let vault = executor.vault();
+    if !vault.is_keyed() {
+        anyhow::bail!(
+            "this engine has no PLUE_SECRET_KEY: its token key is never stored, and a new one \
+             is made at every start"
+        );
+    }
+    let (key, pem) = generate().await?;
+    let sealed = vault.seal(&pem)?;
+    executor
+        .store()
+        .rotate_oidc_key(key.kid(), &sealed, now_ms())
+        .await?;
+    Ok(key.kid().to_owned())
+}
+
+/// A claimed attempt that asks for tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The engine's URL as relying parties reach it.
+    pub issuer: &'a str,
+    pub run_id: i64,
+    pub step_id: &'a str,
+    /// The attempt's number.
+    pub attempt: i64,
+    /// Variable → audience, as the step declares them.
+    pub tokens: &'a BTreeMap<String, String>,
+    pub timeout_secs: u64,
+}
+
+/// What a claimed step gets.
+#[derive(Debug, Default)]
+pub struct Issued {
+    /// Variable → token.
+    pub values: BTreeMap<String, String>,
+    /// The variables left unset: the run is not trusted.
+    pub withheld: Vec<String>,
+}
+
+/// The tokens of `request`: signed, held for the run's wall and audited when the run is
+/// trusted, else withheld.
+pub async fn for_step(executor: &Executor, request: Request<'_>) -> anyhow::Result<Issued> {
+    if request.tokens.is_empty() {
+        return Ok(Issued::default());
+    }
+    let store = executor.store();
+    let run_id = request.run_id;
+    let run = store
+        .run(run_id)
+        .await?
+        .with_context(|| format!("no run {run_id}"))?;
+    if !run.secrets_allowed {
+        return Ok(Issued {
+            values: BTreeMap::new(),
+            withheld: request.tokens.keys().cloned().collect(),
+        });
+    }
+    let repository = match run.repo_id {
+        Some(id) => {
+            let repo = store
+                .repo_by_id(id)
+                .await?
+                .with_context(|| format!("the repository of run {run_id} is gone"))?;
+            Some((repo.name, id))
+        }
+        None => None,
+    };
+    let environment = executor.step_environment(run_id, request.step_id).await?;
+    let actor = store.triggerer_of(run_id).await?;
+    let facts = StepFacts {
+        issuer: request.issuer.trim_end_matches('/'),
+        repository: repository.as_ref().map(|(name, id)| (name.as_str(), *id)),
+        git_ref: &run.git_ref,
+        sha: &run.sha,
+        event: &run.event,
+        workflow: &run.workflow_name,
+        run_id,
+        attempt: request.attempt,
+        step: request.step_id,
+        environment: environment.as_deref(),
+        actor: actor.as_deref(),
+        trusted: run.secrets_allowed,
+    };
+    let signer = executor
+        .id_tokens()
+        .published(store, executor.vault())
+        .await?
+        .into_iter()
+        .next()
+        .context("no token key")?;
+    let now = now_ms();
+    let ttl = ttl_secs(request.timeout_secs);
+    let mut issued = Issued::default();
+    for (variable, audience) in request.tokens {
+        let claims = Claims::new(&facts, audience, now / 1000, ttl, token_id()?);
+        let token = signer.sign(&claims)?;
+        // Held before it leaves: the run's wall and masking know it from now on.
+        let sealed = executor.vault().seal_or_keep(&token)?;
+        store
+            .hold_secrets(run_id, &[(variable.clone(), sealed)], now)
+            .await?;
+        store
+            .audit(&Audit {
+                user_id: None,
+                actor: "engine",
+                action: ID_TOKEN_ISSUED,
+                repo_id: run.repo_id,
+                run_id: Some(run_id),
+                detail: json!({
+                    "step": request.step_id,
+                    "attempt": request.attempt,
+                    "variable": variable,
+                    "aud": claims.aud,
+                    "sub": claims.sub,
+                    "jti": claims.jti,
+                    "exp": claims.exp,
+                    "kid": signer.kid(),
+                    "trusted": claims.trusted,
+                }),
+            })
+            .await?;
+        issued.values.insert(variable.clone(), token);
+    }
+    Ok(issued)
+}
+
+/// A random token id.
+fn token_id() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
+    Ok(hex::encode(bytes))
+}
