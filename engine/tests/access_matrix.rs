@@ -341,6 +341,7 @@ async fn world() -> World {
                 reviewers: vec![],
                 wait_timer_s: 0,
                 prevent_self_review: true,
+                untrusted_id_tokens: false,
             };
             store
                 .put_environment(repo_id, env, &settings)

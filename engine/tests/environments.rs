@@ -517,6 +517,7 @@ async fn environments_are_stored_alike_on_both_backends() {
             reviewers: vec!["alice".into()],
             wait_timer_s: 0,
             prevent_self_review: true,
+            untrusted_id_tokens: false,
         };
         let prod = store
             .put_environment(repo_id, "Prod", &settings)
@@ -528,6 +529,7 @@ async fn environments_are_stored_alike_on_both_backends() {
             .unwrap();
         let replaced = EnvironmentSettings {
             wait_timer_s: 7,
+            untrusted_id_tokens: true,
             ..settings.clone()
         };
         let again = store
@@ -539,7 +541,7 @@ async fn environments_are_stored_alike_on_both_backends() {
             (prod.id, "prod"),
             "{backend}"
         );
-        assert_eq!(again.settings.wait_timer_s, 7);
+        assert_eq!(again.settings, replaced, "{backend}");
         assert_eq!(
             store
                 .environment(repo_id, "PROD")

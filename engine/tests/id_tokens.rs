@@ -17,21 +17,22 @@ use crate::python;
 use crate::support;
 
 const ADMIN: &str = support::ADMIN_TOKEN;
-const KEY: &str = "a vault key long enough for the id token tests";
-const LIMIT: Duration = Duration::from_secs(90);
-const AUDIENCE: &str = "sts.amazonaws.com";
+pub(crate) const KEY: &str = "a vault key long enough for the id token tests";
+pub(crate) const LIMIT: Duration = Duration::from_secs(90);
+pub(crate) const AUDIENCE: &str = "sts.amazonaws.com";
 /// The relying party's packages, pinned.
 const RELYING_PARTY: &[&str] = &["PyJWT[crypto]==2.10.1", "cryptography==50.0.2"];
 
-type Harness = support::RepoEngine<u32>;
+pub(crate) type Harness = support::RepoEngine<u32>;
 
 /// A step `deploy` asking for a token for [`AUDIENCE`] in `CLOUD_TOKEN`: it prints the token
 /// in two halves, the whole of it (which the log must mask), and what was withheld.
-fn deploy_step(environment: Option<&str>) -> Step {
+pub(crate) fn deploy_step(environment: Option<&str>) -> Step {
     let mut step = Step::bash(
         "deploy",
         "t=\"${CLOUD_TOKEN:-}\"; printf 'half1=%s\\nhalf2=%s\\n' \"${t:0:40}\" \"${t:40}\"; \
-         echo \"whole=$t\"; echo \"withheld=${PLUE_ID_TOKENS_WITHHELD:-}\"",
+         echo \"whole=$t\"; echo \"withheld=${PLUE_ID_TOKENS_WITHHELD:-}\"; \
+         echo \"secrets_withheld=${PLUE_SECRETS_WITHHELD:-}\"",
     );
     step.id_tokens.insert("CLOUD_TOKEN".into(), AUDIENCE.into());
     step.environment = environment.map(str::to_owned);
@@ -39,7 +40,7 @@ fn deploy_step(environment: Option<&str>) -> Step {
 }
 
 /// The log of `deploy` in run `run`: its lines' text.
-async fn deploy_log(h: &Harness, run: i64) -> String {
+pub(crate) async fn deploy_log(h: &Harness, run: i64) -> String {
     let lines = support::log_lines(&support::client(), &h.engine.url, run, "deploy")
         .await
         .expect("the deploy step's log");
@@ -51,7 +52,7 @@ async fn deploy_log(h: &Harness, run: i64) -> String {
 }
 
 /// The token the step printed in halves (empty when it got none).
-fn printed_token(log: &str) -> String {
+pub(crate) fn printed_token(log: &str) -> String {
     let half = |name: &str| {
         log.lines()
             .find_map(|line| line.strip_prefix(&format!("{name}=")))
@@ -84,7 +85,7 @@ async fn relying_party(issuer: &str, audience: &str, token: &str) -> Result<Valu
     .expect("the relying party")
 }
 
-async fn succeeded(h: &Harness, run: i64) {
+pub(crate) async fn succeeded(h: &Harness, run: i64) {
     h.wait_run(run, LIMIT).await;
     let row = h.store().run(run).await.unwrap().expect("the run");
     assert_eq!(
@@ -210,6 +211,7 @@ async fn a_trusted_step_gets_a_token_that_a_relying_party_verifies() {
     relying_party(&h.engine.url, AUDIENCE, &token)
         .await
         .unwrap();
+    h.engine.shutdown().await;
 }
 
 /// A pull request from a fork gets no token (the step runs, the name in
@@ -246,6 +248,7 @@ async fn a_fork_gets_no_token_and_a_pull_request_says_so_in_its_subject() {
     assert_eq!(claims["sub"], "repo:acme/app:pull_request");
     assert_eq!(claims["event_name"], "pull_request");
     assert_eq!(claims["trusted"], true);
+    h.engine.shutdown().await;
 }
 
 /// A step in an environment gets a token whose subject names the environment (what a
@@ -282,4 +285,67 @@ async fn a_step_in_an_environment_gets_the_environment_as_its_subject() {
         )
         .await;
     assert_eq!(listed, json!([]));
+    h.engine.shutdown().await;
+}
+
+/// An environment may let untrusted runs' steps have tokens (`untrusted_id_tokens`, which
+/// needs reviewers): a fork's step in it waits for the review, then gets a token that says
+/// `trusted: false` — and never the environment's secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_may_let_a_reviewed_fork_step_have_an_untrusted_token() {
+    let _serial = support::serial().await;
+    let h = Harness::with_local_runner("id-tokens-fork-env", KEY, "id-tokens-runner").await;
+    let path = "/api/repos/acme/app/environments/preview";
+    let unreviewed = json!({"allowed_refs": [], "untrusted_id_tokens": true});
+    let (status, body) = h.call(ADMIN, "PUT", path, Some(unreviewed)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("needs reviewers"), "{body}");
+    let settings = json!({"allowed_refs": [], "reviewers": ["alice"], "untrusted_id_tokens": true});
+    h.call_ok(ADMIN, "PUT", path, Some(settings), 200).await;
+    let secret = Some(json!({ "value": "preview-deploy-key-4f1e" }));
+    h.call_ok(
+        ADMIN,
+        "PUT",
+        &format!("{path}/secrets/DEPLOY_KEY"),
+        secret,
+        204,
+    )
+    .await;
+    let (_, _, alice) =
+        support::user_with_token(h.store(), "alice", &[(h.repo_id, "writer")]).await;
+    let mut step = deploy_step(Some("preview"));
+    step.secrets = vec!["DEPLOY_KEY".into()];
+    let plan = support::plan("deploy", vec![step]);
+
+    let fork = support::start_pr_run(&h.engine.executor, h.repo_id, &plan, true).await;
+    // The step waits for alice's review.
+    let approve = format!("/api/runs/{fork}/steps/deploy/approve");
+    support::wait_for(LIMIT, "the review to be asked for", || async {
+        let comment = Some(json!({"comment": "preview is fine"}));
+        let (status, _) = h.call(&alice, "POST", &approve, comment).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    succeeded(&h, fork).await;
+    let log = deploy_log(&h, fork).await;
+    assert!(log.contains("secrets_withheld=DEPLOY_KEY"), "{log}");
+    assert!(!log.contains("preview-deploy-key-4f1e"), "{log}");
+    let token = printed_token(&log);
+    let claims = relying_party(&h.engine.url, AUDIENCE, &token)
+        .await
+        .unwrap_or_else(|e| panic!("the fork's reviewed token does not verify: {e}"));
+    assert_eq!(claims["sub"], "repo:acme/app:environment:preview");
+    assert_eq!(claims["environment"], "preview");
+    assert_eq!(claims["trusted"], false);
+    let listed = h
+        .call_ok(
+            ADMIN,
+            "GET",
+            &format!("/api/runs/{fork}/id-tokens"),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(listed[0]["trusted"], false, "{listed}");
+    h.engine.shutdown().await;
 }

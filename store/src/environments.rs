@@ -29,6 +29,10 @@ pub struct EnvironmentSettings {
     pub wait_timer_s: i64,
     /// The run's triggerer may not review it.
     pub prevent_self_review: bool,
+    /// Steps of untrusted runs (a fork's pull request, an event the engine caused) may use
+    /// it once reviewed, for OpenID Connect tokens marked untrusted — never its secrets.
+    #[serde(default)]
+    pub untrusted_id_tokens: bool,
 }
 
 /// A stored environment.
@@ -68,7 +72,7 @@ pub struct RunOrigin {
 }
 
 const COLUMNS: &str = "id, repo_id, name, allowed_refs, reviewers, wait_timer_s, \
-     prevent_self_review, created_at, updated_at";
+     prevent_self_review, untrusted_id_tokens, created_at, updated_at";
 
 /// An `environments` row as stored (its lists as JSON text).
 #[derive(sqlx::FromRow)]
@@ -80,6 +84,7 @@ struct Stored {
     reviewers: String,
     wait_timer_s: i64,
     prevent_self_review: bool,
+    untrusted_id_tokens: bool,
     created_at: i64,
     updated_at: i64,
 }
@@ -102,6 +107,7 @@ impl Stored {
                 reviewers: list("reviewers", &self.reviewers)?,
                 wait_timer_s: self.wait_timer_s,
                 prevent_self_review: self.prevent_self_review,
+                untrusted_id_tokens: self.untrusted_id_tokens,
             },
             name: self.name,
             created_at: self.created_at,
@@ -124,12 +130,13 @@ impl Store {
         let reviewers = serde_json::to_string(&settings.reviewers)?;
         let sql = format!(
             "INSERT INTO environments (repo_id, name, name_key, allowed_refs, reviewers, \
-             wait_timer_s, prevent_self_review, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+             wait_timer_s, prevent_self_review, untrusted_id_tokens, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
              ON CONFLICT (repo_id, name_key) DO UPDATE SET name = excluded.name, \
              allowed_refs = excluded.allowed_refs, reviewers = excluded.reviewers, \
              wait_timer_s = excluded.wait_timer_s, \
-             prevent_self_review = excluded.prevent_self_review, updated_at = excluded.updated_at \
+             prevent_self_review = excluded.prevent_self_review, \
+             untrusted_id_tokens = excluded.untrusted_id_tokens, updated_at = excluded.updated_at \
              RETURNING {COLUMNS}"
         );
         on_db!(self, pool => {
@@ -141,6 +148,7 @@ impl Store {
                 .bind(reviewers)
                 .bind(settings.wait_timer_s)
                 .bind(settings.prevent_self_review)
+                .bind(settings.untrusted_id_tokens)
                 .bind(now)
                 .fetch_one(pool)
                 .await?;

@@ -4,8 +4,12 @@
 //!
 //! Invariants (server-side, never read from the plan, which only names the environment):
 //! - a step of a repository run whose environment is not defined, of a pull request from
-//!   a fork, or on a branch the environment's `allowed_refs` do not match fails with a
-//!   reason naming why, and is never queued (so never gets a secret);
+//!   a fork (an untrusted run), or on a branch the environment's `allowed_refs` do not
+//!   match fails with a reason naming why, and is never queued (so never gets a secret);
+//!   the one exception is an environment with `untrusted_id_tokens` and reviewers, which an
+//!   untrusted run's step may use after its review — for OpenID Connect tokens marked
+//!   untrusted, never for the environment's secrets (`Executor::secret_values` gives an
+//!   untrusted run none);
 //! - an environment with reviewers makes the step wait (`waiting`, deadline
 //!   [`REVIEW_TIMEOUT_MS`]) before it is queued, whether or not the plan has an approval
 //!   step; an approved review sets the step run's `review_passed_at`, and only then does
@@ -61,9 +65,19 @@ pub fn gates(plan: &Plan, run: &RunEnvironments) -> Vec<Option<Gate>> {
 /// has it (`None`: not defined).
 pub fn gate(name: &str, origin: &RunOrigin, defined: Option<&EnvironmentRow>) -> Gate {
     if origin.from_fork {
-        return Gate::Refused(
-            "environments are not available to pull requests from forks".to_string(),
-        );
+        // Only for OpenID Connect tokens marked untrusted, only after a review: the
+        // branch names of a fork are the fork's own, so `allowed_refs` say nothing here.
+        return match defined.map(|e| &e.settings) {
+            Some(settings) if settings.untrusted_id_tokens && !settings.reviewers.is_empty() => {
+                Gate::Open {
+                    review: true,
+                    wait_ms: settings.wait_timer_s.max(0).saturating_mul(1000),
+                }
+            }
+            _ => Gate::Refused(
+                "environments are not available to pull requests from forks".to_string(),
+            ),
+        };
     }
     let Some(environment) = defined else {
         return Gate::Refused(format!(
@@ -177,6 +191,7 @@ mod tests {
                 reviewers: reviewers.iter().map(|s| s.to_string()).collect(),
                 wait_timer_s,
                 prevent_self_review: true,
+                untrusted_id_tokens: false,
             },
             created_at: 0,
             updated_at: 0,
@@ -212,6 +227,40 @@ mod tests {
             iteration: 1,
             review_passed_at,
         }
+    }
+
+    #[test]
+    fn an_untrusted_run_uses_only_an_environment_that_allows_its_tokens_and_only_reviewed() {
+        let fork = origin(Some("main"), true);
+        // A fork's branch named like an allowed ref opens nothing.
+        let closed = prod(&["main"], &["alice"], 0);
+        assert_eq!(
+            gate("prod", &fork, Some(&closed)),
+            Gate::Refused("environments are not available to pull requests from forks".into())
+        );
+        let mut preview = prod(&[], &["alice"], 30);
+        preview.settings.untrusted_id_tokens = true;
+        // Allowed refs do not apply (the fork's branch names are its own); the review does.
+        assert_eq!(
+            gate("prod", &fork, Some(&preview)),
+            Gate::Open {
+                review: true,
+                wait_ms: 30_000
+            }
+        );
+        assert_eq!(
+            secrets_gate("prod", &fork, Some(&preview), None),
+            Err(GateRefused::NeedsReview {
+                environment: "prod".into()
+            })
+        );
+        assert_eq!(secrets_gate("prod", &fork, Some(&preview), Some(5)), Ok(()));
+        // Without reviewers (a row written around the API's check) it stays closed.
+        preview.settings.reviewers.clear();
+        assert!(matches!(
+            gate("prod", &fork, Some(&preview)),
+            Gate::Refused(_)
+        ));
     }
 
     #[test]

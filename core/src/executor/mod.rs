@@ -243,6 +243,32 @@ impl Executor {
         self.steps_read.load(Ordering::Relaxed)
     }
 
+    /// Whether step `step_id` of the untrusted run `run_id`, in environment `name`, may get
+    /// OpenID Connect tokens: the environment allows untrusted runs' tokens
+    /// (`untrusted_id_tokens`) and its gate, review included, lets the step through now.
+    pub async fn untrusted_tokens_allowed(
+        &self,
+        run_id: i64,
+        step_id: &str,
+        name: &str,
+    ) -> anyhow::Result<bool> {
+        let Some(run) = self.store.run_environments(run_id, &[name]).await? else {
+            return Ok(false);
+        };
+        let (Some(origin), Some(defined)) = (&run.repo, run.defined.get(name)) else {
+            return Ok(false);
+        };
+        if !defined.settings.untrusted_id_tokens {
+            return Ok(false);
+        }
+        let passed = self
+            .store
+            .step_run(run_id, step_id)
+            .await?
+            .and_then(|row| row.review_passed_at);
+        Ok(environments::secrets_gate(name, origin, Some(defined), passed).is_ok())
+    }
+
     /// The keys steps' OpenID Connect tokens are signed with.
     pub fn id_tokens(&self) -> &crate::id_tokens::IdTokens {
         &self.id_tokens
@@ -839,7 +865,9 @@ impl Executor {
                 if let Err(refused) = environments::secrets_gate(name, origin, defined, passed) {
                     return Ok(Err(SecretsRefused::Gate(refused)));
                 }
-                if let Some(defined) = defined {
+                // An untrusted run passes the gate only for tokens (`untrusted_id_tokens`):
+                // the environment's secrets are never read for it.
+                if let Some(defined) = defined.filter(|_| !origin.from_fork) {
                     from_environment = self
                         .store
                         .sealed_environment_secrets(defined.id, names)

@@ -6,9 +6,11 @@
 //! relying parties to verify them.
 //!
 //! Invariants:
-//! - A token is signed only for a trusted run (not a pull request from a fork, not an
-//!   event the engine itself caused: `runs.secrets_allowed`); an untrusted run's step runs
-//!   without its tokens, their names in `withheld`.
+//! - A token is signed for a trusted run (not a pull request from a fork, not an event the
+//!   engine itself caused: `runs.secrets_allowed`), and for an untrusted run's step only in
+//!   an environment that allows it (`untrusted_id_tokens`), after the environment's review
+//!   ([`Executor::untrusted_tokens_allowed`]), its `trusted` claim false; any other
+//!   untrusted step runs without its tokens, their names in `withheld`.
 //! - A token is a secret of its run from the moment it is made: it is held for the run's
 //!   outbound wall and log masking before it leaves ([`for_step`]), and its issue is
 //!   audited (`id_token.issue`: step, attempt, audience, subject, token id, expiry — never
@@ -204,11 +206,22 @@ pub async fn for_step(executor: &Executor, request: Request<'_>) -> anyhow::Resu
         .run(run_id)
         .await?
         .with_context(|| format!("no run {run_id}"))?;
+    let environment = executor.step_environment(run_id, request.step_id).await?;
     if !run.secrets_allowed {
-        return Ok(Issued {
-            values: BTreeMap::new(),
-            withheld: request.tokens.keys().cloned().collect(),
-        });
+        let allowed = match &environment {
+            Some(name) => {
+                executor
+                    .untrusted_tokens_allowed(run_id, request.step_id, name)
+                    .await?
+            }
+            None => false,
+        };
+        if !allowed {
+            return Ok(Issued {
+                values: BTreeMap::new(),
+                withheld: request.tokens.keys().cloned().collect(),
+            });
+        }
     }
     let repository = match run.repo_id {
         Some(id) => {
@@ -220,7 +233,6 @@ pub async fn for_step(executor: &Executor, request: Request<'_>) -> anyhow::Resu
         }
         None => None,
     };
-    let environment = executor.step_environment(run_id, request.step_id).await?;
     let actor = store.triggerer_of(run_id).await?;
     let facts = StepFacts {
         issuer: request.issuer.trim_end_matches('/'),

@@ -57,6 +57,11 @@ pub(crate) struct EnvSetArgs {
     /// Let the user who started a run review it too (refused by default).
     #[arg(long)]
     pub(crate) allow_self_review: bool,
+    /// Let steps of untrusted runs (a fork's pull request, an event the engine caused) use
+    /// it after a reviewer approved them, for OpenID Connect tokens marked untrusted, never
+    /// its secrets. Needs --reviewer.
+    #[arg(long)]
+    pub(crate) untrusted_id_tokens: bool,
     #[command(flatten)]
     pub(crate) server: ServerArgs,
 }

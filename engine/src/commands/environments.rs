@@ -20,10 +20,13 @@ struct Environment {
     reviewers: Vec<String>,
     wait_timer_s: i64,
     prevent_self_review: bool,
+    #[serde(default)]
+    untrusted_id_tokens: bool,
 }
 
 impl Environment {
-    /// One tab-separated line: name, allowed refs, reviewers, wait timer, self review.
+    /// One tab-separated line: name, allowed refs, reviewers, wait timer, self review, and
+    /// `untrusted-id-tokens=allowed` when untrusted runs may have tokens.
     fn line(&self) -> String {
         let list = |items: &[String]| {
             if items.is_empty() {
@@ -32,8 +35,13 @@ impl Environment {
                 items.join(",")
             }
         };
+        let untrusted = if self.untrusted_id_tokens {
+            "\tuntrusted-id-tokens=allowed"
+        } else {
+            ""
+        };
         format!(
-            "{}\trefs={}\treviewers={}\twait={}s\tself-review={}",
+            "{}\trefs={}\treviewers={}\twait={}s\tself-review={}{untrusted}",
             self.name,
             list(&self.allowed_refs),
             list(&self.reviewers),
@@ -70,6 +78,7 @@ pub(crate) async fn run(command: EnvCommand) -> anyhow::Result<ExitCode> {
                 "reviewers": args.reviewers,
                 "wait_timer_s": args.wait_timer,
                 "prevent_self_review": !args.allow_self_review,
+                "untrusted_id_tokens": args.untrusted_id_tokens,
             });
             let path = environment_path(&args.repo, &args.environment)?;
             let environment: Environment = client(&args.server)?
@@ -143,10 +152,22 @@ mod tests {
             reviewers: vec![],
             wait_timer_s: 60,
             prevent_self_review: true,
+            untrusted_id_tokens: false,
         };
         assert_eq!(
             environment.line(),
             "prod\trefs=main,release/*\treviewers=-\twait=60s\tself-review=refused"
+        );
+        let preview = Environment {
+            name: "preview".into(),
+            reviewers: vec!["@maintainers".into()],
+            untrusted_id_tokens: true,
+            ..environment
+        };
+        assert_eq!(
+            preview.line(),
+            "preview\trefs=main,release/*\treviewers=@maintainers\twait=60s\t\
+             self-review=refused\tuntrusted-id-tokens=allowed"
         );
     }
 }

@@ -44,6 +44,10 @@ pub(super) struct EnvironmentView {
     pub wait_timer_s: i64,
     /// The run's triggerer may not review it.
     pub prevent_self_review: bool,
+    /// Steps of untrusted runs (a pull request from a fork, an event the engine caused) may
+    /// use it after its review, for OpenID Connect tokens that say they are untrusted;
+    /// never for its secrets.
+    pub untrusted_id_tokens: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -56,6 +60,7 @@ impl EnvironmentView {
             reviewers: row.settings.reviewers,
             wait_timer_s: row.settings.wait_timer_s,
             prevent_self_review: row.settings.prevent_self_review,
+            untrusted_id_tokens: row.settings.untrusted_id_tokens,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -82,6 +87,11 @@ pub(super) struct PutEnvironment {
     /// Default true.
     #[serde(default = "default_true")]
     prevent_self_review: bool,
+    /// Let steps of untrusted runs (a pull request from a fork, an event the engine caused)
+    /// use the environment after its review, for OpenID Connect tokens that say they are
+    /// untrusted — never its secrets. Needs `reviewers`. Default false.
+    #[serde(default)]
+    untrusted_id_tokens: bool,
 }
 
 fn default_true() -> bool {
@@ -192,11 +202,17 @@ fn settings(body: PutEnvironment) -> ApiResult<EnvironmentSettings> {
             body.wait_timer_s
         )));
     }
+    if body.untrusted_id_tokens && body.reviewers.is_empty() {
+        return Err(ApiError::bad_request(
+            "untrusted_id_tokens needs reviewers: a step of an untrusted run gets a token only              after one of them approved it",
+        ));
+    }
     Ok(EnvironmentSettings {
         allowed_refs: body.allowed_refs,
         reviewers: body.reviewers,
         wait_timer_s: body.wait_timer_s as i64,
         prevent_self_review: body.prevent_self_review,
+        untrusted_id_tokens: body.untrusted_id_tokens,
     })
 }
 
