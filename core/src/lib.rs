@@ -12,7 +12,8 @@
 //!   passes (`plue_outbound`).
 //! - [`artifacts`], [`transcripts`], [`annotations`]: what steps leave behind.
 //! - [`pricing`]: model prices; [`metrics`]: the counters every layer records into.
-//! - [`id_tokens`]: the OpenID Connect tokens the engine signs for steps, and its keys.
+//! - [`id_tokens`]: the OpenID Connect tokens the engine signs for steps, and its keys;
+//!   [`forge_roles`]: people's repository roles learnt from their forge permissions.
 //!
 //! Invariants: nothing here serves or parses HTTP requests (the servers live in
 //! `plue-server`, above this crate); the only way into the store is [`store`]; metrics are
@@ -26,6 +27,7 @@ pub mod caches;
 pub mod dispatch;
 pub mod engine_secrets;
 pub mod executor;
+pub mod forge_roles;
 pub mod id_tokens;
 pub mod launch;
 pub mod metrics;

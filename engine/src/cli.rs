@@ -455,6 +455,10 @@ pub(crate) struct ServeArgs {
     /// it proves alive.
     #[arg(long, default_value_t = 5_000)]
     pub(crate) claim_ack_ms: u64,
+    /// Seconds between refreshes of the roles people hold through their forge permissions
+    /// (for the forge logins linked to them); 0 turns roles from the forge off.
+    #[arg(long, default_value_t = 300)]
+    pub(crate) forge_roles_every_secs: u64,
     /// Most steps of one run running at once.
     #[arg(long, default_value_t = 64)]
     pub(crate) max_parallel: usize,

@@ -42,6 +42,7 @@ mod debug_shell;
 mod dispatch_bomb;
 mod dispatch_ref;
 mod environments;
+mod forge_roles;
 mod forges;
 mod forks;
 mod github_app;

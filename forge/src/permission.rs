@@ -227,6 +227,8 @@ pub struct Permissions {
     /// How long a known identity and an unknown one are kept ([`CACHE_FOR`],
     /// [`FAILURE_CACHE_FOR`]).
     identity_for: (Duration, Duration),
+    /// How long a forge's answer about one login is kept ([`CACHE_FOR`]).
+    answer_for: Duration,
 }
 
 impl Default for Permissions {
@@ -236,6 +238,7 @@ impl Default for Permissions {
             cache: Default::default(),
             identities: Default::default(),
             identity_for: (CACHE_FOR, FAILURE_CACHE_FOR),
+            answer_for: CACHE_FOR,
         }
     }
 }
@@ -394,7 +397,20 @@ impl Permissions {
     }
 
     /// The forge's answer (`None`: the repository has no API to ask).
-    async fn of_forge(
+    /// Learns permissions without keeping the forge's answers: each question is asked of
+    /// the forge (the periodic refresh of forge roles, which must see a change at once).
+    pub fn unremembered() -> Permissions {
+        Permissions {
+            answer_for: Duration::ZERO,
+            ..Permissions::default()
+        }
+    }
+
+    /// What the forge itself says `login` holds on `repo`, through its collaborator-
+    /// permission API (see the module docs; an answer kept [`CACHE_FOR`] unless
+    /// [`Permissions::unremembered`]): `None` when the repository has no forge API to ask.
+    /// A 404 is [`Permission::None`]; a failure to learn is an error, never "none".
+    pub async fn of_forge(
         &self,
         auth: &ForgeAuth,
         repo: &RepoRow,
@@ -435,7 +451,7 @@ impl Permissions {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache
             .get(key)
-            .filter(|(_, at)| at.elapsed() < CACHE_FOR)
+            .filter(|(_, at)| at.elapsed() < self.answer_for)
             .map(|(permission, _)| *permission)
     }
 }

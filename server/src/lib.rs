@@ -38,7 +38,7 @@ pub mod web;
 pub mod webhooks;
 
 pub use plue_core::{
-    annotations, artifacts, dispatch, engine_secrets, events, executor, forge, id_tokens, launch,
-    metrics, outbound, outbound_wall, pool, pricing, registry, runner_scope, safe_outputs,
-    schedule, scheduler, status_reporter, store, tokens, transcripts, vault,
+    annotations, artifacts, dispatch, engine_secrets, events, executor, forge, forge_roles,
+    id_tokens, launch, metrics, outbound, outbound_wall, pool, pricing, registry, runner_scope,
+    safe_outputs, schedule, scheduler, status_reporter, store, tokens, transcripts, vault,
 };

@@ -100,6 +100,10 @@ pub struct EngineConfig {
     pub max_parallel: usize,
     pub heartbeat_interval: Duration,
     pub lost_after: Duration,
+    /// How often the roles people hold through their forge permissions are refreshed
+    /// ([`crate::forge_roles`], `--forge-roles-every-secs`): 5 minutes; `None`: never
+    /// (only Plue's own grants count then, and forge roles already learnt go stale).
+    pub forge_roles_every: Option<Duration>,
     /// How long a runner has to acknowledge a claim a poll handed it before the step goes
     /// back to the queue, using no retry (`--claim-ack-ms`): 5 s.
     pub claim_ack: Duration,
@@ -170,6 +174,7 @@ impl EngineConfig {
             heartbeat_interval: Duration::from_secs(2),
             lost_after: Duration::from_secs(10),
             claim_ack: Duration::from_secs(5),
+            forge_roles_every: Some(crate::forge_roles::REFRESH),
             due_check: Duration::from_millis(250),
             poll_recheck: Duration::from_secs(5),
             pool: None,
@@ -564,6 +569,13 @@ async fn start_serving(
         tasks.spawn(scheduler::run(
             registry.clone(),
             config.schedule_interval,
+            shutdown.clone(),
+        ));
+    }
+    if let Some(every) = config.forge_roles_every {
+        tasks.spawn(crate::forge_roles::refresh_every(
+            executor.clone(),
+            every,
             shutdown.clone(),
         ));
     }

@@ -182,6 +182,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.admin_token = Some(admin_token.clone());
     config.private_reads = args.private_reads;
     config.public_url = args.public_url.clone();
+    config.sign_in = super::login::serve_settings(&args.sign_in)?;
     config.trusted_proxies = args.trusted_proxies.clone();
     config.local_workflows = args
         .local_workflows
@@ -211,6 +212,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(50));
     config.lost_after = Duration::from_millis(args.lost_after_ms.max(args.heartbeat_ms * 2));
     config.claim_ack = Duration::from_millis(args.claim_ack_ms.max(100));
+    config.forge_roles_every =
+        (args.forge_roles_every_secs > 0).then(|| Duration::from_secs(args.forge_roles_every_secs));
     let local = args.pools.contains(&PoolKind::Local);
     let runners = if local {
         args.runners.unwrap_or_else(cpus)

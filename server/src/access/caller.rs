@@ -217,8 +217,9 @@ impl Caller {
         let held = if user.admin || scope.admin_user {
             Some(Role::Maintainer)
         } else {
+            // Plue's own grant, else the role the forge gives (`forge_roles`).
             store
-                .role_of(repo_id, user.id)
+                .effective_role_of(repo_id, user.id)
                 .await?
                 .as_deref()
                 .and_then(Role::parse)
@@ -334,7 +335,7 @@ impl Caller {
         if let Caller::Signed { user, scope, .. } = self {
             ids.extend(
                 store
-                    .roles_of_user(user.id)
+                    .effective_roles_of_user(user.id)
                     .await?
                     .into_iter()
                     .filter(|(_, role)| Role::parse(role).is_some())
