@@ -106,8 +106,16 @@ for port in sorted(ports):
             headers={"Authorization": f"Bearer {word}", "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=2) as answer:
-                if answer.status == 200:
+                # A runner's session is what a registration gives; any other 200 (some
+                # other test's stand-in server that says yes to everything) is not one.
+                body = answer.read(65536)
+                try:
+                    session = json.loads(body).get("session_token")
+                except (ValueError, AttributeError):
+                    session = None
+                if answer.status == 200 and session:
                     registered += 1
+                    print(f"registered at port {port} with a word of {len(word)} characters")
         except (TimeoutError, socket.timeout):
             silent = True
         except urllib.error.URLError as error:

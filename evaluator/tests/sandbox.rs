@@ -327,3 +327,21 @@ fn layer_b_alone_stops_what_unrestricted_python_tries() {
     }
     assert!(!Path::new("/tmp/plue-probe-pwned").exists());
 }
+
+/// `--help` answers with what the worker is, and starts nothing (no interpreter, no lock-down).
+#[test]
+fn the_worker_answers_help_without_starting() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_plue-eval-worker"))
+        .arg("--help")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the worker runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("usage: plue-eval-worker"), "{stdout}");
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

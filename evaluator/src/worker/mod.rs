@@ -46,6 +46,14 @@ const PROBE: &str = include_str!("probe.py");
 
 /// Entry point of a worker process. `args` are the arguments after the worker's name.
 pub fn main(args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "plue-eval-worker: evaluates workflow files in Plue's sandbox for the engine's \
+             evaluator pool, which starts it (not for direct use)\n\n\
+             usage: plue-eval-worker [{MEMORY_FLAG} BYTES] [{TIMEOUT_FLAG} MS]"
+        );
+        return ExitCode::SUCCESS;
+    }
     layout::fix_address_layout();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
