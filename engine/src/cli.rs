@@ -155,6 +155,90 @@ pub(crate) enum Command {
     Docs(DocsArgs),
 }
 
+/// The providers people sign in with (`plue serve`): an OpenID Connect provider, GitHub,
+/// Gitea; each needs its client id and a file holding its client secret.
+#[derive(Debug, Args)]
+pub(crate) struct SignInArgs {
+    /// An OpenID Connect provider's issuer URL: people sign in with it (discovered at start
+    /// from ISSUER/.well-known/openid-configuration). Needs --oidc-client-id and
+    /// --oidc-client-secret-file.
+    #[arg(long, value_name = "URL", env = "PLUE_OIDC_ISSUER")]
+    pub(crate) oidc_issuer: Option<String>,
+    /// The client id Plue is registered with at the OpenID Connect provider.
+    #[arg(long, value_name = "ID", env = "PLUE_OIDC_CLIENT_ID")]
+    pub(crate) oidc_client_id: Option<String>,
+    /// A file (readable by this user only) holding the OpenID Connect client's secret.
+    #[arg(long, value_name = "PATH", env = "PLUE_OIDC_CLIENT_SECRET_FILE")]
+    pub(crate) oidc_client_secret_file: Option<PathBuf>,
+    /// Scopes to ask the OpenID Connect provider for, besides `openid` (repeatable or
+    /// comma-separated).
+    #[arg(
+        long,
+        value_name = "SCOPE",
+        env = "PLUE_OIDC_SCOPES",
+        value_delimiter = ',',
+        default_value = "profile"
+    )]
+    pub(crate) oidc_scopes: Vec<String>,
+    /// The ID token claim listing the user's groups: the user's memberships in Plue
+    /// groups of those names follow it at every sign-in (none by default: groups are
+    /// untouched).
+    #[arg(long, value_name = "CLAIM", env = "PLUE_OIDC_GROUPS_CLAIM")]
+    pub(crate) oidc_groups_claim: Option<String>,
+    /// How the sign-in page names the OpenID Connect provider.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "PLUE_OIDC_NAME",
+        default_value = "OpenID Connect"
+    )]
+    pub(crate) oidc_name: String,
+    /// The client id of a GitHub OAuth app (or the GitHub App's): people sign in with
+    /// their GitHub account, linked to Plue users by login. Needs
+    /// --github-sign-in-client-secret-file.
+    #[arg(long, value_name = "ID", env = "PLUE_GITHUB_SIGN_IN_CLIENT_ID")]
+    pub(crate) github_sign_in_client_id: Option<String>,
+    /// A file (readable by this user only) holding that GitHub client's secret.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "PLUE_GITHUB_SIGN_IN_CLIENT_SECRET_FILE"
+    )]
+    pub(crate) github_sign_in_client_secret_file: Option<PathBuf>,
+    /// Where people sign in to GitHub (a GitHub Enterprise Server's https://HOST).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "PLUE_GITHUB_SIGN_IN_URL",
+        default_value = "https://github.com"
+    )]
+    pub(crate) github_sign_in_url: String,
+    /// GitHub's API, asked who signed in (a GitHub Enterprise Server's
+    /// https://HOST/api/v3).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "PLUE_GITHUB_SIGN_IN_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub(crate) github_sign_in_api_url: String,
+    /// A Gitea's root URL: people sign in with their account there (an OAuth2
+    /// application of that Gitea), linked to Plue users by login. Needs
+    /// --gitea-sign-in-client-id and --gitea-sign-in-client-secret-file.
+    #[arg(long, value_name = "URL", env = "PLUE_GITEA_SIGN_IN_URL")]
+    pub(crate) gitea_sign_in_url: Option<String>,
+    /// The Gitea OAuth2 application's client id.
+    #[arg(long, value_name = "ID", env = "PLUE_GITEA_SIGN_IN_CLIENT_ID")]
+    pub(crate) gitea_sign_in_client_id: Option<String>,
+    /// A file (readable by this user only) holding the Gitea application's secret.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "PLUE_GITEA_SIGN_IN_CLIENT_SECRET_FILE"
+    )]
+    pub(crate) gitea_sign_in_client_secret_file: Option<PathBuf>,
+}
+
 /// The engine's provenance keys (`plue serve`).
 #[derive(Debug, Args)]
 pub(crate) struct SigningArgs {
@@ -507,6 +591,8 @@ pub(crate) struct ServeArgs {
     pub(crate) llm_prices: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) signing: SigningArgs,
+    #[command(flatten)]
+    pub(crate) sign_in: SignInArgs,
     /// The engine's GitHub App id: GitHub repositories without a personal api_token are
     /// written to with the App's installation tokens (needs --github-app-key-file).
     #[arg(

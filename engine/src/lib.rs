@@ -20,5 +20,5 @@ pub use plue_core::{
 };
 pub use plue_server::{
     access, api, debug_relay, http_error, internal_api, json_body, ops, pool_gauges, runner_socket,
-    server, sweeper, web, webhooks,
+    server, sign_in, sweeper, web, webhooks,
 };

@@ -94,6 +94,7 @@ mod runner_identity;
 mod runner_lifetimes;
 mod safe_outputs;
 mod shared_steps;
+mod sign_in;
 mod step_boundary;
 mod step_containment;
 mod step_options;

@@ -6,6 +6,7 @@
 //! - [`internal_api`]: the runner protocol's server side; [`debug_relay`]: `plue debug`'s
 //!   terminal relayed between a user and a runner; [`sweeper`]: the engine's timers.
 //! - [`oidc`]: the engine as the OpenID Connect issuer of steps' tokens (`/.well-known`).
+//! - [`sign_in`]: people signing in with their forge account or an OpenID Connect provider.
 //! - [`ops`]: `/metrics`, `/healthz`, `/readyz` and the request counter; [`pool_gauges`]:
 //!   the pools' counts in the metrics' terms.
 //! - [`server`]: wires the above into a running engine; [`runner_socket`]: the private Unix
@@ -31,6 +32,7 @@ mod percent;
 pub mod pool_gauges;
 pub mod runner_socket;
 pub mod server;
+pub mod sign_in;
 pub mod sweeper;
 #[cfg(test)]
 mod testing;

@@ -151,6 +151,9 @@ pub struct EngineConfig {
     /// Where the Kubernetes pool's runner pods are (filled once the pool runs): the egress
     /// proxy's credentials are honoured only from the pod of the attempt's runner.
     pub runner_pods: crate::pool::kubernetes::PodAddresses,
+    /// The providers people sign in with (`--oidc-issuer`, `--github-sign-in-client-id`,
+    /// `--gitea-sign-in-url`; none by default: API tokens only).
+    pub sign_in: crate::sign_in::Settings,
 }
 
 impl EngineConfig {
@@ -192,6 +195,7 @@ impl EngineConfig {
             provenance: None,
             egress_proxy_token: None,
             runner_pods: crate::pool::kubernetes::PodAddresses::default(),
+            sign_in: crate::sign_in::Settings::default(),
         }
     }
 }
@@ -455,7 +459,16 @@ async fn start_serving(
         followers: Arc::new(followers(&config)),
         artifacts: artifacts.clone(),
     };
+    // People sign in with their forge account or an OpenID Connect provider.
+    let sign_in = crate::sign_in::SignIn::start(
+        &config.sign_in,
+        store.clone(),
+        api_state.resolver.clone(),
+        &issuer,
+    )
+    .await?;
     let public = api::router(api_state.clone()).merge(web::router(web::WebState {
+        sign_in,
         api: api_state,
         secure_cookies: config
             .public_url

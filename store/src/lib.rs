@@ -56,6 +56,7 @@ mod runner_tokens;
 mod runners;
 mod runs;
 mod secret_holders;
+mod sign_in;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod timeline;
@@ -110,6 +111,7 @@ pub use runs::{
     StepRunRow,
 };
 pub use secret_holders::needs_secrets_runner;
+pub use sign_in::{CliRequest, GroupChanges, NewSignIn, SignInIdentity, SignInRow};
 pub use timeline::{RunProgress, TimelineAttempt};
 
 /// Runs `$body` with `$pool` bound to whichever backend pool the store holds. The body is

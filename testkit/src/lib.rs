@@ -4,7 +4,7 @@
 //! git remote over HTTP, and ([`api_description`]) the forges' published API descriptions
 //! that the fake forge's exchanges are checked against, and ([`counting`]) a global
 //! allocator counting the bytes each thread asks for, and ([`hostile_tar`]) tar archives as
-//! an attacker writes them.
+//! an attacker writes them, and ([`oauth`]) a fake GitHub or Gitea OAuth2 server for sign-in.
 //!
 //! - [`TempPostgres`] owns one server: a data directory under a temporary directory, a
 //!   `postgres` child process on a free 127.0.0.1 port, and a watchdog. Dropping it stops
@@ -33,6 +33,7 @@ pub mod forge;
 pub mod hostile_tar;
 mod identity;
 pub mod kube;
+pub mod oauth;
 pub mod redirect_trap;
 mod server_thread;
 mod watchdog;

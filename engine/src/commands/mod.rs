@@ -15,6 +15,7 @@ mod eval;
 mod forges;
 mod format;
 mod lock;
+mod login;
 mod logs;
 mod modules;
 pub(crate) mod people;

@@ -25,6 +25,7 @@ pub(crate) mod issue_to_pr;
 pub(crate) mod mcp;
 pub(crate) mod real_gitea;
 pub(crate) mod real_kube;
+pub(crate) mod sign_in;
 
 use std::collections::BTreeSet;
 use std::fs::File;

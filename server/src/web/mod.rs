@@ -45,6 +45,7 @@ mod run_timeline;
 mod runners;
 mod runs;
 mod session;
+pub(crate) use session::{cookie, local_path, session_cookies, sign_in_page};
 #[cfg(test)]
 mod signed_out_tests;
 #[cfg(test)]
@@ -69,6 +70,8 @@ pub struct WebState {
     pub api: ApiState,
     /// Cookies are `Secure` (the engine's public URL is https).
     pub secure_cookies: bool,
+    /// The sign-in providers (`/sign-in/...`, the sign-in page's links).
+    pub sign_in: crate::sign_in::SignIn,
 }
 
 /// The dashboard's shared state (cheap to clone).
@@ -80,6 +83,7 @@ struct Inner {
     /// The public API, called in-process for writes and log streams.
     api: Router,
     secure_cookies: bool,
+    sign_in: crate::sign_in::SignIn,
 }
 
 impl std::ops::Deref for Web {
@@ -113,6 +117,7 @@ pub fn router(state: WebState) -> Router {
         api: crate::api::router(state.api.clone()),
         state: state.api,
         secure_cookies: state.secure_cookies,
+        sign_in: state.sign_in.clone(),
     }));
     Router::new()
         .route("/", get(runs::page))
@@ -144,6 +149,7 @@ pub fn router(state: WebState) -> Router {
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
         .route("/assets/{file}", get(assets::serve))
+        .merge(state.sign_in.router())
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             web.clone(),

@@ -164,7 +164,7 @@ fn check_form(headers: &HeaderMap, expected: Option<&str>, form_csrf: &str) -> W
 }
 
 /// The value of cookie `name`.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -198,7 +198,7 @@ fn check_origin(headers: &HeaderMap) -> WebResult<()> {
 }
 
 /// A path to return to after sign-in: only a local absolute path (never `//host` or a URL).
-pub(super) fn local_path(next: &str) -> String {
+pub(crate) fn local_path(next: &str) -> String {
     let ok = next.starts_with('/')
         && !next.starts_with("//")
         && !next.contains('\\')
@@ -247,6 +247,62 @@ struct LoginPage<'a> {
     next: &'a str,
     message: &'a str,
     signed_in: bool,
+    /// The sign-in providers (`crate::sign_in`), each linked with `next`.
+    providers: Vec<ProviderLink>,
+}
+
+#[derive(Serialize)]
+struct ProviderLink {
+    label: String,
+    href: String,
+}
+
+fn provider_links(providers: &[crate::sign_in::Link], next: &str) -> Vec<ProviderLink> {
+    providers
+        .iter()
+        .map(|p| ProviderLink {
+            label: p.label.clone(),
+            href: format!("{}?next={}", p.href, crate::percent::encode(next)),
+        })
+        .collect()
+}
+
+/// The sign-in page answered with `status` and `message` (a refused sign-in of
+/// `crate::sign_in`), linking the providers.
+pub(crate) fn sign_in_page(
+    status: StatusCode,
+    next: &str,
+    message: &str,
+    providers: &[crate::sign_in::Link],
+) -> Response {
+    let next = local_path(next);
+    let page = render::page(
+        "login.html",
+        &LoginPage {
+            next: &next,
+            message,
+            signed_in: false,
+            providers: provider_links(providers, &next),
+        },
+    );
+    match page {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!("dashboard: rendering the sign-in page: {e:#}");
+            (status, message.to_string()).into_response()
+        }
+    }
+}
+
+/// The cookies of a session `crate::sign_in` opened: its id and a new form token, as
+/// `POST /login` sets them.
+pub(crate) fn session_cookies(id: &str, secure: bool) -> anyhow::Result<[HeaderValue; 2]> {
+    let csrf = tokens::new_token()?;
+    let age = SESSION_TTL_MS / 1000;
+    Ok([
+        set_cookie(SESSION_COOKIE, id, age, secure),
+        set_cookie(CSRF_COOKIE, &csrf, age, secure),
+    ])
 }
 
 /// `GET /login`: the sign-in form.
@@ -268,6 +324,7 @@ pub(super) async fn login_page(
             next: &next,
             message,
             signed_in,
+            providers: provider_links(&web.sign_in.links(), &next),
         },
     )?))
 }

@@ -87,6 +87,10 @@ impl Fixture {
             .unwrap();
         let mut fixture = Fixture {
             app: router(WebState {
+                sign_in: crate::sign_in::SignIn::none(
+                    api.executor.store().clone(),
+                    api.resolver.clone(),
+                ),
                 api,
                 secure_cookies: false,
             }),

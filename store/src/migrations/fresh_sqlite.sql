@@ -475,6 +475,40 @@ CREATE TABLE oidc_keys (
     retired_at BIGINT
 );
 
+CREATE TABLE sign_in_attempts (
+    id_hash       TEXT PRIMARY KEY,
+    provider      TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    verifier      TEXT NOT NULL,
+    nonce         TEXT NOT NULL,
+    next_path     TEXT NOT NULL,
+    cli_redirect  TEXT,
+    cli_state     TEXT,
+    cli_challenge TEXT,
+    expires_at    BIGINT NOT NULL
+);
+
+CREATE TABLE sign_in_subjects (
+    issuer  TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    PRIMARY KEY (issuer, subject)
+);
+
+CREATE TABLE sign_in_group_grants (
+    user_id  BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    group_id BIGINT NOT NULL REFERENCES user_groups (id) ON DELETE CASCADE,
+    PRIMARY KEY (user_id, group_id)
+);
+
+CREATE TABLE sign_in_cli_codes (
+    code_hash  TEXT PRIMARY KEY,
+    user_id    BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    provider   TEXT NOT NULL,
+    challenge  TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+
 CREATE TABLE forge_roles (
     repo_id    BIGINT NOT NULL REFERENCES repositories (id) ON DELETE CASCADE,
     user_id    BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
@@ -549,6 +583,12 @@ CREATE INDEX cache_entries_blob ON cache_entries (blob_key);
 CREATE INDEX run_held_secrets_run ON run_held_secrets (run_id);
 
 CREATE INDEX attempts_unacknowledged ON attempts (finished_at) WHERE status = 'unacknowledged';
+
+CREATE INDEX sign_in_attempts_expiry ON sign_in_attempts (expires_at);
+
+CREATE INDEX sign_in_subjects_user ON sign_in_subjects (user_id);
+
+CREATE INDEX sign_in_cli_codes_expiry ON sign_in_cli_codes (expires_at);
 
 CREATE INDEX forge_roles_user ON forge_roles (user_id);
 
