@@ -47,6 +47,7 @@ mod forges;
 mod forks;
 mod github_app;
 mod handoff;
+mod id_token_attacks;
 mod id_tokens;
 mod image;
 mod installations;
