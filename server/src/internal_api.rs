@@ -129,7 +129,8 @@ pub struct RunnerAuth {
     owners: Mutex<HashMap<i64, AttemptOwner>>,
     /// Each active run's outbound wall, for its log lines: made when it was first needed,
     /// made again after [`WALL_FOR`].
-    walls: Mutex<HashMap<i64, (std::time::Instant, Arc<Checker>)>>,
+    /// Runs' walls, each with when it was made and how many values its run held then.
+    walls: Mutex<HashMap<i64, (std::time::Instant, i64, Arc<Checker>)>>,
     /// The checkout tokens handed with attempts, until they complete.
     checkouts: checkout::Handed,
 }
@@ -152,10 +153,13 @@ const WALL_FOR: Duration = Duration::from_secs(30);
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 impl RunnerAuth {
-    /// Run `run_id`'s outbound wall, kept [`WALL_FOR`].
+    /// Run `run_id`'s outbound wall, kept [`WALL_FOR`] while the run holds no new value:
+    /// a secret or token handed to one of its steps since (by this engine or another
+    /// replica) makes it again, so a later step's log never misses it.
     async fn wall_of(&self, executor: &Executor, run_id: i64) -> anyhow::Result<Arc<Checker>> {
-        if let Some((at, wall)) = lock(&self.walls).get(&run_id) {
-            if at.elapsed() < WALL_FOR {
+        let held = executor.store().held_secrets_count(run_id).await?;
+        if let Some((at, count, wall)) = lock(&self.walls).get(&run_id) {
+            if at.elapsed() < WALL_FOR && *count == held {
                 return Ok(wall.clone());
             }
         }
@@ -164,7 +168,7 @@ impl RunnerAuth {
         if walls.len() >= CACHE_LIMIT {
             walls.clear();
         }
-        walls.insert(run_id, (std::time::Instant::now(), wall.clone()));
+        walls.insert(run_id, (std::time::Instant::now(), held, wall.clone()));
         Ok(wall)
     }
 
@@ -614,12 +618,6 @@ async fn prepare_assignment(
     // secret of the run from the moment it is made (`crate::id_tokens`).
     let mut secrets = secrets.values;
     if !dispatch.id_tokens.is_empty() {
-        if !runner.secrets {
-            return Ok(Err(AttemptRefused::RunnerWithoutSecrets {
-                names: dispatch.id_tokens.keys().cloned().collect(),
-                runner: runner.id,
-            }));
-        }
         let request = crate::id_tokens::Request {
             issuer: &state.config.oidc_issuer,
             run_id: claimed.run_id,
@@ -627,7 +625,16 @@ async fn prepare_assignment(
             attempt: claimed.number,
             tokens: &dispatch.id_tokens,
             timeout_secs: dispatch.timeout_secs,
+            runs_processes: matches!(action, StepAction::Bash { .. } | StepAction::Python { .. }),
         };
+        // A runner kept from secrets (one for forks) runs a step whose tokens would be
+        // withheld anyway; one that would get them is another runner's.
+        if !runner.secrets && crate::id_tokens::entitled(&state.executor, request).await? {
+            return Ok(Err(AttemptRefused::RunnerWithoutSecrets {
+                names: dispatch.id_tokens.keys().cloned().collect(),
+                runner: runner.id,
+            }));
+        }
         let issued = crate::id_tokens::for_step(&state.executor, request).await?;
         secrets.extend(issued.values);
         if !issued.withheld.is_empty() {

@@ -21,6 +21,17 @@ impl Store {
         .await?))
     }
 
+    /// How many values run `run_id` holds: it only grows, so a copy of the run's wall
+    /// made when it held this many still knows every value while the count is the same.
+    pub async fn held_secrets_count(&self, run_id: i64) -> anyhow::Result<i64> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM run_held_secrets WHERE run_id = $1",
+        )
+        .bind(run_id)
+        .fetch_one(pool)
+        .await?))
+    }
+
     /// Records that run `run_id` was handed the values sealed in `held` (`(name, sealed)`)
     /// at `at_ms`. The caller leaves out what it holds already; one held twice (two claims
     /// at once) is harmless.
@@ -58,6 +69,7 @@ mod tests {
             let run = bash_run(&store, "held", &["a"]).await;
             let other = bash_run(&store, "other", &["a"]).await;
             assert!(store.held_secrets(run).await.unwrap().is_empty());
+            assert_eq!(store.held_secrets_count(run).await.unwrap(), 0);
             let held = |name: &str, sealed: &str| (name.to_owned(), sealed.to_owned());
             store
                 .hold_secrets(run, &[held("TOKEN", "v1:aa:01")], 10)
@@ -76,6 +88,7 @@ mod tests {
                 store.held_secrets(run).await.unwrap(),
                 [held("TOKEN", "v1:aa:01"), held("TOKEN", "v1:bb:02")]
             );
+            assert_eq!(store.held_secrets_count(run).await.unwrap(), 2);
             // They go with the run.
             on_db!(store, pool => sqlx::query("DELETE FROM runs WHERE id = $1")
                 .bind(run)

@@ -183,6 +183,36 @@ pub struct Request<'a> {
     /// Variable → audience, as the step declares them.
     pub tokens: &'a BTreeMap<String, String>,
     pub timeout_secs: u64,
+    /// Whether the step runs the author's processes (`bash`, `python`): only those may
+    /// hold a token (validation refuses it elsewhere; a stored plan is not trusted to be
+    /// validated).
+    pub runs_processes: bool,
+}
+
+/// Whether `request`'s step would get its tokens now (see the module docs): a trusted
+/// run's process step, or an untrusted run's in an environment that allows it and
+/// reviewed it. Reads only; signs nothing.
+pub async fn entitled(executor: &Executor, request: Request<'_>) -> anyhow::Result<bool> {
+    if request.tokens.is_empty() || !request.runs_processes {
+        return Ok(false);
+    }
+    let run_id = request.run_id;
+    let run = executor
+        .store()
+        .run(run_id)
+        .await?
+        .with_context(|| format!("no run {run_id}"))?;
+    if run.secrets_allowed {
+        return Ok(true);
+    }
+    match executor.step_environment(run_id, request.step_id).await? {
+        Some(name) => {
+            executor
+                .untrusted_tokens_allowed(run_id, request.step_id, &name)
+                .await
+        }
+        None => Ok(false),
+    }
 }
 
 /// What a claimed step gets.
@@ -200,6 +230,12 @@ pub async fn for_step(executor: &Executor, request: Request<'_>) -> anyhow::Resu
     if request.tokens.is_empty() {
         return Ok(Issued::default());
     }
+    if !entitled(executor, request).await? {
+        return Ok(Issued {
+            values: BTreeMap::new(),
+            withheld: request.tokens.keys().cloned().collect(),
+        });
+    }
     let store = executor.store();
     let run_id = request.run_id;
     let run = store
@@ -207,22 +243,6 @@ pub async fn for_step(executor: &Executor, request: Request<'_>) -> anyhow::Resu
         .await?
         .with_context(|| format!("no run {run_id}"))?;
     let environment = executor.step_environment(run_id, request.step_id).await?;
-    if !run.secrets_allowed {
-        let allowed = match &environment {
-            Some(name) => {
-                executor
-                    .untrusted_tokens_allowed(run_id, request.step_id, name)
-                    .await?
-            }
-            None => false,
-        };
-        if !allowed {
-            return Ok(Issued {
-                values: BTreeMap::new(),
-                withheld: request.tokens.keys().cloned().collect(),
-            });
-        }
-    }
     let repository = match run.repo_id {
         Some(id) => {
             let repo = store
