@@ -128,6 +128,9 @@ pub(crate) enum Command {
     /// secrets on a server.
     #[command(subcommand)]
     Env(environments::EnvCommand),
+    /// Sign in to a server in the browser (its GitHub, Gitea or OpenID Connect sign-in)
+    /// and keep the API token it gives for the other commands.
+    Login(LoginArgs),
     /// Make, list and revoke API tokens on a server (yours, or a user's as an admin).
     #[command(subcommand)]
     Token(people::TokenCommand),
@@ -153,6 +156,23 @@ pub(crate) enum Command {
     /// Write the book's generated reference pages (docs/src/reference/generated).
     #[command(name = "__docs", hide = true)]
     Docs(DocsArgs),
+}
+
+/// `plue login`.
+#[derive(Debug, Args)]
+pub(crate) struct LoginArgs {
+    /// The engine's base URL.
+    #[arg(long, env = "PLUE_SERVER", default_value = "http://127.0.0.1:8600")]
+    pub(crate) server: String,
+    /// The sign-in provider: `github`, `gitea` or `oidc` (default: the server's only one).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) provider: Option<String>,
+    /// Print the URL to open instead of opening a browser.
+    #[arg(long)]
+    pub(crate) no_browser: bool,
+    /// Seconds to wait for the sign-in to finish in the browser.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub(crate) timeout: u64,
 }
 
 /// The providers people sign in with (`plue serve`): an OpenID Connect provider, GitHub,

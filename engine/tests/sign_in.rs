@@ -559,3 +559,113 @@ async fn cli_code(browser: &mut Browser, url: String) -> String {
     assert_eq!(params["state"], "cli-state-1");
     params["code"].clone()
 }
+
+#[tokio::test]
+async fn plue_login_signs_in_through_the_browser_and_keeps_the_token_for_other_commands() {
+    use std::io::BufRead as _;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let (fake, site) = github_site().await;
+    fake.sign_in_as("terminal-user");
+    let config = tempfile::tempdir().unwrap();
+    let config_dir = config.path().join("plue");
+    let mut child = support::plain_plue()
+        .args([
+            "login",
+            "--server",
+            &site.engine.url,
+            "--provider",
+            "github",
+        ])
+        .args(["--no-browser", "--timeout", "60"])
+        .env("PLUE_CONFIG_DIR", &config_dir)
+        .env_remove("PLUE_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (url_tx, url_rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(url) = line.trim().strip_prefix("http") {
+                let _ = url_tx.send(format!("http{url}"));
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let url = tokio::task::spawn_blocking(move || {
+        url_rx.recv_timeout(std::time::Duration::from_secs(60))
+    })
+    .await
+    .unwrap()
+    .expect("plue login printed the URL to open");
+    assert!(
+        url.contains("cli_redirect=http%3A%2F%2F127.0.0.1%3A"),
+        "{url}"
+    );
+    // The browser: the provider, the engine's callback, plue login's loopback.
+    let page = Browser::new().visit(&url).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("you can close this tab"),
+        "{}",
+        page.body
+    );
+    assert_eq!(page.url.host_str(), Some("127.0.0.1"));
+    assert_eq!(page.url.path(), "/callback");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let printed = reader.join().unwrap();
+    assert!(status.success(), "{printed}");
+    assert!(printed.contains("Signed in to"), "{printed}");
+    assert!(printed.contains("as terminal-user"), "{printed}");
+
+    // The token is kept 0600 in a 0700 directory, for this server.
+    let file = config_dir.join("tokens.json");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let dir_mode = std::fs::metadata(&config_dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dir_mode, 0o700);
+    let tokens: HashMap<String, String> =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let token = &tokens[&site.engine.url];
+    let me: serde_json::Value = reqwest::Client::new()
+        .get(site.url("/api/user"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["name"], "terminal-user", "{me}");
+
+    // Another command uses it without --token or PLUE_TOKEN.
+    let server = site.engine.url.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        support::plain_plue()
+            .args(["token", "list", "--server", &server])
+            .env("PLUE_CONFIG_DIR", &config_dir)
+            .env_remove("PLUE_TOKEN")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(listed.status.success(), "{}", support::printed(&listed));
+    assert!(
+        support::stdout(&listed).contains("plue login with GitHub"),
+        "{}",
+        support::printed(&listed)
+    );
+}

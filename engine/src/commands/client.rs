@@ -14,7 +14,13 @@ pub(crate) struct ApiClient {
 }
 
 impl ApiClient {
+    /// A client of `base` with `token` (`--token`, `PLUE_TOKEN`) or, without one, the
+    /// token `plue login` kept for `base`.
     pub(crate) fn new(base: &str, token: Option<String>) -> anyhow::Result<ApiClient> {
+        let token = match token {
+            Some(token) => Some(token),
+            None => super::login::stored_token(base)?,
+        };
         Ok(ApiClient {
             http: reqwest::Client::builder()
                 .build()
@@ -84,8 +90,8 @@ pub(crate) fn token_hint(had_token: bool) -> &'static str {
         "the server refused the token given by PLUE_TOKEN or --token (is it revoked, expired or \
          for another server?)"
     } else {
-        "this server needs a token: set PLUE_TOKEN or pass --token (make one with \
-         `plue token create`)"
+        "this server needs a token: run `plue login`, set PLUE_TOKEN or pass --token (make \
+         one with `plue token create`)"
     }
 }
 

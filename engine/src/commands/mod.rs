@@ -62,6 +62,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Repo(command) => forges::repo(command).await,
         Command::Secret(command) => forges::secret(command).await,
         Command::Env(command) => environments::run(command).await,
+        Command::Login(args) => login::run(args).await,
         Command::Token(command) => people::token(command).await,
         Command::User(command) => people::user(command).await,
         Command::Group(command) => people::group(command).await,

@@ -526,6 +526,11 @@ fn escape(text: &str) -> String {
     out
 }
 
+/// `GET /sign-in/providers`: the providers, for `plue login` (`[{name, label, href}]`).
+pub(super) async fn providers(State(sign_in): State<SignIn>) -> Json<Vec<super::Link>> {
+    Json(sign_in.links())
+}
+
 #[derive(Debug, Deserialize)]
 pub(super) struct CliTokenBody {
     code: String,

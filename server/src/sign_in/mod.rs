@@ -59,6 +59,9 @@ use url::Url;
 
 pub use config::{base_url, client_id, ClientSecret, ForgeSettings, OidcSettings, Settings};
 
+/// PKCE's S256 challenge of a verifier (`plue login` makes its own pair).
+pub use pkce::challenge as pkce_challenge;
+
 use crate::access::Resolver;
 use crate::store::Store;
 
@@ -199,10 +202,12 @@ impl SignIn {
             .collect()
     }
 
-    /// `/sign-in/{provider}`, its callback and `POST /sign-in/token`; merged into the
+    /// `/sign-in/{provider}`, its callback, `GET /sign-in/providers` (for `plue login`) and
+    /// `POST /sign-in/token`; merged into the
     /// dashboard's router (its security headers apply).
     pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         Router::new()
+            .route("/sign-in/providers", get(flow::providers))
             .route("/sign-in/token", post(flow::cli_token))
             .route("/sign-in/{provider}", get(flow::start))
             .route("/sign-in/{provider}/callback", get(flow::callback))

@@ -10,7 +10,7 @@ pub(super) fn random() -> anyhow::Result<String> {
 }
 
 /// The S256 challenge of `verifier`: BASE64URL(SHA-256(verifier)) without padding.
-pub(super) fn challenge(verifier: &str) -> String {
+pub fn challenge(verifier: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
