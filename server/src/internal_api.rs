@@ -129,8 +129,7 @@ pub struct RunnerAuth {
     owners: Mutex<HashMap<i64, AttemptOwner>>,
     /// Each active run's outbound wall, for its log lines: made when it was first needed,
     /// made again after [`WALL_FOR`].
-    /// Runs' walls, each with when it was made and how many values its run held then.
-    walls: Mutex<HashMap<i64, (std::time::Instant, i64, Arc<Checker>)>>,
+    walls: Mutex<HashMap<i64, CachedWall>>,
     /// The checkout tokens handed with attempts, until they complete.
     checkouts: checkout::Handed,
 }
@@ -150,6 +149,9 @@ const WITHHELD_NO_WALL: &str = "[withheld: the run's secrets could not be read]"
 /// How long a run's wall is used for its log lines before it is made again (a secret
 /// changed meanwhile is masked from then on).
 const WALL_FOR: Duration = Duration::from_secs(30);
+
+/// A run's wall as cached: when it was made, how many values its run held then, the wall.
+type CachedWall = (std::time::Instant, i64, Arc<Checker>);
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 impl RunnerAuth {

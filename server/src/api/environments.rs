@@ -493,6 +493,7 @@ mod tests {
             reviewers: reviewers.iter().map(|s| s.to_string()).collect(),
             wait_timer_s: wait,
             prevent_self_review: true,
+            untrusted_id_tokens: false,
         }
     }
 
@@ -504,6 +505,17 @@ mod tests {
         assert!(settings(body(&["main"], &["al ice"], 0)).is_err());
         assert!(settings(body(&["main"], &["@"], 0)).is_err());
         assert!(settings(body(&["main"], &[], MAX_WAIT_TIMER_S + 1)).is_err());
+        // Untrusted runs' tokens need somebody to review each step.
+        let unreviewed = PutEnvironment {
+            untrusted_id_tokens: true,
+            ..body(&[], &[], 0)
+        };
+        assert!(settings(unreviewed).is_err());
+        let reviewed = PutEnvironment {
+            untrusted_id_tokens: true,
+            ..body(&[], &["alice"], 0)
+        };
+        assert!(settings(reviewed).unwrap().untrusted_id_tokens);
         assert!(check_environment_name("prod").is_ok());
         assert!(check_environment_name("../prod").is_err());
     }
