@@ -669,3 +669,91 @@ async fn plue_login_signs_in_through_the_browser_and_keeps_the_token_for_other_c
         support::printed(&listed)
     );
 }
+
+#[tokio::test]
+async fn npm_oidc_provider_signs_people_in_through_its_login_form() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let engine_url = format!("http://{}", listener.local_addr().unwrap());
+    let users = serde_json::json!([{
+        "login": "jane",
+        "password": "jane-password",
+        "sub": "0f3c9a1e-jane",
+        "preferred_username": "jane.doe",
+        "groups": ["release", "not-in-plue"],
+    }]);
+    let redirect = format!("{engine_url}/sign-in/oidc/callback");
+    let Some(provider) =
+        support::sign_in::RealOidcProvider::start(CLIENT, SECRET, &redirect, users)
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = support::admin_config("registration-token-of-sign-in", ADMIN);
+    config.sign_in.oidc = Some(OidcSettings {
+        issuer: base_url("--oidc-issuer", &provider.issuer).unwrap(),
+        client_id: CLIENT.into(),
+        client_secret: ClientSecret(SECRET.into()),
+        scopes: vec!["profile".into(), "groups".into()],
+        groups_claim: Some("groups".into()),
+        label: "Test ID".into(),
+    });
+    let store = Store::open_data_dir(dir.path()).await.unwrap();
+    let engine = engine::server::start(store, listener, config, None)
+        .await
+        .unwrap();
+    let site = Site { engine, _dir: dir };
+    site.store().create_group("release").await.unwrap();
+
+    let mut browser = Browser::new();
+    let page = site.sign_in(&mut browser, "oidc").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.url.path().starts_with("/interaction/"), "{}", page.url);
+    let action = page
+        .body
+        .split("action=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the login form's action")
+        .to_string();
+    let action = page.url.join(&action).unwrap();
+    // A wrong password: the form again, nobody signed in.
+    let request = browser
+        .http()
+        .post(action.clone())
+        .form(&[("login", "jane"), ("password", "wrong")]);
+    assert_eq!(browser.send(request).await.status(), 401);
+    // The right one: back to Plue, signed in.
+    let request = browser
+        .http()
+        .post(action)
+        .form(&[("login", "jane"), ("password", "jane-password")]);
+    let answer = browser.send(request).await;
+    assert_eq!(answer.status(), 303, "{:?}", answer.text().await);
+    let location = answer.headers()["location"].to_str().unwrap().to_string();
+    let page = browser
+        .visit(page.url.join(&location).unwrap().as_str())
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Signed in as jane.doe"), "{}", page.body);
+    assert!(site.signed_in(&mut browser).await);
+    let jane = site
+        .store()
+        .user_by_name("jane.doe")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        site.store().group_keys_of(jane.id).await.unwrap(),
+        ["release"]
+    );
+    // The provider's session signs the same person in again: the same user.
+    let page = site.sign_in(&mut browser, "oidc").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Signed in as jane.doe"), "{}", page.body);
+    assert!(site
+        .store()
+        .user_by_name("jane.doe-2")
+        .await
+        .unwrap()
+        .is_none());
+}

@@ -351,3 +351,115 @@ async fn token(
     }))
     .into_response()
 }
+
+/// `PLUE_REQUIRE_OIDC=1` turns "npm's oidc-provider cannot be installed" from a skip into
+/// a failure (CI sets it).
+pub(crate) const REQUIRE_OIDC: &str = "PLUE_REQUIRE_OIDC";
+
+/// npm's `oidc-provider`, started by `scripts/oidc/server.mjs`; killed when dropped.
+pub(crate) struct RealOidcProvider {
+    pub(crate) issuer: String,
+    child: std::process::Child,
+    _config: tempfile::TempDir,
+}
+
+impl Drop for RealOidcProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `scripts/oidc/server.mjs` as installed: `$PLUE_OIDC_SERVER` (what sourcing the
+/// install script's output sets), else the install script run now into the target
+/// directory. `None` (after saying why) when it cannot be had and it is not required.
+fn oidc_server() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("PLUE_OIDC_SERVER").filter(|p| !p.is_empty()) {
+        return Some(path.into());
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = std::process::Command::new(root.join("scripts/oidc/install.sh"))
+        .env(
+            "PLUE_OIDC_DIR",
+            root.join("target/plue-oidc")
+                .canonicalize()
+                .unwrap_or_else(|_| {
+                    let dir = root.join("target/plue-oidc");
+                    let _ = std::fs::create_dir_all(&dir);
+                    dir.canonicalize().unwrap_or(dir)
+                }),
+        )
+        .output();
+    let why = match output {
+        Ok(out) if out.status.success() => {
+            let env_file = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let text = std::fs::read_to_string(&env_file).unwrap_or_default();
+            match text
+                .lines()
+                .find_map(|l| l.strip_prefix("export PLUE_OIDC_SERVER="))
+            {
+                Some(path) => return Some(path.trim_matches('\'').into()),
+                None => format!("{env_file} names no PLUE_OIDC_SERVER"),
+            }
+        }
+        Ok(out) => format!(
+            "scripts/oidc/install.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => format!("scripts/oidc/install.sh did not run: {e}"),
+    };
+    assert!(
+        std::env::var(REQUIRE_OIDC).as_deref() != Ok("1"),
+        "{REQUIRE_OIDC}=1 but npm's oidc-provider cannot be had: {why}"
+    );
+    eprintln!("skipping: npm's oidc-provider cannot be had ({REQUIRE_OIDC}=1 makes this a failure): {why}");
+    None
+}
+
+impl RealOidcProvider {
+    /// Starts the provider with one client and `users` (JSON objects as server.mjs takes
+    /// them); `None` when it cannot be installed and is not required.
+    pub(crate) fn start(
+        client_id: &str,
+        client_secret: &str,
+        redirect_uri: &str,
+        users: Value,
+    ) -> Option<RealOidcProvider> {
+        use std::io::BufRead as _;
+        let server = oidc_server()?;
+        let config = tempfile::tempdir().unwrap();
+        let file = config.path().join("config.json");
+        std::fs::write(
+            &file,
+            json!({
+                "client_id": client_id,
+                "client_secret": client_secret,
+                "redirect_uris": [redirect_uri],
+                "users": users,
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new("node")
+            .arg(&server)
+            .arg(&file)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            // Its warnings (development keys and storage) are for people, not tests.
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting node");
+        let mut line = String::new();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
+        // Drained on: a provider writing to a closed pipe would die of it.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let ready: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("oidc-provider did not start ({e}): {line:?}"));
+        Some(RealOidcProvider {
+            issuer: ready["issuer"].as_str().unwrap().to_string(),
+            child,
+            _config: config,
+        })
+    }
+}
