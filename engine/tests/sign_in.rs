@@ -101,6 +101,14 @@ async fn a_first_github_sign_in_creates_the_linked_user_the_second_finds_it_and_
         .replace("&#x2f;", "/");
     assert!(login.contains("Sign in with GitHub"), "{login}");
     assert!(login.contains("href=\"/sign-in/github?next="), "{login}");
+    // A page that needs a session offers the provider too, returning there.
+    let runners = Browser::new().visit(&site.url("/runners")).await;
+    assert_eq!(runners.status, 401);
+    let runners = runners.body.replace("&#x2f;", "/");
+    assert!(
+        runners.contains("href=\"/sign-in/github?next=%2Frunners\""),
+        "{runners}"
+    );
     let before = site.user_count().await;
     fake.sign_in_as("Octo-Cat");
 

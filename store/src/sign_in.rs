@@ -392,3 +392,150 @@ impl Store {
             .map(|(user, provider, challenge, _)| (user, provider, challenge)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::stores;
+
+    fn attempt<'a>(id_hash: &'a str, expires_at: i64) -> NewSignIn<'a> {
+        NewSignIn {
+            id_hash,
+            provider: "github",
+            state: "state",
+            verifier: "verifier",
+            nonce: "nonce",
+            next_path: "/runs/1",
+            cli: Some(CliRequest {
+                redirect: "http://127.0.0.1:9/callback".into(),
+                state: "cli".into(),
+                challenge: "challenge".into(),
+            }),
+            expires_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_is_taken_once_and_never_after_it_expired() {
+        for (store, _dir) in stores().await {
+            let now = now_ms();
+            store
+                .begin_sign_in(&attempt("live", now + 60_000))
+                .await
+                .unwrap();
+            store.begin_sign_in(&attempt("old", now + 1)).await.unwrap();
+            let taken = store.take_sign_in("live", now).await.unwrap().unwrap();
+            assert_eq!(taken.state, "state");
+            assert_eq!(taken.next_path, "/runs/1");
+            assert_eq!(taken.cli.unwrap().challenge, "challenge");
+            assert_eq!(store.take_sign_in("live", now).await.unwrap(), None);
+            assert_eq!(store.take_sign_in("old", now + 2).await.unwrap(), None);
+            assert_eq!(
+                store.take_sign_in("old", now).await.unwrap(),
+                None,
+                "deleted"
+            );
+            // A plue login code likewise.
+            let user = store
+                .create_user(&crate::NewUser::person("coder"))
+                .await
+                .unwrap();
+            store
+                .create_cli_code("code", user, "github", "ch", now + 60_000)
+                .await
+                .unwrap();
+            assert_eq!(
+                store.take_cli_code("code", now).await.unwrap(),
+                Some((user, "github".to_string(), "ch".to_string()))
+            );
+            assert_eq!(store.take_cli_code("code", now).await.unwrap(), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn accounts_link_once_and_names_are_made_unique() {
+        for (store, _dir) in stores().await {
+            store
+                .create_user(&crate::NewUser::person("Jane"))
+                .await
+                .unwrap();
+            let subject = SignInIdentity::Subject {
+                issuer: "https://id.example",
+                subject: "Abc",
+            };
+            let jane = store
+                .create_signed_in_user("jane", subject)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(jane.name, "jane-2");
+            assert_eq!(
+                store.user_of_sign_in(subject).await.unwrap().unwrap().id,
+                jane.id
+            );
+            // Subjects are exact: another case is another subject.
+            let other_case = SignInIdentity::Subject {
+                issuer: "https://id.example",
+                subject: "abc",
+            };
+            assert_eq!(store.user_of_sign_in(other_case).await.unwrap(), None);
+            // Linked already (a racing sign-in): nothing is created.
+            assert_eq!(
+                store.create_signed_in_user("x", subject).await.unwrap(),
+                None
+            );
+            assert!(store.user_by_name("x").await.unwrap().is_none());
+            // A forge login, found in any case, disabled or not.
+            let forge = SignInIdentity::Forge {
+                forge: "gitea",
+                login: "Octo",
+            };
+            let octo = store
+                .create_signed_in_user("Octo", forge)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                store.user_of_forge_login("gitea", "octo").await.unwrap(),
+                Some(octo.id)
+            );
+            store.disable_user(octo.id).await.unwrap();
+            let found = store
+                .user_of_sign_in(SignInIdentity::Forge {
+                    forge: "gitea",
+                    login: "OCTO",
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(found.disabled_at.is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_groups_claim_changes_only_what_claims_gave() {
+        for (store, _dir) in stores().await {
+            let user = store
+                .create_user(&crate::NewUser::person("dev"))
+                .await
+                .unwrap();
+            let release = store.create_group("Release").await.unwrap();
+            let ops = store.create_group("ops").await.unwrap();
+            store.add_group_member(ops, user).await.unwrap();
+            let changes = store
+                .follow_group_claim(user, &["release".into(), "ops".into(), "none".into()])
+                .await
+                .unwrap();
+            assert_eq!(changes.added, ["Release"]);
+            assert!(changes.removed.is_empty());
+            let changes = store.follow_group_claim(user, &[]).await.unwrap();
+            assert_eq!(changes.removed, ["Release"]);
+            assert_eq!(
+                store.group_keys_of(user).await.unwrap(),
+                ["ops"],
+                "hand-given stays"
+            );
+            let _ = release;
+        }
+    }
+}

@@ -356,3 +356,87 @@ fn store_token(server: &str, token: &str) -> anyhow::Result<std::path::PathBuf> 
     std::fs::rename(&temporary, &file).with_context(|| format!("replacing {}", file.display()))?;
     Ok(file)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn args() -> SignInArgs {
+        SignInArgs {
+            oidc_issuer: None,
+            oidc_client_id: None,
+            oidc_client_secret_file: None,
+            oidc_scopes: vec!["profile".into()],
+            oidc_groups_claim: None,
+            oidc_name: "OpenID Connect".into(),
+            github_sign_in_client_id: None,
+            github_sign_in_client_secret_file: None,
+            github_sign_in_url: "https://github.com".into(),
+            github_sign_in_api_url: "https://api.github.com".into(),
+            gitea_sign_in_url: None,
+            gitea_sign_in_client_id: None,
+            gitea_sign_in_client_secret_file: None,
+        }
+    }
+
+    fn error(args: &SignInArgs) -> String {
+        format!("{:#}", serve_settings(args).unwrap_err())
+    }
+
+    #[test]
+    fn a_misconfigured_provider_is_an_error_naming_the_flag() {
+        assert!(serve_settings(&args()).unwrap().is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+        let mut oidc = args();
+        oidc.oidc_issuer = Some("https://id.example/realms/a/".into());
+        assert!(error(&oidc).contains("missing: --oidc-client-id, --oidc-client-secret-file"));
+        oidc.oidc_client_id = Some("plue".into());
+        oidc.oidc_client_secret_file = Some(secret.clone());
+        oidc.oidc_groups_claim = Some("groups".into());
+        let settings = serve_settings(&oidc).unwrap();
+        let configured = settings.oidc.unwrap();
+        assert_eq!(configured.issuer.as_str(), "https://id.example/realms/a");
+        assert_eq!(configured.client_secret.0, "s3cret");
+        assert_eq!(configured.groups_claim.as_deref(), Some("groups"));
+
+        oidc.oidc_issuer = Some("id.example".into());
+        assert!(
+            error(&oidc).starts_with("--oidc-issuer"),
+            "{}",
+            error(&oidc)
+        );
+
+        // A secret others may read is refused, naming the flag.
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut github = args();
+        github.github_sign_in_client_id = Some("Iv1.abc".into());
+        github.github_sign_in_client_secret_file = Some(secret.clone());
+        assert!(
+            error(&github).contains("--github-sign-in-client-secret-file"),
+            "{}",
+            error(&github)
+        );
+        std::fs::write(&secret, "").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(error(&github).contains("empty"), "{}", error(&github));
+        github.github_sign_in_client_secret_file = None;
+        assert!(error(&github).contains("missing: --github-sign-in-client-secret-file"));
+
+        let mut gitea = args();
+        gitea.gitea_sign_in_client_id = Some("id".into());
+        assert!(
+            error(&gitea).contains("--gitea-sign-in-url"),
+            "{}",
+            error(&gitea)
+        );
+
+        let mut claim = args();
+        claim.oidc_groups_claim = Some("groups".into());
+        assert_eq!(error(&claim), "--oidc-groups-claim needs --oidc-issuer");
+    }
+}

@@ -101,6 +101,14 @@ pub(super) async fn not_found(request: Request) -> Response {
     .into_response()
 }
 
+/// A 401 sign-in page's `next` and message, kept in the response's extensions: `with_chrome`
+/// renders it again with the sign-in providers' links (`crate::sign_in`).
+#[derive(Debug, Clone)]
+pub(super) struct SignInPrompt {
+    pub(super) next: String,
+    pub(super) message: String,
+}
+
 #[derive(Serialize)]
 struct SignInPage<'a> {
     next: &'a str,
@@ -127,7 +135,14 @@ impl IntoResponse for WebError {
                     },
                 );
                 match page {
-                    Ok(html) => (StatusCode::UNAUTHORIZED, Html(html)).into_response(),
+                    Ok(html) => {
+                        let mut response = (StatusCode::UNAUTHORIZED, Html(html)).into_response();
+                        response.extensions_mut().insert(SignInPrompt {
+                            next: next.clone(),
+                            message: message.clone(),
+                        });
+                        response
+                    }
                     Err(e) => {
                         tracing::error!("dashboard: rendering the sign-in page: {e:#}");
                         (StatusCode::UNAUTHORIZED, "401 Unauthorized").into_response()

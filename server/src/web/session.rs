@@ -26,7 +26,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 
 pub(super) use super::chrome::Chrome;
-use super::error::{ErrorPage, WebError, WebResult};
+use super::error::{ErrorPage, SignInPrompt, WebError, WebResult};
 use super::{render, Web};
 use crate::access::{Caller, Role, SESSION_TTL_MS};
 use crate::http_error::ApiError;
@@ -420,6 +420,20 @@ pub(super) async fn with_chrome(State(web): State<Web>, request: Request, next: 
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".to_string());
     let mut response = next.run(request).await;
+    // A sign-in page: again with the providers' links, when there are providers.
+    if let Some(prompt) = response.extensions_mut().remove::<SignInPrompt>() {
+        let links = web.sign_in.links();
+        if links.is_empty() {
+            return response;
+        }
+        let mut fresh = sign_in_page(response.status(), &prompt.next, &prompt.message, &links);
+        for (name, value) in response.headers() {
+            if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
+                fresh.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        return fresh;
+    }
     let Some(mut page) = response.extensions_mut().remove::<ErrorPage>() else {
         return response;
     };
