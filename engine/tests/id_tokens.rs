@@ -260,7 +260,9 @@ async fn a_step_in_an_environment_gets_the_environment_as_its_subject() {
     let settings = json!({"allowed_refs": ["main"]});
     let path = "/api/repos/acme/app/environments/prod";
     h.call_ok(ADMIN, "PUT", path, Some(settings), 200).await;
-    let plan = support::plan("deploy", vec![deploy_step(Some("prod"))]);
+    // Spelt otherwise than the repository spells it: the token names the environment as
+    // the repository does.
+    let plan = support::plan("deploy", vec![deploy_step(Some("Prod"))]);
     let run = support::start_push_run(&h.engine.executor, h.repo_id, &plan, "main").await;
     succeeded(&h, run).await;
     let token = printed_token(&deploy_log(&h, run).await);

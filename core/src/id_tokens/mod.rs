@@ -242,7 +242,15 @@ pub async fn for_step(executor: &Executor, request: Request<'_>) -> anyhow::Resu
         .run(run_id)
         .await?
         .with_context(|| format!("no run {run_id}"))?;
-    let environment = executor.step_environment(run_id, request.step_id).await?;
+    // The environment as its repository names it (names are case-insensitive); a local
+    // run has no environments, so its tokens name none.
+    let environment = match (
+        executor.step_environment(run_id, request.step_id).await?,
+        run.repo_id,
+    ) {
+        (Some(name), Some(repo_id)) => store.environment(repo_id, &name).await?.map(|e| e.name),
+        _ => None,
+    };
     let repository = match run.repo_id {
         Some(id) => {
             let repo = store
