@@ -765,3 +765,44 @@ async fn npm_oidc_provider_signs_people_in_through_its_login_form() {
         .unwrap()
         .is_none());
 }
+
+#[tokio::test]
+async fn headless_chromium_signs_in_with_github_and_lands_signed_in() {
+    crate::webdriver::browser_test(180, |chromium, driver| async move {
+        let sandbox = support::Sandbox::new("sign-in-browser");
+        let (fake, site) = github_site().await;
+        fake.sign_in_as("chromium-user");
+        let browser = crate::webdriver::Browser::start(&sandbox, &chromium, &driver).await;
+        browser.goto(&site.url("/login?next=%2Frunners")).await;
+        browser
+            .wait(
+                std::time::Duration::from_secs(20),
+                "the provider's link",
+                "return document.querySelector('#sign-in-providers a') ? true : null;",
+            )
+            .await;
+        browser.click("#sign-in-providers a").await;
+        // The provider, the callback's page, then /runners with the session's
+        // SameSite=Strict cookies sent: the real browser's cookie rules.
+        let user = browser
+            .wait(
+                std::time::Duration::from_secs(30),
+                "signed in on /runners",
+                "const u = document.getElementById('user'); \
+                 return location.pathname === '/runners' && u ? u.textContent : null;",
+            )
+            .await;
+        assert!(
+            user.as_str().unwrap_or_default().contains("chromium-user"),
+            "{user}"
+        );
+        assert!(site
+            .store()
+            .user_by_name("chromium-user")
+            .await
+            .unwrap()
+            .is_some());
+        browser.close_without_console_errors().await;
+    })
+    .await;
+}

@@ -504,7 +504,8 @@ fn signed_in_page(user: &str, next: &str) -> String {
     let user = escape(user);
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"refresh\" content=\"0;url={next}\"><title>Signed in</title></head>\
+         <meta http-equiv=\"refresh\" content=\"0;url={next}\"><title>Signed in</title>\
+         <link rel=\"icon\" href=\"/assets/favicon.svg\" type=\"image/svg+xml\"></head>\
          <body><p id=\"signed-in\">Signed in as {user}. <a href=\"{next}\">Continue</a>.</p>\
          </body></html>\n"
     )
