@@ -5,6 +5,10 @@
 //! `oidc-provider` (`scripts/oidc/`). A browser that follows redirects and keeps cookies
 //! per origin drives the flow; the attacker's cases are tests: a forged or replayed
 //! `state`, a code stolen from another browser (PKCE), forged ID tokens, a disabled user.
+//!
+//! Why one file past ~600 lines: one feature's tests over one fixture (the site and its
+//! providers), each provider and each attack a test; the set-up they share is in
+//! `support::sign_in`.
 
 use std::collections::HashMap;
 
