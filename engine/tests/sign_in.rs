@@ -810,3 +810,94 @@ async fn headless_chromium_signs_in_with_github_and_lands_signed_in() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_real_gitea_signs_people_in_with_its_oauth2_application() {
+    let Some(gitea) = support::real_gitea::gitea("sign_in::a_real_gitea") else {
+        return;
+    };
+    let login = support::real_gitea::unique("signer");
+    gitea.ensure_user(&login).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let engine_url = format!("http://{}", listener.local_addr().unwrap());
+    let app = gitea
+        .ok(
+            "POST",
+            "/user/applications/oauth2",
+            Some(serde_json::json!({
+                "name": support::real_gitea::unique("plue-sign-in"),
+                "redirect_uris": [format!("{engine_url}/sign-in/gitea/callback")],
+                "confidential_client": true,
+            })),
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = support::admin_config("registration-token-of-sign-in", ADMIN);
+    config.sign_in.gitea = Some(ForgeSettings {
+        url: base_url("--gitea-sign-in-url", &gitea.url).unwrap(),
+        api_url: base_url("--gitea-sign-in-url", &gitea.api_url()).unwrap(),
+        client_id: app["client_id"].as_str().unwrap().into(),
+        client_secret: ClientSecret(app["client_secret"].as_str().unwrap().into()),
+    });
+    let store = Store::open_data_dir(dir.path()).await.unwrap();
+    let engine = engine::server::start(store, listener, config, None)
+        .await
+        .unwrap();
+    let site = Site { engine, _dir: dir };
+
+    // Gitea asks the person to sign in there first.
+    let mut browser = Browser::new();
+    let page = site.sign_in(&mut browser, "gitea").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let (action, mut fields) = support::sign_in::form_fields(&page.body, "/user/login")
+        .unwrap_or_else(|| panic!("Gitea's login form at {}: {}", page.url, page.body));
+    fields.retain(|(name, _)| name == "_csrf" || name == "redirect_to");
+    fields.push(("user_name".into(), login.clone()));
+    fields.push(("password".into(), support::real_gitea::USER_PASSWORD.into()));
+    let request = browser
+        .http()
+        .post(page.url.join(&action).unwrap())
+        .form(&fields);
+    let answer = browser.send(request).await;
+    assert!(answer.status().is_redirection(), "{}", answer.status());
+    let location = answer.headers()["location"].to_str().unwrap().to_string();
+    let page = browser
+        .visit(page.url.join(&location).unwrap().as_str())
+        .await;
+    // Then to authorize the application.
+    let page = if page.url.path().starts_with("/sign-in/") {
+        page
+    } else {
+        assert_eq!(page.status, 200, "{}", page.body);
+        let (action, mut fields) = support::sign_in::form_fields(&page.body, "/login/oauth/grant")
+            .unwrap_or_else(|| panic!("Gitea's consent form at {}: {}", page.url, page.body));
+        fields.retain(|(name, _)| name != "granted");
+        fields.push(("granted".into(), "true".into()));
+        let request = browser
+            .http()
+            .post(page.url.join(&action).unwrap())
+            .form(&fields);
+        let answer = browser.send(request).await;
+        assert!(answer.status().is_redirection(), "{}", answer.status());
+        let location = answer.headers()["location"].to_str().unwrap().to_string();
+        browser
+            .visit(page.url.join(&location).unwrap().as_str())
+            .await
+    };
+    assert_eq!(page.url.path(), "/sign-in/gitea/callback");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains(&format!("Signed in as {login}")),
+        "{}",
+        page.body
+    );
+    assert!(site.signed_in(&mut browser).await);
+    let user = site.store().user_by_name(&login).await.unwrap().unwrap();
+    assert_eq!(
+        site.store()
+            .user_of_forge_login("gitea", &login)
+            .await
+            .unwrap(),
+        Some(user.id)
+    );
+}

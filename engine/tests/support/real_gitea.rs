@@ -31,7 +31,7 @@ mod tap;
 pub(crate) use tap::{Tap, Tapped};
 
 /// The password of every user the tests create (the admin's comes from up.sh).
-const USER_PASSWORD: &str = "plue-test-user-password-1";
+pub(crate) const USER_PASSWORD: &str = "plue-test-user-password-1";
 /// Plue's own account on the Gitea: the repositories' `api_token` is one of its tokens.
 pub(crate) const BOT: &str = "plue-bot";
 /// What the engines under test link runs to.

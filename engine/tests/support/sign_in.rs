@@ -463,3 +463,76 @@ impl RealOidcProvider {
         })
     }
 }
+
+/// The fields of the first `<form>` in `html` whose `action` contains `action`: its
+/// action (entities decoded) and its `<input>`s' names and values, hidden ones included.
+pub(crate) fn form_fields(html: &str, action: &str) -> Option<(String, Vec<(String, String)>)> {
+    let attribute = |tag: &str, name: &str| -> Option<String> {
+        let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+        let end = tag[start..].find('"')? + start;
+        Some(unescape(&tag[start..end]))
+    };
+    for form in html.split("<form").skip(1) {
+        let head = &form[..form.find('>')?];
+        let Some(target) = attribute(head, "action") else {
+            continue;
+        };
+        if !target.contains(action) {
+            continue;
+        }
+        let body = &form[..form.find("</form>").unwrap_or(form.len())];
+        let fields = body
+            .split("<input")
+            .skip(1)
+            .filter_map(|input| {
+                let tag = &input[..input.find('>')?];
+                Some((
+                    attribute(tag, "name")?,
+                    attribute(tag, "value").unwrap_or_default(),
+                ))
+            })
+            .collect();
+        return Some((target, fields));
+    }
+    None
+}
+
+/// HTML's character references in an attribute (`&amp;`, `&#34;`, `&#x2f;`, ...).
+fn unescape(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at..];
+        let Some(end) = after.find(';') else {
+            out.push_str(after);
+            return out;
+        };
+        let entity = &after[1..end];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            _ => entity
+                .strip_prefix("#x")
+                .or_else(|| entity.strip_prefix("#X"))
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &after[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
