@@ -170,7 +170,7 @@ async fn a_trusted_step_gets_a_token_that_a_relying_party_verifies() {
         .await;
     assert_eq!(status, 401);
 
-    // Rotation: only an installation admin; the old key stays published.
+    // Rotation: only an installation admin; the new key is published before it signs.
     let (_, _, reader) = support::user_with_token(h.store(), "rita", &[(h.repo_id, "admin")]).await;
     let (status, body) = h.call(&reader, "POST", "/api/id-tokens/rotate", None).await;
     assert_eq!(
@@ -190,15 +190,11 @@ async fn a_trusted_step_gets_a_token_that_a_relying_party_verifies() {
         .map(|k| k["kid"].as_str().unwrap())
         .collect();
     assert_eq!(kids.len(), 2, "{keys}");
-    assert_eq!(
-        kids[0],
-        rotated["kid"].as_str().unwrap(),
-        "the new key first: {keys}"
-    );
+    assert!(kids.contains(&rotated["kid"].as_str().unwrap()), "{keys}");
     relying_party(&h.engine.url, AUDIENCE, &token)
         .await
         .unwrap_or_else(|e| panic!("a token signed before the rotation no longer verifies: {e}"));
-    // The next token is signed with the new key.
+    // The new key is published ahead: the next token is still the old key's, and verifies.
     let again = support::start_push_run(&h.engine.executor, h.repo_id, &plan, "main").await;
     succeeded(&h, again).await;
     let token = printed_token(&deploy_log(&h, again).await);
@@ -207,7 +203,11 @@ async fn a_trusted_step_gets_a_token_that_a_relying_party_verifies() {
         &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
     )
     .unwrap();
-    assert_eq!(header["kid"], rotated["kid"], "{header}");
+    assert_eq!(
+        header["kid"], kids[0],
+        "the signer is listed first: {header} {keys}"
+    );
+    assert_ne!(header["kid"], rotated["kid"], "{header}");
     relying_party(&h.engine.url, AUDIENCE, &token)
         .await
         .unwrap();

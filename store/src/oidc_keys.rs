@@ -1,5 +1,7 @@
 //! `oidc_keys`: the keys the engine signs steps' OpenID Connect tokens with, sealed, and
 //! the record of the tokens it issued (audit events `id_token.issue`).
+//! A key retired in the future (`retired_at` ahead of now) still signs until then: a
+//! rotation publishes its new key before it signs.
 //!
 //! Invariants: a key's private half is stored only as the caller sealed it (never in
 //! clear when the vault has a key); keys are never deleted, only retired (`retired_at`),
@@ -58,18 +60,19 @@ impl Store {
         Ok(added > 0)
     }
 
-    /// Makes key `kid` (made at `at_ms`) the signer: every active key is retired at `at_ms`
-    /// in the same transaction.
+    /// Adds key `kid` (made at `at_ms`) to take over: every active key is retired at
+    /// `retire_at_ms` (now or later) in the same transaction.
     pub async fn rotate_oidc_key(
         &self,
         kid: &str,
         sealed_key: &str,
         at_ms: i64,
+        retire_at_ms: i64,
     ) -> anyhow::Result<()> {
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("UPDATE oidc_keys SET retired_at = $1 WHERE retired_at IS NULL")
-                .bind(at_ms)
+                .bind(retire_at_ms)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query("INSERT INTO oidc_keys (kid, sealed_key, created_at) VALUES ($1, $2, $3)")
@@ -117,7 +120,10 @@ mod tests {
             assert_eq!(keys.len(), 1, "{keys:?}");
             assert_eq!((keys[0].kid.as_str(), keys[0].retired_at), ("a", None));
 
-            store.rotate_oidc_key("c", "sealed-c", 20).await.unwrap();
+            store
+                .rotate_oidc_key("c", "sealed-c", 20, 20)
+                .await
+                .unwrap();
             let keys = store.oidc_keys(0).await.unwrap();
             let seen: Vec<_> = keys
                 .iter()

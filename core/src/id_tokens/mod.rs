@@ -18,7 +18,8 @@
 //! - It lives [`ttl_secs`] of the step's timeout, between [`MIN_TTL_SECS`] and
 //!   [`MAX_TTL_SECS`].
 //! - Keys: with a keyed vault, RSA keys stored sealed (`oidc_keys`), shared by every
-//!   replica; the newest active one signs, and a retired one stays published for
+//!   replica; the oldest key not yet retired signs (a rotation's new key is published
+//!   [`PUBLISHED_AHEAD_MS`] before it signs), and a retired one stays published for
 //!   [`RETIRED_PUBLISHED_MS`], longer than any token it signed lives. Without a vault key a
 //!   key is made per process and never stored (a local engine's tokens verify while it
 //!   runs).
@@ -47,6 +48,27 @@ pub const MIN_TTL_SECS: i64 = 5 * 60;
 pub const MAX_TTL_SECS: i64 = 60 * 60;
 /// How long a retired key stays published: twice the longest life of a token.
 pub const RETIRED_PUBLISHED_MS: i64 = 2 * MAX_TTL_SECS * 1000;
+/// How long a rotation's new key is published before it signs: twice the time relying
+/// parties may cache the key set (`Cache-Control: max-age=300` on `/.well-known/jwks`).
+pub const PUBLISHED_AHEAD_MS: i64 = 10 * 60 * 1000;
+
+/// `rows` with the signer first: the oldest key not yet retired at `now` (a rotation's
+/// new key waits [`PUBLISHED_AHEAD_MS`] behind the one it replaces), then the others,
+/// newest first.
+fn signer_first(mut rows: Vec<OidcKeyRow>, now: i64) -> Vec<OidcKeyRow> {
+    let signs = |row: &OidcKeyRow| row.retired_at.is_none_or(|at| at > now);
+    let signer = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, row)| signs(row))
+        .min_by_key(|(_, row)| (row.created_at, row.kid.clone()))
+        .map(|(i, _)| i);
+    if let Some(i) = signer {
+        let row = rows.remove(i);
+        rows.insert(0, row);
+    }
+    rows
+}
 
 /// The life of a token of a step whose timeout is `timeout_secs`.
 pub fn ttl_secs(timeout_secs: u64) -> i64 {
@@ -89,9 +111,10 @@ impl IdTokens {
                 rows = store.oidc_keys(now_ms() - RETIRED_PUBLISHED_MS).await?;
             }
         }
-        // Active keys first (newest first), then the retired ones.
-        rows.sort_by_key(|row| row.retired_at.is_some());
-        rows.iter().map(|row| self.parse(row, vault)).collect()
+        signer_first(rows, now_ms())
+            .iter()
+            .map(|row| self.parse(row, vault))
+            .collect()
     }
 
     async fn ephemeral(&self) -> anyhow::Result<Arc<SigningKey>> {
@@ -151,9 +174,10 @@ pub fn discovery(issuer: &str) -> Value {
     })
 }
 
-/// Makes a new signing key the signer, retiring the active ones (still published for
-/// [`RETIRED_PUBLISHED_MS`]); its key id. Refused without a vault key: such an engine's
-/// key lives in its memory only and is new at every start.
+/// Adds a new signing key, published at once and signing [`PUBLISHED_AHEAD_MS`] later,
+/// when the keys it replaces retire (then still published for [`RETIRED_PUBLISHED_MS`]);
+/// its key id. Refused without a vault key: such an engine's key lives in its memory only
+/// and is new at every start.
 pub async fn rotate(executor: &Executor) -> anyhow::Result<String> {
     let vault = executor.vault();
     if !vault.is_keyed() {
@@ -166,7 +190,7 @@ pub async fn rotate(executor: &Executor) -> anyhow::Result<String> {
     let sealed = vault.seal(&pem)?;
     executor
         .store()
-        .rotate_oidc_key(key.kid(), &sealed, now_ms())
+        .rotate_oidc_key(key.kid(), &sealed, now_ms(), now_ms() + PUBLISHED_AHEAD_MS)
         .await?;
     Ok(key.kid().to_owned())
 }

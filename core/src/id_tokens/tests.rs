@@ -129,3 +129,33 @@ fn the_discovery_document_names_the_issuer_and_its_keys() {
     assert_eq!(doc["jwks_uri"], "https://plue.example.com/.well-known/jwks");
     assert_eq!(doc["id_token_signing_alg_values_supported"][0], "RS256");
 }
+
+#[test]
+fn a_rotation_s_key_signs_only_once_the_key_it_replaces_retires() {
+    use crate::store::OidcKeyRow;
+    let key = |kid: &str, created_at: i64, retired_at: Option<i64>| OidcKeyRow {
+        kid: kid.into(),
+        sealed_key: String::new(),
+        created_at,
+        retired_at,
+    };
+    let kids = |rows: Vec<OidcKeyRow>| rows.into_iter().map(|r| r.kid).collect::<Vec<_>>();
+    // Rotated at 100: the old key retires at 100 + ahead, the new one is published at once.
+    let rows = || {
+        vec![
+            key("new", 100, None),
+            key("old", 10, Some(100 + PUBLISHED_AHEAD_MS)),
+            key("older", 1, Some(50)),
+        ]
+    };
+    assert_eq!(kids(signer_first(rows(), 200)), ["old", "new", "older"]);
+    assert_eq!(
+        kids(signer_first(rows(), 100 + PUBLISHED_AHEAD_MS + 1)),
+        ["new", "old", "older"]
+    );
+    // The first key signs at once.
+    assert_eq!(
+        kids(signer_first(vec![key("first", 5, None)], 5)),
+        ["first"]
+    );
+}

@@ -89,7 +89,7 @@ pub(super) async fn list(
 /// The new signing key.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub(super) struct RotatedView {
-    /// The new key's id (`kid`); the keys it replaced stay published for two hours.
+    /// The new key's id (`kid`): published now, signing in ten minutes.
     pub kid: String,
 }
 
@@ -98,10 +98,12 @@ pub(super) struct RotatedView {
     path = "/api/id-tokens/rotate",
     tag = "users",
     operation_id = "rotate_id_token_key",
-    summary = "Makes a new key sign steps' OpenID Connect tokens",
-    description = "The keys it replaces stay in `/.well-known/jwks` for two hours, so tokens \
-                   they signed verify until they expire. Refused (409) when the engine has no \
-                   `PLUE_SECRET_KEY`: its key is then never stored, and new at every start.",
+    summary = "Adds a new key to sign steps' OpenID Connect tokens, published ten minutes before it signs",
+    description = "The new key is published in `/.well-known/jwks` at once and signs ten \
+                   minutes later; the keys it replaces sign until then and stay published two \
+                   hours more, so tokens they signed verify until they expire. Refused (409) \
+                   when the engine has no `PLUE_SECRET_KEY`: its key is then never stored, and \
+                   new at every start.",
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The new key", body = RotatedView),
