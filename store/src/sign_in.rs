@@ -86,14 +86,25 @@ type AttemptTuple = (
 const USER_COLUMNS: &str = "u.id, u.name, u.kind, u.admin, u.created_at, u.disabled_at";
 
 impl Store {
-    /// Remembers a sign-in under way (and forgets the expired ones).
-    pub async fn begin_sign_in(&self, new: &NewSignIn<'_>) -> anyhow::Result<()> {
+    /// Remembers a sign-in under way (and forgets the expired ones). False (nothing
+    /// stored) when `most` sign-ins are under way already: anyone may start one, so their
+    /// number is bounded.
+    pub async fn begin_sign_in(&self, new: &NewSignIn<'_>, most: i64) -> anyhow::Result<bool> {
         let cli = new.cli.as_ref();
         on_db!(self, pool => {
             sqlx::query("DELETE FROM sign_in_attempts WHERE expires_at <= $1")
                 .bind(now_ms())
                 .execute(pool)
                 .await?;
+            let live: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sign_in_attempts WHERE expires_at > $1",
+            )
+            .bind(now_ms())
+            .fetch_one(pool)
+            .await?;
+            if live >= most {
+                return Ok(false);
+            }
             sqlx::query(
                 "INSERT INTO sign_in_attempts (id_hash, provider, state, verifier, nonce, \
                  next_path, cli_redirect, cli_state, cli_challenge, expires_at) \
@@ -112,7 +123,7 @@ impl Store {
             .execute(pool)
             .await?;
         });
-        Ok(())
+        Ok(true)
     }
 
     /// The sign-in under way whose id hashes to `id_hash`, deleted as it is read: a second
@@ -419,11 +430,21 @@ mod tests {
     async fn a_sign_in_is_taken_once_and_never_after_it_expired() {
         for (store, _dir) in stores().await {
             let now = now_ms();
-            store
-                .begin_sign_in(&attempt("live", now + 60_000))
+            assert!(store
+                .begin_sign_in(&attempt("live", now + 60_000), 2)
                 .await
-                .unwrap();
-            store.begin_sign_in(&attempt("old", now + 1)).await.unwrap();
+                .unwrap());
+            assert!(store
+                .begin_sign_in(&attempt("old", now + 1), 2)
+                .await
+                .unwrap());
+            assert!(
+                !store
+                    .begin_sign_in(&attempt("third", now + 60_000), 1)
+                    .await
+                    .unwrap(),
+                "bounded: one is under way at least"
+            );
             let taken = store.take_sign_in("live", now).await.unwrap().unwrap();
             assert_eq!(taken.state, "state");
             assert_eq!(taken.next_path, "/runs/1");

@@ -25,6 +25,8 @@ const ATTEMPT_TTL_MS: i64 = 10 * 60 * 1000;
 const CLI_CODE_TTL_MS: i64 = 2 * 60 * 1000;
 /// How long a token `plue login` gets lives.
 const CLI_TOKEN_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
+/// Most sign-ins under way at once (anyone may start one; each lives ten minutes).
+const MOST_UNDER_WAY: i64 = 10_000;
 /// Longest code, state or verifier taken from a query or body.
 const MAX_PARAM: usize = 2048;
 
@@ -108,7 +110,12 @@ pub(super) async fn start(
         Err(message) => return sign_in.refused(refuse(StatusCode::BAD_REQUEST, &next, message)),
     };
     match begin(&sign_in, provider, &next, cli).await {
-        Ok((id, url)) => {
+        Ok(None) => sign_in.refused(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &next,
+            "Too many sign-ins are under way: try again in a few minutes.",
+        )),
+        Ok(Some((id, url))) => {
             let mut response = Redirect::to(url.as_str()).into_response();
             response
                 .headers_mut()
@@ -125,25 +132,31 @@ async fn begin(
     provider: &Provider,
     next: &str,
     cli: Option<CliRequest>,
-) -> anyhow::Result<(String, Url)> {
+) -> anyhow::Result<Option<(String, Url)>> {
     let id = pkce::random()?;
     let state = pkce::random()?;
     let verifier = pkce::random()?;
     let nonce = pkce::random()?;
-    sign_in
+    let stored = sign_in
         .0
         .store
-        .begin_sign_in(&NewSignIn {
-            id_hash: &tokens::hash_token(&id),
-            provider: provider.name,
-            state: &state,
-            verifier: &verifier,
-            nonce: &nonce,
-            next_path: next,
-            cli,
-            expires_at: now_ms() + ATTEMPT_TTL_MS,
-        })
+        .begin_sign_in(
+            &NewSignIn {
+                id_hash: &tokens::hash_token(&id),
+                provider: provider.name,
+                state: &state,
+                verifier: &verifier,
+                nonce: &nonce,
+                next_path: next,
+                cli,
+                expires_at: now_ms() + ATTEMPT_TTL_MS,
+            },
+            MOST_UNDER_WAY,
+        )
         .await?;
+    if !stored {
+        return Ok(None);
+    }
     let challenge = pkce::challenge(&verifier);
     let redirect_uri = sign_in.redirect_uri(provider);
     let mut params = vec![
@@ -171,7 +184,7 @@ async fn begin(
             oauth::authorize_url(authorize, &params)
         }
     };
-    Ok((id, url))
+    Ok(Some((id, url)))
 }
 
 /// `plue login`'s part of a start: all three parameters or none; the redirect a loopback
