@@ -39,6 +39,10 @@
 //!   refused, never replaced by a new one.
 //! - A groups claim touches only groups that exist: it adds the user to those it names
 //!   and removes only memberships an earlier claim gave (`plue_store::sign_in`).
+//! - Anyone may start a sign-in, so at most 10 000 are under way at once (each lives ten
+//!   minutes); past that a start is refused (503) and stores nothing.
+//! - Each provider has its own callback URL and a sign-in is finished only at the one of
+//!   the provider it was started with (no mix-up between providers).
 //! - Where a sign-in returns is a local path (`web::local_path`), and `plue login`'s
 //!   redirect is `http://127.0.0.1:<port>/callback` or `http://[::1]:<port>/callback`, nothing
 //!   else.
