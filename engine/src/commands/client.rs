@@ -39,6 +39,11 @@ impl ApiClient {
         self.token.is_some()
     }
 
+    /// The token requests carry (given, or kept by `plue login`).
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
     }

@@ -43,8 +43,8 @@ struct End {
 }
 
 pub(crate) async fn run(args: DebugArgs) -> anyhow::Result<ExitCode> {
-    let token = args.server.token.clone();
     let client = ApiClient::new(&args.server.server, args.server.token)?;
+    let token = client.token().map(str::to_string);
     let term = std::env::var("TERM")
         .ok()
         .filter(|t| {

@@ -96,12 +96,11 @@ async fn from_server(args: &LogsArgs, server: &str) -> anyhow::Result<ExitCode> 
         if args.follow {
             request = request.header("accept", "text/event-stream");
         }
-        if let Some(token) = &args.source.token {
-            request = request.bearer_auth(token);
-        }
+        // The token given, or the one `plue login` kept.
+        let request = client.authorized(request);
         let response = request.send().await.context("fetching logs")?;
         if response.status() == reqwest::StatusCode::UNAUTHORIZED {
-            let hint = super::client::token_hint(args.source.token.is_some());
+            let hint = super::client::token_hint(client.has_token());
             bail!("fetching logs of '{step}': {hint} ({})", response.status());
         }
         if !response.status().is_success() {
