@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use testkit::forge::{FakeForge, Flavor};
+use testkit::oauth::{FakeOAuth, OAuthFlavor};
 
 use crate::support::{self, Sandbox};
 
@@ -158,5 +159,63 @@ async fn a_person_s_role_follows_their_forge_permission_under_plue_s_own_grants(
         (roles[0].role.as_str(), roles[0].permission.as_str()),
         ("writer", "write")
     );
+    engine.shutdown().await;
+}
+
+/// A forge sign-in learns the person's roles at once: with the periodic refresh an hour
+/// away, a first GitHub sign-in as a login the forge says may write makes a writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forge_sign_in_learns_the_person_s_roles_at_once() {
+    let _serial = support::serial().await;
+    let sb = Sandbox::new("forge-roles-sign-in");
+    let forge = FakeForge::start(Flavor::GitHub, FORGE_TOKEN).unwrap();
+    let seed = sb.path("seed");
+    support::git_repo(&seed, &[("README.md", "hello\n")]);
+    forge.create_repo_from(REPO, &seed).unwrap();
+    forge.set_permission("dora-gh", "write");
+    let oauth = FakeOAuth::start(
+        OAuthFlavor::GitHub,
+        crate::sign_in::CLIENT,
+        crate::sign_in::SECRET,
+    );
+    let mut config = support::engine_config(support::RUNNER_TOKEN, ADMIN, KEY);
+    config.forge_roles_every = Some(Duration::from_secs(3600));
+    config.sign_in.github = Some(crate::sign_in::forge_settings(&oauth));
+    let engine = support::start_in_process(&sb.path("data"), config).await;
+    oauth.register_redirect(&format!("{}/sign-in/github/callback", engine.url));
+    let http = reqwest::Client::new();
+    let url = engine.url.clone();
+    let registered = json!({
+        "name": REPO,
+        "clone_url": forge.clone_url(REPO),
+        "forge": "github",
+        "webhook_secret": "a webhook secret of the forge role tests",
+        "api_url": forge.api_url(),
+        "api_token": FORGE_TOKEN,
+    });
+    let (status, body) = support::call_json(
+        &http,
+        reqwest::Method::POST,
+        &format!("{url}/api/repos"),
+        Some(ADMIN),
+        Some(&registered),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+
+    oauth.sign_in_as("dora-gh");
+    let mut browser = crate::support::sign_in::Browser::new();
+    let page = browser
+        .visit(&format!("{url}/sign-in/github?next=%2Frunners"))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let store = engine.executor.store();
+    let dora = store
+        .user_of_forge_login("github", "dora-gh")
+        .await
+        .unwrap()
+        .expect("the sign-in made dora's user");
+    let (_, token) = support::new_user_token(store, dora, "probe", None, None).await;
+    assert_eq!(role_of(&http, &url, &token).await, Some("writer"));
     engine.shutdown().await;
 }

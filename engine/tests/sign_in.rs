@@ -21,8 +21,8 @@ use crate::support;
 use crate::support::sign_in::{Browser, Forgery, HostileIssuer, Page};
 
 const ADMIN: &str = "admin-token-of-the-sign-in-tests";
-const CLIENT: &str = "plue-client";
-const SECRET: &str = "plue-client-secret";
+pub(crate) const CLIENT: &str = "plue-client";
+pub(crate) const SECRET: &str = "plue-client-secret";
 
 struct Site {
     engine: RunningEngine,
@@ -68,7 +68,8 @@ impl Site {
     }
 }
 
-fn forge_settings(fake: &FakeOAuth) -> ForgeSettings {
+/// Sign-in settings for the fake forge OAuth server `fake` (client [`CLIENT`]).
+pub(crate) fn forge_settings(fake: &FakeOAuth) -> ForgeSettings {
     ForgeSettings {
         url: base_url("--test", fake.url()).unwrap(),
         api_url: base_url("--test", &fake.api_url()).unwrap(),

@@ -467,6 +467,10 @@ async fn start_serving(
         &issuer,
     )
     .await?;
+    let sign_in = match config.forge_roles_every {
+        Some(every) => sign_in.with_forge_roles(executor.clone(), every),
+        None => sign_in,
+    };
     let public = api::router(api_state.clone()).merge(web::router(web::WebState {
         sign_in,
         api: api_state,

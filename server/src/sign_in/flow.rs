@@ -360,6 +360,15 @@ async fn finish(
         Some(groups) => Some(people::follow_groups(store, user.id, groups).await?),
         None => None,
     };
+    // Roles follow the forge: a forge sign-in learns this person's roles now, not at the
+    // next refresh (a forge that cannot answer leaves them as they were).
+    if let (Some(roles), Kind::Forge { .. }) = (&sign_in.0.forge_roles, &provider.kind) {
+        let permissions = crate::forge::permission::Permissions::unremembered();
+        let refreshed =
+            crate::forge_roles::refresh(&roles.executor, &permissions, Some(user.id), roles.every)
+                .await?;
+        tracing::info!(user = %user.name, ?refreshed, "forge roles learnt at sign-in");
+    }
     store
         .audit(&Audit {
             user_id: Some(user.id),

@@ -81,6 +81,15 @@ struct Inner {
     base: String,
     http: reqwest::Client,
     secure_cookies: bool,
+    /// Learns a forge sign-in's roles at once (`crate::forge_roles`), when roles follow
+    /// the forge.
+    forge_roles: Option<ForgeRoles>,
+}
+
+/// What a forge sign-in refreshes its person's roles with.
+struct ForgeRoles {
+    executor: Arc<crate::executor::Executor>,
+    every: std::time::Duration,
 }
 
 /// One provider.
@@ -120,6 +129,19 @@ pub struct Link {
 }
 
 impl SignIn {
+    /// Refreshes the roles of a person who signs in through a forge from that forge at
+    /// once (with `executor`'s credentials), as the periodic refresh every `every` does.
+    pub fn with_forge_roles(
+        mut self,
+        executor: Arc<crate::executor::Executor>,
+        every: std::time::Duration,
+    ) -> SignIn {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.forge_roles = Some(ForgeRoles { executor, every });
+        }
+        self
+    }
+
     /// An engine without providers: only API tokens sign in.
     pub fn none(store: Store, resolver: Resolver) -> SignIn {
         SignIn(Arc::new(Inner {
@@ -129,6 +151,7 @@ impl SignIn {
             base: String::new(),
             http: reqwest::Client::new(),
             secure_cookies: false,
+            forge_roles: None,
         }))
     }
 
@@ -190,6 +213,7 @@ impl SignIn {
             base: base.trim_end_matches('/').to_string(),
             http,
             secure_cookies: base.starts_with("https://"),
+            forge_roles: None,
         })))
     }
 
