@@ -110,6 +110,8 @@ pub struct InternalState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Where hand-off blobs and artifacts go.
     pub artifacts: Arc<Artifacts>,
+    /// The keys steps' OpenID Connect tokens are signed with (shared with [`crate::oidc`]).
+    pub id_tokens: Arc<crate::id_tokens::IdTokens>,
 }
 
 /// A runner as authenticated by its session token.
@@ -637,7 +639,7 @@ async fn prepare_assignment(
                 runner: runner.id,
             }));
         }
-        let issued = crate::id_tokens::for_step(&state.executor, request).await?;
+        let issued = state.id_tokens.for_step(&state.executor, request).await?;
         secrets.extend(issued.values);
         if !issued.withheld.is_empty() {
             env.insert("PLUE_ID_TOKENS_WITHHELD".into(), issued.withheld.join(","));

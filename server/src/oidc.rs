@@ -23,6 +23,8 @@ pub struct OidcState {
     pub executor: Arc<Executor>,
     /// The tokens' `iss`.
     pub issuer: Arc<str>,
+    /// The keys the runner protocol's claims sign with.
+    pub keys: Arc<crate::id_tokens::IdTokens>,
 }
 
 pub fn router(state: OidcState) -> Router {
@@ -41,6 +43,6 @@ async fn configuration(State(state): State<OidcState>) -> Response {
 }
 
 async fn jwks(State(state): State<OidcState>) -> ApiResult<Response> {
-    let keys = crate::id_tokens::jwks(&state.executor).await?;
+    let keys = state.keys.jwks(&state.executor).await?;
     Ok(([(header::CACHE_CONTROL, CACHE)], Json(keys)).into_response())
 }

@@ -427,6 +427,7 @@ async fn start_serving(
         .unwrap_or(&url)
         .trim_end_matches('/')
         .into();
+    let id_token_keys = Arc::new(crate::id_tokens::IdTokens::default());
     let internal = internal_api::router(InternalState {
         executor: executor.clone(),
         config: Arc::new(InternalConfig {
@@ -446,6 +447,7 @@ async fn start_serving(
         auth: auth.clone(),
         shutdown: draining.clone(),
         artifacts: artifacts.clone(),
+        id_tokens: id_token_keys.clone(),
     });
     let api_state = ApiState {
         executor: executor.clone(),
@@ -472,7 +474,8 @@ async fn start_serving(
         None => sign_in,
     };
     let public = api::router(api_state.clone()).merge(web::router(web::WebState {
-        sign_in,
+        sign_in_links: sign_in.links(),
+        extra: sign_in.router(),
         api: api_state,
         secure_cookies: config
             .public_url
@@ -514,6 +517,7 @@ async fn start_serving(
     let oidc = crate::oidc::router(crate::oidc::OidcState {
         executor: executor.clone(),
         issuer: issuer.clone(),
+        keys: id_token_keys,
     });
     let public = public.merge(hooks).merge(ops).merge(oidc);
     let app = match runner_listener {

@@ -58,7 +58,7 @@ pub struct SignInRow {
 /// Who a provider said signed in.
 #[derive(Debug, Clone, Copy)]
 pub enum SignInIdentity<'a> {
-    /// A forge login (`github`, `gitea`): the forge-login links of [`super::people`].
+    /// A forge login (`github`, `gitea`): the forge-login links of `people`.
     Forge { forge: &'a str, login: &'a str },
     /// An OpenID Connect subject.
     Subject { issuer: &'a str, subject: &'a str },

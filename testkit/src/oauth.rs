@@ -20,7 +20,7 @@
 //! - Every token request is recorded ([`FakeOAuth::token_requests`]) with its form, so
 //!   tests see what was sent and what the fake refused.
 //!
-//! Invariant: the server runs on its own thread and runtime ([`crate::server_thread`]);
+//! Invariant: the server runs on its own thread and runtime (`server_thread`);
 //! dropping it stops it.
 
 use std::collections::HashMap;

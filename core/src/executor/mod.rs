@@ -75,8 +75,6 @@ pub struct Executor {
     prices: Arc<crate::pricing::Prices>,
     /// Steps whose final workspace every run keeps (`plue run --export STEP=DIR`).
     kept_workspaces: BTreeSet<String>,
-    /// The keys steps' OpenID Connect tokens are signed with ([`crate::id_tokens`]).
-    id_tokens: crate::id_tokens::IdTokens,
 }
 
 /// What a runner's completion says besides its [`Report`].
@@ -192,7 +190,6 @@ impl Executor {
             kept_workspaces: BTreeSet::new(),
             max_parallel: max_parallel.max(1) as i64,
             prices: Arc::new(crate::pricing::Prices::builtin()),
-            id_tokens: crate::id_tokens::IdTokens::default(),
         }
     }
 
@@ -267,11 +264,6 @@ impl Executor {
             .await?
             .and_then(|row| row.review_passed_at);
         Ok(environments::secrets_gate(name, origin, Some(defined), passed).is_ok())
-    }
-
-    /// The keys steps' OpenID Connect tokens are signed with.
-    pub fn id_tokens(&self) -> &crate::id_tokens::IdTokens {
-        &self.id_tokens
     }
 
     /// The environment step `step_id` of run `run_id` names, if any.

@@ -2,7 +2,7 @@
 //! gets, when it is claimed, one short-lived JWT per entry in `VAR`, signed by the engine,
 //! which a cloud or Vault trades for credentials under a trust policy on its claims
 //! ([`Claims`], modelled on GitHub Actions'), so no long-lived cloud secret need exist.
-//! The engine publishes its discovery document and keys ([`discovery`], [`jwks`]) for
+//! The engine publishes its discovery document and keys ([`discovery`], [`IdTokens::jwks`]) for
 //! relying parties to verify them.
 //!
 //! Invariants:
@@ -12,7 +12,7 @@
 //!   ([`Executor::untrusted_tokens_allowed`]), its `trusted` claim false; any other
 //!   untrusted step runs without its tokens, their names in `withheld`.
 //! - A token is a secret of its run from the moment it is made: it is held for the run's
-//!   outbound wall and log masking before it leaves ([`for_step`]), and its issue is
+//!   outbound wall and log masking before it leaves ([`IdTokens::for_step`]), and its issue is
 //!   audited (`id_token.issue`: step, attempt, audience, subject, token id, expiry — never
 //!   the token).
 //! - It lives [`ttl_secs`] of the step's timeout, between [`MIN_TTL_SECS`] and
@@ -77,7 +77,8 @@ pub fn ttl_secs(timeout_secs: u64) -> i64 {
         .clamp(MIN_TTL_SECS, MAX_TTL_SECS)
 }
 
-/// The engine's signing keys as this process knows them.
+/// The engine's signing keys as this process knows them: one per engine, shared by the
+/// routes that publish them and the claims that sign with them.
 #[derive(Default)]
 pub struct IdTokens {
     /// Stored keys already parsed, by key id (a stored key never changes).
@@ -145,14 +146,23 @@ async fn generate() -> anyhow::Result<(SigningKey, String)> {
         .context("making a token key")?
 }
 
-/// The engine's published keys, as a JSON Web Key Set.
-pub async fn jwks(executor: &Executor) -> anyhow::Result<Value> {
-    let keys = executor
-        .id_tokens()
-        .published(executor.store(), executor.vault())
-        .await?;
-    let keys: Vec<&Value> = keys.iter().map(|key| key.jwk()).collect();
-    Ok(json!({ "keys": keys }))
+impl IdTokens {
+    /// The engine's published keys, as a JSON Web Key Set.
+    pub async fn jwks(&self, executor: &Executor) -> anyhow::Result<Value> {
+        let keys = self.published(executor.store(), executor.vault()).await?;
+        let keys: Vec<&Value> = keys.iter().map(|key| key.jwk()).collect();
+        Ok(json!({ "keys": keys }))
+    }
+
+    /// The tokens of `request`: signed, held for the run's wall and audited when the run
+    /// is entitled to them ([`entitled`]), else withheld.
+    pub async fn for_step(
+        &self,
+        executor: &Executor,
+        request: Request<'_>,
+    ) -> anyhow::Result<Issued> {
+        for_step(self, executor, request).await
+    }
 }
 
 /// The OpenID Connect discovery document of the engine at `issuer`.
@@ -248,9 +258,12 @@ pub struct Issued {
     pub withheld: Vec<String>,
 }
 
-/// The tokens of `request`: signed, held for the run's wall and audited when the run is
-/// trusted, else withheld.
-pub async fn for_step(executor: &Executor, request: Request<'_>) -> anyhow::Result<Issued> {
+/// [`IdTokens::for_step`], signing with `keys`.
+async fn for_step(
+    keys: &IdTokens,
+    executor: &Executor,
+    request: Request<'_>,
+) -> anyhow::Result<Issued> {
     if request.tokens.is_empty() {
         return Ok(Issued::default());
     }
@@ -300,8 +313,7 @@ pub async fn for_step(executor: &Executor, request: Request<'_>) -> anyhow::Resu
         actor: actor.as_deref(),
         trusted: run.secrets_allowed,
     };
-    let signer = executor
-        .id_tokens()
+    let signer = keys
         .published(store, executor.vault())
         .await?
         .into_iter()

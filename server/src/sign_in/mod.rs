@@ -58,7 +58,6 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
-use serde::Serialize;
 use url::Url;
 
 pub use config::{base_url, client_id, ClientSecret, ForgeSettings, OidcSettings, Settings};
@@ -119,14 +118,8 @@ enum Kind {
     },
 }
 
-/// A provider as the sign-in page links to it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Link {
-    pub name: String,
-    pub label: String,
-    /// `/sign-in/{name}`.
-    pub href: String,
-}
+/// A provider as the sign-in page links to it (the dashboard's type).
+pub use crate::web::SignInLink as Link;
 
 impl SignIn {
     /// Refreshes the roles of a person who signs in through a forge from that forge at

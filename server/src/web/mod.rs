@@ -70,8 +70,20 @@ pub struct WebState {
     pub api: ApiState,
     /// Cookies are `Secure` (the engine's public URL is https).
     pub secure_cookies: bool,
-    /// The sign-in providers (`/sign-in/...`, the sign-in page's links).
-    pub sign_in: crate::sign_in::SignIn,
+    /// The sign-in providers the sign-in page links to (`crate::sign_in` serves them).
+    pub sign_in_links: Vec<SignInLink>,
+    /// Routes served under the dashboard's layers (its chrome, headers and sign-in page):
+    /// the sign-in providers' (`crate::sign_in`), which this module does not know.
+    pub extra: Router,
+}
+
+/// A sign-in provider as the sign-in page links to it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SignInLink {
+    pub name: String,
+    pub label: String,
+    /// `/sign-in/{name}`.
+    pub href: String,
 }
 
 /// The dashboard's shared state (cheap to clone).
@@ -83,7 +95,7 @@ struct Inner {
     /// The public API, called in-process for writes and log streams.
     api: Router,
     secure_cookies: bool,
-    sign_in: crate::sign_in::SignIn,
+    sign_in_links: Vec<SignInLink>,
 }
 
 impl std::ops::Deref for Web {
@@ -117,7 +129,7 @@ pub fn router(state: WebState) -> Router {
         api: crate::api::router(state.api.clone()),
         state: state.api,
         secure_cookies: state.secure_cookies,
-        sign_in: state.sign_in.clone(),
+        sign_in_links: state.sign_in_links,
     }));
     Router::new()
         .route("/", get(runs::page))
@@ -149,18 +161,18 @@ pub fn router(state: WebState) -> Router {
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
         .route("/assets/{file}", get(assets::serve))
-        .merge(state.sign_in.router())
         .fallback(error::not_found)
+        .with_state(web.clone())
+        .merge(state.extra)
         .layer(axum::middleware::from_fn_with_state(
             web.clone(),
             session::with_chrome,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            web.clone(),
+            web,
             session::clear_legacy_cookie,
         ))
         .layer(axum::middleware::map_response(security_headers))
-        .with_state(web)
 }
 
 async fn security_headers(mut response: Response) -> Response {

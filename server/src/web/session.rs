@@ -257,7 +257,7 @@ struct ProviderLink {
     href: String,
 }
 
-fn provider_links(providers: &[crate::sign_in::Link], next: &str) -> Vec<ProviderLink> {
+fn provider_links(providers: &[super::SignInLink], next: &str) -> Vec<ProviderLink> {
     providers
         .iter()
         .map(|p| ProviderLink {
@@ -273,7 +273,7 @@ pub(crate) fn sign_in_page(
     status: StatusCode,
     next: &str,
     message: &str,
-    providers: &[crate::sign_in::Link],
+    providers: &[super::SignInLink],
 ) -> Response {
     let next = local_path(next);
     let page = render::page(
@@ -324,7 +324,7 @@ pub(super) async fn login_page(
             next: &next,
             message,
             signed_in,
-            providers: provider_links(&web.sign_in.links(), &next),
+            providers: provider_links(&web.sign_in_links, &next),
         },
     )?))
 }
@@ -422,11 +422,11 @@ pub(super) async fn with_chrome(State(web): State<Web>, request: Request, next: 
     let mut response = next.run(request).await;
     // A sign-in page: again with the providers' links, when there are providers.
     if let Some(prompt) = response.extensions_mut().remove::<SignInPrompt>() {
-        let links = web.sign_in.links();
+        let links = &web.sign_in_links;
         if links.is_empty() {
             return response;
         }
-        let mut fresh = sign_in_page(response.status(), &prompt.next, &prompt.message, &links);
+        let mut fresh = sign_in_page(response.status(), &prompt.next, &prompt.message, links);
         for (name, value) in response.headers() {
             if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
                 fresh.headers_mut().append(name.clone(), value.clone());

@@ -87,10 +87,8 @@ impl Fixture {
             .unwrap();
         let mut fixture = Fixture {
             app: router(WebState {
-                sign_in: crate::sign_in::SignIn::none(
-                    api.executor.store().clone(),
-                    api.resolver.clone(),
-                ),
+                sign_in_links: Vec::new(),
+                extra: axum::Router::new(),
                 api,
                 secure_cookies: false,
             }),
