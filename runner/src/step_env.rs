@@ -35,6 +35,10 @@ pub const CREDENTIAL_VARS: &[&str] = &[
     "PLUE_GITHUB_APP_WEBHOOK_SECRET_FILE",
     // The egress proxy's token signs every allow-list attempt's credential.
     "PLUE_EGRESS_PROXY_TOKEN_FILE",
+    // The sign-in providers' client secrets (`plue serve`'s sign-in flags).
+    "PLUE_OIDC_CLIENT_SECRET_FILE",
+    "PLUE_GITHUB_SIGN_IN_CLIENT_SECRET_FILE",
+    "PLUE_GITEA_SIGN_IN_CLIENT_SECRET_FILE",
 ];
 
 /// The variables a minimal base takes from the runner's environment.
