@@ -19,6 +19,36 @@ const FORGE_TOKEN: &str = "ghp_forge_roles_token_0123456789";
 /// Well past a few refreshes.
 const LIMIT: Duration = Duration::from_secs(20);
 
+/// A fake GitHub holding [`REPO`] (its API answers [`FORGE_TOKEN`]), seeded in `sb`.
+fn forge_with_repo(sb: &Sandbox) -> FakeForge {
+    let forge = FakeForge::start(Flavor::GitHub, FORGE_TOKEN).unwrap();
+    let seed = sb.path("seed");
+    support::git_repo(&seed, &[("README.md", "hello\n")]);
+    forge.create_repo_from(REPO, &seed).unwrap();
+    forge
+}
+
+/// Registers [`REPO`] of `forge` (its API and credential) at the engine at `url`.
+async fn register(http: &reqwest::Client, url: &str, forge: &FakeForge) {
+    let registered = json!({
+        "name": REPO,
+        "clone_url": forge.clone_url(REPO),
+        "forge": "github",
+        "webhook_secret": "a webhook secret of the forge role tests",
+        "api_url": forge.api_url(),
+        "api_token": FORGE_TOKEN,
+    });
+    let (status, body) = support::call_json(
+        http,
+        reqwest::Method::POST,
+        &format!("{url}/api/repos"),
+        Some(ADMIN),
+        Some(&registered),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+}
+
 /// The highest role `token` acts with on [`REPO`], as the API shows it.
 async fn role_of(http: &reqwest::Client, url: &str, token: &str) -> Option<&'static str> {
     let (status, _) = support::call_json(
@@ -74,32 +104,13 @@ async fn becomes(http: &reqwest::Client, url: &str, token: &str, role: Option<&'
 async fn a_person_s_role_follows_their_forge_permission_under_plue_s_own_grants() {
     let _serial = support::serial().await;
     let sb = Sandbox::new("forge-roles");
-    let forge = FakeForge::start(Flavor::GitHub, FORGE_TOKEN).unwrap();
-    let seed = sb.path("seed");
-    support::git_repo(&seed, &[("README.md", "hello\n")]);
-    forge.create_repo_from(REPO, &seed).unwrap();
+    let forge = forge_with_repo(&sb);
     let mut config = support::engine_config(support::RUNNER_TOKEN, ADMIN, KEY);
     config.forge_roles_every = Some(Duration::from_millis(300));
     let engine = support::start_in_process(&sb.path("data"), config).await;
     let http = reqwest::Client::new();
     let url = engine.url.clone();
-    let registered = json!({
-        "name": REPO,
-        "clone_url": forge.clone_url(REPO),
-        "forge": "github",
-        "webhook_secret": "a webhook secret of the forge role tests",
-        "api_url": forge.api_url(),
-        "api_token": FORGE_TOKEN,
-    });
-    let (status, body) = support::call_json(
-        &http,
-        reqwest::Method::POST,
-        &format!("{url}/api/repos"),
-        Some(ADMIN),
-        Some(&registered),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
+    register(&http, &url, &forge).await;
     let store = engine.executor.store();
     let repo_id = store.repo_by_name(REPO).await.unwrap().unwrap().id;
     let (bob, _, token) = support::user_with_token(store, "bob", &[]).await;
@@ -168,10 +179,7 @@ async fn a_person_s_role_follows_their_forge_permission_under_plue_s_own_grants(
 async fn a_forge_sign_in_learns_the_person_s_roles_at_once() {
     let _serial = support::serial().await;
     let sb = Sandbox::new("forge-roles-sign-in");
-    let forge = FakeForge::start(Flavor::GitHub, FORGE_TOKEN).unwrap();
-    let seed = sb.path("seed");
-    support::git_repo(&seed, &[("README.md", "hello\n")]);
-    forge.create_repo_from(REPO, &seed).unwrap();
+    let forge = forge_with_repo(&sb);
     forge.set_permission("dora-gh", "write");
     let oauth = FakeOAuth::start(
         OAuthFlavor::GitHub,
@@ -185,23 +193,7 @@ async fn a_forge_sign_in_learns_the_person_s_roles_at_once() {
     oauth.register_redirect(&format!("{}/sign-in/github/callback", engine.url));
     let http = reqwest::Client::new();
     let url = engine.url.clone();
-    let registered = json!({
-        "name": REPO,
-        "clone_url": forge.clone_url(REPO),
-        "forge": "github",
-        "webhook_secret": "a webhook secret of the forge role tests",
-        "api_url": forge.api_url(),
-        "api_token": FORGE_TOKEN,
-    });
-    let (status, body) = support::call_json(
-        &http,
-        reqwest::Method::POST,
-        &format!("{url}/api/repos"),
-        Some(ADMIN),
-        Some(&registered),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
+    register(&http, &url, &forge).await;
 
     oauth.sign_in_as("dora-gh");
     let mut browser = crate::support::sign_in::Browser::new();

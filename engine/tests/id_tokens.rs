@@ -85,6 +85,12 @@ async fn relying_party(issuer: &str, audience: &str, token: &str) -> Result<Valu
     .expect("the relying party")
 }
 
+/// What `GET /api/runs/{run}/id-tokens` lists, read as the admin.
+async fn issued(h: &Harness, run: i64) -> Value {
+    let path = format!("/api/runs/{run}/id-tokens");
+    h.call_ok(ADMIN, "GET", &path, None, 200).await
+}
+
 pub(crate) async fn succeeded(h: &Harness, run: i64) {
     h.wait_run(run, LIMIT).await;
     let row = h.store().run(run).await.unwrap().expect("the run");
@@ -148,15 +154,7 @@ async fn a_trusted_step_gets_a_token_that_a_relying_party_verifies() {
     );
 
     // The run's readers see which identity the step got, never the token.
-    let listed = h
-        .call_ok(
-            ADMIN,
-            "GET",
-            &format!("/api/runs/{run}/id-tokens"),
-            None,
-            200,
-        )
-        .await;
+    let listed = issued(&h, run).await;
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
     assert_eq!(listed[0]["step"], "deploy");
     assert_eq!(listed[0]["variable"], "CLOUD_TOKEN");
@@ -228,15 +226,7 @@ async fn a_fork_gets_no_token_and_a_pull_request_says_so_in_its_subject() {
     let log = deploy_log(&h, fork).await;
     assert_eq!(printed_token(&log), "", "a fork's step got a token:\n{log}");
     assert!(log.contains("withheld=CLOUD_TOKEN"), "{log}");
-    let listed = h
-        .call_ok(
-            ADMIN,
-            "GET",
-            &format!("/api/runs/{fork}/id-tokens"),
-            None,
-            200,
-        )
-        .await;
+    let listed = issued(&h, fork).await;
     assert_eq!(listed, json!([]));
 
     let own = support::start_pr_run(&h.engine.executor, h.repo_id, &plan, false).await;
@@ -277,15 +267,7 @@ async fn a_step_in_an_environment_gets_the_environment_as_its_subject() {
     h.wait_run(off, LIMIT).await;
     let row = h.store().run(off).await.unwrap().unwrap();
     assert_eq!(row.status.as_str(), "failed");
-    let listed = h
-        .call_ok(
-            ADMIN,
-            "GET",
-            &format!("/api/runs/{off}/id-tokens"),
-            None,
-            200,
-        )
-        .await;
+    let listed = issued(&h, off).await;
     assert_eq!(listed, json!([]));
     h.engine.shutdown().await;
 }
@@ -339,15 +321,7 @@ async fn an_environment_may_let_a_reviewed_fork_step_have_an_untrusted_token() {
     assert_eq!(claims["sub"], "repo:acme/app:environment:preview");
     assert_eq!(claims["environment"], "preview");
     assert_eq!(claims["trusted"], false);
-    let listed = h
-        .call_ok(
-            ADMIN,
-            "GET",
-            &format!("/api/runs/{fork}/id-tokens"),
-            None,
-            200,
-        )
-        .await;
+    let listed = issued(&h, fork).await;
     assert_eq!(listed[0]["trusted"], false, "{listed}");
     h.engine.shutdown().await;
 }
