@@ -38,7 +38,7 @@ use serde_json::{json, Value};
 pub use claims::{subject, Claims, StepFacts};
 
 use crate::executor::Executor;
-use crate::store::{now_ms, Audit, OidcKeyRow, Store, ID_TOKEN_ISSUED};
+use crate::store::{now_ms, Audit, OidcKeyRow, RunRow, Store, ID_TOKEN_ISSUED};
 use crate::vault::Vault;
 use keys::SigningKey;
 
@@ -227,15 +227,29 @@ pub struct Request<'a> {
 /// run's process step, or an untrusted run's in an environment that allows it and
 /// reviewed it. Reads only; signs nothing.
 pub async fn entitled(executor: &Executor, request: Request<'_>) -> anyhow::Result<bool> {
+    let run = run_of(executor, request.run_id).await?;
+    entitled_in(executor, &run, request).await
+}
+
+/// Run `run_id`'s row.
+async fn run_of(executor: &Executor, run_id: i64) -> anyhow::Result<RunRow> {
+    executor
+        .store()
+        .run(run_id)
+        .await?
+        .with_context(|| format!("no run {run_id}"))
+}
+
+/// [`entitled`], of `run` (the request's run, read already).
+async fn entitled_in(
+    executor: &Executor,
+    run: &RunRow,
+    request: Request<'_>,
+) -> anyhow::Result<bool> {
     if request.tokens.is_empty() || !request.runs_processes {
         return Ok(false);
     }
     let run_id = request.run_id;
-    let run = executor
-        .store()
-        .run(run_id)
-        .await?
-        .with_context(|| format!("no run {run_id}"))?;
     if run.secrets_allowed {
         return Ok(true);
     }
@@ -267,7 +281,8 @@ async fn for_step(
     if request.tokens.is_empty() {
         return Ok(Issued::default());
     }
-    if !entitled(executor, request).await? {
+    let run = run_of(executor, request.run_id).await?;
+    if !entitled_in(executor, &run, request).await? {
         return Ok(Issued {
             values: BTreeMap::new(),
             withheld: request.tokens.keys().cloned().collect(),
@@ -275,10 +290,6 @@ async fn for_step(
     }
     let store = executor.store();
     let run_id = request.run_id;
-    let run = store
-        .run(run_id)
-        .await?
-        .with_context(|| format!("no run {run_id}"))?;
     // The environment as its repository names it (names are case-insensitive); a local
     // run has no environments, so its tokens name none.
     let environment = match (
