@@ -94,19 +94,14 @@ async fn an_app_repository_gets_check_runs_on_its_commit_and_its_agents_pull_req
     let proposal = store.list_for_run(run).await.unwrap()[0].id;
     let url = format!("{}/{REPO}/pull/{number}", forge.url());
     assert!(store.mark_applied(proposal, &url).await.unwrap());
-    store
-        .advance(
-            plue_store::RunToAdvance::ungrouped(run),
-            |_| Vec::new(),
-            |_| {
-                vec![StepChange::FinishRun {
-                    status: plue_types::status::RunStatus::Failed,
-                    reason: Some("failed steps: build".into()),
-                }]
-            },
-        )
-        .await
-        .unwrap();
+    plue_store::testing::advance_with(&store, plue_store::RunToAdvance::ungrouped(run), |_| {
+        vec![StepChange::FinishRun {
+            status: plue_types::status::RunStatus::Failed,
+            reason: Some("failed steps: build".into()),
+        }]
+    })
+    .await
+    .unwrap();
 
     let app = GitHubApp::new(4242, APP_KEY_PEM)
         .unwrap()
@@ -217,19 +212,14 @@ async fn a_revoked_report_token_is_renewed_once_and_the_check_run_completed() {
     assert_eq!(reporter.deliver_due().await.unwrap(), 1);
     let mark = forge.revocation_mark();
     forge.revoke_tokens_at_next_use(None);
-    store
-        .advance(
-            plue_store::RunToAdvance::ungrouped(run),
-            |_| Vec::new(),
-            |_| {
-                vec![StepChange::FinishRun {
-                    status: plue_types::status::RunStatus::Succeeded,
-                    reason: None,
-                }]
-            },
-        )
-        .await
-        .unwrap();
+    plue_store::testing::advance_with(&store, plue_store::RunToAdvance::ungrouped(run), |_| {
+        vec![StepChange::FinishRun {
+            status: plue_types::status::RunStatus::Succeeded,
+            reason: None,
+        }]
+    })
+    .await
+    .unwrap();
     assert_eq!(reporter.deliver_due().await.unwrap(), 1, "in the same pass");
     assert_eq!(forge.check_renewals(&mark), Ok(1));
     let refused = &forge.token_refusals()[0];

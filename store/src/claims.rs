@@ -29,7 +29,7 @@
 //!   trusted work (a `zone=prod` token's) whatever labels the fork's plan asks for.
 //! - A claim never takes the run's row lock (the executor holds it while it reads steps),
 //!   so claims and the executor cannot deadlock; the claim a completion makes in its run's
-//!   advance (`advance::complete_and_advance`) runs while that advance holds its own
+//!   advance (a run's `transition`) runs while that advance holds its own
 //!   run's lock, and waits for no run's lock either.
 //! - Of a run, a claim reads its workspace document and its summoned context (an issue's
 //!   or a comment's, else none) and moves it from `queued` to `running` only the first
@@ -478,20 +478,42 @@ pub(crate) enum FinalStepNews {
     ReadHere,
 }
 
-/// Ends attempt `attempt_id` (of runner `runner_id`, if `Some`) with `end` and moves its
-/// step run as `after` says, inside the open transaction `tx`: how [`Store::complete_attempt`]
-/// and [`Store::complete_and_advance`] both end an attempt. `news`: who learns of a step
-/// run made final ([`FinalStepNews::ReadHere`] only when an advance in `tx` reads it by
-/// id). The attempt that ended, or `None` when it was already final (a repeat: the caller
-/// must not commit what it wrote before in `tx` as if the attempt had ended).
-pub(crate) async fn complete_in(
+/// An attempt ended inside a transaction whose step run has not yet moved: what
+/// [`end_attempt_in`] read, which only [`settle_in`] consumes. The caller decides the step
+/// run's fate ([`StepAfter`]) from [`EndingAttempt::attempt`] between the two.
+#[must_use = "an ended attempt's step run moves only when it is settled"]
+#[derive(Debug)]
+pub struct EndingAttempt {
+    attempt: CompletedAttempt,
+    /// When the attempt itself started (as stored), for the step run's own start.
+    attempt_started_at: Option<i64>,
+    runner_id: i64,
+    /// When it ended (`AttemptEnd::at`).
+    ended_at: i64,
+    /// Its runner claims its next attempt in the same transaction (stays `busy`).
+    runner_claims_next: bool,
+}
+
+impl EndingAttempt {
+    /// The attempt, as the caller decides its step run's fate from it.
+    pub fn attempt(&self) -> &CompletedAttempt {
+        &self.attempt
+    }
+}
+
+/// Ends attempt `attempt_id` (of runner `runner_id`, if `Some`) with `end` inside the open
+/// transaction `tx`, its usage added to its step run's: the first half of how every
+/// attempt ends ([`settle_in`] moves the step run). `news`: who learns of a step run made
+/// final ([`FinalStepNews::ReadHere`] only when an advance in `tx` reads it by id). The
+/// attempt that ended, or `None` when it was already final (a repeat: the caller must not
+/// commit what it wrote before in `tx` as if the attempt had ended).
+pub(crate) async fn end_attempt_in(
     tx: &mut Tx<'_>,
     attempt_id: i64,
     runner_id: Option<i64>,
     end: &AttemptEnd<'_>,
     news: FinalStepNews,
-    after: impl FnOnce(&CompletedAttempt) -> StepAfter,
-) -> anyhow::Result<Option<CompletedAttempt>> {
+) -> anyhow::Result<Option<EndingAttempt>> {
     let usage_json = end.usage.map(|u| serde_json::to_string(&u)).transpose()?;
     let mut end_attempt = Statement::per_backend(SQLITE_END_ATTEMPT, PG_END_ATTEMPT)
         .bind(attempt_id)
@@ -539,23 +561,47 @@ pub(crate) async fn complete_in(
     } else {
         0
     };
-    let completed = CompletedAttempt {
-        run_id: ended.run_id,
-        step_run_id,
-        step_id: ended.step_id,
-        number: ended.number,
-        iteration: ended.iteration,
-        number_in_iteration: ended.number - ended.iteration_base - ended.unacknowledged,
-        cancel_requested: ended.cancel_requested,
-        started_at: ended.step_started_at.or(ended.started_at),
-        // A step run still `claimed` never had its start reported.
-        folded_start: match ended.started_at {
-            Some(at) if ended.step_status == StepStatus::Claimed => Some((ended.ready_at, at)),
-            _ => None,
+    Ok(Some(EndingAttempt {
+        attempt: CompletedAttempt {
+            run_id: ended.run_id,
+            step_run_id,
+            step_id: ended.step_id,
+            number: ended.number,
+            iteration: ended.iteration,
+            number_in_iteration: ended.number - ended.iteration_base - ended.unacknowledged,
+            cancel_requested: ended.cancel_requested,
+            started_at: ended.step_started_at.or(ended.started_at),
+            // A step run still `claimed` never had its start reported.
+            folded_start: match ended.started_at {
+                Some(at) if ended.step_status == StepStatus::Claimed => Some((ended.ready_at, at)),
+                _ => None,
+            },
+            run_outputs_bytes,
         },
-        run_outputs_bytes,
-    };
-    match after(&completed) {
+        attempt_started_at: ended.started_at,
+        runner_id: ended.runner_id,
+        ended_at: end.at,
+        runner_claims_next: end.runner_claims_next,
+    }))
+}
+
+/// Moves the step run of an attempt [`end_attempt_in`] ended as `after` says, and marks
+/// its runner idle unless it claims its next attempt in the same transaction: the second
+/// half of how every attempt ends. The attempt that ended.
+pub(crate) async fn settle_in(
+    tx: &mut Tx<'_>,
+    ending: EndingAttempt,
+    after: StepAfter,
+) -> anyhow::Result<CompletedAttempt> {
+    let EndingAttempt {
+        attempt,
+        attempt_started_at,
+        runner_id,
+        ended_at,
+        runner_claims_next,
+    } = ending;
+    let step_run_id = attempt.step_run_id;
+    match after {
         StepAfter::Final {
             status,
             reason,
@@ -577,8 +623,8 @@ pub(crate) async fn complete_in(
                     .bind(status)
                     .bind(&reason)
                     .bind(exit_code)
-                    .bind(end.at)
-                    .bind(ended.started_at),
+                    .bind(ended_at)
+                    .bind(attempt_started_at),
                 )
                 .await?;
             if finished == 1 && outputs != "{}" {
@@ -588,9 +634,9 @@ pub(crate) async fn complete_in(
                          VALUES ($1, $2, $3, $4)",
                     )
                     .bind(step_run_id)
-                    .bind(completed.run_id)
+                    .bind(attempt.run_id)
                     .bind(&outputs)
-                    .bind(completed.iteration),
+                    .bind(attempt.iteration),
                 )
                 .await?;
             }
@@ -605,15 +651,15 @@ pub(crate) async fn complete_in(
                 .bind(step_run_id)
                 .bind(ready_at)
                 .bind(&reason)
-                .bind(ended.started_at),
+                .bind(attempt_started_at),
             )
             .await?;
         }
     }
-    if !end.runner_claims_next {
-        runner_idle_in(tx, ended.runner_id, end.at).await?;
+    if !runner_claims_next {
+        runner_idle_in(tx, runner_id, ended_at).await?;
     }
-    Ok(Some(completed))
+    Ok(attempt)
 }
 
 /// A busy runner becomes idle at `now`: it has nothing (more) to run.
@@ -1070,17 +1116,15 @@ impl Store {
     ) -> anyhow::Result<Option<CompletedAttempt>> {
         let mut conn = Conn::acquire(self).await?;
         let mut tx = conn.begin().await?;
-        let completed = complete_in(
-            &mut tx,
-            attempt_id,
-            runner_id,
-            end,
-            FinalStepNews::Listed,
-            decide,
-        )
-        .await?;
+        let ending =
+            end_attempt_in(&mut tx, attempt_id, runner_id, end, FinalStepNews::Listed).await?;
+        let Some(ending) = ending else {
+            return Ok(None);
+        };
+        let after = decide(&ending.attempt);
+        let completed = settle_in(&mut tx, ending, after).await?;
         tx.commit().await?;
-        Ok(completed)
+        Ok(Some(completed))
     }
 
     /// Attempts still claimed or running past their timeout plus `grace_ms`, as

@@ -3,7 +3,7 @@
 //! **Invariant:** at most one run of a group is active (`queued` or `running`, approval
 //! waits included); newer runs wait in `pending`, where none of their steps is claimable.
 //! Every decision about a group — a run entering it ([`Store::create_run`]), a run
-//! finishing and the next one starting ([`Store::advance`]) — is taken in one transaction
+//! finishing and the next one starting (the run's transition, [`Store::lock_run`]) — is taken in one transaction
 //! that first locks the group's row in `concurrency_groups`, so two engine replicas on one
 //! PostgreSQL are ordered by the row lock (SQLite has one writer anyway). The unique index
 //! `runs_one_active_per_group` makes the invariant the schema's: a bug here fails a
@@ -14,11 +14,11 @@
 //! for an approval while it holds the group, meets only other forks' runs, never cancels,
 //! supersedes or holds a run of the repository itself.
 //!
-//! Lock order: group row, then run rows, then step rows. `advance` reads a run's group id
+//! Lock order: group row, then run rows, then step rows. `Store::lock_run` reads a run's group id
 //! (which never changes) before its transaction and locks the group first.
 //!
 //! [`Store::create_run`]: super::Store::create_run
-//! [`Store::advance`]: super::Store::advance
+//! [`Store::lock_run`]: super::Store::lock_run
 
 use anyhow::Context;
 use evaluator::context::EvalContext;

@@ -7,8 +7,8 @@
 //!   (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and log lines (a row each on PostgreSQL,
 //!   chunks of lines on SQLite) — are written per backend side by side.
 //! - A transaction that reads before it writes opens with a write to the row it is about
-//!   (`UPDATE runs SET advances = advances + 1` in `lock_run`): on PostgreSQL that locks the run against other engine
-//!   replicas, on SQLite it takes the write lock first so the transaction can never fail to
+//!   (`UPDATE runs SET advances = advances + 1` in [`Store::lock_run`]): on PostgreSQL that
+//!   locks the run against other engine replicas, on SQLite it takes the write lock first so the transaction can never fail to
 //!   upgrade from a stale read snapshot.
 //! - Times are milliseconds since the Unix epoch; JSON documents are TEXT.
 //! - Values are always bound, never spliced into SQL.
@@ -19,7 +19,6 @@
 //! moved on, lines stored): hints only, the tables stay the truth.
 //! [`wake`] carries the hints other engine replicas on the same PostgreSQL need.
 
-mod advance;
 mod annotations;
 mod api_tokens;
 mod approvals;
@@ -60,6 +59,7 @@ mod sign_in;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod timeline;
+mod transition;
 mod tx;
 pub mod wake;
 
@@ -73,14 +73,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use advance::{ClaimNext, CompletedAndAdvanced, Completion, Grouping, NextClaim, RunToAdvance};
 pub use annotations::{AnnotationRow, DroppedAnnotations, NewAnnotation};
 pub use api_tokens::{Adopted, NewToken, TokenRow, ValidToken};
 pub use approvals::{ApprovalRow, Decided, Reviewer, Verdict};
 pub use blobs::{ArtifactRow, BlobRow, BlobUsage, NewBlob, RecordError, StepArtifacts, Usage};
 pub use caches::{cache_scope, CacheEntryRow, CachePlace, CacheRecorded, NewCacheEntry};
 pub use claims::unacknowledged::{Acknowledgement, ReturnedClaim, UnacknowledgedRow, Unanswered};
-pub use claims::{AttemptEnd, AttemptOwner, Claimed, CompletedAttempt, StepAfter};
+pub use claims::{AttemptEnd, AttemptOwner, Claimed, CompletedAttempt, EndingAttempt, StepAfter};
 pub use costs::{BudgetClaimants, Reservation};
 pub use dashboard::{AttemptRow, RunFilter};
 pub use debug_sessions::{DebugClaim, DebugSessionRow, NewDebugSession};
@@ -113,6 +112,10 @@ pub use runs::{
 pub use secret_holders::needs_secrets_runner;
 pub use sign_in::{CliRequest, GroupChanges, NewSignIn, SignInIdentity, SignInRow};
 pub use timeline::{RunProgress, TimelineAttempt};
+pub use transition::{
+    ClaimNext, Committed, Grouping, NextClaim, RunToAdvance, RunTransition, ThenAdvance,
+    TransitionConn,
+};
 
 /// Runs `$body` with `$pool` bound to whichever backend pool the store holds. The body is
 /// compiled once per backend, so a query that does not type-check on both fails to build.

@@ -115,7 +115,7 @@ impl StepRunRow {
     }
 }
 
-/// One decision of the executor about a run, applied by [`Store::advance`].
+/// One decision of the executor about a run, applied in its run's transition ([`crate::RunTransition::apply`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepChange {
     /// Pending → queued with its dispatch document, claimable from `ready_at`.
@@ -151,7 +151,7 @@ pub enum StepChange {
     },
 }
 
-/// What [`Store::advance`] shows the executor.
+/// What a run's transition shows the executor ([`crate::RunTransition::steps`]).
 #[derive(Debug, Clone)]
 pub struct RunSnapshot {
     pub run_id: i64,
@@ -168,7 +168,7 @@ pub struct RunSnapshot {
     pub outputs: BTreeMap<(i64, i64), String>,
 }
 
-/// What [`Store::advance`] did.
+/// What a run's advance did ([`crate::RunTransition::apply`]).
 #[derive(Debug, Clone, Default)]
 pub struct Advanced {
     pub queued: usize,

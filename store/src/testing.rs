@@ -177,26 +177,21 @@ pub async fn queue_run_ready_at(store: &Store, run: &NewRun<'_>, ready_at: i64) 
         .await
         .expect("storing the run")
         .id;
-    store
-        .advance(
-            crate::RunToAdvance::ungrouped(run_id),
-            |_| Vec::new(),
-            |snapshot| {
-                snapshot
-                    .steps
-                    .iter()
-                    .filter(|step| step.status == "pending")
-                    .map(|step| crate::StepChange::Queue {
-                        step_run_id: step.id,
-                        dispatch: "{}".into(),
-                        ready_at,
-                        timeout_ms: 60_000,
-                    })
-                    .collect()
-            },
-        )
-        .await
-        .expect("queueing the run's steps");
+    advance_with(store, crate::RunToAdvance::ungrouped(run_id), |snapshot| {
+        snapshot
+            .steps
+            .iter()
+            .filter(|step| step.status == "pending")
+            .map(|step| crate::StepChange::Queue {
+                step_run_id: step.id,
+                dispatch: "{}".into(),
+                ready_at,
+                timeout_ms: 60_000,
+            })
+            .collect()
+    })
+    .await
+    .expect("queueing the run's steps");
     run_id
 }
 
@@ -208,21 +203,16 @@ pub async fn claim_first_step(
     run_id: i64,
     name: &str,
 ) -> (crate::Claimed, i64, Option<crate::KnownSteps>) {
-    let advanced = store
-        .advance(
-            crate::RunToAdvance::ungrouped(run_id),
-            |_| Vec::new(),
-            |snapshot| {
-                vec![crate::StepChange::Queue {
-                    step_run_id: snapshot.steps[0].id,
-                    dispatch: "{}".into(),
-                    ready_at: 0,
-                    timeout_ms: 60_000,
-                }]
-            },
-        )
-        .await
-        .expect("queueing the first step");
+    let advanced = advance_with(store, crate::RunToAdvance::ungrouped(run_id), |snapshot| {
+        vec![crate::StepChange::Queue {
+            step_run_id: snapshot.steps[0].id,
+            dispatch: "{}".into(),
+            ready_at: 0,
+            timeout_ms: 60_000,
+        }]
+    })
+    .await
+    .expect("queueing the first step");
     let runner = store
         .register_runner(name, "{}", name, 0)
         .await
@@ -281,4 +271,23 @@ pub async fn retirement_held(
     .await
     .expect("the retirement");
     retirement
+}
+
+/// Advances run `run` in one transition with the changes `decide` makes of its steps (no
+/// outputs loaded): what the advance did ([`crate::Advanced::default`] when the run is not
+/// advanced).
+pub async fn advance_with(
+    store: &Store,
+    run: crate::RunToAdvance,
+    decide: impl FnOnce(&crate::RunSnapshot) -> Vec<crate::StepChange>,
+) -> anyhow::Result<crate::Advanced> {
+    let mut conn = store.transition_conn().await?;
+    let mut transition = store.lock_run(&mut conn, run).await?;
+    if let Some(snapshot) = transition.steps().await? {
+        let changes = decide(&snapshot);
+        transition.apply(snapshot, changes).await?;
+    }
+    let committed = transition.commit().await?;
+    conn.release(store).await;
+    Ok(committed.advanced)
 }

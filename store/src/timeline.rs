@@ -112,27 +112,26 @@ mod tests {
                 }],
                 "{backend}"
             );
-            store
-                .advance(
-                    crate::RunToAdvance::ungrouped(run_id),
-                    |_| Vec::new(),
-                    |snapshot| {
-                        vec![
-                            StepChange::Queue {
-                                step_run_id: snapshot.steps[0].id,
-                                dispatch: "{}".into(),
-                                ready_at: 1_000,
-                                timeout_ms: 60_000,
-                            },
-                            StepChange::Skip {
-                                step_run_id: snapshot.steps[1].id,
-                                reason: "not needed".into(),
-                            },
-                        ]
-                    },
-                )
-                .await
-                .unwrap();
+            crate::testing::advance_with(
+                &store,
+                crate::RunToAdvance::ungrouped(run_id),
+                |snapshot| {
+                    vec![
+                        StepChange::Queue {
+                            step_run_id: snapshot.steps[0].id,
+                            dispatch: "{}".into(),
+                            ready_at: 1_000,
+                            timeout_ms: 60_000,
+                        },
+                        StepChange::Skip {
+                            step_run_id: snapshot.steps[1].id,
+                            reason: "not needed".into(),
+                        },
+                    ]
+                },
+            )
+            .await
+            .unwrap();
             let runner = store
                 .register_runner("r1", "{}", "hash", 2_000)
                 .await

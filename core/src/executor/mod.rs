@@ -26,6 +26,7 @@ pub mod outputs;
 mod plan_facts;
 pub mod reruns;
 pub mod rules;
+mod transition;
 mod unacknowledged;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -34,17 +35,12 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use evaluator::plan::Plan;
-use plue_types::status::AttemptStatus;
 
 use crate::engine_secrets::{EngineSecrets, Lookup};
 use crate::events::{Event, Events};
-use crate::metrics;
-use crate::store::{
-    now_ms, AttemptEnd, ClaimNext, CompletedAndAdvanced, CompletedAttempt, Completion, KnownSteps,
-    NewRun, NextClaim, RunRepo, RunSnapshot, RunToAdvance, StepAfter, Store, Triggerer,
-};
+use crate::store::{now_ms, KnownSteps, NewRun, NextClaim, RunRepo, Store, Triggerer};
 use crate::vault::Vault;
-use outputs::{OutputCache, Outputs};
+use outputs::OutputCache;
 pub use rules::Report;
 
 pub struct Executor {
@@ -106,34 +102,6 @@ pub struct Completed {
     /// The runner's next attempt, claimed with the completion when [`RunnerSaid::next_labels`]
     /// asked for it.
     pub next: NextClaim,
-}
-
-/// An attempt's end that [`Executor::advance_one`] applies first, in the transaction of
-/// the run's advance ([`Store::complete_and_advance`]).
-struct Completing<'a> {
-    /// The attempt, who reports it, and the reporting runner's next claim when it asks
-    /// for one in the same transaction.
-    completion: Completion<'a>,
-    /// What becomes of the attempt's step run.
-    after: Box<dyn FnOnce(&CompletedAttempt) -> StepAfter + Send + 'a>,
-    /// Set by `after` when the step run ended without outputs, as (step run, iteration):
-    /// the advance takes its outputs as empty (none are stored to read).
-    ended_empty: &'a Mutex<Option<(i64, i64)>>,
-}
-
-/// What one advance of a run did.
-#[derive(Default)]
-struct OneAdvance {
-    /// The attempt it ended first ([`Completing`]); `None` when it was given none, or the
-    /// attempt was already final (then nothing changed).
-    completed: Option<CompletedAttempt>,
-    /// The run of its concurrency group it let start, if any.
-    promoted: Option<i64>,
-    /// A review loop went back: the run is advanced again.
-    looped: bool,
-    queued: usize,
-    /// The next attempt claimed for the completing runner ([`Completed::next`]).
-    next: NextClaim,
 }
 
 /// Why a step gets no secrets at all (its attempt fails with this reason).
@@ -238,6 +206,10 @@ impl Executor {
     /// (tests and benchmarks check that the others read only what changed).
     pub fn steps_read(&self) -> u64 {
         self.steps_read.load(Ordering::Relaxed)
+    }
+
+    fn count_steps_read(&self, rows: usize) {
+        self.steps_read.fetch_add(rows as u64, Ordering::Relaxed);
     }
 
     /// Whether step `step_id` of the untrusted run `run_id`, in environment `name`, may get
@@ -436,7 +408,9 @@ impl Executor {
         mut queued: usize,
     ) -> anyhow::Result<usize> {
         while let Some(run_id) = next {
-            let one = self.advance_one(run_id, None).await?;
+            let one = self
+                .advance_one(run_id, None, plue_store::ThenAdvance::Yes)
+                .await?;
             queued += one.queued;
             // After a review loop went back, the next advance dispatches its target with
             // the outputs of the iteration that failed.
@@ -447,338 +421,6 @@ impl Executor {
             };
         }
         Ok(queued)
-    }
-
-    /// One run's advance, ending `completing`'s attempt first in its transaction when
-    /// given. Reads from the store only the outputs that pending steps read and the cache
-    /// does not hold ([`outputs`]).
-    async fn advance_one(
-        &self,
-        run_id: i64,
-        completing: Option<Completing<'_>>,
-    ) -> anyhow::Result<OneAdvance> {
-        let plan = self.plan(run_id).await?;
-        let now = now_ms();
-        let (reads, deps, facts) = {
-            let mut cache = self.lock_outputs();
-            (
-                cache.reads(run_id, &plan),
-                cache.deps(run_id, &plan),
-                cache.facts(run_id, &plan),
-            )
-        };
-        let loops = &facts.loops;
-        let gates = if facts.names_environment {
-            self.gates(run_id, &plan).await?
-        } else {
-            Vec::new()
-        };
-        // The outputs this advance reads: taken from the cache when the store shows which
-        // are needed (so a later eviction cannot take them away), the rest parsed from what
-        // the store loaded.
-        let held: Mutex<HashMap<(i64, i64), Outputs>> = Mutex::new(HashMap::new());
-        // The run after its due loops, worked out for the outputs it needs and then decided
-        // on (both see the same snapshot).
-        let looped: Mutex<Option<rules::Looped>> = Mutex::new(None);
-        // The outputs the store loaded for this advance, parsed: they enter the cache only
-        // once the transaction committed (the completion it applied may have stored them).
-        let loaded: Mutex<Vec<((i64, i64), Outputs)>> = Mutex::new(Vec::new());
-        let mut decided = metrics::Decided::default();
-        let turn = self.turn(run_id);
-        let mut known = turn.lock().await;
-        let completing_given = completing.is_some();
-        let ended_empty = completing.as_ref().map(|c| c.ended_empty);
-        let wanted = |snapshot: &RunSnapshot| {
-            let ended_empty = ended_empty.and_then(|ended| *lock(ended));
-            let mut cache = self.lock_outputs();
-            let mut held = lock(&held);
-            let mut missing = Vec::new();
-            let taken = rules::take_loops(&plan, loops, snapshot);
-            let needed = rules::needed_outputs(&plan, &deps, &reads, loops, snapshot, &taken);
-            *lock(&looped) = Some(taken);
-            for id in needed {
-                // The outputs of the step run the completion just ended, when it
-                // stored none: neither in the cache before the commit nor in the store.
-                if Some(id) == ended_empty {
-                    held.insert(id, Outputs::default());
-                    continue;
-                }
-                match cache.get(run_id, id) {
-                    Some(outputs) => {
-                        held.insert(id, outputs);
-                    }
-                    None => missing.push(id),
-                }
-            }
-            missing
-        };
-        let decide = |snapshot: &RunSnapshot| {
-            let mut held = lock(&held);
-            let mut loaded = lock(&loaded);
-            for (&id, json) in &snapshot.outputs {
-                let parsed = outputs::parse(json);
-                loaded.push((id, parsed.clone()));
-                held.insert(id, parsed);
-            }
-            drop(loaded);
-            let taken = lock(&looped)
-                .take()
-                .unwrap_or_else(|| rules::take_loops(&plan, loops, snapshot));
-            let mut changes = rules::plan_changes_with(
-                &plan, &deps, &reads, loops, snapshot, taken, &held, &gates, now,
-            );
-            keep_workspaces(&mut changes, &snapshot.steps, &self.kept_workspaces);
-            decided.note(&plan, snapshot, changes)
-        };
-        let run = RunToAdvance {
-            run_id,
-            grouping: plue_store::Grouping::of(&plan),
-            known: known.take(),
-        };
-        let CompletedAndAdvanced {
-            completed,
-            mut advanced,
-            next,
-        } = match completing {
-            None => self
-                .store
-                .advance(run, wanted, decide)
-                .await
-                .map(|advanced| CompletedAndAdvanced {
-                    advanced,
-                    ..CompletedAndAdvanced::default()
-                }),
-            Some(c) => {
-                self.store
-                    .complete_and_advance(run, c.completion, c.after, wanted, decide)
-                    .await
-            }
-        }
-        .with_context(|| format!("advancing run {run_id}"))?;
-        if completing_given && completed.is_none() {
-            // A repeated report: nothing was written, and the copy of the run stays current.
-            *known = advanced.known.take();
-            return Ok(OneAdvance::default());
-        }
-        {
-            let mut cache = self.lock_outputs();
-            for (id, outputs) in lock(&loaded).drain(..) {
-                cache.keep(run_id, id, outputs);
-            }
-            if completed.is_some() {
-                if let Some(step_run) = ended_empty.and_then(|ended| *lock(ended)) {
-                    cache.keep(run_id, step_run, Outputs::default());
-                }
-            }
-        }
-        if let Some(attempt) = &completed {
-            self.events.steps_moved(run_id, &[attempt.step_run_id]);
-        }
-        decided.record();
-        self.steps_read
-            .fetch_add(advanced.steps_read as u64, Ordering::Relaxed);
-        *known = advanced.known.take();
-        drop(known);
-        self.events.steps_moved(run_id, &advanced.moved);
-        self.events.send(Event::Step { run_id });
-        if advanced.finished {
-            self.forget(run_id);
-            self.events.send(Event::RunFinished { run_id });
-        }
-        Ok(OneAdvance {
-            completed,
-            next,
-            promoted: advanced.promoted,
-            looped: advanced.looped && !advanced.finished,
-            queued: advanced.queued,
-        })
-    }
-
-    /// Records how an attempt ended and moves its run on. `run_id` is the attempt's run, as
-    /// the caller read it with the attempt (its claim or owner row); `runner_id` is the
-    /// reporting runner (`None` when the engine ends the attempt itself). Returns false when
-    /// the attempt was already final.
-    pub async fn complete(
-        &self,
-        attempt_id: i64,
-        run_id: i64,
-        runner_id: Option<i64>,
-        report: &Report,
-    ) -> anyhow::Result<bool> {
-        let done = self
-            .complete_holding(attempt_id, run_id, runner_id, report, RunnerSaid::default())
-            .await?;
-        self.events.queued(done.queued);
-        Ok(done.completed)
-    }
-
-    /// [`Executor::complete`] for a runner's report, with what else its completion said
-    /// ([`RunnerSaid`]). The runner takes its next step in the answer: the steps the
-    /// completion queued ([`Completed::queued`], retries due now included) are not announced
-    /// to the other runners' polls, so the caller claims one first and wakes them only for
-    /// the rest. In a chain this spares every idle runner a wake-up and a claim that finds
-    /// nothing.
-    pub async fn complete_holding(
-        &self,
-        attempt_id: i64,
-        run_id: i64,
-        runner_id: Option<i64>,
-        report: &Report,
-        said: RunnerSaid,
-    ) -> anyhow::Result<Completed> {
-        let RunnerSaid {
-            usage,
-            model,
-            started_ms_ago,
-            claims_next,
-            next_labels,
-        } = said;
-        let cost_micros = crate::pricing::attempt_cost(&self.prices, model.as_deref(), usage);
-        let plan = self.plan(run_id).await?;
-        let facts = self.lock_outputs().facts(run_id, &plan);
-        let now = now_ms();
-        let status = match report.outcome {
-            plue_types::protocol::Outcome::Succeeded => AttemptStatus::Succeeded,
-            plue_types::protocol::Outcome::Failed => AttemptStatus::Failed,
-            plue_types::protocol::Outcome::Cancelled => AttemptStatus::Cancelled,
-        };
-        let end = AttemptEnd {
-            status,
-            exit_code: report.exit_code.map(i64::from),
-            reason: report.reason.as_deref(),
-            at: now,
-            usage,
-            model: model.as_deref(),
-            cost_micros: cost_micros.and_then(|c| i64::try_from(c).ok()),
-            has_outputs: !report.outputs.is_empty(),
-            started_at: started_ms_ago
-                .map(|ago| now.saturating_sub(i64::try_from(ago).unwrap_or(i64::MAX))),
-            runner_claims_next: claims_next && runner_id.is_some(),
-        };
-        let retry_now = Mutex::new(false);
-        let ended = Mutex::new(None);
-        // A step run that ends without outputs stores none: the advance takes them as
-        // empty, and the next ones find that in the cache instead of reading it back (the
-        // usual case, a read per step saved).
-        let ended_without_outputs = Mutex::new(None);
-        let after = || -> Box<dyn FnOnce(&CompletedAttempt) -> StepAfter + Send + '_> {
-            Box::new(|attempt: &CompletedAttempt| {
-                debug_assert_eq!(
-                    attempt.run_id, run_id,
-                    "attempt {attempt_id} is of another run"
-                );
-                let step = facts.step(&plan, &attempt.step_id);
-                let after = rules::step_after(step, attempt, report, now);
-                *lock(&retry_now) =
-                    matches!(after, StepAfter::Retry { ready_at, .. } if ready_at <= now);
-                *lock(&ended_without_outputs) =
-                    matches!(&after, StepAfter::Final { outputs, .. } if outputs == "{}")
-                        .then_some((attempt.step_run_id, attempt.iteration.max(1)));
-                *lock(&ended) = metrics::attempt_ended(step, attempt, &after, now);
-                after
-            })
-        };
-        // The attempt ends in the transaction of the run's advance: one commit for both.
-        let merged = self
-            .advance_one(
-                run_id,
-                Some(Completing {
-                    completion: Completion {
-                        attempt_id,
-                        runner_id,
-                        end: &end,
-                        claim_next: runner_id
-                            .zip(next_labels.as_deref())
-                            .filter(|_| end.runner_claims_next)
-                            .map(|(runner_id, label_sets)| ClaimNext {
-                                runner_id,
-                                label_sets,
-                            }),
-                    },
-                    after: after(),
-                    ended_empty: &ended_without_outputs,
-                }),
-            )
-            .await;
-        let (attempt, queued, then, claimed) = match merged {
-            Ok(OneAdvance {
-                completed: None, ..
-            }) => return Ok(Completed::default()),
-            Ok(OneAdvance {
-                completed: Some(attempt),
-                promoted,
-                looped,
-                queued,
-                next,
-            }) => (
-                attempt,
-                queued,
-                if looped { Some(run_id) } else { promoted },
-                next,
-            ),
-            // Whatever kept the two from committing together (the advance's own trouble
-            // included) must not keep the attempt from ending: it ends alone, then the run
-            // is advanced as after any other change.
-            Err(error) => {
-                tracing::warn!(
-                    run = run_id,
-                    attempt = attempt_id,
-                    "ending the attempt with its run's advance failed, ending it alone: {error:#}"
-                );
-                let Some(attempt) = self
-                    .store
-                    .complete_attempt(attempt_id, runner_id, &end, after())
-                    .await
-                    .with_context(|| format!("completing attempt {attempt_id}"))?
-                else {
-                    return Ok(Completed::default());
-                };
-                self.events
-                    .steps_moved(attempt.run_id, &[attempt.step_run_id]);
-                if let Some(step_run) = *lock(&ended_without_outputs) {
-                    self.lock_outputs()
-                        .keep(attempt.run_id, step_run, Outputs::default());
-                }
-                let run = attempt.run_id;
-                (attempt, 0, Some(run), NextClaim::NotAsked)
-            }
-        };
-        if let Some((ready_at, started_at)) = attempt.folded_start {
-            metrics::step_started(ready_at, started_at);
-        }
-        lock(&ended)
-            .take()
-            .into_iter()
-            .for_each(metrics::Ended::record);
-        if let Some(usage) = usage {
-            let label = self.prices.label(model.as_deref().unwrap_or_default());
-            metrics::record(metrics::Event::LlmUsage {
-                model: &label,
-                usage,
-                cost_micros,
-            });
-        }
-        let queued = match self.advance_chain(then, queued).await {
-            Ok(queued) => queued,
-            // The report and the claim committed: the claim must reach the runner. The
-            // run left behind is advanced again by the sweeper's pass over active runs.
-            Err(error) if matches!(claimed, NextClaim::Claimed(_)) => {
-                tracing::warn!(
-                    run = run_id,
-                    "advancing after attempt {attempt_id}: {error:#}"
-                );
-                queued
-            }
-            Err(error) => return Err(error),
-        };
-        // A retry without backoff is claimable now; later ones are found by the pollers'
-        // own timer.
-        let retry_now = *lock(&retry_now);
-        Ok(Completed {
-            completed: true,
-            queued: queued + usize::from(retry_now),
-            next: claimed,
-        })
     }
 
     /// Asks the run to cancel: queued and pending steps end now, running ones when their
