@@ -23,6 +23,7 @@
 
 pub mod annotations;
 pub mod artifacts;
+pub mod attempts;
 pub mod caches;
 pub mod dispatch;
 pub mod engine_secrets;

@@ -1,4 +1,6 @@
-//! `/internal/...`: the runner-facing HTTP API (protocol in [`plue_types::protocol`]).
+//! `/internal/...`: the runner-facing HTTP API (protocol in [`plue_types::protocol`]):
+//! authentication, limits and parsing. What the engine does with an attempt — assigning
+//! it, its lines, its end — is `plue_core::attempts`, which every transport shares.
 //!
 //! Past 600 lines: the runner protocol's handlers (registration, polling, logs, completion,
 //! hand-off blobs) share one authentication and ownership check each; splitting the blob
@@ -24,11 +26,9 @@
 //!   poll's arrival counts as a heartbeat, the poll held afterwards does not, and a held
 //!   poll whose runner has given no proof of life within [`InternalConfig::liveness_window`]
 //!   (or is suspect) is answered empty before anything is handed to it (`poll`).
-//! - Log lines and outputs are stored masked with every secret of the run (each spelling
-//!   the outbound wall knows, where it stands), the run's wall kept `WALL_FOR`; withheld
-//!   when the wall cannot be made, never stored unmasked.
-//! - A completion's reason is stored as the run's outbound wall redacts it (every secret of
-//!   the run masked, links to other hosts removed): a runner masks only its step's own.
+//! - Log lines, outputs and a completion's reason reach the store only through
+//!   `plue_core::attempts` (masked with every secret of the run, the reason redacted as
+//!   the run's outbound wall redacts it; withheld when the wall cannot be made).
 //! - Hand-off blobs: a runner uploads only for the attempt it holds, and downloads only
 //!   what that attempt's dispatch names (`workspace_from`, `needs_artifacts`), from the
 //!   attempt's own run; the run is never taken from the request. A blob of a step that
@@ -45,31 +45,22 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use plue_types::protocol::{
-    self as wire, Ack, Assignment, LogAck, LogBatch, PollRequest, PollResponse, StepAction,
-};
+use plue_types::protocol::{self as wire, Ack, LogAck, LogBatch, PollRequest, PollResponse};
 
 use crate::artifacts::{ArtifactError, Artifacts, Upload};
 use crate::dispatch::Dispatch;
 use crate::events::Event;
-use crate::executor::{Executor, Report, RunnerSaid};
+use crate::executor::Executor;
 use crate::http_error::{ApiError, ApiResult};
 use crate::json_body::JsonBody;
-use crate::metrics;
-use crate::outbound::Checker;
 use crate::runner_scope::{self, Scope};
-use crate::store::{
-    log_quota, now_ms, Acknowledgement, AttemptOwner, BatchEnd, Claimed, LogAttempt, LogQuotas,
-    NewRunner, NextClaim, RedeemedToken, Registration,
-};
+use crate::store::{now_ms, Acknowledgement, AttemptOwner, NewRunner, RedeemedToken, Registration};
 use crate::tokens;
-use refused::AttemptRefused;
+use plue_core::attempts::{Attempts, AuthedRunner};
 
 mod caches;
-mod checkout;
 pub(crate) mod debug;
 mod egress;
-mod refused;
 
 pub use egress::EgressAuth;
 
@@ -88,13 +79,6 @@ pub struct InternalConfig {
     /// How often a waiting poll looks for work again unwoken
     /// ([`crate::server::EngineConfig::poll_recheck`]).
     pub poll_recheck: Duration,
-    /// The most bytes of log text an attempt and a run may store.
-    pub log_quotas: LogQuotas,
-    /// Where `prompt_file`s are read from instead of the step's workspace
-    /// ([`crate::server::EngineConfig::prompt_root`]).
-    pub prompt_root: Option<std::path::PathBuf>,
-    /// The `iss` of steps' OpenID Connect tokens ([`crate::oidc`]).
-    pub oidc_issuer: std::sync::Arc<str>,
     /// The cluster's egress proxy, when one is configured (`--egress-proxy-token-file`):
     /// allow-list assignments carry a grant for it, and it may ask about them.
     pub egress: Option<EgressAuth>,
@@ -112,28 +96,14 @@ pub struct InternalState {
     pub artifacts: Arc<Artifacts>,
     /// The keys steps' OpenID Connect tokens are signed with (shared with [`crate::oidc`]).
     pub id_tokens: Arc<crate::id_tokens::IdTokens>,
+    /// The engine's side of every attempt: what these routes carry to and from runners.
+    pub attempts: Arc<Attempts>,
 }
 
-/// A runner as authenticated by its session token.
-#[derive(Debug, Clone)]
-pub struct AuthedRunner {
-    pub id: i64,
-    /// Canonical forms of every subset of its labels (what it may claim).
-    pub label_sets: Arc<Vec<String>>,
-    /// Whether its registration token lets it receive secrets.
-    pub secrets: bool,
-}
-
-/// Caches of session tokens and attempt owners, so a log batch costs no extra reads.
 #[derive(Debug, Default)]
 pub struct RunnerAuth {
+    /// Runners by the hash of their session token.
     runners: Mutex<HashMap<String, AuthedRunner>>,
-    owners: Mutex<HashMap<i64, AttemptOwner>>,
-    /// Each active run's outbound wall, for its log lines: made when it was first needed,
-    /// made again after [`WALL_FOR`].
-    walls: Mutex<HashMap<i64, CachedWall>>,
-    /// The checkout tokens handed with attempts, until they complete.
-    checkouts: checkout::Handed,
 }
 
 impl InternalConfig {
@@ -145,37 +115,9 @@ impl InternalConfig {
 }
 
 const CACHE_LIMIT: usize = 10_000;
-/// What a log line, an output or a reason becomes when the run's wall cannot be made (a
-/// secret of the run the vault cannot open): withheld, never kept unmasked.
-const WITHHELD_NO_WALL: &str = "[withheld: the run's secrets could not be read]";
-/// How long a run's wall is used for its log lines before it is made again (a secret
-/// changed meanwhile is masked from then on).
-const WALL_FOR: Duration = Duration::from_secs(30);
-
-/// A run's wall as cached: when it was made, how many values its run held then, the wall.
-type CachedWall = (std::time::Instant, i64, Arc<Checker>);
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 impl RunnerAuth {
-    /// Run `run_id`'s outbound wall, kept [`WALL_FOR`] while the run holds no new value:
-    /// a secret or token handed to one of its steps since (by this engine or another
-    /// replica) makes it again, so a later step's log never misses it.
-    async fn wall_of(&self, executor: &Executor, run_id: i64) -> anyhow::Result<Arc<Checker>> {
-        let held = executor.store().held_secrets_count(run_id).await?;
-        if let Some((at, count, wall)) = lock(&self.walls).get(&run_id) {
-            if at.elapsed() < WALL_FOR && *count == held {
-                return Ok(wall.clone());
-            }
-        }
-        let wall = Arc::new(executor.walls(String::new()).of_run(run_id).await?);
-        let mut walls = lock(&self.walls);
-        if walls.len() >= CACHE_LIMIT {
-            walls.clear();
-        }
-        walls.insert(run_id, (std::time::Instant::now(), held, wall.clone()));
-        Ok(wall)
-    }
-
     /// Drops a runner from the cache (it was declared lost or left).
     pub fn forget_runner(&self, runner_id: i64) {
         lock(&self.runners).retain(|_, r| r.id != runner_id);
@@ -405,8 +347,7 @@ async fn poll(
         };
         let woken = std::mem::take(&mut wake.held);
         if let Some(claimed) = claimed {
-            remember_owner(&state, &runner, &claimed);
-            match assignment(&state, &runner, claimed).await? {
+            match state.attempts.assign(&runner, claimed).await? {
                 Some(assignment) => {
                     return Ok(Json(PollResponse {
                         assignment: Some(assignment),
@@ -497,200 +438,6 @@ impl Drop for UnusedWake<'_> {
             self.events.pass_wake();
         }
     }
-}
-
-/// The assignment for a fresh claim, or `None` when the attempt had to fail at once (a
-/// missing secret, an unreadable dispatch document); the failure is recorded.
-async fn assignment(
-    state: &InternalState,
-    runner: &AuthedRunner,
-    claimed: Claimed,
-) -> ApiResult<Option<Assignment>> {
-    let (attempt_id, run_id) = (claimed.attempt_id, claimed.run_id);
-    match prepare_assignment(state, runner, claimed).await? {
-        Ok(assignment) => Ok(Some(assignment)),
-        Err(refused) => {
-            let reason = refused.to_string();
-            let report = Report {
-                outcome: wire::Outcome::Failed,
-                exit_code: None,
-                reason: Some(reason),
-                outputs: BTreeMap::new(),
-            };
-            state
-                .executor
-                .complete(attempt_id, run_id, None, &report)
-                .await?;
-            Ok(None)
-        }
-    }
-}
-
-/// The assignment for a fresh claim, or why its attempt fails at once (the reason
-/// [`assignment`] records); the outer error is the engine's own.
-async fn prepare_assignment(
-    state: &InternalState,
-    runner: &AuthedRunner,
-    claimed: Claimed,
-) -> ApiResult<Result<Assignment, AttemptRefused>> {
-    let dispatch: Dispatch = match serde_json::from_str(&claimed.dispatch) {
-        Ok(dispatch) => dispatch,
-        Err(e) => return Ok(Err(e.into())),
-    };
-    let secrets = match state
-        .executor
-        .secret_values(claimed.run_id, &claimed.step_id, &dispatch.secrets)
-        .await?
-    {
-        Ok(secrets) => secrets,
-        Err(refused) => return Ok(Err(refused.into())),
-    };
-    if !runner.secrets && !secrets.values.is_empty() {
-        // The claim skips such steps; this holds even for rows queued before it did.
-        return Ok(Err(AttemptRefused::RunnerWithoutSecrets {
-            names: secrets.values.keys().cloned().collect(),
-            runner: runner.id,
-        }));
-    }
-    // An llm step's limits, and its hold on the run's budget (crate::pricing::budget).
-    let budget = match crate::pricing::budget::assign(
-        state.executor.store(),
-        state.executor.prices(),
-        crate::pricing::budget::Claimed {
-            attempt_id: claimed.attempt_id,
-            run_id: claimed.run_id,
-            step_id: &claimed.step_id,
-        },
-        dispatch.budget.as_ref(),
-        state.executor.plan(claimed.run_id),
-    )
-    .await?
-    {
-        Ok(budget) => budget,
-        Err(refused) => return Ok(Err(refused.into())),
-    };
-    // The step's caches in its run's partition, decided when the run was created
-    // (`plue_core::caches`); a run from before partitions gets its least trusted one.
-    let caches = if dispatch.caches.is_empty() {
-        Vec::new()
-    } else {
-        let (label, repo) = state
-            .executor
-            .store()
-            .run_cache_partition(claimed.run_id)
-            .await?
-            .unwrap_or((None, None));
-        let partition = plue_core::caches::Partition::stored(label.as_deref(), repo.is_some());
-        dispatch.cache_specs(&partition.label(), state.artifacts.cache_entry_limit())
-    };
-    let mut action = dispatch.action;
-    if let Err(refused) = read_prompt_file(state.config.prompt_root.as_deref(), &mut action) {
-        return Ok(Err(refused));
-    }
-    let workspace = serde_json::from_str(&claimed.workspace)
-        .map_err(|e| anyhow::anyhow!("stored workspace of run {}: {e}", claimed.run_id))?;
-    // A GitHub App's repository: a short-lived read-only token for the checkout.
-    let workspace = match checkout::with_credential(
-        &state.executor,
-        &state.auth.checkouts,
-        claimed.run_id,
-        claimed.attempt_id,
-        workspace,
-    )
-    .await?
-    {
-        Ok(workspace) => workspace,
-        Err(refused) => return Ok(Err(refused)),
-    };
-    let mut env = dispatch.env;
-    // Read with the claim, once per run (the store's `ClaimedRuns`).
-    if let Some(context) = &claimed.summoned_context {
-        let ctx: evaluator::EvalContext = serde_json::from_str(context)
-            .map_err(|e| anyhow::anyhow!("stored context of run {}: {e}", claimed.run_id))?;
-        env.extend(crate::dispatch::summoned_env(&ctx));
-    }
-    env.insert("PLUE_ATTEMPT".into(), claimed.number.to_string());
-    if !secrets.withheld.is_empty() {
-        env.insert("PLUE_SECRETS_WITHHELD".into(), secrets.withheld.join(","));
-    }
-    let egress_grant = egress::grant_for(
-        state.config.egress.as_ref(),
-        claimed.attempt_id,
-        &dispatch.network,
-    )?;
-    // Its OpenID Connect tokens, made last (nothing after this refuses the attempt): each a
-    // secret of the run from the moment it is made (`crate::id_tokens`).
-    let mut secrets = secrets.values;
-    if !dispatch.id_tokens.is_empty() {
-        let request = crate::id_tokens::Request {
-            issuer: &state.config.oidc_issuer,
-            run_id: claimed.run_id,
-            step_id: &claimed.step_id,
-            attempt: claimed.number,
-            tokens: &dispatch.id_tokens,
-            timeout_secs: dispatch.timeout_secs,
-            runs_processes: matches!(action, StepAction::Bash { .. } | StepAction::Python { .. }),
-        };
-        // A runner kept from secrets (one for forks) runs a step whose tokens would be
-        // withheld anyway; one that would get them is another runner's.
-        if !runner.secrets && crate::id_tokens::entitled(&state.executor, request).await? {
-            return Ok(Err(AttemptRefused::RunnerWithoutSecrets {
-                names: dispatch.id_tokens.keys().cloned().collect(),
-                runner: runner.id,
-            }));
-        }
-        let issued = state.id_tokens.for_step(&state.executor, request).await?;
-        secrets.extend(issued.values);
-        if !issued.withheld.is_empty() {
-            env.insert("PLUE_ID_TOKENS_WITHHELD".into(), issued.withheld.join(","));
-        }
-    }
-    Ok(Ok(Assignment {
-        attempt_id: claimed.attempt_id,
-        run_id: claimed.run_id,
-        step_id: claimed.step_id,
-        attempt: u32::try_from(claimed.number).unwrap_or(u32::MAX),
-        action,
-        env,
-        secrets,
-        timeout_secs: dispatch.timeout_secs,
-        workspace,
-        handoff: wire::Handoff {
-            max_bytes: state.artifacts.max_bytes(),
-            ..dispatch.handoff
-        },
-        network: dispatch.network,
-        egress_grant,
-        caches,
-        budget,
-    }))
-}
-
-/// Puts the text of an llm step's `prompt_file`, read inside `root` (confined to it as the
-/// runner confines it to its workspace), into `action`, when there is a root.
-fn read_prompt_file(
-    root: Option<&std::path::Path>,
-    action: &mut StepAction,
-) -> Result<(), AttemptRefused> {
-    let (
-        Some(root),
-        StepAction::Llm {
-            prompt_file: Some(reference),
-            prompt_file_content,
-            ..
-        },
-    ) = (root, action)
-    else {
-        return Ok(());
-    };
-    *prompt_file_content = prompts::resolve_text(reference, root)
-        .map(|text| text.map(Box::new))
-        .map_err(|error| AttemptRefused::PromptFile {
-            reference: reference.clone(),
-            root: root.to_owned(),
-            error: Box::new(error),
-        })?;
-    Ok(())
 }
 
 /// `PUT /internal/attempts/{id}/blobs/{kind}`: the attempt's final workspace or artifacts,
@@ -884,12 +631,7 @@ async fn accepted(
 ) -> ApiResult<Json<Ack>> {
     let runner = authenticate(&state, &headers).await?;
     let (attempt_id, _) = owned_attempt(&state, &runner, attempt_id).await?;
-    match state
-        .executor
-        .store()
-        .acknowledge_claim(attempt_id, runner.id, now_ms())
-        .await?
-    {
+    match state.attempts.accept(&runner, attempt_id).await? {
         Acknowledgement::Counted => Ok(Json(Ack {})),
         Acknowledgement::Refused => Err(ApiError::Client(
             StatusCode::CONFLICT,
@@ -908,20 +650,7 @@ async fn started(
 ) -> ApiResult<Json<Ack>> {
     let runner = authenticate(&state, &headers).await?;
     let (attempt_id, owner) = owned_attempt(&state, &runner, attempt_id).await?;
-    let now = now_ms();
-    let ready_at = state
-        .executor
-        .store()
-        .start_attempt(attempt_id, runner.id, now)
-        .await?;
-    metrics::step_started(ready_at, now);
-    state
-        .executor
-        .events()
-        .steps_moved(owner.run_id, &[owner.step_run_id]);
-    state.executor.events().send(Event::Step {
-        run_id: owner.run_id,
-    });
+    state.attempts.started(&runner, attempt_id, &owner).await?;
     Ok(Json(Ack {}))
 }
 
@@ -934,98 +663,12 @@ async fn logs(
     let runner = authenticate(&state, &headers).await?;
     let (attempt_id, owner) = owned_attempt(&state, &runner, attempt_id).await?;
     let JsonBody(batch) = body?;
-    let cancel = store_batch(&state, attempt_id, &owner, batch).await?;
-    Ok(Json(LogAck { cancel }))
-}
-
-/// Stores a batch of attempt `attempt_id`'s lines (`POST .../logs`, or the one a completion
-/// carries): checked, counted against the log quotas, masked with the run's wall, told to
-/// readers. Answers whether the runner should stop the attempt.
-async fn store_batch(
-    state: &InternalState,
-    attempt_id: i64,
-    owner: &AttemptOwner,
-    batch: LogBatch,
-) -> ApiResult<bool> {
     validate_batch(&batch)?;
-    let store = state.executor.store();
-    // Counted against the log quotas (store::logs::quota): past one, the batch is cut and
-    // ends with a marker line, and the attempt is failed here with the marker as reason.
-    let Some(budget) = store.log_budget(attempt_id).await? else {
-        return Ok(true);
-    };
-    let mut planned = log_quota::plan(&state.config.log_quotas, &budget, &batch.lines, now_ms());
-    // The runner masked the lines with the step's own secrets; readers see them masked
-    // with every secret of the run (a token another step left in the workspace, printed by
-    // a tool here).
-    match state.auth.wall_of(&state.executor, owner.run_id).await {
-        Ok(wall) if wall.has_secrets() => {
-            for line in &mut planned.lines {
-                if let Some(masked) = wall.mask_spellings(&line.text) {
-                    line.text = masked;
-                }
-            }
-        }
-        Ok(_) => {}
-        // Never kept unmasked, never refused (the runner would send it again and again).
-        Err(e) => {
-            tracing::warn!(run = owner.run_id, "the run's outbound wall: {e:#}");
-            for line in &mut planned.lines {
-                line.text = WITHHELD_NO_WALL.into();
-            }
-        }
-    }
-    let at = LogAttempt {
-        attempt_id,
-        run_id: owner.run_id,
-        step_run_id: owner.step_run_id,
-        number: owner.number,
-    };
-    let stored = store
-        .append_logs_counted(
-            at,
-            &planned.lines,
-            match planned.over {
-                Some(_) => BatchEnd::Cut,
-                None => BatchEnd::Open,
-            },
-        )
+    let cancel = state
+        .attempts
+        .store_batch(attempt_id, &owner, batch)
         .await?;
-    metrics::record(metrics::Event::LogLines(stored));
-    if stored > 0 {
-        // Under the attempt the runner holds: a line cannot name another step.
-        crate::annotations::ingest(store, at, &planned.lines).await?;
-    }
-    let events = state.executor.events();
-    // A tapped run's reader gets the lines as stored, when all of them were new (a batch
-    // sent again stores nothing, or only what its first copy did not) and in order; it is
-    // told of any other batch that stored lines, so it reads those from the store.
-    let in_order = planned.lines.windows(2).all(|w| w[1].seq == w[0].seq + 1);
-    if stored > 0 && events.tapped(owner.run_id) {
-        if stored == planned.lines.len() as u64 && in_order {
-            events.offer_lines(owner.run_id, owner.step_run_id, owner.number, planned.lines);
-        } else {
-            events.left_out(owner.run_id, owner.step_run_id);
-        }
-    }
-    events.send(Event::Logs {
-        run_id: owner.run_id,
-        step_run_id: owner.step_run_id,
-    });
-    if let Some(over) = planned.over {
-        let report = Report {
-            outcome: plue_types::protocol::Outcome::Failed,
-            exit_code: None,
-            reason: Some(over.to_string()),
-            outputs: BTreeMap::new(),
-        };
-        state
-            .executor
-            .complete(attempt_id, owner.run_id, None, &report)
-            .await?;
-        return Ok(true);
-    }
-    Ok(budget.stop || budget.truncated)
+    Ok(Json(LogAck { cancel }))
 }
 
 async fn watch(
@@ -1080,7 +723,7 @@ async fn complete(
 ) -> ApiResult<Json<wire::CompleteResponse>> {
     let runner = authenticate(&state, &headers).await?;
     let (attempt_id, owner) = owned_attempt(&state, &runner, attempt_id).await?;
-    let JsonBody(mut completion) = body?;
+    let JsonBody(completion) = body?;
     validate_outputs(&completion.outputs)?;
     if completion.reason.as_ref().is_some_and(|r| r.len() > 4096) {
         return Err(ApiError::bad_request("reason is longer than 4096 bytes"));
@@ -1088,168 +731,15 @@ async fn complete(
     if completion.model.as_ref().is_some_and(|m| m.len() > 200) {
         return Err(ApiError::bad_request("model is longer than 200 bytes"));
     }
-    // Its last lines, as their own batch would have been: stored and told to readers
-    // before the end is recorded (a report refused above stores none of them). A batch
-    // past a quota fails the attempt there, and this report is then a repeat.
-    if let Some(batch) = completion.logs.take() {
-        store_batch(&state, attempt_id, &owner, batch).await?;
+    // A report refused here stores none of its lines.
+    if let Some(batch) = &completion.logs {
+        validate_batch(batch)?;
     }
-    let network_refused = completion.network_refused;
-    let (mut outcome, mut reason) = (completion.outcome, completion.reason);
-    // A checkout the forge refused the token of: that token is forgotten.
-    let handed = &state.auth.checkouts;
-    if let Err(e) = checkout::after_attempt(
-        &state.executor,
-        handed,
-        attempt_id,
-        outcome,
-        reason.as_deref(),
-    )
-    .await
-    {
-        tracing::warn!(attempt = attempt_id, "the attempt's checkout token: {e:#}");
-    }
-    // Safe outputs: judged before the attempt ends (a refusal fails it), stored after.
-    let judged = crate::safe_outputs::judge(
-        &state.executor,
-        owner.run_id,
-        owner.step_run_id,
-        &mut outcome,
-        &mut reason,
-        &completion.proposals,
-    )
-    .await?;
-    // The runner masked its reason and outputs with the step's own secrets; readers see
-    // them only as the run's wall leaves them (another step's token a tool printed, or an
-    // agent put in its result, is masked too).
-    let mut outputs = completion.outputs;
-    let wall = state.auth.wall_of(&state.executor, owner.run_id).await;
-    match &wall {
-        Ok(wall) if wall.has_secrets() => {
-            for value in outputs.values_mut() {
-                if let Some(masked) = wall.mask_spellings(value) {
-                    *value = masked;
-                }
-            }
-        }
-        Ok(_) => {}
-        Err(e) => {
-            tracing::warn!(run = owner.run_id, "the run's outbound wall: {e:#}");
-            for value in outputs.values_mut() {
-                *value = WITHHELD_NO_WALL.into();
-            }
-        }
-    }
-    if let Some(text) = reason.take() {
-        reason = Some(match &wall {
-            Ok(wall) => wall.redact(&text).into_string(),
-            Err(_) => WITHHELD_NO_WALL.into(),
-        });
-    }
-    let report = Report {
-        outcome,
-        exit_code: completion.exit_code,
-        reason,
-        outputs,
-    };
-    // The next attempt is claimed in the completion's transaction, unless the engine is
-    // shutting down (then it claims nothing, below) or proposals are still to be recorded
-    // after it: a claim made there must reach the runner, so nothing that may fail comes
-    // between (with proposals, the claim comes after their record, as a claim of its own).
-    let next_labels =
-        (completion.claim_next && !state.shutdown.is_cancelled() && judged.is_empty())
-            .then(|| runner.label_sets.clone());
-    let done = state
-        .executor
-        .complete_holding(
-            attempt_id,
-            owner.run_id,
-            Some(runner.id),
-            &report,
-            RunnerSaid {
-                usage: completion.usage,
-                model: completion.model,
-                started_ms_ago: completion.started_ms_ago,
-                claims_next: completion.claim_next,
-                next_labels,
-            },
-        )
+    let next = state
+        .attempts
+        .complete(&runner, attempt_id, &owner, completion)
         .await?;
-    let (completed, queued) = (done.completed, done.queued);
-    // Recorded by the report that completed the attempt (a repeated one records nothing).
-    if completed {
-        judged.record(&state.executor, attempt_id).await?;
-    }
-    // Counted once, by the report that completed the attempt.
-    if completed && network_refused > 0 {
-        crate::metrics::record(crate::metrics::Event::NetworkRefused(network_refused));
-    }
-    // A repeated report (its first answer was lost) claims nothing: the first may have.
-    let next = if completed && completion.claim_next {
-        claim_now(&state, &runner, done.next).await
-    } else {
-        Ok(None)
-    };
-    // The other runners hear of what this runner did not take (everything, if the claim
-    // failed or took another run's step): a step the completion queued is never left
-    // unannounced.
-    let taken = usize::from(matches!(&next, Ok(Some(a)) if a.run_id == owner.run_id));
-    state.executor.events().queued(queued.saturating_sub(taken));
-    let next = next?;
     Ok(Json(wire::CompleteResponse { next }))
-}
-
-/// One claim for `runner` without waiting, as a poll's first look makes it: the runner's
-/// next attempt handed over with its completion. `made`: the first look's claim when the
-/// completion already made it ([`Completed::next`](crate::executor::Completed::next)).
-async fn claim_now(
-    state: &InternalState,
-    runner: &AuthedRunner,
-    mut made: NextClaim,
-) -> ApiResult<Option<Assignment>> {
-    let store = state.executor.store();
-    // The runner is still `busy` from the attempt it just completed (`claims_next`): the
-    // first look keeps it so, or turns it idle when there is nothing to take. An attempt
-    // that fails at once (a missing secret) is ended by the engine, which turns the runner
-    // idle: the looks after it (a few) mark it busy again, as a poll's claim does.
-    for look in 0..4 {
-        // A claim the completion made is handed over whatever comes: it is the runner's.
-        let made_now = std::mem::take(&mut made);
-        if made_now == NextClaim::NotAsked && state.shutdown.is_cancelled() {
-            if look == 0 {
-                store.runner_idle(runner.id, now_ms()).await?;
-            }
-            return Ok(None);
-        }
-        let claimed = match made_now {
-            NextClaim::Claimed(claimed) => Some(claimed),
-            NextClaim::NothingToTake => None,
-            NextClaim::NotAsked if look == 0 => {
-                store
-                    .claim_next(runner.id, &runner.label_sets, now_ms())
-                    .await?
-            }
-            NextClaim::NotAsked => {
-                // A polling runner's claim, but handed in this answer to a runner that
-                // just spoke: acknowledged here, as a busy runner's claim is as it is made.
-                let claimed = store.claim(runner.id, &runner.label_sets, now_ms()).await?;
-                if let Some(claimed) = &claimed {
-                    store
-                        .acknowledge_claim(claimed.attempt_id, runner.id, now_ms())
-                        .await?;
-                }
-                claimed
-            }
-        };
-        let Some(claimed) = claimed else {
-            return Ok(None);
-        };
-        remember_owner(state, runner, &claimed);
-        if let Some(assignment) = assignment(state, runner, claimed).await? {
-            return Ok(Some(assignment));
-        }
-    }
-    Ok(None)
 }
 
 fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
@@ -1310,22 +800,6 @@ fn gone() -> ApiError {
     )
 }
 
-fn remember_owner(state: &InternalState, runner: &AuthedRunner, claimed: &Claimed) {
-    let mut owners = lock(&state.auth.owners);
-    if owners.len() >= CACHE_LIMIT {
-        owners.clear();
-    }
-    owners.insert(
-        claimed.attempt_id,
-        AttemptOwner {
-            runner_id: runner.id,
-            step_run_id: claimed.step_run_id,
-            number: claimed.number,
-            run_id: claimed.run_id,
-        },
-    );
-}
-
 /// The attempt a request's path names, if it belongs to `runner` (owners are cached, so a
 /// log batch costs no extra read).
 async fn owned_attempt(
@@ -1344,24 +818,11 @@ async fn owned_attempt_id(
     raw_id: &str,
 ) -> ApiResult<(i64, AttemptOwner)> {
     let attempt_id = parse_id(raw_id)?;
-    let cached = lock(&state.auth.owners).get(&attempt_id).copied();
-    let owner = match cached {
-        Some(owner) => owner,
-        None => {
-            let owner = state
-                .executor
-                .store()
-                .attempt_owner(attempt_id)
-                .await?
-                .ok_or_else(|| ApiError::not_found(format!("no attempt {attempt_id}")))?;
-            let mut owners = lock(&state.auth.owners);
-            if owners.len() >= CACHE_LIMIT {
-                owners.clear();
-            }
-            owners.insert(attempt_id, owner);
-            owner
-        }
-    };
+    let owner = state
+        .attempts
+        .owner_of(attempt_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no attempt {attempt_id}")))?;
     if owner.runner_id != runner.id {
         return Err(ApiError::forbidden(format!(
             "attempt {attempt_id} belongs to another runner"

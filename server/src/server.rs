@@ -45,6 +45,7 @@ use crate::store::Store;
 use crate::sweeper::{self, SweeperConfig};
 use crate::vault::Vault;
 use crate::{scheduler, web, webhooks};
+use plue_core::attempts::{Attempts, AttemptsConfig};
 
 /// A local pool of runner processes.
 #[derive(Debug, Clone)]
@@ -428,6 +429,22 @@ async fn start_serving(
         .trim_end_matches('/')
         .into();
     let id_token_keys = Arc::new(crate::id_tokens::IdTokens::default());
+    let egress = config
+        .egress_proxy_token
+        .as_deref()
+        .map(|token| internal_api::EgressAuth::new(token, config.runner_pods.clone()));
+    let attempts = Arc::new(Attempts::new(
+        executor.clone(),
+        artifacts.clone(),
+        id_token_keys.clone(),
+        AttemptsConfig {
+            log_quotas: config.log_quotas,
+            prompt_root: config.prompt_root.clone(),
+            oidc_issuer: issuer.clone(),
+            egress_grants: egress.as_ref().map(internal_api::EgressAuth::grant_key),
+        },
+        draining.clone(),
+    ));
     let internal = internal_api::router(InternalState {
         executor: executor.clone(),
         config: Arc::new(InternalConfig {
@@ -436,18 +453,13 @@ async fn start_serving(
             liveness_window: InternalConfig::liveness_for(config.heartbeat_interval),
             max_wait: Duration::from_secs(25),
             poll_recheck: config.poll_recheck,
-            log_quotas: config.log_quotas,
-            prompt_root: config.prompt_root.clone(),
-            oidc_issuer: issuer.clone(),
-            egress: config
-                .egress_proxy_token
-                .as_deref()
-                .map(|token| internal_api::EgressAuth::new(token, config.runner_pods.clone())),
+            egress,
         }),
         auth: auth.clone(),
         shutdown: draining.clone(),
         artifacts: artifacts.clone(),
         id_tokens: id_token_keys.clone(),
+        attempts,
     });
     let api_state = ApiState {
         executor: executor.clone(),

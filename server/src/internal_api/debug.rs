@@ -30,12 +30,12 @@ use plue_types::protocol::debug::{
 use plue_types::protocol::{Ack, Assignment, Handoff, StepAction};
 use serde::Deserialize;
 
-use super::refused::AttemptRefused;
-use super::{authenticate, AuthedRunner, InternalState};
+use super::{authenticate, InternalState};
 use crate::debug_relay::{self, relay, Phase, Session};
 use crate::dispatch::Dispatch;
 use crate::http_error::{ApiError, ApiResult};
 use crate::store::now_ms;
+use plue_core::attempts::{AttemptRefused, AuthedRunner};
 
 /// Set when a session was queued in this process: the next poll looks for it at once.
 static QUEUED_HERE: AtomicBool = AtomicBool::new(false);

@@ -1,7 +1,8 @@
 //! `/internal/egress/...`: the engine's side of the cluster's egress proxy (protocol in
 //! [`plue_types::protocol::egress`]), and the grants it checks, minted here at claim time.
 //!
-//! An allow-list step's assignment carries a grant ([`grant_for`]) when the engine has an
+//! An allow-list step's assignment carries a grant (minted by `plue_core::attempts` with
+//! [`EgressAuth::grant_key`]) when the engine has an
 //! egress proxy configured (`plue serve --egress-proxy-token-file`): a credential naming
 //! the attempt and its allow-list, signed with a key derived from the proxy's token
 //! ([`plue_vault::grants`]), so every replica opens what any replica minted and nothing is
@@ -28,7 +29,6 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine as _;
 use plue_types::protocol::egress::{EgressCheck, EgressGrant, CHECK, MAX_CREDENTIAL_BYTES};
-use plue_types::protocol::NetworkPolicy;
 use plue_vault::grants::GrantKey;
 use plue_vault::tokens;
 use std::net::IpAddr;
@@ -59,18 +59,11 @@ impl EgressAuth {
             pods,
         }
     }
-}
 
-/// The grant an attempt's assignment carries: one for an allow-list step when an egress
-/// proxy is configured, else none (a runner that needs one then fails the step closed).
-pub(super) fn grant_for(
-    auth: Option<&EgressAuth>,
-    attempt_id: i64,
-    network: &NetworkPolicy,
-) -> anyhow::Result<Option<String>> {
-    match (auth, network) {
-        (Some(auth), NetworkPolicy::Allow(hosts)) => Ok(Some(auth.key.mint(attempt_id, hosts)?)),
-        _ => Ok(None),
+    /// The key an attempt's grant is signed with (`plue_core::attempts` mints it at
+    /// claim time).
+    pub fn grant_key(&self) -> GrantKey {
+        self.key.clone()
     }
 }
 
@@ -150,6 +143,7 @@ async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plue_types::protocol::NetworkPolicy;
 
     fn credential(grant: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(format!("attempt:{grant}"))
@@ -159,17 +153,14 @@ mod tests {
     fn a_credential_opens_only_as_the_attempt_and_list_it_was_minted_for() {
         let auth = EgressAuth::new("proxy token", PodAddresses::default());
         let allow = NetworkPolicy::Allow(vec!["pypi.org".into()]);
-        let grant = grant_for(Some(&auth), 9, &allow).unwrap().unwrap();
+        let NetworkPolicy::Allow(hosts) = &allow else {
+            unreachable!()
+        };
+        let grant = auth.grant_key().mint(9, hosts).unwrap();
         assert_eq!(
             open(&auth, &credential(&grant)),
             Some((9, vec!["pypi.org".to_owned()]))
         );
-        // Not for another policy, nor without a proxy configured.
-        assert_eq!(
-            grant_for(Some(&auth), 9, &NetworkPolicy::None).unwrap(),
-            None
-        );
-        assert_eq!(grant_for(None, 9, &allow).unwrap(), None);
         // Another engine's key, another user name, the grant unencoded, rubbish: nothing.
         let other = EgressAuth::new("another proxy token", PodAddresses::default());
         assert_eq!(open(&other, &credential(&grant)), None);

@@ -8,7 +8,7 @@ use crate::executor::SecretsRefused;
 use crate::pricing::budget::BudgetRefused;
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum AttemptRefused {
+pub enum AttemptRefused {
     /// The stored dispatch document does not parse.
     #[error("unreadable dispatch document: {0}")]
     Dispatch(#[from] serde_json::Error),

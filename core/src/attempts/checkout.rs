@@ -21,7 +21,7 @@ use std::sync::Mutex;
 
 use plue_types::protocol::{Outcome, WorkspaceSource};
 
-use super::refused::AttemptRefused;
+use super::AttemptRefused;
 use crate::executor::Executor;
 use crate::forge::auth::{git_refused, Token};
 
