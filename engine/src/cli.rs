@@ -354,6 +354,10 @@ pub(crate) struct RunArgs {
     /// is too long), which saves a fraction of a millisecond a step.
     #[arg(long)]
     pub(crate) runners_over_tcp: bool,
+    /// Let the local runners send each call as its own HTTP request. By default each
+    /// holds one connection to the engine that all its calls ride (less work a step).
+    #[arg(long)]
+    pub(crate) runners_without_held_connection: bool,
     /// Approve this approval step when it waits (repeatable), without asking. Otherwise
     /// `plue run` prints the question and the `plue approve RUN STEP --data-dir DIR`
     /// command that decides it from another terminal, and, when stdin is a terminal, asks
@@ -793,6 +797,11 @@ pub(crate) struct RunnerArgs {
     /// CAP_SYS_ADMIN, a directory others may write to): the directory stays on disk.
     #[arg(long)]
     pub(crate) work_dir_in_memory: bool,
+    /// Send every call to the engine as its own HTTP request, instead of over one held
+    /// connection (opened after registering when the engine offers it; the calls, and
+    /// the tokens, are the same).
+    #[arg(long)]
+    pub(crate) no_held_connection: bool,
 }
 
 /// Where to read runs from: a server, or the embedded database directly.

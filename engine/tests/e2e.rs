@@ -47,6 +47,7 @@ mod forges;
 mod forks;
 mod github_app;
 mod handoff;
+mod held_connection;
 mod id_token_attacks;
 mod id_tokens;
 mod image;

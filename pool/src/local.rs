@@ -65,6 +65,9 @@ pub struct RunnerProcess {
     /// Runners keep `work_dir` on a tmpfs of their own (`plue runner --work-dir-in-memory`;
     /// only a root runner can, the others keep it on disk).
     pub work_dir_in_memory: bool,
+    /// Runners send every call as its own HTTP request (`plue runner
+    /// --no-held-connection`) instead of over one held connection.
+    pub no_held_connection: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +157,9 @@ impl LocalProvider {
         }
         if config.warm_python {
             command.arg("--warm-python");
+        }
+        if config.no_held_connection {
+            command.arg("--no-held-connection");
         }
         if config.work_dir_in_memory {
             command.arg("--work-dir-in-memory");
@@ -316,6 +322,7 @@ mod tests {
                 anthropic_base_url: None,
                 warm_python: false,
                 work_dir_in_memory: false,
+                no_held_connection: false,
             },
         })
     }

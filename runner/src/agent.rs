@@ -36,6 +36,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::held_connection::HeldConnection;
+
 use crate::mask::Masker;
 use crate::process::{self, Ending, ProcessSpec};
 use crate::step_user::{self, Claim, StepUser, StepUsers};
@@ -101,6 +103,10 @@ pub struct AgentConfig {
     /// node (`PLUE_NODE_NAME`) or its host name. When a runner of the same host is lost,
     /// this one claims nothing until it proved alive.
     pub host: Option<String>,
+    /// Carry the protocol's calls on one held connection when the engine offers it
+    /// ([`crate::held_connection`]); `false`: one HTTP request per call
+    /// (`--no-held-connection`).
+    pub held_connection: bool,
 }
 
 /// How long a poll for work waits at the engine before it asks again.
@@ -145,6 +151,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         .context("registering with the engine")?;
     let engine = engine.with_session(registered.session_token);
     tracing::info!(runner_id = registered.runner_id, "registered");
+    if config.held_connection {
+        engine.hold().await;
+    }
     // Heartbeats run beside the work; if the engine forgets this runner, everything stops.
     let stop = shutdown.child_token();
     let heartbeat = tokio::spawn(heartbeats(
@@ -1162,6 +1171,8 @@ struct Engine {
     token: Arc<String>,
     give_up_after: Duration,
     forgotten: Arc<AtomicBool>,
+    /// The held connection the calls ride, once open ([`Engine::hold`]).
+    held: Arc<std::sync::OnceLock<HeldConnection>>,
 }
 
 impl Engine {
@@ -1179,12 +1190,22 @@ impl Engine {
             token: Arc::new(config.registration_token.clone()),
             give_up_after: config.give_up_after,
             forgotten: Arc::new(AtomicBool::new(false)),
+            held: Arc::default(),
         })
     }
 
     fn with_session(mut self, token: String) -> Engine {
         self.token = Arc::new(token);
         self
+    }
+
+    /// Opens the held connection the calls ride from now on, when the engine offers it
+    /// (else they stay one HTTP request each).
+    async fn hold(&self) {
+        if let Some(held) = HeldConnection::open(&self.client, &self.base, &self.token).await {
+            tracing::debug!("calls ride a held connection to the engine");
+            let _ = self.held.set(held);
+        }
     }
 
     /// Sends until the engine answers, backing off while it is unreachable; gives up after
@@ -1307,6 +1328,30 @@ impl Engine {
         wait: Option<Duration>,
     ) -> Result<R, SendError> {
         let timeout = wait.unwrap_or_default() + Duration::from_secs(30);
+        if let Some(held) = self.held.get().filter(|held| held.is_open()) {
+            let body = serde_json::to_vec(body).map_err(|e| SendError::Refused {
+                status: StatusCode::BAD_REQUEST,
+                message: format!("{path}: encoding the call: {e}"),
+            })?;
+            // Unanswered (the connection closed, or too slow): retried, over HTTP once
+            // the connection is closed.
+            let answer = held
+                .call(path, body, timeout)
+                .await
+                .map_err(|e| SendError::Unavailable(format!("{path}: {e}")))?;
+            let status = StatusCode::from_u16(answer.status).map_err(|_| {
+                SendError::Unavailable(format!("{path}: an answer with status {}", answer.status))
+            })?;
+            if status.is_success() {
+                return serde_json::from_slice(&answer.body).map_err(|e| {
+                    SendError::Unavailable(format!("{path}: reading the answer: {e}"))
+                });
+            }
+            let message = serde_json::from_slice::<wire::ErrorBody>(&answer.body)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| status.to_string());
+            return Err(refusal(path, status, message));
+        }
         let response = self
             .client
             .post(format!("{}{path}", self.base))
@@ -1327,13 +1372,18 @@ impl Engine {
             .await
             .map(|b| b.error)
             .unwrap_or_else(|_| status.to_string());
-        Err(match status {
-            StatusCode::GONE => SendError::Gone(message),
-            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
-                SendError::Unavailable(format!("{path}: {status}: {message}"))
-            }
-            status => SendError::Refused { status, message },
-        })
+        Err(refusal(path, status, message))
+    }
+}
+
+/// What an answer that is not a success means for the call to `path`.
+fn refusal(path: &str, status: StatusCode, message: String) -> SendError {
+    match status {
+        StatusCode::GONE => SendError::Gone(message),
+        s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+            SendError::Unavailable(format!("{path}: {status}: {message}"))
+        }
+        status => SendError::Refused { status, message },
     }
 }
 

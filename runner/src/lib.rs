@@ -36,6 +36,7 @@ mod containment;
 pub mod engine_client;
 pub mod git_sandbox;
 pub mod handoff;
+mod held_connection;
 mod launch;
 pub mod llm;
 pub mod mask;

@@ -61,6 +61,7 @@ use plue_core::attempts::{Attempts, AuthedRunner};
 mod caches;
 pub(crate) mod debug;
 mod egress;
+mod session;
 
 pub use egress::EgressAuth;
 
@@ -132,6 +133,21 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub fn router(state: InternalState) -> Router {
+    let routes = calls(state.clone());
+    // The held connection's calls reach the same routes (`session`).
+    let held = routes.clone().fallback(not_found);
+    Router::new()
+        .route(
+            wire::session::SESSION_PATH,
+            get(move |request: axum::extract::Request| {
+                session::open(state.clone(), held.clone(), request)
+            }),
+        )
+        .merge(routes)
+}
+
+/// Every route of the runner protocol but the held connection's own.
+fn calls(state: InternalState) -> Router {
     Router::new()
         .route(wire::REGISTER, post(register))
         .route(wire::HEARTBEAT, post(heartbeat))

@@ -180,6 +180,7 @@ pub(crate) fn local_runners(
             .filter(|url| !url.is_empty()),
         warm_python: false,
         work_dir_in_memory: !work_dir_on_disk,
+        no_held_connection: false,
     })
 }
 

@@ -20,6 +20,7 @@ use evaluator::plan::Action;
 use plue_types::protocol::WorkspaceSource;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
+use plue_types::status::{RunState, StepStatus};
 
 use super::run_output::{use_color, Printer, Summary};
 use super::run_states::RunStates;
@@ -146,6 +147,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     runner.die_with_parent = true;
     runner.withheld_env = args.secrets.iter().map(|(name, _)| name.clone()).collect();
     runner.warm_python = calls_python_steps(&args.file);
+    runner.no_held_connection = args.runners_without_held_connection;
     // Removed however this command ends (dropped last: after the engine and its runners).
     let _work_dir = RemoveOnExit(runner.work_dir.clone());
     config.pool = Some(LocalPoolSettings {
@@ -314,7 +316,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             read_every = Duration::from_millis(50).max(last_read.elapsed() * 20);
             for waiting in steps
                 .iter()
-                .filter(|s| s.status == "waiting" && to_approve.remove(&s.step_id))
+                .filter(|s| s.status == StepStatus::Waiting && to_approve.remove(&s.step_id))
             {
                 let decided = store
                     .decide_approval(
@@ -438,10 +440,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     store.close().await;
-    Ok(match run.status.as_str() {
+    Ok(match run.status {
         _ if exports_failed => ExitCode::from(1),
-        "succeeded" => ExitCode::SUCCESS,
-        "cancelled" if interrupt_count > 0 => ExitCode::from(EXIT_INTERRUPTED),
+        RunState::Succeeded => ExitCode::SUCCESS,
+        RunState::Cancelled if interrupt_count > 0 => ExitCode::from(EXIT_INTERRUPTED),
         _ => ExitCode::from(1),
     })
 }

@@ -94,6 +94,7 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
         engine_proxy,
         engine_socket: args.engine_socket,
         host,
+        held_connection: !args.no_held_connection,
     };
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

@@ -391,6 +391,7 @@ mod tests {
             token: Arc::new(String::new()),
             give_up_after: Duration::from_secs(1),
             forgotten: Default::default(),
+            held: Default::default(),
         };
         let sent = send_logs(
             engine,

@@ -460,7 +460,7 @@ async fn an_attempt_ended_alone_is_read_by_the_runs_next_advance() {
             &store,
             ungrouped(run_id, committed.advanced.known),
             |snapshot| {
-                seen = Some(snapshot.steps[0].status.clone());
+                seen = Some(snapshot.steps[0].status);
                 Vec::new()
             },
         )

@@ -14,6 +14,10 @@
 //!    [`Completion::logs`]).
 //! 5. `POST /internal/runners/deregister` when an ephemeral runner leaves.
 //!
+//! Steps 2–4 ride one held connection per runner when the engine offers it ([`session`]:
+//! each call framed with an id on an upgraded connection, answered in any order, meaning
+//! exactly what the same `POST` means), and fall back to one HTTP request each otherwise.
+//!
 //! Hand-off between steps ([`Handoff`]): before a step with `workspace_from` or
 //! `needs_artifacts` the runner `GET`s each dependency's tar ([`dependency_blob_path`]) and
 //! unpacks it (the runner's `handoff::unpack`); after a step whose workspace a later step starts
@@ -39,6 +43,7 @@ pub mod debug;
 pub mod egress;
 mod log_batch;
 mod proposals;
+pub mod session;
 
 pub use log_batch::PackedLines;
 pub use proposals::{Proposal, ProposalLimits, MAX_BODY_BYTES, MAX_DIFF_BYTES, MAX_TITLE_BYTES};
