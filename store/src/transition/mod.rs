@@ -34,6 +34,10 @@
 //!   committed claim always reaches its caller.
 //! - A step run only moves forward, every update naming the states it may leave (see
 //!   `runs`); a review loop's step runs go back once per iteration.
+//!
+//! Why one file past ~600 lines: the handle's phases are one ordered sequence over one
+//! transaction, read top to bottom; what each kind of change writes is `changes`, and the
+//! attempt's end is `claims`.
 
 mod changes;
 
