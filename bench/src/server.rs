@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use engine::store::{PostgresConnections, RunRow, Store};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use plue_types::status::RunState;
 
 use crate::workdir::Workdir;
 use crate::Env;
@@ -314,7 +315,7 @@ pub(crate) async fn wait_run(store: &Store, run_id: i64, log: &Path) -> Result<R
     loop {
         let run = store.run(run_id).await?.context("the run disappeared")?;
         if run.finished_at.is_some() {
-            if run.status != "succeeded" {
+            if run.status != RunState::Succeeded {
                 bail!(
                     "run {run_id} {}: {} (see {})",
                     run.status,

@@ -10,6 +10,7 @@ use engine::executor::{Executor, Report};
 use engine::store::{now_ms, Store};
 use evaluator::plan::{Plan, Step};
 use plue_types::protocol::Outcome;
+use plue_types::status::{RunState, StepStatus};
 
 fn bash(id: &str) -> Step {
     Step::bash(id, "true")
@@ -75,12 +76,12 @@ async fn an_advance_after_a_completion_reads_only_what_changed() {
         }
         assert_eq!(run_one(&store, &executor, runner_id).await, "join");
         let run = store.run(run_id).await.unwrap().unwrap();
-        assert_eq!(run.status, "succeeded");
+        assert_eq!(run.status, RunState::Succeeded);
         // Every step ran once.
         let steps = store.step_states(run_id).await.unwrap();
         assert!(steps
             .iter()
-            .all(|s| s.status == "succeeded" && s.attempts == 1));
+            .all(|s| s.status == StepStatus::Succeeded && s.attempts == 1));
     }
 }
 
@@ -122,7 +123,7 @@ async fn a_replica_with_a_stale_copy_reads_every_step_again() {
             .complete(b.attempt_id, run_id, Some(runner_id), &succeeded())
             .await
             .unwrap();
-        assert_eq!(join_status().await, "pending");
+        assert_eq!(join_status().await, StepStatus::Pending);
         // `first` sees the other end. Deciding from its copy, where the first is still
         // running, it would leave join pending forever: it must read every step.
         let before = first.steps_read();
@@ -131,11 +132,11 @@ async fn a_replica_with_a_stale_copy_reads_every_step_again() {
             .await
             .unwrap();
         assert_eq!(first.steps_read() - before, 4, "a full read of the run");
-        assert_eq!(join_status().await, "queued");
+        assert_eq!(join_status().await, StepStatus::Queued);
         run_one(&store, &second, runner_id).await;
         assert_eq!(
             store.run(run_id).await.unwrap().unwrap().status,
-            "succeeded"
+            RunState::Succeeded
         );
     }
 }
@@ -179,8 +180,8 @@ async fn an_attempt_ends_even_when_its_run_cannot_advance_with_it() {
             let store = store.clone();
             async move { store.step_run(run_id, id).await.unwrap().unwrap().status }
         };
-        assert_eq!(step("a").await, "succeeded", "{backend}");
-        assert_eq!(step("b").await, "pending", "{backend}");
+        assert_eq!(step("a").await, StepStatus::Succeeded, "{backend}");
+        assert_eq!(step("b").await, StepStatus::Pending, "{backend}");
         // Once the run can advance again, the next advance takes it on.
         engine::store::testing::execute(
             &store,
@@ -189,7 +190,7 @@ async fn an_attempt_ends_even_when_its_run_cannot_advance_with_it() {
         )
         .await;
         executor.advance(run_id).await.unwrap();
-        assert_eq!(step("b").await, "queued", "{backend}");
+        assert_eq!(step("b").await, StepStatus::Queued, "{backend}");
         // A repeat of the report changes nothing.
         assert!(!executor
             .complete(a.attempt_id, run_id, Some(runner_id), &succeeded())

@@ -15,6 +15,7 @@ use evaluator::plan::{Action, Plan, Step};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use plue_types::protocol::{self as wire, LogBatch, LogLine, Stream};
+use plue_types::status::{RunState, StepStatus};
 use serde_json::{json, Value};
 
 const REGISTRATION: &str = "registration-token-for-tests";
@@ -379,7 +380,10 @@ async fn a_completion_stores_the_last_lines_it_carries_once_before_the_end() {
     let step_run = h.step_row(run_id, "build").await.id;
     let stored = h.engine.executor.store().read_logs(step_run, (0, 0), 100);
     assert_eq!(stored.await.unwrap().len(), 3, "only the batch sent before");
-    assert_eq!(h.step_row(run_id, "build").await.status, "claimed");
+    assert_eq!(
+        h.step_row(run_id, "build").await.status,
+        StepStatus::Claimed
+    );
     for _ in 0..2 {
         let done = h
             .post(&token, &wire::complete_path(attempt), report(tail(&[4, 5])))
@@ -391,7 +395,10 @@ async fn a_completion_stores_the_last_lines_it_carries_once_before_the_end() {
         texts,
         (1..=5).map(|n| format!("line {n}")).collect::<Vec<_>>()
     );
-    assert_eq!(h.step_row(run_id, "build").await.status, "succeeded");
+    assert_eq!(
+        h.step_row(run_id, "build").await.status,
+        StepStatus::Succeeded
+    );
     h.engine.shutdown().await;
 }
 
@@ -432,7 +439,10 @@ async fn a_cut_log_whose_failing_was_lost_fails_the_attempt_at_the_next_batch() 
         .append_logs_counted(at, &cut, plue_store::BatchEnd::Cut)
         .await
         .unwrap();
-    assert_eq!(h.step_row(run_id, "build").await.status, "claimed");
+    assert_eq!(
+        h.step_row(run_id, "build").await.status,
+        StepStatus::Claimed
+    );
 
     let batch = LogBatch {
         lines: vec![
@@ -452,7 +462,7 @@ async fn a_cut_log_whose_failing_was_lost_fails_the_attempt_at_the_next_batch() 
         .unwrap();
     assert!(answer.cancel, "the runner is told to stop the step");
     let failed = h.step_row(run_id, "build").await;
-    assert_eq!(failed.status, "failed");
+    assert_eq!(failed.status, StepStatus::Failed);
     assert_eq!(failed.reason.as_deref(), Some(marker));
     let done = h
         .complete(
@@ -902,7 +912,7 @@ async fn a_runner_cannot_report_an_attempt_it_does_not_hold() {
         assert_eq!(status, 403, "{path}: {message}");
     }
     let step = h.step_row(run_id, "build").await;
-    assert_eq!(step.status, "claimed");
+    assert_eq!(step.status, StepStatus::Claimed);
     assert_eq!(step.outputs, "{}");
     h.engine.shutdown().await;
 }
@@ -977,7 +987,7 @@ async fn runner_tokens_are_made_listed_and_revoked_by_the_admin_only() {
         .await;
     assert_eq!(heartbeat.status(), 410);
     let step = h.step_row(run_id, "deploy").await;
-    assert_eq!(step.status, "failed");
+    assert_eq!(step.status, StepStatus::Failed);
     assert!(step.reason.unwrap_or_default().contains("revoked"));
     let (status, _) = refusal(
         h.try_register(token, "prod-2", json!({"zone": "prod"}))
@@ -1176,7 +1186,7 @@ async fn a_decision_after_the_deadline_is_409_and_the_approval_times_out() {
             .unwrap()
             .unwrap()
             .status,
-        "waiting"
+        StepStatus::Waiting
     );
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let late = h
@@ -1190,13 +1200,16 @@ async fn a_decision_after_the_deadline_is_409_and_the_approval_times_out() {
     assert_eq!(status, 409, "{message}");
     assert!(message.contains("timed out"), "{message}");
     let ship = store.step_run(run_id, "ship").await.unwrap().unwrap();
-    assert_eq!(ship.status, "failed");
+    assert_eq!(ship.status, StepStatus::Failed);
     assert_eq!(
         ship.reason.as_deref(),
         Some("no decision before the approval timed out")
     );
     assert!(store.approvals_of_run(run_id).await.unwrap().is_empty());
-    assert_eq!(store.run(run_id).await.unwrap().unwrap().status, "failed");
+    assert_eq!(
+        store.run(run_id).await.unwrap().unwrap().status,
+        RunState::Failed
+    );
     h.engine.shutdown().await;
 }
 

@@ -8,6 +8,7 @@ use crate::support;
 use engine::executor::Executor;
 use engine::store::{now_ms, Decided, Store, Verdict};
 use evaluator::plan::{Action, ApprovalAction, Plan, Step};
+use plue_types::status::RunState;
 
 fn approval(id: &str, timeout: u64) -> Step {
     let mut step = Step::new(
@@ -123,7 +124,7 @@ async fn cancelling_a_run_cancels_its_waiting_approval_and_deadlines_fail_the_re
         );
         assert_eq!(
             store.run(cancelled).await.unwrap().unwrap().status,
-            "cancelled"
+            RunState::Cancelled
         );
 
         let expiring = start(&executor, &plan).await;
@@ -134,7 +135,7 @@ async fn cancelling_a_run_cancels_its_waiting_approval_and_deadlines_fail_the_re
         assert_eq!(expired, [expiring]);
         executor.advance(expiring).await.unwrap();
         let run = store.run(expiring).await.unwrap().unwrap();
-        assert_eq!(run.status, "failed");
+        assert_eq!(run.status, RunState::Failed);
         let steps = store.step_runs(expiring).await.unwrap();
         assert_eq!(
             steps[0].reason.as_deref(),

@@ -14,6 +14,7 @@ use crate::support;
 use std::path::{Path, PathBuf};
 
 use crate::support::{printed, step_lines, Sandbox};
+use plue_types::status::StepStatus;
 use sha2::Digest;
 use testkit::hostile_tar::raw_entry;
 
@@ -336,7 +337,7 @@ async fn build_lines(store: &engine::store::Store, run: i64) -> Vec<String> {
             let store = store.clone();
             async move {
                 let step = store.step_run(run, "build").await.ok()??;
-                matches!(step.status.as_str(), "succeeded" | "failed").then_some(step)
+                matches!(step.status, StepStatus::Succeeded | StepStatus::Failed).then_some(step)
             }
         },
     )
@@ -348,7 +349,12 @@ async fn build_lines(store: &engine::store::Store, run: i64) -> Vec<String> {
         .into_iter()
         .map(|l| l.text)
         .collect();
-    assert_eq!(step.status, "succeeded", "{:?} {lines:#?}", step.reason);
+    assert_eq!(
+        step.status,
+        StepStatus::Succeeded,
+        "{:?} {lines:#?}",
+        step.reason
+    );
     lines
 }
 

@@ -13,6 +13,7 @@ use engine::store::{now_ms, NewRun, Store};
 use evaluator::plan::{Concurrency, Plan, Step};
 use evaluator::{EvalContext, Event};
 use plue_types::protocol::Outcome;
+use plue_types::status::StepStatus;
 
 /// Two handles per available backend on one fresh database each: two engine replicas.
 async fn replicas() -> Vec<(Store, Store, Option<tempfile::TempDir>)> {
@@ -141,7 +142,7 @@ async fn a_newer_run_waits_until_the_active_one_ends_then_starts() {
                 .await
                 .unwrap()
                 .iter()
-                .all(|s| s.status == "pending"),
+                .all(|s| s.status == StepStatus::Pending),
             "nothing of a waiting run is queued"
         );
         // The sweeper's periodic advance leaves a waiting run waiting.
@@ -185,7 +186,7 @@ async fn a_newer_waiting_run_supersedes_an_older_one() {
             .await
             .unwrap()
             .iter()
-            .all(|s| s.status == "cancelled"));
+            .all(|s| s.status == StepStatus::Cancelled));
         assert_eq!(status(&store, newer).await.0, "pending");
         assert_eq!(status(&store, active).await.0, "queued");
 

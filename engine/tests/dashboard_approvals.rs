@@ -27,6 +27,7 @@ use crate::webdriver::{bounded, browser_or_skip, Browser};
 use engine::server::RunningEngine;
 use engine::store::{Store, Triggerer};
 use evaluator::plan::{Action, ApprovalAction, Plan, Step};
+use plue_types::status::StepStatus;
 use serde_json::Value;
 
 const ADMIN: &str = "admin-token-of-the-approval-tests";
@@ -109,7 +110,7 @@ impl World {
             .unwrap();
         wait_for(Duration::from_secs(20), "the gate waits", || async {
             let step = self.store().step_run(id, "gate").await.unwrap()?;
-            (step.status == "waiting").then_some(())
+            (step.status == StepStatus::Waiting).then_some(())
         })
         .await;
         id
@@ -719,7 +720,7 @@ async fn an_environment_review_is_offered_to_its_reviewers_only() {
     wait_for(Duration::from_secs(20), "the review waits", || async {
         let step = world.store().step_run(run, "deploy").await.unwrap()?;
         assert!(!step.status.as_str().starts_with('f'), "{:?}", step.reason);
-        (step.status == "waiting").then_some(())
+        (step.status == StepStatus::Waiting).then_some(())
     })
     .await;
     let pages = [format!("/runs/{run}"), format!("/runs/{run}/steps/deploy")];

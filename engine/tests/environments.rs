@@ -19,6 +19,7 @@ use std::time::Duration;
 use engine::store::Triggerer;
 use evaluator::plan::{Plan, Step};
 use plue_types::protocol as wire;
+use plue_types::status::StepStatus;
 use serde_json::{json, Value};
 
 const REGISTRATION: &str = "registration-token-of-the-environment-tests";
@@ -184,7 +185,7 @@ async fn a_pushed_branch_naming_the_environment_never_gets_its_secret() {
     let run = h.push_deploy(Some("prod"), "feature").await;
     assert_never_handed_the_key(&h).await;
     let step = h.step(run, "deploy").await;
-    assert_eq!(step.status, "failed");
+    assert_eq!(step.status, StepStatus::Failed);
     assert_eq!(
         step.reason.as_deref(),
         Some("environment 'prod' allows refs main; this run is on feature")
@@ -194,7 +195,11 @@ async fn a_pushed_branch_naming_the_environment_never_gets_its_secret() {
     for branch in ["main-evil", "main/x", "Main"] {
         let run = h.push_deploy(Some("prod"), branch).await;
         assert_never_handed_the_key(&h).await;
-        assert_eq!(h.step(run, "deploy").await.status, "failed", "{branch}");
+        assert_eq!(
+            h.step(run, "deploy").await.status,
+            StepStatus::Failed,
+            "{branch}"
+        );
     }
     h.engine.shutdown().await;
 }
@@ -207,7 +212,7 @@ async fn dropping_the_environment_does_not_reach_its_secret() {
     let run = h.push_deploy(None, "feature").await;
     assert_never_handed_the_key(&h).await;
     let step = support::wait_for(Duration::from_secs(10), "the step to fail", || async {
-        Some(h.step(run, "deploy").await).filter(|s| s.status == "failed")
+        Some(h.step(run, "deploy").await).filter(|s| s.status == StepStatus::Failed)
     })
     .await;
     assert_eq!(
@@ -224,7 +229,7 @@ async fn on_main_the_engine_inserts_the_review_and_the_secret_follows_it() {
     let h = Harness::new().await;
     let alice = h.person("alice", Some("writer")).await;
     let run = h.push_deploy(Some("prod"), "main").await;
-    assert_eq!(h.step(run, "deploy").await.status, "waiting");
+    assert_eq!(h.step(run, "deploy").await.status, StepStatus::Waiting);
     assert!(
         h.claim().await.is_none(),
         "nothing is dispatched before the review"
@@ -262,13 +267,13 @@ async fn on_main_the_engine_inserts_the_review_and_the_secret_follows_it() {
 
     // A re-run is reviewed again.
     let again = h.engine.executor.rerun(run, None).await.unwrap().unwrap();
-    assert_eq!(h.step(again, "deploy").await.status, "waiting");
+    assert_eq!(h.step(again, "deploy").await.status, StepStatus::Waiting);
     assert_never_handed_the_key(&h).await;
     // (e) Rejected, it fails and gets nothing.
     let (status, body) = h.decide(&alice.token, again, "deploy", "reject").await;
     assert_eq!(status, 200, "{body}");
     let step = h.step(again, "deploy").await;
-    assert_eq!(step.status, "failed");
+    assert_eq!(step.status, StepStatus::Failed);
     assert_eq!(
         step.reason.as_deref(),
         Some("environment 'prod' rejected by alice: checked")
@@ -307,7 +312,7 @@ async fn only_the_environments_reviewers_decide_and_never_their_own_run() {
             assert_eq!(status, expected, "{who} {verb}: {body}");
         }
     }
-    assert_eq!(h.step(run, "deploy").await.status, "waiting");
+    assert_eq!(h.step(run, "deploy").await.status, StepStatus::Waiting);
     assert_never_handed_the_key(&h).await;
     // A member of @release may, and only once.
     let group = h.store().create_group("release").await.unwrap();
@@ -329,7 +334,7 @@ async fn a_fork_never_gets_an_environment() {
     let fork =
         support::start_pr_run(&h.engine.executor, h.repo_id, &deploy(Some("prod")), true).await;
     let step = h.step(fork, "deploy").await;
-    assert_eq!(step.status, "failed");
+    assert_eq!(step.status, StepStatus::Failed);
     assert_eq!(
         step.reason.as_deref(),
         Some("environments are not available to pull requests from forks")
@@ -349,7 +354,7 @@ async fn undefined_environments_fail_and_wait_timers_delay() {
     let h = Harness::new().await;
     let run = h.push_deploy(Some("production"), "main").await;
     let step = h.step(run, "deploy").await;
-    assert_eq!(step.status, "failed");
+    assert_eq!(step.status, StepStatus::Failed);
     assert_eq!(
         step.reason.as_deref(),
         Some("environment 'production' is not defined for acme/app")
@@ -359,7 +364,7 @@ async fn undefined_environments_fail_and_wait_timers_delay() {
     let before = support::now_ms();
     let run = h.push_deploy(Some("staging"), "main").await;
     let step = h.step(run, "deploy").await;
-    assert_eq!(step.status, "queued");
+    assert_eq!(step.status, StepStatus::Queued);
     assert!(step.ready_at.unwrap() >= before + 3_600_000, "{step:?}");
     assert!(h.claim().await.is_none(), "not before the wait timer");
 
@@ -371,7 +376,11 @@ async fn undefined_environments_fail_and_wait_timers_delay() {
     )
     .await;
     let step = h.step(local, "deploy").await;
-    assert_eq!(step.status, "queued", "a local run is not gated: {step:?}");
+    assert_eq!(
+        step.status,
+        StepStatus::Queued,
+        "a local run is not gated: {step:?}"
+    );
     let (status, view) = h
         .call(ADMIN, "GET", &format!("/api/runs/{local}"), None)
         .await;
@@ -570,7 +579,7 @@ async fn environments_are_stored_alike_on_both_backends() {
         assert!(found.defined.contains_key("prod"));
         assert_eq!(
             store.step_run(run, "deploy").await.unwrap().unwrap().status,
-            "waiting"
+            StepStatus::Waiting
         );
         let alice = Reviewer {
             name: "alice",
@@ -797,7 +806,7 @@ async fn a_branchs_own_copy_of_the_workflow_is_evaluated_and_still_gated() {
     assert_eq!(status, 201, "{created}");
     let run = created["run_id"].as_i64().unwrap();
     let step = h.step(run, "deploy").await;
-    assert_eq!(step.status, "failed", "{step:?}");
+    assert_eq!(step.status, StepStatus::Failed, "{step:?}");
     assert_eq!(
         step.reason.as_deref(),
         Some("environment 'prod' allows refs main; this run is on feature")
@@ -807,8 +816,8 @@ async fn a_branchs_own_copy_of_the_workflow_is_evaluated_and_still_gated() {
     let (status, created) = dispatch("main").await;
     assert_eq!(status, 201, "{created}");
     let run = created["run_id"].as_i64().unwrap();
-    assert_eq!(h.step(run, "gate").await.status, "waiting");
-    assert_eq!(h.step(run, "deploy").await.status, "pending");
+    assert_eq!(h.step(run, "gate").await.status, StepStatus::Waiting);
+    assert_eq!(h.step(run, "deploy").await.status, StepStatus::Pending);
     assert_never_handed_the_key(&h).await;
     h.engine.shutdown().await;
 }
@@ -915,7 +924,7 @@ async fn a_tag_named_like_an_allowed_branch_is_not_that_branch() {
         assert_eq!(status, 201, "{git_ref}: {created}");
         let run = created["run_id"].as_i64().unwrap();
         let step = h.step(run, "deploy").await;
-        assert_eq!(step.status, "failed", "{git_ref}: {step:?}");
+        assert_eq!(step.status, StepStatus::Failed, "{git_ref}: {step:?}");
         assert!(
             step.reason
                 .as_deref()
@@ -963,7 +972,7 @@ async fn a_rerun_is_never_reviewed_by_who_started_the_run_it_repeats() {
             .await;
         assert_eq!(status, 200, "{created}");
         run = created["run_id"].as_i64().unwrap();
-        assert_eq!(h.step(run, "deploy").await.status, "waiting");
+        assert_eq!(h.step(run, "deploy").await.status, StepStatus::Waiting);
         for verb in ["approve", "reject"] {
             let (status, body) = h.decide(&mallory.token, run, "deploy", verb).await;
             assert_eq!(
@@ -1036,7 +1045,7 @@ async fn a_review_is_never_decided_before_the_run_knows_who_started_it() {
                 "mallory approved the deploy she started: {decided:?}"
             );
         }
-        assert_eq!(h.step(next, "deploy").await.status, "waiting");
+        assert_eq!(h.step(next, "deploy").await.status, StepStatus::Waiting);
     }
     assert_never_handed_the_key(&h).await;
     match std::sync::Arc::try_unwrap(h) {
@@ -1090,7 +1099,7 @@ async fn a_maintainer_elsewhere_or_a_narrowed_token_cannot_touch_prod() {
     }
     // maya's writer-narrowed token is still maya, named among prod's reviewers: a review
     // is a writer's decision.
-    assert_eq!(h.step(run, "deploy").await.status, "waiting");
+    assert_eq!(h.step(run, "deploy").await.status, StepStatus::Waiting);
     assert_never_handed_the_key(&h).await;
     h.engine.shutdown().await;
 }
@@ -1121,22 +1130,22 @@ async fn prods_secret_stays_with_prods_step_and_the_claim_checks_again() {
     assert_never_handed_the_key(&h).await;
     for id in ["build", "stage"] {
         let step = h.step(run, id).await;
-        assert_eq!(step.status, "failed", "{id}: {step:?}");
+        assert_eq!(step.status, StepStatus::Failed, "{id}: {step:?}");
         assert_eq!(
             step.reason.as_deref(),
             Some("secret 'DEPLOY_KEY' is not set"),
             "{id}"
         );
     }
-    assert_eq!(h.step(run, "deploy").await.status, "waiting");
+    assert_eq!(h.step(run, "deploy").await.status, StepStatus::Waiting);
     let (status, body) = h.decide(&alice.token, run, "deploy", "approve").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(h.step(run, "deploy").await.status, "queued");
+    assert_eq!(h.step(run, "deploy").await.status, StepStatus::Queued);
     h.set_prod(json!({"allowed_refs": ["release/*"], "reviewers": ["alice"]}))
         .await;
     assert_never_handed_the_key(&h).await;
     let step = h.step(run, "deploy").await;
-    assert_eq!(step.status, "failed", "{step:?}");
+    assert_eq!(step.status, StepStatus::Failed, "{step:?}");
     assert_eq!(
         step.reason.as_deref(),
         Some("environment 'prod' allows refs release/*; this run is on main")

@@ -14,6 +14,7 @@ use engine::store::{now_ms, NewRunnerToken, RunnerTokenKind, Store};
 use engine::tokens;
 use evaluator::plan::{Action, ApprovalAction, Concurrency, Plan, Step};
 use plue_types::protocol as wire;
+use plue_types::status::{RunState, StepStatus};
 use serde_json::{json, Value};
 
 const SHARED: &str = "shared-registration-token-0123";
@@ -59,23 +60,23 @@ async fn a_fork_naming_the_deploy_group_cancels_nothing_of_the_repository() {
             .unwrap();
         assert_eq!(claimed.expect("the deploy's step").run_id, running);
         let waiting = support::start_pr_run(&executor, repo, &deploy(false, work()), false).await;
-        assert_eq!(run(&store, waiting).await.status, "pending");
+        assert_eq!(run(&store, waiting).await.status, RunState::Pending);
 
         let fork = support::start_pr_run(&executor, repo, &deploy(true, work()), true).await;
         let deploying = run(&store, running).await;
-        assert_eq!(deploying.status, "running");
+        assert_eq!(deploying.status, RunState::Running);
         assert!(
             !deploying.cancel_requested,
             "the deploy in progress goes on"
         );
         let next = run(&store, waiting).await;
-        assert_eq!(next.status, "pending");
+        assert_eq!(next.status, RunState::Pending);
         assert!(
             !next.cancel_requested,
             "the waiting deploy is not superseded"
         );
         // The fork's run is in a group of its own: nothing of the repository holds it.
-        assert_eq!(run(&store, fork).await.status, "queued");
+        assert_eq!(run(&store, fork).await.status, RunState::Queued);
 
         // Among forks, the group works as ever.
         support::start_pr_run(&executor, repo, &deploy(true, work()), true).await;
@@ -105,19 +106,20 @@ async fn a_fork_waiting_for_approval_holds_no_group_of_the_repository() {
         executor.advance(fork).await.unwrap();
         let held = store.step_run(fork, "hold").await.unwrap().unwrap();
         assert_eq!(
-            held.status, "waiting",
+            held.status,
+            StepStatus::Waiting,
             "the fork's run waits for its approval"
         );
 
         let plan = deploy(false, vec![support::bash_step("work", "true")]);
         let ours = support::start_pr_run(&executor, repo, &plan, false).await;
         let row = run(&store, ours).await;
-        assert_eq!(row.status, "queued", "{:?}", row.reason);
+        assert_eq!(row.status, RunState::Queued, "{:?}", row.reason);
         assert!(!row.cancel_requested);
         // And a second fork run waits behind the first fork, not behind ours.
         let fork2 = support::start_pr_run(&executor, repo, &deploy(false, vec![]), true).await;
         let waiting = run(&store, fork2).await;
-        assert_eq!(waiting.status, "pending");
+        assert_eq!(waiting.status, RunState::Pending);
         assert!(waiting.reason.unwrap().contains(&format!("run {fork}")));
         assert!(!run(&store, ours).await.cancel_requested);
     }
@@ -245,7 +247,7 @@ async fn a_fork_step_goes_only_to_a_runner_that_accepts_forks() {
         let store = store.clone();
         async move {
             let step = store.step_run(fork, "deploy").await.ok()??;
-            (step.status == "failed").then_some(step)
+            (step.status == StepStatus::Failed).then_some(step)
         }
     })
     .await;
@@ -265,7 +267,7 @@ async fn a_fork_step_goes_only_to_a_runner_that_accepts_forks() {
             let store = store.clone();
             async move {
                 let step = store.step_run(fork, "lint").await.ok()??;
-                (step.status == "failed").then_some(step)
+                (step.status == StepStatus::Failed).then_some(step)
             }
         })
         .await;

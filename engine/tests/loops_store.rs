@@ -9,6 +9,7 @@ use engine::executor::{Executor, Report};
 use engine::store::{now_ms, Claimed, Store};
 use evaluator::plan::{Plan, Step};
 use plue_types::protocol::{LogLine, Outcome, Stream};
+use plue_types::status::{RunState, StepStatus};
 
 fn plan() -> Plan {
     let build = Step::bash("build", "echo \"{{ steps.review.outputs.feedback }}\"");
@@ -107,12 +108,15 @@ async fn a_loop_repeats_its_region_keeping_every_iteration_readable() {
         let steps = store.step_runs(run_id).await.unwrap();
         assert_eq!(steps[0].iteration, 2);
         assert_eq!(steps[1].iteration, 2);
-        assert_eq!(steps[1].status, "pending");
+        assert_eq!(steps[1].status, StepStatus::Pending);
         assert_eq!(
             steps[1].reason.as_deref(),
             Some("loop 1 of 1: 'review' failed, back to 'build'")
         );
-        assert_eq!(store.run(run_id).await.unwrap().unwrap().status, "running");
+        assert_eq!(
+            store.run(run_id).await.unwrap().unwrap().status,
+            RunState::Running
+        );
 
         // Iteration 2: build gets the failed review's feedback, its attempt number 2.
         let build2 = claim(&store, runner_id, "build").await;
@@ -141,7 +145,7 @@ async fn a_loop_repeats_its_region_keeping_every_iteration_readable() {
             finish(&executor, runner_id, &review, &report(Outcome::Failed, &[])).await;
         }
         let run = store.run(run_id).await.unwrap().unwrap();
-        assert_eq!(run.status, "failed");
+        assert_eq!(run.status, RunState::Failed);
         assert_eq!(run.loops_taken, 1);
         assert_eq!(
             run.reason.as_deref(),
@@ -196,7 +200,11 @@ async fn a_run_cancelled_during_a_loop_stops_there() {
         assert!(executor.cancel(run_id).await.unwrap());
         assert!(store.attempt_should_stop(build.attempt_id).await.unwrap());
         let steps = store.step_runs(run_id).await.unwrap();
-        assert_eq!(steps[1].status, "cancelled", "the pending review ends now");
+        assert_eq!(
+            steps[1].status,
+            StepStatus::Cancelled,
+            "the pending review ends now"
+        );
         finish(
             &executor,
             runner_id,
@@ -205,7 +213,7 @@ async fn a_run_cancelled_during_a_loop_stops_there() {
         )
         .await;
         let run = store.run(run_id).await.unwrap().unwrap();
-        assert_eq!(run.status, "cancelled");
+        assert_eq!(run.status, RunState::Cancelled);
         assert_eq!(run.loops_taken, 1);
         assert_eq!(
             store
@@ -214,7 +222,7 @@ async fn a_run_cancelled_during_a_loop_stops_there() {
                 .unwrap()
                 .unwrap()
                 .status,
-            "cancelled"
+            StepStatus::Cancelled
         );
     }
 }

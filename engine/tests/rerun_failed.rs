@@ -14,6 +14,7 @@ use crate::support;
 use std::time::Duration;
 
 use crate::support::{client, start_run, step, wait_final, wait_succeeded, Sandbox, ADMIN_TOKEN};
+use plue_types::status::RunState;
 use serde_json::Value;
 
 /// `build` keeps a file and an output naming the run it ran in; `test` fails until the
@@ -189,7 +190,7 @@ async fn only_writers_rerun_failed_steps() {
         "the run to be cancelled",
         || async {
             let row = store.run(run).await.unwrap()?;
-            (row.status == "cancelled").then_some(())
+            (row.status == RunState::Cancelled).then_some(())
         },
     )
     .await;

@@ -19,6 +19,7 @@ use crate::support;
 use std::time::Duration;
 
 use crate::support::{client, get_json, start_run, step, wait_final, Sandbox};
+use plue_types::status::StepStatus;
 use serde_json::{json, Value};
 use testkit::claude::{FakeClaude, Routed};
 
@@ -542,7 +543,7 @@ async fn a_rogue_runners_proposals_are_judged_by_the_engine() {
     )
     .await;
     let step = store.step_run(run, "agent").await.unwrap().unwrap();
-    assert_eq!(step.status, "failed");
+    assert_eq!(step.status, StepStatus::Failed);
     assert!(
         step.reason
             .as_deref()
@@ -594,7 +595,7 @@ async fn a_rogue_runners_proposals_are_judged_by_the_engine() {
         let (run, attempt) = h.run_started_by(tess).await;
         h.complete(attempt, proposals).await;
         let step = store.step_run(run, "agent").await.unwrap().unwrap();
-        assert_eq!(step.status, "failed", "{why}: {step:?}");
+        assert_eq!(step.status, StepStatus::Failed, "{why}: {step:?}");
         assert!(
             step.reason.as_deref().unwrap_or("").contains(why),
             "{why}: {step:?}"

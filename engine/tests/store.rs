@@ -15,6 +15,7 @@ use engine::store::{
 };
 use evaluator::plan::{Plan, Step};
 use plue_types::protocol::{LogLine, Outcome, Stream};
+use plue_types::status::{RunState, StepStatus};
 
 fn plan(steps: Vec<Step>) -> Plan {
     Plan::new("test", steps)
@@ -93,7 +94,7 @@ async fn concurrent_claimers_never_take_the_same_step() {
         let steps = store.step_runs(run_id).await.unwrap();
         assert!(steps
             .iter()
-            .all(|s| s.status == "claimed" && s.attempts == 1));
+            .all(|s| s.status == StepStatus::Claimed && s.attempts == 1));
     }
 }
 
@@ -379,7 +380,7 @@ async fn completions_apply_once_and_retries_wait_their_backoff() {
             .await
             .unwrap());
         let step = store.step_run(run_id, "flaky").await.unwrap().unwrap();
-        assert_eq!(step.status, "queued");
+        assert_eq!(step.status, StepStatus::Queued);
         assert!(step.reason.unwrap().contains("retrying in 5s"));
         // Not claimable before its backoff has passed; claimable after.
         assert!(store
@@ -404,7 +405,7 @@ async fn completions_apply_once_and_retries_wait_their_backoff() {
             .await
             .unwrap();
         let next = store.step_run(run_id, "next").await.unwrap().unwrap();
-        assert_eq!(next.status, "queued");
+        assert_eq!(next.status, StepStatus::Queued);
     }
 }
 
@@ -455,7 +456,10 @@ async fn cancelling_ends_waiting_steps_and_tells_runners_to_stop() {
             2,
             "{statuses:?}"
         );
-        assert_eq!(store.run(run_id).await.unwrap().unwrap().status, "running");
+        assert_eq!(
+            store.run(run_id).await.unwrap().unwrap().status,
+            RunState::Running
+        );
         executor
             .complete(
                 claimed.attempt_id,
@@ -466,7 +470,7 @@ async fn cancelling_ends_waiting_steps_and_tells_runners_to_stop() {
             .await
             .unwrap();
         let run = store.run(run_id).await.unwrap().unwrap();
-        assert_eq!(run.status, "cancelled");
+        assert_eq!(run.status, RunState::Cancelled);
         assert!(
             !executor.cancel(run_id).await.unwrap(),
             "a final run cannot be cancelled again"
@@ -760,7 +764,7 @@ async fn upgrading_keeps_each_runs_plan_context_and_workspace() {
         );
         assert_eq!(
             store.run(1).await.unwrap().expect(backend).status,
-            "succeeded"
+            RunState::Succeeded
         );
         assert!(store.run_documents(2).await.unwrap().is_none(), "{backend}");
     }
@@ -851,7 +855,7 @@ async fn a_start_folded_into_the_completion_is_kept_once_and_never_before_the_cl
             before - 400,
             after - 400
         );
-        assert_eq!(step.status, "succeeded");
+        assert_eq!(step.status, StepStatus::Succeeded);
 
         // Reported on its own first: that start stays, whatever the completion says.
         let b = claim(&store, runner_id).await;
@@ -875,6 +879,6 @@ async fn a_start_folded_into_the_completion_is_kept_once_and_never_before_the_cl
         let step = store.step_run(run_id, "c").await.unwrap().unwrap();
         assert_eq!(step.started_at, Some(claimed_at));
         let run = store.run(run_id).await.unwrap().unwrap();
-        assert_eq!(run.status, "succeeded");
+        assert_eq!(run.status, RunState::Succeeded);
     }
 }

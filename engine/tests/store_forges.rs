@@ -14,6 +14,7 @@ use engine::executor::Executor;
 use engine::store::{now_ms, NewRepo, NewRun, RunRepo, ScheduleEntry, Store};
 use engine::vault::Vault;
 use evaluator::plan::{Plan, Step};
+use plue_types::status::CommitState;
 
 async fn repo(store: &Store, name: &str) -> i64 {
     store
@@ -242,7 +243,7 @@ async fn status_reports_go_out_in_order_with_leases_and_retries() {
             .await
             .unwrap();
         assert_eq!(last.len(), 1);
-        assert_eq!(last[0].state, "success");
+        assert_eq!(last[0].state, CommitState::Success);
         store
             .status_abandoned(last[0].id, "HTTP 422")
             .await
@@ -259,13 +260,8 @@ async fn status_reports_go_out_in_order_with_leases_and_retries() {
         assert_eq!(
             reports,
             vec![
-                ("pending".to_string(), true, 2, Some("HTTP 500".to_string())),
-                (
-                    "success".to_string(),
-                    false,
-                    1,
-                    Some("HTTP 422".to_string())
-                ),
+                (CommitState::Pending, true, 2, Some("HTTP 500".to_string())),
+                (CommitState::Success, false, 1, Some("HTTP 422".to_string())),
             ]
         );
     }

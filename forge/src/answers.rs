@@ -33,6 +33,7 @@ use super::status::{self, CommitStatus, PostError, StatusTarget};
 use super::writer::Writer;
 use super::Forge;
 use plue_store::{ProposalRow, StatusReportRow, StepRunRow, Store};
+use plue_types::status::{CommitState, StepStatus};
 
 /// The marker of run `run_id`'s start (`started`) or end (`ended`) answer.
 pub fn marker(run_id: i64, moment: &str) -> String {
@@ -97,7 +98,7 @@ pub async fn answer(
         repo: &report.repo_name,
     };
     let link = run_link(with, report);
-    if report.state == "pending" {
+    if report.state == CommitState::Pending {
         let body = format!(
             "Plue is on it: run [#{}]({link}) of {} started.",
             report.run_id,
@@ -127,7 +128,7 @@ pub async fn ending(with: &Answering<'_>, report: &StatusReportRow) -> Result<En
         .await
         .map_err(store_error)?
         .and_then(|run| run.reason);
-    let failed: Vec<StepRunRow> = if report.state == "success" {
+    let failed: Vec<StepRunRow> = if report.state == CommitState::Success {
         Vec::new()
     } else {
         with.store
@@ -135,7 +136,7 @@ pub async fn ending(with: &Answering<'_>, report: &StatusReportRow) -> Result<En
             .await
             .map_err(store_error)?
             .into_iter()
-            .filter(|s| s.status == "failed")
+            .filter(|s| s.status == StepStatus::Failed)
             .collect()
     };
     let text = end_text(
@@ -156,7 +157,7 @@ pub async fn statuses_on_opened_pulls(
     with: &Answering<'_>,
     report: &StatusReportRow,
 ) -> Result<(), PostError> {
-    if report.state == "pending" {
+    if report.state == CommitState::Pending {
         return Ok(());
     }
     let proposals = settled_proposals(with, report).await?;
@@ -245,10 +246,10 @@ fn end_text(
     proposals: &[ProposalRow],
     link: &str,
 ) -> String {
-    let verdict = match report.state.as_str() {
-        "success" => "finished",
-        "failure" => "failed",
-        _ => "ended with an error",
+    let verdict = match report.state {
+        CommitState::Success => "finished",
+        CommitState::Failure => "failed",
+        CommitState::Pending | CommitState::Error => "ended with an error",
     };
     let mut text = format!(
         "Plue run [#{}]({link}) of {} {verdict}.",
@@ -264,7 +265,7 @@ fn end_text(
         }
         text.push_str(&format!("\n- {line}"));
     };
-    if report.state != "success" {
+    if report.state != CommitState::Success {
         if let Some(reason) = reason.filter(|r| !r.is_empty()) {
             text.push_str(&format!("\n\nWhy: {}", quote(wall, reason)));
         }
@@ -414,7 +415,7 @@ async fn post_status_on_pull(
             sha: &head,
         },
         &CommitStatus {
-            state: report.state.clone(),
+            state: report.state,
             target_url: link.to_string(),
             description: with.wall.redact(&report.description).defused(),
             context: with
@@ -430,11 +431,11 @@ async fn post_status_on_pull(
 mod tests {
     use super::*;
 
-    fn report(state: &str) -> StatusReportRow {
+    fn report(state: CommitState) -> StatusReportRow {
         StatusReportRow {
             id: 1,
             run_id: 7,
-            state: state.into(),
+            state,
             description: "d".into(),
             attempts: 1,
             next_attempt_at: 0,
@@ -482,7 +483,7 @@ mod tests {
             run_id: 7,
             step_id: step_id.into(),
             position: 0,
-            status: plue_types::status::StepStatus::Failed,
+            status: StepStatus::Failed,
             attempts: 1,
             exit_code: None,
             reason: Some(reason.into()),
@@ -501,7 +502,7 @@ mod tests {
         let wall = wall();
         let text = end_text(
             &wall,
-            &report("success"),
+            &report(CommitState::Success),
             None,
             &[],
             &[
@@ -524,7 +525,7 @@ mod tests {
         assert!(wall.check(&text).is_ok(), "{text}");
         let failed = end_text(
             &wall,
-            &report("failure"),
+            &report(CommitState::Failure),
             Some("failed steps: spend"),
             &[failed_step(
                 "spend",
@@ -560,7 +561,7 @@ mod tests {
         passed.threat = Some(r#"{"verdict":"pass","findings":[]}"#.into());
         let text = end_text(
             &wall,
-            &report("success"),
+            &report(CommitState::Success),
             None,
             &[],
             &[waiting, passed],
@@ -593,7 +594,7 @@ mod tests {
         for reason in reasons {
             let text = end_text(
                 &wall,
-                &report("failure"),
+                &report(CommitState::Failure),
                 Some(&reason),
                 &[failed_step("fix", &reason)],
                 &[proposal("pull_request", "refused", None, Some(&reason))],

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use plue_outbound::Outbound;
+use plue_types::status::CommitState;
 use serde::Serialize;
 
 use super::Forge;
@@ -34,8 +35,7 @@ pub struct StatusTarget<'a> {
 /// engine's own dashboard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitStatus {
-    /// `pending`, `success`, `failure` or `error`.
-    pub state: String,
+    pub state: CommitState,
     pub target_url: String,
     pub description: Outbound,
     pub context: Outbound,
@@ -44,7 +44,7 @@ pub struct CommitStatus {
 /// [`CommitStatus`] as it is sent.
 #[derive(Serialize)]
 struct Wire<'a> {
-    state: &'a str,
+    state: CommitState,
     target_url: &'a str,
     description: String,
     context: &'a str,
@@ -83,7 +83,7 @@ pub async fn post(
             + "…";
     }
     let body = Wire {
-        state: &status.state,
+        state: status.state,
         target_url: &status.target_url,
         description,
         context: status.context.as_str(),
@@ -203,7 +203,7 @@ mod tests {
             };
             let wall = plue_outbound::Checker::new(&plue_outbound::Secrets::new(), ["plue"]);
             let status = CommitStatus {
-                state: "success".into(),
+                state: CommitState::Success,
                 target_url: "http://plue/runs/1".into(),
                 description: wall.check("done").unwrap(),
                 context: wall.check("plue/ci").unwrap(),

@@ -37,6 +37,7 @@ use plue_forge::writer::{NewPull, Writer};
 use plue_forge::Forge;
 use plue_outbound::{Checker, Outbound, Secrets};
 use plue_store::{RepoRow, Store};
+use plue_types::status::CommitState;
 use plue_vault::Vault;
 use testkit::api_description::Description;
 use testkit::forge::app::{AppConfig, APP_KEY_PEM};
@@ -207,9 +208,9 @@ async fn drive(fake: &FakeForge) {
         repo: REPO,
         sha: &head,
     };
-    for state in ["pending", "success"] {
+    for state in [CommitState::Pending, CommitState::Success] {
         let posted = CommitStatus {
-            state: state.into(),
+            state,
             target_url: "http://plue.example/runs/1".into(),
             description: text("the run is done"),
             context: text("plue/ci"),

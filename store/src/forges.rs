@@ -11,6 +11,8 @@
 //! - Status reports of a run are delivered in id order: only a run's oldest open report
 //!   is ever due.
 
+use plue_types::status::CommitState;
+
 use super::{is_unique_violation, now_ms, on_db, Store};
 
 /// A registered repository (sealed fields stay sealed).
@@ -84,7 +86,8 @@ pub struct ScheduleEntry {
 pub struct StatusReportRow {
     pub id: i64,
     pub run_id: i64,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: CommitState,
     pub description: String,
     pub attempts: i64,
     pub next_attempt_at: i64,
@@ -597,13 +600,18 @@ impl Store {
     pub async fn status_reports_of_run(
         &self,
         run_id: i64,
-    ) -> anyhow::Result<Vec<(String, bool, i64, Option<String>)>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
+    ) -> anyhow::Result<Vec<(CommitState, bool, i64, Option<String>)>> {
+        let rows: Vec<(String, bool, i64, Option<String>)> = on_db!(self, pool => sqlx::query_as(
             "SELECT state, delivered_at IS NOT NULL AS delivered, attempts, last_error \
              FROM status_reports WHERE run_id = $1 ORDER BY id",
         )
         .bind(run_id)
         .fetch_all(pool)
-        .await?))
+        .await?);
+        rows.into_iter()
+            .map(|(state, delivered, attempts, last_error)| {
+                Ok((state.parse()?, delivered, attempts, last_error))
+            })
+            .collect()
     }
 }

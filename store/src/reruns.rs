@@ -12,6 +12,7 @@
 //!   both listings together; the files of an artifacts tar are listed with it.
 
 use anyhow::Context;
+use plue_types::status::StepStatus;
 
 use super::tx::{Statement, Tx};
 use super::{NewRun, Store, Triggerer};
@@ -20,7 +21,8 @@ use super::{NewRun, Store, Triggerer};
 #[derive(sqlx::FromRow, serde::Deserialize)]
 struct CarriedStep {
     id: i64,
-    status: String,
+    #[sqlx(try_from = "String")]
+    status: StepStatus,
     exit_code: Option<i64>,
     reason: Option<String>,
     started_at: Option<i64>,
@@ -55,7 +57,7 @@ pub(crate) async fn carry_steps(
                  it cannot be carried over"
             );
         };
-        let reason = if old.status == "skipped" {
+        let reason = if old.status == StepStatus::Skipped {
             old.reason.as_deref()
         } else {
             Some(carried_reason.as_str())
@@ -69,7 +71,7 @@ pub(crate) async fn carry_steps(
                 )
                 .bind(run_id)
                 .bind(step_id)
-                .bind(&old.status)
+                .bind(old.status)
                 .bind(old.exit_code)
                 .bind(reason)
                 .bind(old.started_at)
@@ -139,13 +141,19 @@ impl Store {
             carry.is_empty() || new.rerun_of.is_some(),
             "steps can only be carried over from the run a re-run repeats"
         );
-        self.insert_run(new, max_parallel, None, triggerer, carry, None)
-            .await
+        self.insert_run(
+            new,
+            max_parallel,
+            super::runs::RunStart::to_run(triggerer, carry, None),
+        )
+        .await
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use plue_types::status::StepStatus;
+
     use crate::annotations::tests::{run_of_two, stores};
     use crate::on_db;
 
@@ -185,13 +193,13 @@ mod tests {
             let a = &steps[0];
             assert_eq!(
                 (
-                    a.status.as_str(),
+                    a.status,
                     a.attempts,
                     a.exit_code,
                     a.started_at,
                     a.finished_at
                 ),
-                ("succeeded", 0, Some(0), Some(10), Some(20)),
+                (StepStatus::Succeeded, 0, Some(0), Some(10), Some(20)),
                 "{backend}"
             );
             assert_eq!(a.outputs, "{\"x\":\"1\"}", "{backend}");
@@ -199,7 +207,7 @@ mod tests {
                 a.reason.as_deref(),
                 Some(format!("carried over from run #{first}").as_str())
             );
-            assert_eq!(steps[1].status, "pending", "{backend}");
+            assert_eq!(steps[1].status, StepStatus::Pending, "{backend}");
             let blob = store
                 .latest_blob(second, "a", "artifacts")
                 .await

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use evaluator::plan::Plan;
-use plue_types::status::{RunState, RunStatus, StepStatus};
+use plue_types::status::{CommitState, RunState, RunStatus, StepStatus};
 
 use anyhow::Context;
 
@@ -191,12 +191,86 @@ pub struct Advanced {
     pub moved: Vec<i64>,
 }
 
+/// How a new run starts, as its creator says ([`Store::insert_run`] decides the rest).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RunStart<'a> {
+    /// Its workflow file did not evaluate: stored final at once, failed for `reason`, in no
+    /// concurrency group, with no triggerer, carried step or cache partition.
+    FailedToEvaluate { reason: &'a str },
+    /// To run: queued, or pending while its concurrency group has an active run.
+    ToRun {
+        /// Who started it, recorded in the same transaction.
+        triggerer: Option<&'a Triggerer>,
+        /// Steps of the run `new` repeats, stored final as they were there
+        /// ([`super::reruns`]).
+        carry: &'a [String],
+        /// The run's cache partition (`None`: the least trusted, as for a run from before
+        /// partitions).
+        partition: Option<&'a str>,
+    },
+}
+
+impl<'a> RunStart<'a> {
+    /// [`RunStart::ToRun`].
+    pub(crate) fn to_run(
+        triggerer: Option<&'a Triggerer>,
+        carry: &'a [String],
+        partition: Option<&'a str>,
+    ) -> RunStart<'a> {
+        RunStart::ToRun {
+            triggerer,
+            carry,
+            partition,
+        }
+    }
+}
+
+/// Where a new run enters its life: its first status, its reason, and the commit status
+/// its forge is told.
+enum Entry {
+    /// Its workflow file did not evaluate (the reason): `failed` at once.
+    Failed(String),
+    /// Its concurrency group has an active run: `pending`, the reason saying for which.
+    Waiting(String),
+    Queued,
+}
+
+impl Entry {
+    fn state(&self) -> RunState {
+        match self {
+            Entry::Failed(_) => RunState::Failed,
+            Entry::Waiting(_) => RunState::Pending,
+            Entry::Queued => RunState::Queued,
+        }
+    }
+
+    fn reason(&self) -> Option<&str> {
+        match self {
+            Entry::Failed(reason) | Entry::Waiting(reason) => Some(reason),
+            Entry::Queued => None,
+        }
+    }
+
+    /// The run's first commit status: an `error` for a file that did not evaluate (its
+    /// run never ran), else `pending`.
+    fn commit_status(&self) -> (CommitState, String) {
+        match self {
+            Entry::Failed(reason) => (
+                CommitState::Error,
+                format!("workflow file failed to evaluate: {reason}"),
+            ),
+            Entry::Waiting(waiting) => (CommitState::Pending, format!("Plue run {waiting}")),
+            Entry::Queued => (CommitState::Pending, "Plue run queued".to_string()),
+        }
+    }
+}
+
 /// What [`Store::create_run`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreatedRun {
     pub id: i64,
-    /// `pending` (waiting for its concurrency group) or `queued`.
-    pub status: &'static str,
+    /// `Pending` (waiting for its concurrency group) or `Queued`.
+    pub status: RunState,
     /// Runs of its concurrency group asked to cancel for it: older waiting runs it
     /// supersedes, and with `cancel_in_progress` the active one. The caller advances them.
     pub cancelled: Vec<i64>,
@@ -254,7 +328,7 @@ impl Store {
         new: &NewRun<'_>,
         max_parallel: i64,
     ) -> anyhow::Result<CreatedRun> {
-        self.insert_run(new, max_parallel, None, None, &[], None)
+        self.insert_run(new, max_parallel, RunStart::to_run(None, &[], None))
             .await
     }
 
@@ -267,8 +341,12 @@ impl Store {
         max_parallel: i64,
         triggerer: &Triggerer,
     ) -> anyhow::Result<CreatedRun> {
-        self.insert_run(new, max_parallel, None, Some(triggerer), &[], None)
-            .await
+        self.insert_run(
+            new,
+            max_parallel,
+            RunStart::to_run(Some(triggerer), &[], None),
+        )
+        .await
     }
 
     /// Stores a run (a re-run carrying the steps `carry` over when `carry` is not empty, as
@@ -287,8 +365,12 @@ impl Store {
             carry.is_empty() || new.rerun_of.is_some(),
             "steps can only be carried over from the run a re-run repeats"
         );
-        self.insert_run(new, max_parallel, None, triggerer, carry, Some(partition))
-            .await
+        self.insert_run(
+            new,
+            max_parallel,
+            RunStart::to_run(triggerer, carry, Some(partition)),
+        )
+        .await
     }
 
     /// Run `run_id`'s cache partition as stored (`None` for a run from before partitions,
@@ -311,28 +393,33 @@ impl Store {
     /// A failed run joins no concurrency group.
     pub async fn create_failed_run(&self, new: &NewRun<'_>, reason: &str) -> anyhow::Result<i64> {
         Ok(self
-            .insert_run(new, 1, Some(reason), None, &[], None)
+            .insert_run(new, 1, RunStart::FailedToEvaluate { reason })
             .await?
             .id)
     }
 
-    /// `carry`: steps of the run `new` repeats stored final as they were there
-    /// ([`super::reruns`]); `partition`: the run's cache partition (`None`: the least
-    /// trusted, as for a run from before partitions).
+    /// Stores run `new` as `start` says: its row, its documents, its steps (`pending`), its
+    /// first commit status owed to the forge, and its place in its concurrency group.
     pub(crate) async fn insert_run(
         &self,
         new: &NewRun<'_>,
         max_parallel: i64,
-        failed: Option<&str>,
-        triggerer: Option<&Triggerer>,
-        carry: &[String],
-        partition: Option<&str>,
+        start: RunStart<'_>,
     ) -> anyhow::Result<CreatedRun> {
         let workspace_json = serde_json::to_string(new.workspace)?;
         let now = now_ms();
-        let group = match failed {
-            Some(_) => None,
-            None => groups::group_of(new.plan, new.context_json)?,
+        let (group, triggerer, carry, partition) = match start {
+            RunStart::FailedToEvaluate { .. } => (None, None, &[][..], None),
+            RunStart::ToRun {
+                triggerer,
+                carry,
+                partition,
+            } => (
+                groups::group_of(new.plan, new.context_json)?,
+                triggerer,
+                carry,
+                partition,
+            ),
         };
         let group_name = group.as_ref().map(|g| g.name.as_str());
         let repo_id = new.repo.map(|r| r.repo_id);
@@ -386,13 +473,15 @@ impl Store {
             Some(group_id) => active_run(&mut tx, group_id).await?,
             None => None,
         };
-        let (status, finished_at, reason) = match (failed, active, shown_group.as_deref()) {
-            (Some(reason), _, _) => ("failed", Some(now), Some(reason.to_string())),
-            (None, Some(active), Some(name)) => {
-                ("pending", None, Some(groups::waiting(active, name)))
+        let entry = match (start, active, shown_group.as_deref()) {
+            (RunStart::FailedToEvaluate { reason }, _, _) => Entry::Failed(reason.to_owned()),
+            (RunStart::ToRun { .. }, Some(active), Some(name)) => {
+                Entry::Waiting(groups::waiting(active, name))
             }
-            _ => ("queued", None, None),
+            (RunStart::ToRun { .. }, _, _) => Entry::Queued,
         };
+        let status = entry.state();
+        let finished_at = status.is_final().then_some(now);
         let run_id: i64 = tx
             .scalar(
                 Statement::new(
@@ -410,7 +499,7 @@ impl Store {
                 .bind(new.plan_hash)
                 .bind(max_parallel)
                 .bind(status)
-                .bind(&reason)
+                .bind(entry.reason())
                 .bind(new.rerun_of)
                 .bind(repo_id)
                 .bind(secrets_allowed)
@@ -466,14 +555,7 @@ impl Store {
             }
         }
         if repo_id.is_some() {
-            let (state, description) = match (failed, &reason) {
-                (Some(reason), _) => (
-                    "error",
-                    format!("workflow file failed to evaluate: {reason}"),
-                ),
-                (None, Some(waiting)) => ("pending", format!("Plue run {waiting}")),
-                (None, None) => ("pending", "Plue run queued".to_string()),
-            };
+            let (state, description) = entry.commit_status();
             tx.execute(
                 Statement::new(
                     "INSERT INTO status_reports \

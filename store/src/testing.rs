@@ -11,6 +11,7 @@
 
 use evaluator::plan::{Plan, Step};
 use plue_types::protocol::WorkspaceSource;
+use plue_types::status::StepStatus;
 
 use crate::{NewRepo, NewRun, Store};
 
@@ -181,7 +182,7 @@ pub async fn queue_run_ready_at(store: &Store, run: &NewRun<'_>, ready_at: i64) 
         snapshot
             .steps
             .iter()
-            .filter(|step| step.status == "pending")
+            .filter(|step| step.status == StepStatus::Pending)
             .map(|step| crate::StepChange::Queue {
                 step_run_id: step.id,
                 dispatch: "{}".into(),

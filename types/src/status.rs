@@ -1,5 +1,5 @@
 //! Where a step run, a run, an attempt, a runner and a provenance statement are in their
-//! lives.
+//! lives, and what a run reports to its forge as its commit status ([`CommitState`]).
 //!
 //! Invariants: each status's text (`as_str`, `Display`, serde, the database's `status`
 //! column) is the same lowercase word, and `FromStr` reads back exactly those words and
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} status {text:?}")]
 pub struct UnknownStatus {
-    /// `"step"`, `"run"`, `"attempt"`, `"runner"` or `"statement"`.
+    /// `"step"`, `"run"`, `"attempt"`, `"runner"`, `"statement"` or `"commit"`.
     pub kind: &'static str,
     pub text: String,
 }
@@ -73,18 +73,6 @@ macro_rules! status_enum {
                 text.parse()
             }
         }
-
-        impl PartialEq<str> for $name {
-            fn eq(&self, other: &str) -> bool {
-                self.as_str() == other
-            }
-        }
-
-        impl PartialEq<&str> for $name {
-            fn eq(&self, other: &&str) -> bool {
-                self.as_str() == *other
-            }
-        }
     };
 }
 
@@ -104,6 +92,15 @@ status_enum! {
         Failed = "failed",
         Cancelled = "cancelled",
         Skipped = "skipped",
+    }
+}
+
+/// A step's status is compared with its text only by the run's transition tests
+/// (`store/src/transition/tests.rs`, twice), which are being rewritten: this goes with
+/// them. No other status has string equality: compare with the variants.
+impl PartialEq<&str> for StepStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -129,6 +126,30 @@ status_enum! {
     }
 }
 
+impl RunStatus {
+    /// The commit state a run that ended so reports to its forge: the one mapping from a
+    /// run's end to its commit status (a cancelled run's is `error`: a commit status has
+    /// no `cancelled`).
+    pub fn commit_state(self) -> CommitState {
+        match self {
+            RunStatus::Succeeded => CommitState::Success,
+            RunStatus::Failed => CommitState::Failure,
+            RunStatus::Cancelled => CommitState::Error,
+        }
+    }
+
+    /// The commit status a run that ended so reports: its state and its description
+    /// (`reason`: the run's, which a failure names).
+    pub fn commit_status(self, reason: Option<&str>) -> (CommitState, String) {
+        let description = match self {
+            RunStatus::Succeeded => "Plue run succeeded".to_owned(),
+            RunStatus::Failed => format!("Plue run failed: {}", reason.unwrap_or("a step failed")),
+            RunStatus::Cancelled => format!("Plue run {self}"),
+        };
+        (self.commit_state(), description)
+    }
+}
+
 status_enum! {
     /// Where a run is in its life (its `runs.status`); a final one is its [`RunStatus`].
     RunState ("run") {
@@ -150,10 +171,17 @@ status_enum! {
 impl RunState {
     /// Nothing changes it any more.
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            RunState::Succeeded | RunState::Failed | RunState::Cancelled
-        )
+        self.outcome().is_some()
+    }
+
+    /// How the run ended, once it has.
+    pub fn outcome(self) -> Option<RunStatus> {
+        match self {
+            RunState::Succeeded => Some(RunStatus::Succeeded),
+            RunState::Failed => Some(RunStatus::Failed),
+            RunState::Cancelled => Some(RunStatus::Cancelled),
+            RunState::Pending | RunState::Queued | RunState::Running | RunState::Waiting => None,
+        }
     }
 }
 
@@ -164,6 +192,29 @@ impl From<RunStatus> for RunState {
             RunStatus::Failed => RunState::Failed,
             RunStatus::Cancelled => RunState::Cancelled,
         }
+    }
+}
+
+status_enum! {
+    /// The state of a run's commit status, as its forge takes it (a `status_reports.state`,
+    /// the `state` of the body GitHub and Gitea accept): what a run tells the forge about
+    /// the commit it ran at. A final one is [`RunStatus::commit_state`].
+    CommitState ("commit") {
+        /// The run is queued, waits for its concurrency group, or runs.
+        Pending = "pending",
+        /// The run succeeded.
+        Success = "success",
+        /// The run failed.
+        Failure = "failure",
+        /// The run was cancelled, or its workflow file did not evaluate.
+        Error = "error",
+    }
+}
+
+impl CommitState {
+    /// The run has ended (every state but `pending`).
+    pub fn is_final(self) -> bool {
+        self != CommitState::Pending
     }
 }
 
@@ -259,8 +310,9 @@ mod tests {
         round_trips(AttemptStatus::ALL);
         round_trips(RunnerState::ALL);
         round_trips(StatementState::ALL);
+        round_trips(CommitState::ALL);
         assert_eq!(StepStatus::Cancelled.as_str(), "cancelled");
-        assert_eq!(AttemptStatus::Running, "running");
+        assert_eq!(AttemptStatus::Running.as_str(), "running");
     }
 
     #[test]
@@ -295,5 +347,34 @@ mod tests {
         );
         assert!(!AttemptStatus::Claimed.is_final() && !AttemptStatus::Running.is_final());
         assert!(AttemptStatus::Failed.is_final());
+    }
+
+    #[test]
+    fn a_run_s_end_is_its_commit_state() {
+        let reported: Vec<_> = RunStatus::ALL
+            .iter()
+            .map(|s| s.commit_status(Some("step x failed")))
+            .collect();
+        assert_eq!(
+            reported,
+            [
+                (CommitState::Success, "Plue run succeeded".to_owned()),
+                (
+                    CommitState::Failure,
+                    "Plue run failed: step x failed".to_owned()
+                ),
+                (CommitState::Error, "Plue run cancelled".to_owned()),
+            ]
+        );
+        assert_eq!(
+            RunStatus::Failed.commit_status(None).1,
+            "Plue run failed: a step failed"
+        );
+        assert!(RunStatus::ALL.iter().all(|s| s.commit_state().is_final()));
+        for &status in RunStatus::ALL {
+            assert_eq!(RunState::from(status).outcome(), Some(status));
+        }
+        assert_eq!(RunState::Waiting.outcome(), None);
+        assert!(!CommitState::Pending.is_final());
     }
 }

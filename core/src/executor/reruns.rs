@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 
 use evaluator::loops::Loops;
 use evaluator::plan::Plan;
-use plue_types::status::RunState;
+use plue_types::status::{RunState, StepStatus};
 
 use super::Executor;
 use crate::store::Triggerer;
@@ -38,7 +38,7 @@ pub enum RerunFailed {
 
 /// The ids of the steps of `plan` a re-run of its failed steps carries over, given each
 /// step's final status in the run (`status[i]` for `plan.steps[i]`).
-pub fn carried(plan: &Plan, status: &[&str]) -> Vec<String> {
+pub fn carried(plan: &Plan, status: &[StepStatus]) -> Vec<String> {
     let n = plan.steps.len();
     let reads = crate::dispatch::reads(plan);
     let mut readers = vec![Vec::new(); n];
@@ -52,7 +52,12 @@ pub fn carried(plan: &Plan, status: &[&str]) -> Vec<String> {
     let loops = Loops::of(plan);
     let mut again = vec![false; n];
     let mut queue: VecDeque<usize> = (0..n)
-        .filter(|&i| !matches!(status.get(i), Some(&"succeeded" | &"skipped")))
+        .filter(|&i| {
+            !matches!(
+                status.get(i),
+                Some(StepStatus::Succeeded | StepStatus::Skipped)
+            )
+        })
         .collect();
     while let Some(i) = queue.pop_front() {
         if std::mem::replace(&mut again[i], true) {
@@ -88,14 +93,14 @@ impl Executor {
         }
         let plan = self.plan(run_id).await?;
         let steps = self.store.step_states(run_id).await?;
-        let status: Vec<&str> = plan
+        let status: Vec<StepStatus> = plan
             .steps
             .iter()
             .map(|p| {
                 steps
                     .iter()
                     .find(|s| s.step_id == p.id)
-                    .map_or("pending", |s| s.status.as_str())
+                    .map_or(StepStatus::Pending, |s| s.status)
             })
             .collect();
         let carry = carried(&plan, &status);
@@ -115,6 +120,7 @@ impl Executor {
 mod tests {
     use super::*;
     use evaluator::plan::Step;
+    use StepStatus::{Cancelled, Failed, Skipped, Succeeded};
 
     fn bash(id: &str, command: &str, after: &[&str]) -> Step {
         Step::bash(id, command).after(after)
@@ -142,7 +148,7 @@ mod tests {
             bash("c", "true", &["a"]),
             bash("d", "true", &["b"]),
         ]);
-        let carry = carried(&p, &["succeeded", "failed", "succeeded", "skipped"]);
+        let carry = carried(&p, &[Succeeded, Failed, Succeeded, Skipped]);
         assert_eq!(carry, ["a", "c"]);
     }
 
@@ -155,7 +161,7 @@ mod tests {
             bash("b", "false", &["a"]),
             bash("e", "echo {{ steps.b.outputs.x }}", &["a"]),
         ]);
-        assert_eq!(carried(&p, &["succeeded", "cancelled", "succeeded"]), ["a"]);
+        assert_eq!(carried(&p, &[Succeeded, Cancelled, Succeeded]), ["a"]);
     }
 
     #[test]
@@ -170,12 +176,12 @@ mod tests {
             bash("write", "true", &[]),
             check,
         ]);
-        assert_eq!(carried(&p, &["succeeded", "succeeded", "failed"]), ["docs"]);
+        assert_eq!(carried(&p, &[Succeeded, Succeeded, Failed]), ["docs"]);
     }
 
     #[test]
     fn a_run_without_failures_carries_everything() {
         let p = plan(vec![bash("a", "true", &[]), bash("b", "true", &["a"])]);
-        assert_eq!(carried(&p, &["succeeded", "skipped"]), ["a", "b"]);
+        assert_eq!(carried(&p, &[Succeeded, Skipped]), ["a", "b"]);
     }
 }

@@ -15,6 +15,8 @@ mod transitions;
 
 use std::time::Instant;
 
+use plue_types::status::{RunStatus, StepStatus};
+
 use families::{Labels, FAMILIES};
 
 pub use transitions::{attempt_ended, Decided, Ended};
@@ -23,10 +25,10 @@ pub use transitions::{attempt_ended, Decided, Ended};
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
     /// A run reached its final status.
-    RunFinished { status: &'a str },
+    RunFinished { status: RunStatus },
     /// A step run reached its final status; `seconds` from its first start, if it started.
     StepFinished {
-        status: &'a str,
+        status: StepStatus,
         kind: &'a str,
         seconds: Option<f64>,
     },
@@ -89,7 +91,7 @@ pub fn record(event: Event<'_>) {
     match event {
         Event::RunFinished { status } => {
             f.runs_finished
-                .get_or_create(&labels([("status", status)]))
+                .get_or_create(&labels([("status", status.as_str())]))
                 .inc();
         }
         Event::StepFinished {
@@ -97,7 +99,7 @@ pub fn record(event: Event<'_>) {
             kind,
             seconds,
         } => {
-            let set = labels([("status", status), ("kind", kind)]);
+            let set = labels([("status", status.as_str()), ("kind", kind)]);
             f.steps_finished.get_or_create(&set).inc();
             if let Some(seconds) = seconds {
                 f.step_duration

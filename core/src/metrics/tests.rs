@@ -2,6 +2,8 @@
 //! (the end-to-end test in `engine/tests/metrics.rs` parses a live engine's answer with a
 //! real OpenMetrics parser).
 
+use plue_types::status::{RunStatus, StepStatus};
+
 use super::families::FAMILIES;
 use super::{record, Event};
 
@@ -14,11 +16,13 @@ fn encoded() -> String {
 #[test]
 fn recorded_events_appear_under_conventional_names() {
     record(Event::StepFinished {
-        status: "succeeded",
+        status: StepStatus::Succeeded,
         kind: "bash",
         seconds: Some(1.5),
     });
-    record(Event::RunFinished { status: "failed" });
+    record(Event::RunFinished {
+        status: RunStatus::Failed,
+    });
     record(Event::Webhook {
         forge: "github",
         result: "accepted",

@@ -8,6 +8,7 @@
 //! transition is counted once across all replicas.
 
 use evaluator::plan::{Plan, Step};
+use plue_types::status::{RunStatus, StepStatus};
 
 use super::{record, seconds_between, Event};
 use crate::store::{CompletedAttempt, RunSnapshot, StepAfter, StepChange};
@@ -17,8 +18,8 @@ use crate::store::{CompletedAttempt, RunSnapshot, StepAfter, StepChange};
 pub struct Decided {
     run_id: i64,
     /// `(step, status, kind)` of steps that ended without (another) attempt.
-    steps: Vec<(String, &'static str, &'static str)>,
-    run: Option<&'static str>,
+    steps: Vec<(String, StepStatus, &'static str)>,
+    run: Option<RunStatus>,
 }
 
 impl Decided {
@@ -32,11 +33,11 @@ impl Decided {
         self.run_id = snapshot.run_id;
         for change in &changes {
             let (step_run_id, status) = match change {
-                StepChange::Skip { step_run_id, .. } => (*step_run_id, "skipped"),
-                StepChange::Fail { step_run_id, .. } => (*step_run_id, "failed"),
-                StepChange::Cancel { step_run_id } => (*step_run_id, "cancelled"),
+                StepChange::Skip { step_run_id, .. } => (*step_run_id, StepStatus::Skipped),
+                StepChange::Fail { step_run_id, .. } => (*step_run_id, StepStatus::Failed),
+                StepChange::Cancel { step_run_id } => (*step_run_id, StepStatus::Cancelled),
                 StepChange::FinishRun { status, .. } => {
-                    self.run = Some(status.as_str());
+                    self.run = Some(*status);
                     continue;
                 }
                 StepChange::Queue { .. } | StepChange::Wait { .. } | StepChange::Loop { .. } => {
@@ -59,7 +60,7 @@ impl Decided {
     pub fn record(self) {
         let run_id = self.run_id;
         for (step, status, kind) in self.steps {
-            tracing::info!(run_id, step = %step, status, kind, "step finished");
+            tracing::info!(run_id, step = %step, status = status.as_str(), kind, "step finished");
             record(Event::StepFinished {
                 status,
                 kind,
@@ -67,7 +68,7 @@ impl Decided {
             });
         }
         if let Some(status) = self.run {
-            tracing::info!(run_id, status, "run finished");
+            tracing::info!(run_id, status = status.as_str(), "run finished");
             record(Event::RunFinished { status });
         }
     }
@@ -79,7 +80,7 @@ pub struct Ended {
     run_id: i64,
     step: String,
     attempt: i64,
-    status: &'static str,
+    status: StepStatus,
     kind: &'static str,
     seconds: Option<f64>,
 }
@@ -95,7 +96,14 @@ impl Ended {
             kind,
             seconds,
         } = self;
-        tracing::info!(run_id, step = %step, attempt, status, kind, "step finished");
+        tracing::info!(
+            run_id,
+            step = %step,
+            attempt,
+            status = status.as_str(),
+            kind,
+            "step finished"
+        );
         record(Event::StepFinished {
             status,
             kind,
@@ -118,7 +126,7 @@ pub fn attempt_ended(
         run_id: attempt.run_id,
         step: attempt.step_id.clone(),
         attempt: attempt.number,
-        status: status.as_str(),
+        status: *status,
         kind: step.map_or("unknown", |step| step.action.kind()),
         seconds: attempt.started_at.map(|at| seconds_between(at, now)),
     })

@@ -591,18 +591,10 @@ impl Applier {
         let Some(run) = run else {
             return Ok(());
         };
-        let (state, description) = match run.status.as_str() {
-            "succeeded" => ("success", "Plue run succeeded".to_owned()),
-            "failed" => (
-                "failure",
-                format!(
-                    "Plue run failed: {}",
-                    run.reason.as_deref().unwrap_or("a step failed")
-                ),
-            ),
-            "cancelled" => ("error", "Plue run cancelled".to_owned()),
-            _ => return Ok(()),
+        let Some(ended) = run.status.outcome() else {
+            return Ok(());
         };
+        let (state, description) = ended.commit_status(run.reason.as_deref());
         let workflow = &run.workflow_name;
         let client = self.client.get_or_init(reqwest::Client::new);
         status::post(
@@ -615,7 +607,7 @@ impl Applier {
                 sha: commit,
             },
             &CommitStatus {
-                state: state.into(),
+                state,
                 target_url: self.run_link(job),
                 description: wall.redact(&description).defused(),
                 context: wall.redact(&format!("plue/{workflow}")).defused(),

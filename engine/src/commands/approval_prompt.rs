@@ -25,6 +25,7 @@ use std::sync::mpsc;
 use anyhow::Context;
 use engine::store::StepRunRow;
 use evaluator::plan::{Action, ApprovalAction, Plan};
+use plue_types::status::StepStatus;
 use serde::{Deserialize, Serialize};
 
 use super::client::ApiClient;
@@ -226,7 +227,7 @@ impl Prompter {
     /// announced yet.
     pub(crate) fn on_states(&mut self, steps: &[StepRunRow]) {
         let now = engine::store::now_ms();
-        for step in steps.iter().filter(|s| s.status == "waiting") {
+        for step in steps.iter().filter(|s| s.status == StepStatus::Waiting) {
             let Some(approval) = self.approvals.get(&step.step_id) else {
                 continue;
             };

@@ -18,9 +18,9 @@ use engine::store::{now_ms, Decided, Store, Verdict};
 use engine::tokens;
 use evaluator::plan::Action;
 use plue_types::protocol::WorkspaceSource;
+use plue_types::status::{RunState, StepStatus};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
-use plue_types::status::{RunState, StepStatus};
 
 use super::run_output::{use_color, Printer, Summary};
 use super::run_states::RunStates;

@@ -336,9 +336,12 @@ impl Printer {
     /// shown started wait for the next read of the step states, so that they never print
     /// before the end of a step they depend on (a dependent starts as soon as that ends).
     pub(crate) fn shown_started(&self, step_run_id: i64) -> bool {
-        self.steps
-            .get(&step_run_id)
-            .is_some_and(|s| !matches!(s.status.as_str(), "pending" | "queued" | "waiting"))
+        self.steps.get(&step_run_id).is_some_and(|s| {
+            !matches!(
+                s.status,
+                StepStatus::Pending | StepStatus::Queued | StepStatus::Waiting
+            )
+        })
     }
 
     /// Prints every stored line not printed yet of the given step runs.
@@ -513,7 +516,7 @@ impl Printer {
         state.iteration = step.iteration;
         state.looped_at = step.attempts;
         let message = match step.reason.as_deref() {
-            Some(reason) if matches!(step.status.as_str(), "pending" | "queued") => {
+            Some(reason) if matches!(step.status, StepStatus::Pending | StepStatus::Queued) => {
                 format!("↺ iteration {}: {reason}", step.iteration)
             }
             _ => format!("↺ iteration {}", step.iteration),
@@ -546,29 +549,34 @@ impl Printer {
         if state.status == step.status && state.attempts == step.attempts {
             return Ok(());
         }
-        let retried = step.status == "queued"
+        let retried = step.status == StepStatus::Queued
             && step.attempts > state.looped_at
             && state.attempts == step.attempts;
-        let message = match step.status.as_str() {
-            "running" if state.status != "running" || state.attempts != step.attempts => {
+        let message = match step.status {
+            StepStatus::Running
+                if state.status != StepStatus::Running || state.attempts != step.attempts =>
+            {
                 Some(started(step.iteration, step.attempts))
             }
-            "queued" if retried || step.attempts > state.looped_at => {
+            StepStatus::Queued if retried || step.attempts > state.looped_at => {
                 step.reason.as_ref().map(|r| format!("↻ {r}"))
             }
-            "succeeded" => Some(format!("✓ succeeded{}", took(step))),
-            "failed" => Some(format!(
+            StepStatus::Succeeded => Some(format!("✓ succeeded{}", took(step))),
+            StepStatus::Failed => Some(format!(
                 "✗ failed: {}{}",
                 step.reason.as_deref().unwrap_or("failed"),
                 took(step)
             )),
-            "skipped" => Some(format!(
+            StepStatus::Skipped => Some(format!(
                 "- skipped: {}",
                 step.reason.as_deref().unwrap_or("")
             )),
-            "cancelled" => Some("■ cancelled".to_string()),
-            "waiting" => Some("⏸ waiting for approval".to_string()),
-            _ => None,
+            StepStatus::Cancelled => Some("■ cancelled".to_string()),
+            StepStatus::Waiting => Some("⏸ waiting for approval".to_string()),
+            StepStatus::Pending
+            | StepStatus::Queued
+            | StepStatus::Claimed
+            | StepStatus::Running => None,
         };
         state.status = step.status;
         state.attempts = step.attempts;
@@ -588,7 +596,9 @@ impl Printer {
         }
         // A start prints once per attempt: its first line may have announced it already.
         let lines = match message {
-            Some(_) if step.status == "running" => self.open_attempt(step.id, step.attempts),
+            Some(_) if step.status == StepStatus::Running => {
+                self.open_attempt(step.id, step.attempts)
+            }
             Some(message) => vec![message],
             None => Vec::new(),
         };

@@ -16,6 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use engine::events::Events;
 use engine::store::{StepRunRow, Store};
+use plue_types::status::StepStatus;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 pub(crate) struct RunStates {
@@ -68,7 +69,12 @@ impl RunStates {
         let mut ids: BTreeSet<i64> = self
             .steps
             .iter()
-            .filter(|s| matches!(s.status.as_str(), "claimed" | "running" | "waiting"))
+            .filter(|s| {
+                matches!(
+                    s.status,
+                    StepStatus::Claimed | StepStatus::Running | StepStatus::Waiting
+                )
+            })
             .map(|s| s.id)
             .collect();
         while let Ok(moved) = self.watch.try_recv() {
@@ -157,13 +163,17 @@ mod tests {
             .map(|s| (s.id, s.status.to_string()))
             .collect();
         assert_eq!(read, vec![(ids[1], "running".to_string())]);
-        assert_eq!(states.all()[1].status, "running");
-        assert_eq!(states.all()[3].status, "pending", "not announced: not read");
+        assert_eq!(states.all()[1].status, StepStatus::Running);
+        assert_eq!(
+            states.all()[3].status,
+            StepStatus::Pending,
+            "not announced: not read"
+        );
 
         // A running step is read again every time, announced or not, until it is final.
         set_status(&store, ids[1], "succeeded").await;
         assert_eq!(states.read_moved(&store).await.unwrap().len(), 1);
-        assert_eq!(states.all()[1].status, "succeeded");
+        assert_eq!(states.all()[1].status, StepStatus::Succeeded);
         assert!(
             states.read_moved(&store).await.unwrap().is_empty(),
             "final: not again"
@@ -176,8 +186,8 @@ mod tests {
 
         // A whole read sees everything, announced or not.
         let all = states.read_all(&store).await.unwrap();
-        assert_eq!(all[3].status, "skipped");
-        assert_eq!(states.all()[3].status, "skipped");
+        assert_eq!(all[3].status, StepStatus::Skipped);
+        assert_eq!(states.all()[3].status, StepStatus::Skipped);
     }
 
     #[tokio::test]

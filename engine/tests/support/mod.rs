@@ -44,6 +44,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 use plue_types::protocol as wire;
+use plue_types::status::RunState;
 use serde_json::Value;
 
 /// The Messages API key `llm` steps of [`Sandbox::plue_run_llm`] get.
@@ -1216,7 +1217,7 @@ impl<R> RepoEngine<R> {
     pub(crate) async fn wait_run(&self, run: i64, limit: Duration) {
         wait_for(limit, &format!("run {run} to end"), || async {
             let run = self.store().run(run).await.unwrap()?;
-            matches!(run.status.as_str(), "failed" | "succeeded").then_some(())
+            matches!(run.status, RunState::Failed | RunState::Succeeded).then_some(())
         })
         .await;
     }

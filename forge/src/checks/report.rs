@@ -12,7 +12,7 @@
 //! the final report waits, like the end answer, until the run's proposals are settled.
 
 use plue_store::{AnnotationRow, StatusReportRow};
-use plue_types::status::RunState;
+use plue_types::status::{CommitState, RunState};
 
 use super::{CheckAnnotation, CheckTarget, Completion, Conclusion, Level, NewCheckRun, Progress};
 use crate::answers::{self, Answering};
@@ -45,7 +45,7 @@ pub async fn deliver(
             None => Ok(()),
         };
     }
-    if report.state == "pending" {
+    if report.state == CommitState::Pending {
         let started = with
             .store
             .run(report.run_id)
@@ -146,7 +146,7 @@ async fn completion(
         .await
         .map_err(store_error)?
         .map(|run| run.status);
-    let conclusion = conclusion(&report.state, run_status);
+    let conclusion = conclusion(report.state, run_status);
     let rows = with
         .store
         .annotations_of_run(report.run_id, None, MAX_ANNOTATIONS)
@@ -179,9 +179,9 @@ async fn completion(
 /// How a run whose final report is `state` (`success`, `failure`, `error`) and whose own
 /// status is `run_status` concludes: a cancelled run is `cancelled`, whatever its report
 /// says; any other end but success (a failure, a file that did not evaluate) is `failure`.
-pub fn conclusion(state: &str, run_status: Option<RunState>) -> Conclusion {
+pub fn conclusion(state: CommitState, run_status: Option<RunState>) -> Conclusion {
     match (state, run_status) {
-        ("success", _) => Conclusion::Success,
+        (CommitState::Success, _) => Conclusion::Success,
         (_, Some(RunState::Cancelled)) => Conclusion::Cancelled,
         _ => Conclusion::Failure,
     }
@@ -267,23 +267,23 @@ mod tests {
     #[test]
     fn a_run_concludes_as_it_ended() {
         assert_eq!(
-            conclusion("success", Some(RunState::Succeeded)),
+            conclusion(CommitState::Success, Some(RunState::Succeeded)),
             Conclusion::Success
         );
         assert_eq!(
-            conclusion("failure", Some(RunState::Failed)),
+            conclusion(CommitState::Failure, Some(RunState::Failed)),
             Conclusion::Failure
         );
         assert_eq!(
-            conclusion("error", Some(RunState::Cancelled)),
+            conclusion(CommitState::Error, Some(RunState::Cancelled)),
             Conclusion::Cancelled
         );
         // A workflow file that did not evaluate: the run failed, its report is an error.
         assert_eq!(
-            conclusion("error", Some(RunState::Failed)),
+            conclusion(CommitState::Error, Some(RunState::Failed)),
             Conclusion::Failure
         );
-        assert_eq!(conclusion("failure", None), Conclusion::Failure);
+        assert_eq!(conclusion(CommitState::Failure, None), Conclusion::Failure);
     }
 
     #[test]

@@ -32,6 +32,7 @@ use axum::Json;
 use base64::Engine as _;
 use futures::Stream;
 use plue_types::protocol::debug::InputEvent;
+use plue_types::status::StepStatus;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -229,7 +230,7 @@ pub(super) async fn open(
             )));
         }
     }
-    if step_run.status != "failed" {
+    if step_run.status != StepStatus::Failed {
         return Err(conflict(format!(
             "step '{step}' of run {run_id} is {}: only a failed step can be debugged",
             step_run.status

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use evaluator::loops::Loops;
 use evaluator::plan::{Action, Plan};
+use plue_types::status::{CommitState, RunState, RunnerState, StepStatus};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -46,7 +47,7 @@ pub struct RunView {
     /// run), then as its steps go; `waiting` while its only unfinished work is approvals
     /// or environment reviews (in lists and the detail view alike).
     #[schema(value_type = RunStatus)]
-    pub status: String,
+    pub status: RunState,
     #[schema(required = true)]
     pub reason: Option<String>,
     pub cancel_requested: bool,
@@ -88,7 +89,8 @@ pub struct RunView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CommitStatusView {
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: CommitState,
     pub delivered: bool,
     pub attempts: i64,
     #[schema(required = true)]
@@ -101,15 +103,18 @@ impl RunView {
         // from its steps, in lists from the store's same rule (`plue_store`'s
         // `SHOWN_STATUS`, which lists and filters read).
         let waiting = steps.as_ref().is_some_and(|steps| {
-            steps.iter().any(|s| s.status == "waiting")
-                && !steps
-                    .iter()
-                    .any(|s| matches!(s.status.as_str(), "queued" | "claimed" | "running"))
+            steps.iter().any(|s| s.status == StepStatus::Waiting)
+                && !steps.iter().any(|s| {
+                    matches!(
+                        s.status,
+                        StepStatus::Queued | StepStatus::Claimed | StepStatus::Running
+                    )
+                })
         });
-        let status = if waiting && matches!(run.status.as_str(), "queued" | "running") {
-            "waiting".to_string()
+        let status = if waiting && matches!(run.status, RunState::Queued | RunState::Running) {
+            RunState::Waiting
         } else {
-            run.status.to_string()
+            run.status
         };
         let cache_partition = plue_core::caches::Partition::stored(
             run.cache_partition.as_deref(),
@@ -198,7 +203,7 @@ impl RunView {
                         message: approval.message.clone(),
                         approvers: approval.approvers.clone(),
                         exclude_triggerer: approval.exclude_triggerer,
-                        deadline: (step.status == "waiting")
+                        deadline: (step.status == StepStatus::Waiting)
                             .then_some(step.ready_at)
                             .flatten(),
                     });
@@ -254,7 +259,8 @@ pub struct LoopView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StepView {
     pub id: String,
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: StepStatus,
     pub attempts: i64,
     /// The review-loop iteration the step run is in (1 outside loops); attempts of
     /// earlier iterations keep their numbers, so their logs stay readable.
@@ -364,7 +370,7 @@ impl StepView {
                 .as_deref()
                 .and_then(|text| serde_json::from_str(text).ok()),
             id: step.step_id,
-            status: step.status.to_string(),
+            status: step.status,
             attempts: step.attempts,
             iteration: step.iteration,
             in_loop_of: None,
@@ -415,7 +421,8 @@ pub struct RunnerView {
     #[schema(value_type = BTreeMap<String, String>)]
     pub labels: serde_json::Value,
     pub ephemeral: bool,
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: RunnerState,
     pub registered_at: i64,
     /// Its last proof of life: a heartbeat, or a poll as it arrived (never a poll the
     /// engine held, nor a claim).
@@ -439,7 +446,7 @@ impl RunnerView {
             id: row.id,
             name: row.name,
             ephemeral: row.ephemeral,
-            state: row.state.to_string(),
+            state: row.state,
             registered_at: row.registered_at,
             last_heartbeat: row.last_heartbeat,
             accept_forks: row.accept_forks,

@@ -10,6 +10,7 @@
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use futures::StreamExt;
+use plue_types::status::RunState;
 use tower::ServiceExt;
 
 use super::tests::{bash, plan, repository, Fixture, Reply, ADMIN};
@@ -217,7 +218,7 @@ async fn each_role_sees_and_may_do_exactly_its_share() {
         .await;
     assert_eq!(cancel.status, StatusCode::SEE_OTHER, "{}", cancel.body);
     let run = fx.store().run(ci_run).await.unwrap().unwrap();
-    assert!(run.cancel_requested || run.status == "cancelled");
+    assert!(run.cancel_requested || run.status == RunState::Cancelled);
     // The audit trail names the writer, not a token.
     let actors: Vec<String> = fx
         .store()

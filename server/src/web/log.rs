@@ -13,6 +13,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, Method, Uri};
 use axum::response::{Html, IntoResponse, Response};
+use plue_types::status::StepStatus;
 use serde::Serialize;
 
 use super::error::{WebError, WebResult};
@@ -64,7 +65,7 @@ pub(super) async fn page(
     let step_run_id = step_row.id;
     let step_list = super::log_steps::for_step(store, run_id, run.rerun_of, &step_row).await?;
     let approval = super::log_approval::for_step(&web, &session, &run, &step_row).await?;
-    let (attempt, running) = (step_row.attempts, step_row.status == "running");
+    let (attempt, running) = (step_row.attempts, step_row.status == StepStatus::Running);
     let mut step = StepView::new(step_row);
     step.add_costs(step_run_id, &store.dashboard_attempts(run_id).await?);
     let plan = crate::api::run_plan(store, run_id).await?;

@@ -24,6 +24,7 @@ use axum::extract::{Form, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use evaluator::plan::{Action, Plan};
+use plue_types::status::StepStatus;
 use serde::{Deserialize, Serialize};
 
 use super::error::{WebError, WebResult};
@@ -51,7 +52,7 @@ pub(super) struct GateView {
     /// Whoever started the run may not decide.
     pub(super) exclude_triggerer: bool,
     /// The step's status (`waiting` until decided).
-    pub(super) status: String,
+    pub(super) status: StepStatus,
     /// When an undecided step fails (ms since the epoch), while it waits.
     pub(super) deadline: Option<i64>,
     /// The session's caller may decide now (the API's check passes).
@@ -83,7 +84,7 @@ pub(super) async fn waiting(
     let mut gates = Vec::new();
     for step in steps
         .iter()
-        .filter(|s| s.status == "waiting" || decided.contains(&s.step_id))
+        .filter(|s| s.status == StepStatus::Waiting || decided.contains(&s.step_id))
     {
         if let Some(gate) = gate(web, session, run, step, plan, "run").await? {
             gates.push(gate);
@@ -106,7 +107,7 @@ pub(super) async fn gate(
     let planned = plan.and_then(|p| p.steps.iter().find(|s| s.id == step.step_id));
     let message = match planned.map(|s| &s.action) {
         Some(Action::Approval(approval)) => approval.message.clone(),
-        _ if step.status == "waiting" => None,
+        _ if step.status == StepStatus::Waiting => None,
         // Not an approval, and not waiting for a review: no panel.
         _ => return Ok(None),
     };
@@ -117,7 +118,7 @@ pub(super) async fn gate(
         Err(ApiError::Client(..)) => return Ok(None),
         Err(ApiError::Internal(e)) => return Err(WebError::Internal(e)),
     };
-    let waiting = step.status == "waiting";
+    let waiting = step.status == StepStatus::Waiting;
     let (may_decide, why_not) = if !waiting {
         (false, None)
     } else {
@@ -145,7 +146,7 @@ pub(super) async fn gate(
         message,
         deciders: found.deciders().to_vec(),
         exclude_triggerer: found.self_review() == SelfReview::Excluded,
-        status: step.status.to_string(),
+        status: step.status,
         deadline: if waiting { step.ready_at } else { None },
         may_decide,
         why_not,

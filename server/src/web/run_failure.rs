@@ -14,6 +14,7 @@
 //!   template to escape; nothing is marked safe.
 
 use evaluator::plan::{Action, Plan};
+use plue_types::status::StepStatus;
 use serde::Serialize;
 
 use super::encode;
@@ -121,8 +122,11 @@ pub(super) async fn explain(
     plan: Option<&Plan>,
     may_rerun: bool,
 ) -> anyhow::Result<Explained> {
-    let done = matches!(run.status.as_str(), "succeeded" | "failed" | "cancelled");
-    let failed: Vec<&StepRunRow> = steps.iter().filter(|s| s.status == "failed").collect();
+    let done = run.status.is_final();
+    let failed: Vec<&StepRunRow> = steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Failed)
+        .collect();
     let mut failures = Vec::new();
     let last_lines = if failed.is_empty() {
         Default::default()
@@ -184,7 +188,7 @@ pub(super) async fn explain(
         .collect();
     let rerunnable = steps
         .iter()
-        .any(|s| matches!(s.status.as_str(), "failed" | "cancelled"));
+        .any(|s| matches!(s.status, StepStatus::Failed | StepStatus::Cancelled));
     Ok(Explained {
         more_failures: failed.len().saturating_sub(MAX_FAILURES),
         failures,
@@ -308,7 +312,7 @@ mod tests {
             run_id: 1,
             step_id: "test".into(),
             position: 0,
-            status: "failed".parse().expect("a step status"),
+            status: StepStatus::Failed,
             attempts,
             exit_code,
             reason: reason.map(Into::into),

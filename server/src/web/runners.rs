@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Html;
+use plue_types::status::RunnerState;
 use serde::{Deserialize, Serialize};
 
 use super::error::WebResult;
@@ -110,7 +111,7 @@ pub(super) async fn page(
     let total = rows.len();
     let runners: Vec<RunnerEntry> = rows
         .into_iter()
-        .filter(|row| all || row.state != "gone")
+        .filter(|row| all || row.state != RunnerState::Gone)
         .map(|row| {
             let runner = RunnerView::new(row);
             let labels = runner

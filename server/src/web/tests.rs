@@ -15,6 +15,7 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use evaluator::plan::{Action, Plan, Step};
 use plue_types::protocol::{LogLine, Stream as LineStream, WorkspaceSource};
+use plue_types::status::RunState;
 use tower::ServiceExt;
 
 use super::{router, WebState, CONTENT_SECURITY_POLICY};
@@ -505,7 +506,7 @@ async fn cancel_without_the_session_csrf_token_is_refused() {
     assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
     assert_eq!(reply.headers[header::LOCATION], format!("/runs/{id}"));
     let run = fx.store().run(id).await.unwrap().unwrap();
-    assert!(run.status == "cancelled" || run.cancel_requested);
+    assert!(run.status == RunState::Cancelled || run.cancel_requested);
 }
 
 #[tokio::test]

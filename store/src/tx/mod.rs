@@ -34,7 +34,7 @@ mod sqlite;
 pub(crate) use sqlite::SqliteStatements;
 
 use anyhow::Context;
-use plue_types::status::{AttemptStatus, RunStatus, StepStatus};
+use plue_types::status::{AttemptStatus, CommitState, RunState, RunStatus, StepStatus};
 use serde::de::DeserializeOwned;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
@@ -158,6 +158,18 @@ impl From<RunStatus> for Arg<'_> {
 impl From<AttemptStatus> for Arg<'_> {
     fn from(status: AttemptStatus) -> Self {
         Arg::Text(Some(status.as_str()))
+    }
+}
+
+impl From<RunState> for Arg<'_> {
+    fn from(state: RunState) -> Self {
+        Arg::Text(Some(state.as_str()))
+    }
+}
+
+impl From<CommitState> for Arg<'_> {
+    fn from(state: CommitState) -> Self {
+        Arg::Text(Some(state.as_str()))
     }
 }
 
