@@ -183,7 +183,7 @@ impl StatusReporter {
             sha: &report.sha,
         };
         let body = CommitStatus {
-            state: report.state.clone(),
+            state: report.state,
             // The dashboard's run page: what a person clicking "Details" wants.
             target_url: format!(
                 "{}/runs/{}",

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use anyhow::Context;
 use axum::extract::{Path, State};
 use axum::Json;
+use plue_types::status::AttemptStatus;
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
@@ -60,7 +61,8 @@ pub struct AttemptRecord {
     pub attempt: i64,
     /// The review-loop round it ran in (1 outside loops).
     pub iteration: i64,
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: AttemptStatus,
     /// The runner that took it (`null`: it never started).
     #[schema(required = true)]
     pub runner: Option<String>,
@@ -143,7 +145,7 @@ pub async fn build(store: &Store, run_id: i64) -> anyhow::Result<Option<RunRecor
             step: names.get(&a.step_run_id).cloned().unwrap_or_default(),
             attempt: a.number,
             iteration: a.iteration,
-            status: a.status.to_string(),
+            status: a.status,
             runner: a.runner,
             started_at: a.started_at,
             finished_at: a.finished_at,

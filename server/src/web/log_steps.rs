@@ -7,6 +7,7 @@
 //! (a 1,000-step run's page stays small; the run page lists them all); output values are
 //! cut as on the run page (`run_failure::output_values`) and escaped by the template.
 
+use plue_types::status::StepStatus;
 use serde::Serialize;
 
 use super::encode;
@@ -39,7 +40,7 @@ pub(super) struct CarriedFrom {
 #[derive(Debug, Serialize)]
 pub(super) struct StepLink {
     pub id: String,
-    pub status: String,
+    pub status: StepStatus,
     pub duration_ms: Option<i64>,
     pub url: String,
     /// The step whose page this is.
@@ -64,7 +65,7 @@ pub(super) async fn for_step(
             url: format!("/runs/{run_id}/steps/{}", encode(&s.step_id)),
             current: s.id == current.id,
             duration_ms: s.duration_ms(),
-            status: s.status.to_string(),
+            status: s.status,
             id: s.step_id.clone(),
         })
         .collect();

@@ -29,6 +29,7 @@ mod chrome;
 mod dag;
 mod error;
 mod forward;
+mod icons;
 mod live;
 mod log;
 mod log_approval;

@@ -8,7 +8,10 @@
 use std::sync::OnceLock;
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use plue_types::status::{AttemptStatus, RunState, RunnerState, StatementState, StepStatus};
 use serde::Serialize;
+
+use super::icons;
 
 /// Every template, by name.
 const TEMPLATES: &[(&str, &str)] = &[
@@ -67,7 +70,12 @@ fn environment() -> &'static Result<Environment<'static>, String> {
         env.add_filter("usd", usd);
         env.add_filter("short_sha", short_sha);
         env.add_filter("branch", branch);
-        env.add_filter("status_icon", status_icon);
+        env.add_filter("step_icon", icons::filter::<StepStatus>);
+        env.add_filter("run_icon", icons::filter::<RunState>);
+        env.add_filter("attempt_icon", icons::filter::<AttemptStatus>);
+        env.add_filter("runner_icon", icons::filter::<RunnerState>);
+        env.add_filter("statement_icon", icons::filter::<StatementState>);
+        env.add_filter("proposal_icon", icons::proposal);
         env.add_filter("segment", |text: String| super::encode(&text));
         for (name, source) in TEMPLATES {
             env.add_template(name, source)
@@ -187,28 +195,6 @@ fn usd(dollars: f64) -> String {
     format!("${}", plue_types::budget::usd(micros))
 }
 
-/// The glyph shown beside a status word, so a status never rests on colour alone (the
-/// badge markup is `<span class="badge S"><span aria-hidden="true">ICON</span> S</span>`).
-/// `assets/status.js` holds the same map for scripts (`window.PlueStatus`). Runner states
-/// and proposal states borrow the glyph of the status they look like; anything else is a
-/// plain dot.
-pub(super) fn status_icon(status: &str) -> &'static str {
-    match status {
-        "succeeded" | "applied" => "\u{2713}",           // ✓
-        "failed" | "rejected" | "lost" => "\u{2717}",    // ✗
-        "running" | "applying" | "busy" => "\u{25F7}",   // ◷
-        "queued" | "ready" => "\u{22EF}",                // ⋯
-        "claimed" => "\u{25D4}",                         // ◔ (taken, starting)
-        "pending" | "idle" => "\u{25CB}",                // ○
-        "waiting" => "\u{2016}",                         // ‖ (in common fonts; ⏸ is not)
-        "skipped" => "\u{293C}",                         // ⤼
-        "cancelled" | "withheld" | "gone" => "\u{2298}", // ⊘
-        "unacknowledged" => "\u{21A9}",                  // ↩ (back to the queue)
-        "suspect" => "?",
-        _ => "\u{2022}", // •
-    }
-}
-
 /// The first 8 characters of a commit.
 fn short_sha(sha: String) -> String {
     sha.chars().take(8).collect()
@@ -323,35 +309,6 @@ mod tests {
             done,
             r#"<span class="elapsed" data-since="1000" data-until="13345">12.3 s</span>"#
         );
-    }
-
-    #[test]
-    fn every_status_has_its_own_glyph() {
-        // Every status a group's counts name (dag::STATUS_ORDER), `claimed` too: it
-        // shared `queued`'s glyph, so "2 ⋯  1 ⋯" counted two statuses alike (issue 54).
-        let statuses = [
-            "queued",
-            "claimed",
-            "pending",
-            "running",
-            "waiting",
-            "succeeded",
-            "failed",
-            "cancelled",
-            "skipped",
-        ];
-        let glyphs: std::collections::HashSet<_> =
-            statuses.iter().map(|s| status_icon(s)).collect();
-        assert_eq!(glyphs.len(), statuses.len(), "two statuses share a glyph");
-        assert_eq!(status_icon("ready"), status_icon("queued"));
-        assert_eq!(status_icon("succeeded"), "\u{2713}");
-        assert_eq!(status_icon("<b>"), "\u{2022}");
-        // The same map as assets/status.js.
-        let script = include_str!("assets/status.js");
-        for status in statuses.iter().chain(&["ready"]) {
-            let entry = format!("{status}: \"{}\"", status_icon(status));
-            assert!(script.contains(&entry), "status.js lacks {entry}");
-        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use axum::extract::{Form, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use plue_types::status::{AttemptStatus, RunState, StatementState};
 use serde::Serialize;
 
 use super::dag::{self, Layout};
@@ -85,7 +86,7 @@ struct ProposalEntry {
 /// write is under way) or `failed` (never served; `reason`, as the run's wall shows it).
 #[derive(Serialize)]
 struct StatementLine {
-    state: &'static str,
+    state: StatementState,
     reason: Option<String>,
     /// The statement's API URL, for an applied one.
     url: Option<String>,
@@ -106,7 +107,7 @@ impl StatementLine {
             Landing::Pending => (None, None),
         };
         StatementLine {
-            state: row.state.as_str(),
+            state: row.state,
             reason,
             url,
         }
@@ -131,7 +132,7 @@ struct AttemptView {
     number: i64,
     /// The review-loop iteration it ran in.
     iteration: i64,
-    status: String,
+    status: AttemptStatus,
     exit_code: Option<i64>,
     reason: Option<String>,
     duration_ms: Option<i64>,
@@ -167,7 +168,7 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
                     .map(|(f, s)| f - s),
                 number: attempt.number,
                 iteration: attempt.iteration,
-                status: attempt.status.to_string(),
+                status: attempt.status,
                 exit_code: attempt.exit_code,
                 reason: attempt.reason,
                 runner: attempt.runner,
@@ -216,7 +217,10 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
     let kinds = step_kinds(plan.as_ref());
     let evaluated = !run.plan_hash.is_empty();
     let eval_error = (!evaluated).then(|| run.reason.clone().unwrap_or_default());
-    let done = !matches!(run.status.as_str(), "pending" | "queued" | "running");
+    let done = !matches!(
+        run.status,
+        RunState::Pending | RunState::Queued | RunState::Running
+    );
     Ok(RunPage {
         chrome: session.chrome(&path),
         can_cancel: offered && !done && !run.cancel_requested,

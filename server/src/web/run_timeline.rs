@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Html;
-use plue_types::status::AttemptStatus;
+use plue_types::status::{AttemptStatus, StepStatus};
 use serde::Serialize;
 
 use super::error::WebResult;
@@ -76,7 +76,7 @@ pub(super) struct Timeline {
 #[derive(Debug, Serialize)]
 pub(super) struct Row {
     pub step: String,
-    pub status: String,
+    pub status: StepStatus,
     pub attempts: Vec<Bar>,
     /// A lane for the step's own wait without an attempt (queued with no runner yet,
     /// waiting for a decision).
@@ -191,18 +191,18 @@ pub(super) fn layout(
                     }
                 })
                 .collect();
-            let waiting = match step.status.as_str() {
-                "queued" => step
+            let waiting = match step.status {
+                StepStatus::Queued => step
                     .ready_at
                     .filter(|r| *r <= end)
                     .map(|r| place("queued", r, None)),
-                "waiting" => step.started_at.map(|s| place("waiting", s, None)),
+                StepStatus::Waiting => step.started_at.map(|s| place("waiting", s, None)),
                 _ => None,
             };
             let carried = carried_from(rerun_of, step);
             Row {
                 step: step.step_id.clone(),
-                status: step.status.to_string(),
+                status: step.status,
                 attempts: bars,
                 waiting,
                 duration_ms: if carried.is_some() {
@@ -279,10 +279,7 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<Timelin
     let store = web.store();
     let steps = store.step_runs(id).await?;
     let attempts = store.timeline_attempts(id).await?;
-    let done = !matches!(
-        run.status.as_str(),
-        "pending" | "queued" | "running" | "waiting"
-    );
+    let done = run.status.is_final();
     let ended = if done {
         Some(run.finished_at.unwrap_or(run.created_at))
     } else {

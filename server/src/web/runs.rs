@@ -13,6 +13,7 @@
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Html;
+use plue_types::status::RunState;
 use serde::{Deserialize, Serialize};
 
 use super::error::{WebError, WebResult};
@@ -25,15 +26,6 @@ use crate::store::RunFilter;
 const PAGE: i64 = 50;
 /// Longest filter value accepted (longer ones match nothing anyway).
 const MAX_FILTER: usize = 512;
-pub(super) const STATUSES: &[&str] = &[
-    "pending",
-    "queued",
-    "running",
-    "waiting",
-    "succeeded",
-    "failed",
-    "cancelled",
-];
 const EVENTS: &[&str] = &[
     "push",
     "pull_request",
@@ -114,7 +106,8 @@ struct RunsPage<'a> {
     live: Option<String>,
     /// The newest page's URL with the same filters.
     first: String,
-    statuses: &'static [&'static str],
+    /// The statuses a run is filtered by: every one a list shows.
+    statuses: &'static [RunState],
     events: &'static [&'static str],
     repositories: Vec<String>,
     workflows: Vec<String>,
@@ -186,18 +179,13 @@ async fn load<'a>(
     Ok(RunsPage {
         chrome: session.chrome(&path),
         may_register: session.caller.is_admin(),
-        active: runs.iter().any(|r| {
-            matches!(
-                r.status.as_str(),
-                "pending" | "queued" | "running" | "waiting"
-            )
-        }),
+        active: runs.iter().any(|r| !r.status.is_final()),
         query,
         runs,
         next,
         live,
         first,
-        statuses: STATUSES,
+        statuses: RunState::ALL,
         events: EVENTS,
         repositories,
         workflows: names,

@@ -1,5 +1,5 @@
-// The status look for scripts: the glyph beside each status word (the same map as the
-// server's `status_icon` filter in web/render.rs) and the badge markup every page uses,
+// The status look for scripts: the glyph beside each status word (the same glyphs as the
+// server's icon filters in web/icons.rs) and the badge markup every page uses,
 // `<span class="badge S"><span aria-hidden="true">ICON</span> S</span>`, so a status never
 // rests on colour alone. Colours are the stylesheet's `--status-S` properties.
 (function () {

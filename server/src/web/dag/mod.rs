@@ -18,6 +18,7 @@ mod collapse;
 
 use std::collections::{BTreeSet, HashMap};
 
+use plue_types::status::StepStatus;
 use serde::Serialize;
 
 pub(super) const NODE_WIDTH: i64 = 200;
@@ -29,36 +30,36 @@ const PAD: i64 = 8;
 pub(super) const MAX_EDGES: usize = 600;
 /// Labels longer than this are cut (the full id is the node's tooltip).
 const LABEL_CHARS: usize = 25;
-/// The order statuses are counted in a group's summary.
-const STATUS_ORDER: [&str; 9] = [
-    "succeeded",
-    "failed",
-    "running",
-    "claimed",
-    "waiting",
-    "queued",
-    "pending",
-    "skipped",
-    "cancelled",
+/// The order statuses are counted in a group's summary (every status: a test holds it).
+const STATUS_ORDER: [StepStatus; 9] = [
+    StepStatus::Succeeded,
+    StepStatus::Failed,
+    StepStatus::Running,
+    StepStatus::Claimed,
+    StepStatus::Waiting,
+    StepStatus::Queued,
+    StepStatus::Pending,
+    StepStatus::Skipped,
+    StepStatus::Cancelled,
 ];
-/// Which status colours a group: the first of these any member has.
-const GROUP_STATUS: [&str; 9] = [
-    "failed",
-    "running",
-    "claimed",
-    "waiting",
-    "queued",
-    "pending",
-    "cancelled",
-    "succeeded",
-    "skipped",
+/// Which status colours a group: the first of these any member has (every status).
+const GROUP_STATUS: [StepStatus; 9] = [
+    StepStatus::Failed,
+    StepStatus::Running,
+    StepStatus::Claimed,
+    StepStatus::Waiting,
+    StepStatus::Queued,
+    StepStatus::Pending,
+    StepStatus::Cancelled,
+    StepStatus::Succeeded,
+    StepStatus::Skipped,
 ];
 
 /// A step to place: its id, state, kind and the steps it depends on.
 #[derive(Debug, Clone)]
 pub(super) struct Step<'a> {
     pub(super) id: &'a str,
-    pub(super) status: &'a str,
+    pub(super) status: StepStatus,
     /// The plan's kind (`bash`, `llm`, `approval`, …); an approval links to its panel.
     pub(super) kind: &'a str,
     pub(super) depends_on: &'a [String],
@@ -74,7 +75,7 @@ pub(super) struct Node {
     pub(super) id: String,
     pub(super) group: Option<usize>,
     pub(super) label: String,
-    pub(super) status: String,
+    pub(super) status: StepStatus,
     /// The step is an approval (its node links to the run page's approval panel).
     pub(super) approval: bool,
     /// Top-left corner.
@@ -90,7 +91,7 @@ pub(super) struct Group {
     pub(super) name: String,
     pub(super) size: usize,
     /// The status that colours the node (failed before running before … succeeded).
-    pub(super) status: String,
+    pub(super) status: StepStatus,
     /// How many members have each status, in [`STATUS_ORDER`], zeros left out.
     pub(super) counts: Vec<Count>,
     pub(super) members: Vec<Member>,
@@ -98,14 +99,14 @@ pub(super) struct Group {
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub(super) struct Count {
-    pub(super) status: String,
+    pub(super) status: StepStatus,
     pub(super) n: usize,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub(super) struct Member {
     pub(super) id: String,
-    pub(super) status: String,
+    pub(super) status: StepStatus,
     pub(super) approval: bool,
 }
 
@@ -117,7 +118,7 @@ pub(super) struct Edge {
     /// SVG path data (a cubic curve from the bottom of `from` to the top of `to`).
     pub(super) path: String,
     /// The state of `to`, so an edge into a running step can be drawn as such.
-    pub(super) status: String,
+    pub(super) status: StepStatus,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -154,7 +155,7 @@ pub(super) fn of_run(
             let step = planned.get(s.step_id.as_str());
             Step {
                 id: &s.step_id,
-                status: s.status.as_str(),
+                status: s.status,
                 kind: step.map_or("", |p| p.action.kind()),
                 depends_on: step.map_or(&[], |p| p.depends_on.as_slice()),
             }
@@ -231,7 +232,7 @@ pub(super) fn layout(steps: &[Step<'_>]) -> Layout {
                 id: String::new(),
                 group: Some(group.index),
                 label: cut(&format!("{} \u{2014} {} steps", group.name, group.size)),
-                status: group.status.clone(),
+                status: group.status,
                 approval: false,
                 x,
                 y,
@@ -244,7 +245,7 @@ pub(super) fn layout(steps: &[Step<'_>]) -> Layout {
                 id: step.id.to_string(),
                 group: None,
                 label: cut(step.id),
-                status: step.status.to_string(),
+                status: step.status,
                 approval: step.kind == "approval",
                 x,
                 y,
@@ -264,7 +265,7 @@ pub(super) fn layout(steps: &[Step<'_>]) -> Layout {
                 from: nodes[from].key.clone(),
                 to: nodes[to].key.clone(),
                 path: format!("M{x1} {y1} C{x1} {mid} {x2} {mid} {x2} {y2}"),
-                status: nodes[to].status.clone(),
+                status: nodes[to].status,
             }
         })
         .collect();
@@ -369,48 +370,30 @@ fn centre(row: &[usize], place: &mut [f64]) {
 }
 
 fn group(index: usize, members: &[usize], steps: &[Step<'_>]) -> Group {
-    let mut counts: HashMap<&str, usize> = HashMap::new();
+    let mut counts: HashMap<StepStatus, usize> = HashMap::new();
     for &i in members {
         *counts.entry(steps[i].status).or_default() += 1;
     }
     let status = GROUP_STATUS
-        .iter()
-        .find(|s| counts.contains_key(*s))
-        .copied()
-        .or_else(|| counts.keys().min().copied())
-        .unwrap_or("pending");
-    let mut listed: Vec<Count> = STATUS_ORDER
-        .iter()
-        .filter_map(|s| {
-            counts.get(s).map(|&n| Count {
-                status: s.to_string(),
-                n,
-            })
-        })
+        .into_iter()
+        .find(|s| counts.contains_key(s))
+        .unwrap_or(StepStatus::Pending);
+    let listed: Vec<Count> = STATUS_ORDER
+        .into_iter()
+        .filter_map(|status| counts.get(&status).map(|&n| Count { status, n }))
         .collect();
-    // Statuses this list does not know are counted after the known ones.
-    let mut other: Vec<(&str, usize)> = counts
-        .iter()
-        .filter(|(s, _)| !STATUS_ORDER.contains(s))
-        .map(|(s, n)| (*s, *n))
-        .collect();
-    other.sort_unstable();
-    listed.extend(other.into_iter().map(|(s, n)| Count {
-        status: s.to_string(),
-        n,
-    }));
     let ids: Vec<&str> = members.iter().map(|&i| steps[i].id).collect();
     Group {
         index,
         name: common_name(&ids),
         size: members.len(),
-        status: status.to_string(),
+        status,
         counts: listed,
         members: members
             .iter()
             .map(|&i| Member {
                 id: steps[i].id.to_string(),
-                status: steps[i].status.to_string(),
+                status: steps[i].status,
                 approval: steps[i].kind == "approval",
             })
             .collect(),

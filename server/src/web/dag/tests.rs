@@ -2,8 +2,9 @@
 //! drawn whatever the plan, and a shape that does not move when only statuses change.
 
 use super::*;
+use StepStatus::{Failed, Pending, Queued, Running, Succeeded, Waiting};
 
-fn step<'a>(id: &'a str, status: &'a str, deps: &'a [String]) -> Step<'a> {
+fn step<'a>(id: &'a str, status: StepStatus, deps: &'a [String]) -> Step<'a> {
     Step {
         id,
         status,
@@ -23,11 +24,11 @@ fn node<'a>(layout: &'a Layout, key: &str) -> &'a Node {
 /// `root → shard-0…(width-1) → join`, shards with the given statuses (cycled).
 fn fan_out(
     width: usize,
-    statuses: &[&'static str],
-) -> (Vec<String>, Vec<Vec<String>>, Vec<&'static str>) {
+    statuses: &[StepStatus],
+) -> (Vec<String>, Vec<Vec<String>>, Vec<StepStatus>) {
     let mut ids = vec!["root".to_string()];
     let mut deps = vec![vec![]];
-    let mut status = vec!["succeeded"];
+    let mut status = vec![Succeeded];
     for i in 0..width {
         ids.push(format!("shard-{i}"));
         deps.push(vec!["root".to_string()]);
@@ -35,11 +36,11 @@ fn fan_out(
     }
     deps.push(ids[1..].to_vec());
     ids.push("join".to_string());
-    status.push("pending");
+    status.push(Pending);
     (ids, deps, status)
 }
 
-fn steps<'a>(ids: &'a [String], deps: &'a [Vec<String>], status: &[&'a str]) -> Vec<Step<'a>> {
+fn steps<'a>(ids: &'a [String], deps: &'a [Vec<String>], status: &[StepStatus]) -> Vec<Step<'a>> {
     (0..ids.len())
         .map(|i| step(&ids[i], status[i], &deps[i]))
         .collect()
@@ -51,10 +52,10 @@ fn a_diamond_is_three_layers_top_down_with_four_edges() {
     let a = vec!["a".to_string()];
     let bc = vec!["b".to_string(), "c".to_string()];
     let layout = layout(&[
-        step("a", "succeeded", &none),
-        step("b", "running", &a),
-        step("c", "queued", &a),
-        step("d", "pending", &bc),
+        step("a", Succeeded, &none),
+        step("b", Running, &a),
+        step("c", Queued, &a),
+        step("d", Pending, &bc),
     ]);
     let y = |id: &str| node(&layout, &format!("s:{id}")).y;
     assert!(y("a") < y("b"));
@@ -62,10 +63,7 @@ fn a_diamond_is_three_layers_top_down_with_four_edges() {
     assert!(y("c") < y("d"));
     assert_eq!(layout.edges.len(), 4);
     let into_b = layout.edges.iter().find(|e| e.to == "s:b").unwrap();
-    assert_eq!(
-        (into_b.from.as_str(), into_b.status.as_str()),
-        ("s:a", "running")
-    );
+    assert_eq!((into_b.from.as_str(), into_b.status), ("s:a", Running));
     assert!(layout
         .nodes
         .iter()
@@ -75,19 +73,15 @@ fn a_diamond_is_three_layers_top_down_with_four_edges() {
 
 #[test]
 fn a_sixty_step_fan_out_is_three_nodes_with_counts() {
-    let (ids, deps, status) = fan_out(60, &["succeeded", "succeeded", "failed", "running"]);
+    let (ids, deps, status) = fan_out(60, &[Succeeded, Succeeded, Failed, Running]);
     let layout = layout(&steps(&ids, &deps, &status));
     assert_eq!(layout.nodes.len(), 3);
     assert_eq!(layout.edges.len(), 2);
     let group = &layout.groups[0];
     assert_eq!((group.name.as_str(), group.size), ("shard", 60));
-    assert_eq!(group.status, "failed", "a failed member colours the group");
-    let counts: Vec<(&str, usize)> = group
-        .counts
-        .iter()
-        .map(|c| (c.status.as_str(), c.n))
-        .collect();
-    assert_eq!(counts, [("succeeded", 30), ("failed", 15), ("running", 15)]);
+    assert_eq!(group.status, Failed, "a failed member colours the group");
+    let counts: Vec<(StepStatus, usize)> = group.counts.iter().map(|c| (c.status, c.n)).collect();
+    assert_eq!(counts, [(Succeeded, 30), (Failed, 15), (Running, 15)]);
     assert_eq!(node(&layout, "g:0").label, "shard \u{2014} 60 steps");
     // Root above the group above the join, all in the first screenful.
     assert!(node(&layout, "s:root").y < node(&layout, "g:0").y);
@@ -97,13 +91,13 @@ fn a_sixty_step_fan_out_is_three_nodes_with_counts() {
 
 #[test]
 fn statuses_do_not_move_anything() {
-    let (ids, deps, before) = fan_out(60, &["queued"]);
-    let (_, _, after) = fan_out(60, &["succeeded", "failed"]);
+    let (ids, deps, before) = fan_out(60, &[Queued]);
+    let (_, _, after) = fan_out(60, &[Succeeded, Failed]);
     let first = layout(&steps(&ids, &deps, &before));
     let second = layout(&steps(&ids, &deps, &after));
     assert_eq!(first.shape, second.shape);
     assert_ne!(first.groups[0].counts, second.groups[0].counts);
-    let (ids, deps, _) = fan_out(59, &["queued"]);
+    let (ids, deps, _) = fan_out(59, &[Queued]);
     let other = layout(&steps(&ids, &deps, &before[..61]));
     assert_ne!(first.shape, other.shape, "another plan, another shape");
 }
@@ -115,12 +109,12 @@ fn barycentre_puts_children_under_their_parent() {
     let a = vec!["a".to_string()];
     let b = vec!["b".to_string()];
     let layout = layout(&[
-        step("a", "queued", &none),
-        step("b", "queued", &none),
-        step("b1", "queued", &b),
-        step("a1", "queued", &a),
-        step("b2", "queued", &b),
-        step("a2", "queued", &a),
+        step("a", Queued, &none),
+        step("b", Queued, &none),
+        step("b1", Queued, &b),
+        step("a1", Queued, &a),
+        step("b2", Queued, &b),
+        step("a2", Queued, &a),
     ]);
     let x = |id: &str| node(&layout, &format!("s:{id}")).x;
     assert!(x("a") < x("b"));
@@ -137,9 +131,9 @@ fn unknown_dependencies_and_cycles_do_not_break_the_layout() {
     let to_b = vec!["b".to_string()];
     let to_a = vec!["a".to_string()];
     let layout = layout(&[
-        step("a", "failed", &to_b),
-        step("b", "failed", &to_a),
-        step("c", "pending", &ghost),
+        step("a", Failed, &to_b),
+        step("b", Failed, &to_a),
+        step("c", Pending, &ghost),
     ]);
     assert_eq!(layout.nodes.len(), 3);
     assert_eq!(layout.edges.len(), 2, "the cycle's edges, none to 'ghost'");
@@ -149,7 +143,7 @@ fn unknown_dependencies_and_cycles_do_not_break_the_layout() {
 fn long_ids_are_cut_for_the_label_only() {
     let none: Vec<String> = vec![];
     let id = "a".repeat(100);
-    let layout = layout(&[step(&id, "queued", &none)]);
+    let layout = layout(&[step(&id, Queued, &none)]);
     assert_eq!(layout.nodes[0].id, id);
     assert_eq!(layout.nodes[0].label.chars().count(), LABEL_CHARS);
 }
@@ -157,9 +151,9 @@ fn long_ids_are_cut_for_the_label_only() {
 #[test]
 fn approvals_are_marked_in_nodes_and_groups() {
     let none: Vec<String> = vec![];
-    let mut gate = step("gate", "waiting", &none);
+    let mut gate = step("gate", Waiting, &none);
     gate.kind = "approval";
-    let layout = layout(&[gate, step("other", "queued", &none)]);
+    let layout = layout(&[gate, step("other", Queued, &none)]);
     assert!(node(&layout, "s:gate").approval);
     assert!(!node(&layout, "s:other").approval);
 }
@@ -227,7 +221,7 @@ fn a_thousand_steps_draw_a_bounded_number_of_nodes_and_edges() {
         ),
     ];
     for (name, deps) in &shapes {
-        let placed: Vec<Step<'_>> = (0..n).map(|i| step(&ids[i], "queued", &deps[i])).collect();
+        let placed: Vec<Step<'_>> = (0..n).map(|i| step(&ids[i], Queued, &deps[i])).collect();
         let started = std::time::Instant::now();
         let layout = layout(&placed);
         let took = started.elapsed();
@@ -264,7 +258,7 @@ fn hostile_step_ids_are_text_in_the_drawing() {
     let placed: Vec<Step<'_>> = ids
         .iter()
         .enumerate()
-        .map(|(i, id)| step(id, "queued", if i == 0 { &none } else { &root }))
+        .map(|(i, id)| step(id, Queued, if i == 0 { &none } else { &root }))
         .collect();
     let layout = layout(&placed);
     assert_eq!(layout.groups.len(), 1, "the 13 siblings are a group");
@@ -287,4 +281,15 @@ fn hostile_step_ids_are_text_in_the_drawing() {
         copies,
         "{html}"
     );
+}
+
+#[test]
+fn every_status_is_counted_and_may_colour_a_group() {
+    for status in StepStatus::ALL {
+        assert!(STATUS_ORDER.contains(status), "{status} is never counted");
+        assert!(
+            GROUP_STATUS.contains(status),
+            "{status} never colours a group"
+        );
+    }
 }
