@@ -95,15 +95,6 @@ status_enum! {
     }
 }
 
-/// A step's status is compared with its text only by the run's transition tests
-/// (`store/src/transition/tests.rs`, twice), which are being rewritten: this goes with
-/// them. No other status has string equality: compare with the variants.
-impl PartialEq<&str> for StepStatus {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
 impl StepStatus {
     /// Nothing changes it any more (but a rerun, which makes new step runs).
     pub fn is_final(self) -> bool {

@@ -170,7 +170,8 @@ async fn the_advance_sees_the_completion_it_commits_with() {
             |_| Vec::new(),
             |snapshot| {
                 assert_eq!(
-                    snapshot.steps[0].status, "succeeded",
+                    snapshot.steps[0].status,
+                    StepStatus::Succeeded,
                     "the completion is seen"
                 );
                 vec![StepChange::Queue {
@@ -331,7 +332,7 @@ async fn the_runner_claims_what_the_advance_queued_in_the_same_transaction() {
                 |snapshot| {
                     snapshot.steps[1..]
                         .iter()
-                        .filter(|s| s.status == "pending")
+                        .filter(|s| s.status == StepStatus::Pending)
                         .map(|s| StepChange::Queue {
                             step_run_id: s.id,
                             dispatch: "{}".into(),
