@@ -95,18 +95,18 @@ impl Executor {
         let turn = self.turn(run_id);
         let mut known = turn.lock().await;
         let mut conn = self.store.transition_conn().await?;
-        let mut transition = self
-            .store
-            .lock_run(
-                &mut conn,
-                RunToAdvance {
-                    run_id,
-                    grouping: plue_store::Grouping::of(&plan),
-                    known: known.take(),
-                },
-            )
-            .await
-            .with_context(|| format!("advancing run {run_id}"))?;
+        let run = RunToAdvance {
+            run_id,
+            grouping: plue_store::Grouping::of(&plan),
+            known: known.take(),
+        };
+        let opened = match then {
+            ThenAdvance::Yes => self.store.lock_run(&mut conn, run).await,
+            // Whatever keeps the run from advancing must not keep the attempt from ending:
+            // the run's row is not taken.
+            ThenAdvance::No => self.store.end_alone(&mut conn, run).await,
+        };
+        let mut transition = opened.with_context(|| format!("advancing run {run_id}"))?;
         let now = transition.now();
 
         // 1. The attempt ends, and its step run moves as the rules say.
@@ -114,7 +114,7 @@ impl Executor {
         let mut fate = None;
         if let Some(c) = completing {
             let ending = transition
-                .end_attempt(c.attempt_id, c.runner_id, c.end, then)
+                .end_attempt(c.attempt_id, c.runner_id, c.end)
                 .await
                 .with_context(|| format!("ending attempt {}", c.attempt_id))?;
             let Some(ending) = ending else {

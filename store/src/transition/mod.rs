@@ -6,15 +6,18 @@
 //! the outputs it needs ([`RunTransition::load_outputs`]), apply its decisions
 //! ([`RunTransition::apply`], each kind of change written in `changes`), claim the
 //! completing runner's next attempt ([`RunTransition::claim_next`]), and commit
-//! ([`RunTransition::commit`]). Its SQL is private to this module and `claims`; no closure
+//! ([`RunTransition::commit`]). An attempt whose run cannot advance ends in a transition
+//! [`Store::end_alone`] opens, the same handle holding no run's row. Its SQL is private to this module and `claims`; no closure
 //! of the caller runs inside the transaction.
 //!
 //! Invariants:
 //! - Lock order: the run's concurrency group's row (if its plan names one), then the run's
 //!   row (`UPDATE runs SET advances = advances + 1`, which also counts the advance for
 //!   [`KnownSteps`]), then its step runs and attempts. Only [`Store::lock_run`] opens a
-//!   transition, and it takes the two locks before handing the handle out: every statement
-//!   the handle runs comes after them. A completion applied here takes the run's row before
+//!   transition that advances, and it takes the two locks before handing the handle out:
+//!   every statement the handle runs comes after them. [`Store::end_alone`]'s transition
+//!   takes no run's row and only ends an attempt (its attempt's row, then its step run's,
+//!   as every completion's), reading nothing another transition of the run holds first. A completion applied here takes the run's row before
 //!   its attempt's, so it waits where every advance waits and never holds an attempt
 //!   another advance of the run wants.
 //! - One commit: [`RunTransition::commit`] consumes the handle; a handle dropped without
@@ -142,13 +145,14 @@ impl LockedRun {
     }
 }
 
-/// What the transition does after an attempt ends in it ([`RunTransition::end_attempt`]).
+/// Whether a transition advances its run ([`Store::lock_run`]) or only ends an attempt of
+/// it ([`Store::end_alone`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThenAdvance {
     /// The run's advance follows in the same transaction and reads the attempt's step run.
     Yes,
     /// The attempt ends alone (the change list keeps its step run for the run's next
-    /// advance); the transition reads no steps.
+    /// advance); the transition locks no run and reads no steps.
     No,
 }
 
@@ -180,7 +184,7 @@ pub struct RunTransition<'c> {
     known: Option<KnownSteps>,
     now: i64,
     phase: Phase,
-    /// An attempt ended alone ([`ThenAdvance::No`]): no steps are read.
+    /// Opened by [`Store::end_alone`]: no run's row is held, no steps are read.
     ends_alone: bool,
     /// The step run an attempt ended here made final: the advance reads it by id.
     read_here: Option<i64>,
@@ -252,6 +256,42 @@ impl Store {
             first_of_run: None,
         })
     }
+
+    /// Opens a transition of run `run_id` on `conn` that only ends an attempt of it
+    /// ([`ThenAdvance::No`]): it takes neither the group's nor the run's row — whatever
+    /// keeps the run from advancing must not keep its attempts from ending — and so it
+    /// reads no steps and applies no changes; the change list keeps the step run it makes
+    /// final for the run's next advance. The caller's copy of the steps (`run.known`) comes
+    /// back with the commit, still current.
+    pub async fn end_alone<'c>(
+        &'c self,
+        conn: &'c mut TransitionConn,
+        run: RunToAdvance,
+    ) -> anyhow::Result<RunTransition<'c>> {
+        let RunToAdvance { run_id, known, .. } = run;
+        let TransitionConn {
+            conn,
+            claimed_first,
+        } = conn;
+        let tx = conn.begin().await?;
+        Ok(RunTransition {
+            store: self,
+            tx,
+            claimed_first,
+            run_id,
+            group_id: None,
+            run: None,
+            known,
+            now: now_ms(),
+            phase: Phase::Locked,
+            ends_alone: true,
+            read_here: None,
+            steps_read: 0,
+            advanced: Advanced::default(),
+            next: NextClaim::NotAsked,
+            first_of_run: None,
+        })
+    }
 }
 
 impl<'c> RunTransition<'c> {
@@ -287,12 +327,11 @@ impl<'c> RunTransition<'c> {
         attempt_id: i64,
         runner_id: Option<i64>,
         end: &AttemptEnd<'_>,
-        then: ThenAdvance,
     ) -> anyhow::Result<Option<EndingAttempt>> {
         self.enter(Phase::Ending, &[Phase::Locked], "ending an attempt")?;
         // The advance reads the step run this completion makes final, unless it will not
         // read at all: then the change list keeps it for the run's next advance.
-        let reads_here = then == ThenAdvance::Yes && self.reads_steps();
+        let reads_here = !self.ends_alone && self.reads_steps();
         let news = if reads_here {
             FinalStepNews::ReadHere
         } else {
@@ -309,7 +348,6 @@ impl<'c> RunTransition<'c> {
             attempt.run_id,
             self.run_id
         );
-        self.ends_alone = then == ThenAdvance::No;
         if reads_here {
             self.read_here = Some(attempt.step_run_id);
         }

@@ -3,7 +3,7 @@ use plue_types::status::{AttemptStatus, StepStatus};
 use crate::testing::{bash_run, claim_first_step, stores};
 use crate::{
     Advanced, AttemptEnd, ClaimNext, Claimed, CompletedAttempt, KnownSteps, NextClaim, RunSnapshot,
-    RunToAdvance, StepAfter, StepChange, Store, ThenAdvance,
+    RunToAdvance, StepAfter, StepChange, Store,
 };
 
 /// The attempt a test's transition ends, and who reports its end.
@@ -37,12 +37,7 @@ async fn complete_and_advance(
     let mut conn = store.transition_conn().await?;
     let mut transition = store.lock_run(&mut conn, run).await?;
     let ending = transition
-        .end_attempt(
-            completion.attempt_id,
-            completion.runner_id,
-            completion.end,
-            ThenAdvance::Yes,
-        )
+        .end_attempt(completion.attempt_id, completion.runner_id, completion.end)
         .await?;
     let Some(ending) = ending else {
         let known = transition.into_known();
@@ -382,7 +377,7 @@ async fn out_of_order_calls_are_refused_and_write_nothing() {
             .await
             .unwrap();
         let ending = transition
-            .end_attempt(claimed.attempt_id, Some(runner), &end, ThenAdvance::Yes)
+            .end_attempt(claimed.attempt_id, Some(runner), &end)
             .await
             .unwrap()
             .expect("the attempt ends");
@@ -437,13 +432,14 @@ async fn an_attempt_ended_alone_is_read_by_the_runs_next_advance() {
         let backend = store.backend();
         let (run_id, claimed, runner, known) = claimed_chain(&store, "r").await;
         let end = succeeded(5);
+        let counted = advances_of(&store, run_id).await;
         let mut conn = store.transition_conn().await.unwrap();
         let mut transition = store
-            .lock_run(&mut conn, ungrouped(run_id, known.clone()))
+            .end_alone(&mut conn, ungrouped(run_id, known))
             .await
             .unwrap();
         let ending = transition
-            .end_attempt(claimed.attempt_id, Some(runner), &end, ThenAdvance::No)
+            .end_attempt(claimed.attempt_id, Some(runner), &end)
             .await
             .unwrap()
             .expect("the attempt ends");
@@ -454,17 +450,19 @@ async fn an_attempt_ended_alone_is_read_by_the_runs_next_advance() {
         );
         let committed = transition.commit().await.unwrap();
         conn.release(&store).await;
-        // The next advance, with the copy the caller held before, learns of `a`'s end
-        // from the change list.
+        assert_eq!(
+            advances_of(&store, run_id).await,
+            counted,
+            "{backend}: the run's row was not taken"
+        );
+        let known = committed.advanced.known;
+        assert!(known.is_some(), "{backend}: the caller's copy comes back");
+        // The next advance, with that copy, learns of `a`'s end from the change list.
         let mut seen = None;
-        crate::testing::advance_with(
-            &store,
-            ungrouped(run_id, committed.advanced.known),
-            |snapshot| {
-                seen = Some(snapshot.steps[0].status);
-                Vec::new()
-            },
-        )
+        crate::testing::advance_with(&store, ungrouped(run_id, known), |snapshot| {
+            seen = Some(snapshot.steps[0].status);
+            Vec::new()
+        })
         .await
         .unwrap();
         assert_eq!(
