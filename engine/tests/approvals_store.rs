@@ -8,7 +8,7 @@ use crate::support;
 use engine::executor::Executor;
 use engine::store::{now_ms, Decided, Store, Verdict};
 use evaluator::plan::{Action, ApprovalAction, Plan, Step};
-use plue_types::status::RunState;
+use plue_types::status::{RunState, StepStatus};
 
 fn approval(id: &str, timeout: u64) -> Step {
     let mut step = Step::new(
@@ -100,7 +100,7 @@ async fn a_waiting_approval_takes_no_parallel_slot_and_racing_decisions_leave_on
                 .decide_approval(run_id, "build", Verdict::Approve, "alice", "", now)
                 .await
                 .unwrap(),
-            Decided::NotWaiting("queued".into())
+            Decided::NotWaiting(StepStatus::Queued)
         );
     }
 }

@@ -9,6 +9,7 @@
 //! requires `ready_at > now`, and a decision that finds the step waiting past its deadline
 //! times the step out in the same transaction instead ([`Decided::TimedOut`]).
 
+use plue_types::status::StepStatus;
 use sqlx::Row;
 
 use super::tx::{Conn, Statement};
@@ -58,7 +59,7 @@ pub enum Decided {
     /// The run has no step with that id.
     NoStep,
     /// The step is not waiting for a decision (its status is given).
-    NotWaiting(String),
+    NotWaiting(StepStatus),
     /// The step's deadline (ms since the epoch) passed before this decision: the step
     /// failed as timed out instead, exactly as the sweeper would have failed it.
     TimedOut { deadline: i64 },
@@ -242,7 +243,8 @@ impl Store {
             let Some((id, status, ready_at)) = found else {
                 return Ok(Decided::NoStep);
             };
-            if status != "waiting" {
+            let status: StepStatus = status.parse()?;
+            if status != StepStatus::Waiting {
                 return Ok(Decided::NotWaiting(status));
             }
             // Still waiting, so past its deadline: it times out now, as the sweeper would

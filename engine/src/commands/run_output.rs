@@ -739,7 +739,7 @@ pub(crate) fn strip_ansi(text: &str) -> Cow<'_, str> {
 #[derive(Debug, Serialize)]
 pub(crate) struct Summary {
     pub(crate) run_id: i64,
-    pub(crate) status: String,
+    pub(crate) status: RunState,
     /// Why the run failed or was cancelled (e.g. "review failed after 2 loops back to
     /// build").
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -761,7 +761,7 @@ pub(crate) struct Summary {
 #[derive(Debug, Serialize)]
 pub(crate) struct StepSummary {
     pub(crate) id: String,
-    pub(crate) status: String,
+    pub(crate) status: StepStatus,
     pub(crate) attempts: i64,
     /// The review-loop iteration the step ended in (1 outside loops).
     pub(crate) iteration: i64,
@@ -782,13 +782,13 @@ impl Summary {
     pub(crate) fn new(run_id: i64, status: RunState, steps: &[StepRunRow]) -> Summary {
         Summary {
             run_id,
-            status: status.to_string(),
+            status,
             reason: None,
             steps: steps
                 .iter()
                 .map(|s| StepSummary {
                     id: s.step_id.clone(),
-                    status: s.status.to_string(),
+                    status: s.status,
                     attempts: s.attempts,
                     iteration: s.iteration,
                     exit_code: s.exit_code,
