@@ -14,6 +14,7 @@ use crate::support;
 use std::path::{Path, PathBuf};
 
 use crate::support::{printed, step_lines, Sandbox};
+use plue_types::partition::{Partition, Trust};
 use plue_types::status::StepStatus;
 use sha2::Digest;
 use testkit::hostile_tar::raw_entry;
@@ -496,7 +497,7 @@ async fn the_engines_bound_holds_on_the_runner_for_sparse_files_and_bombs() {
         .record_cache_entry(
             &engine::store::NewCacheEntry {
                 repo_id: Some(repo),
-                partition: "default",
+                partition: Partition::Default,
                 name: "who",
                 key: "who-bomb",
                 digest: &digest,
@@ -504,7 +505,7 @@ async fn the_engines_bound_holds_on_the_runner_for_sparse_files_and_bombs() {
                 blob_key: &blob_key,
                 run_id: 0,
                 causer: None,
-                trust: "trusted",
+                trust: Trust::Trusted,
                 now: engine::store::now_ms(),
             },
             1 << 40,

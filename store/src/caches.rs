@@ -1,6 +1,7 @@
 //! `cache_entries`: the step caches runs saved, by scope (`repo-<id>`, or `local` for runs
 //! without a repository), trust partition and trust (`core::caches::partition` decides
-//! which, and which a run may read: the store only filters by the labels it is given).
+//! which, and which a run may read: the store only filters by the partitions it is given,
+//! stored as their labels).
 //! Each entry records the run that saved it, who caused that run and the trust it was
 //! written under (migration 0043).
 //!
@@ -24,6 +25,7 @@
 //!   record says which objects its evictions left unnamed, for the caller to delete at
 //!   once ([`CacheRecorded::Created::evicted`]).
 
+use plue_types::partition::{Partition, Trust};
 use sqlx::Row;
 
 use super::{on_db, Store};
@@ -66,7 +68,7 @@ const COLUMNS: &str = "id, repo_id, scope, partition_name, name, key, digest, si
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewCacheEntry<'a> {
     pub repo_id: Option<i64>,
-    pub partition: &'a str,
+    pub partition: Partition,
     pub name: &'a str,
     pub key: &'a str,
     pub digest: &'a str,
@@ -76,7 +78,7 @@ pub struct NewCacheEntry<'a> {
     /// Who caused the run (see [`CacheEntryRow::causer`]).
     pub causer: Option<&'a str>,
     /// The trust the run writes under.
-    pub trust: &'a str,
+    pub trust: Trust,
     pub now: i64,
 }
 
@@ -84,8 +86,8 @@ pub struct NewCacheEntry<'a> {
 /// under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachePlace {
-    pub partition: String,
-    pub trust: String,
+    pub partition: Partition,
+    pub trust: Trust,
 }
 
 /// What [`Store::record_cache_entry`] did.
@@ -116,6 +118,7 @@ impl Store {
         prefixes: &[String],
     ) -> anyhow::Result<Option<(CacheEntryRow, bool)>> {
         for place in places {
+            let (partition, trust) = (place.partition.label(), place.trust.label());
             let sql = format!(
                 "SELECT {COLUMNS} FROM cache_entries \
                  WHERE scope = $1 AND partition_name = $2 AND name = $3 AND key = $4 \
@@ -123,10 +126,10 @@ impl Store {
             );
             let found: Option<CacheEntryRow> = on_db!(self, pool => sqlx::query_as(&sql)
                 .bind(scope)
-                .bind(&place.partition)
+                .bind(&partition)
                 .bind(name)
                 .bind(key)
-                .bind(&place.trust)
+                .bind(trust)
                 .fetch_optional(pool)
                 .await?);
             if let Some(entry) = found {
@@ -135,6 +138,7 @@ impl Store {
         }
         for prefix in prefixes {
             for place in places {
+                let (partition, trust) = (place.partition.label(), place.trust.label());
                 // `substr`, not `LIKE`: a prefix's `%` and `_` are characters, not patterns.
                 let sql = format!(
                     "SELECT {COLUMNS} FROM cache_entries \
@@ -144,10 +148,10 @@ impl Store {
                 );
                 let found: Option<CacheEntryRow> = on_db!(self, pool => sqlx::query_as(&sql)
                     .bind(scope)
-                    .bind(&place.partition)
+                    .bind(&partition)
                     .bind(name)
                     .bind(prefix)
-                    .bind(&place.trust)
+                    .bind(trust)
                     .fetch_optional(pool)
                     .await?);
                 if let Some(entry) = found {
@@ -175,10 +179,14 @@ impl Store {
         &self,
         entry: &NewCacheEntry<'_>,
         quota: i64,
-        keep: &[String],
-        spare: &[String],
+        keep: &[Partition],
+        spare: &[Partition],
     ) -> anyhow::Result<CacheRecorded> {
         let scope = cache_scope(entry.repo_id);
+        let partition = entry.partition.label();
+        // Rows name their partitions by label.
+        let keep: Vec<String> = keep.iter().map(Partition::label).collect();
+        let spare: Vec<String> = spare.iter().map(Partition::label).collect();
         let existing_sql = format!(
             "SELECT {COLUMNS} FROM cache_entries \
              WHERE scope = $1 AND partition_name = $2 AND key = $3"
@@ -211,7 +219,7 @@ impl Store {
             }
             let existing: Option<CacheEntryRow> = sqlx::query_as(&existing_sql)
                 .bind(&scope)
-                .bind(entry.partition)
+                .bind(&partition)
                 .bind(entry.key)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -275,7 +283,7 @@ impl Store {
             let inserted: Option<CacheEntryRow> = sqlx::query_as(&insert_sql)
                 .bind(entry.repo_id)
                 .bind(&scope)
-                .bind(entry.partition)
+                .bind(&partition)
                 .bind(entry.name)
                 .bind(entry.key)
                 .bind(entry.digest)
@@ -283,7 +291,7 @@ impl Store {
                 .bind(entry.blob_key)
                 .bind(entry.run_id)
                 .bind(entry.causer)
-                .bind(entry.trust)
+                .bind(entry.trust.label())
                 .bind(entry.now)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -404,10 +412,14 @@ mod tests {
     use super::*;
     use crate::testing::stores;
 
-    fn entry<'a>(partition: &'a str, key: &'a str, size: i64, now: i64) -> NewCacheEntry<'a> {
+    fn partition(label: &str) -> Partition {
+        Partition::parse(label).expect("a partition's label")
+    }
+
+    fn entry<'a>(partition: &str, key: &'a str, size: i64, now: i64) -> NewCacheEntry<'a> {
         NewCacheEntry {
             repo_id: None,
-            partition,
+            partition: self::partition(partition),
             name: "rust",
             key,
             digest: "sha256:00",
@@ -415,7 +427,7 @@ mod tests {
             blob_key: "caches/local/00",
             run_id: 1,
             causer: Some("github:alice"),
-            trust: "trusted",
+            trust: Trust::Trusted,
             now,
         }
     }
@@ -424,12 +436,16 @@ mod tests {
         list.iter().map(|s| s.to_string()).collect()
     }
 
+    fn partitions(list: &[&str]) -> Vec<Partition> {
+        list.iter().map(|label| partition(label)).collect()
+    }
+
     /// Each partition of `list` with the trust every test entry is written under.
     fn places(list: &[&str]) -> Vec<CachePlace> {
         list.iter()
             .map(|p| CachePlace {
-                partition: p.to_string(),
-                trust: "trusted".into(),
+                partition: partition(p),
+                trust: Trust::Trusted,
             })
             .collect()
     }
@@ -529,7 +545,7 @@ mod tests {
     async fn a_lookup_matches_the_trust_an_entry_was_written_under() {
         for (store, _dir) in stores().await {
             let mut lower = entry("agents", "rust-aa", 1, 1);
-            lower.trust = "relayed";
+            lower.trust = Trust::Relayed;
             lower.causer = Some("github:mallory");
             let written = record(&store, &lower).await;
             assert_eq!(written.trust, "relayed");
@@ -551,8 +567,8 @@ mod tests {
                 );
             }
             let relayed = [CachePlace {
-                partition: "agents".into(),
-                trust: "relayed".into(),
+                partition: Partition::Agents,
+                trust: Trust::Relayed,
             }];
             let (found, _) = store
                 .lookup_cache("local", &relayed, "rust", "rust-aa", &[])
@@ -639,7 +655,7 @@ mod tests {
             let used = record(&store, &entry("default", "rust-2", 40, 2)).await;
             store.touch_cache_entry(old.id, 10).await.unwrap();
             // A fork may not evict the default's entries: over quota, nothing recorded.
-            let keep = labels(&["default", "protected"]);
+            let keep = partitions(&["default", "protected"]);
             let forked = store
                 .record_cache_entry(&entry("fork:eve/x", "rust-3", 40, 11), 100, &keep, &keep)
                 .await
@@ -689,7 +705,7 @@ mod tests {
     #[tokio::test]
     async fn less_trusted_entries_go_before_a_spared_partitions_own() {
         for (store, _dir) in stores().await {
-            let spare = labels(&["default", "protected"]);
+            let spare = partitions(&["default", "protected"]);
             let main = record(&store, &entry("default", "rust-1", 40, 1)).await;
             let tag = record(&store, &entry("protected", "rust-t", 10, 2)).await;
             for (i, key) in ["rust-2", "rust-3"].into_iter().enumerate() {

@@ -5,9 +5,11 @@
 //!   `/internal/...` HTTP.
 //! - [`budget`]: an `llm` step's token total, and money and counts written for people.
 //! - [`handoff`]: hand-off archives' bounds and path rules (the tars are the runner's).
+//! - [`partition`]: step caches' trust partitions and trusts (the ladder, what each
+//!   reads); the database stores their labels.
 //! - [`status`]: where a step run, a run, an attempt, a runner and a provenance statement
-//!   are in their lives, as enums; the database stores their lowercase text, and only the
-//!   store converts.
+//!   are in their lives, and a run's commit status, as enums; the database stores their
+//!   lowercase text, and only the store converts.
 //! - [`transcript`]: the format of an `llm` attempt's transcript (`transcript.json`).
 //! - [`workspace`]: the data directory's `CACHEDIR.TAG` signature and git URLs as shown.
 //!
@@ -18,6 +20,7 @@
 pub mod budget;
 pub mod handoff;
 pub mod mcp;
+pub mod partition;
 pub mod protocol;
 pub mod status;
 pub mod transcript;

@@ -485,7 +485,7 @@ mod tests {
             .id;
         let entry = crate::store::NewCacheEntry {
             repo_id: None,
-            partition: "local",
+            partition: crate::caches::Partition::Local,
             name: "rust",
             key: "rust-1",
             digest: &kept.digest,
@@ -493,7 +493,7 @@ mod tests {
             blob_key: &kept.key,
             run_id: run,
             causer: None,
-            trust: "local",
+            trust: crate::caches::Trust::Local,
             now: 1,
         };
         store

@@ -1,5 +1,6 @@
 //! Step caches on the engine's side: the trust partition a run's caches belong to
-//! ([`partition`]: the ladder and the trust of whoever caused a run, pure; [`origin`]: a
+//! ([`partition`]: which partition a run from where gets, pure, over the ladder and the
+//! trusts of `plue_types::partition`, re-exported; [`origin`]: a
 //! new run's partition from what the engine recorded about it; [`causer`]: who caused it
 //! and whose words a summons acts on), and the service the runner protocol's cache
 //! endpoints call ([`service`]: lookup, save, which entries a run may download), over the

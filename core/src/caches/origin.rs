@@ -132,7 +132,7 @@ pub async fn partition_of(
             }
         }
     }
-    Ok(Partition::of(&origin, facts))
+    Ok(origin.partition(facts))
 }
 
 #[cfg(test)]
@@ -454,10 +454,7 @@ mod tests {
         );
         let schedule = ctx(Event::Schedule, "refs/heads/main", Some("main"), None);
         assert_eq!(
-            Partition::of(
-                &origin_of(recorded(&schedule, true, main, None)),
-                PlanFacts::default()
-            ),
+            origin_of(recorded(&schedule, true, main, None)).partition(PlanFacts::default()),
             Partition::Default
         );
     }

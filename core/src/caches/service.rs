@@ -100,11 +100,11 @@ impl RunCaches {
     fn places(&self) -> Vec<CachePlace> {
         self.partition
             .reads()
-            .iter()
+            .into_iter()
             .filter(|read| self.partition.may_read(read))
             .map(|read| CachePlace {
-                partition: read.label(),
-                trust: read.trust().label().to_owned(),
+                trust: read.trust(),
+                partition: read,
             })
             .collect()
     }
@@ -195,10 +195,10 @@ impl RunCaches {
 
     /// The partitions whose entries this run may not evict: `default` and `protected`,
     /// for every run below them.
-    fn kept(&self) -> Vec<String> {
+    fn kept(&self) -> Vec<Partition> {
         match self.partition {
             Partition::Protected | Partition::Default | Partition::Local => Vec::new(),
-            _ => vec![Partition::Default.label(), Partition::Protected.label()],
+            _ => vec![Partition::Default, Partition::Protected],
         }
     }
 
@@ -219,8 +219,8 @@ impl RunCaches {
     {
         check_key(name, key).map_err(SaveError::Invalid)?;
         let own = [CachePlace {
-            partition: self.partition.label(),
-            trust: self.partition.trust().label().to_owned(),
+            partition: self.partition.clone(),
+            trust: self.partition.trust(),
         }];
         if let Some((row, true)) = store
             .lookup_cache(&self.scope, &own, name, key, &[])
@@ -247,7 +247,7 @@ impl RunCaches {
         let causer = causer::shown(store.trigger_of(self.run_id).await?.as_ref());
         let new = NewCacheEntry {
             repo_id: self.repo_id,
-            partition: &own[0].partition,
+            partition: self.partition.clone(),
             name,
             key,
             digest: &stored.digest,
@@ -255,11 +255,11 @@ impl RunCaches {
             blob_key: &stored.key,
             run_id: self.run_id,
             causer: causer.as_deref(),
-            trust: self.partition.trust().label(),
+            trust: self.partition.trust(),
             now: now_ms(),
         };
         let quota = i64::try_from(limits.quota).unwrap_or(i64::MAX);
-        let spared = [Partition::Default.label(), Partition::Protected.label()];
+        let spared = [Partition::Default, Partition::Protected];
         let recorded = store
             .record_cache_entry(&new, quota, &self.kept(), &spared)
             .await;
