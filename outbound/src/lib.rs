@@ -14,7 +14,12 @@
 //! Invariants:
 //! - An [`Outbound`] is made only here, and always passes [`Checker::check`] of the wall
 //!   that made it: the forge writer, commit statuses, commit messages and branch names
-//!   take nothing else, so a new path that forgets the wall does not compile. A
+//!   take nothing else, so a new path that forgets the wall does not compile. Which
+//!   secrets and hosts a [`Checker`] holds is its maker's ([`Checker::new`] takes any):
+//!   the engine makes a run's from every value the run ever held, in
+//!   `plue_core::outbound_wall` (and the safe outputs' rules from the same values); a
+//!   `Checker` made from fewer would pass what the run's would not — kept by review and
+//!   the wall's tests, not by a type. A
 //!   [`Redacted`] text holds no secret and no foreign link, but may hold a mention (a
 //!   reader of the dashboard is notified of nothing): it becomes [`Outbound`] only through
 //!   [`Redacted::code_span`] or [`Redacted::defused`].
