@@ -3,24 +3,12 @@
 //! leave, so a decision that arrives late (another transition moved the row) takes no
 //! effect and says so.
 
-use plue_types::status::{RunStatus, StepStatus};
+use plue_types::status::StepStatus;
 
 use crate::change_list::EMPTY_CHANGES;
 use crate::groups::promote;
 use crate::tx::{Statement, Tx};
 use crate::{Advanced, StepChange};
-
-/// Commit status state and description for a run's final status.
-fn final_status(status: RunStatus, reason: Option<&str>) -> (&'static str, String) {
-    match status {
-        RunStatus::Succeeded => ("success", "Plue run succeeded".to_string()),
-        RunStatus::Failed => (
-            "failure",
-            format!("Plue run failed: {}", reason.unwrap_or("a step failed")),
-        ),
-        RunStatus::Cancelled => ("error", format!("Plue run {status}")),
-    }
-}
 
 /// Moves a step run to a final status if it is in one of the `from` states. Its dispatch
 /// document, read only by claims, is dropped. How many rows moved (0 or 1).
@@ -168,7 +156,7 @@ pub(super) async fn apply_change(
             went_back == step_run_ids.len() as u64
         }
         StepChange::FinishRun { status, reason } => {
-            let (state, description) = final_status(*status, reason.as_deref());
+            let (state, description) = status.commit_status(reason.as_deref());
             tx.execute(
                 Statement::new(
                     "UPDATE runs SET status = $2, reason = $3, finished_at = $4, \
