@@ -300,7 +300,7 @@ async fn push_once(server: &Server, repo: &str, clone: &Path, n: usize) -> Resul
         "commits": [{"id": after, "added": [], "removed": [], "modified": ["changing.txt"]}],
         "head_commit": {"id": after},
     }))?;
-    let signature = engine::forge::signature::sign(&body, SECRET);
+    let signature = plue_forge::signature::sign(&body, SECRET);
     let delivered_ms = epoch_ms();
     let delivered_at = Instant::now();
     let response = server

@@ -20,7 +20,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use engine::store::Store;
+use plue_store::Store;
 use tokio::process::Command;
 
 use crate::server::{Backend, Server};

@@ -14,9 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use engine::store::{PostgresConnections, RunRow, Store};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use plue_store::{PostgresConnections, RunRow, Store};
 use plue_types::status::RunState;
 
 use crate::workdir::Workdir;

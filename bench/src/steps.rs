@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use engine::store::{StepRunRow, Store};
+use plue_store::{StepRunRow, Store};
 use tokio::process::Command;
 
 use crate::stats::{from_ms, ms, ms_signed, percentile, tail, whole_ms};

@@ -94,7 +94,7 @@ fn push_body(before: &str, after: &str) -> Vec<u8> {
 }
 
 async fn deliver(server: &Server, id: String, body: Vec<u8>) -> Result<usize> {
-    let signature = engine::forge::signature::sign(&body, SECRET);
+    let signature = plue_forge::signature::sign(&body, SECRET);
     let response = server
         .client()
         .post(format!("{}/webhooks/github", server.url()))

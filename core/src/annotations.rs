@@ -19,7 +19,7 @@
 
 use plue_types::protocol::LogLine;
 
-use crate::store::{LogAttempt, NewAnnotation, Store};
+use plue_store::{LogAttempt, NewAnnotation, Store};
 
 /// Annotations kept per attempt; more are counted, not stored.
 pub const PER_ATTEMPT: i64 = 50;

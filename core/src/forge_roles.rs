@@ -18,9 +18,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use plue_forge::permission::{Permission, Permissions};
+use plue_store::now_ms;
+
 use crate::executor::Executor;
-use crate::forge::permission::{Permission, Permissions};
-use crate::store::now_ms;
 
 /// How often forge roles are refreshed by default.
 pub const REFRESH: Duration = Duration::from_secs(5 * 60);

@@ -7,10 +7,10 @@ use std::path::Path;
 use anyhow::Context;
 use evaluator::modules::Modules;
 use evaluator::{Diagnostic, EvalContext, EvalError, EvaluatedPlan, EvaluatorPool};
+use plue_store::NewRun;
 use plue_types::protocol::WorkspaceSource;
 
 use crate::executor::Executor;
-use crate::store::NewRun;
 
 /// Why a launch did not start a run.
 #[derive(Debug, thiserror::Error)]

@@ -16,10 +16,10 @@
 //!   [`forge_roles`]: people's repository roles learnt from their forge permissions.
 //!
 //! Invariants: nothing here serves or parses HTTP requests (the servers live in
-//! `plue-server`, above this crate); the only way into the store is [`store`]; metrics are
-//! recorded through [`metrics::record`] and encoded by [`metrics::encode`], never served
-//! from here. The re-exports below keep the workspace's layers under one set of paths
-//! (`crate::store`, `crate::forge`, ...), the way the engine named them before the split.
+//! `plue-server`, above this crate); the only way into the store is [`plue_store`]; metrics
+//! are recorded through [`metrics::record`] and encoded by [`metrics::encode`], never served
+//! from here. The layers below are named by their own crates (`plue_store::Store`,
+//! `plue_forge::status`, ...): this crate re-exports none of them.
 
 pub mod annotations;
 pub mod artifacts;
@@ -40,12 +40,3 @@ pub mod schedule;
 pub mod scheduler;
 pub mod status_reporter;
 pub mod transcripts;
-
-pub use plue_forge as forge;
-pub use plue_outbound as outbound;
-pub use plue_pool as pool;
-pub use plue_pool::scope as runner_scope;
-pub use plue_store as store;
-pub use plue_store::events;
-pub use plue_vault as vault;
-pub use plue_vault::tokens;

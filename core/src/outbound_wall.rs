@@ -8,7 +8,7 @@
 //!   environment a step of it names, and from the engine's own (`plue run --secret`);
 //!   the repository's forge token and webhook secret, opened, and for a repository served
 //!   as a GitHub App every installation token handed out for it and the App's private
-//!   key ([`crate::forge::auth::ForgeAuth::secrets_of`]). More is stricter: values
+//!   key ([`plue_forge::auth::ForgeAuth::secrets_of`]). More is stricter: values
 //!   are taken whether or not a gate let a step have them (a fork's run, an environment
 //!   waiting for review), since a step may have read them another way.
 //! - A run's secrets are every value it ever held, not only today's: each value handed to
@@ -30,8 +30,8 @@ use anyhow::Context;
 use evaluator::plan::Plan;
 use plue_outbound::{host_of, Checker, Secrets};
 
-use crate::store::Store;
-use crate::vault::Vault;
+use plue_store::Store;
+use plue_vault::Vault;
 
 /// Makes the walls of runs: what they need of the engine.
 #[derive(Clone)]
@@ -39,7 +39,7 @@ pub struct Walls {
     store: Store,
     vault: Vault,
     /// The forge credentials handed out for each repository.
-    auth: crate::forge::auth::ForgeAuth,
+    auth: plue_forge::auth::ForgeAuth,
     /// The engine's own secrets by name (`plue run --secret`), given to steps naming them.
     engine_secrets: Arc<BTreeMap<String, String>>,
     /// This engine's base URL as users reach it: the one host of its own an engine text
@@ -75,7 +75,7 @@ impl Walls {
     ) -> Walls {
         Walls {
             store,
-            auth: crate::forge::auth::ForgeAuth::personal(vault.clone()),
+            auth: plue_forge::auth::ForgeAuth::personal(vault.clone()),
             vault,
             engine_secrets: Arc::new(engine_secrets),
             public_url,
@@ -83,14 +83,14 @@ impl Walls {
     }
 
     /// These walls, with the credentials `auth` handed out (its vault opens the rest).
-    pub fn with_forge_auth(mut self, auth: crate::forge::auth::ForgeAuth) -> Walls {
+    pub fn with_forge_auth(mut self, auth: plue_forge::auth::ForgeAuth) -> Walls {
         self.vault = auth.vault().clone();
         self.auth = auth;
         self
     }
 
     /// The forge credentials these walls know of.
-    pub fn forge_auth(&self) -> &crate::forge::auth::ForgeAuth {
+    pub fn forge_auth(&self) -> &plue_forge::auth::ForgeAuth {
         &self.auth
     }
 

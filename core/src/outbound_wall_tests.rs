@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use evaluator::plan::{Plan, Step};
+use plue_store::events::Events;
+use plue_store::{EnvironmentSettings, NewRun, RunRepo};
+use plue_vault::Vault;
 
-use crate::events::Events;
 use crate::executor::Executor;
-use crate::store::{EnvironmentSettings, NewRun, RunRepo};
-use crate::vault::Vault;
 
 const OLD_TOKEN: &str = "t0ken-before-the-rotation-A1";
 const NEW_TOKEN: &str = "t0ken-after-the-rotation-B2";
@@ -22,9 +22,9 @@ const DEPLOY: &str = "env-deploy-key-D4";
 #[tokio::test]
 async fn a_secret_rotated_or_deleted_mid_run_stays_in_the_runs_wall() {
     let vault = Vault::new("a key of enough length for the wall's test").unwrap();
-    for (store, _dir) in crate::store::testing::stores().await {
+    for (store, _dir) in plue_store::testing::stores().await {
         let backend = store.backend();
-        let repo = crate::store::testing::create_repo(&store, "acme/app").await;
+        let repo = plue_store::testing::create_repo(&store, "acme/app").await;
         let seal = |value: &str| vault.seal(value).unwrap();
         store
             .put_secret(repo, "TOKEN", &seal(OLD_TOKEN))
@@ -69,7 +69,7 @@ async fn a_secret_rotated_or_deleted_mid_run_stays_in_the_runs_wall() {
                     repo_id: repo,
                     secrets_allowed: true,
                 }),
-                ..crate::store::testing::local_run(&plan, &json)
+                ..plue_store::testing::local_run(&plan, &json)
             })
             .await
             .unwrap();
@@ -128,7 +128,7 @@ async fn a_secret_rotated_or_deleted_mid_run_stays_in_the_runs_wall() {
         }
         // A run that was handed nothing holds nothing of this one's.
         let other = executor
-            .start_run(&crate::store::testing::local_run(&plan, &json))
+            .start_run(&plue_store::testing::local_run(&plan, &json))
             .await
             .unwrap();
         let theirs = executor.walls(String::new()).of_run(other).await.unwrap();

@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use plue_store::now_ms;
 use tokio_util::sync::CancellationToken;
 
 use crate::registry::{next_fire, Registry};
-use crate::store::now_ms;
 
 /// How often due schedules are looked for.
 pub const TICK: Duration = Duration::from_secs(1);

@@ -1,6 +1,6 @@
 //! Delivers the commit statuses the store owes to forges (a `pending` when a repository
 //! run is created, then `success` / `failure` / `error` when it ends) — for a run an
-//! issue or a comment started, the answers on that issue instead ([`crate::forge::answers`]).
+//! issue or a comment started, the answers on that issue instead ([`plue_forge::answers`]).
 //!
 //! Invariants: every text posted (a status's description and context, an answer) passed
 //! the run's outbound wall ([`crate::outbound_wall`]), made afresh for each report; reports live in the store until the forge accepted them, so an engine
@@ -8,7 +8,7 @@
 //! it at once; failures that a retry can fix are retried with doubling backoff (1 s up to
 //! 5 min, at most [`MAX_ATTEMPTS`] times), others are abandoned with the forge's answer
 //! recorded. A GitHub repository served through the engine's GitHub App gets check runs
-//! instead of statuses ([`crate::forge::checks::report`]), from the same reports. The
+//! instead of statuses ([`plue_forge::checks::report`]), from the same reports. The
 //! credential is [`ForgeAuth`]'s for [`Use::Report`] (statuses, check runs) or
 //! [`Use::Answer`] (a summoned run's answers); each report is one exchange of
 //! [`ForgeAuth::renewing`]: an installation token the forge refuses (revoked before its
@@ -20,12 +20,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::forge::answers;
-use crate::forge::auth::{ForgeAuth, Use};
-use crate::forge::checks::report as check_runs;
-use crate::forge::status::{self, CommitStatus, PostError, StatusTarget};
-use crate::forge::Forge;
-use crate::store::{now_ms, RepoRow, StatusReportRow, Store};
+use plue_forge::answers;
+use plue_forge::auth::{ForgeAuth, Use};
+use plue_forge::checks::report as check_runs;
+use plue_forge::status::{self, CommitStatus, PostError, StatusTarget};
+use plue_forge::Forge;
+use plue_store::{now_ms, RepoRow, StatusReportRow, Store};
 
 pub const MAX_ATTEMPTS: i64 = 12;
 /// How long a claimed report (or proposal, `safe_outputs::apply`) is left to its claimer.

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use evaluator::plan::{Plan, Step};
+use plue_forge::auth::GitHubApp;
+use plue_store::{NewProposal, NewRepo, NewRun, RunRepo, StepChange};
 use testkit::forge::app::{AppConfig, APP_KEY_PEM};
 use testkit::forge::{FakeForge, Flavor};
 
 use super::*;
-use crate::forge::auth::GitHubApp;
 use crate::outbound_wall::Walls;
-use crate::store::{NewProposal, NewRepo, NewRun, RunRepo, StepChange};
 
 const PERSONAL: &str = "personal-token-that-opens-the-pull-request";
 const REPO: &str = "acme/app";
@@ -41,8 +41,8 @@ async fn an_app_repository_gets_check_runs_on_its_commit_and_its_agents_pull_req
     let number = open_pull(&forge, "fix").await;
     forge.enable_app(AppConfig::test(Duration::from_secs(600)));
 
-    let (store, _dir) = crate::store::testing::sqlite().await;
-    let vault = crate::vault::Vault::unkeyed();
+    let (store, _dir) = plue_store::testing::sqlite().await;
+    let vault = plue_vault::Vault::unkeyed();
     let api_url = forge.api_url();
     let clone_url = forge.clone_url(REPO);
     let repo = store
@@ -71,14 +71,14 @@ async fn an_app_repository_gets_check_runs_on_its_commit_and_its_agents_pull_req
                     repo_id: repo.id,
                     secrets_allowed: true,
                 }),
-                ..crate::store::testing::local_run(&plan, &json)
+                ..plue_store::testing::local_run(&plan, &json)
             },
             4,
         )
         .await
         .unwrap()
         .id;
-    let (claimed, _, _) = crate::store::testing::claim_first_step(&store, run, "r").await;
+    let (claimed, _, _) = plue_store::testing::claim_first_step(&store, run, "r").await;
     store
         .record_proposals(
             claimed.attempt_id,
@@ -159,8 +159,8 @@ async fn a_revoked_report_token_is_renewed_once_and_the_check_run_completed() {
     let forge = FakeForge::start(Flavor::GitHub, PERSONAL).unwrap();
     let sha = forge.create_repo_with(REPO, &[("a", "a")]).unwrap();
     forge.enable_app(AppConfig::test(Duration::from_secs(600)));
-    let (store, _dir) = crate::store::testing::sqlite().await;
-    let vault = crate::vault::Vault::unkeyed();
+    let (store, _dir) = plue_store::testing::sqlite().await;
+    let vault = plue_vault::Vault::unkeyed();
     let api_url = forge.api_url();
     let clone_url = forge.clone_url(REPO);
     let repo = store
@@ -189,7 +189,7 @@ async fn a_revoked_report_token_is_renewed_once_and_the_check_run_completed() {
                     repo_id: repo.id,
                     secrets_allowed: true,
                 }),
-                ..crate::store::testing::local_run(&plan, &json)
+                ..plue_store::testing::local_run(&plan, &json)
             },
             4,
         )

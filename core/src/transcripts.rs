@@ -12,10 +12,10 @@
 //! never shown in clear. Nothing here unmasks or adds anything.
 
 use futures::TryStreamExt;
+use plue_store::Store;
 use plue_types::transcript::{self, Transcript};
 
 use crate::artifacts::{ArtifactError, Artifacts};
-use crate::store::Store;
 
 /// The largest transcript blob read (the JSON, plus room for the tar's headers).
 pub const MAX_BLOB_BYTES: usize = transcript::MAX_BYTES + (1 << 20);

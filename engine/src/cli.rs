@@ -383,47 +383,47 @@ pub(crate) struct RunArgs {
 #[derive(Debug, Args)]
 pub(crate) struct QuotaArgs {
     /// The most bytes one run keeps.
-    #[arg(long, env = "PLUE_QUOTA_RUN_BYTES", default_value_t = engine::artifacts::Quotas::default().run.bytes)]
+    #[arg(long, env = "PLUE_QUOTA_RUN_BYTES", default_value_t = plue_core::artifacts::Quotas::default().run.bytes)]
     pub(crate) quota_run_bytes: u64,
     /// The most artifact files one run keeps.
-    #[arg(long, env = "PLUE_QUOTA_RUN_FILES", default_value_t = engine::artifacts::Quotas::default().run.files)]
+    #[arg(long, env = "PLUE_QUOTA_RUN_FILES", default_value_t = plue_core::artifacts::Quotas::default().run.files)]
     pub(crate) quota_run_files: u64,
     /// The most bytes one run of a pull request from a fork keeps.
-    #[arg(long, env = "PLUE_QUOTA_FORK_RUN_BYTES", default_value_t = engine::artifacts::Quotas::default().fork_run.bytes)]
+    #[arg(long, env = "PLUE_QUOTA_FORK_RUN_BYTES", default_value_t = plue_core::artifacts::Quotas::default().fork_run.bytes)]
     pub(crate) quota_fork_run_bytes: u64,
     /// The most artifact files one run of a pull request from a fork keeps.
-    #[arg(long, env = "PLUE_QUOTA_FORK_RUN_FILES", default_value_t = engine::artifacts::Quotas::default().fork_run.files)]
+    #[arg(long, env = "PLUE_QUOTA_FORK_RUN_FILES", default_value_t = plue_core::artifacts::Quotas::default().fork_run.files)]
     pub(crate) quota_fork_run_files: u64,
     /// The most bytes the kept runs of one repository hold together.
-    #[arg(long, env = "PLUE_QUOTA_REPO_BYTES", default_value_t = engine::artifacts::Quotas::default().repository.bytes)]
+    #[arg(long, env = "PLUE_QUOTA_REPO_BYTES", default_value_t = plue_core::artifacts::Quotas::default().repository.bytes)]
     pub(crate) quota_repo_bytes: u64,
     /// The most artifact files the kept runs of one repository hold together.
-    #[arg(long, env = "PLUE_QUOTA_REPO_FILES", default_value_t = engine::artifacts::Quotas::default().repository.files)]
+    #[arg(long, env = "PLUE_QUOTA_REPO_FILES", default_value_t = plue_core::artifacts::Quotas::default().repository.files)]
     pub(crate) quota_repo_files: u64,
     /// The part of --quota-repo-bytes a repository's runs of forks may hold together.
-    #[arg(long, env = "PLUE_QUOTA_REPO_FORK_BYTES", default_value_t = engine::artifacts::Quotas::default().repository_forks.bytes)]
+    #[arg(long, env = "PLUE_QUOTA_REPO_FORK_BYTES", default_value_t = plue_core::artifacts::Quotas::default().repository_forks.bytes)]
     pub(crate) quota_repo_fork_bytes: u64,
     /// The part of --quota-repo-files a repository's runs of forks may hold together.
-    #[arg(long, env = "PLUE_QUOTA_REPO_FORK_FILES", default_value_t = engine::artifacts::Quotas::default().repository_forks.files)]
+    #[arg(long, env = "PLUE_QUOTA_REPO_FORK_FILES", default_value_t = plue_core::artifacts::Quotas::default().repository_forks.files)]
     pub(crate) quota_repo_fork_files: u64,
     /// The most bytes of log text one attempt of a step stores; past it its log ends with
     /// a marker line and the step fails.
-    #[arg(long, env = "PLUE_QUOTA_STEP_LOG_BYTES", default_value_t = engine::store::LogQuotas::default().step)]
+    #[arg(long, env = "PLUE_QUOTA_STEP_LOG_BYTES", default_value_t = plue_store::LogQuotas::default().step)]
     pub(crate) quota_step_log_bytes: u64,
     /// The most bytes of log text one run's steps store together.
-    #[arg(long, env = "PLUE_QUOTA_RUN_LOG_BYTES", default_value_t = engine::store::LogQuotas::default().run)]
+    #[arg(long, env = "PLUE_QUOTA_RUN_LOG_BYTES", default_value_t = plue_store::LogQuotas::default().run)]
     pub(crate) quota_run_log_bytes: u64,
     /// --quota-step-log-bytes for a run of a pull request from a fork.
-    #[arg(long, env = "PLUE_QUOTA_FORK_STEP_LOG_BYTES", default_value_t = engine::store::LogQuotas::default().fork_step)]
+    #[arg(long, env = "PLUE_QUOTA_FORK_STEP_LOG_BYTES", default_value_t = plue_store::LogQuotas::default().fork_step)]
     pub(crate) quota_fork_step_log_bytes: u64,
     /// --quota-run-log-bytes for a run of a pull request from a fork.
-    #[arg(long, env = "PLUE_QUOTA_FORK_RUN_LOG_BYTES", default_value_t = engine::store::LogQuotas::default().fork_run)]
+    #[arg(long, env = "PLUE_QUOTA_FORK_RUN_LOG_BYTES", default_value_t = plue_store::LogQuotas::default().fork_run)]
     pub(crate) quota_fork_run_log_bytes: u64,
 }
 
 impl QuotaArgs {
-    pub(crate) fn log_quotas(&self) -> engine::store::LogQuotas {
-        engine::store::LogQuotas {
+    pub(crate) fn log_quotas(&self) -> plue_store::LogQuotas {
+        plue_store::LogQuotas {
             step: self.quota_step_log_bytes,
             run: self.quota_run_log_bytes,
             fork_step: self.quota_fork_step_log_bytes,
@@ -431,8 +431,8 @@ impl QuotaArgs {
         }
     }
 
-    pub(crate) fn quotas(&self) -> engine::artifacts::Quotas {
-        use engine::artifacts::{Quota, Quotas};
+    pub(crate) fn quotas(&self) -> plue_core::artifacts::Quotas {
+        use plue_core::artifacts::{Quota, Quotas};
         Quotas {
             run: Quota {
                 bytes: self.quota_run_bytes,
@@ -469,9 +469,9 @@ pub(crate) struct StoreArgs {
     #[arg(
         long,
         env = "PLUE_DATABASE_CONNECTIONS",
-        default_value_t = engine::store::PostgresConnections::DEFAULT
+        default_value_t = plue_store::PostgresConnections::DEFAULT
     )]
-    pub(crate) database_connections: engine::store::PostgresConnections,
+    pub(crate) database_connections: plue_store::PostgresConnections,
 }
 
 #[derive(Debug, Args)]
@@ -529,18 +529,18 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "PLUE_ARTIFACTS_URL", value_name = "URL")]
     pub(crate) artifacts_url: Option<String>,
     /// The most bytes one step may keep in one tar (its workspace, or its artifacts).
-    #[arg(long, env = "PLUE_ARTIFACTS_MAX_BYTES", default_value_t = engine::artifacts::DEFAULT_MAX_BYTES)]
+    #[arg(long, env = "PLUE_ARTIFACTS_MAX_BYTES", default_value_t = plue_core::artifacts::DEFAULT_MAX_BYTES)]
     pub(crate) artifacts_max_bytes: u64,
     /// Blobs of runs older than this many days are deleted (0: kept forever).
-    #[arg(long, env = "PLUE_ARTIFACTS_RETENTION_DAYS", default_value_t = engine::artifacts::DEFAULT_RETENTION_DAYS)]
+    #[arg(long, env = "PLUE_ARTIFACTS_RETENTION_DAYS", default_value_t = plue_core::artifacts::DEFAULT_RETENTION_DAYS)]
     pub(crate) artifacts_retention_days: u64,
     /// The most bytes of step caches one repository keeps; past it the least recently used
     /// entries are evicted (a run below the default branch never evicts the default
     /// branch's or protected entries).
-    #[arg(long, env = "PLUE_CACHE_QUOTA", value_name = "BYTES", default_value_t = engine::artifacts::DEFAULT_CACHE_QUOTA)]
+    #[arg(long, env = "PLUE_CACHE_QUOTA", value_name = "BYTES", default_value_t = plue_core::artifacts::DEFAULT_CACHE_QUOTA)]
     pub(crate) cache_quota: u64,
     /// Cache entries unused for this many days are deleted (0: kept until evicted).
-    #[arg(long, env = "PLUE_CACHE_RETENTION_DAYS", value_name = "DAYS", default_value_t = engine::artifacts::DEFAULT_CACHE_RETENTION_DAYS)]
+    #[arg(long, env = "PLUE_CACHE_RETENTION_DAYS", value_name = "DAYS", default_value_t = plue_core::artifacts::DEFAULT_CACHE_RETENTION_DAYS)]
     pub(crate) cache_retention_days: u64,
     #[command(flatten)]
     pub(crate) quotas: QuotaArgs,
@@ -550,7 +550,7 @@ pub(crate) struct ServeArgs {
     /// A proxy (an ingress, a load balancer) whose X-Forwarded-For names the client: a
     /// network (10.0.0.0/8) or one address; repeatable. The live-stream caps count the
     /// right-most address no trusted proxy has; any other peer's header is ignored.
-    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = engine::api::followers::parse_trusted_proxy)]
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = plue_server::api::followers::parse_trusted_proxy)]
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     /// Milliseconds between runner heartbeats.
     #[arg(long, default_value_t = 2000)]
@@ -601,7 +601,7 @@ pub(crate) struct ServeArgs {
     /// repository of an owner; repeatable. A secret no --secret-repos names reaches no
     /// repository's run.
     #[arg(long = "secret-repos", value_name = "NAME=REPO[,REPO...]", value_parser = parse_secret_repos)]
-    pub(crate) secret_repos: Vec<(String, Vec<engine::engine_secrets::RepoPattern>)>,
+    pub(crate) secret_repos: Vec<(String, Vec<plue_core::engine_secrets::RepoPattern>)>,
     /// Runner pools: `local` (processes on this machine) and/or `kubernetes` (pods, set up
     /// by --pool-config); repeatable, both may serve at once.
     #[arg(long = "pool", value_enum, default_values_t = [PoolKind::Local])]

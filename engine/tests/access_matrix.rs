@@ -1,4 +1,4 @@
-//! Who may do what, route by route (issue 29): every operation of `engine::api::openapi()`
+//! Who may do what, route by route (issue 29): every operation of `plue_server::api::openapi()`
 //! called as each of anonymous, a runner registration token used as a bearer, a reader, a
 //! writer and a maintainer of repository `acme/app`, and the admin — allowed exactly where
 //! [`rule`] says, and a route without a rule fails the test, so a new route cannot be
@@ -18,11 +18,12 @@
 //! its user. (Past 600 lines: one table, the world its paths name, and the tests that need
 //! that world, kept together so a route's rule and its attacks are read side by side.)
 
-use crate::support;
 use std::collections::BTreeSet;
 
-use engine::server::RunningEngine;
-use engine::store::{EnvironmentSettings, Store};
+use crate::support;
+
+use plue_server::server::RunningEngine;
+use plue_store::{EnvironmentSettings, Store};
 use serde_json::{json, Value};
 
 const ADMIN: &str = support::ADMIN_TOKEN;
@@ -452,7 +453,7 @@ fn passed(status: u16, error: &str, missing: Option<&str>) -> bool {
 
 /// Every operation the document lists, as (method, path).
 fn operations() -> Vec<(String, String)> {
-    let doc = serde_json::to_value(engine::api::openapi()).unwrap();
+    let doc = serde_json::to_value(plue_server::api::openapi()).unwrap();
     let mut operations = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
@@ -643,7 +644,7 @@ async fn a_step_reads_nothing_of_another_repositorys_runs() {
 }
 
 /// The id of the user `name`.
-async fn user_id(store: &engine::store::Store, name: &str) -> i64 {
+async fn user_id(store: &plue_store::Store, name: &str) -> i64 {
     store.user_by_name(name).await.unwrap().unwrap().id
 }
 
@@ -674,14 +675,14 @@ async fn a_revoked_token_gets_401_on_every_route() {
 
 impl World {
     /// The stored repository `name`.
-    async fn repo(&self, name: &str) -> engine::store::RepoRow {
+    async fn repo(&self, name: &str) -> plue_store::RepoRow {
         self.store.repo_by_name(name).await.unwrap().unwrap()
     }
 
     /// At most 100 audit events, as the store lists them.
-    async fn audit_events(&self) -> Vec<engine::store::AuditRow> {
+    async fn audit_events(&self) -> Vec<plue_store::AuditRow> {
         self.store
-            .audit_events(&engine::store::AuditFilter {
+            .audit_events(&plue_store::AuditFilter {
                 limit: 100,
                 ..Default::default()
             })

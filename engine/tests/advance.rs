@@ -3,12 +3,13 @@
 //! and an executor whose copy of a run went stale — another replica advanced it — reads
 //! every step again instead of deciding from the old states.
 
-use crate::support;
 use std::collections::BTreeMap;
 
-use engine::executor::{Executor, Report};
-use engine::store::{now_ms, Store};
+use crate::support;
+
 use evaluator::plan::{Plan, Step};
+use plue_core::executor::{Executor, Report};
+use plue_store::{now_ms, Store};
 use plue_types::protocol::Outcome;
 use plue_types::status::{RunState, StepStatus};
 
@@ -154,7 +155,7 @@ async fn an_attempt_ends_even_when_its_run_cannot_advance_with_it() {
             .unwrap()
             .expect("a is queued");
         // Every advance of the run now fails: the one the completion commits with too.
-        engine::store::testing::execute(
+        plue_store::testing::execute(
             &store,
             "CREATE TRIGGER refuse_advances BEFORE UPDATE OF advances ON runs \
              BEGIN SELECT RAISE(ABORT, 'advances refused'); END",
@@ -183,7 +184,7 @@ async fn an_attempt_ends_even_when_its_run_cannot_advance_with_it() {
         assert_eq!(step("a").await, StepStatus::Succeeded, "{backend}");
         assert_eq!(step("b").await, StepStatus::Pending, "{backend}");
         // Once the run can advance again, the next advance takes it on.
-        engine::store::testing::execute(
+        plue_store::testing::execute(
             &store,
             "DROP TRIGGER refuse_advances",
             "DROP TRIGGER refuse_advances ON runs",

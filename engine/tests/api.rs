@@ -6,14 +6,15 @@
 //! in-process engine fixture, a test per route family; the scripted runner they share lives
 //! here.
 
-use crate::support;
 use std::time::Duration;
 
-use engine::server::{self, EngineConfig, RunningEngine};
-use engine::store::{now_ms, NewRun, NewRunnerToken, RunnerTokenKind, Store};
+use crate::support;
+
 use evaluator::plan::{Action, Plan, Step};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
+use plue_server::server::{self, EngineConfig, RunningEngine};
+use plue_store::{now_ms, NewRun, NewRunnerToken, RunnerTokenKind, Store};
 use plue_types::protocol::{self as wire, LogBatch, LogLine, Stream};
 use plue_types::status::{RunState, StepStatus};
 use serde_json::{json, Value};
@@ -127,14 +128,14 @@ impl Harness {
         secrets: bool,
         expires_at: Option<i64>,
     ) -> String {
-        let token = engine::tokens::new_token().unwrap();
+        let token = plue_vault::tokens::new_token().unwrap();
         self.engine
             .executor
             .store()
             .create_runner_token(&NewRunnerToken {
                 kind,
                 name,
-                token_hash: &engine::tokens::hash_token(&token),
+                token_hash: &plue_vault::tokens::hash_token(&token),
                 labels_json: &labels.to_string(),
                 secrets,
                 accept_forks: false,
@@ -169,7 +170,7 @@ impl Harness {
     }
 
     /// The stored row of step `step` of run `run_id`.
-    async fn step_row(&self, run_id: i64, step: &str) -> engine::store::StepRunRow {
+    async fn step_row(&self, run_id: i64, step: &str) -> plue_store::StepRunRow {
         let store = self.engine.executor.store();
         store.step_run(run_id, step).await.unwrap().unwrap()
     }
@@ -424,7 +425,7 @@ async fn a_cut_log_whose_failing_was_lost_fails_the_attempt_at_the_next_batch() 
     };
     // What the logs handler stores of a batch that passes the step's quota, and then
     // nothing more.
-    let at = engine::store::LogAttempt {
+    let at = plue_store::LogAttempt {
         attempt_id: attempt,
         run_id,
         step_run_id: row.id,

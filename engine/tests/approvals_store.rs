@@ -4,11 +4,12 @@
 //! fails. PostgreSQL runs on a throw-away server (testkit); without one these tests cover
 //! SQLite only, unless PLUE_REQUIRE_POSTGRES=1.
 
-use crate::support;
-use engine::executor::Executor;
-use engine::store::{now_ms, Decided, Store, Verdict};
 use evaluator::plan::{Action, ApprovalAction, Plan, Step};
+use plue_core::executor::Executor;
+use plue_store::{now_ms, Decided, Store, Verdict};
 use plue_types::status::{RunState, StepStatus};
+
+use crate::support;
 
 fn approval(id: &str, timeout: u64) -> Step {
     let mut step = Step::new(

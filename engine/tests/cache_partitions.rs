@@ -21,15 +21,16 @@
 //!   and by its end the entry is gone, so the next save of the key is recorded anew;
 //! - an evicted entry's object leaves the disk with the save that evicted it.
 
-use crate::support;
 use std::path::{Path, PathBuf};
 
-use engine::artifacts::{ArtifactsConfig, CacheLimits};
-use engine::server::RunningEngine;
-use engine::store::{NewRun, RunRepo, Store, Triggerer};
+use crate::support;
+
 use evaluator::caches::Cache;
 use evaluator::plan::{Action, LlmAction, Plan, Step};
 use evaluator::{EvalContext, Event};
+use plue_core::artifacts::{ArtifactsConfig, CacheLimits};
+use plue_server::server::RunningEngine;
+use plue_store::{NewRun, RunRepo, Store, Triggerer};
 use plue_types::protocol as wire;
 use plue_types::protocol::caches::{
     entry_path, lookup_path, save_path, CacheLookupReply, CacheSaved,

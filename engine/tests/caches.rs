@@ -10,14 +10,16 @@
 //! pull request restores; the engine's bound holds on the runner (a sparse file is not
 //! saved, a zstd bomb is not restored).
 
-use crate::support;
 use std::path::{Path, PathBuf};
 
-use crate::support::{printed, step_lines, Sandbox};
+use crate::support;
+
 use plue_types::partition::{Partition, Trust};
 use plue_types::status::StepStatus;
 use sha2::Digest;
 use testkit::hostile_tar::raw_entry;
+
+use crate::support::{printed, step_lines, Sandbox};
 
 /// A step that says whether it found `target/out.txt` (and what it held), then writes it
 /// from the key file, and a file in its home, both cached by `deps`.
@@ -311,18 +313,18 @@ fn agent_step() -> evaluator::plan::Step {
 }
 
 /// A runner token of the store that accepts forks; its text.
-async fn fork_token(store: &engine::store::Store) -> String {
-    let token = engine::tokens::new_token().unwrap();
+async fn fork_token(store: &plue_store::Store) -> String {
+    let token = plue_vault::tokens::new_token().unwrap();
     store
-        .create_runner_token(&engine::store::NewRunnerToken {
-            kind: engine::store::RunnerTokenKind::Scoped,
+        .create_runner_token(&plue_store::NewRunnerToken {
+            kind: plue_store::RunnerTokenKind::Scoped,
             name: "caches",
-            token_hash: &engine::tokens::hash_token(&token),
+            token_hash: &plue_vault::tokens::hash_token(&token),
             labels_json: "{}",
             secrets: true,
             accept_forks: true,
             expires_at: None,
-            now: engine::store::now_ms(),
+            now: plue_store::now_ms(),
         })
         .await
         .unwrap();
@@ -330,7 +332,7 @@ async fn fork_token(store: &engine::store::Store) -> String {
 }
 
 /// Waits for step `build` of `run` to succeed; its log lines.
-async fn build_lines(store: &engine::store::Store, run: i64) -> Vec<String> {
+async fn build_lines(store: &plue_store::Store, run: i64) -> Vec<String> {
     let step = support::wait_for(
         std::time::Duration::from_secs(60),
         "the build step ends",
@@ -361,7 +363,7 @@ async fn build_lines(store: &engine::store::Store, run: i64) -> Vec<String> {
 
 /// Spawns a `plue runner` of the sandbox for `engine` (accepting forks) and waits until
 /// the store sees it live.
-async fn spawn_runner(sandbox: &Sandbox, engine: &engine::server::RunningEngine) {
+async fn spawn_runner(sandbox: &Sandbox, engine: &plue_server::server::RunningEngine) {
     let store = engine.executor.store().clone();
     let token = fork_token(&store).await;
     let work = sandbox.path("work");
@@ -406,7 +408,7 @@ async fn a_forks_entry_is_never_restored_by_the_default_branch() {
     let sandbox = Sandbox::new("caches-partitions");
     let engine = support::start_in_process_with_runner_listener(
         &sandbox.path("data"),
-        engine::server::EngineConfig::new("unused-registration-token".into()),
+        plue_server::server::EngineConfig::new("unused-registration-token".into()),
     )
     .await;
     let store = engine.executor.store().clone();
@@ -460,10 +462,10 @@ async fn a_forks_entry_is_never_restored_by_the_default_branch() {
 /// is refused before the file is packed; the engine keeps no new object.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engines_bound_holds_on_the_runner_for_sparse_files_and_bombs() {
-    use engine::artifacts::{ArtifactsConfig, CacheLimits};
+    use plue_core::artifacts::{ArtifactsConfig, CacheLimits};
     let sandbox = Sandbox::new("caches-bounds");
     let blobs = sandbox.path("blobs");
-    let mut config = engine::server::EngineConfig::new("unused-registration-token".into());
+    let mut config = plue_server::server::EngineConfig::new("unused-registration-token".into());
     config.artifacts = ArtifactsConfig {
         max_bytes: 1 << 20,
         caches: CacheLimits {
@@ -495,7 +497,7 @@ async fn the_engines_bound_holds_on_the_runner_for_sparse_files_and_bombs() {
     let digest = format!("sha256:{hex}");
     let recorded = store
         .record_cache_entry(
-            &engine::store::NewCacheEntry {
+            &plue_store::NewCacheEntry {
                 repo_id: Some(repo),
                 partition: Partition::Default,
                 name: "who",
@@ -506,7 +508,7 @@ async fn the_engines_bound_holds_on_the_runner_for_sparse_files_and_bombs() {
                 run_id: 0,
                 causer: None,
                 trust: Trust::Trusted,
-                now: engine::store::now_ms(),
+                now: plue_store::now_ms(),
             },
             1 << 40,
             &[],
@@ -516,7 +518,7 @@ async fn the_engines_bound_holds_on_the_runner_for_sparse_files_and_bombs() {
         .unwrap();
     assert!(matches!(
         recorded,
-        engine::store::CacheRecorded::Created { .. }
+        plue_store::CacheRecorded::Created { .. }
     ));
 
     let mut step = who_step("main");

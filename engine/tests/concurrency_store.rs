@@ -5,13 +5,14 @@
 //! a throw-away server (testkit); without one only SQLite is covered, unless
 //! PLUE_REQUIRE_POSTGRES=1.
 
-use crate::support;
 use std::collections::BTreeMap;
 
-use engine::executor::{Executor, Report};
-use engine::store::{now_ms, NewRun, Store};
+use crate::support;
+
 use evaluator::plan::{Concurrency, Plan, Step};
 use evaluator::{EvalContext, Event};
+use plue_core::executor::{Executor, Report};
+use plue_store::{now_ms, NewRun, Store};
 use plue_types::protocol::Outcome;
 use plue_types::status::StepStatus;
 

@@ -19,16 +19,18 @@
 //! Why one file past ~600 lines: the approval walk per role on one engine fixture (API,
 //! banner, browser, `plue run`'s prompt); the roles' table reads in one place.
 
-use crate::support;
 use std::time::Duration;
+
+use crate::support;
+
+use evaluator::plan::{Action, ApprovalAction, Plan, Step};
+use plue_server::server::RunningEngine;
+use plue_store::{Store, Triggerer};
+use plue_types::status::StepStatus;
+use serde_json::Value;
 
 use crate::support::{user_with_token, wait_for, Sandbox};
 use crate::webdriver::{bounded, browser_or_skip, Browser};
-use engine::server::RunningEngine;
-use engine::store::{Store, Triggerer};
-use evaluator::plan::{Action, ApprovalAction, Plan, Step};
-use plue_types::status::StepStatus;
-use serde_json::Value;
 
 const ADMIN: &str = "admin-token-of-the-approval-tests";
 const QUESTION: &str = "Ship <b>build 42</b> to production?";
@@ -379,7 +381,7 @@ async fn the_runs_list_filters_and_pages_by_an_opaque_cursor() {
         );
         // A workflow file each: a workflow's name is its file's latest plan's.
         let path = format!("w{i}.plue.py");
-        let repo = engine::store::RunRepo {
+        let repo = plue_store::RunRepo {
             repo_id: world.repo_id,
             secrets_allowed: true,
         };

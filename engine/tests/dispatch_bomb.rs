@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bomb::bomb;
-use engine::dispatch::{build, StepResult};
+use plue_core::dispatch::{build, StepResult};
 
 #[global_allocator]
 static COUNTING: testkit::counting::Counting = testkit::counting::Counting;

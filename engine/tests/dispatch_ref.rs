@@ -9,9 +9,10 @@
 //! - that answer was a 502, a server error for a fault of the repository as registered
 //!   (schemathesis counted it as one): it is a 409.
 
-use crate::support;
-use engine::store::NewRepo;
+use plue_store::NewRepo;
 use serde_json::json;
+
+use crate::support;
 
 const ADMIN: &str = "admin-token-of-the-dispatch-ref-tests";
 

@@ -13,11 +13,12 @@
 //! Why one file past ~600 lines: one attacker's walk through one fixture (a repository, its
 //! environment, users of every role, a scripted runner); the role table reads in one place.
 
-use crate::support;
 use std::time::Duration;
 
-use engine::store::Triggerer;
+use crate::support;
+
 use evaluator::plan::{Plan, Step};
+use plue_store::Triggerer;
 use plue_types::protocol as wire;
 use plue_types::status::StepStatus;
 use serde_json::{json, Value};
@@ -91,7 +92,7 @@ impl Harness {
 
     /// Completes the attempt `attempt_id` of run `run` with `outcome`, as a runner would.
     async fn complete(&self, attempt_id: i64, run: i64, outcome: wire::Outcome) {
-        let report = engine::executor::Report {
+        let report = plue_core::executor::Report {
             outcome,
             exit_code: None,
             reason: None,
@@ -142,7 +143,7 @@ impl Harness {
     }
 
     /// The step row `step` of run `run`.
-    async fn step(&self, run: i64, step: &str) -> engine::store::StepRunRow {
+    async fn step(&self, run: i64, step: &str) -> plue_store::StepRunRow {
         self.store().step_run(run, step).await.unwrap().unwrap()
     }
 }
@@ -250,7 +251,7 @@ async fn on_main_the_engine_inserts_the_review_and_the_secret_follows_it() {
     assert_eq!(approvals[0]["decided_by"], "alice");
     let events = h
         .store()
-        .audit_events(&engine::store::AuditFilter {
+        .audit_events(&plue_store::AuditFilter {
             repos: None,
             run_id: Some(run),
             before: None,
@@ -455,7 +456,7 @@ async fn environments_are_a_maintainers_and_never_show_a_value() {
     assert_eq!(status, 400, "{body}");
     let events = h
         .store()
-        .audit_events(&engine::store::AuditFilter {
+        .audit_events(&plue_store::AuditFilter {
             repos: Some(vec![h.repo_id]),
             run_id: None,
             before: None,
@@ -517,7 +518,7 @@ async fn a_review_loop_going_back_is_reviewed_again() {
 // step back to pending with the time it passed.
 #[tokio::test]
 async fn environments_are_stored_alike_on_both_backends() {
-    use engine::store::{EnvironmentSettings, Reviewer, Verdict};
+    use plue_store::{EnvironmentSettings, Reviewer, Verdict};
     for (store, _dir) in support::stores().await {
         let backend = store.backend();
         let repo_id = support::create_repo(&store).await;
@@ -590,7 +591,7 @@ async fn environments_are_stored_alike_on_both_backends() {
             .decide_review(run, "deploy", "prod", Verdict::Approve, alice, "ok", now)
             .await
             .unwrap();
-        assert_eq!(decided, engine::store::Decided::Done, "{backend}");
+        assert_eq!(decided, plue_store::Decided::Done, "{backend}");
         let step = store.step_run(run, "deploy").await.unwrap().unwrap();
         assert_eq!(
             (step.status.as_str(), step.review_passed_at),
@@ -842,7 +843,7 @@ async fn origin_repository(h: &Harness, on_main: &str, reviewers: &[&str]) -> st
         "git init -q -b main . && git add -A && git commit -qm main",
     );
     h.store()
-        .create_repo(&engine::store::NewRepo {
+        .create_repo(&plue_store::NewRepo {
             name: "octo/hello",
             clone_url: origin.to_str().unwrap(),
             forge: "github",
@@ -1162,11 +1163,11 @@ async fn a_run_is_stored_with_its_triggerer_on_both_backends() {
         let repo_id = support::create_repo(&store).await;
         let plan = deploy(Some("prod"));
         let json = serde_json::to_string(&plan).unwrap();
-        let new = engine::store::NewRun {
+        let new = plue_store::NewRun {
             workflow_source: "acme/app",
             workflow_path: ".plue/deploy.plue.py",
             workspace: &wire::WorkspaceSource::Empty,
-            repo: Some(engine::store::RunRepo {
+            repo: Some(plue_store::RunRepo {
                 repo_id,
                 secrets_allowed: true,
             }),

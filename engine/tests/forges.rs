@@ -9,18 +9,20 @@
 //! Why one file past ~600 lines: the forge surface end to end on one repository-and-engine
 //! fixture, a test per delivery scenario.
 
-use crate::support;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::support;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use serde_json::{json, Value};
 
 use crate::support::{
     client, free_port, get_json, git_sh, serial, wait_final, wait_for, wait_succeeded,
     webhook_fixture, ForgeRepo, Sandbox,
 };
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
-use serde_json::{json, Value};
 
 const REPO: &str = "octo/hello";
 const WEBHOOK_SECRET: &str = "webhook-secret-of-octo-hello";
@@ -183,7 +185,7 @@ impl Delivery {
     }
 
     fn signature(&self, secret: &str) -> String {
-        engine::forge::signature::sign(&self.body, secret)
+        plue_forge::signature::sign(&self.body, secret)
     }
 
     async fn send_signed_with(&self, engine: &str, secret: &str) -> (StatusCode, Value) {
@@ -851,7 +853,7 @@ async fn malformed_deliveries_never_get_a_5xx() {
             }
             _ => {}
         }
-        let signature = engine::forge::signature::sign(&body, WEBHOOK_SECRET);
+        let signature = plue_forge::signature::sign(&body, WEBHOOK_SECRET);
         let event = [
             "push",
             "pull_request",
@@ -906,7 +908,7 @@ async fn malformed_deliveries_never_get_a_5xx() {
         let head = format!(
             "POST /webhooks/github HTTP/1.1\r\nHost: {address}\r\nX-GitHub-Event: push\r\n\
              X-GitHub-Delivery: huge\r\nContent-Length: {}\r\n\r\n",
-            engine::webhooks::MAX_BODY_BYTES + 1
+            plue_server::webhooks::MAX_BODY_BYTES + 1
         );
         stream.write_all(head.as_bytes()).await.unwrap();
         let mut answer = vec![0u8; 512];

@@ -5,16 +5,17 @@
 //! accept forks, and fails with the reason when no runner accepts it; the runner protocol
 //! on its own listener is served nowhere else, and that listener serves nothing else.
 
-use crate::support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use engine::server::EngineConfig;
-use engine::store::{now_ms, NewRunnerToken, RunnerTokenKind, Store};
-use engine::tokens;
+use crate::support;
+
 use evaluator::plan::{Action, ApprovalAction, Concurrency, Plan, Step};
+use plue_server::server::EngineConfig;
+use plue_store::{now_ms, NewRunnerToken, RunnerTokenKind, Store};
 use plue_types::protocol as wire;
 use plue_types::status::{RunState, StepStatus};
+use plue_vault::tokens;
 use serde_json::{json, Value};
 
 const SHARED: &str = "shared-registration-token-0123";
@@ -36,7 +37,7 @@ fn approval(id: &str) -> Step {
     step
 }
 
-async fn run(store: &Store, run_id: i64) -> engine::store::RunRow {
+async fn run(store: &Store, run_id: i64) -> plue_store::RunRow {
     store.run(run_id).await.unwrap().expect("the run")
 }
 

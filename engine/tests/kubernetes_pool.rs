@@ -7,18 +7,20 @@
 //! kubelet and `plue serve` harness (`World` below) and they run one at a
 //! time (`serial`); split, each file would rebuild that harness.
 
-use crate::support;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support;
+
+use serde_json::{json, Value};
+use testkit::kube::{FakeKube, Fault, Kubelet, KubeletConfig, Recorded};
+
 use crate::support::{
     client, free_port, get_json, log_lines, serial, start_run, wait_final, wait_for,
     wait_succeeded, Engine, Sandbox, RUNNER_TOKEN,
 };
-use serde_json::{json, Value};
-use testkit::kube::{FakeKube, Fault, Kubelet, KubeletConfig, Recorded};
 
 const GOOD_CONFIG: &str = r#"
 kubernetes:
@@ -1601,7 +1603,7 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
     };
     let check =
         |credential: String, token: &'static str| check_from(credential, token, "127.0.0.1");
-    let key = engine::vault::grants::GrantKey::derive("egress-proxy-token-0123456789");
+    let key = plue_vault::grants::GrantKey::derive("egress-proxy-token-0123456789");
     let credential = |attempt_id: i64| {
         use base64::Engine as _;
         let grant = key
@@ -1690,7 +1692,7 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
     );
     let forged = {
         use base64::Engine as _;
-        let other = engine::vault::grants::GrantKey::derive("another-token-0123456789");
+        let other = plue_vault::grants::GrantKey::derive("another-token-0123456789");
         let grant = other.mint(5, &["evil.example".to_owned()]).unwrap();
         base64::engine::general_purpose::STANDARD.encode(format!("attempt:{grant}"))
     };

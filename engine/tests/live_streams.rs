@@ -5,10 +5,11 @@
 //! while a signed-in person — the session cookie or a bearer token — still follows. The
 //! run is of a public repository, which anyone may follow.
 
-use crate::support;
-use engine::server::RunningEngine;
+use plue_server::server::RunningEngine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::support;
 
 const ADMIN: &str = "admin-token-for-live-streams";
 
@@ -31,7 +32,7 @@ async fn engine() -> Engine {
     let store = engine.executor.store();
     let repo_id = support::create_repo(store).await;
     store.set_public_read(repo_id, true).await.unwrap();
-    let repo = engine::store::RunRepo {
+    let repo = plue_store::RunRepo {
         repo_id,
         secrets_allowed: true,
     };

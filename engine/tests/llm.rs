@@ -14,10 +14,11 @@ Triage {{#each files}}{{this}}{{/each}} now.\n";
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::support::{plain_plue, printed};
-use engine::store::{Store, StoredLine};
+use plue_store::{Store, StoredLine};
 use serde_json::{json, Value};
 use testkit::claude::{FakeClaude, Turn};
+
+use crate::support::{plain_plue, printed};
 
 const KEY: &str = "sk-ant-e2e-5f3a9c0d1e2b";
 

@@ -5,13 +5,15 @@
 //! running at once; the cost the API, `--summary-json` and `/metrics` show is the scripted
 //! usage × the price, to the micro-dollar; a bad `--llm-prices` file is refused whole.
 
-use crate::python;
-use crate::support;
 use std::time::Duration;
 
-use crate::support::{client, printed, start_run, step, workflow_source, Sandbox, LLM_KEY};
+use crate::python;
+use crate::support;
+
 use serde_json::{json, Value};
 use testkit::claude::{FakeClaude, Reply, Routed, Turn};
+
+use crate::support::{client, printed, start_run, step, workflow_source, Sandbox, LLM_KEY};
 
 /// `n` text deltas of one token each (`w0 w1 ...`).
 fn words(n: usize) -> Vec<String> {
@@ -458,7 +460,7 @@ async fn the_cost_in_the_api_and_metrics_is_usage_times_price() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_holds_on_a_run_budget_never_pass_it() {
-    use engine::store::now_ms;
+    use plue_store::now_ms;
     // Eight attempts of one run claimed at once each ask for $0.03 of a $0.10 budget: on
     // both backends the holds add up to the budget and never more (PostgreSQL serialises
     // them with an advisory lock per run, SQLite by its single writer).
@@ -506,7 +508,7 @@ async fn concurrent_holds_on_a_run_budget_never_pass_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_claimants_of_a_run_budget_are_the_steps_that_hold_nothing_yet() {
-    use engine::store::now_ms;
+    use plue_store::now_ms;
     // What an attempt without a bound of its own shares the remainder with: the run's
     // steps not started, and those claimed whose hold is not set yet; on both backends.
     for (store, _dir) in support::stores().await {

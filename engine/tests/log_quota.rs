@@ -8,14 +8,15 @@
 //!   `testkit`): what a batch adds, a batch sent again adding nothing, the run's total, a
 //!   fork run read as one, the truncated mark.
 
-use crate::support;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::events::Events;
-use engine::executor::Executor;
-use engine::store::{now_ms, LogAttempt, RunRepo};
+use crate::support;
+
+use plue_core::executor::Executor;
+use plue_store::events::Events;
+use plue_store::{now_ms, LogAttempt, RunRepo};
 use plue_types::protocol::{LogLine, Stream};
 use serde_json::Value;
 

@@ -4,12 +4,13 @@
 //! readable) and record their iteration, retries count within an iteration, the target reads
 //! the failed iteration's outputs, and a loop that gave up fails the run saying so.
 
-use crate::support;
-use engine::executor::{Executor, Report};
-use engine::store::{now_ms, Claimed, Store};
 use evaluator::plan::{Plan, Step};
+use plue_core::executor::{Executor, Report};
+use plue_store::{now_ms, Claimed, Store};
 use plue_types::protocol::{LogLine, Outcome, Stream};
 use plue_types::status::{RunState, StepStatus};
+
+use crate::support;
 
 fn plan() -> Plan {
     let build = Step::bash("build", "echo \"{{ steps.review.outputs.feedback }}\"");

@@ -10,11 +10,12 @@
 //! stored log (the API) nor the live log (SSE, followed from the start) shows a whole
 //! spelling, read with its line breaks or without them.
 
-use crate::support;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use engine::store::Store;
+use crate::support;
+
+use plue_store::Store;
 use serde_json::Value;
 use testkit::claude::{FakeClaude, Turn};
 
@@ -190,7 +191,7 @@ const PIECES_SECRET: &str = "dpl-9c2e5a7f1b-IN-PIECES";
 /// The spellings the pieces print: the outbound wall's reversed, hex and base64 (the first
 /// of its three alignments, all of the secret's own characters).
 fn spelt() -> Vec<(&'static str, String)> {
-    let wall = plue_core::outbound::spellings::of(PIECES_SECRET);
+    let wall = plue_outbound::spellings::of(PIECES_SECRET);
     ["reversed", "hex", "base64"]
         .into_iter()
         .map(|how| {

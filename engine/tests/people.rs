@@ -10,12 +10,13 @@
 //! Why one file past ~600 lines: a test per route and role of one API family (users,
 //! tokens, groups, logins, audit) on one fixture; the role matrix reads in one place.
 
-use crate::support;
 use std::path::Path;
 use std::time::Duration;
 
-use engine::server::RunningEngine;
-use engine::store::{RunRepo, Store};
+use crate::support;
+
+use plue_server::server::RunningEngine;
+use plue_store::{RunRepo, Store};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -434,7 +435,7 @@ async fn tokens_made_with_a_revoked_token_stop_with_it() {
     let session = support::dashboard_session(&api.engine.url, &grandchild).await;
     assert_eq!(
         store
-            .session(&session_hash(&session), engine::store::now_ms())
+            .session(&session_hash(&session), plue_store::now_ms())
             .await
             .unwrap()
             .map(|(user, _)| user.name),
@@ -451,7 +452,7 @@ async fn tokens_made_with_a_revoked_token_stop_with_it() {
         assert_eq!(api.get("/api/user", Some(token)).await.0, 401, "{what}");
     }
     assert!(store
-        .session(&session_hash(&session), engine::store::now_ms())
+        .session(&session_hash(&session), plue_store::now_ms())
         .await
         .unwrap()
         .is_none());
@@ -530,7 +531,7 @@ fn session_hash(cookie: &str) -> String {
         .filter_map(|pair| pair.trim().strip_prefix("plue_session="))
         .next()
         .unwrap_or_else(|| panic!("no session in {cookie}"));
-    engine::tokens::hash_token(id)
+    plue_vault::tokens::hash_token(id)
 }
 
 #[tokio::test]

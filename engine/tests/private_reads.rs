@@ -6,10 +6,11 @@
 //! runs. Public reading is a maintainer's choice per repository, and opens that
 //! repository's runs to anyone — nothing else.
 
-use crate::support;
-use engine::server::RunningEngine;
+use plue_server::server::RunningEngine;
 use plue_types::protocol as wire;
 use serde_json::json;
+
+use crate::support;
 
 const REGISTRATION: &str = "registration-token-for-tests";
 const ADMIN: &str = "admin-token-for-tests";

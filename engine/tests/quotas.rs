@@ -14,14 +14,15 @@
 //! Why one file past ~600 lines: attacks on every quota through one in-process engine and
 //! scripted runner; the attacks share the tar builders.
 
-use crate::support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use engine::artifacts::{ArtifactsConfig, Quota, Quotas};
-use engine::server::{EngineConfig, RunningEngine};
-use engine::store::{NewBlob, RunRepo, Store};
+use crate::support;
+
 use evaluator::plan::Step;
+use plue_core::artifacts::{ArtifactsConfig, Quota, Quotas};
+use plue_server::server::{EngineConfig, RunningEngine};
+use plue_store::{NewBlob, RunRepo, Store};
 use plue_types::protocol as wire;
 use serde_json::{json, Value};
 
@@ -386,11 +387,11 @@ async fn retention_frees_quota() {
     assert_eq!(h.put(&second_token, second, many_files(60)).await.0, 413);
     // A sweep past the retention deletes the run's blob and its rows: the quota is free.
     let blobs =
-        engine::artifacts::Artifacts::open(&ArtifactsConfig::local(h.dir.path().join("blobs")))
+        plue_core::artifacts::Artifacts::open(&ArtifactsConfig::local(h.dir.path().join("blobs")))
             .unwrap();
     let month = 31 * 24 * 3600 * 1000;
     let deleted = blobs
-        .sweep(h.store(), engine::store::now_ms() + month)
+        .sweep(h.store(), plue_store::now_ms() + month)
         .await
         .unwrap();
     assert_eq!(deleted, 1);
@@ -825,7 +826,7 @@ async fn objects_of_deleted_rows_are_swept_even_after_a_crash_on_either_backend(
     for (store, _dir) in support::stores().await {
         let blobs_dir = tempfile::tempdir().unwrap();
         let artifacts =
-            engine::artifacts::Artifacts::open(&ArtifactsConfig::local(blobs_dir.path().into()))
+            plue_core::artifacts::Artifacts::open(&ArtifactsConfig::local(blobs_dir.path().into()))
                 .unwrap();
         let repo_id = support::create_repo(&store).await;
         let run_id = repo_run(&store, repo_id).await;

@@ -7,11 +7,12 @@
 //! keeps its shell (with the environment's secrets) after being demoted to writer; and a
 //! step's annotations carrying markup onto the run page or onto another step.
 
-use crate::support;
 use std::time::Duration;
 
-use engine::store::Store;
+use crate::support;
+
 use evaluator::plan::Step;
+use plue_store::Store;
 use serde_json::{json, Value};
 
 const ADMIN: &str = support::ADMIN_TOKEN;
@@ -89,7 +90,7 @@ async fn a_maintainer_demoted_to_writer_loses_an_environments_debug_session() {
     // Both ends are in the audit trail: who opened it, and why the engine ended it.
     let trail = h
         .store()
-        .audit_events(&engine::store::AuditFilter {
+        .audit_events(&plue_store::AuditFilter {
             run_id: Some(run),
             limit: 100,
             ..Default::default()

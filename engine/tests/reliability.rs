@@ -19,20 +19,22 @@
 //! Why one file past ~600 lines: one scenario per reliability promise on one
 //! kill-and-restart harness; together they read as the checklist of those promises.
 
-use crate::support;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support;
+
+use plue_store::Store;
+use plue_types::protocol as wire;
+use reqwest::Method;
+use serde_json::{json, Value};
+
 use crate::support::{
     alive, client, free_port, get_json, log_lines, now_ms, run_view, start_run, step, wait_final,
     wait_for, wait_succeeded, Sandbox, RUNNER_TOKEN,
 };
-use engine::store::Store;
-use plue_types::protocol as wire;
-use reqwest::Method;
-use serde_json::{json, Value};
 
 /// Runs `test` and fails it if it takes longer than `limit` (dropping it, and with it its
 /// sandbox, which kills its processes).

@@ -15,10 +15,11 @@
 //!   `--replay-with-secrets`), only one given with the flag (failed before: the listener
 //!   heard the token, the call ran as root, and `--secret` went to the tools unasked).
 
-use crate::support;
-use crate::support::{printed, Sandbox, LLM_KEY};
 use serde_json::json;
 use testkit::claude::{FakeClaude, Reply, Turn};
+
+use crate::support;
+use crate::support::{printed, Sandbox, LLM_KEY};
 
 const SECRET: &str = "s3cret-v4lue-of-the-step";
 
@@ -130,7 +131,7 @@ fn a_replay_reruns_the_tools_without_the_api_and_reports_what_changed() {
 
     // The transcript as a server's API serves it (the JSON), replayed without the data
     // directory.
-    let json = engine::transcripts::parse_tar(&tar).unwrap();
+    let json = plue_core::transcripts::parse_tar(&tar).unwrap();
     sandbox.write("t.json", &serde_json::to_string(&json).unwrap());
     let output = replay(&["--transcript", "t.json", "--data-dir", "no-such-dir"]);
     let text = printed(&output);
@@ -412,7 +413,8 @@ fn a_replayed_tool_call_runs_in_the_steps_room_without_secrets_it_was_not_given(
     // A transcript from a server that records no policy (a runner before it did): an llm
     // step's default, `none`.
     let kept = files_named(&sandbox.path(".plue/artifacts"), "transcript-");
-    let mut transcript = engine::transcripts::parse_tar(&std::fs::read(&kept[0]).unwrap()).unwrap();
+    let mut transcript =
+        plue_core::transcripts::parse_tar(&std::fs::read(&kept[0]).unwrap()).unwrap();
     assert_eq!(transcript.step["network"], "none", "{:?}", transcript.step);
     transcript.step.as_object_mut().unwrap().remove("network");
     sandbox.write("t.json", &serde_json::to_string(&transcript).unwrap());

@@ -5,11 +5,12 @@
 //! was woken by the other engine's notification (`store::wake`), not by a timer: no
 //! assertion here is on how fast.
 
-use crate::support;
 use std::time::Duration;
 
-use engine::server::{self, EngineConfig, RunningEngine};
-use engine::store::Store;
+use crate::support;
+
+use plue_server::server::{self, EngineConfig, RunningEngine};
+use plue_store::Store;
 use plue_types::protocol as wire;
 use serde_json::json;
 

@@ -15,13 +15,15 @@
 //! Why one file past ~600 lines: one workflow of hostile agents end to end; the cases share
 //! its expensive fixture (engine, runners, scripted Claude, fake forge).
 
-use crate::support;
 use std::time::Duration;
 
-use crate::support::{client, get_json, start_run, step, wait_final, Sandbox};
+use crate::support;
+
 use plue_types::status::StepStatus;
 use serde_json::{json, Value};
 use testkit::claude::{FakeClaude, Routed};
+
+use crate::support::{client, get_json, start_run, step, wait_final, Sandbox};
 
 const KEY: &str = "sk-ant-safe-outputs-4f1e9a";
 const TOKEN: &str = "forge-deploy-token-9b2c7d";
@@ -391,7 +393,7 @@ async fn hostile_proposals_are_refused_and_a_valid_one_is_stored_with_the_agents
 /// A repository's run whose `llm` step proposes with `approve_outputs=True`, started by
 /// the writer `tess`; its attempt claimed by a runner that reports what it likes.
 struct Rogue {
-    engine: engine::server::RunningEngine,
+    engine: plue_server::server::RunningEngine,
     http: reqwest::Client,
     repo_id: i64,
     runner: String,
@@ -407,11 +409,11 @@ impl Rogue {
         let mut config = support::admin_config(REGISTRATION, ADMIN);
         config.mirrors_dir = dir.path().join("mirrors");
         // The model's key, for the one repository `create_repo` registers.
-        config.secrets = engine::engine_secrets::EngineSecrets::new(
+        config.secrets = plue_core::engine_secrets::EngineSecrets::new(
             [("ANTHROPIC_API_KEY".to_owned(), KEY.to_owned())].into(),
             [(
                 "ANTHROPIC_API_KEY".to_owned(),
-                vec![engine::engine_secrets::RepoPattern::parse("acme/app").unwrap()],
+                vec![plue_core::engine_secrets::RepoPattern::parse("acme/app").unwrap()],
             )]
             .into(),
         )
@@ -455,12 +457,12 @@ impl Rogue {
         );
         let plan = support::plan("agent", vec![step]);
         let executor = &self.engine.executor;
-        let repo = engine::store::RunRepo {
+        let repo = plue_store::RunRepo {
             repo_id: self.repo_id,
             secrets_allowed: trusted,
         };
         let run = support::start_plan_run(executor, "ci.plue.py", &plan, Some(repo)).await;
-        let triggerer = engine::store::Triggerer {
+        let triggerer = plue_store::Triggerer {
             name: "tess".into(),
             user_id: Some(tess),
             forge_login: None,
@@ -650,7 +652,7 @@ async fn only_a_writer_who_did_not_start_the_run_decides_its_proposals() {
     );
     assert_eq!(h.decide(Some(&writer), run, pid).await.0, 409);
     let audited = store
-        .audit_events(&engine::store::AuditFilter::default())
+        .audit_events(&plue_store::AuditFilter::default())
         .await
         .unwrap();
     assert!(audited

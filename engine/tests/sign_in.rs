@@ -12,9 +12,9 @@
 
 use std::collections::HashMap;
 
-use engine::server::RunningEngine;
-use engine::sign_in::{base_url, ClientSecret, ForgeSettings, OidcSettings, Settings};
-use engine::store::Store;
+use plue_server::server::RunningEngine;
+use plue_server::sign_in::{base_url, ClientSecret, ForgeSettings, OidcSettings, Settings};
+use plue_store::Store;
 use testkit::oauth::{FakeOAuth, OAuthFlavor};
 
 use crate::support;
@@ -311,7 +311,7 @@ async fn gitea_sign_in_links_gitea_logins_and_makes_names_unique() {
     fake.register_redirect(&site.url("/sign-in/gitea/callback"));
     // Someone else already has the name.
     site.store()
-        .create_user(&engine::store::NewUser::person("octocat"))
+        .create_user(&plue_store::NewUser::person("octocat"))
         .await
         .unwrap();
     fake.sign_in_as("octocat");
@@ -451,7 +451,7 @@ async fn oidc_subjects_make_users_and_groups_follow_the_claim() {
     assert_eq!(store.group_keys_of(jane.id).await.unwrap(), ["qa"]);
     // Each sign-in is audited.
     let audit = store
-        .audit_events(&engine::store::AuditFilter {
+        .audit_events(&plue_store::AuditFilter {
             limit: 100,
             ..Default::default()
         })
@@ -479,7 +479,7 @@ async fn a_misconfigured_issuer_stops_the_engine_naming_the_flag() {
     });
     let store = Store::open_data_dir(dir.path()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let error = match engine::server::start(store, listener, config, None).await {
+    let error = match plue_server::server::start(store, listener, config, None).await {
         Ok(_) => panic!("the engine started with a provider that is none"),
         Err(e) => format!("{e:#}"),
     };
@@ -711,7 +711,7 @@ async fn npm_oidc_provider_signs_people_in_through_its_login_form() {
         label: "Test ID".into(),
     });
     let store = Store::open_data_dir(dir.path()).await.unwrap();
-    let engine = engine::server::start(store, listener, config, None)
+    let engine = plue_server::server::start(store, listener, config, None)
         .await
         .unwrap();
     let site = Site { engine, _dir: dir };
@@ -841,7 +841,7 @@ async fn a_real_gitea_signs_people_in_with_its_oauth2_application() {
         client_secret: ClientSecret(app["client_secret"].as_str().unwrap().into()),
     });
     let store = Store::open_data_dir(dir.path()).await.unwrap();
-    let engine = engine::server::start(store, listener, config, None)
+    let engine = plue_server::server::start(store, listener, config, None)
         .await
         .unwrap();
     let site = Site { engine, _dir: dir };

@@ -6,14 +6,15 @@
 //! Why one file past ~600 lines: the store's contracts on both backends through one backend
 //! loop (SQLite, and PostgreSQL when a server starts).
 
-use crate::support;
 use std::collections::{BTreeMap, HashSet};
 
-use engine::executor::{Executor, Report, RunnerSaid};
-use engine::store::{
+use crate::support;
+
+use evaluator::plan::{Plan, Step};
+use plue_core::executor::{Executor, Report, RunnerSaid};
+use plue_store::{
     now_ms, NewRunner, NewRunnerToken, RedeemedToken, Registration, RunnerTokenKind, Store,
 };
-use evaluator::plan::{Plan, Step};
 use plue_types::protocol::{LogLine, Outcome, Stream};
 use plue_types::status::{RunState, StepStatus};
 
@@ -30,7 +31,7 @@ async fn start(executor: &Executor, plan: &Plan) -> i64 {
 }
 
 /// The next step `runner_id` claims (one there must be).
-async fn claim(store: &Store, runner_id: i64) -> engine::store::Claimed {
+async fn claim(store: &Store, runner_id: i64) -> plue_store::Claimed {
     store
         .claim(runner_id, &[String::new()], now_ms())
         .await
@@ -310,7 +311,7 @@ async fn upgrading_sqlite_keeps_the_lines_stored_a_row_each() {
         pool.close().await;
     }
     let store = Store::connect(&url).await.unwrap();
-    let read = |lines: Vec<engine::store::StoredLine>| -> Vec<(i64, i64, String)> {
+    let read = |lines: Vec<plue_store::StoredLine>| -> Vec<(i64, i64, String)> {
         lines
             .into_iter()
             .map(|l| (l.attempt, l.seq, l.text))
@@ -606,7 +607,7 @@ async fn a_live_attempt_names_the_pod_of_its_runner_and_only_while_it_runs() {
         let pod = store.attempt_pod(claimed.attempt_id).await.unwrap();
         assert_eq!(
             pod,
-            Some(engine::store::AttemptPod {
+            Some(plue_store::AttemptPod {
                 token_id: id,
                 name: "pool-x-7".into()
             }),

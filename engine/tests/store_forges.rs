@@ -4,17 +4,18 @@
 //! PostgreSQL runs on a throw-away server (testkit); without one these tests cover SQLite
 //! only, unless PLUE_REQUIRE_POSTGRES=1.
 
-use crate::support;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use engine::engine_secrets::{EngineSecrets, RepoPattern};
-use engine::events::Events;
-use engine::executor::Executor;
-use engine::store::{now_ms, NewRepo, NewRun, RunRepo, ScheduleEntry, Store};
-use engine::vault::Vault;
+use crate::support;
+
 use evaluator::plan::{Plan, Step};
+use plue_core::engine_secrets::{EngineSecrets, RepoPattern};
+use plue_core::executor::Executor;
+use plue_store::events::Events;
+use plue_store::{now_ms, NewRepo, NewRun, RunRepo, ScheduleEntry, Store};
 use plue_types::status::CommitState;
+use plue_vault::Vault;
 
 async fn repo(store: &Store, name: &str) -> i64 {
     store
@@ -308,7 +309,7 @@ async fn repository_secrets_open_with_the_vault_and_are_withheld_from_forks() {
             .unwrap()
             .unwrap_err();
         assert!(
-            matches!(&missing, engine::executor::SecretsRefused::NotSet(name) if name == "NOPE"),
+            matches!(&missing, plue_core::executor::SecretsRefused::NotSet(name) if name == "NOPE"),
             "{missing}"
         );
         assert_eq!(missing.to_string(), "secret 'NOPE' is not set");
@@ -319,7 +320,7 @@ async fn repository_secrets_open_with_the_vault_and_are_withheld_from_forks() {
             .unwrap()
             .unwrap_err();
         assert!(
-            matches!(&withheld, engine::executor::SecretsRefused::NotForRepository { name, repository }
+            matches!(&withheld, plue_core::executor::SecretsRefused::NotForRepository { name, repository }
                 if name == "OPERATOR" && repository == "octo/hello"),
             "{withheld}"
         );
@@ -352,7 +353,7 @@ async fn repository_secrets_open_with_the_vault_and_are_withheld_from_forks() {
 // an empty set of repositories lists nothing (never everything).
 #[tokio::test]
 async fn runs_and_repositories_are_listed_only_of_the_given_repositories() {
-    use engine::store::RunFilter;
+    use plue_store::RunFilter;
     for (store, _dir) in support::stores().await {
         let executor = support::executor(&store, 8);
         let a = repo(&store, "acme/a").await;
@@ -380,7 +381,7 @@ async fn runs_and_repositories_are_listed_only_of_the_given_repositories() {
         assert!(both.iter().all(|r| r.id != local), "no local run");
         let everything = store.runs_page(&all, None, 50).await.unwrap();
         assert_eq!(everything.len(), 9);
-        let names = |repos: Vec<engine::store::RepoRow>| -> Vec<String> {
+        let names = |repos: Vec<plue_store::RepoRow>| -> Vec<String> {
             repos.into_iter().map(|r| r.name).collect()
         };
         assert_eq!(

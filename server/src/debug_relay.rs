@@ -33,7 +33,7 @@ use plue_types::protocol::debug::InputEvent;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::store::{now_ms, Store};
+use plue_store::{now_ms, Store};
 
 /// The most recent terminal output kept for the attached (or next) terminal.
 pub const OUTPUT_KEPT: usize = 256 * 1024;
@@ -330,7 +330,7 @@ pub async fn end(store: &Store, id: &str, reason: &str) -> anyhow::Result<bool> 
         if let Some(row) = store.debug_session(id).await? {
             let run = store.run(row.run_id).await?;
             store
-                .audit(&crate::store::Audit {
+                .audit(&plue_store::Audit {
                     user_id: None,
                     actor: "engine",
                     action: "debug.end",

@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::Executor;
-use crate::store::now_ms;
+use plue_core::executor::Executor;
+use plue_store::now_ms;
 
 /// Runs until `shutdown`: every `every`, wakes polls for work that became due.
 pub async fn run(executor: Arc<Executor>, every: Duration, shutdown: CancellationToken) {

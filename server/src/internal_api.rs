@@ -10,7 +10,7 @@
 //! - Every request is authenticated: registration with a registration token (the shared
 //!   one, a scoped one, or a one-time one the pool minted), everything else with the
 //!   runner's own session token; a runner may only touch its own attempts (403 otherwise).
-//! - A registration stays inside its token's scope ([`crate::runner_scope`]): labels it
+//! - A registration stays inside its token's scope ([`plue_pool::scope`]): labels it
 //!   does not grant, or a `pool-` name it was not minted for, are 403; a live runner's name
 //!   is 409; a one-time token registers one runner only (401 afterwards).
 //! - A runner whose token does not allow secrets is never handed a secret: the claim skips
@@ -45,18 +45,18 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use plue_core::artifacts::{ArtifactError, Artifacts, Upload};
+use plue_core::attempts::{Attempts, AuthedRunner};
+use plue_core::dispatch::Dispatch;
+use plue_core::executor::Executor;
+use plue_pool::scope::{self, Scope};
+use plue_store::events::Event;
+use plue_store::{now_ms, Acknowledgement, AttemptOwner, NewRunner, RedeemedToken, Registration};
 use plue_types::protocol::{self as wire, Ack, LogAck, LogBatch, PollRequest, PollResponse};
+use plue_vault::tokens;
 
-use crate::artifacts::{ArtifactError, Artifacts, Upload};
-use crate::dispatch::Dispatch;
-use crate::events::Event;
-use crate::executor::Executor;
 use crate::http_error::{ApiError, ApiResult};
 use crate::json_body::JsonBody;
-use crate::runner_scope::{self, Scope};
-use crate::store::{now_ms, Acknowledgement, AttemptOwner, NewRunner, RedeemedToken, Registration};
-use crate::tokens;
-use plue_core::attempts::{Attempts, AuthedRunner};
 
 mod caches;
 pub(crate) mod debug;
@@ -96,7 +96,7 @@ pub struct InternalState {
     /// Where hand-off blobs and artifacts go.
     pub artifacts: Arc<Artifacts>,
     /// The keys steps' OpenID Connect tokens are signed with (shared with [`crate::oidc`]).
-    pub id_tokens: Arc<crate::id_tokens::IdTokens>,
+    pub id_tokens: Arc<plue_core::id_tokens::IdTokens>,
     /// The engine's side of every attempt: what these routes carry to and from runners.
     pub attempts: Arc<Attempts>,
 }
@@ -444,7 +444,7 @@ enum Proof {
 /// to a debug session or an error, before it claimed), it wakes another poll instead, so
 /// the step it was for never waits for the timer.
 struct UnusedWake<'a> {
-    events: &'a crate::events::Events,
+    events: &'a plue_store::events::Events,
     held: bool,
 }
 
@@ -892,7 +892,7 @@ fn validate_host(host: Option<&str>) -> ApiResult<()> {
 }
 
 fn validate_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
-    runner_scope::check_announced(labels).map_err(|e| ApiError::bad_request(e.to_string()))
+    scope::check_announced(labels).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 fn validate_batch(batch: &LogBatch) -> ApiResult<()> {
@@ -962,10 +962,10 @@ fn validate_outputs(outputs: &BTreeMap<String, String>) -> ApiResult<()> {
 
 /// Canonical `k=v,...` forms of every subset of `labels` (the empty set included): the
 /// operator's labels and the reserved network labels (at most
-/// [`runner_scope::MAX_ANNOUNCED`] in all, as registration checks).
+/// [`scope::MAX_ANNOUNCED`] in all, as registration checks).
 pub fn label_subsets(labels: &BTreeMap<String, String>) -> Vec<String> {
     let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let n = pairs.len().min(runner_scope::MAX_ANNOUNCED);
+    let n = pairs.len().min(scope::MAX_ANNOUNCED);
     (0u32..(1 << n))
         .map(|mask| {
             pairs[..n]
@@ -994,7 +994,7 @@ mod tests {
         assert_eq!(sets, ["", "gpu=a100", "gpu=a100,os=linux", "os=linux"]);
         let step: BTreeMap<String, String> =
             BTreeMap::from([("os".into(), "linux".into()), ("gpu".into(), "a100".into())]);
-        let canonical = crate::store::canonical_labels(step.iter());
+        let canonical = plue_store::canonical_labels(step.iter());
         assert!(sets.contains(&canonical));
     }
 }

@@ -16,8 +16,8 @@
 //!
 //! Invariants: the core never calls up into this crate (Cargo refuses the cycle); every
 //! handler decides access through [`access`] before it reads a run, a repository or a
-//! secret. The re-exports below let the servers name the core's modules by the paths
-//! they had before the split (`crate::executor`, `crate::store`, ...).
+//! secret. The layers below are named by their own crates (`plue_core::executor`,
+//! `plue_store::Store`, ...): this crate re-exports none of them.
 
 pub mod access;
 pub mod api;
@@ -38,9 +38,3 @@ pub mod sweeper;
 mod testing;
 pub mod web;
 pub mod webhooks;
-
-pub use plue_core::{
-    annotations, artifacts, dispatch, engine_secrets, events, executor, forge, forge_roles,
-    id_tokens, launch, metrics, outbound, outbound_wall, pool, pricing, registry, runner_scope,
-    safe_outputs, schedule, scheduler, status_reporter, store, tokens, transcripts, vault,
-};

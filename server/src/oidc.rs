@@ -1,5 +1,5 @@
 //! The engine as an OpenID Connect issuer, for the tokens it signs for steps
-//! ([`crate::id_tokens`]): `GET /.well-known/openid-configuration` (the discovery
+//! ([`plue_core::id_tokens`]): `GET /.well-known/openid-configuration` (the discovery
 //! document) and `GET /.well-known/jwks` (its keys), where relying parties — a cloud's
 //! identity federation, Vault's JWT auth — look for them.
 //!
@@ -13,8 +13,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use plue_core::executor::Executor;
 
-use crate::executor::Executor;
 use crate::http_error::ApiResult;
 
 /// What the issuer's routes read.
@@ -24,7 +24,7 @@ pub struct OidcState {
     /// The tokens' `iss`.
     pub issuer: Arc<str>,
     /// The keys the runner protocol's claims sign with.
-    pub keys: Arc<crate::id_tokens::IdTokens>,
+    pub keys: Arc<plue_core::id_tokens::IdTokens>,
 }
 
 pub fn router(state: OidcState) -> Router {
@@ -38,7 +38,7 @@ pub fn router(state: OidcState) -> Router {
 const CACHE: &str = "public, max-age=300";
 
 async fn configuration(State(state): State<OidcState>) -> Response {
-    let document = crate::id_tokens::discovery(&state.issuer);
+    let document = plue_core::id_tokens::discovery(&state.issuer);
     ([(header::CACHE_CONTROL, CACHE)], Json(document)).into_response()
 }
 

@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
+use plue_pool::kubernetes::ClassStatus;
+use plue_pool::PoolStatus;
 use tokio::sync::watch;
 
 use crate::ops::{ClassGauges, PoolGauges, PoolReader, RunnerCounts};
-use crate::pool::kubernetes::ClassStatus;
-use crate::pool::PoolStatus;
 
 /// The reader for whichever pools this engine runs; `None` when it runs none.
 pub fn reader(
@@ -52,8 +52,9 @@ fn counts(status: &PoolStatus) -> RunnerCounts {
 mod tests {
     use std::collections::BTreeMap;
 
+    use plue_pool::kubernetes::Failures;
+
     use super::*;
-    use crate::pool::kubernetes::Failures;
 
     #[test]
     fn a_follower_class_has_no_counts_and_the_local_pool_reads_live() {

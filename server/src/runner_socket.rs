@@ -96,7 +96,7 @@ impl Drop for RemoveDir {
 fn fresh_dir(parent: &Path) -> anyhow::Result<RemoveDir> {
     let mut last_error = None;
     for _ in 0..8 {
-        let suffix = &crate::tokens::new_token()?[..12];
+        let suffix = &plue_vault::tokens::new_token()?[..12];
         let dir = parent.join(format!("plue-runners-{suffix}"));
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {

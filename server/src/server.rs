@@ -22,6 +22,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use evaluator::EvaluatorPool;
+use plue_core::artifacts::{Artifacts, ArtifactsConfig};
+use plue_core::attempts::{Attempts, AttemptsConfig};
+use plue_core::executor::Executor;
+use plue_core::registry::Registry;
+use plue_core::scheduler;
+use plue_core::status_reporter::StatusReporter;
+use plue_pool::kubernetes::ClassStatus;
+use plue_pool::local::{LocalConfig, LocalProvider, RunnerProcess};
+use plue_pool::{Demand, Pool, PoolConfig, PoolStatus};
+use plue_store::events::Events;
+use plue_store::Store;
+use plue_vault::Vault;
 use runner::network::capability::Capability;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -30,22 +42,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::followers::{FollowerLimits, Followers, TrustedProxies};
 use crate::api::{self, ApiState};
-use crate::artifacts::{Artifacts, ArtifactsConfig};
-use crate::events::Events;
-use crate::executor::Executor;
 use crate::internal_api::{self, InternalConfig, InternalState, RunnerAuth};
 use crate::ops::{self, OpsState};
-use crate::pool::kubernetes::ClassStatus;
-use crate::pool::local::{LocalConfig, LocalProvider, RunnerProcess};
-use crate::pool::{Demand, Pool, PoolConfig, PoolStatus};
-use crate::registry::Registry;
 use crate::runner_socket::RunnerSocket;
-use crate::status_reporter::StatusReporter;
-use crate::store::Store;
 use crate::sweeper::{self, SweeperConfig};
-use crate::vault::Vault;
-use crate::{scheduler, web, webhooks};
-use plue_core::attempts::{Attempts, AttemptsConfig};
+use crate::{web, webhooks};
 
 /// A local pool of runner processes.
 #[derive(Debug, Clone)]
@@ -77,10 +78,10 @@ pub struct EngineConfig {
     pub vault: Vault,
     /// The engine's GitHub App (`--github-app-id`, `--github-app-key-file`): GitHub
     /// repositories without a personal token are written to with its installation tokens.
-    pub github_app: Option<crate::forge::auth::GitHubApp>,
+    pub github_app: Option<plue_forge::auth::GitHubApp>,
     /// The GitHub App's webhook secret (`--github-app-webhook-secret-file`): its
     /// `installation` and `installation_repositories` deliveries are checked with it.
-    pub github_app_webhook_secret: Option<crate::forge::auth::Token>,
+    pub github_app_webhook_secret: Option<plue_forge::auth::Token>,
     /// Register the repositories the App's accepted installations name
     /// (`--register-installed-repos`; off by default: an admin registers them).
     pub register_installed_repos: bool,
@@ -96,13 +97,13 @@ pub struct EngineConfig {
     pub status_interval: Duration,
     /// The engine's own secrets (`--secret`) and the repositories each reaches
     /// (`--secret-repos`).
-    pub secrets: crate::engine_secrets::EngineSecrets,
+    pub secrets: plue_core::engine_secrets::EngineSecrets,
     /// Most steps of one run queued or running at once.
     pub max_parallel: usize,
     pub heartbeat_interval: Duration,
     pub lost_after: Duration,
     /// How often the roles people hold through their forge permissions are refreshed
-    /// ([`crate::forge_roles`], `--forge-roles-every-secs`): 5 minutes; `None`: never
+    /// ([`plue_core::forge_roles`], `--forge-roles-every-secs`): 5 minutes; `None`: never
     /// (only Plue's own grants count then, and forge roles already learnt go stale).
     pub forge_roles_every: Option<Duration>,
     /// How long a runner has to acknowledge a claim a poll handed it before the step goes
@@ -128,13 +129,13 @@ pub struct EngineConfig {
     /// live-stream caps count (`--trusted-proxy`; none by default: the direct peer).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The most bytes of log text an attempt and a run may store (`--quota-*-log-bytes`).
-    pub log_quotas: crate::store::LogQuotas,
+    pub log_quotas: plue_store::LogQuotas,
     /// Whether the engine itself fails fork steps no runner accepting forks can serve
-    /// ([`crate::pool::forks::run`]); off when the Kubernetes pool, which knows its
+    /// ([`plue_pool::forks::run`]); off when the Kubernetes pool, which knows its
     /// classes, does it.
     pub fail_unservable_forks: bool,
     /// What `llm` tokens cost (`--llm-prices FILE` over the built-in table).
-    pub prices: Arc<crate::pricing::Prices>,
+    pub prices: Arc<plue_core::pricing::Prices>,
     /// Steps whose final workspace every run keeps (`plue run --export STEP=DIR`).
     pub kept_workspaces: std::collections::BTreeSet<String>,
     /// Where llm steps' `prompt_file`s are read (by the engine, when a step is claimed)
@@ -144,14 +145,14 @@ pub struct EngineConfig {
     pub prompt_root: Option<PathBuf>,
     /// The keys provenance statements are signed with (`plue serve --signing-key`); `None`:
     /// changes are applied without a statement.
-    pub provenance: Option<crate::safe_outputs::attest::Keys>,
+    pub provenance: Option<plue_core::safe_outputs::attest::Keys>,
     /// The cluster's egress proxy's token (`plue serve --egress-proxy-token-file`): allow-list
     /// steps' assignments carry a grant the proxy checks here (`internal_api::egress`);
     /// `None`: no grants, and a runner that needs one fails such a step closed.
     pub egress_proxy_token: Option<String>,
     /// Where the Kubernetes pool's runner pods are (filled once the pool runs): the egress
     /// proxy's credentials are honoured only from the pod of the attempt's runner.
-    pub runner_pods: crate::pool::kubernetes::PodAddresses,
+    pub runner_pods: plue_pool::kubernetes::PodAddresses,
     /// The providers people sign in with (`--oidc-issuer`, `--github-sign-in-client-id`,
     /// `--gitea-sign-in-url`; none by default: API tokens only).
     pub sign_in: crate::sign_in::Settings,
@@ -178,7 +179,7 @@ impl EngineConfig {
             heartbeat_interval: Duration::from_secs(2),
             lost_after: Duration::from_secs(10),
             claim_ack: Duration::from_secs(5),
-            forge_roles_every: Some(crate::forge_roles::REFRESH),
+            forge_roles_every: Some(plue_core::forge_roles::REFRESH),
             due_check: Duration::from_millis(250),
             poll_recheck: Duration::from_secs(5),
             pool: None,
@@ -188,14 +189,14 @@ impl EngineConfig {
                 std::env::temp_dir().join(format!("plue-artifacts-{}", std::process::id())),
             ),
             trusted_proxies: Vec::new(),
-            log_quotas: crate::store::LogQuotas::default(),
+            log_quotas: plue_store::LogQuotas::default(),
             fail_unservable_forks: true,
-            prices: Arc::new(crate::pricing::Prices::builtin()),
+            prices: Arc::new(plue_core::pricing::Prices::builtin()),
             kept_workspaces: std::collections::BTreeSet::new(),
             prompt_root: None,
             provenance: None,
             egress_proxy_token: None,
-            runner_pods: crate::pool::kubernetes::PodAddresses::default(),
+            runner_pods: plue_pool::kubernetes::PodAddresses::default(),
             sign_in: crate::sign_in::Settings::default(),
         }
     }
@@ -218,14 +219,14 @@ pub struct RunningEngine {
     pool_task: Option<tokio::task::JoinHandle<()>>,
     tasks: JoinSet<()>,
     /// On PostgreSQL: this engine and the other replicas of its database waking each
-    /// other ([`crate::store::wake`]); stopped when the engine is dropped.
-    wakes: Option<crate::store::wake::ReplicaWakes>,
+    /// other ([`plue_store::wake`]); stopped when the engine is dropped.
+    wakes: Option<plue_store::wake::ReplicaWakes>,
 }
 
 impl RunningEngine {
     /// How this engine and the other replicas of its PostgreSQL wake each other; `None`
     /// on SQLite.
-    pub fn replica_wakes(&self) -> Option<&crate::store::wake::ReplicaWakes> {
+    pub fn replica_wakes(&self) -> Option<&plue_store::wake::ReplicaWakes> {
         self.wakes.as_ref()
     }
 
@@ -359,7 +360,7 @@ async fn start_serving(
     };
     let events = Arc::new(Events::default());
     // Before anything can queue work: the other replicas hear of all of it.
-    let wakes = crate::store::wake::start(&store, events.clone()).await;
+    let wakes = plue_store::wake::start(&store, events.clone()).await;
     let executor = Arc::new(
         Executor::new(
             store.clone(),
@@ -367,7 +368,7 @@ async fn start_serving(
             config.secrets.clone(),
             config.max_parallel,
         )
-        .with_forge_auth(crate::forge::auth::ForgeAuth::new(
+        .with_forge_auth(plue_forge::auth::ForgeAuth::new(
             config.vault.clone(),
             config.github_app.clone(),
         ))
@@ -409,7 +410,7 @@ async fn start_serving(
                 start_timeout: Duration::from_secs(30),
                 tick: Duration::from_millis(100),
                 class: "local".into(),
-                start_backoff: crate::pool::BackoffPolicy::default(),
+                start_backoff: plue_pool::BackoffPolicy::default(),
             },
             executor.clone(),
             // Forks' steps only when its runners accept forks (they have no labels).
@@ -428,7 +429,7 @@ async fn start_serving(
         .unwrap_or(&url)
         .trim_end_matches('/')
         .into();
-    let id_token_keys = Arc::new(crate::id_tokens::IdTokens::default());
+    let id_token_keys = Arc::new(plue_core::id_tokens::IdTokens::default());
     let egress = config
         .egress_proxy_token
         .as_deref()
@@ -517,7 +518,7 @@ async fn start_serving(
                             .github_app
                             .as_ref()
                             .map(|app| app.api_url().to_string())
-                            .filter(|api| api != crate::forge::auth::DEFAULT_APP_API),
+                            .filter(|api| api != plue_forge::auth::DEFAULT_APP_API),
                     }),
             }),
     });
@@ -563,14 +564,14 @@ async fn start_serving(
             .filter(|pool| pool.runner.labels.is_empty())
             .map(local_offer)
             .collect();
-        tasks.spawn(crate::pool::forks::run(
+        tasks.spawn(plue_pool::forks::run(
             executor.clone(),
             offered,
             shutdown.clone(),
         ));
         // Without the Kubernetes pool (whose check covers its classes and this pool), a
         // step whose network policy no runner enforces fails with the reason.
-        tasks.spawn(crate::pool::unenforceable::run(
+        tasks.spawn(plue_pool::unenforceable::run(
             executor.clone(),
             config.pool.as_ref().map(local_offer),
             shutdown.clone(),
@@ -606,7 +607,7 @@ async fn start_serving(
         ));
     }
     if let Some(every) = config.forge_roles_every {
-        tasks.spawn(crate::forge_roles::refresh_every(
+        tasks.spawn(plue_core::forge_roles::refresh_every(
             executor.clone(),
             every,
             shutdown.clone(),
@@ -622,7 +623,7 @@ async fn start_serving(
     };
     tasks.spawn(reporter.run(config.status_interval, shutdown.clone()));
     // Accepted safe outputs, written to the forge with the repository's token.
-    let applier = crate::safe_outputs::apply::Applier::new(
+    let applier = plue_core::safe_outputs::apply::Applier::new(
         store.clone(),
         config.vault.clone(),
         config.mirrors_dir.clone(),

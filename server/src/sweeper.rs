@@ -16,12 +16,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use plue_core::executor::{Executor, Report};
+use plue_store::{now_ms, Unanswered};
 use plue_types::protocol::Outcome;
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::{Executor, Report};
 use crate::internal_api::RunnerAuth;
-use crate::store::{now_ms, Unanswered};
 
 #[derive(Debug, Clone)]
 pub struct SweeperConfig {
@@ -113,13 +113,13 @@ async fn sweep(
 }
 
 /// Fails every attempt runner `runner_id` holds with `reason` (retried if its step has
-/// retries left): [`crate::pool::engine::fail_attempts_of`] with this engine's executor.
+/// retries left): [`plue_pool::engine::fail_attempts_of`] with this engine's executor.
 pub async fn fail_attempts_of(
     executor: &Executor,
     runner_id: i64,
     reason: &str,
 ) -> anyhow::Result<usize> {
-    crate::pool::engine::fail_attempts_of(executor, runner_id, reason).await
+    plue_pool::engine::fail_attempts_of(executor, runner_id, reason).await
 }
 
 fn failed(reason: String) -> Report {

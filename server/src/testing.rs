@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
+use plue_core::artifacts::{Artifacts, ArtifactsConfig};
+use plue_core::executor::Executor;
+use plue_store::events::Events;
+use plue_store::{NewToken, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiState;
-use crate::artifacts::{Artifacts, ArtifactsConfig};
-use crate::events::Events;
-use crate::executor::Executor;
-use crate::store::{NewToken, Store};
 
 /// An engine's API without its background parts: a fresh store, its executor, and the
 /// API's state over them. Change what a test needs with struct update syntax:
@@ -73,16 +73,16 @@ pub(crate) async fn user_with_token(
     let user_id = match store.user_by_name(name).await.unwrap() {
         Some(user) => user.id,
         None => store
-            .create_user(&crate::store::NewUser::person(name))
+            .create_user(&plue_store::NewUser::person(name))
             .await
             .unwrap(),
     };
-    let token = crate::tokens::new_token().unwrap();
+    let token = plue_vault::tokens::new_token().unwrap();
     let token_id = store
         .create_user_token(&NewToken {
             user_id,
             name: "laptop",
-            token_hash: &crate::tokens::hash_token(&token),
+            token_hash: &plue_vault::tokens::hash_token(&token),
             max_role: scope.max_role,
             repos: scope.repos,
             expires_at: scope.expires_at,

@@ -40,16 +40,16 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::forge::payload::{self, ForgeEvent};
-use crate::forge::signature::SignatureError;
-use crate::forge::{signature, Forge};
 use crate::http_error::{ApiError, ApiResult};
-use crate::metrics;
-use crate::registry::Registry;
-use crate::store::Store;
-use crate::vault::Vault;
 pub use installation_owners::{InstallationOwners, InstallationRefused};
 pub use installations::{judge_recorded_installations, AppHooks, Registering};
+use plue_core::metrics;
+use plue_core::registry::Registry;
+use plue_forge::payload::{self, ForgeEvent};
+use plue_forge::signature::SignatureError;
+use plue_forge::{signature, Forge};
+use plue_store::Store;
+use plue_vault::Vault;
 
 /// The largest body accepted.
 pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
@@ -326,7 +326,7 @@ async fn forget(state: &WebhookState, forge: Forge, recorded: &[&str]) -> ApiRes
 /// its own webhook holds, stays unbound until an installation names it.
 async fn same_repository(
     state: &WebhookState,
-    repo: &crate::store::RepoRow,
+    repo: &plue_store::RepoRow,
     forge_repo_id: Option<i64>,
     shares_apps_secret: bool,
 ) -> ApiResult<()> {
@@ -363,7 +363,8 @@ async fn same_repository(
 fn unknown_secret() -> &'static str {
     static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SECRET.get_or_init(|| {
-        crate::tokens::new_token().unwrap_or_else(|_| format!("{:?}", std::time::Instant::now()))
+        plue_vault::tokens::new_token()
+            .unwrap_or_else(|_| format!("{:?}", std::time::Instant::now()))
     })
 }
 
@@ -442,10 +443,10 @@ fn repository_name(body: &[u8]) -> ApiResult<Named> {
 #[cfg(test)]
 mod tests {
     use axum::http::Request as HttpRequest;
+    use plue_store::NewRepo;
     use tower::ServiceExt;
 
     use super::*;
-    use crate::store::NewRepo;
 
     pub(super) const SECRET: &str = "the-webhook-secret";
 

@@ -4,7 +4,7 @@
 //!
 //! Invariants:
 //! - Only steps final as `succeeded` or `skipped` in the earlier run are carried (which
-//!   ones is the engine's choice, `engine::executor::reruns`); a carried step keeps its
+//!   ones is the engine's choice, `plue_core::executor::reruns`); a carried step keeps its
 //!   status, exit code, times and outputs, starts no attempt and has no log of its own in
 //!   the new run (its reason names the run it comes from).
 //! - Its hand-off blobs (workspace, artifacts, transcript) are listed again under the new

@@ -9,7 +9,7 @@
 use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
-use engine::store::{RunRow, Store};
+use plue_store::{RunRow, Store};
 use testkit::TempPostgres;
 
 use super::ingest::Ingested;

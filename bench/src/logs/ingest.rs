@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use engine::store::{NewRun, Store};
 use evaluator::plan::{Plan, Step};
+use plue_store::{NewRun, Store};
 use plue_types::protocol::{LogLine, Stream, WorkspaceSource};
 use testkit::TempPostgres;
 
@@ -148,7 +148,7 @@ async fn postgres_ceiling(postgres: &TempPostgres) -> Result<Vec<(String, Ingest
 
 /// `LINES` lines in batches of `BATCH`.
 fn lines() -> Vec<Vec<LogLine>> {
-    let ts_ms = engine::store::now_ms();
+    let ts_ms = plue_store::now_ms();
     let all: Vec<LogLine> = (1..=LINES)
         .map(|seq| LogLine {
             seq,

@@ -22,10 +22,10 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use object_store::WriteMultipart;
+use plue_store::Store;
 use sha2::{Digest, Sha256};
 
 use super::{ArtifactError, Artifacts, ByteStream};
-use crate::store::Store;
 
 pub mod content;
 
@@ -465,7 +465,7 @@ mod tests {
     // Objects no entry names go at once; one an entry names stays.
     #[tokio::test]
     async fn dropped_objects_leave_the_disk_at_once_unless_named() {
-        let (store, _db) = crate::store::testing::sqlite().await;
+        let (store, _db) = plue_store::testing::sqlite().await;
         let dir = tempfile::tempdir().unwrap();
         let artifacts = Artifacts::open(&ArtifactsConfig::local(dir.path().into())).unwrap();
         let kept = artifacts
@@ -479,13 +479,13 @@ mod tests {
         let plan = evaluator::plan::Plan::new("ci", Vec::new());
         let json = serde_json::to_string(&plan).unwrap();
         let run = store
-            .create_run(&crate::store::testing::local_run(&plan, &json), 1)
+            .create_run(&plue_store::testing::local_run(&plan, &json), 1)
             .await
             .unwrap()
             .id;
-        let entry = crate::store::NewCacheEntry {
+        let entry = plue_store::NewCacheEntry {
             repo_id: None,
-            partition: crate::caches::Partition::Local,
+            partition: plue_types::partition::Partition::Local,
             name: "rust",
             key: "rust-1",
             digest: &kept.digest,
@@ -493,7 +493,7 @@ mod tests {
             blob_key: &kept.key,
             run_id: run,
             causer: None,
-            trust: crate::caches::Trust::Local,
+            trust: plue_types::partition::Trust::Local,
             now: 1,
         };
         store

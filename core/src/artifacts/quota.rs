@@ -16,10 +16,10 @@
 //!   the upload began ([`Allowance`]) plus what the run's other uploads in this engine
 //!   have streamed so far ([`super::Streaming`]), to stop early; then again, authoritatively, in the
 //!   transaction that records the blob with the scope's rows locked
-//!   ([`crate::store::Store::record_blob`]), so two uploads racing one quota cannot both
+//!   ([`plue_store::Store::record_blob`]), so two uploads racing one quota cannot both
 //!   pass it. Retention deletes blob rows, which frees quota.
 
-use crate::store::{BlobUsage, Usage};
+use plue_store::{BlobUsage, Usage};
 
 /// One quota: the most bytes and artifact files a scope keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,7 +175,7 @@ pub struct Allowance {
 }
 
 impl Allowance {
-    /// The scopes of a run with `usage` (from [`crate::store::Store::blob_usage`]).
+    /// The scopes of a run with `usage` (from [`plue_store::Store::blob_usage`]).
     pub fn new(quotas: &Quotas, usage: &BlobUsage) -> Allowance {
         let mut scopes = Vec::with_capacity(3);
         let (scope, quota) = if usage.fork {

@@ -318,11 +318,12 @@ mod tests {
     //! blocking threads: they must hold no blocking thread, only their capped slots, and
     //! only until they have been idle for the idle time.
 
+    use plue_store::BlobUsage;
+    use plue_types::protocol::BlobKind;
+
     use super::*;
     use crate::artifacts::quota::{Allowance, Quota, Quotas};
     use crate::artifacts::ArtifactsConfig;
-    use crate::store::BlobUsage;
-    use plue_types::protocol::BlobKind;
 
     const LONG: Duration = Duration::from_secs(60);
 

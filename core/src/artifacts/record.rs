@@ -10,11 +10,11 @@
 
 use bytes::Bytes;
 use futures::Stream;
+use plue_store::{now_ms, NewBlob, RecordError, Store};
 use plue_types::protocol::BlobKind;
 
 use super::quota::Allowance;
 use super::{ArtifactError, Artifacts, Stored};
-use crate::store::{now_ms, NewBlob, RecordError, Store};
 
 /// What an upload is of: one attempt's workspace or artifacts.
 #[derive(Debug, Clone, PartialEq, Eq)]

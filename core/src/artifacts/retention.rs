@@ -10,10 +10,10 @@
 
 use std::time::Duration;
 
+use plue_store::{now_ms, Store};
 use tokio_util::sync::CancellationToken;
 
 use super::Artifacts;
-use crate::store::{now_ms, Store};
 
 /// How often expired blobs are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);

@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use plue_store::BlobUsage;
 use plue_types::protocol::BlobKind;
 use runner::handoff;
 
 use super::quota::{Allowance, Quota, Quotas, Scope};
 use super::{ArtifactError, Artifacts, ArtifactsConfig};
-use crate::store::BlobUsage;
 
 fn store(dir: &Path) -> Artifacts {
     Artifacts::open(&ArtifactsConfig::local(dir.join("blobs"))).unwrap()

@@ -5,12 +5,12 @@
 
 use std::collections::BTreeMap;
 
+use plue_store::{AttemptOwner, Claimed};
 use plue_types::protocol::{self as wire, Assignment, NetworkPolicy, StepAction};
 
 use super::{checkout, AttemptRefused, Attempts, AuthedRunner};
 use crate::dispatch::Dispatch;
 use crate::executor::Report;
-use crate::store::{AttemptOwner, Claimed};
 
 impl Attempts {
     /// The assignment for a fresh claim (its owner remembered), or `None` when the attempt
@@ -103,7 +103,8 @@ impl Attempts {
                 .run_cache_partition(claimed.run_id)
                 .await?
                 .unwrap_or((None, None));
-            let partition = crate::caches::Partition::stored(label.as_deref(), repo.is_some());
+            let partition =
+                plue_types::partition::Partition::stored(label.as_deref(), repo.is_some());
             dispatch.cache_specs(&partition.label(), self.artifacts.cache_entry_limit())
         };
         let mut action = dispatch.action;

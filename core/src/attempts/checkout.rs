@@ -1,6 +1,6 @@
 //! The checkout credential of a claimed step: a step of a repository the engine serves as
 //! its GitHub App checks out with a read-only installation token
-//! ([`crate::forge::auth::ForgeAuth::git_credential`]), added to the assignment here, at
+//! ([`plue_forge::auth::ForgeAuth::git_credential`]), added to the assignment here, at
 //! claim time; and what follows when the forge refuses it there ([`after_attempt`]).
 //!
 //! Invariants: the credential is never stored (the run's stored workspace has none) and
@@ -19,11 +19,11 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use plue_forge::auth::{git_refused, Token};
 use plue_types::protocol::{Outcome, WorkspaceSource};
 
 use super::AttemptRefused;
 use crate::executor::Executor;
-use crate::forge::auth::{git_refused, Token};
 
 /// The most handed tokens remembered; past it they are all forgotten (those attempts'
 /// refusals then go unnoticed, as they did before).
@@ -136,16 +136,16 @@ mod tests {
     use std::time::Duration;
 
     use evaluator::plan::Plan;
+    use plue_forge::auth::{ForgeAuth, GitHubApp};
+    use plue_store::{NewRepo, NewRun, RunRepo};
+    use plue_types::protocol::Outcome;
     use plue_types::protocol::WorkspaceSource;
+    use plue_vault::Vault;
     use testkit::forge::app::{AppConfig, APP_KEY_PEM};
     use testkit::forge::{FakeForge, Flavor};
 
     use super::{after_attempt, with_credential, Handed};
     use crate::executor::Executor;
-    use crate::forge::auth::{ForgeAuth, GitHubApp};
-    use crate::store::{NewRepo, NewRun, RunRepo};
-    use crate::vault::Vault;
-    use plue_types::protocol::Outcome;
 
     fn git(url: &str, sha: &str) -> WorkspaceSource {
         WorkspaceSource::Git {

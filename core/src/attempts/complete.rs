@@ -3,11 +3,11 @@
 //! with the run's wall, the executor's one transition — and the runner's next attempt
 //! handed over in the answer ([`Attempts::claim_now`]).
 
+use plue_store::{now_ms, AttemptOwner, NextClaim};
 use plue_types::protocol::{self as wire, Assignment};
 
 use super::{checkout, Attempts, AuthedRunner, WITHHELD_NO_WALL};
 use crate::executor::{Report, RunnerSaid};
-use crate::store::{now_ms, AttemptOwner, NextClaim};
 
 impl Attempts {
     /// Completes attempt `attempt_id` (of `owner`, held by `runner`) as `completion` says

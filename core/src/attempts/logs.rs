@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
+use plue_store::events::Event;
+use plue_store::{log_quota, now_ms, AttemptOwner, BatchEnd, LogAttempt};
 use plue_types::protocol::LogBatch;
 
 use super::{Attempts, WITHHELD_NO_WALL};
-use crate::events::Event;
 use crate::executor::Report;
 use crate::metrics;
-use crate::store::{log_quota, now_ms, AttemptOwner, BatchEnd, LogAttempt};
 
 impl Attempts {
     /// Stores a batch of attempt `attempt_id`'s lines (a runner's batch, or the one its

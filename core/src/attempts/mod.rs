@@ -6,7 +6,7 @@
 //! attempt is here.
 //!
 //! Invariants:
-//! - An assignment is made only here ([`assign`]): its secrets through the executor's gate
+//! - An assignment is made only here (`assign.rs`): its secrets through the executor's gate
 //!   (`Executor::secret_values`), its budget held, its caches in the run's trust
 //!   partition, its checkout token, egress grant and OpenID Connect tokens minted last. A
 //!   claim whose assignment is refused fails its attempt at once with the reason
@@ -32,11 +32,12 @@ use std::time::Duration;
 
 pub use refused::AttemptRefused;
 
+use plue_outbound::Checker;
+use plue_store::{now_ms, Acknowledgement, AttemptOwner, LogQuotas};
+
 use crate::artifacts::Artifacts;
 use crate::executor::Executor;
 use crate::id_tokens::IdTokens;
-use crate::outbound::Checker;
-use crate::store::{now_ms, Acknowledgement, AttemptOwner, LogQuotas};
 
 /// A runner as its token authenticated it.
 #[derive(Debug, Clone)]
@@ -166,7 +167,7 @@ impl Attempts {
         crate::metrics::step_started(ready_at, now);
         let events = self.executor.events();
         events.steps_moved(owner.run_id, &[owner.step_run_id]);
-        events.send(crate::events::Event::Step {
+        events.send(plue_store::events::Event::Step {
             run_id: owner.run_id,
         });
         Ok(())

@@ -47,6 +47,6 @@ pub enum AttemptRefused {
     #[error("the forge gave no token to check out {repo}: {error}")]
     CheckoutToken {
         repo: String,
-        error: crate::forge::status::PostError,
+        error: plue_forge::status::PostError,
     },
 }

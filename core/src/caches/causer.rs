@@ -13,7 +13,7 @@
 
 use evaluator::{EvalContext, Event};
 
-use crate::store::{RepoRow, Store, Triggerer};
+use plue_store::{RepoRow, Store, Triggerer};
 
 /// The causer an entry records for a run started by `triggerer`: its forge logins as
 /// recorded (`github:alice`, `github:alice github:bob` when two caused it), else its name
@@ -141,9 +141,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_writer_linked_to_the_authors_login_is_trusted_and_nobody_else() {
-        let (store, _dir) = crate::store::testing::sqlite().await;
+        let (store, _dir) = plue_store::testing::sqlite().await;
         let repo_id = store
-            .create_repo(&crate::store::testing::repo("acme/app"))
+            .create_repo(&plue_store::testing::repo("acme/app"))
             .await
             .unwrap()
             .unwrap()
@@ -163,7 +163,7 @@ mod tests {
             Some("bob")
         );
         let bob = store
-            .create_user(&crate::store::NewUser::person("bob"))
+            .create_user(&plue_store::NewUser::person("bob"))
             .await
             .unwrap();
         store

@@ -13,10 +13,11 @@
 
 use evaluator::plan::{Action, Plan};
 use evaluator::{EvalContext, Event};
+use plue_store::{EnvironmentRow, NewRun, RunOrigin, Store, Triggerer};
+use plue_types::partition::Partition;
 
 use super::causer;
-use super::partition::{Origin, Partition, PlanFacts};
-use crate::store::{EnvironmentRow, NewRun, RunOrigin, Store, Triggerer};
+use super::partition::{Origin, PlanFacts};
 
 /// Whether a step of `plan` gives an agent tools (which demotes the run's caches). Every
 /// kind answers here, so a new one cannot keep a run's caches trusted by being forgotten.
@@ -218,11 +219,11 @@ mod tests {
         ctx: &EvalContext,
         plan: &Plan,
         secrets_allowed: bool,
-        environments: &[(&str, crate::store::EnvironmentSettings)],
+        environments: &[(&str, plue_store::EnvironmentSettings)],
     ) -> Partition {
-        let (store, _dir) = crate::store::testing::sqlite().await;
+        let (store, _dir) = plue_store::testing::sqlite().await;
         let repo_id = store
-            .create_repo(&crate::store::testing::repo("acme/app"))
+            .create_repo(&plue_store::testing::repo("acme/app"))
             .await
             .unwrap()
             .unwrap()
@@ -238,11 +239,11 @@ mod tests {
         let ctx_json = serde_json::to_string(ctx).unwrap();
         let new = NewRun {
             context_json: &ctx_json,
-            repo: Some(crate::store::RunRepo {
+            repo: Some(plue_store::RunRepo {
                 repo_id,
                 secrets_allowed,
             }),
-            ..crate::store::testing::local_run(plan, &json)
+            ..plue_store::testing::local_run(plan, &json)
         };
         // With environments defined, the gate's own rule admits the run; without, every
         // environment the plan names counts as admitting it.
@@ -351,7 +352,7 @@ mod tests {
     // once. It must not save into `protected`, which tags and releases read.
     #[tokio::test]
     async fn an_environment_awaiting_review_lifts_nothing() {
-        use crate::store::EnvironmentSettings;
+        use plue_store::EnvironmentSettings;
         let mut plan = Plan::new(
             "deploy",
             vec![Step::bash("build", "true"), Step::bash("ship", "true")],

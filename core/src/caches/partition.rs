@@ -1,8 +1,9 @@
 //! Which cache partition a run gets, as a pure function of where it comes from
 //! ([`Origin`]) and what its plan and its repository's rules add ([`PlanFacts`]):
 //! [`Origin::partition`]. The partitions themselves — the ladder, what each reads, the
-//! [`Trust`] their entries are written under, their labels — are the shared vocabulary's
-//! ([`plue_types::partition`]), re-exported here.
+//! [`Trust`](plue_types::partition::Trust) their entries are written under, their labels
+//! — are the shared vocabulary's ([`plue_types::partition`]), named by that path wherever
+//! they are used.
 //!
 //! | partition           | which runs                                                         |
 //! |---------------------|--------------------------------------------------------------------|
@@ -46,7 +47,7 @@
 //! Invariant: the ladder's own ([`plue_types::partition`]): whatever partition a run
 //! gets, it reads only itself and the partitions above it, of a trust it may restore.
 
-pub use plue_types::partition::{Partition, Trust, UNNAMED};
+use plue_types::partition::{Partition, UNNAMED};
 
 /// Where a run comes from, as the engine recorded it (never as the plan says).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +135,8 @@ pub fn partition_label(origin: &Origin, facts: PlanFacts) -> String {
 
 #[cfg(test)]
 mod tests {
+    use plue_types::partition::Trust;
+
     use super::*;
 
     fn partition_of(origin: &Origin, facts: PlanFacts) -> Partition {

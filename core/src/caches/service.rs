@@ -18,16 +18,16 @@
 
 use bytes::Bytes;
 use futures::Stream;
+use plue_store::{
+    cache_scope, now_ms, CacheEntryRow, CachePlace, CacheRecorded, NewCacheEntry, Store,
+};
+use plue_types::partition::{Partition, Trust};
 use plue_types::protocol::caches::{CacheEntry, CacheSaved, CacheSpec, MAX_KEY_BYTES};
 
 use super::causer;
-use super::partition::{Partition, Trust};
 use crate::artifacts::cache::content::ContentError;
 use crate::artifacts::cache::{CacheBlobError, OnMismatch};
 use crate::artifacts::{ArtifactError, Artifacts, ByteStream};
-use crate::store::{
-    cache_scope, now_ms, CacheEntryRow, CachePlace, CacheRecorded, NewCacheEntry, Store,
-};
 
 /// A run's caches: its partition and its scope.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,12 +1,12 @@
 //! The executor's side of approval steps: a ready approval step becomes `waiting` (no
 //! dispatch document, no runner) with a deadline of its `timeout` from now; the store's
-//! [`crate::store::Store::decide_approval`] and the sweeper's expiry make it final. The
+//! [`plue_store::Store::decide_approval`] and the sweeper's expiry make it final. The
 //! deadline holds without the sweeper: a decision that comes after it times the step out
-//! instead ([`crate::store::Decided::TimedOut`]).
+//! instead ([`plue_store::Decided::TimedOut`]).
 
 use evaluator::plan::{Action, Plan};
 
-use crate::store::StepChange;
+use plue_store::StepChange;
 
 /// Whether `plan.steps[step]` is decided by a person.
 pub(crate) fn is_approval(plan: &Plan, step: usize) -> bool {

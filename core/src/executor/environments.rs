@@ -22,7 +22,7 @@
 
 use evaluator::plan::Plan;
 
-use crate::store::{EnvironmentRow, RunEnvironments, RunOrigin, StepRunRow};
+use plue_store::{EnvironmentRow, RunEnvironments, RunOrigin, StepRunRow};
 
 /// How long an environment review may wait for a decision: 30 days, after which the
 /// step fails as timed out (the plan's `timeout` bounds the step's run, not its review).
@@ -177,9 +177,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use evaluator::plan::Step;
+    use plue_store::EnvironmentSettings;
 
     use super::*;
-    use crate::store::EnvironmentSettings;
 
     fn prod(allowed: &[&str], reviewers: &[&str], wait_timer_s: i64) -> EnvironmentRow {
         EnvironmentRow {

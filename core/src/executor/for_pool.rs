@@ -7,15 +7,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use plue_pool::report::PoolEvent;
+use plue_store::events::Events;
+use plue_store::Store;
 use plue_types::protocol::Outcome;
 
 use super::{Executor, Report};
-use crate::events::Events;
 use crate::metrics;
-use crate::pool::report::PoolEvent;
-use crate::store::Store;
 
-impl crate::pool::engine::Engine for Executor {
+impl plue_pool::engine::Engine for Executor {
     fn store(&self) -> &Store {
         Executor::store(self)
     }
@@ -46,7 +46,7 @@ impl crate::pool::engine::Engine for Executor {
         runner_id: i64,
         how: &'a str,
     ) -> BoxFuture<'a, anyhow::Result<usize>> {
-        let why = crate::store::Unanswered::RunnerEnded(how);
+        let why = plue_store::Unanswered::RunnerEnded(how);
         Box::pin(self.return_unacknowledged(i64::MAX, Some(runner_id), why))
     }
 }
@@ -54,7 +54,7 @@ impl crate::pool::engine::Engine for Executor {
 /// Sends the pools' reports to this process's metrics families (installed by
 /// [`Executor::new`]: every engine process makes an executor before it starts a pool).
 pub(super) fn install_pool_reports() {
-    crate::pool::report::set_sink(|event| {
+    plue_pool::report::set_sink(|event| {
         metrics::record(match event {
             PoolEvent::StartFailed { class } => metrics::Event::StartFailed { class },
             PoolEvent::PodFailed { class, reason } => metrics::Event::PodFailed { class, reason },

@@ -35,11 +35,11 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use evaluator::plan::Plan;
+use plue_store::events::{Event, Events};
+use plue_store::{now_ms, KnownSteps, NewRun, NextClaim, RunRepo, Store, Triggerer};
+use plue_vault::Vault;
 
 use crate::engine_secrets::{EngineSecrets, Lookup};
-use crate::events::{Event, Events};
-use crate::store::{now_ms, KnownSteps, NewRun, NextClaim, RunRepo, Store, Triggerer};
-use crate::vault::Vault;
 use outputs::OutputCache;
 pub use rules::Report;
 
@@ -65,7 +65,7 @@ pub struct Executor {
     vault: Vault,
     /// The credentials for the repositories' forges (personal tokens opened with `vault`,
     /// or the GitHub App's installation tokens).
-    forge_auth: crate::forge::auth::ForgeAuth,
+    forge_auth: plue_forge::auth::ForgeAuth,
     max_parallel: i64,
     /// Prices `llm` attempts' usage when their completion arrives (`crate::pricing`).
     prices: Arc<crate::pricing::Prices>,
@@ -154,7 +154,7 @@ impl Executor {
             steps_read: AtomicU64::new(0),
             secrets,
             vault: Vault::unkeyed(),
-            forge_auth: crate::forge::auth::ForgeAuth::personal(Vault::unkeyed()),
+            forge_auth: plue_forge::auth::ForgeAuth::personal(Vault::unkeyed()),
             kept_workspaces: BTreeSet::new(),
             max_parallel: max_parallel.max(1) as i64,
             prices: Arc::new(crate::pricing::Prices::builtin()),
@@ -181,19 +181,19 @@ impl Executor {
 
     /// Opens repository secrets and personal forge tokens with `vault`.
     pub fn with_vault(mut self, vault: Vault) -> Executor {
-        self.forge_auth = crate::forge::auth::ForgeAuth::personal(vault.clone());
+        self.forge_auth = plue_forge::auth::ForgeAuth::personal(vault.clone());
         self.vault = vault;
         self
     }
 
     /// Uses `auth` for every forge credential (and its vault for repository secrets).
-    pub fn with_forge_auth(mut self, auth: crate::forge::auth::ForgeAuth) -> Executor {
+    pub fn with_forge_auth(mut self, auth: plue_forge::auth::ForgeAuth) -> Executor {
         self.vault = auth.vault().clone();
         self.forge_auth = auth;
         self
     }
 
-    pub fn forge_auth(&self) -> &crate::forge::auth::ForgeAuth {
+    pub fn forge_auth(&self) -> &plue_forge::auth::ForgeAuth {
         &self.forge_auth
     }
 
@@ -710,15 +710,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Marks the queued attempts of the steps in `kept` (by id, among `steps`) to keep their
 /// final workspace, as a `workspace_from` reader would.
 fn keep_workspaces(
-    changes: &mut [crate::store::StepChange],
-    steps: &[crate::store::StepRunRow],
+    changes: &mut [plue_store::StepChange],
+    steps: &[plue_store::StepRunRow],
     kept: &BTreeSet<String>,
 ) {
     if kept.is_empty() {
         return;
     }
     for change in changes {
-        let crate::store::StepChange::Queue {
+        let plue_store::StepChange::Queue {
             step_run_id,
             dispatch,
             ..

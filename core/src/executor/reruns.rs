@@ -12,16 +12,16 @@
 //!   and only when at least one step runs again.
 //! - The choice is a pure function of the plan and the statuses ([`carried`]); the store
 //!   stores the carried steps in the transaction that creates the run
-//!   ([`crate::store::Store::create_rerun_by`]).
+//!   ([`plue_store::Store::create_rerun_by`]).
 
 use std::collections::VecDeque;
 
 use evaluator::loops::Loops;
 use evaluator::plan::Plan;
+use plue_store::Triggerer;
 use plue_types::status::{RunState, StepStatus};
 
 use super::Executor;
-use crate::store::Triggerer;
 
 /// What [`Executor::rerun_failed`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,9 +118,10 @@ impl Executor {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use evaluator::plan::Step;
     use StepStatus::{Cancelled, Failed, Skipped, Succeeded};
+
+    use super::*;
 
     fn bash(id: &str, command: &str, after: &[&str]) -> Step {
         Step::bash(id, command).after(after)

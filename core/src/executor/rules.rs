@@ -21,10 +21,11 @@ use plue_types::status::{RunStatus, StepStatus};
 use super::environments::{self, Admit, Gate};
 use super::outputs::{Outputs, MAX_RUN_OUTPUT_BYTES};
 
+use plue_store::RunSnapshot;
+use plue_store::{CompletedAttempt, StepAfter, StepChange, StepRunRow};
+
 use crate::dispatch::{self, StepResult};
 use crate::schedule::{self, AfterAttempt, AttemptOutcome, Decision};
-use crate::store::RunSnapshot;
-use crate::store::{CompletedAttempt, StepAfter, StepChange, StepRunRow};
 
 /// The run as the schedule sees it once the review loops due now have gone back
 /// ([`take_loops`]): worked out once per advance, for [`needed_outputs`] and then

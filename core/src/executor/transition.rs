@@ -17,16 +17,16 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
+use plue_store::events::Event;
+use plue_store::{
+    now_ms, AttemptEnd, ClaimNext, CompletedAttempt, NextClaim, RunToAdvance, StepAfter,
+};
 use plue_store::{Committed, ThenAdvance};
 use plue_types::status::AttemptStatus;
 
 use super::outputs::{self, Outputs};
 use super::{keep_workspaces, rules, Completed, Executor, Report, RunnerSaid};
-use crate::events::Event;
 use crate::metrics;
-use crate::store::{
-    now_ms, AttemptEnd, ClaimNext, CompletedAttempt, NextClaim, RunToAdvance, StepAfter,
-};
 
 /// An attempt's end that [`Executor::advance_one`] applies first, in the run's transition.
 #[derive(Clone, Copy)]

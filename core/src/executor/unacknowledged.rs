@@ -6,16 +6,17 @@
 //! Invariant: a returned claim is counted once, by the process whose transaction returned
 //! it, after that transaction committed.
 
-use crate::events::Event;
+use plue_store::events::Event;
+use plue_store::{now_ms, ReturnedClaim, Unanswered};
+
 use crate::metrics;
-use crate::store::{now_ms, ReturnedClaim, Unanswered};
 
 use super::Executor;
 
 impl Executor {
     /// Returns every claim still unacknowledged that was made before `claimed_before` (of
     /// runner `runner`, when given) to the queue, with `why` as the reason (see
-    /// [`crate::store::Store::return_unacknowledged`]); how many it returned.
+    /// [`plue_store::Store::return_unacknowledged`]); how many it returned.
     pub async fn return_unacknowledged(
         &self,
         claimed_before: i64,

@@ -37,10 +37,11 @@ use serde_json::{json, Value};
 
 pub use claims::{subject, Claims, StepFacts};
 
-use crate::executor::Executor;
-use crate::store::{now_ms, Audit, OidcKeyRow, RunRow, Store, ID_TOKEN_ISSUED};
-use crate::vault::Vault;
 use keys::SigningKey;
+use plue_store::{now_ms, Audit, OidcKeyRow, RunRow, Store, ID_TOKEN_ISSUED};
+use plue_vault::Vault;
+
+use crate::executor::Executor;
 
 /// The shortest life of a token, whatever the step's timeout.
 pub const MIN_TTL_SECS: i64 = 5 * 60;

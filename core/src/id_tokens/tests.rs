@@ -132,7 +132,7 @@ fn the_discovery_document_names_the_issuer_and_its_keys() {
 
 #[test]
 fn a_rotation_s_key_signs_only_once_the_key_it_replaces_retires() {
-    use crate::store::OidcKeyRow;
+    use plue_store::OidcKeyRow;
     let key = |kid: &str, created_at: i64, retired_at: Option<i64>| OidcKeyRow {
         kid: kid.into(),
         sealed_key: String::new(),

@@ -236,14 +236,14 @@ pub fn encode() -> Result<String, std::fmt::Error> {
 }
 
 /// Brings the forge's counts of refused installation tokens
-/// ([`crate::forge::auth::renewal_counts`], every use and result, zeros included) into
+/// ([`plue_forge::auth::renewal_counts`], every use and result, zeros included) into
 /// their family: the counters only grow, so each takes what it lacks. One copy at a time,
 /// so that two scrapes at once add nothing twice.
 fn forge_token_refusals() {
     static COPYING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _copying = COPYING.lock().unwrap_or_else(|p| p.into_inner());
     let f = &*FAMILIES;
-    for (use_, renewal, count) in crate::forge::auth::renewal_counts() {
+    for (use_, renewal, count) in plue_forge::auth::renewal_counts() {
         let counter = f.forge_token_refusals.get_or_create(&labels([
             ("use", use_.as_str()),
             ("result", renewal.as_str()),

@@ -68,7 +68,7 @@ fn a_label_value_cannot_break_the_exposition() {
 #[test]
 fn every_use_of_a_refused_token_is_a_series_from_the_start() {
     let text = super::encode().unwrap();
-    for use_ in crate::forge::auth::Use::ALL {
+    for use_ in plue_forge::auth::Use::ALL {
         for result in ["reminted", "refused_again"] {
             let series = format!(
                 "plue_forge_token_refusals_total{{use=\"{}\",result=\"{result}\"}}",

@@ -8,10 +8,10 @@
 //! transition is counted once across all replicas.
 
 use evaluator::plan::{Plan, Step};
+use plue_store::{CompletedAttempt, RunSnapshot, StepAfter, StepChange};
 use plue_types::status::{RunStatus, StepStatus};
 
 use super::{record, seconds_between, Event};
-use crate::store::{CompletedAttempt, RunSnapshot, StepAfter, StepChange};
 
 /// Final transitions an advance decided, recorded once it committed.
 #[derive(Debug, Default)]

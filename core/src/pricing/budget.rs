@@ -6,7 +6,7 @@
 //! **each attempt holds, from its claim to its end, the most it may spend of the run's
 //! budget**, its runner stops it before it spends more ([`runner::llm::budget`]), and the
 //! holds and the spending of a run's attempts never add up past the budget
-//! ([`crate::store::Store::reserve_budget`] sets each hold within what the others leave,
+//! ([`plue_store::Store::reserve_budget`] sets each hold within what the others leave,
 //! serialised per run). An attempt that ends returns what it held and did not spend.
 //!
 //! What an attempt asks to hold is what it can spend, not the run's remainder:
@@ -36,11 +36,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use evaluator::plan::{Action, Plan, Step};
+use plue_store::Store;
 use plue_types::protocol::{Budget, Price, RunBudget};
 use serde::{Deserialize, Serialize};
 
 use super::Prices;
-use crate::store::Store;
 
 /// An `llm` step's limits as its dispatch document stores them (micro-dollars).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,9 +22,9 @@
 //! - Reviews and check runs (`pull_request_review`, `check_run`, `check_suite`) start
 //!   nothing whoever caused them: the payload reader ignores them.
 
-use crate::forge::payload::{CommentEvent, IssueEvent, PullRequestEvent, Push};
-use crate::forge::permission::EngineIdentity;
-use crate::store::RepoRow;
+use plue_forge::payload::{CommentEvent, IssueEvent, PullRequestEvent, Push};
+use plue_forge::permission::EngineIdentity;
+use plue_store::RepoRow;
 
 use super::Registry;
 
@@ -133,9 +133,10 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
+    use plue_forge::payload::{self, ForgeEvent};
+    use plue_forge::Forge;
+
     use super::*;
-    use crate::forge::payload::{self, ForgeEvent};
-    use crate::forge::Forge;
 
     const ENGINE: &str = "plue-app[bot]";
 

@@ -13,7 +13,7 @@
 //!   only (never a fork's), as git's `http.extraHeader` in `GIT_CONFIG_*` variables: never
 //!   in a URL, an argument, the mirror's config or an error; and those fetches follow no
 //!   HTTP redirect (git would send the header on to the host redirected to). A fetch whose
-//!   installation token the forge refuses ([`crate::forge::auth::git_refused`]) is one
+//!   installation token the forge refuses ([`plue_forge::auth::git_refused`]) is one
 //!   exchange of [`ForgeAuth::renewing`]: that token is forgotten and the fetch made again
 //!   with a new one, once.
 //! - An anonymous mirror ([`Mirror::anonymous`]: a used module's repository, named by a
@@ -29,9 +29,9 @@
 //! Why one file past ~600 lines: every git command the engine runs goes through this file's
 //! one environment and argument checks; split, that one choke point would be several.
 
-use crate::forge::auth::{git_refused, ForgeAuth, Refused, Token};
-pub use crate::forge::git_names::{check_ref, is_full_sha};
-use crate::store::RepoRow;
+use plue_forge::auth::{git_refused, ForgeAuth, Refused, Token};
+pub use plue_forge::git_names::{check_ref, is_full_sha};
+use plue_store::RepoRow;
 use plue_types::protocol::GitCredential;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -571,7 +571,7 @@ fn check_sha(sha: &str) -> anyhow::Result<()> {
 
 /// `url` as errors show it: without credentials (they reach dispatchers and the forge).
 fn shown(url: &str) -> String {
-    crate::forge::without_credentials(url)
+    plue_forge::without_credentials(url)
 }
 
 fn check_url(url: &str) -> anyhow::Result<()> {

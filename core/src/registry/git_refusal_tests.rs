@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
+use plue_forge::auth::{ForgeAuth, GitHubApp, Refusable};
+use plue_store::RepoRow;
+use plue_types::protocol::GitCredential;
 use testkit::forge::app::{AppConfig, Presented, APP_KEY_PEM};
 use testkit::forge::{FakeForge, Flavor};
 
 use super::Mirror;
-use crate::forge::auth::{ForgeAuth, GitHubApp, Refusable};
-use crate::store::RepoRow;
-use plue_types::protocol::GitCredential;
 
 const REPO: &str = "acme/app";
 
@@ -40,7 +40,7 @@ async fn a_revoked_read_token_is_renewed_once_and_the_fetch_made() {
     let app = GitHubApp::new(4242, APP_KEY_PEM)
         .unwrap()
         .with_api_url(Some(forge.api_url()));
-    let auth = ForgeAuth::new(crate::vault::Vault::unkeyed(), Some(app));
+    let auth = ForgeAuth::new(plue_vault::Vault::unkeyed(), Some(app));
     let repo = repo(&forge);
     let tmp = tempfile::tempdir().unwrap();
     let mirror = Mirror::open(tmp.path().join("m.git"))

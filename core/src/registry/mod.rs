@@ -36,13 +36,13 @@ use anyhow::Context;
 use evaluator::inputs::{check as check_inputs, declared as manual_inputs};
 use evaluator::plan::{Plan, Trigger};
 use evaluator::{EvalContext, EvalError, EvaluatorPool, Event, PullRequest};
+use plue_forge::payload::{PullRequestEvent, Push};
+use plue_forge::repo_identity::NotConfirmed;
+use plue_store::{now_ms, NewRun, RepoRow, RunRepo, ScheduleEntry, ScheduleRow, Triggerer};
 use plue_types::protocol::WorkspaceSource;
 
 use crate::executor::Executor;
-use crate::forge::payload::{PullRequestEvent, Push};
-use crate::forge::repo_identity::NotConfirmed;
 use crate::launch::render_problems;
-use crate::store::{now_ms, NewRun, RepoRow, RunRepo, ScheduleEntry, ScheduleRow, Triggerer};
 use cause::Causers;
 use git::{Mirror, WorkflowFile};
 use matching::Occasion;
@@ -65,7 +65,7 @@ pub enum DispatchError {
     #[error("{0}")]
     Unavailable(String),
     /// The repository's name now names another repository on its forge than the one
-    /// registered ([`crate::forge::repo_identity`]).
+    /// registered ([`plue_forge::repo_identity`]).
     #[error("{0}")]
     Moved(String),
     #[error(transparent)]
@@ -78,7 +78,7 @@ pub struct Registry {
     mirrors: PathBuf,
     locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// Who may summon workflows from issues and comments ([`summon`]).
-    permissions: crate::forge::permission::Permissions,
+    permissions: plue_forge::permission::Permissions,
     /// For the forge API lookups of [`summon`].
     http: std::sync::OnceLock<reqwest::Client>,
     /// The default branches' workflows, kept per head ([`workflows`]).
@@ -329,7 +329,7 @@ impl Registry {
     pub async fn confirm_repository(&self, repo: &RepoRow) -> Result<(), DispatchError> {
         let client = self.http.get_or_init(reqwest::Client::new);
         let store = self.executor.store();
-        crate::forge::repo_identity::confirm(client, self.executor.forge_auth(), store, repo)
+        plue_forge::repo_identity::confirm(client, self.executor.forge_auth(), store, repo)
             .await
             .map_err(|refused| match refused {
                 NotConfirmed::Moved(why) => DispatchError::Moved(why),
@@ -739,7 +739,7 @@ impl Registry {
                 }
                 self.executor
                     .events()
-                    .send(crate::events::Event::RunFinished { run_id });
+                    .send(plue_store::events::Event::RunFinished { run_id });
                 Ok(run_id)
             }
         }
@@ -909,7 +909,7 @@ fn git_reason(why: &str) -> String {
         shown.push_str(&rest[..start]);
         rest = &rest[start..];
         let end = rest.find(is_separator).unwrap_or(rest.len());
-        shown.push_str(&crate::forge::without_credentials(&rest[..end]));
+        shown.push_str(&plue_forge::without_credentials(&rest[..end]));
         rest = &rest[end..];
     }
     let line = shown.split_whitespace().collect::<Vec<_>>().join(" ");

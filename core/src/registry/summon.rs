@@ -9,7 +9,7 @@
 //!   branch's head, with `ctx.pr.base` that branch and `ctx.pr.head` empty). The steps'
 //!   workspace is that same commit.
 //! - A run starts only when a matching trigger's `authors=` is met by whoever caused the
-//!   event ([`crate::forge::permission`]): the commenter for a comment; the `sender` for an
+//!   event ([`plue_forge::permission`]): the commenter for a comment; the `sender` for an
 //!   issue event (who opened the issue, who added the label — not the issue's author, who
 //!   did not ask for this run). Anyone else starts nothing (a log line at info and a
 //!   `refused` line in the delivery's answer), or, where a matching trigger says
@@ -54,15 +54,15 @@ use anyhow::Context;
 use evaluator::context::{Comment, Issue};
 use evaluator::plan::Authors;
 use evaluator::{EvalContext, Event, PullRequest};
+use plue_forge::lookup::{ApiTarget, Found};
+use plue_forge::payload::{Author, CommentEvent, IssueEvent, IssueFacts, RepoFacts};
+use plue_forge::permission::{EngineIdentity, Permission, Standing};
+use plue_store::RepoRow;
 
 use super::cause::{Cause, Causers};
 use super::git::{self, Mirror};
 use super::matching::{self, Occasion};
 use super::{Occurrence, Registry};
-use crate::forge::lookup::{ApiTarget, Found};
-use crate::forge::payload::{Author, CommentEvent, IssueEvent, IssueFacts, RepoFacts};
-use crate::forge::permission::{EngineIdentity, Permission, Standing};
-use crate::store::RepoRow;
 
 /// The hidden marker every comment (and issue) the engine writes carries.
 pub const ENGINE_MARKER: &str = "<!-- plue:";

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use evaluator::plan::Plan;
 use evaluator::{EvalContext, Event};
+use plue_store::RepoRow;
 
 use super::Registry;
-use crate::store::RepoRow;
 
 /// How long a head read from the forge is trusted before it is read again.
 pub const HEAD_TTL: Duration = Duration::from_secs(15);

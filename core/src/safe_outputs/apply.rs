@@ -18,7 +18,7 @@
 //!   commit are deterministic, an existing pull request for the branch is found and used,
 //!   comments and issues carry `<!-- plue:proposal:{id} -->` (for a comment's run
 //!   `<!-- plue:proposal:comment-{id}-{step}-{position} -->`) and are looked up before any
-//!   post ([`crate::forge::writer`]).
+//!   post ([`plue_forge::writer`]).
 //! - Proposals of one run are applied in order: one waits while an earlier one of its run
 //!   is not settled.
 //! - What the built commit changes (`git diff-tree -r --no-renames`, both sides of a
@@ -59,20 +59,20 @@ use std::time::Duration;
 use evaluator::plan::{Action, Plan};
 use evaluator::safe_outputs::SafeOutputs;
 use evaluator::EvalContext;
+use plue_forge::status::{self, CommitStatus, PostError, StatusTarget};
+use plue_forge::writer::{NewPull, Writer};
+use plue_forge::Forge;
+use plue_outbound::{Checker, Outbound};
+use plue_store::{now_ms, ProposalRow, RepoRow, RunRow, Store};
 use plue_types::protocol::Proposal;
+use plue_vault::Vault;
 use tokio_util::sync::CancellationToken;
 
-use crate::forge::status::{self, CommitStatus, PostError, StatusTarget};
-use crate::forge::writer::{NewPull, Writer};
-use crate::forge::Forge;
-use crate::outbound::{Checker, Outbound};
 use crate::outbound_wall::Walls;
 use crate::registry::git::{self, Mirror};
 use crate::safe_outputs::attest::{self, Attestor, Change, Subject};
 use crate::safe_outputs::validate;
 use crate::status_reporter::{backoff_ms, LEASE_MS, MAX_ATTEMPTS};
-use crate::store::{now_ms, ProposalRow, RepoRow, RunRow, Store};
-use crate::vault::Vault;
 
 mod commit;
 pub mod contents;
@@ -311,7 +311,7 @@ impl Applier {
         let token = self
             .walls
             .forge_auth()
-            .token(&job.repo, crate::forge::auth::Use::Write)
+            .token(&job.repo, plue_forge::auth::Use::Write)
             .await?
             .ok_or_else(|| {
                 PostError::Permanent(format!(
@@ -454,7 +454,7 @@ impl Applier {
                     .unwrap_or_default();
                 let body = checked(
                     "the pull request's body",
-                    &crate::forge::writer::with_marker(
+                    &plue_forge::writer::with_marker(
                         &format!(
                             "{}\n\n---\nProposed by step {} of [Plue run {}]({link}).{provenance}",
                             body.trim_end(),
@@ -475,9 +475,7 @@ impl Applier {
                 let auth = self.walls.forge_auth();
                 let posted = auth
                     .renewing(&job.repo, || async {
-                        let token = auth
-                            .token(&job.repo, crate::forge::auth::Use::Write)
-                            .await?;
+                        let token = auth.token(&job.repo, plue_forge::auth::Use::Write).await?;
                         let token = token.as_ref().map(|t| t.expose());
                         self.final_status_on(job, &wall, &api_url, token, forge, &commit)
                             .await

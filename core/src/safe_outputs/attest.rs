@@ -32,9 +32,9 @@ use evaluator::plan::{Action, Plan};
 use evaluator::EvalContext;
 use plue_provenance::statement::{self as st, ResourceDescriptor, Statement};
 use plue_provenance::{PublicKey, Signer};
+use plue_store::{ProposalRow, RepoRow, RunRow, Store};
 
 use crate::artifacts::Artifacts;
-use crate::store::{ProposalRow, RepoRow, RunRow, Store};
 use crate::transcripts::{self, Kept};
 
 /// Where the statement of proposal `proposal_id` of run `run_id` is served.

@@ -41,9 +41,9 @@ pub mod validate;
 use plue_types::protocol::{Outcome, Proposal};
 
 use plue_outbound::Checker;
+use plue_store::{CheckedProposal, NewProposal};
 
 use crate::executor::Executor;
-use crate::store::{CheckedProposal, NewProposal};
 
 /// The verdict on an attempt's proposals, to record once the attempt is completed.
 #[derive(Debug, Default)]
@@ -331,8 +331,9 @@ async fn outsiders_words(executor: &Executor, run_id: i64) -> anyhow::Result<boo
     let stored = executor.store().run_cache_partition(run_id).await?;
     Ok(match stored {
         Some((label, repo_id)) => {
-            let partition = crate::caches::Partition::stored(label.as_deref(), repo_id.is_some());
-            partition.trust() == crate::caches::Trust::Relayed
+            let partition =
+                plue_types::partition::Partition::stored(label.as_deref(), repo_id.is_some());
+            partition.trust() == plue_types::partition::Trust::Relayed
         }
         None => false,
     })

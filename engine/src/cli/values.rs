@@ -36,7 +36,7 @@ pub(crate) enum BadValue {
     NoRepository(String),
     /// A repository of `--secret-repos` that is not one.
     #[error(transparent)]
-    RepoPattern(#[from] engine::engine_secrets::PatternError),
+    RepoPattern(#[from] plue_core::engine_secrets::PatternError),
 }
 
 /// `--pass-env NAME`: never one of the engine's or a runner's credentials.
@@ -92,12 +92,12 @@ pub(crate) fn parse_secret(text: &str) -> Result<(String, String), BadValue> {
 /// `owner/*` (blank parts ignored, at least one).
 pub(crate) fn parse_secret_repos(
     text: &str,
-) -> Result<(String, Vec<engine::engine_secrets::RepoPattern>), BadValue> {
+) -> Result<(String, Vec<plue_core::engine_secrets::RepoPattern>), BadValue> {
     let (name, repos) = parse_key_value(text)?;
     let patterns = repos
         .split(',')
         .filter(|part| !part.trim().is_empty())
-        .map(engine::engine_secrets::RepoPattern::parse)
+        .map(plue_core::engine_secrets::RepoPattern::parse)
         .collect::<Result<Vec<_>, _>>()?;
     if patterns.is_empty() {
         return Err(BadValue::NoRepository(text.to_owned()));

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use anyhow::Context;
-use engine::store::StepRunRow;
 use evaluator::plan::{Action, ApprovalAction, Plan};
+use plue_store::StepRunRow;
 use plue_types::status::StepStatus;
 use serde::{Deserialize, Serialize};
 
@@ -226,7 +226,7 @@ impl Prompter {
     /// Announces (and asks about) each approval step of `steps` that waits and was not
     /// announced yet.
     pub(crate) fn on_states(&mut self, steps: &[StepRunRow]) {
-        let now = engine::store::now_ms();
+        let now = plue_store::now_ms();
         for step in steps.iter().filter(|s| s.status == StepStatus::Waiting) {
             let Some(approval) = self.approvals.get(&step.step_id) else {
                 continue;

@@ -5,8 +5,8 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use engine::launch::{evaluate_dispatch, LaunchError};
 use evaluator::mermaid;
+use plue_core::launch::{evaluate_dispatch, LaunchError};
 use serde::Serialize;
 
 use super::{context, evaluator_pool, EXIT_INVALID};

@@ -2,9 +2,11 @@
 //! [`Settings`] (every problem names its flag), and `plue login`.
 
 use anyhow::Context;
+use plue_server::sign_in::{
+    base_url, client_id, ClientSecret, ForgeSettings, OidcSettings, Settings,
+};
 
 use crate::cli::SignInArgs;
-use engine::sign_in::{base_url, client_id, ClientSecret, ForgeSettings, OidcSettings, Settings};
 
 /// Most bytes of a client secret file.
 const MAX_SECRET_BYTES: u64 = 4096;
@@ -181,9 +183,9 @@ pub(crate) async fn run(args: crate::cli::LoginArgs) -> anyhow::Result<std::proc
         ),
     };
 
-    let verifier = engine::tokens::new_token()?;
-    let challenge = engine::sign_in::pkce_challenge(&verifier);
-    let state = engine::tokens::new_token()?;
+    let verifier = plue_vault::tokens::new_token()?;
+    let challenge = plue_server::sign_in::pkce_challenge(&verifier);
+    let state = plue_vault::tokens::new_token()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("listening on 127.0.0.1 for the sign-in's redirect")?;
@@ -238,7 +240,7 @@ pub(crate) async fn run(args: crate::cli::LoginArgs) -> anyhow::Result<std::proc
         Ok(Some(answer)) => answer,
         _ => anyhow::bail!("the sign-in did not finish within {} s", args.timeout),
     };
-    if !engine::tokens::tokens_match(&given_state, &state) {
+    if !plue_vault::tokens::tokens_match(&given_state, &state) {
         anyhow::bail!("the browser came back with another sign-in's state: refused");
     }
     if code.is_empty() {
@@ -359,8 +361,9 @@ fn store_token(server: &str, token: &str) -> anyhow::Result<std::path::PathBuf> 
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
 
     fn args() -> SignInArgs {
         SignInArgs {

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use engine::store::Store;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
+use plue_store::Store;
 use serde::Deserialize;
 
 use super::client::ApiClient;

@@ -159,9 +159,9 @@ pub(crate) fn local_runners(
     give_up_after: std::time::Duration,
     ephemeral: bool,
     work_dir_on_disk: bool,
-) -> anyhow::Result<engine::pool::local::RunnerProcess> {
+) -> anyhow::Result<plue_pool::local::RunnerProcess> {
     use anyhow::Context;
-    Ok(engine::pool::local::RunnerProcess {
+    Ok(plue_pool::local::RunnerProcess {
         program: std::env::current_exe().context("locating the plue executable")?,
         labels: Default::default(),
         work_dir: runner_work_dir()?,
@@ -193,7 +193,7 @@ pub(crate) fn runner_work_dir() -> anyhow::Result<std::path::PathBuf> {
     let parent = std::env::temp_dir();
     let mut last_error = None;
     for _ in 0..8 {
-        let suffix = &engine::tokens::new_token()?[..12];
+        let suffix = &plue_vault::tokens::new_token()?[..12];
         let dir = parent.join(format!("plue-work-{suffix}"));
         // `create`, not `create_all`: a directory someone planted is never adopted.
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {

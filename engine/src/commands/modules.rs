@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use engine::registry::modules::ModuleMirrors;
 use evaluator::modules::lock::LockFile;
 use evaluator::modules::Modules;
+use plue_core::registry::modules::ModuleMirrors;
 
 use crate::cli::ModulesArgs;
 
@@ -74,8 +74,9 @@ pub(crate) fn lock_for(path: &Path) -> anyhow::Result<Option<LockFile>> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use evaluator::modules::LOCK_FILE;
+
+    use super::*;
 
     #[test]
     fn the_lock_file_is_found_at_the_repository_root_and_checked() {

@@ -1,11 +1,11 @@
-//! `plue runs show RUN [--json]`: one run's record ([`engine::api::record`]) from the
+//! `plue runs show RUN [--json]`: one run's record ([`plue_server::api::record`]) from the
 //! embedded database or a server (`GET /api/runs/{id}/record`): the same document either
 //! way, printed as JSON or as a short text for people.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use engine::store::Store;
+use plue_store::Store;
 use serde_json::Value;
 
 use super::client::ApiClient;
@@ -21,7 +21,7 @@ pub(crate) async fn fetch(source: &SourceArgs, run_id: i64) -> anyhow::Result<Va
         }
         None => {
             let store = Store::open_data_dir(&source.data_dir).await?;
-            let record = engine::api::record::build(&store, run_id).await;
+            let record = plue_server::api::record::build(&store, run_id).await;
             store.close().await;
             let record = record?
                 .with_context(|| format!("no run {run_id} in {}", source.data_dir.display()))?;

@@ -30,9 +30,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use engine::artifacts::{Artifacts, ArtifactsConfig};
-use engine::store::Store;
-use engine::transcripts::Kept;
+use plue_core::artifacts::{Artifacts, ArtifactsConfig};
+use plue_core::transcripts::Kept;
+use plue_store::Store;
 use plue_types::protocol::{NetworkPolicy, Outcome, StepAction, Stream, WorkspaceSource};
 use plue_types::transcript::{self, Difference, Transcript};
 use runner::llm::replay_room::ReplayRoom;
@@ -281,7 +281,7 @@ async fn network_policy(
             .iter()
             .find(|step| step.id == step_id)
             .with_context(|| format!("the plan of run {run_id} has no step '{step_id}'"))?;
-        return Ok((engine::dispatch::network(step), "the plan's"));
+        return Ok((plue_core::dispatch::network(step), "the plan's"));
     }
     Ok(match &dispatch.network {
         Some(policy) => (policy.clone(), "as the transcript recorded it"),
@@ -307,7 +307,7 @@ async fn read_transcript(
             .map_err(|e| anyhow::anyhow!("--transcript {}: {e}", file.display()));
     }
     let local = local.context("no transcript: give --transcript FILE or a data directory")?;
-    match engine::transcripts::latest(&local.store, &local.artifacts, run_id, step_id).await? {
+    match plue_core::transcripts::latest(&local.store, &local.artifacts, run_id, step_id).await? {
         Kept::Transcript(transcript) => Ok(*transcript),
         Kept::Gone => {
             bail!("the transcript of step '{step_id}' of run {run_id} was deleted by retention")

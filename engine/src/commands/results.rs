@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use engine::artifacts::{Artifacts, ArtifactsConfig};
-use engine::store::Store;
 use futures::TryStreamExt;
+use plue_core::artifacts::{Artifacts, ArtifactsConfig};
+use plue_store::Store;
 use plue_types::handoff::Limits;
 use runner::handoff::{self, Unpacked};
 
@@ -23,7 +23,7 @@ use super::run_lines::ArtifactLine;
 use crate::cli::ArtifactsArgs;
 
 /// A stream of a tar's bytes.
-type TarStream = engine::artifacts::ByteStream;
+type TarStream = plue_core::artifacts::ByteStream;
 
 /// Makes `dir` ready to receive files: created when missing, refused when it is anything
 /// but an empty directory (a link to one included).

@@ -10,15 +10,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use engine::events::Event;
-use engine::launch::{evaluate_dispatch, start_evaluated, LaunchError};
-use engine::runner_socket::RunnerSocket;
-use engine::server::{self, EngineConfig, LocalPoolSettings};
-use engine::store::{now_ms, Decided, Store, Verdict};
-use engine::tokens;
 use evaluator::plan::Action;
+use plue_core::launch::{evaluate_dispatch, start_evaluated, LaunchError};
+use plue_server::runner_socket::RunnerSocket;
+use plue_server::server::{self, EngineConfig, LocalPoolSettings};
+use plue_store::events::Event;
+use plue_store::{now_ms, Decided, Store, Verdict};
 use plue_types::protocol::WorkspaceSource;
 use plue_types::status::{RunState, StepStatus};
+use plue_vault::tokens;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -123,14 +123,14 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .into();
     config.max_parallel = args.max_parallel;
     config.kept_workspaces = args.export.iter().map(|(step, _)| step.clone()).collect();
-    config.artifacts = engine::artifacts::ArtifactsConfig {
+    config.artifacts = plue_core::artifacts::ArtifactsConfig {
         quotas: args.quotas.quotas(),
-        ..engine::artifacts::ArtifactsConfig::local(data_dir.join("artifacts"))
+        ..plue_core::artifacts::ArtifactsConfig::local(data_dir.join("artifacts"))
     };
     config.log_quotas = args.quotas.log_quotas();
     config.prompt_root = prompt_root(&args.file, &cwd)?;
     if let Some(file) = &args.llm_prices {
-        config.prices = std::sync::Arc::new(engine::pricing::Prices::with_file(file)?);
+        config.prices = std::sync::Arc::new(plue_core::pricing::Prices::with_file(file)?);
     }
     config.heartbeat_interval = Duration::from_secs(1);
     config.lost_after = Duration::from_secs(10);
@@ -417,7 +417,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => say(format_args!("run {run_id} {} in {duration}", run.status)),
     }
     if let Some(path) = &args.summary_json {
-        let record = engine::api::record::build(&store, run_id)
+        let record = plue_server::api::record::build(&store, run_id)
             .await?
             .context("the run's record")?;
         let json = serde_json::to_string_pretty(&record)?;

@@ -16,7 +16,7 @@ pub(crate) struct ApprovalLine {
 }
 
 impl ApprovalLine {
-    pub(crate) fn from_row(row: engine::store::ApprovalRow) -> ApprovalLine {
+    pub(crate) fn from_row(row: plue_store::ApprovalRow) -> ApprovalLine {
         ApprovalLine {
             step_id: row.step_id,
             decision: row.decision,
@@ -38,7 +38,7 @@ pub(crate) struct ArtifactLine {
 }
 
 impl ArtifactLine {
-    pub(crate) fn from_row(row: engine::store::ArtifactRow) -> ArtifactLine {
+    pub(crate) fn from_row(row: plue_store::ArtifactRow) -> ArtifactLine {
         ArtifactLine {
             step: row.step_id,
             attempt: row.attempt,

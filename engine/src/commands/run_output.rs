@@ -19,12 +19,13 @@ use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 
-use super::format::human_ms;
-use engine::events::{LineTap, TappedLines};
-use engine::store::{StepRunRow, Store, StoredLine};
+use plue_store::events::{LineTap, TappedLines};
+use plue_store::{StepRunRow, Store, StoredLine};
 use plue_types::protocol::LogLine;
 use plue_types::status::{RunState, StepStatus};
 use serde::Serialize;
+
+use super::format::human_ms;
 
 const COLORS: [&str; 6] = [
     "\x1b[36m", "\x1b[33m", "\x1b[35m", "\x1b[32m", "\x1b[34m", "\x1b[91m",
@@ -813,7 +814,7 @@ impl Summary {
     pub(crate) fn with_costs(
         mut self,
         steps: &[StepRunRow],
-        attempts: &[engine::store::AttemptRow],
+        attempts: &[plue_store::AttemptRow],
     ) -> Summary {
         let mut total_micros = None::<i64>;
         for (summary, row) in self.steps.iter_mut().zip(steps) {
@@ -825,14 +826,16 @@ impl Summary {
             if let Some(micros) = micros {
                 total_micros = Some(total_micros.unwrap_or(0).saturating_add(micros));
             }
-            summary.cost_usd = micros.map(|m| engine::pricing::usd(u64::try_from(m).unwrap_or(0)));
+            summary.cost_usd =
+                micros.map(|m| plue_core::pricing::usd(u64::try_from(m).unwrap_or(0)));
         }
         self.usage = self
             .steps
             .iter()
             .filter_map(|s| s.usage)
             .reduce(|a, b| a + b);
-        self.cost_usd = total_micros.map(|m| engine::pricing::usd(u64::try_from(m).unwrap_or(0)));
+        self.cost_usd =
+            total_micros.map(|m| plue_core::pricing::usd(u64::try_from(m).unwrap_or(0)));
         self
     }
 
@@ -926,7 +929,7 @@ mod tests {
     }
 
     /// Offers lines of one attempt, as `(attempt, seq)`.
-    fn offer(events: &engine::events::Events, lines: &[(i64, i64)]) {
+    fn offer(events: &plue_store::events::Events, lines: &[(i64, i64)]) {
         let attempt = lines[0].0;
         let lines = lines
             .iter()
@@ -964,7 +967,7 @@ mod tests {
 
     #[test]
     fn a_batch_still_in_the_tap_is_printed_from_it_not_read_back() {
-        let events = engine::events::Events::default();
+        let events = plue_store::events::Events::default();
         let mut printer = printer_of_one_step(5);
         printer.listen(events.tap_lines(1));
         assert_eq!(taken(&mut printer), Err("nothing"), "nothing tapped yet");
@@ -988,7 +991,7 @@ mod tests {
             .unwrap()
             .id;
         let id = store.step_states(run_id).await.unwrap()[0].id;
-        let events = engine::events::Events::default();
+        let events = plue_store::events::Events::default();
         let mut printer = Printer::new(&[one_step(id)], false, true);
         printer.listen(events.tap_lines(run_id));
         let line = |seq: u64| LogLine {
@@ -1027,7 +1030,7 @@ mod tests {
 
     #[test]
     fn tapped_lines_print_only_where_they_continue_the_cursor() {
-        let events = engine::events::Events::default();
+        let events = plue_store::events::Events::default();
         let mut tap = events.tap_lines(1);
         let mut printer = printer_of_one_step(5);
         let mut deliver = |printer: &mut Printer, lines: &[(i64, i64)]| {

@@ -14,8 +14,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use engine::events::Events;
-use engine::store::{StepRunRow, Store};
+use plue_store::events::Events;
+use plue_store::{StepRunRow, Store};
 use plue_types::status::StepStatus;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -96,10 +96,11 @@ impl RunStates {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use engine::events::Event;
-    use engine::store::Db;
     use evaluator::plan::{Plan, Step};
+    use plue_store::events::Event;
+    use plue_store::Db;
+
+    use super::*;
 
     /// A stored run of `n` independent pending steps: its store (and the directory it
     /// lives in), its id and its step runs' ids in plan order.

@@ -37,7 +37,7 @@ struct Revoked {
 pub(crate) async fn run(command: RunnerTokenCommand) -> anyhow::Result<ExitCode> {
     match command {
         RunnerTokenCommand::Create(args) => {
-            let labels = engine::runner_scope::format_labels(&args.labels);
+            let labels = plue_pool::scope::format_labels(&args.labels);
             let name = args.name.unwrap_or_else(|| match labels.as_str() {
                 "" => "runners without labels".to_string(),
                 labels => format!("runners with {labels}"),
@@ -62,7 +62,7 @@ pub(crate) async fn run(command: RunnerTokenCommand) -> anyhow::Result<ExitCode>
                 .get("/api/runner-tokens")
                 .await?;
             for token in tokens {
-                let labels = engine::runner_scope::format_labels(&token.labels);
+                let labels = plue_pool::scope::format_labels(&token.labels);
                 let state = match (token.revoked_at, token.used_at) {
                     (Some(_), _) => "revoked",
                     (None, Some(_)) => "used",

@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use engine::store::{RunFilter, Store};
+use plue_store::{RunFilter, Store};
 use serde::{Deserialize, Serialize};
 
 use super::client::ApiClient;

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use engine::artifacts::ArtifactsConfig;
-use engine::pool::kubernetes::KubernetesPool;
-use engine::server::{self, EngineConfig, LocalPoolSettings};
-use engine::store::Store;
-use engine::tokens;
-use engine::vault::{self, Vault};
+use plue_core::artifacts::ArtifactsConfig;
+use plue_pool::kubernetes::KubernetesPool;
+use plue_server::server::{self, EngineConfig, LocalPoolSettings};
+use plue_store::Store;
+use plue_vault::tokens;
+use plue_vault::Vault;
 use tokio::net::TcpListener;
 
 use super::{
@@ -43,10 +43,10 @@ fn check_config(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(file) = &args.pool_config {
-        ok &= engine::pool::config_file::check_command(file) == ExitCode::SUCCESS;
+        ok &= plue_pool::config_file::check_command(file) == ExitCode::SUCCESS;
     }
     if let Some(file) = &args.llm_prices {
-        ok &= engine::pricing::file::check_command(file) == ExitCode::SUCCESS;
+        ok &= plue_core::pricing::file::check_command(file) == ExitCode::SUCCESS;
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -61,16 +61,16 @@ const MAX_KEY_BYTES: u64 = 64 * 1024;
 /// The GitHub App of `--github-app-id` and `--github-app-key-file` (clap makes each need
 /// the other), its key checked now: an unreadable, non-RSA or others-readable key
 /// ([`super::private_file`]) stops the start.
-fn github_app(args: &ServeArgs) -> anyhow::Result<Option<engine::forge::auth::GitHubApp>> {
+fn github_app(args: &ServeArgs) -> anyhow::Result<Option<plue_forge::auth::GitHubApp>> {
     let (Some(id), Some(file)) = (args.github_app_id, &args.github_app_key_file) else {
         return Ok(None);
     };
     // A Token is zeroized when dropped.
-    let pem = engine::forge::auth::Token::new(
+    let pem = plue_forge::auth::Token::new(
         super::private_file::read_private(file, "the GitHub App's private key file", MAX_KEY_BYTES)
             .context("--github-app-key-file")?,
     );
-    let app = engine::forge::auth::GitHubApp::new(id, pem.expose())
+    let app = plue_forge::auth::GitHubApp::new(id, pem.expose())
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
         .context("--github-app-key-file")?
         .with_api_url(args.github_app_api_url.clone());
@@ -79,7 +79,7 @@ fn github_app(args: &ServeArgs) -> anyhow::Result<Option<engine::forge::auth::Gi
 
 /// The GitHub App's webhook secret, read from `--github-app-webhook-secret-file` (its
 /// surrounding whitespace trimmed; at least 8 characters, as a repository's).
-fn app_webhook_secret(args: &ServeArgs) -> anyhow::Result<Option<engine::forge::auth::Token>> {
+fn app_webhook_secret(args: &ServeArgs) -> anyhow::Result<Option<plue_forge::auth::Token>> {
     let Some(file) = &args.github_app_webhook_secret_file else {
         return Ok(None);
     };
@@ -92,13 +92,13 @@ fn app_webhook_secret(args: &ServeArgs) -> anyhow::Result<Option<engine::forge::
             file.display()
         );
     }
-    Ok(Some(engine::forge::auth::Token::new(secret.to_string())))
+    Ok(Some(plue_forge::auth::Token::new(secret.to_string())))
 }
 
 /// The engine's own secrets (`--secret`) with the repositories each reaches
 /// (`--secret-repos`, merged per name); a `--secret-repos` for a secret no `--secret` gives
 /// stops the start.
-fn engine_secrets(args: &ServeArgs) -> anyhow::Result<engine::engine_secrets::EngineSecrets> {
+fn engine_secrets(args: &ServeArgs) -> anyhow::Result<plue_core::engine_secrets::EngineSecrets> {
     let mut reaches: std::collections::BTreeMap<String, Vec<_>> = Default::default();
     for (name, patterns) in &args.secret_repos {
         reaches
@@ -106,7 +106,7 @@ fn engine_secrets(args: &ServeArgs) -> anyhow::Result<engine::engine_secrets::En
             .or_default()
             .extend(patterns.iter().cloned());
     }
-    engine::engine_secrets::EngineSecrets::new(args.secrets.iter().cloned().collect(), reaches)
+    plue_core::engine_secrets::EngineSecrets::new(args.secrets.iter().cloned().collect(), reaches)
 }
 
 /// The egress proxy's token (`--egress-proxy-token-file`); without one, a pool class with
@@ -120,7 +120,7 @@ fn egress_proxy_token(
         return super::egress_proxy::read_token(file, "--egress-proxy-token-file").map(Some);
     }
     if let Some(file) = pool_config {
-        let pool = engine::pool::config_file::load(file)?;
+        let pool = plue_pool::config_file::load(file)?;
         if let Some(class) = pool.classes.iter().find(|c| c.egress_proxy.is_some()) {
             anyhow::bail!(
                 "the pool class '{}' has an egress_proxy: give the proxy's token with \
@@ -203,9 +203,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.github_app_webhook_secret = app_webhook_secret;
     config.register_installed_repos = args.register_installed_repos;
     config.installation_owners =
-        engine::webhooks::InstallationOwners::new(&args.installation_owners);
+        plue_server::webhooks::InstallationOwners::new(&args.installation_owners);
     if let Some(file) = &args.llm_prices {
-        config.prices = Arc::new(engine::pricing::Prices::with_file(file)?);
+        config.prices = Arc::new(plue_core::pricing::Prices::with_file(file)?);
     }
     config.max_parallel = args.max_parallel;
     config.secrets = secrets;
@@ -221,7 +221,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         0
     };
     let data_dir = &args.store.data_dir;
-    engine::store::prepare_data_dir(data_dir)?;
+    plue_store::prepare_data_dir(data_dir)?;
     config.mirrors_dir = std::fs::canonicalize(data_dir)?.join("mirrors");
     config.artifacts = ArtifactsConfig {
         url: args.artifacts_url.clone().filter(|u| !u.is_empty()),
@@ -230,7 +230,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         retention: (args.artifacts_retention_days > 0)
             .then(|| Duration::from_secs(args.artifacts_retention_days * 24 * 3600)),
         quotas: args.quotas.quotas(),
-        caches: engine::artifacts::CacheLimits {
+        caches: plue_core::artifacts::CacheLimits {
             quota: args.cache_quota.max(1),
             retention: (args.cache_retention_days > 0)
                 .then(|| Duration::from_secs(args.cache_retention_days * 24 * 3600)),
@@ -266,7 +266,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let (classes_tx, classes) = tokio::sync::watch::channel(Vec::new());
     // Filled once the pool runs: the egress proxy's credentials are bound to these pods.
-    let runner_pods = engine::pool::kubernetes::PodAddresses::default();
+    let runner_pods = plue_pool::kubernetes::PodAddresses::default();
     config.runner_pods = runner_pods.clone();
     if kubernetes.is_some() {
         config.pool_classes = Some(classes);
@@ -315,7 +315,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if !config_vault_keyed {
         notice(&format!(
             "note: no {} set: repository secrets cannot be stored, webhook secrets are kept unencrypted",
-            vault::KEY_ENV
+            plue_vault::KEY_ENV
         ));
     }
     if generated {

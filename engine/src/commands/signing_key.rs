@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use engine::safe_outputs::attest::Keys;
+use plue_core::safe_outputs::attest::Keys;
 use plue_provenance::{PublicKey, Signer};
 
 use crate::cli::SigningArgs;
@@ -52,7 +52,7 @@ const MAX_KEY_BYTES: u64 = 64 * 1024;
 /// ([`super::private_file`]).
 fn read_signer(file: &Path) -> anyhow::Result<Signer> {
     // A Token is zeroized when dropped.
-    let text = engine::forge::auth::Token::new(super::private_file::read_private(
+    let text = plue_forge::auth::Token::new(super::private_file::read_private(
         file,
         "the signing key",
         MAX_KEY_BYTES,

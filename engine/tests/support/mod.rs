@@ -36,13 +36,13 @@ use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use engine::executor::Executor;
-use engine::server::{self as engine_server, EngineConfig, RunningEngine};
-use engine::store::{NewRepo, NewRun, NewUser, RunRepo, Store};
 use evaluator::plan::{Plan, Step};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
+use plue_core::executor::Executor;
+use plue_server::server::{self as engine_server, EngineConfig, RunningEngine};
+use plue_store::{NewRepo, NewRun, NewUser, RunRepo, Store};
 use plue_types::protocol as wire;
 use plue_types::status::RunState;
 use serde_json::Value;
@@ -1059,7 +1059,7 @@ pub(crate) fn admin_config(registration: &str, admin: &str) -> EngineConfig {
 /// `registration`, `admin` is the admin token, `vault_key` the vault's key.
 pub(crate) fn engine_config(registration: &str, admin: &str, vault_key: &str) -> EngineConfig {
     let mut config = admin_config(registration, admin);
-    config.vault = engine::vault::Vault::new(vault_key).expect("a vault");
+    config.vault = plue_vault::Vault::new(vault_key).expect("a vault");
     config
 }
 
@@ -1428,7 +1428,7 @@ async fn start_acme_run(
 pub(crate) fn executor(store: &Store, max_parallel: usize) -> Executor {
     Executor::new(
         store.clone(),
-        std::sync::Arc::new(engine::events::Events::default()),
+        std::sync::Arc::new(plue_store::events::Events::default()),
         Default::default(),
         max_parallel,
     )
@@ -1502,12 +1502,12 @@ pub(crate) async fn new_user_token(
     max_role: Option<&str>,
     repos: Option<&str>,
 ) -> (i64, String) {
-    let token = engine::tokens::new_token().expect("a token");
+    let token = plue_vault::tokens::new_token().expect("a token");
     let token_id = store
-        .create_user_token(&engine::store::NewToken {
+        .create_user_token(&plue_store::NewToken {
             user_id,
             name,
-            token_hash: &engine::tokens::hash_token(&token),
+            token_hash: &plue_vault::tokens::hash_token(&token),
             max_role,
             repos,
             expires_at: None,
@@ -1843,7 +1843,7 @@ pub(crate) async fn deliver_webhook(
     secret: &str,
 ) -> (u16, Value) {
     let body = serde_json::to_vec(body).unwrap();
-    let signature = engine::forge::signature::sign(&body, secret);
+    let signature = plue_forge::signature::sign(&body, secret);
     let request = reqwest::Client::new()
         .post(format!("{engine}/webhooks/{forge}"))
         .header("content-type", "application/json")

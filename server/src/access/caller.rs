@@ -17,11 +17,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode};
+use plue_store::{now_ms, RepoRow, RunRow, Store, UserRow};
+use plue_vault::tokens;
 
 use super::role::Role;
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::{now_ms, RepoRow, RunRow, Store, UserRow};
-use crate::tokens;
 
 /// A user, as a request acts for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -605,7 +605,7 @@ impl Resolver {
 /// from before users) its name.
 async fn started(
     store: &Store,
-    trigger: &crate::store::Triggerer,
+    trigger: &plue_store::Triggerer,
     user: &User,
 ) -> anyhow::Result<bool> {
     if trigger.user_id == Some(user.id) {

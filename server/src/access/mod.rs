@@ -57,10 +57,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 }
 
 /// Brings a store from before users up to date, once at start-up, before any request:
-/// tokens without a user get one ([`crate::store::Store::adopt_legacy_tokens`]) and
+/// tokens without a user get one ([`plue_store::Store::adopt_legacy_tokens`]) and
 /// repositories without a read setting get `legacy_public` (the engine's `--private-reads`
 /// as it was given). Each says so in the log, as a warning to look at.
-pub async fn prepare(store: &crate::store::Store, legacy_public: bool) -> anyhow::Result<()> {
+pub async fn prepare(store: &plue_store::Store, legacy_public: bool) -> anyhow::Result<()> {
     use anyhow::Context;
     for adopted in store
         .adopt_legacy_tokens()

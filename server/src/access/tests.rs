@@ -6,13 +6,13 @@
 //! store fixture.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use plue_store::testing::{create_repo as repo, stores};
+use plue_store::{NewToken, NewUser, Store, Triggerer};
+use plue_vault::tokens;
 
 use super::*;
 use crate::http_error::ApiError;
-use crate::store::{NewToken, NewUser, Store, Triggerer};
 use crate::testing::{user_with_token, TokenScope};
-use crate::tokens;
-use plue_store::testing::{create_repo as repo, stores};
 
 const ADMIN: &str = "the-admin-token";
 
@@ -24,7 +24,7 @@ async fn any_run(store: &Store) -> i64 {
 /// A run, re-running `rerun_of` when given.
 async fn run_rerunning(store: &Store, rerun_of: Option<i64>) -> i64 {
     let plan = evaluator::plan::Plan::new("p", vec![]);
-    let new = crate::store::NewRun {
+    let new = plue_store::NewRun {
         workflow_path: "/w/p.plue.py",
         event: "push",
         git_ref: "main",
@@ -332,13 +332,13 @@ async fn gates_compare_users_groups_and_forge_logins_never_names_of_tokens() {
         // A second user cannot take a linked login.
         assert!(matches!(
             store.link_forge_login(bob, "github", "alice-gh").await,
-            Err(crate::store::NameError::Taken(_))
+            Err(plue_store::NameError::Taken(_))
         ));
         // Names are unique in any case; `admin` is taken by the installation's admin.
         for taken in ["ALICE", "Admin"] {
             assert!(matches!(
                 store.create_user(&NewUser::person(taken)).await,
-                Err(crate::store::NameError::Taken(_))
+                Err(plue_store::NameError::Taken(_))
             ));
         }
     }
@@ -621,7 +621,7 @@ async fn credentials_that_stop_holding_are_no_longer_valid() {
         assert!(store.revoke_token(*id).await.unwrap());
         assert!(!alice.still_valid(&store).await.unwrap(), "revoked");
 
-        let soon = crate::store::now_ms() + 300;
+        let soon = plue_store::now_ms() + 300;
         let expiring = TokenScope {
             expires_at: Some(soon),
             ..Default::default()

@@ -1,14 +1,15 @@
 //! `GET /api/runs/{id}/annotations`: what a run's steps flagged with `::error …`,
 //! `::warning …` and `::notice …` log lines (GitHub's workflow-command format; see
-//! `crate::annotations`). Needs `reader` on the run's repository (the run's 404 for a
+//! `plue_core::annotations`). Needs `reader` on the run's repository (the run's 404 for a
 //! caller who may not read it).
 //!
 //! Invariants: an answer holds at most [`MAX_LIMIT`] annotations (`truncated` says more
 //! exist), and each attempt's dropped count (annotations past the per-attempt cap of
-//! [`crate::annotations::PER_ATTEMPT`]); the text is the step's own, returned as data.
+//! [`plue_core::annotations::PER_ATTEMPT`]); the text is the step's own, returned as data.
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
+use plue_store::{AnnotationRow, DroppedAnnotations, Store};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -16,7 +17,6 @@ use super::views::ErrorView;
 use super::{parse_run_id, ApiState, RunId};
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::{AnnotationRow, DroppedAnnotations, Store};
 
 /// Annotations in an answer unless `limit` says otherwise.
 pub(crate) const DEFAULT_LIMIT: i64 = 200;

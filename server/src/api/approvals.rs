@@ -3,7 +3,7 @@
 //!
 //! Two kinds of gate are decided here: an approval step of the plan (`Step.approval`), and
 //! the review the engine inserts before a step naming an environment with reviewers
-//! ([`crate::executor::environments`]), which no plan can remove.
+//! ([`plue_core::executor::environments`]), which no plan can remove.
 //!
 //! Invariants: the decider acts with at least `writer` on the run's repository (a reader
 //! gets 403, a caller who may not read it 404; a local run: the admin only) *and* is
@@ -27,6 +27,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use evaluator::plan::Action;
 use evaluator::text::{check_clean_field, TextKind};
+use plue_store::{now_ms, Audit, Decided, Reviewer, RunRow, Verdict};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -35,7 +36,6 @@ use super::views::{ApprovalView, ErrorView};
 use super::{parse_run_id, visible_run_in_path, ApiState, RunId};
 use crate::access::{Caller, Role, SelfReview};
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::{now_ms, Audit, Decided, Reviewer, RunRow, Verdict};
 
 /// The longest comment kept with a decision, in characters (the document's `maxLength`).
 const MAX_COMMENT_CHARS: usize = 4096;
@@ -307,7 +307,7 @@ const MAX_RERUN_DEPTH: usize = 1000;
 /// it repeats (pushed the code it runs) is excluded from its gates all the same. A chain
 /// longer than [`MAX_RERUN_DEPTH`] counts as started by the caller.
 pub(super) async fn repeated_run_started_by(
-    store: &crate::store::Store,
+    store: &plue_store::Store,
     caller: &Caller,
     run: &RunRow,
 ) -> anyhow::Result<Option<i64>> {

@@ -7,7 +7,7 @@
 //! Invariants: a file is served only when the store lists it for that run and step (the
 //! latest attempt that kept artifacts), so a path never selects anything but a listed
 //! file of that blob; bodies stream from the blob store, never buffered whole, each in a
-//! download slot of its client (see `crate::artifacts::read`: capped in all and per
+//! download slot of its client (see `plue_core::artifacts::read`: capped in all and per
 //! client address, 503 past either, dropped when the client stops reading); a listing
 //! is a page of at most [`MAX_PAGE`] files (default [`DEFAULT_PAGE`]) whose `Link` header
 //! names the next one, so no answer grows with the run.
@@ -19,16 +19,16 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use plue_core::artifacts::{ArtifactError, Slot};
+use plue_store::BlobRow;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::views::{ArtifactView, ErrorView};
 use super::{parse_run_id, ApiState, RunId};
 use crate::access::{Caller, Role};
-use crate::artifacts::{ArtifactError, Slot};
 use crate::http_error::{ApiError, ApiResult};
 use crate::percent::encode;
-use crate::store::BlobRow;
 
 /// Files in a listing page unless `limit` says otherwise.
 pub(crate) const DEFAULT_PAGE: i64 = 100;

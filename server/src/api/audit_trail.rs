@@ -5,12 +5,13 @@
 //!   repositories it maintains (as its token narrows it), never installation-wide ones
 //!   (users, groups, tokens); anyone else is refused (403, 401 anonymous).
 //! - A repository the caller may not read is a 404, as everywhere.
-//! - Rows are only ever read here; [`crate::store::Store::audit`] writes them.
+//! - Rows are only ever read here; [`plue_store::Store::audit`] writes them.
 
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
 use axum::Json;
+use plue_store::AuditFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -18,7 +19,6 @@ use super::views::ErrorView;
 use super::ApiState;
 use crate::access::{Caller, Readable, Role};
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::AuditFilter;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

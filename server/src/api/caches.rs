@@ -9,6 +9,7 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
+use plue_store::{cache_scope, CacheEntryRow};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -17,7 +18,6 @@ use super::views::ErrorView;
 use super::ApiState;
 use crate::access::{Caller, Role};
 use crate::http_error::ApiResult;
-use crate::store::{cache_scope, CacheEntryRow};
 
 /// The most entries one answer lists.
 const MAX_LISTED: i64 = 1000;

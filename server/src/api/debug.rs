@@ -31,6 +31,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use base64::Engine as _;
 use futures::Stream;
+use plue_store::{now_ms, DebugSessionRow, NewDebugSession, Store};
 use plue_types::protocol::debug::InputEvent;
 use plue_types::status::StepStatus;
 use serde::Deserialize;
@@ -43,7 +44,6 @@ use crate::access::{Caller, Role};
 use crate::debug_relay::{self, relay, Attached, Phase, Session};
 use crate::http_error::{ApiError, ApiResult};
 use crate::internal_api::debug::valid_id;
-use crate::store::{now_ms, DebugSessionRow, NewDebugSession, Store};
 
 /// The idle timeout when the request names none (10 minutes), and its bounds.
 const DEFAULT_IDLE_SECS: u64 = 600;

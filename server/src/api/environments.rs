@@ -15,6 +15,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use plue_store::{valid_name, EnvironmentRow, EnvironmentSettings, RepoRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -24,7 +25,6 @@ use super::views::{ErrorView, SecretView};
 use super::{audit_repo, ApiState};
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::{valid_name, EnvironmentRow, EnvironmentSettings, RepoRow};
 
 /// The longest wait timer: 30 days, as GitHub's.
 const MAX_WAIT_TIMER_S: u64 = 30 * 24 * 3600;

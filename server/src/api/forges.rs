@@ -2,7 +2,7 @@
 //! `api_token` writes as (`GET /user` of the forge), no token, or why the forge could not
 //! say. An engine that cannot say trusts nothing that might be its own on that repository:
 //! every push and pull request runs like a fork's and no issue or comment summons a run
-//! (`crate::registry::summon`), so this is where an operator learns why.
+//! (`plue_core::registry::summon`), so this is where an operator learns why.
 //!
 //! Invariants: only the repositories the caller may read are listed (as `GET /api/repos`);
 //! the forge is asked at most as often as events ask it (the registry's cache: a minute for

@@ -9,6 +9,7 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
+use plue_store::AuditRow;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -16,7 +17,6 @@ use super::views::ErrorView;
 use super::{parse_run_id, ApiState, RunId};
 use crate::access::{Caller, Role};
 use crate::http_error::ApiResult;
-use crate::store::AuditRow;
 
 /// A token a step got.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -126,7 +126,7 @@ pub(super) async fn rotate(
                 .to_owned(),
         ));
     }
-    let kid = crate::id_tokens::rotate(&state.executor).await?;
+    let kid = plue_core::id_tokens::rotate(&state.executor).await?;
     let detail = serde_json::json!({ "kid": kid });
     super::audit_installation(state.executor.store(), &caller, "id_token.rotate", detail).await?;
     Ok(Json(RotatedView { kid }))

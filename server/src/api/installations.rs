@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::Json;
+use plue_store::InstallationRow;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -18,7 +19,6 @@ use super::views::ErrorView;
 use super::ApiState;
 use crate::access::Caller;
 use crate::http_error::ApiResult;
-use crate::store::InstallationRow;
 
 /// One installation of the engine's GitHub App.
 #[derive(Debug, Serialize, ToSchema)]
@@ -100,10 +100,10 @@ mod tests {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use http_body_util::BodyExt;
+    use plue_store::InstallationFacts;
     use tower::ServiceExt;
 
     use super::super::router;
-    use crate::store::InstallationFacts;
     use crate::testing::{user_with_token, TestApi, TokenScope};
 
     const ADMIN: &str = "admin-token-of-installations";

@@ -32,6 +32,8 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::Stream;
+use plue_store::events::Event;
+use plue_store::{Store, StoredLine};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 use utoipa::IntoParams;
@@ -41,9 +43,7 @@ use super::followers::{leash, FollowerLimits, Who};
 use super::views::{ErrorView, LineView};
 use super::{visible_run_in_path, ApiState};
 use crate::access::{Caller, Role};
-use crate::events::Event;
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::{Store, StoredLine};
 
 const PAGE: i64 = 5000;
 
@@ -236,7 +236,7 @@ struct Reader {
 impl Reader {
     /// Whether the caller's credentials still hold and it still reads the run (a failure
     /// to tell counts as no).
-    async fn still_reads(&self, store: &crate::store::Store) -> bool {
+    async fn still_reads(&self, store: &plue_store::Store) -> bool {
         match self.caller.still_valid(store).await {
             Ok(true) => {}
             Ok(false) => return false,
@@ -257,7 +257,7 @@ impl Reader {
 /// client that left, the follower and its subscription go with it; its place is held by
 /// the [`leash`] around it.
 struct Follower {
-    store: crate::store::Store,
+    store: plue_store::Store,
     events: tokio::sync::broadcast::Receiver<Event>,
     shutdown: tokio_util::sync::CancellationToken,
     reader: Reader,

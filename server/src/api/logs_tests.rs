@@ -16,6 +16,9 @@ use std::time::Duration;
 use evaluator::plan::{Plan, Step};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
+use plue_core::executor::Executor;
+use plue_store::events::Event;
+use plue_store::{NewRun, RunRepo};
 use plue_types::protocol::{LogLine, Stream as LineStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -23,9 +26,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::followers::{parse_trusted_proxy, FollowerLimits, Followers, TrustedProxies};
 use super::super::{router, ApiState};
-use crate::events::Event;
-use crate::executor::Executor;
-use crate::store::{NewRun, RunRepo};
 use crate::testing::{user_with_token, TestApi, TokenScope};
 
 struct Engine {

@@ -50,6 +50,13 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::{Json, Router};
 use evaluator::{EvalContext, EvaluatorPool, Event};
+use plue_core::artifacts::Artifacts;
+use plue_core::executor::Executor;
+use plue_core::launch::{launch, LaunchError};
+use plue_core::registry::Registry;
+use plue_pool::kubernetes::ClassStatus;
+use plue_pool::PoolStatus;
+use plue_store::{Audit, RunRow, Store, Triggerer};
 use plue_types::protocol::WorkspaceSource;
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -59,14 +66,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::access::{Caller, Resolver, Role};
-use crate::artifacts::Artifacts;
-use crate::executor::Executor;
 use crate::http_error::{ApiError, ApiResult};
-use crate::launch::{launch, LaunchError};
-use crate::pool::kubernetes::ClassStatus;
-use crate::pool::PoolStatus;
-use crate::registry::Registry;
-use crate::store::{Audit, RunRow, Store, Triggerer};
 use body::Object;
 use views::{Created, ErrorView, PoolView, RunView, RunnerView};
 

@@ -5,7 +5,7 @@
 //! - Only an installation admin (not a narrowed token of one) creates, disables or links
 //!   users and manages groups; a user reads itself, and no one else learns whether another
 //!   user exists (the same 404 as for no such user).
-//! - Names follow [`crate::store::valid_name`] and are unique case-insensitively among
+//! - Names follow [`plue_store::valid_name`] and are unique case-insensitively among
 //!   users (the store's `name_key`); `admin` in any case is the installation's own user.
 //! - The `admin` user is never disabled: `PLUE_ADMIN_TOKEN` signs in as it.
 //! - Every change is recorded in the audit trail, with who made it.
@@ -16,6 +16,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use plue_store::{valid_name, NameError, NewUser, Store, UserRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -24,7 +25,6 @@ use super::views::ErrorView;
 use super::{audit_installation, ApiState};
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::{self, valid_name, NameError, NewUser, Store, UserRow};
 
 /// The name of the installation's own admin user.
 const ADMIN_USER: &str = "admin";
@@ -43,10 +43,10 @@ impl UserKind {
     }
 
     /// The store's kind (the API's is its own type, for its schema).
-    fn stored(self) -> store::UserKind {
+    fn stored(self) -> plue_store::UserKind {
         match self {
-            UserKind::Person => store::UserKind::Person,
-            UserKind::Bot => store::UserKind::Bot,
+            UserKind::Person => plue_store::UserKind::Person,
+            UserKind::Bot => plue_store::UserKind::Bot,
         }
     }
 }
@@ -641,7 +641,7 @@ pub(super) async fn unlink_forge_login(
     }))
 }
 
-async fn group_view(store: &Store, group: crate::store::GroupRow) -> ApiResult<GroupView> {
+async fn group_view(store: &Store, group: plue_store::GroupRow) -> ApiResult<GroupView> {
     Ok(GroupView {
         members: store
             .group_members(group.id)
@@ -658,7 +658,7 @@ async fn group_for_admin(
     store: &Store,
     caller: &Caller,
     name: &str,
-) -> ApiResult<crate::store::GroupRow> {
+) -> ApiResult<plue_store::GroupRow> {
     caller.require_admin()?;
     store
         .group_by_name(name)
@@ -673,7 +673,7 @@ async fn group_and_member(
     caller: &Caller,
     name: &str,
     user: &str,
-) -> ApiResult<(crate::store::GroupRow, UserRow)> {
+) -> ApiResult<(plue_store::GroupRow, UserRow)> {
     let group = group_for_admin(store, caller, name).await?;
     let member = user_named(store, user).await?;
     Ok((group, member))

@@ -14,6 +14,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use plue_store::{Audit, ProposalDecided, ProposalRow, Verdict};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -22,7 +23,6 @@ use super::views::ErrorView;
 use super::{parse_positive_id, parse_run_id, visible_run_in_path, ApiState, RunId};
 use crate::access::{Caller, Role, SelfReview};
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::{Audit, ProposalDecided, ProposalRow, Verdict};
 
 /// One proposal of a run, as stored.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -101,7 +101,7 @@ pub(super) struct ProposalPath {
 
 /// The views of `rows`, each with its step's id.
 pub(crate) async fn views(
-    store: &crate::store::Store,
+    store: &plue_store::Store,
     rows: Vec<ProposalRow>,
 ) -> anyhow::Result<Vec<ProposalView>> {
     let mut views = Vec::with_capacity(rows.len());

@@ -21,6 +21,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use axum::http::StatusCode;
+use plue_store::{Landing, StatementRow};
 use plue_types::status::StatementState;
 
 use super::proposals::ProposalPath;
@@ -28,7 +29,6 @@ use super::views::ErrorView;
 use super::{parse_positive_id, visible_run_in_path, ApiState, RunId};
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::{Landing, StatementRow};
 
 /// A public key the engine signs, or signed, provenance with.
 #[derive(Debug, Serialize, ToSchema)]

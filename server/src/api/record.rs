@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use anyhow::Context;
 use axum::extract::{Path, State};
 use axum::Json;
+use plue_store::Store;
 use plue_types::status::AttemptStatus;
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
@@ -24,7 +25,6 @@ use super::views::{ApprovalView, ArtifactView, ErrorView, RunView};
 use super::{visible_run_in_path, ApiState, RunId};
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::Store;
 
 /// One run, complete.
 #[derive(Debug, Serialize, ToSchema)]
@@ -158,7 +158,7 @@ pub async fn build(store: &Store, run_id: i64) -> anyhow::Result<Option<RunRecor
                 .and_then(|u| serde_json::from_str(u).ok()),
             cost_usd: a
                 .cost_usd_micros
-                .map(|m| crate::pricing::usd(u64::try_from(m).unwrap_or(0))),
+                .map(|m| plue_core::pricing::usd(u64::try_from(m).unwrap_or(0))),
         })
         .collect();
     let mut round_rows = store.rounds_of_run(run_id).await?;

@@ -20,6 +20,9 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use plue_core::registry::DispatchError;
+use plue_forge::Forge;
+use plue_store::{NewRepo, RepoRow};
 use serde::Deserialize;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::{IntoParams, ToSchema};
@@ -28,10 +31,7 @@ use super::body::Object;
 use super::views::{Created, ErrorView, MemberView, RepoView, ScheduleView, SecretView};
 use super::{audit, audit_repo, triggerer, ApiState};
 use crate::access::{Caller, Readable, Role};
-use crate::forge::Forge;
 use crate::http_error::{ApiError, ApiResult};
-use crate::registry::DispatchError;
-use crate::store::{NewRepo, RepoRow};
 
 pub(super) const MAX_SECRET_BYTES: usize = 64 * 1024;
 
@@ -250,7 +250,7 @@ pub(super) async fn create_repo(
         check_api_url(api_url)?;
     }
     if let Some(branch) = &request.default_branch {
-        crate::registry::git::check_ref(branch)
+        plue_core::registry::git::check_ref(branch)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     let vault = state.executor.vault();
@@ -375,7 +375,7 @@ pub(super) async fn get_repo(
         .store()
         .repository_cost(repo.id)
         .await?
-        .map(|micros| crate::pricing::usd(u64::try_from(micros).unwrap_or(0)));
+        .map(|micros| plue_core::pricing::usd(u64::try_from(micros).unwrap_or(0)));
     Ok(Json(view))
 }
 
@@ -511,9 +511,9 @@ async fn member_user(
     state: &ApiState,
     name: &str,
     enabled: bool,
-) -> ApiResult<crate::store::UserRow> {
+) -> ApiResult<plue_store::UserRow> {
     let unknown = || ApiError::not_found(format!("no user '{}'", name.escape_debug()));
-    if !crate::store::valid_name(name) {
+    if !plue_store::valid_name(name) {
         return Err(unknown());
     }
     state
@@ -568,7 +568,7 @@ pub(super) async fn put_member(
     Ok(Json(MemberView {
         user: member.name,
         role: request.role,
-        granted_at: crate::store::now_ms(),
+        granted_at: plue_store::now_ms(),
     }))
 }
 
@@ -860,7 +860,7 @@ pub(super) async fn dispatch(
     let Object(request) = body?;
     if let Some(git_ref) = &request.git_ref {
         // The document's pattern, before anything is fetched.
-        crate::registry::git::check_ref(git_ref).map_err(|_| {
+        plue_core::registry::git::check_ref(git_ref).map_err(|_| {
             ApiError::bad_request(format!(
                 "'{}' is not a valid branch, tag or commit name",
                 git_ref.escape_debug()

@@ -1,7 +1,7 @@
 //! `POST /api/runs/{id}/rerun?failed=true`: "re-run failed steps" — a new run of the run's
 //! plan in which its succeeded and skipped steps are carried over (with their outputs and
 //! files) and only its failed and cancelled steps, and the steps after them, run again
-//! (`crate::executor::reruns`). The route itself is the re-run's (`super::rerun`), which
+//! (`plue_core::executor::reruns`). The route itself is the re-run's (`super::rerun`), which
 //! checks `writer` on the run's repository before it comes here.
 //!
 //! Invariants: only a final run with at least one step that did not succeed is re-run
@@ -10,15 +10,15 @@
 
 use axum::http::StatusCode;
 use axum::Json;
+use plue_core::executor::reruns::RerunFailed;
+use plue_store::RunRow;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::views::Created;
 use super::{audit, triggerer, ApiState};
 use crate::access::Caller;
-use crate::executor::reruns::RerunFailed;
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::RunRow;
 
 /// How much of the run runs again.
 #[derive(Debug, Default, Deserialize, IntoParams)]

@@ -457,7 +457,7 @@ pub(super) fn labels() -> Schema {
     let refused = class(&[USER_LINE_REFUSED]);
     ObjectBuilder::new()
         .schema_type(Type::Object)
-        .max_properties(Some(crate::runner_scope::MAX_LABELS))
+        .max_properties(Some(plue_pool::scope::MAX_LABELS))
         .property_names(Some(string(r"^[A-Za-z0-9._/-]{1,63}$".to_string())))
         .additional_properties(Some(
             string(format!("^[^,={refused}]*$")).max_length(Some(63)),

@@ -12,7 +12,11 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use plue_core::executor::Report;
+use plue_pool::scope;
+use plue_store::{now_ms, NewRunnerToken, RunnerTokenKind};
 use plue_types::protocol::Outcome;
+use plue_vault::tokens;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -20,11 +24,7 @@ use super::body::Object;
 use super::views::{ErrorView, RunnerTokenCreated, RunnerTokenRevoked, RunnerTokenView};
 use super::{audit_installation, parse_positive_id, ApiState};
 use crate::access::Caller;
-use crate::executor::Report;
 use crate::http_error::{ApiError, ApiResult};
-use crate::runner_scope;
-use crate::store::{now_ms, NewRunnerToken, RunnerTokenKind};
-use crate::tokens;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -102,8 +102,7 @@ pub(super) async fn create(
     evaluator::text::check_clean_field("name", &request.name, evaluator::text::TextKind::UserLine)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let name = request.name.trim();
-    runner_scope::check_labels(&request.labels)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    scope::check_labels(&request.labels).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let token = tokens::new_token()?;
     let labels_json = serde_json::to_string(&request.labels).map_err(anyhow::Error::from)?;
     let id = state

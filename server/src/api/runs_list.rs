@@ -12,6 +12,7 @@
 
 use axum::extract::{Query, State};
 use axum::Json;
+use plue_store::RunFilter;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -19,7 +20,6 @@ use super::views::{ErrorView, RunStatus, RunsPageView};
 use super::{repos, ApiState};
 use crate::access::{Caller, Readable};
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::RunFilter;
 
 /// How many runs a page holds when the caller names no `limit`, and at most.
 const DEFAULT_LIMIT: i64 = 50;

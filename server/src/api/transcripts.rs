@@ -5,18 +5,18 @@
 //! Invariants: it needs `reader` on the run's repository, like the step's log (the run's
 //! 404 for a caller who may not read it; a local run's are the admins'); the transcript is
 //! served exactly as the runner kept it — masked with the step's secrets, without the API
-//! key or any header — and is bounded ([`crate::transcripts::MAX_BLOB_BYTES`]).
+//! key or any header — and is bounded ([`plue_core::transcripts::MAX_BLOB_BYTES`]).
 
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use plue_core::transcripts::{self, Kept};
 
 use super::artifacts::StepPath;
 use super::views::ErrorView;
 use super::{visible_run_in_path, ApiState};
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
-use crate::transcripts::{self, Kept};
 
 #[utoipa::path(
     get,

@@ -22,6 +22,8 @@ use std::collections::BTreeSet;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use plue_store::{now_ms, NewToken, Store, TokenRow, UserRow};
+use plue_vault::tokens;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -31,8 +33,6 @@ use super::views::ErrorView;
 use super::{audit_installation, parse_positive_id, ApiState};
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::{now_ms, NewToken, Store, TokenRow, UserRow};
-use crate::tokens;
 
 /// The longest a token may live, in days.
 const MAX_DAYS: u32 = 3650;

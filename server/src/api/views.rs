@@ -18,16 +18,16 @@ use plue_types::status::{CommitState, RunState, RunnerState, StepStatus};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::pool::kubernetes::ClassStatus;
-use crate::pool::PoolStatus;
-use crate::store::{
+use plue_pool::kubernetes::ClassStatus;
+use plue_pool::PoolStatus;
+use plue_store::{
     ApprovalRow, AttemptRow, RunRow, RunnerRow, RunnerTokenRow, StepRunRow, StoredLine,
     UnacknowledgedRow,
 };
 
 /// Micro-dollars as USD for a view.
 fn usd(micros: i64) -> f64 {
-    crate::pricing::usd(u64::try_from(micros).unwrap_or(0))
+    plue_core::pricing::usd(u64::try_from(micros).unwrap_or(0))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -116,7 +116,7 @@ impl RunView {
         } else {
             run.status
         };
-        let cache_partition = plue_core::caches::Partition::stored(
+        let cache_partition = plue_types::partition::Partition::stored(
             run.cache_partition.as_deref(),
             run.repo_id.is_some(),
         )
@@ -587,7 +587,7 @@ impl PoolView {
     /// read (`readable`), as a step is named nowhere else to one who may not read its run.
     pub async fn with_claims(
         mut self,
-        store: &crate::store::Store,
+        store: &plue_store::Store,
         readable: &crate::access::Readable,
     ) -> anyhow::Result<PoolView> {
         self.suspect_runners = store
@@ -655,15 +655,12 @@ pub struct RepoView {
 
 impl RepoView {
     /// Never shows the webhook secret, the API token or credentials in the clone URL.
-    pub fn new(repo: &crate::store::RepoRow) -> RepoView {
+    pub fn new(repo: &plue_store::RepoRow) -> RepoView {
         RepoView {
             name: repo.name.clone(),
-            clone_url: crate::forge::without_credentials(&repo.clone_url),
+            clone_url: plue_forge::without_credentials(&repo.clone_url),
             forge: repo.forge.clone(),
-            api_url: repo
-                .api_url
-                .as_deref()
-                .map(crate::forge::without_credentials),
+            api_url: repo.api_url.as_deref().map(plue_forge::without_credentials),
             has_api_token: repo.api_token.is_some(),
             default_branch: repo.default_branch.clone(),
             created_at: repo.created_at,
@@ -709,16 +706,13 @@ pub enum EngineIdentityState {
 
 impl ForgeIdentityView {
     pub fn new(
-        repo: &crate::store::RepoRow,
-        identity: &crate::forge::permission::EngineIdentity,
+        repo: &plue_store::RepoRow,
+        identity: &plue_forge::permission::EngineIdentity,
     ) -> ForgeIdentityView {
         ForgeIdentityView {
             repository: repo.name.clone(),
             forge: repo.forge.clone(),
-            api_url: repo
-                .api_url
-                .as_deref()
-                .map(crate::forge::without_credentials),
+            api_url: repo.api_url.as_deref().map(plue_forge::without_credentials),
             identity: identity.state(),
             login: identity.login().map(str::to_string),
             reason: identity.reason().map(str::to_string),
@@ -736,7 +730,7 @@ pub struct MemberView {
 
 impl MemberView {
     /// `None` for a stored role this engine does not know (it grants nothing).
-    pub fn new(row: crate::store::MemberRow) -> Option<MemberView> {
+    pub fn new(row: plue_store::MemberRow) -> Option<MemberView> {
         Some(MemberView {
             role: crate::access::Role::parse(&row.role)?,
             user: row.user_name,
@@ -766,7 +760,7 @@ pub struct ScheduleView {
 }
 
 impl ScheduleView {
-    pub fn new(repository: &str, row: crate::store::ScheduleRow) -> ScheduleView {
+    pub fn new(repository: &str, row: plue_store::ScheduleRow) -> ScheduleView {
         let next_fire_time =
             chrono::DateTime::<chrono::Utc>::from_timestamp_millis(row.next_fire_at)
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -940,7 +934,7 @@ pub struct ArtifactView {
 }
 
 impl ArtifactView {
-    pub fn new(run_id: i64, row: crate::store::ArtifactRow) -> ArtifactView {
+    pub fn new(run_id: i64, row: plue_store::ArtifactRow) -> ArtifactView {
         let path: String = row
             .name
             .split('/')

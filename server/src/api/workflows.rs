@@ -1,5 +1,5 @@
 //! `GET /api/repos/{owner}/{name}/workflows`: every workflow file of the repository's
-//! default branch head, evaluated ([`crate::registry::workflows`]), with its triggers and,
+//! default branch head, evaluated ([`plue_core::registry::workflows`]), with its triggers and,
 //! for a workflow with a manual trigger, the inputs a dispatch takes (type, default,
 //! options, required) — what the dashboard's dispatch forms are built from, and what a
 //! client needs to dispatch any workflow, run or not.
@@ -14,6 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use evaluator::plan::{InputKind, Plan, Trigger};
+use plue_core::registry::workflows::{Listed, Listing};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -22,7 +23,6 @@ use super::views::ErrorView;
 use super::ApiState;
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
-use crate::registry::workflows::{Listed, Listing};
 
 /// The workflows of a default branch's head.
 #[derive(Debug, Clone, Serialize, ToSchema)]

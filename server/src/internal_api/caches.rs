@@ -27,10 +27,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use plue_core::caches::service::{self, RunCaches, SaveError};
+use plue_core::dispatch::Dispatch;
 use plue_types::protocol::caches::{CacheLookup, CacheLookupReply, CacheSaved, CacheSpec};
 
 use super::{authenticate, owned_attempt_id, InternalState};
-use crate::dispatch::Dispatch;
 use crate::http_error::{ApiError, ApiResult};
 use crate::json_body::JsonBody;
 

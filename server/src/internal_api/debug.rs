@@ -12,7 +12,7 @@
 //!   store says claimed it; any other runner (or a guessed id) gets the same 404.
 //! - A session that ended answers `end: true`, so its runner kills the shell.
 //!
-//! [`Executor::secret_values`]: crate::executor::Executor::secret_values
+//! [`Executor::secret_values`]: plue_core::executor::Executor::secret_values
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -24,6 +24,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
+use plue_core::attempts::{AttemptRefused, AuthedRunner};
+use plue_core::dispatch::Dispatch;
+use plue_store::now_ms;
 use plue_types::protocol::debug::{
     DebugAssignment, DebugEnd, InputBatch, InputPoll, OutputAck, MAX_OUTPUT_BYTES,
 };
@@ -32,10 +35,7 @@ use serde::Deserialize;
 
 use super::{authenticate, InternalState};
 use crate::debug_relay::{self, relay, Phase, Session};
-use crate::dispatch::Dispatch;
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::now_ms;
-use plue_core::attempts::{AttemptRefused, AuthedRunner};
 
 /// Set when a session was queued in this process: the next poll looks for it at once.
 static QUEUED_HERE: AtomicBool = AtomicBool::new(false);
@@ -56,7 +56,7 @@ pub(super) fn routes() -> Router<InternalState> {
 }
 
 /// A session was queued here: wake the polling runners and have them look.
-pub(crate) fn queued(state_events: &crate::events::Events) {
+pub(crate) fn queued(state_events: &plue_store::events::Events) {
     QUEUED_HERE.store(true, Ordering::Relaxed);
     state_events.wake_all();
 }
@@ -107,7 +107,7 @@ pub(super) async fn claim(
 async fn assignment(
     state: &InternalState,
     runner: &AuthedRunner,
-    claim: &crate::store::DebugClaim,
+    claim: &plue_store::DebugClaim,
 ) -> ApiResult<Result<Assignment, AttemptRefused>> {
     let run_id = claim.session.run_id;
     let dispatch: Dispatch = match serde_json::from_str(&claim.dispatch) {
@@ -136,7 +136,7 @@ async fn assignment(
     if let Some(context) = state.executor.store().summoned_context(run_id).await? {
         let ctx: evaluator::EvalContext = serde_json::from_str(&context)
             .map_err(|e| anyhow::anyhow!("stored context of run {run_id}: {e}"))?;
-        env.extend(crate::dispatch::summoned_env(&ctx));
+        env.extend(plue_core::dispatch::summoned_env(&ctx));
     }
     env.insert("PLUE_ATTEMPT".into(), claim.attempts.to_string());
     if !secrets.withheld.is_empty() {

@@ -28,6 +28,7 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine as _;
+use plue_pool::kubernetes::PodAddresses;
 use plue_types::protocol::egress::{EgressCheck, EgressGrant, CHECK, MAX_CREDENTIAL_BYTES};
 use plue_vault::grants::GrantKey;
 use plue_vault::tokens;
@@ -35,7 +36,6 @@ use std::net::IpAddr;
 
 use super::InternalState;
 use crate::http_error::{ApiError, ApiResult};
-use crate::pool::kubernetes::PodAddresses;
 
 /// The user name in a step's proxy credential (`attempt:<grant>`).
 const USER: &str = "attempt";
@@ -142,8 +142,9 @@ async fn check(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use plue_types::protocol::NetworkPolicy;
+
+    use super::*;
 
     fn credential(grant: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(format!("attempt:{grant}"))

@@ -18,8 +18,8 @@ use axum::Router;
 use runner::network::capability;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{self, record, Event};
-use crate::store::{now_ms, Store};
+use plue_core::metrics::{self, record, Event};
+use plue_store::{now_ms, Store};
 
 mod track_http;
 

@@ -10,7 +10,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::metrics::{record, Event};
+use plue_core::metrics::{record, Event};
 
 /// `axum::middleware::from_fn(track_http)`.
 pub async fn track_http(request: Request, next: Next) -> Response {

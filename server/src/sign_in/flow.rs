@@ -5,6 +5,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Json;
+use plue_store::{now_ms, Audit, CliRequest, NewSignIn, NewToken};
+use plue_vault::tokens;
 use serde::Deserialize;
 use serde_json::json;
 use url::Url;
@@ -13,8 +15,6 @@ use super::oauth::{self, ClientAuth};
 use super::people::{self, Account};
 use super::{pkce, Kind, Provider, SignIn};
 use crate::access::SESSION_TTL_MS;
-use crate::store::{now_ms, Audit, CliRequest, NewSignIn, NewToken};
-use crate::tokens;
 use crate::web::{cookie, local_path, session_cookies, sign_in_page};
 
 /// The cookie binding a sign-in to the browser that started it.
@@ -363,10 +363,14 @@ async fn finish(
     // Roles follow the forge: a forge sign-in learns this person's roles now, not at the
     // next refresh (a forge that cannot answer leaves them as they were).
     if let (Some(roles), Kind::Forge { .. }) = (&sign_in.0.forge_roles, &provider.kind) {
-        let permissions = crate::forge::permission::Permissions::unremembered();
-        let refreshed =
-            crate::forge_roles::refresh(&roles.executor, &permissions, Some(user.id), roles.every)
-                .await?;
+        let permissions = plue_forge::permission::Permissions::unremembered();
+        let refreshed = plue_core::forge_roles::refresh(
+            &roles.executor,
+            &permissions,
+            Some(user.id),
+            roles.every,
+        )
+        .await?;
         tracing::info!(user = %user.name, ?refreshed, "forge roles learnt at sign-in");
     }
     store

@@ -65,8 +65,9 @@ pub use config::{base_url, client_id, ClientSecret, ForgeSettings, OidcSettings,
 /// PKCE's S256 challenge of a verifier (`plue login` makes its own pair).
 pub use pkce::challenge as pkce_challenge;
 
+use plue_store::Store;
+
 use crate::access::Resolver;
-use crate::store::Store;
 
 /// The sign-in providers of a running engine (cheap to clone).
 #[derive(Clone)]
@@ -80,14 +81,14 @@ struct Inner {
     base: String,
     http: reqwest::Client,
     secure_cookies: bool,
-    /// Learns a forge sign-in's roles at once (`crate::forge_roles`), when roles follow
+    /// Learns a forge sign-in's roles at once (`plue_core::forge_roles`), when roles follow
     /// the forge.
     forge_roles: Option<ForgeRoles>,
 }
 
 /// What a forge sign-in refreshes its person's roles with.
 struct ForgeRoles {
-    executor: Arc<crate::executor::Executor>,
+    executor: Arc<plue_core::executor::Executor>,
     every: std::time::Duration,
 }
 
@@ -126,7 +127,7 @@ impl SignIn {
     /// once (with `executor`'s credentials), as the periodic refresh every `every` does.
     pub fn with_forge_roles(
         mut self,
-        executor: Arc<crate::executor::Executor>,
+        executor: Arc<plue_core::executor::Executor>,
         every: std::time::Duration,
     ) -> SignIn {
         if let Some(inner) = Arc::get_mut(&mut self.0) {

@@ -123,7 +123,7 @@ pub(super) async fn forge_login(
         .json()
         .await
         .map_err(|_| "the forge's GET /user answer has no login".to_string())?;
-    if !crate::store::valid_name(&user.login) {
+    if !plue_store::valid_name(&user.login) {
         return Err(format!("the forge's login {:?} is not a login", user.login));
     }
     Ok(user.login)

@@ -167,7 +167,7 @@ impl Discovered {
             return Err("the ID token was made for another client (azp)".into());
         }
         match claims["nonce"].as_str() {
-            Some(given) if crate::tokens::tokens_match(given, nonce) => {}
+            Some(given) if plue_vault::tokens::tokens_match(given, nonce) => {}
             _ => return Err("the ID token's nonce is not this sign-in's".into()),
         }
         let subject = claims["sub"]

@@ -2,7 +2,7 @@
 //! first sign-in (named after the account, made unique); an OpenID Connect groups claim's
 //! memberships follow.
 
-use crate::store::{GroupChanges, SignInIdentity, Store, UserRow};
+use plue_store::{GroupChanges, SignInIdentity, Store, UserRow};
 
 /// An account a provider vouched for.
 #[derive(Debug, Clone)]
@@ -103,7 +103,7 @@ mod tests {
         assert_eq!(base_name("ä"), "user");
         assert_eq!(base_name(&"a".repeat(80)).len(), 35);
         for hint in ["Jane Doe", "-", "..a", "é-é", &"b".repeat(50)] {
-            assert!(crate::store::valid_name(&base_name(hint)), "{hint}");
+            assert!(plue_store::valid_name(&base_name(hint)), "{hint}");
         }
         let account = Account::Subject {
             issuer: "https://id.example/realms/x".into(),

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 /// A random value for a sign-in's id, `state`, nonce or verifier: 64 hex digits (256
 /// bits), within PKCE's verifier grammar (43 to 128 unreserved characters).
 pub(super) fn random() -> anyhow::Result<String> {
-    crate::tokens::new_token()
+    plue_vault::tokens::new_token()
 }
 
 /// The S256 challenge of `verifier`: BASE64URL(SHA-256(verifier)) without padding.
@@ -21,7 +21,7 @@ pub(super) fn verifies(verifier: &str, challenge_given: &str) -> bool {
         && verifier
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'));
-    grammar && crate::tokens::tokens_match(&challenge(verifier), challenge_given)
+    grammar && plue_vault::tokens::tokens_match(&challenge(verifier), challenge_given)
 }
 
 /// Whether `challenge` looks like an S256 challenge: 43 base64url characters.

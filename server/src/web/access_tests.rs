@@ -10,14 +10,14 @@
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use futures::StreamExt;
+use plue_store::events::Event;
+use plue_store::on_db;
 use plue_types::status::RunState;
+use plue_vault::tokens;
 use tower::ServiceExt;
 
 use super::tests::{bash, plan, repository, Fixture, Reply, ADMIN};
-use crate::events::Event;
-use crate::store::on_db;
 use crate::testing::{user_with_token, TokenScope};
-use crate::tokens;
 
 /// A signed-in browser: its `Cookie` header and CSRF token.
 struct Browser {
@@ -222,7 +222,7 @@ async fn each_role_sees_and_may_do_exactly_its_share() {
     // The audit trail names the writer, not a token.
     let actors: Vec<String> = fx
         .store()
-        .audit_events(&crate::store::AuditFilter {
+        .audit_events(&plue_store::AuditFilter {
             run_id: Some(ci_run),
             limit: 10,
             ..Default::default()
@@ -293,7 +293,7 @@ async fn a_session_ends_with_its_token_its_expiry_and_sign_out() {
     let ernie = browser(&fx, "ernie", &token).await;
     assert!(readable(&ernie.get(&fx, &run_page).await));
     on_db!(fx.store(), pool => sqlx::query("UPDATE sessions SET expires_at = $1")
-        .bind(crate::store::now_ms() - 1)
+        .bind(plue_store::now_ms() - 1)
         .execute(pool)
         .await
         .map(|_| ())
@@ -334,12 +334,12 @@ async fn a_session_ends_with_its_token_its_expiry_and_sign_out() {
 /// A (failed) run of `mallory/tools`, the repository `tools` (from [`other_repo`]).
 async fn tools_run(fx: &Fixture, tools: i64) -> i64 {
     let plan = plan("t", vec![bash("a", &[])]);
-    let run = crate::store::NewRun {
+    let run = plue_store::NewRun {
         workflow_source: "mallory/tools",
         workflow_path: ".plue/t.plue.py",
         event: "push",
         sha: "2",
-        repo: Some(crate::store::RunRepo {
+        repo: Some(plue_store::RunRepo {
             repo_id: tools,
             secrets_allowed: true,
         }),
@@ -468,13 +468,13 @@ async fn approval_buttons_are_offered_to_writers_only() {
     let json = serde_json::to_string(&gated).unwrap();
     let run = fx
         .executor
-        .start_run(&crate::store::NewRun {
+        .start_run(&plue_store::NewRun {
             workflow_source: "acme/app",
             workflow_path: ".plue/gated.plue.py",
             event: "push",
             sha: "3",
             workspace: &plue_types::protocol::WorkspaceSource::Empty,
-            repo: Some(crate::store::RunRepo {
+            repo: Some(plue_store::RunRepo {
                 repo_id: acme,
                 secrets_allowed: true,
             }),

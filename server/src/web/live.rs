@@ -1,5 +1,5 @@
 //! `GET /live` (every run) and `GET /live?run=<id>` (one run): a Server-Sent Events stream
-//! of `changed` hints from the engine's event bus ([`crate::events`]), on which
+//! of `changed` hints from the engine's event bus ([`plue_store::events`]), on which
 //! `assets/live.js` re-fetches the live part of the runs list or a run page at once instead
 //! of waiting for its next poll.
 //!
@@ -31,6 +31,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use plue_store::events::Event;
+use plue_store::Store;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -42,8 +44,6 @@ use super::session::{denied, Session};
 use super::{parse_run_id, Web};
 use crate::access::{Caller, Readable, Role};
 use crate::api::followers::{leash, Who};
-use crate::events::Event;
-use crate::store::Store;
 
 /// Fewest milliseconds between two hints of one stream.
 pub(super) const THROTTLE: Duration = Duration::from_millis(150);

@@ -13,6 +13,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, Method, Uri};
 use axum::response::{Html, IntoResponse, Response};
+use plue_store::{StepRunRow, Store};
 use plue_types::status::StepStatus;
 use serde::Serialize;
 
@@ -22,7 +23,6 @@ use super::session::{readable_run, Chrome};
 use super::{encode, parse_run_id, render, Web};
 use crate::api::logs::stored_lines;
 use crate::api::views::{RunView, StepView};
-use crate::store::{StepRunRow, Store};
 
 #[derive(Serialize)]
 struct LogPage {

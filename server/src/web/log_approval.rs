@@ -6,11 +6,12 @@
 //! Invariant: the step page checked that the caller may read the run before this runs;
 //! what the panel offers is decided by the API's own check, as on the run page.
 
+use plue_store::{RunRow, StepRunRow};
+
 use super::error::WebResult;
 use super::run_approval::{self, GateView};
 use super::session::Session;
 use super::Web;
-use crate::store::{RunRow, StepRunRow};
 
 /// The panel of `step` of `run`, when it is an approval step or waits for a review.
 pub(super) async fn for_step(

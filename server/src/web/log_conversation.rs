@@ -1,5 +1,5 @@
 //! The conversation of an `llm` step, on its step page (`templates/log_conversation.html`):
-//! the transcript its latest attempt kept ([`crate::transcripts`]) read back as turns —
+//! the transcript its latest attempt kept ([`plue_core::transcripts`]) read back as turns —
 //! the model's text, each tool call with its input and result (folded), timings, tokens
 //! and cost per turn and in all — with the files it changed as a diff, its proposals to
 //! the forge and its budget. A step with `result=` (the `"verdict"` shorthand or a JSON
@@ -16,21 +16,21 @@
 //!   only as plain strings the template escapes. Nothing is marked safe; there is no
 //!   Markdown rendering.
 //! - The transcript is the masked one the runner kept (bounded by
-//!   [`crate::transcripts::MAX_BLOB_BYTES`]); nothing here unmasks or adds anything. What
+//!   [`plue_core::transcripts::MAX_BLOB_BYTES`]); nothing here unmasks or adds anything. What
 //!   the page shows of it is bounded too: a diff is cut at [`MAX_DIFF_LINES`], a tool's
 //!   input or result at [`MAX_SHOWN_BYTES`] (the whole is in the transcript's JSON).
 //! - The caller was already allowed to read the run (the step page checks it first).
 
 use std::collections::HashMap;
 
+use plue_core::pricing::Prices;
+use plue_core::transcripts::{self, Kept};
 use plue_types::protocol::Usage;
 use plue_types::transcript::{Transcript, Turn};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::api::proposals::ProposalView;
-use crate::pricing::Prices;
-use crate::transcripts::{self, Kept};
 
 /// The longest diff shown (lines); the rest is left to the proposal or the raw transcript.
 pub(super) const MAX_DIFF_LINES: usize = 4000;

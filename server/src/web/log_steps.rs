@@ -7,12 +7,12 @@
 //! (a 1,000-step run's page stays small; the run page lists them all); output values are
 //! cut as on the run page (`run_failure::output_values`) and escaped by the template.
 
+use plue_store::{StepRunRow, Store};
 use plue_types::status::StepStatus;
 use serde::Serialize;
 
 use super::encode;
 use super::run_failure::{output_values, OutputValue};
-use crate::store::{StepRunRow, Store};
 
 /// Steps listed on each side of the current one.
 pub(super) const WINDOW: usize = 100;

@@ -3,7 +3,7 @@
 //! little JavaScript from `/assets` for the live parts. Templates (`templates/`) and assets
 //! (`assets/`) are compiled into the binary; nothing needs a front-end build.
 //!
-//! [`router`] is the only entry point. Pages read through the [`Store`](crate::store::Store)
+//! [`router`] is the only entry point. Pages read through the [`Store`](plue_store::Store)
 //! and the API's view types; writes (cancel, re-run, dispatch) and the log stream go through
 //! the public API itself, called in-process as the session's caller (`forward`), so the
 //! dashboard can never do more than the API lets that user do.
@@ -107,7 +107,7 @@ impl std::ops::Deref for Web {
 }
 
 impl Web {
-    fn store(&self) -> &crate::store::Store {
+    fn store(&self) -> &plue_store::Store {
         self.state.executor.store()
     }
 

@@ -6,10 +6,10 @@
 //! checks); every value is text the template escapes (a partition names a branch or a
 //! login, a causer a login: both come from outside).
 
+use plue_store::{cache_scope, Store};
 use serde::Serialize;
 
 use super::error::WebResult;
-use crate::store::{cache_scope, Store};
 
 /// How many entries the page shows.
 const SHOWN: i64 = 50;

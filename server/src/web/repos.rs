@@ -1,5 +1,5 @@
 //! `/repos` and `/repos/{owner}/{name}`: the registered repositories; for one of them,
-//! every workflow file of its default branch's head ([`crate::registry::workflows`]) with
+//! every workflow file of its default branch's head ([`plue_core::registry::workflows`]) with
 //! its triggers, its evaluation error, each branch's last run, and — for a workflow with a
 //! manual trigger — a dispatch form of typed inputs (a checkbox for a boolean, a select for
 //! options, a number field for a number, text otherwise; defaults filled, required ones
@@ -28,6 +28,8 @@ use std::sync::Arc;
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
+use plue_core::registry::workflows::{Listed, Listing};
+use plue_store::{RepoRow, RunRow};
 use serde::Serialize;
 
 use super::error::{WebError, WebResult};
@@ -37,8 +39,6 @@ use super::{encode, render, Web};
 use crate::access::Role;
 use crate::api::views::{RepoView, RunView, ScheduleView};
 use crate::api::workflows::{manual_inputs, TriggerView};
-use crate::registry::workflows::{Listed, Listing};
-use crate::store::{RepoRow, RunRow};
 
 /// How many of a repository's newest runs the page looks at.
 const RECENT: i64 = 500;

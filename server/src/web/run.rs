@@ -93,8 +93,8 @@ struct StatementLine {
 }
 
 impl StatementLine {
-    fn new(run_id: i64, row: &crate::store::StatementRow) -> StatementLine {
-        use crate::store::Landing;
+    fn new(run_id: i64, row: &plue_store::StatementRow) -> StatementLine {
+        use plue_store::Landing;
         let (reason, url) = match row.landing() {
             Landing::Applied => (
                 None,

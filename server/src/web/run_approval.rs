@@ -24,6 +24,7 @@ use axum::extract::{Form, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use evaluator::plan::{Action, Plan};
+use plue_store::{RunRow, StepRunRow};
 use plue_types::status::StepStatus;
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +36,6 @@ use crate::access::SelfReview;
 use crate::api::approvals::{self, Gate};
 use crate::api::views::ApprovalView;
 use crate::http_error::ApiError;
-use crate::store::{RunRow, StepRunRow};
 
 /// One gate of a run as the panel shows it.
 #[derive(Debug, Serialize)]

@@ -10,16 +10,16 @@
 //! - Everything here is text people wrote (inputs, titles, commit messages, logins): the
 //!   template escapes it, and a link is made only of an `http(s)` URL.
 //! - The commit message comes from the engine's own mirror of the repository, by the run's
-//!   commit id, kept in memory per commit ([`crate::registry::Registry::commit_message`]);
+//!   commit id, kept in memory per commit ([`plue_core::registry::Registry::commit_message`]);
 //!   a run without a repository, or whose commit the mirror lacks, shows none.
 //! - Reads only: the run page checked that the caller may read the run.
 
 use evaluator::EvalContext;
+use plue_store::RunRow;
 use serde::Serialize;
 
 use super::error::WebResult;
 use super::Web;
-use crate::store::RunRow;
 
 /// The longest input value shown in full (a longer one is cut, with its length said).
 const MAX_SHOWN_INPUT: usize = 500;

@@ -1,7 +1,7 @@
 //! The part of the run page that explains a run (`templates/run_failure.html`): for each
 //! failed step a sentence saying what failed and why ("`test` failed: its command `cargo
 //! test` exited with code 3 …") with the last lines of its command and of its log; the
-//! run's annotations (`::error file=…::…` lines, `crate::annotations`); the steps'
+//! run's annotations (`::error file=…::…` lines, `plue_core::annotations`); the steps'
 //! outputs; and whether "Re-run failed steps" is offered. `POST /runs/{id}/rerun-failed`
 //! is that button: the API's re-run with `failed=true`, called as the session's caller.
 //!
@@ -14,12 +14,12 @@
 //!   template to escape; nothing is marked safe.
 
 use evaluator::plan::{Action, Plan};
+use plue_store::{RunRow, StepRunRow, Store};
 use plue_types::status::StepStatus;
 use serde::Serialize;
 
 use super::encode;
 use crate::api::annotations::{self, AnnotationView, DroppedView};
-use crate::store::{RunRow, StepRunRow, Store};
 
 /// Failed steps explained on the page; the others are counted.
 pub(super) const MAX_FAILURES: usize = 5;

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Html;
+use plue_store::{StepRunRow, TimelineAttempt};
 use plue_types::status::{AttemptStatus, StepStatus};
 use serde::Serialize;
 
@@ -25,7 +26,6 @@ use super::error::WebResult;
 use super::session::{readable_run, Chrome};
 use super::{parse_run_id, render, Web};
 use crate::api::views::RunView;
-use crate::store::{StepRunRow, TimelineAttempt};
 
 /// The width of a lane in SVG user units (the SVG stretches it to the column's width).
 const SCALE: f64 = 1000.0;
@@ -288,7 +288,7 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<Timelin
     let timeline = layout(
         run.created_at,
         ended,
-        crate::store::now_ms(),
+        plue_store::now_ms(),
         run.rerun_of,
         &steps,
         &attempts,

@@ -13,6 +13,7 @@
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Html;
+use plue_store::RunFilter;
 use plue_types::status::RunState;
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +22,6 @@ use super::session::{Chrome, Session};
 use super::{encode, render, Web};
 use crate::access::Readable;
 use crate::api::views::RunView;
-use crate::store::RunFilter;
 
 const PAGE: i64 = 50;
 /// Longest filter value accepted (longer ones match nothing anyway).

@@ -26,12 +26,13 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 
 pub(super) use super::chrome::Chrome;
+use plue_store::{RunRow, Store};
+use plue_vault::tokens;
+
 use super::error::{ErrorPage, SignInPrompt, WebError, WebResult};
 use super::{render, Web};
 use crate::access::{Caller, Role, SESSION_TTL_MS};
 use crate::http_error::ApiError;
-use crate::store::{RunRow, Store};
-use crate::tokens;
 
 const SESSION_COOKIE: &str = "plue_session";
 /// The cookie that held the raw token before sessions: ignored, and cleared.

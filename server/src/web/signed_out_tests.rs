@@ -5,9 +5,9 @@
 //! register are not told to.
 
 use axum::http::StatusCode;
+use plue_store::{NewRun, RunRepo};
 
 use super::tests::{bash, plan, repository, Fixture, Reply};
-use crate::store::{NewRun, RunRepo};
 use crate::testing::{user_with_token, TokenScope};
 
 /// The lists that hide what the caller may not read, with the sign-in link each offers

@@ -14,16 +14,16 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use evaluator::plan::{Action, Plan, Step};
+use plue_core::executor::Executor;
+use plue_pool::kubernetes::{ClassStatus, Failures};
+use plue_pool::PoolStatus;
+use plue_store::{NewRun, Store};
 use plue_types::protocol::{LogLine, Stream as LineStream, WorkspaceSource};
 use plue_types::status::RunState;
 use tower::ServiceExt;
 
 use super::{router, WebState, CONTENT_SECURITY_POLICY};
 use crate::api::ApiState;
-use crate::executor::Executor;
-use crate::pool::kubernetes::{ClassStatus, Failures};
-use crate::pool::PoolStatus;
-use crate::store::{NewRun, Store};
 use crate::testing::TestApi;
 
 pub(super) const ADMIN: &str = "admin-token-of-the-dashboard-tests";
@@ -632,8 +632,8 @@ async fn runners_page_shows_each_class_counts_and_latest_failure() {
 /// A repository `acme/app` (default branch `main`) with a run of `ci.plue.py` whose plan
 /// has a manual trigger, and a run of `broken.plue.py` on `main` that did not evaluate.
 pub(super) async fn repository(fx: &Fixture) -> (i64, i64) {
-    use crate::store::RunRepo;
     use evaluator::plan::{ManualInput, Trigger};
+    use plue_store::RunRepo;
     let repo_id = plue_store::testing::create_repo(fx.store(), "acme/app").await;
     let mut inputs = BTreeMap::new();
     inputs.insert(
@@ -787,8 +787,8 @@ async fn a_run_of_500_steps_renders_quickly() {
 
 #[tokio::test]
 async fn live_stream_hints_changes_of_its_run_only() {
-    use crate::events::Event;
     use futures::StreamExt;
+    use plue_store::events::Event;
     let fx = Fixture::new().await;
     let seven = fx.start(&plan("seven", vec![bash("a", &[])])).await;
     let eight = fx.start(&plan("eight", vec![bash("a", &[])])).await;
@@ -1057,7 +1057,7 @@ async fn a_decided_approval_shows_its_comment_on_the_run_page() {
 // the earlier run and an empty lane, as if they had run (and run instantly) here.
 #[tokio::test]
 async fn a_reruns_timeline_marks_carried_steps() {
-    use crate::store::on_db;
+    use plue_store::on_db;
     let fx = Fixture::new().await;
     let workflow = plan("again", vec![bash("a", &[]), bash("b", &["a"])]);
     let first = fx.start(&workflow).await;
@@ -1146,7 +1146,7 @@ async fn a_groups_counts_are_said_in_words() {
 // landed: applied with its link, pending, or failed with the reason (escaped) and no link.
 #[tokio::test]
 async fn the_run_page_says_whether_each_proposals_statement_landed() {
-    use crate::store::on_db;
+    use plue_store::on_db;
     let fx = Fixture::new().await;
     let id = fx.start(&plan("agent", vec![bash("fix", &[])])).await;
     let step_run = fx.store().step_run(id, "fix").await.unwrap().unwrap().id;

@@ -32,14 +32,14 @@ use std::sync::Arc;
 use axum::Json;
 
 use axum::http::StatusCode;
+use plue_forge::auth::Token;
+use plue_forge::payload::{self, ForgeEvent, InstallationEvent};
+use plue_forge::{signature, Forge};
+use plue_store::{Audit, InstallationFacts, NewRepo, Store};
 
 use super::installation_owners::{InstallationOwners, InstallationRefused};
 use super::{DeliveryResult, WebhookState};
-use crate::forge::auth::Token;
-use crate::forge::payload::{self, ForgeEvent, InstallationEvent};
-use crate::forge::{signature, Forge};
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::{Audit, InstallationFacts, NewRepo, Store};
 
 /// The events handled here.
 pub(super) fn is_installation_event(forge: Forge, event: &str) -> bool {

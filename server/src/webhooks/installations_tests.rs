@@ -5,11 +5,11 @@
 use axum::body::{to_bytes, Body};
 use axum::http::Request;
 use axum::Router;
+use plue_vault::Vault;
 use tower::ServiceExt;
 
 use super::super::{router, WebhookState};
 use super::*;
-use crate::vault::Vault;
 
 const APP_SECRET: &str = "the-apps-webhook-secret";
 

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 
 use evaluator::loops::Loops;
 use evaluator::plan::Plan;
+use plue_store::StepRunRow;
 use plue_types::status::StepStatus;
 
 use super::results;
 use crate::executor::outputs::Outputs;
 use crate::schedule::Decision;
-use crate::store::StepRunRow;
 
 /// A step the schedule would queue, with its `when="<expression>"` (if any) applied: the
 /// expression is read against the results of the steps it names (a missing output is the

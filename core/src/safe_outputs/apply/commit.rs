@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine;
+use plue_forge::auth::{git_refused, Refused, Token};
+use plue_forge::status::PostError;
+use plue_outbound::Outbound;
 
-use crate::forge::auth::{git_refused, Refused, Token};
-use crate::forge::status::PostError;
-use crate::outbound::Outbound;
 use crate::registry::git::{self, Mirror};
 
 pub(super) const GIT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -183,7 +183,7 @@ pub async fn push(
     .map(|_| ())
     .map_err(|e| {
         // Never show the URL's credentials.
-        let text = format!("{e:#}").replace(url, &crate::forge::without_credentials(url));
+        let text = format!("{e:#}").replace(url, &plue_forge::without_credentials(url));
         let text = text.replace(token, "***");
         // The forge refused the token itself (revoked): the applier's exchange forgets it
         // and pushes again with a new one.

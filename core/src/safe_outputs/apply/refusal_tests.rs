@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
+use plue_forge::auth::{ForgeAuth, GitHubApp, Use};
+use plue_store::on_db;
+use plue_store::testing::stores;
 use testkit::forge::app::{AppConfig, Presented, APP_KEY_PEM};
 use testkit::forge::{FakeForge, Flavor};
 
 use super::*;
-use crate::forge::auth::{ForgeAuth, GitHubApp, Use};
-use crate::store::on_db;
-use plue_store::testing::stores;
 
 const REPO: &str = "acme/app";
 

@@ -2,11 +2,11 @@
 //! agent's diff, and the token never where git or a reader could print it.
 
 use base64::Engine;
+use plue_store::on_db;
+use plue_store::testing::stores;
 use testkit::forge::{FakeForge, Flavor};
 
 use super::*;
-use crate::store::on_db;
-use plue_store::testing::stores;
 
 const TOKEN: &str = "app1y-t0ken";
 
@@ -364,8 +364,8 @@ fn utf32le(text: &str) -> Vec<u8> {
 }
 
 /// The wall of a run holding `TOKEN` (the repository's forge token is a secret of its run).
-fn token_wall() -> crate::outbound::Checker {
-    crate::outbound::Checker::new(&crate::outbound::Secrets::from_iter([TOKEN]), ["plue"])
+fn token_wall() -> plue_outbound::Checker {
+    plue_outbound::Checker::new(&plue_outbound::Secrets::from_iter([TOKEN]), ["plue"])
 }
 
 // The attack (the outbound wall, round two): an existing text file gets a wide copy of a
@@ -736,8 +736,8 @@ fn applier_of(store: &Store, mirrors: &std::path::Path) -> Applier {
 }
 
 /// A commit title as the applier gives it: through a wall.
-fn title(text: &str) -> crate::outbound::Outbound {
-    crate::outbound::Checker::new(&Default::default(), ["plue"])
+fn title(text: &str) -> plue_outbound::Outbound {
+    plue_outbound::Checker::new(&Default::default(), ["plue"])
         .check(text)
         .unwrap()
 }

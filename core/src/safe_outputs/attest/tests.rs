@@ -8,9 +8,9 @@ use std::sync::Arc;
 use evaluator::plan::{Plan, Step};
 use plue_provenance::Signer;
 use plue_store::testing::stores;
+use plue_store::{on_db, NewRun, RunRepo};
 
 use super::*;
-use crate::store::{on_db, NewRun, RunRepo};
 
 /// A stored threat check: a warning, and a review that passed.
 const THREAT: &str = r#"{"verdict":"needs_approval","findings":[{"rule":"new-endpoint","severity":"warning","file":"a.py","line":3,"reason":"reaches x.example.net"}],"review":{"model":"m","answer":"pass","reasons":[],"input_tokens":1,"output_tokens":1}}"#;
@@ -133,7 +133,7 @@ async fn an_approved_proposals_statement_names_its_approver_and_is_kept_once() {
         );
         // Recorded before the write: pending until its proposal settles.
         let recorded = store.statement(run_id, proposal).await.unwrap().unwrap();
-        assert_eq!(recorded.landing(), crate::store::Landing::Pending);
+        assert_eq!(recorded.landing(), plue_store::Landing::Pending);
         // Another key does not open it; a retry signs again but the first is kept.
         let other = [Signer::from_seed(&[22; 32]).public()];
         assert!(plue_provenance::open(&envelope, &other).is_err());

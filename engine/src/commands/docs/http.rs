@@ -11,7 +11,7 @@ use super::markdown::{cell, code, code_cell, prose};
 const METHODS: [&str; 5] = ["get", "put", "post", "patch", "delete"];
 
 pub(super) fn page() -> anyhow::Result<String> {
-    let doc = serde_json::to_value(engine::api::openapi()).context("the OpenAPI document")?;
+    let doc = serde_json::to_value(plue_server::api::openapi()).context("the OpenAPI document")?;
     let mut out = String::from("# The HTTP API\n\n");
     if let Some(description) = doc.pointer("/info/description").and_then(Value::as_str) {
         let _ = writeln!(out, "{}\n", prose(description));

@@ -4,11 +4,11 @@
 //! | page | source |
 //! |---|---|
 //! | `cli.md` | the clap `Command` of [`crate::cli::Cli`] |
-//! | `http-api.md` | the OpenAPI document, [`engine::api::openapi`] |
+//! | `http-api.md` | the OpenAPI document, [`plue_server::api::openapi`] |
 //! | `chart-values.md` | `charts/plue/values.schema.json` (and the defaults of `values.yaml`) |
 //! | `metrics.md` | the metrics registry's definition, `core/src/metrics/` |
 //! | `plue-py.md` | the doc comments of the host types, `evaluator/src/worker/host.rs` |
-//! | `run-record.schema.json` | the run record's types, [`engine::api::record`] (JSON: its `$comment` is the header) |
+//! | `run-record.schema.json` | the run record's types, [`plue_server::api::record`] (JSON: its `$comment` is the header) |
 //!
 //! Invariants: generation is a pure function of the source tree the binary was built from
 //! (the program itself, and the sources it reads under its `CARGO_MANIFEST_DIR`): no clock,
@@ -64,7 +64,7 @@ pub(crate) fn pages() -> anyhow::Result<Vec<Page>> {
         },
         Page {
             file: "http-api.md",
-            text: header("the OpenAPI document (engine::api::openapi)") + &http::page()?,
+            text: header("the OpenAPI document (plue_server::api::openapi)") + &http::page()?,
         },
         Page {
             file: "chart-values.md",
@@ -77,7 +77,7 @@ pub(crate) fn pages() -> anyhow::Result<Vec<Page>> {
         },
         Page {
             file: "run-record.schema.json",
-            text: serde_json::to_string_pretty(&engine::api::record::json_schema())? + "\n",
+            text: serde_json::to_string_pretty(&plue_server::api::record::json_schema())? + "\n",
         },
     ])
 }

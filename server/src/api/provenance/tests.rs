@@ -7,10 +7,10 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use evaluator::plan::{Plan, Step};
 use http_body_util::BodyExt;
+use plue_store::{NewRun, RunRepo};
 use tower::ServiceExt;
 
 use super::super::router;
-use crate::store::{NewRun, RunRepo};
 use crate::testing::{user_with_token, TestApi, TokenScope};
 
 const ENVELOPE: &str = r#"{"payloadType":"application/vnd.in-toto+json","payload":"e30=","signatures":[{"keyid":"sha256:ab","sig":"AA=="}]}"#;
@@ -58,8 +58,8 @@ async fn world() -> (TestApi, i64, i64, i64, i64) {
 }
 
 /// Proposal `id` of run `run`, being applied.
-async fn propose(store: &crate::store::Store, run: i64, id: i64) {
-    crate::store::on_db!(store, pool => sqlx::query(
+async fn propose(store: &plue_store::Store, run: i64, id: i64) {
+    plue_store::on_db!(store, pool => sqlx::query(
         "INSERT INTO proposals (id, run_id, step_run_id, attempt_id, position, kind, payload, \
          state, created_at) VALUES ($1, $2, 1, 1, $1, 'pull_request', '{}', 'applying', 0)",
     )

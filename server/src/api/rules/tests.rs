@@ -1,5 +1,6 @@
-use super::*;
 use evaluator::text::{check_clean_field, TextKind};
+
+use super::*;
 
 fn every_char() -> impl Iterator<Item = char> {
     (0..=0x10FFFF).filter_map(char::from_u32)
@@ -36,7 +37,7 @@ fn white_space_is_what_trim_removes() {
 #[test]
 fn a_ref_refuses_exactly_the_characters_check_ref_refuses() {
     for c in every_char() {
-        let refused = crate::registry::git::check_ref(&format!("a{c}b")).is_err();
+        let refused = plue_core::registry::git::check_ref(&format!("a{c}b")).is_err();
         assert_eq!(refused, within(REF_REFUSED, c), "U+{:04X}", c as u32);
     }
 }

@@ -143,7 +143,7 @@ pub(super) struct Layout {
 /// The layout of a run whose step rows are `steps` and whose plan (if it evaluated) is
 /// `plan`: dependencies and kinds come from the plan, statuses from the rows.
 pub(super) fn of_run(
-    steps: &[crate::store::StepRunRow],
+    steps: &[plue_store::StepRunRow],
     plan: Option<&evaluator::plan::Plan>,
 ) -> Layout {
     let planned: HashMap<&str, &evaluator::plan::Step> = plan
