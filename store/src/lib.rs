@@ -105,10 +105,8 @@ pub use runner_tokens::{
 };
 pub use runners::{Liveness, NewRunner, RedeemedToken, Registration, RunnerRow};
 pub use runs::canonical_labels;
-pub use runs::{
-    Advanced, CreatedRun, NewRun, RunDocuments, RunRepo, RunRow, RunSnapshot, StepChange,
-    StepRunRow,
-};
+pub use runs::create::{CreatedRun, NewRun, RunRepo};
+pub use runs::{Advanced, RunDocuments, RunRow, RunSnapshot, StepChange, StepRunRow};
 pub use secret_holders::needs_secrets_runner;
 pub use sign_in::{CliRequest, GroupChanges, NewSignIn, SignInIdentity, SignInRow};
 pub use timeline::{RunProgress, TimelineAttempt};

@@ -1,6 +1,7 @@
 //! Re-running a run's failed steps: the new run is stored with the steps it carries over
 //! from the run it repeats already final, in the transaction that creates it, so no
-//! advance ever sees them pending.
+//! advance ever sees them pending (`Store::create_rerun_by`, in `runs/create.rs`, creates
+//! it; [`carry_steps`] carries them).
 //!
 //! Invariants:
 //! - Only steps final as `succeeded` or `skipped` in the earlier run are carried (which
@@ -15,7 +16,6 @@ use anyhow::Context;
 use plue_types::status::StepStatus;
 
 use super::tx::{Statement, Tx};
-use super::{NewRun, Store, Triggerer};
 
 /// A step run as a re-run carries it over.
 #[derive(sqlx::FromRow, serde::Deserialize)]
@@ -123,31 +123,6 @@ pub(crate) async fn carry_steps(
         }
     }
     Ok(())
-}
-
-impl Store {
-    /// [`Store::create_run_by`] (or [`Store::create_run`] without `triggerer`) for a re-run of `new.rerun_of` that carries the steps
-    /// `carry` (their ids) over from it, final as they were there (see the module's
-    /// invariants). Fails, storing nothing, when `new` names no run it repeats or a step
-    /// of `carry` is not final there as succeeded or skipped.
-    pub async fn create_rerun_by(
-        &self,
-        new: &NewRun<'_>,
-        max_parallel: i64,
-        triggerer: Option<&Triggerer>,
-        carry: &[String],
-    ) -> anyhow::Result<super::CreatedRun> {
-        anyhow::ensure!(
-            carry.is_empty() || new.rerun_of.is_some(),
-            "steps can only be carried over from the run a re-run repeats"
-        );
-        self.insert_run(
-            new,
-            max_parallel,
-            super::runs::RunStart::to_run(triggerer, carry, None),
-        )
-        .await
-    }
 }
 
 #[cfg(test)]
