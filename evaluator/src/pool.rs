@@ -20,30 +20,30 @@
 //! - a file that `use`s modules of other repositories is evaluated in rounds
 //!   ([`EvaluatorPool::evaluate_with`]): the parent fetches only full commits the worker
 //!   asked for, within the bounds of [`crate::modules`], and writes `Plan::modules` itself.
+//!
+//! The zygote processes (starting, asking, frames) are `zygote.rs`; a module the worker
+//! asked for, checked and fetched between rounds, `fetch.rs`.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::context::EvalContext;
 use crate::diagnostic::Budget;
 use crate::diagnostic::Diagnostic;
 use crate::limits::{human_bytes, Limits};
-use crate::modules::lock::LockEntry;
-use crate::modules::{
-    check_commit, check_request, spelling, ModuleRequest, ModuleSource, Modules, ModulesIn,
-    UsedModule, FETCH_TIMEOUT, MAX_MODULES, MAX_MODULE_BYTES,
-};
+use crate::modules::{ModuleRequest, Modules, ModulesIn, UsedModule, FETCH_TIMEOUT};
 use crate::plan::{hash_canonical, Plan, SourceMap};
-use crate::protocol::{Frame, Request, WorkerLimits, MAX_FRAME_BYTES};
+use crate::protocol::{Frame, Request, WorkerLimits};
 use crate::validate::validate_within;
-use crate::worker::{MEMORY_FLAG, TIMEOUT_FLAG};
+use fetch::{fetch_one, Fetched};
+use zygote::Worker;
+
+mod fetch;
+mod zygote;
 
 /// How to start a worker process.
 #[derive(Debug, Clone)]
@@ -136,19 +136,8 @@ struct Inner {
     timeouts: AtomicU64,
 }
 
-struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: ChildStdout,
-    /// The last child answered; the zygote's `Done` for it is still to be read. Read at the
-    /// next use, so a child's exit is not on the path of its own evaluation.
-    owes_done: bool,
-}
-
 /// The file name every evaluation runs under inside the worker (see `evaluate`).
 const WORKER_PATH: &str = "workflow.plue.py";
-/// How long a new worker may take to start its interpreter.
-const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// How long past the evaluation bound the pool waits for the zygote to report before it
 /// kills the zygote itself.
 const ZYGOTE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -156,7 +145,7 @@ const ZYGOTE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 const VALIDATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long past [`VALIDATION_TIMEOUT`] the caller waits for validation to notice its
 /// deadline before it is answered anyway (decoding, which has no deadline of its own, is
-/// linear in a frame of at most [`MAX_FRAME_BYTES`]).
+/// linear in a frame of at most [`MAX_FRAME_BYTES`](crate::protocol::MAX_FRAME_BYTES)).
 const VALIDATION_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl EvaluatorPool {
@@ -210,7 +199,8 @@ impl EvaluatorPool {
     /// [`EvaluatorPool::evaluate`] for a file that may `use(...)` modules of other
     /// repositories: each round the worker reports the modules it met and was not given,
     /// they are fetched through `modules.fetcher` (full commits only, at most
-    /// [`MAX_MODULES`] of at most [`MAX_MODULE_BYTES`], all within [`FETCH_TIMEOUT`]) and
+    /// [`MAX_MODULES`](crate::modules::MAX_MODULES) of at most
+    /// [`MAX_MODULE_BYTES`](crate::modules::MAX_MODULE_BYTES), all within [`FETCH_TIMEOUT`]) and
     /// the file is evaluated again with them. Every round finds a module or ref not known
     /// before, so there are at most `2 * MAX_MODULES + 1`.
     pub async fn evaluate_with(
@@ -424,107 +414,11 @@ enum Round {
     Need(Vec<ModuleRequest>),
 }
 
-/// What the parent learnt for one request: a ref's commit, or a module's source.
-enum Fetched {
-    Pin(LockEntry),
-    Source(ModuleSource),
-}
-
 fn broke_protocol(path: &str) -> EvalError {
     invalid(Diagnostic::whole_file(
         path,
         "the evaluator worker broke its protocol",
     ))
-}
-
-/// Checks one of the worker's requests (untrusted) and fetches what it asks.
-async fn fetch_one(
-    path: &str,
-    request: &ModuleRequest,
-    modules: Modules<'_>,
-    given: &ModulesIn,
-    deadline: tokio::time::Instant,
-) -> Result<Fetched, EvalError> {
-    let refuse = |message: String| invalid(Diagnostic::whole_file(path, message));
-    check_request(request, modules.resolve_refs).map_err(refuse)?;
-    let spelled = spelling(
-        &request.repository,
-        &request.path,
-        request.commit.as_deref(),
-        request.git_ref.as_deref(),
-    );
-    let Some(fetcher) = modules.fetcher else {
-        return Err(refuse(format!(
-            "{spelled}: this evaluation cannot fetch modules of other repositories"
-        )));
-    };
-    let locked = |git_ref: &str| {
-        given.lock.iter().find(|e| {
-            e.repository == request.repository && e.path == request.path && e.git_ref == git_ref
-        })
-    };
-    let late = |what: &str| {
-        refuse(format!(
-            "{spelled}: {what} took longer than {FETCH_TIMEOUT:?}"
-        ))
-    };
-    let Some(commit) = &request.commit else {
-        let git_ref = request
-            .git_ref
-            .as_deref()
-            .expect("checked: a ref to resolve");
-        if locked(git_ref).is_some() {
-            return Err(broke_protocol(path));
-        }
-        let commit =
-            tokio::time::timeout_at(deadline, fetcher.resolve(&request.repository, git_ref))
-                .await
-                .map_err(|_| late("resolving the ref"))?
-                .map_err(|e| refuse(format!("{spelled}: cannot resolve the ref: {e}")))?;
-        check_commit(&commit).map_err(refuse)?;
-        return Ok(Fetched::Pin(LockEntry {
-            repository: request.repository.clone(),
-            path: request.path.clone(),
-            git_ref: git_ref.to_string(),
-            commit,
-        }));
-    };
-    if let Some(git_ref) = &request.git_ref {
-        if locked(git_ref).is_none_or(|e| &e.commit != commit) {
-            return Err(broke_protocol(path));
-        }
-    }
-    let known = given.sources.iter().any(|m| {
-        m.repository == request.repository && m.path == request.path && &m.commit == commit
-    });
-    if known {
-        return Err(broke_protocol(path));
-    }
-    if given.sources.len() >= MAX_MODULES {
-        return Err(refuse(format!(
-            "{spelled}: a workflow may use at most {MAX_MODULES} modules"
-        )));
-    }
-    let source = tokio::time::timeout_at(
-        deadline,
-        fetcher.fetch(&request.repository, &request.path, commit, MAX_MODULE_BYTES),
-    )
-    .await
-    .map_err(|_| late("fetching the module"))?
-    .map_err(|e| refuse(format!("{spelled}: cannot fetch the module: {e}")))?;
-    if source.len() > MAX_MODULE_BYTES {
-        return Err(refuse(format!(
-            "{spelled}: the module is {} bytes; the limit is {}",
-            source.len(),
-            human_bytes(MAX_MODULE_BYTES as u64)
-        )));
-    }
-    Ok(Fetched::Source(ModuleSource {
-        repository: request.repository.clone(),
-        path: request.path.clone(),
-        commit: commit.clone(),
-        source,
-    }))
 }
 
 /// Runs `work` on a blocking thread that holds `permit` until `work` returns — whatever
@@ -611,189 +505,6 @@ fn crash_message(signal: Option<i32>, limits: &Limits) -> String {
         Some(signal) => format!("the evaluator worker died (signal {signal}) while evaluating this file"),
         None => format!("the evaluator worker exited while evaluating this file; it probably exceeded the memory limit of {memory}"),
     }
-}
-
-impl Inner {
-    /// An idle worker that is still alive.
-    fn take_idle(&self) -> Option<Worker> {
-        let mut idle = self.idle.lock().expect("pool lock");
-        while let Some(mut worker) = idle.pop() {
-            if matches!(worker.child.try_wait(), Ok(None)) {
-                return Some(worker);
-            }
-            self.killed.fetch_add(1, Ordering::Relaxed);
-        }
-        None
-    }
-
-    /// Returns a warm worker to the idle set; one beyond `workers` is dropped (and killed).
-    fn release(&self, worker: Worker) {
-        let mut idle = self.idle.lock().expect("pool lock");
-        if idle.len() < self.config.workers {
-            idle.push(worker);
-        }
-    }
-
-    /// Starts a replacement in the background so the next evaluation finds a warm worker.
-    fn replace(self: &Arc<Self>) {
-        self.killed.fetch_add(1, Ordering::Relaxed);
-        let inner = Arc::clone(self);
-        tokio::spawn(async move {
-            match inner.spawn_worker().await {
-                Ok(worker) => inner.release(worker),
-                Err(e) => tracing::warn!("cannot start a replacement evaluator worker: {e}"),
-            }
-        });
-    }
-
-    async fn spawn_worker(&self) -> Result<Worker, EvalError> {
-        let command = &self.config.command;
-        let mut starting = Command::new(&command.program);
-        crate::worker::layout::set_before_exec(&mut starting);
-        let mut child = starting
-            .args(&command.args)
-            .arg(MEMORY_FLAG)
-            .arg(self.config.limits.memory_bytes.to_string())
-            .arg(TIMEOUT_FLAG)
-            .arg(self.config.limits.timeout.as_millis().to_string())
-            .env_clear()
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                EvalError::Unavailable(format!("cannot start {}: {e}", command.program.display()))
-            })?;
-        let stdin = child.stdin.take().expect("stdin is piped");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut worker = Worker {
-            child,
-            stdin,
-            stdout,
-            owes_done: false,
-        };
-        match tokio::time::timeout(STARTUP_TIMEOUT, read_frame(&mut worker.stdout)).await {
-            Ok(Ok(Frame::Ready)) => {
-                self.started.fetch_add(1, Ordering::Relaxed);
-                Ok(worker)
-            }
-            Ok(Ok(_)) => Err(EvalError::Unavailable(
-                "the evaluator worker did not start with a Ready frame".into(),
-            )),
-            Ok(Err(e)) => {
-                let status = worker.finish().await;
-                Err(EvalError::Unavailable(format!(
-                    "the evaluator worker failed to start ({e}; exit {status:?})"
-                )))
-            }
-            Err(_) => {
-                worker.finish().await;
-                Err(EvalError::Unavailable(format!(
-                    "the evaluator worker did not start within {STARTUP_TIMEOUT:?}"
-                )))
-            }
-        }
-    }
-}
-
-impl Worker {
-    /// Sends `request`; returns the child's answer (undecoded), or the zygote's report of
-    /// how the child ended when it gave none. After an answer, the report is owed.
-    async fn ask(
-        &mut self,
-        request: &Request,
-    ) -> std::io::Result<(Option<Vec<u8>>, Option<Ended>)> {
-        let mut bytes = Vec::with_capacity(request.source.len() + 512);
-        crate::protocol::write_frame(&mut bytes, request)?;
-        self.stdin.write_all(&bytes).await?;
-        self.stdin.flush().await?;
-        let first = read_body(&mut self.stdout).await?;
-        if let Some(done) = as_done(&first) {
-            return Ok((None, Some(done)));
-        }
-        self.owes_done = true;
-        Ok((Some(first), None))
-    }
-
-    /// Reads the `Done` owed for the previous child, if any: whether the zygote may serve
-    /// again (it may not if it retires, broke the protocol or is gone).
-    async fn settle(&mut self, bound: std::time::Duration) -> bool {
-        if !self.owes_done {
-            return true;
-        }
-        self.owes_done = false;
-        match tokio::time::timeout(bound, read_body(&mut self.stdout)).await {
-            Ok(Ok(body)) => as_done(&body).is_some_and(|ended| ended.reusable()),
-            _ => false,
-        }
-    }
-
-    /// Kills the worker and reaps it.
-    async fn finish(mut self) -> Option<std::process::ExitStatus> {
-        let _ = self.child.start_kill();
-        self.child.wait().await.ok()
-    }
-}
-
-/// How an evaluation's child ended, from the zygote's `Done` frame.
-struct Ended {
-    timed_out: bool,
-    signal: Option<i32>,
-    code: Option<i32>,
-    retire: bool,
-}
-
-impl Ended {
-    /// Whether the zygote may serve again. A child that exited with an error code may not
-    /// have read its request, so the zygote's input could hold a stale one.
-    fn reusable(&self) -> bool {
-        !self.retire && self.code.is_none_or(|c| c == 0)
-    }
-}
-
-/// The zygote's `Done` frame, if `body` is one (a small frame, decoded on the spot).
-fn as_done(body: &[u8]) -> Option<Ended> {
-    if body.len() > 512 {
-        return None;
-    }
-    match serde_json::from_slice(body) {
-        Ok(Frame::Done {
-            timed_out,
-            signal,
-            code,
-            retire,
-        }) => Some(Ended {
-            timed_out,
-            signal,
-            code,
-            retire,
-        }),
-        _ => None,
-    }
-}
-
-async fn read_frame(stdout: &mut ChildStdout) -> std::io::Result<Frame> {
-    let body = read_body(stdout).await?;
-    serde_json::from_slice(&body)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-}
-
-/// One frame's body, size-capped, not decoded.
-async fn read_body(stdout: &mut ChildStdout) -> std::io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    stdout.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME_BYTES {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "oversized frame",
-        ));
-    }
-    let mut body = vec![0u8; len];
-    stdout.read_exact(&mut body).await?;
-    Ok(body)
 }
 
 #[cfg(test)]
