@@ -1,5 +1,6 @@
 //! Who is asking ([`Caller`]) and what they may do: resolved once per request from a
-//! bearer token or a dashboard session by the [`Resolver`], then asked by handlers.
+//! bearer token or a dashboard session by the [`Resolver`](super::Resolver) (`resolver.rs`),
+//! then asked by handlers.
 //!
 //! Invariants:
 //! - An engine without an admin token (the embedded `plue run`) has no users: every caller
@@ -14,11 +15,9 @@
 //!   case-insensitively against the caller's user — never against a token's name.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
-use axum::http::{HeaderMap, StatusCode};
-use plue_store::{now_ms, RepoRow, RunRow, Store, UserRow};
-use plue_vault::tokens;
+use axum::http::StatusCode;
+use plue_store::{now_ms, RepoRow, RunRow, Store};
 
 use super::role::Role;
 use crate::http_error::{ApiError, ApiResult};
@@ -47,7 +46,7 @@ pub struct Scope {
 }
 
 impl Scope {
-    fn narrows(&self) -> bool {
+    pub(super) fn narrows(&self) -> bool {
         self.max_role.is_some() || self.repos.is_some()
     }
 }
@@ -441,166 +440,6 @@ pub enum DecideRefused {
     Triggerer { caller: String },
 }
 
-/// Resolves callers from credentials.
-#[derive(Clone)]
-pub struct Resolver {
-    store: Store,
-    /// SHA-256 of the admin token, when one is configured.
-    admin_hash: Option<Arc<String>>,
-}
-
-impl std::fmt::Debug for Resolver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Resolver")
-            .field("enforced", &self.admin_hash.is_some())
-            .finish()
-    }
-}
-
-/// How long a dashboard session lives.
-pub const SESSION_TTL_MS: i64 = 12 * 3600 * 1000;
-
-impl Resolver {
-    pub fn new(store: Store, admin_token: Option<&str>) -> Resolver {
-        Resolver {
-            store,
-            admin_hash: admin_token
-                .filter(|t| !t.is_empty())
-                .map(|t| Arc::new(tokens::hash_token(t))),
-        }
-    }
-
-    /// Whether the engine has users at all (an admin token is configured).
-    pub fn enforced(&self) -> bool {
-        self.admin_hash.is_some()
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// The caller an `Authorization` header names: no header is anonymous (embedded on an
-    /// engine without users), an invalid token a 401.
-    pub async fn from_headers(&self, headers: &HeaderMap) -> ApiResult<Caller> {
-        if !self.enforced() {
-            return Ok(Caller::Embedded);
-        }
-        let header = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .map(|v| v.to_str().unwrap_or("?"));
-        match header {
-            None => Ok(Caller::Anonymous),
-            Some(header) => match tokens::bearer(Some(header)) {
-                Some(token) => self
-                    .resolve_token_hash(&tokens::hash_token(token))
-                    .await?
-                    .ok_or_else(|| ApiError::unauthorized("invalid, expired or revoked token")),
-                None => Err(ApiError::unauthorized(
-                    "the Authorization header must be 'Bearer <token>'",
-                )),
-            },
-        }
-    }
-
-    /// The caller a token (by its hash) acts as, if it is valid now.
-    async fn resolve_token_hash(&self, hash: &str) -> anyhow::Result<Option<Caller>> {
-        if self
-            .admin_hash
-            .as_ref()
-            .is_some_and(|admin| tokens::tokens_match(hash, admin))
-        {
-            let Some(user) = self.store.user_by_name("admin").await? else {
-                anyhow::bail!("the admin user is missing from the store");
-            };
-            return Ok(Some(Caller::Signed {
-                user: user_of(user, true),
-                scope: Scope::default(),
-                token_id: None,
-            }));
-        }
-        let Some(valid) = self.store.token_by_hash(hash, now_ms()).await? else {
-            return Ok(None);
-        };
-        // A role this engine does not know narrows to reading.
-        let max_role = valid
-            .token
-            .max_role
-            .as_deref()
-            .map(|name| Role::parse(name).unwrap_or(Role::Reader));
-        let repos = match valid.token.repos.as_deref() {
-            None => None,
-            Some(json) => {
-                let names: Vec<String> = serde_json::from_str(json).unwrap_or_default();
-                let mut ids = BTreeSet::new();
-                for name in names {
-                    if let Some(repo) = self.store.repo_by_name(&name).await? {
-                        ids.insert(repo.id);
-                    }
-                }
-                Some(ids)
-            }
-        };
-        let scope = Scope {
-            max_role,
-            repos,
-            admin_user: valid.user.admin,
-        };
-        let admin = valid.user.admin && !scope.narrows();
-        Ok(Some(Caller::Signed {
-            user: user_of(valid.user, admin),
-            scope,
-            token_id: Some(valid.token.id),
-        }))
-    }
-
-    /// Opens a dashboard session with `token`: the session's id (for the cookie, never the
-    /// token) and who it is. `None`: the token is not valid.
-    pub async fn open_session(&self, token: &str) -> anyhow::Result<Option<(String, Caller)>> {
-        if !self.enforced() {
-            return Ok(None);
-        }
-        let hash = tokens::hash_token(token);
-        let Some(caller) = self.resolve_token_hash(&hash).await? else {
-            return Ok(None);
-        };
-        let user_id = caller.user_id().expect("a token names a user");
-        let id = tokens::new_token()?;
-        self.store
-            .create_session(
-                &tokens::hash_token(&id),
-                user_id,
-                &hash,
-                now_ms() + SESSION_TTL_MS,
-            )
-            .await?;
-        Ok(Some((id, caller)))
-    }
-
-    /// Who a dashboard session is, while it and the token that opened it are valid.
-    pub async fn from_session(&self, id: &str) -> anyhow::Result<Option<Caller>> {
-        if !self.enforced() {
-            return Ok(Some(Caller::Embedded));
-        }
-        let Some((user, token_hash)) = self
-            .store
-            .session(&tokens::hash_token(id), now_ms())
-            .await?
-        else {
-            return Ok(None);
-        };
-        // The token decides: revoked, expired, narrowed — the session follows it.
-        match self.resolve_token_hash(&token_hash).await? {
-            Some(caller) if caller.user_id() == Some(user.id) => Ok(Some(caller)),
-            _ => Ok(None),
-        }
-    }
-
-    /// Ends a dashboard session.
-    pub async fn close_session(&self, id: &str) -> anyhow::Result<()> {
-        self.store.delete_session(&tokens::hash_token(id)).await
-    }
-}
-
 /// Whether `trigger` (one run's) names `user`: its id, a forge login linked to it, or (rows
 /// from before users) its name.
 async fn started(
@@ -622,15 +461,6 @@ async fn started(
         }
     }
     Ok(false)
-}
-
-fn user_of(row: UserRow, admin: bool) -> User {
-    User {
-        id: row.id,
-        name: row.name,
-        admin,
-        kind: row.kind.to_string(),
-    }
 }
 
 /// A 403 naming what is missing, for handlers that refuse on their own terms.

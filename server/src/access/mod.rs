@@ -15,6 +15,7 @@
 //!   names, [`Role`] orders them here).
 
 mod caller;
+mod resolver;
 mod role;
 #[cfg(test)]
 mod tests;
@@ -24,7 +25,8 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 
-pub use caller::{forbidden, Caller, Readable, Resolver, Scope, SelfReview, User, SESSION_TTL_MS};
+pub use caller::{forbidden, Caller, Readable, Scope, SelfReview, User};
+pub use resolver::{Resolver, SESSION_TTL_MS};
 pub use role::Role;
 
 use crate::http_error::ApiError;
