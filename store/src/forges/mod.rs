@@ -1,19 +1,17 @@
 //! Repositories and what hangs off them: sealed secrets, API tokens, webhook deliveries
-//! (de-duplication), cron schedules and the commit statuses owed to the forge.
+//! (de-duplication); cron schedules ([`schedules`]) and the commit statuses owed to the
+//! forge ([`status_reports`]).
 //!
 //! Invariants:
 //! - Secret values, webhook secrets and forge tokens are stored sealed (see
-//!   `crate::vault`); this module never sees them in clear and row types do not print them.
+//!   `plue_vault`); this module never sees them in clear and row types do not print them.
 //! - A delivery id is recorded at most once per forge (primary key), so of two concurrent
 //!   deliveries with one id exactly one proceeds — on every engine sharing the database.
-//! - A schedule tick is taken by moving `next_fire_at` with a compare-and-set: of several
-//!   engines seeing the same due schedule, exactly one wins the tick.
-//! - Status reports of a run are delivered in id order: only a run's oldest open report
-//!   is ever due.
-
-use plue_types::status::CommitState;
 
 use super::{is_unique_violation, now_ms, on_db, Store};
+
+pub(crate) mod schedules;
+pub(crate) mod status_reports;
 
 /// A registered repository (sealed fields stay sealed).
 #[derive(Clone, PartialEq, sqlx::FromRow)]
@@ -60,64 +58,8 @@ pub struct NewRepo<'a> {
     pub forge_repo_id: Option<i64>,
 }
 
-/// A cron schedule read from a workflow file on the default branch.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct ScheduleRow {
-    pub id: i64,
-    pub repo_id: i64,
-    pub workflow_path: String,
-    pub cron: String,
-    pub sha: String,
-    pub branch: String,
-    pub next_fire_at: i64,
-    pub last_fired_at: Option<i64>,
-}
-
-/// A schedule as the registry found it (`next_fire_at` for a new entry).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScheduleEntry {
-    pub workflow_path: String,
-    pub cron: String,
-    pub next_fire_at: i64,
-}
-
-/// A commit status to post, with what posting needs.
-#[derive(Clone, PartialEq, sqlx::FromRow)]
-pub struct StatusReportRow {
-    pub id: i64,
-    pub run_id: i64,
-    #[sqlx(try_from = "String")]
-    pub state: CommitState,
-    pub description: String,
-    pub attempts: i64,
-    pub next_attempt_at: i64,
-    pub sha: String,
-    pub workflow_name: String,
-    pub workflow_path: String,
-    pub repo_name: String,
-    pub forge: String,
-    pub clone_url: String,
-    pub api_url: Option<String>,
-    pub api_token: Option<String>,
-    pub forge_repo_id: Option<i64>,
-}
-
-impl std::fmt::Debug for StatusReportRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatusReportRow")
-            .field("id", &self.id)
-            .field("run_id", &self.run_id)
-            .field("state", &self.state)
-            .field("repo_name", &self.repo_name)
-            .finish_non_exhaustive()
-    }
-}
-
 const REPO_COLUMNS: &str = "id, name, clone_url, forge, webhook_secret, api_url, api_token, \
      default_branch, created_at, public_read, forge_repo_id";
-
-const SCHEDULE_COLUMNS: &str =
-    "id, repo_id, workflow_path, cron, sha, branch, next_fire_at, last_fired_at";
 
 impl Store {
     /// Registers a repository; `None` when the name is taken. Its id was never any other
@@ -411,207 +353,5 @@ impl Store {
         .await?
         .rows_affected());
         Ok(())
-    }
-
-    /// Replaces the repository's schedules with `entries` read at `sha` of `branch`.
-    /// Schedules that stay keep their next fire time.
-    pub async fn replace_schedules(
-        &self,
-        repo_id: i64,
-        branch: &str,
-        sha: &str,
-        entries: &[ScheduleEntry],
-    ) -> anyhow::Result<()> {
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
-            // Write first (see the store's invariants): locks the repository against a
-            // concurrent replacement, and SQLite never has to upgrade a read snapshot.
-            sqlx::query("UPDATE repositories SET id = id WHERE id = $1")
-                .bind(repo_id)
-                .execute(&mut *tx)
-                .await?;
-            let existing: Vec<(String, String)> = sqlx::query_as(
-                "SELECT workflow_path, cron FROM schedules WHERE repo_id = $1",
-            )
-            .bind(repo_id)
-            .fetch_all(&mut *tx)
-            .await?;
-            for (path, cron) in &existing {
-                if !entries.iter().any(|e| &e.workflow_path == path && &e.cron == cron) {
-                    sqlx::query(
-                        "DELETE FROM schedules WHERE repo_id = $1 AND workflow_path = $2 AND cron = $3",
-                    )
-                    .bind(repo_id)
-                    .bind(path)
-                    .bind(cron)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            for entry in entries {
-                sqlx::query(
-                    "INSERT INTO schedules (repo_id, workflow_path, cron, sha, branch, next_fire_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (repo_id, workflow_path, cron) \
-                     DO UPDATE SET sha = excluded.sha, branch = excluded.branch",
-                )
-                .bind(repo_id)
-                .bind(&entry.workflow_path)
-                .bind(&entry.cron)
-                .bind(sha)
-                .bind(branch)
-                .bind(entry.next_fire_at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        })
-    }
-
-    pub async fn schedules_of_repo(&self, repo_id: i64) -> anyhow::Result<Vec<ScheduleRow>> {
-        let sql = format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE repo_id = $1 ORDER BY workflow_path, cron"
-        );
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(repo_id).fetch_all(pool).await?))
-    }
-
-    /// Schedules whose next fire time has come.
-    pub async fn due_schedules(&self, now: i64) -> anyhow::Result<Vec<ScheduleRow>> {
-        let sql = format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE next_fire_at <= $1 ORDER BY next_fire_at LIMIT 100"
-        );
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(now).fetch_all(pool).await?))
-    }
-
-    /// Takes the tick `seen_next` of a schedule, moving it to `next`; false when another
-    /// engine took it first.
-    pub async fn take_schedule_tick(
-        &self,
-        id: i64,
-        seen_next: i64,
-        next: i64,
-        now: i64,
-    ) -> anyhow::Result<bool> {
-        let taken = on_db!(self, pool => sqlx::query(
-            "UPDATE schedules SET next_fire_at = $3, last_fired_at = $4 \
-             WHERE id = $1 AND next_fire_at = $2",
-        )
-        .bind(id)
-        .bind(seen_next)
-        .bind(next)
-        .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        Ok(taken == 1)
-    }
-
-    /// The oldest open report of each run that is due, claimed for `lease_ms` (another
-    /// engine will not take it meanwhile).
-    pub async fn claim_status_reports(
-        &self,
-        now: i64,
-        lease_ms: i64,
-        limit: i64,
-    ) -> anyhow::Result<Vec<StatusReportRow>> {
-        let candidates: Vec<(i64, i64)> = on_db!(self, pool => sqlx::query_as(
-            "SELECT s.id, s.next_attempt_at FROM status_reports s \
-             WHERE s.delivered_at IS NULL AND s.abandoned IS NULL AND s.next_attempt_at <= $1 \
-             AND NOT EXISTS (SELECT 1 FROM status_reports o WHERE o.run_id = s.run_id \
-                 AND o.id < s.id AND o.delivered_at IS NULL AND o.abandoned IS NULL) \
-             ORDER BY s.id LIMIT $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?);
-        let mut claimed = Vec::new();
-        for (id, seen) in candidates {
-            let taken = on_db!(self, pool => sqlx::query(
-                "UPDATE status_reports SET next_attempt_at = $3, attempts = attempts + 1 \
-                 WHERE id = $1 AND next_attempt_at = $2 AND delivered_at IS NULL",
-            )
-            .bind(id)
-            .bind(seen)
-            .bind(now + lease_ms)
-            .execute(pool)
-            .await?
-            .rows_affected());
-            if taken == 1 {
-                let row = on_db!(self, pool => sqlx::query_as::<_, StatusReportRow>(
-                    "SELECT s.id, s.run_id, s.state, s.description, s.attempts, s.next_attempt_at, \
-                     r.sha, w.name AS workflow_name, w.path AS workflow_path, p.name AS repo_name, \
-                     p.forge, p.clone_url, p.api_url, p.api_token, p.forge_repo_id \
-                     FROM status_reports s JOIN runs r ON r.id = s.run_id \
-                     JOIN workflows w ON w.id = r.workflow_id \
-                     JOIN repositories p ON p.id = r.repo_id WHERE s.id = $1",
-                )
-                .bind(id)
-                .fetch_optional(pool)
-                .await?);
-                claimed.extend(row);
-            }
-        }
-        Ok(claimed)
-    }
-
-    pub async fn status_delivered(&self, id: i64) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query("UPDATE status_reports SET delivered_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(now_ms())
-            .execute(pool)
-            .await?
-            .rows_affected());
-        Ok(())
-    }
-
-    /// Report `id` failed with `error`: another attempt at `at`.
-    pub async fn status_retry_at(&self, id: i64, error: &str, at: i64) -> anyhow::Result<()> {
-        self.status_failed(id, error, at, None).await
-    }
-
-    /// Report `id` failed with `error` for the last time: it is given up (`abandoned`).
-    pub async fn status_abandoned(&self, id: i64, error: &str) -> anyhow::Result<()> {
-        self.status_failed(id, error, now_ms(), Some(error)).await
-    }
-
-    async fn status_failed(
-        &self,
-        id: i64,
-        error: &str,
-        at: i64,
-        abandoned: Option<&str>,
-    ) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query(
-            "UPDATE status_reports SET last_error = $2, next_attempt_at = $3, abandoned = $4 \
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(error)
-        .bind(at)
-        .bind(abandoned)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        Ok(())
-    }
-
-    /// Reports of a run as (state, delivered, attempts, last error), oldest first.
-    pub async fn status_reports_of_run(
-        &self,
-        run_id: i64,
-    ) -> anyhow::Result<Vec<(CommitState, bool, i64, Option<String>)>> {
-        let rows: Vec<(String, bool, i64, Option<String>)> = on_db!(self, pool => sqlx::query_as(
-            "SELECT state, delivered_at IS NOT NULL AS delivered, attempts, last_error \
-             FROM status_reports WHERE run_id = $1 ORDER BY id",
-        )
-        .bind(run_id)
-        .fetch_all(pool)
-        .await?);
-        rows.into_iter()
-            .map(|(state, delivered, attempts, last_error)| {
-                Ok((state.parse()?, delivered, attempts, last_error))
-            })
-            .collect()
     }
 }
