@@ -4,8 +4,9 @@
 //! onto store rows and dispatch documents.
 //!
 //! Review loops ([`evaluator::loops`]): when a loop's source failed and may still go back,
-//! `take_loops` sets its region to pending in the next iteration before anything else is
-//! decided; a loop that gave up fails the run with a reason that says so.
+//! `take_loops` (`review_loops.rs`) sets its region to pending in the next iteration
+//! before anything else is decided; a loop that gave up fails the run with a reason that
+//! says so.
 //!
 //! Outputs: an advance reads only the outputs `needed_outputs` names (finished steps a
 //! pending step reads), so its cost does not grow with what the run has stored; an attempt
@@ -18,90 +19,13 @@ use evaluator::plan::Plan;
 use plue_types::protocol::Outcome;
 use plue_types::status::{RunStatus, StepStatus};
 
+use plue_store::{CompletedAttempt, RunSnapshot, StepAfter, StepChange, StepRunRow};
+
 use super::environments::{self, Admit, Gate};
 use super::outputs::{Outputs, MAX_RUN_OUTPUT_BYTES};
-
-use plue_store::RunSnapshot;
-use plue_store::{CompletedAttempt, StepAfter, StepChange, StepRunRow};
-
 use crate::dispatch::{self, StepResult};
 use crate::schedule::{self, AfterAttempt, AttemptOutcome, Decision};
-
-/// The run as the schedule sees it once the review loops due now have gone back
-/// ([`take_loops`]): worked out once per advance, for [`needed_outputs`] and then
-/// [`plan_changes_with`].
-pub(crate) struct Looped {
-    statuses: Vec<StepStatus>,
-    /// Each step run's iteration (1 outside loops).
-    iterations: Vec<i64>,
-    /// The [`StepChange::Loop`]s that get it there.
-    changes: Vec<StepChange>,
-}
-
-/// The run's statuses and iterations with the review loops that are due taken
-/// ([`take_due_loops`]).
-pub(crate) fn take_loops(plan: &Plan, loops: &Loops, snapshot: &RunSnapshot) -> Looped {
-    let rows = &snapshot.steps;
-    let mut looped = Looped {
-        statuses: rows.iter().map(|r| r.status).collect(),
-        iterations: rows.iter().map(|r| r.iteration.max(1)).collect(),
-        changes: Vec::new(),
-    };
-    // Stored steps that do not match the plan take no loop (the loops index by plan
-    // position): the rules then end the run for the mismatch.
-    if !snapshot.cancel_requested && rows.len() == plan.steps.len() {
-        take_due_loops(
-            plan,
-            loops,
-            rows,
-            &mut looped.statuses,
-            &mut looped.iterations,
-            &mut looped.changes,
-        );
-    }
-    looped
-}
-
-/// Takes every review loop that is due: its source failed (after its retries), it went
-/// back fewer than `max_loops` times and its region is final. The region becomes pending
-/// in the next iteration *before* anything else is decided, so the source's
-/// `when="failure"`/`"always"` dependents never see a failure that a loop answers, and the
-/// run does not end. Returns whether a loop was taken. Never called for a run being
-/// cancelled.
-fn take_due_loops(
-    plan: &Plan,
-    loops: &Loops,
-    rows: &[StepRunRow],
-    statuses: &mut [StepStatus],
-    iterations: &mut [i64],
-    changes: &mut Vec<StepChange>,
-) -> bool {
-    let mut taken = false;
-    for l in &loops.loops {
-        let iteration = iterations[l.source];
-        let due = statuses[l.source] == StepStatus::Failed
-            && iteration <= i64::from(l.max_loops)
-            && l.region.iter().all(|&m| statuses[m].is_final());
-        if !due {
-            continue;
-        }
-        let next = iteration + 1;
-        for &m in &l.region {
-            statuses[m] = StepStatus::Pending;
-            iterations[m] = next;
-        }
-        changes.push(StepChange::Loop {
-            step_run_ids: l.region.iter().map(|&m| rows[m].id).collect(),
-            iteration: next,
-            reason: format!(
-                "loop {iteration} of {}: '{}' failed, back to '{}'",
-                l.max_loops, plan.steps[l.source].id, plan.steps[l.target].id
-            ),
-        });
-        taken = true;
-    }
-    taken
-}
+use review_loops::{take_due_loops, Looped};
 
 /// The step runs whose outputs [`plan_changes`] may read, as (step run, iteration): the
 /// finished steps read (`reads`, by step index: see [`dispatch::reads`]) by a pending step
@@ -174,8 +98,8 @@ pub(crate) fn needed_outputs(
 
 /// The changes that move a run forward: cancellation, queueing within `max_parallel`,
 /// skips (repeated until nothing more is decidable) and the run's end, after the review
-/// loops that are due went back ([`take_loops`]). `outputs` holds the outputs of the step
-/// runs [`needed_outputs`] named, by (step run, iteration).
+/// loops that are due went back ([`take_loops`](review_loops::take_loops)). `outputs`
+/// holds the outputs of the step runs [`needed_outputs`] named, by (step run, iteration).
 #[cfg(test)]
 pub(crate) fn plan_changes(
     plan: &Plan,
@@ -186,7 +110,7 @@ pub(crate) fn plan_changes(
     now: i64,
 ) -> Vec<StepChange> {
     let deps = schedule::dependency_indices(plan);
-    let looped = take_loops(plan, loops, snapshot);
+    let looped = review_loops::take_loops(plan, loops, snapshot);
     plan_changes_with(
         plan,
         &deps,
@@ -202,10 +126,10 @@ pub(crate) fn plan_changes(
 
 /// [`plan_changes`] with the plan's dependencies by index
 /// ([`schedule::dependency_indices`]) computed beforehand, as the executor keeps them, the
-/// run after its due loops ([`take_loops`] of the same snapshot), and
-/// the environment gate of each step ([`environments::gates`]; empty: none): a step the
-/// schedule would queue fails, waits for its environment's review or is queued after the
-/// environment's wait timer as [`environments::admit`] says.
+/// run after its due loops ([`take_loops`](review_loops::take_loops) of the same
+/// snapshot), and the environment gate of each step ([`environments::gates`]; empty:
+/// none): a step the schedule would queue fails, waits for its environment's review or is
+/// queued after the environment's wait timer as [`environments::admit`] says.
 #[allow(clippy::too_many_arguments)] // each is a different view of the one run
 pub(crate) fn plan_changes_with(
     plan: &Plan,
@@ -599,6 +523,7 @@ pub(crate) fn step_after(
     }
 }
 
+pub(super) mod review_loops;
 mod when;
 
 #[cfg(test)]

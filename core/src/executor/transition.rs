@@ -143,7 +143,7 @@ impl Executor {
         // once the transition committed.
         let mut loaded: Vec<((i64, i64), Outputs)> = Vec::new();
         if let Some(mut snapshot) = transition.steps().await? {
-            let taken = rules::take_loops(&plan, loops, &snapshot);
+            let taken = rules::review_loops::take_loops(&plan, loops, &snapshot);
             let needed = rules::needed_outputs(&plan, &deps, &reads, loops, &snapshot, &taken);
             // Taken from the cache when the store shows which are needed (so a later
             // eviction cannot take them away), the rest loaded.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use evaluator::plan::Step;
 
+use super::review_loops::take_loops;
 use super::*;
 
 fn bash(id: &str, command: &str, deps: &[&str]) -> Step {
