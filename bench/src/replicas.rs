@@ -659,7 +659,31 @@ impl ProtocolRunner {
         )?;
         self.session = registered.session_token;
         let heartbeat = Duration::from_millis(registered.heartbeat_interval_ms.max(100));
-        let mut beat = Instant::now();
+        // Heartbeats beside the polls, as the real runner sends them: a poll the engine
+        // holds is no proof of life, so a runner waiting in one would be declared lost.
+        let beats = {
+            let (client, engine, session, stop) = (
+                self.client.clone(),
+                self.engine.clone(),
+                self.session.clone(),
+                self.stop.clone(),
+            );
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(heartbeat);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = every.tick() => {}
+                    }
+                    let _ = client
+                        .post(format!("{engine}{}", wire::HEARTBEAT))
+                        .bearer_auth(&session)
+                        .json(&Value::Null)
+                        .send()
+                        .await;
+                }
+            })
+        };
         // The real runner's long poll, so the idle installation costs what real runners cost.
         let poll = serde_json::to_value(&wire::PollRequest {
             wait_ms: runner::agent::POLL_WAIT.as_millis() as u64,
@@ -678,15 +702,9 @@ impl ProtocolRunner {
             let mut next = polled.assignment;
             while let Some(assignment) = next {
                 next = self.complete(&assignment).await?;
-                // A runner taking step after step in completions polls no more: it says it
-                // is alive on its own.
-                if beat.elapsed() >= heartbeat {
-                    self.post(wire::HEARTBEAT, &self.session, Value::Null)
-                        .await?;
-                    beat = Instant::now();
-                }
             }
         }
+        beats.abort();
         self.post(wire::DEREGISTER, &self.session, Value::Null)
             .await?;
         Ok(())
