@@ -1,5 +1,5 @@
-//! The handlers of the sign-in flow (module docs of [`super`]): start, callback, and
-//! `plue login`'s code exchange.
+//! The handlers of the sign-in flow (module docs of [`super`]): start, callback and the
+//! providers' list (`plue login`'s code exchange is `cli_token.rs`).
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -23,12 +23,10 @@ const ATTEMPT_COOKIE: &str = "plue_sign_in";
 const ATTEMPT_TTL_MS: i64 = 10 * 60 * 1000;
 /// How long `plue login` has to exchange its code.
 const CLI_CODE_TTL_MS: i64 = 2 * 60 * 1000;
-/// How long a token `plue login` gets lives.
-const CLI_TOKEN_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
 /// Most sign-ins under way at once (anyone may start one; each lives ten minutes).
 const MOST_UNDER_WAY: i64 = 10_000;
 /// Longest code, state or verifier taken from a query or body.
-const MAX_PARAM: usize = 2048;
+pub(super) const MAX_PARAM: usize = 2048;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct StartQuery {
@@ -558,136 +556,5 @@ pub(super) async fn providers(State(sign_in): State<SignIn>) -> Json<Vec<super::
     Json(sign_in.links())
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct CliTokenBody {
-    code: String,
-    code_verifier: String,
-}
-
-/// `POST /sign-in/token`: `plue login` exchanges its one-time code, with the verifier of
-/// the challenge it started with, for an API token of the user (30 days).
-pub(super) async fn cli_token(
-    State(sign_in): State<SignIn>,
-    Json(body): Json<CliTokenBody>,
-) -> Response {
-    let bad = |status: StatusCode, message: &str| {
-        (status, Json(json!({ "error": message }))).into_response()
-    };
-    if body.code.len() > MAX_PARAM || body.code_verifier.len() > MAX_PARAM {
-        return bad(StatusCode::BAD_REQUEST, "code or code_verifier too long");
-    }
-    let store = &sign_in.0.store;
-    let taken = match store
-        .take_cli_code(&tokens::hash_token(&body.code), now_ms())
-        .await
-    {
-        Ok(taken) => taken,
-        Err(e) => {
-            tracing::error!("sign-in: taking a plue login code: {e:#}");
-            return bad(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
-        }
-    };
-    let Some((user_id, provider, challenge)) = taken else {
-        return bad(StatusCode::BAD_REQUEST, "unknown, used or expired code");
-    };
-    // The code is gone either way: a wrong verifier cannot be retried.
-    if !pkce::verifies(&body.code_verifier, &challenge) {
-        return bad(
-            StatusCode::BAD_REQUEST,
-            "the code_verifier does not match the challenge",
-        );
-    }
-    let minted = async {
-        let user = store
-            .user_by_id(user_id)
-            .await?
-            .filter(|u| u.disabled_at.is_none());
-        let Some(user) = user else {
-            return Ok::<_, anyhow::Error>(None);
-        };
-        let token = tokens::new_token()?;
-        let expires_at = now_ms() + CLI_TOKEN_TTL_MS;
-        let label = sign_in
-            .provider(&provider)
-            .map(|p| p.label.clone())
-            .unwrap_or(provider);
-        store
-            .create_user_token(&NewToken {
-                user_id,
-                name: &format!("plue login with {label}"),
-                token_hash: &tokens::hash_token(&token),
-                max_role: None,
-                repos: None,
-                expires_at: Some(expires_at),
-            })
-            .await?;
-        Ok(Some(
-            json!({ "token": token, "user": user.name, "expires_at": expires_at }),
-        ))
-    }
-    .await;
-    match minted {
-        Ok(Some(answer)) => Json(answer).into_response(),
-        Ok(None) => bad(StatusCode::FORBIDDEN, "the user is disabled"),
-        Err(e) => {
-            tracing::error!("sign-in: minting a plue login token: {e:#}");
-            bad(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn query(redirect: &str, state: &str, challenge: &str) -> StartQuery {
-        StartQuery {
-            next: None,
-            cli_redirect: Some(redirect.into()),
-            cli_state: Some(state.into()),
-            cli_challenge: Some(challenge.into()),
-        }
-    }
-
-    #[test]
-    fn plue_login_redirects_only_to_the_loopback() {
-        let challenge = pkce::challenge(&pkce::random().unwrap());
-        assert!(
-            cli_request(&query("http://127.0.0.1:4711/callback", "s", &challenge))
-                .unwrap()
-                .is_some()
-        );
-        assert!(cli_request(&query("http://[::1]:4711/callback", "s", &challenge)).is_ok());
-        for hostile in [
-            "http://evil.example:4711/callback",
-            "https://127.0.0.1:4711/callback",
-            "http://127.0.0.1/callback",
-            "http://127.0.0.1:4711/elsewhere",
-            "http://127.0.0.1:4711/callback?x=1",
-            "http://u@127.0.0.1:4711/callback",
-            "http://localhost:4711/callback",
-            "http://127.0.0.2:4711/callback",
-        ] {
-            assert!(
-                cli_request(&query(hostile, "s", &challenge)).is_err(),
-                "{hostile}"
-            );
-        }
-        assert!(cli_request(&query("http://127.0.0.1:4711/callback", "s", "plain")).is_err());
-        assert!(cli_request(&query("http://127.0.0.1:4711/callback", "", &challenge)).is_err());
-        let partial = StartQuery {
-            next: None,
-            cli_redirect: Some("http://127.0.0.1:1/callback".into()),
-            cli_state: None,
-            cli_challenge: None,
-        };
-        assert!(cli_request(&partial).is_err());
-    }
-
-    #[test]
-    fn the_signed_in_page_escapes() {
-        let page = signed_in_page("a<b", "/runs?x=\"1\"&y=<");
-        assert!(page.contains("a&lt;b"));
-        assert!(page.contains("url=/runs?x=&quot;1&quot;&amp;y=&lt;"));
-    }
-}
+mod tests;

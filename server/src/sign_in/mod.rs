@@ -47,6 +47,7 @@
 //!   redirect is `http://127.0.0.1:<port>/callback` or `http://[::1]:<port>/callback`, nothing
 //!   else.
 
+mod cli_token;
 mod config;
 mod flow;
 mod oauth;
@@ -230,7 +231,7 @@ impl SignIn {
     pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         Router::new()
             .route("/sign-in/providers", get(flow::providers))
-            .route("/sign-in/token", post(flow::cli_token))
+            .route("/sign-in/token", post(cli_token::cli_token))
             .route("/sign-in/{provider}", get(flow::start))
             .route("/sign-in/{provider}/callback", get(flow::callback))
             .with_state(self.clone())
