@@ -20,6 +20,11 @@
 //!   with the digest recorded at save; its download sends no more than the recorded size,
 //!   and by its end the entry is gone, so the next save of the key is recorded anew;
 //! - an evicted entry's object leaves the disk with the save that evicted it.
+//!
+//! Why one file past ~600 lines: every attack here goes through one `Harness` (an
+//! in-process engine holding one repository, runners registered over the protocol) that
+//! starts each kind of run and holds its attempts; one file keeps the harness and the
+//! attacks it serves together.
 
 use std::path::{Path, PathBuf};
 

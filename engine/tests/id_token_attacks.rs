@@ -21,6 +21,9 @@
 //! made once, no private member, an issuer no request header changes, stored sealed); and
 //! every place a reader looks at a trusted run's token (log in every spelling, outputs,
 //! record, audit, the id-tokens list, the dashboard).
+//!
+//! Why one file past ~600 lines: one attacker's list over one fixture (`id_tokens`'
+//! harness, and a runner played over the protocol), one test per try.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;

@@ -20,6 +20,10 @@
 //!   forge's reason and without its envelope, refused at its URL, said so on the run page,
 //!   and `plue verify` refuses the commit rebuilt from the engine's mirror with that
 //!   reason, while the comment the forge accepted still verifies.
+//!
+//! Why one file past ~600 lines: two end-to-end walks over one world (a real `plue serve`,
+//! the fake GitHub, a summoned agent, the in-toto virtual environment), each checking a
+//! statement at every place it is read.
 
 use crate::python;
 use crate::support;

@@ -2,6 +2,9 @@
 //! temporary directory: outputs between steps, failure/skip/`when` semantics, retries with
 //! attempt counts, a timeout whose background children must be gone, parallel steps, a
 //! secret that never appears anywhere, Ctrl-C, invalid workflows, and the README's demo.
+//!
+//! Why one file past ~600 lines: `plue run`'s behaviours against the one real binary, one
+//! test each, sharing the helpers that write a workflow, run it and read what it printed.
 
 use crate::support;
 use std::path::Path;

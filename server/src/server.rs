@@ -14,6 +14,11 @@
 //! reach that port and nothing else of the engine. [`start_with_runner_socket`] (`plue
 //! run`) serves it the same way on a private Unix socket instead ([`RunnerSocket`]), which
 //! its local pool's runners are given: no runner of it speaks TCP.
+//!
+//! Why one file past ~600 lines: `start_serving` wires every part of an engine in one
+//! straight-line function (half the file), so the order things start in — and the tasks
+//! `shutdown` waits for — reads top to bottom; [`EngineConfig`], what it is given, is most
+//! of the rest.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -50,6 +50,11 @@
 //!   tries) fails it with the proposal's reason, redacted by the run's wall like every
 //!   error kept here ([`Store::mark_failed`]). A push the forge refused (`! [remote
 //!   rejected]`) is final; one that got no answer is retried.
+//!
+//! Why one file past ~600 lines (a twelfth of them this doc): the outbox's loop and its
+//! one `apply`, whose four kinds share one job, one writer, one wall and one attestation;
+//! the commit's git plumbing (`commit.rs`), the files read back (`contents.rs`) and the
+//! tests are beside it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

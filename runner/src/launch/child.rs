@@ -4,6 +4,10 @@
 //! eight bytes on the report pipe, and the child exits with 127. A confined child that
 //! could not make its mounts or IPC private (the host refused it the namespaces) says so
 //! first, as `(SHARED_REPORT, bits)`, and carries on as before such namespaces existed.
+//!
+//! Why one file past ~600 lines: everything the child runs between the clone and `execve`,
+//! raw system calls in memory it may share with the runner, is read in one place against
+//! the one list of invariants in the parent module's doc.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, c_void};

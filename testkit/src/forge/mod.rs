@@ -71,6 +71,11 @@
 //! Invariants: the server runs on its own thread and runtime (synchronous tests that block
 //! on a `plue` child use it too); dropping it stops it and deletes the repositories; issue
 //! and pull request numbers share one sequence per repository, as on both forges.
+//!
+//! Why one file past ~600 lines: an eighth of it is this doc (what was checked against
+//! the real APIs, and what was not); the rest is the fake's state and the methods of
+//! [`FakeForge`] tests drive — its REST handlers, git remote and check runs are modules of
+//! their own.
 
 mod answer;
 mod api;

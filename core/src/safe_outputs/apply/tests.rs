@@ -1,5 +1,9 @@
 //! The commit a pull request proposal becomes, and its push: deterministic, exactly the
 //! agent's diff, and the token never where git or a reader could print it.
+//!
+//! Why one file past ~600 lines: the applier's tests share one world (a fake forge with a
+//! repository, its bare mirror, a store with a run and its proposals), built by the helpers
+//! here; each test takes a proposal from stored to written or refused.
 
 use base64::Engine;
 use plue_store::on_db;
