@@ -9,7 +9,8 @@
 //! - Every call is authenticated again by its route, with the opening token: a runner
 //!   declared lost meanwhile gets 410 on its next call, as over HTTP.
 //! - Each call runs as its own task: a held poll or watch never holds back another call;
-//!   answers are written by one writer, whole frames only.
+//!   answers are written by one writer, whole frames only. At most [`CALLS_IN_FLIGHT`]
+//!   calls of a connection run at once; past that it is not read until one ends.
 //! - A frame past the protocol's bound, or one that does not parse, closes the connection
 //!   (the runner retries what was unanswered over HTTP); calls in flight when it closes are
 //!   finished by their routes (nothing they write is lost), their answers dropped.
@@ -31,6 +32,11 @@ use crate::http_error::ApiError;
 
 /// How many answers may wait for the writer before calls wait for it.
 const ANSWERS_QUEUED: usize = 64;
+
+/// How many calls of one connection may be in flight at once (a runner has a poll or a
+/// watch, a batch of logs, a heartbeat, a completion): past it the connection is not read
+/// until one ends, so a runner cannot make the engine hold calls without bound.
+const CALLS_IN_FLIGHT: usize = 32;
 
 /// `GET /internal/session`: upgrades a runner's connection to the held connection, whose
 /// calls `routes` answers.
@@ -112,6 +118,7 @@ where
         }
     });
     let authorization = Arc::new(authorization);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(CALLS_IN_FLIGHT));
     while let Some(frame) = frames_in.next().await {
         let call = match frame
             .map_err(anyhow::Error::from)
@@ -123,11 +130,15 @@ where
                 break;
             }
         };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
         let (routes, answers, authorization) =
             (routes.clone(), answers.clone(), authorization.clone());
         tokio::spawn(async move {
             let answer = answer(routes, &authorization, call).await;
             let _ = answers.send(answer).await;
+            drop(permit);
         });
     }
     drop(answers);
