@@ -104,7 +104,7 @@ pub struct AgentConfig {
     /// this one claims nothing until it proved alive.
     pub host: Option<String>,
     /// Carry the protocol's calls on one held connection when the engine offers it
-    /// ([`crate::held_connection`]); `false`: one HTTP request per call
+    /// (`runner::held_connection`); `false`: one HTTP request per call
     /// (`--no-held-connection`).
     pub held_connection: bool,
 }

@@ -479,7 +479,7 @@ pub(crate) enum FinalStepNews {
 }
 
 /// An attempt ended inside a transaction whose step run has not yet moved: what
-/// [`end_attempt_in`] read, which only [`settle_in`] consumes. The caller decides the step
+/// `end_attempt_in` read, which only `settle_in` consumes. The caller decides the step
 /// run's fate ([`StepAfter`]) from [`EndingAttempt::attempt`] between the two.
 #[must_use = "an ended attempt's step run moves only when it is settled"]
 #[derive(Debug)]

@@ -74,7 +74,7 @@ pub struct TransitionConn {
 
 impl TransitionConn {
     /// Hands the connection back to the pool, then marks the run a committed claim started
-    /// as `running` ([`Store::claimed_first`]). Never fails: the claim committed and is the
+    /// as `running` (`Store::claimed_first`). Never fails: the claim committed and is the
     /// runner's whatever this says, and a run not marked now is marked by its next claim.
     pub async fn release(self, store: &Store) {
         let TransitionConn {
