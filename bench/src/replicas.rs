@@ -10,6 +10,9 @@
 //! and run bookkeeping, never a process spawn. `RUNNERS` (default 64) are split evenly
 //! over the replicas, each polling its own replica.
 //!
+//! Why one file past ~600 lines: the burst, the cross-replica wake probe and the protocol
+//! runner are one benchmark's set-up, measurement and report, read top to bottom.
+//!
 //! Figures, from the database (store timestamps, 1 ms resolution) and this client:
 //! - steps/s: steps completed ÷ (first claim → last step finished);
 //! - ready → claimed p50/p99: `attempts.claimed_at − step_runs.ready_at`, the engine's
