@@ -51,12 +51,14 @@
 //! - The zygote never holds a step's script, environment or secrets: the runner writes
 //!   the job into a pipe whose read end only the forked child reads, so a later step forked
 //!   from the same zygote cannot find an earlier step's secrets in its own memory.
-//! - Each step's child is forked ahead of its request (a spare; the next one while the
-//!   step runs), so the fork and the copy-on-write faults after it are not on the step's
-//!   path. A spare arms itself first (parent-death signal, its own session, the zygote's
-//!   channel closed) and says so; it holds nothing of any step until its request's
-//!   descriptors arrive on a socket only it and the zygote hold; it leaves when the zygote
-//!   does; one that died, or never armed itself, is killed and replaced for the request.
+//! - Each step's child is forked ahead of its request (a spare; the next one as soon as
+//!   the zygote handed a request to the waiting one, while that one sets itself up and
+//!   the runner waits for its answer), so the fork and the copy-on-write faults after it
+//!   are neither on the step's path nor beside its start. A spare arms itself first
+//!   (parent-death signal, its own session, the zygote's channel closed) and says so; it
+//!   holds nothing of any step until its request's descriptors arrive on a socket only it
+//!   and the zygote hold; it leaves when the zygote does; one that died, or never armed
+//!   itself, is killed and replaced for the request.
 //! - No user code runs before the runner accepted the start: the child waits, set up, for
 //!   a byte the runner writes into a `go` pipe once it has the zygote's `P`, and leaves
 //!   when that pipe is closed unwritten (the runner gave up: the zygote is replaced, the
@@ -131,6 +133,10 @@ const FIRST_CGROUP_ARG: &str = "first-cgroup-fd=4";
 /// The zygote's argument when its steps are [`Steps::Confined`]: each spare makes the
 /// step's namespaces while it waits.
 const CONFINE_AHEAD_ARG: &str = "confine-ahead";
+
+/// The zygote's argument naming the seccomp filter every job names (`seccomp=<hex>`, see
+/// [`crate::launch::seccomp::program_hex`]): the zygote makes it once, not each child.
+const SECCOMP_ARG: &str = "seccomp=";
 
 /// Whose steps a zygote forks: a root runner's step users, each confined (its own mount
 /// and IPC namespaces, made by the spare while it waits, off the step's path), or the
@@ -257,6 +263,10 @@ struct Zygote {
     /// next, handed to the zygote with the last request); dropped with the zygote, which
     /// kills the spare.
     spare_cgroup: Option<StepCgroup>,
+    /// The cgroup (and its open directory) the next request hands over for the spare after
+    /// the waiting one: made while the step before it ran (or with the zygote), so no
+    /// request waits for its `mkdir`.
+    reserve: Option<(StepCgroup, std::fs::File)>,
     /// Dropped with the zygote: ends the thread that spawned it (see [`Zygote::start`]).
     _spawner: std::sync::mpsc::Sender<()>,
 }
@@ -289,6 +299,9 @@ impl Zygote {
         }
         if steps == Steps::Confined {
             command.arg(CONFINE_AHEAD_ARG);
+        }
+        if let Ok(hex) = crate::launch::seccomp::program_hex() {
+            command.arg(format!("{SECCOMP_ARG}{hex}"));
         }
         command
             .current_dir("/")
@@ -346,6 +359,7 @@ impl Zygote {
             child,
             control: Arc::new(ours),
             spare_cgroup: first_dir.and(first_cgroup),
+            reserve: reserve_cgroup(),
             _spawner: spawner,
         })
     }
@@ -474,16 +488,14 @@ async fn run_in(
     let cookie = reaper::new_cookie();
     let mut env = spec.env.clone();
     env.insert(reaper::COOKIE_VAR.into(), cookie.clone());
-    // The cgroup the waiting spare joined is this step's; the next spare joins one made
-    // now, handed over with this request, while it waits (see zygote.py).
+    // The cgroup the waiting spare joined is this step's; the next spare joins the one
+    // made ahead (the reserve), handed over with this request, while it waits (see
+    // zygote.py).
     let mut cgroup = zygote
         .spare_cgroup
         .take()
         .or_else(|| StepCgroup::create(containment::Mode::Auto));
-    let next_cgroup = StepCgroup::create(containment::Mode::Auto);
-    let next_dir = next_cgroup
-        .as_ref()
-        .and_then(|c| std::fs::File::open(c.target().dir).ok());
+    let (next_cgroup, next_dir) = zygote.reserve.take().or_else(reserve_cgroup).unzip();
     let seccomp = match crate::launch::seccomp::program_hex() {
         Ok(hex) => hex,
         Err(err) => return Some(Err(io::Error::other(err))),
@@ -559,6 +571,8 @@ async fn run_in(
     let started = match sent {
         Ok(Ok(started)) => {
             zygote.spare_cgroup = next_cgroup;
+            // The one the next request hands over, made while this step runs.
+            zygote.reserve = reserve_cgroup();
             started
         }
         Ok(Err(err)) => {
@@ -697,6 +711,14 @@ async fn supervise(
         })?),
     };
     Ok(ProcessResult { ending, duration })
+}
+
+/// A new step cgroup and its directory, opened (for a request to hand over: the spare
+/// after the waiting one joins it while it waits), or `None` where there is none.
+fn reserve_cgroup() -> Option<(StepCgroup, std::fs::File)> {
+    let cgroup = StepCgroup::create(containment::Mode::Auto)?;
+    let dir = std::fs::File::open(cgroup.target().dir).ok()?;
+    Some((cgroup, dir))
 }
 
 /// The pid and what stayed shared in the zygote's `P` answer: `<pid>` or

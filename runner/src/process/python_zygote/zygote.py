@@ -1,10 +1,15 @@
 _BOOT_MAIN = dict(globals()); import sys; _BOOT_MODULES = set(sys.modules)
+# This program's code, held: a child ends by returning through the bootstrap's `exec`,
+# which would otherwise free it and every constant only it holds (≈ 45 copy-on-write
+# faults a step).
+_PROGRAM = sys._getframe().f_code
 # The warm Python zygote of a Plue runner (see mod.rs beside this file). Started as
-# `python3 -u -c BOOTSTRAP <this> [first-cgroup-fd=4] [confine-ahead]` (the bootstrap
+# `python3 -u -c BOOTSTRAP <this> [first-cgroup-fd=4] [confine-ahead] [seccomp=<hex>]` (the bootstrap
 # compiles and runs this in `__main__`) with its control socket (a SOCK_SEQPACKET
 # socketpair end) on fd 3 and, with `first-cgroup-fd=4`, the directory of the first step's
 # cgroup on fd 4 (`confine-ahead`: every step runs as a step user, and each spare makes
-# its namespaces while it waits), in an empty private directory; it never imports or runs
+# its namespaces while it waits; `seccomp=<hex>`: the filter the runner's jobs name, made
+# once here), in an empty private directory; it never imports or runs
 # user code itself and never sees a step's script, environment or secrets. Each request is
 # one packet, `F`, carrying four descriptors (SCM_RIGHTS): the step's stdout and stderr
 # write ends, the read end of a pipe holding the step's JSON job, and the read end of the
@@ -12,7 +17,8 @@ _BOOT_MAIN = dict(globals()); import sys; _BOOT_MODULES = set(sys.modules)
 # the *next* step, which the next spare joins while it waits (a join by `cgroup.procs`
 # waits for an RCU grace period after any pause, ~17 ms: off the step's path so). Each is
 # served by a child forked ahead of it (a spare, armed at once and then waiting with
-# nothing of any step on a socket of its own; the next one is forked while the step runs),
+# nothing of any step on a socket of its own; the next one is forked as soon as this one
+# has its request, while it sets itself up),
 # which receives the descriptors, reads the job itself, sets itself up exactly like the
 # fresh `python3 -u -c SCRIPT` the runner would spawn (own session, the step's cgroup,
 # under a root runner its own mount and IPC namespaces with a private /proc, /tmp,
@@ -101,9 +107,12 @@ _builtins.__import__ = _REAL_IMPORT
 
 # Held here, so the child never imports them from a `sys.path` that starts with the
 # step's workspace (a `signal.py` there must not run on an uncaught KeyboardInterrupt).
-_signal, _kill, _tzset = signal.signal, os.kill, time.tzset
-_SIGINT, _SIGTERM, _SIG_DFL, _SIG_IGN = signal.SIGINT, signal.SIGTERM, signal.SIG_DFL, signal.SIG_IGN
-_SIGKILL = signal.SIGKILL
+# `_signal`'s own function, not `signal.signal`'s wrapper (whose enum conversions touch
+# dozens of objects, each a copy-on-write fault in a child), and plain ints.
+_signal, _kill, _tzset = signal._signal.signal, os.kill, time.tzset
+_SIGINT, _SIGTERM, _SIG_DFL, _SIG_IGN = (int(signal.SIGINT), int(signal.SIGTERM),
+                                         int(signal.SIG_DFL), int(signal.SIG_IGN))
+_SIGKILL = int(signal.SIGKILL)
 _select, _monotonic = select.select, time.monotonic
 _poll, _POLLPRI = select.poll, select.POLLPRI
 _default_int_handler = signal.default_int_handler
@@ -131,11 +140,12 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _CONTROL = 3
-# The runner's flags (mod.rs's `FIRST_CGROUP_ARG` and `CONFINE_AHEAD_ARG`), each at most
-# once.
+# The runner's flags (mod.rs's `FIRST_CGROUP_ARG`, `CONFINE_AHEAD_ARG` and `SECCOMP_ARG`),
+# each at most once.
 _FLAGS = sys.argv[2:]
-if len(set(_FLAGS)) != len(_FLAGS) or not set(_FLAGS) <= {"first-cgroup-fd=4",
-                                                          "confine-ahead"}:
+_SECCOMP_FLAGS = [flag for flag in _FLAGS if flag.startswith("seccomp=")]
+if (len(set(_FLAGS)) != len(_FLAGS) or len(_SECCOMP_FLAGS) > 1
+        or not set(_FLAGS) - set(_SECCOMP_FLAGS) <= {"first-cgroup-fd=4", "confine-ahead"}):
     raise SystemExit("zygote: unknown arguments %r" % (_FLAGS,))
 # The directory of the cgroup made for the first step, which the first spare joins while it
 # waits (descriptor 4, when the runner made one).
@@ -144,6 +154,7 @@ _FIRST_CGROUP = 4 if "first-cgroup-fd=4" in _FLAGS else None
 # makes its namespaces while it waits (`_namespaces`), off the step's path.
 _CONFINE_AHEAD = "confine-ahead" in _FLAGS
 _MAX_JOB = 4 << 20
+_scan_json = json._default_decoder.scan_once
 
 
 # Never served ready-made: modules whose import draws per-process state (a seed, a start
@@ -351,16 +362,31 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def _install_seccomp(program_hex):
-    """launch/seccomp.rs's filter (keyring calls fail with EPERM), from the bytes of its
-    `sock_filter`s the runner sent in the job; after `no_new_privs`, as launch/child.rs."""
+def _seccomp_program(program_hex):
+    """The `sock_fprog` of launch/seccomp.rs's filter from the bytes of its `sock_filter`s,
+    and the buffer it points into."""
     code = bytes.fromhex(program_hex)
     if not code or len(code) % 8:
         raise ValueError("the step's seccomp filter is malformed")
     buf = ctypes.create_string_buffer(code, len(code))
-    prog = _SockFprog(len(code) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    if _libc.prctl(ctypes.c_int(_PR_SET_SECCOMP), ctypes.c_ulong(_SECCOMP_MODE_FILTER),
-                   ctypes.byref(prog), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+    return _SockFprog(len(code) // 8, ctypes.cast(buf, ctypes.c_void_p)), buf
+
+
+# The filter the runner named at start (`seccomp=<hex>`), made once: a child whose job
+# names the same filter installs it without making it again.
+_SECCOMP_HEX = _SECCOMP_FLAGS[0][len("seccomp="):] if _SECCOMP_FLAGS else None
+_SECCOMP = _seccomp_program(_SECCOMP_HEX) if _SECCOMP_HEX is not None else None
+_SECCOMP_ARGS = (ctypes.c_int(_PR_SET_SECCOMP), ctypes.c_ulong(_SECCOMP_MODE_FILTER), None,
+                 ctypes.c_ulong(0), ctypes.c_ulong(0))
+
+
+def _install_seccomp(program_hex):
+    """launch/seccomp.rs's filter (keyring calls fail with EPERM), from the bytes of its
+    `sock_filter`s the runner sent in the job; after `no_new_privs`, as launch/child.rs."""
+    prog, _buf = (_SECCOMP if program_hex == _SECCOMP_HEX and _SECCOMP is not None
+                  else _seccomp_program(program_hex))
+    option, mode, _, zero, zero2 = _SECCOMP_ARGS
+    if _libc.prctl(option, mode, ctypes.byref(prog), zero, zero2) != 0:
         raise OSError(ctypes.get_errno(), "installing the step's seccomp filter")
 
 
@@ -379,7 +405,16 @@ def _read_job(fd):
             raise ValueError("job too large")
         chunks.append(chunk)
     os.close(fd)
-    return json.loads(b"".join(chunks))
+    # The runner's `serde_json` text (UTF-8, no surrounding blanks), scanned by the json
+    # module's own scanner without `json.loads`'s Python around it.
+    text = b"".join(chunks).decode("utf-8")
+    try:
+        job, end = _scan_json(text, 0)
+    except StopIteration:
+        raise ValueError("the job is not JSON") from None
+    if end != len(text) or not isinstance(job, dict):
+        raise ValueError("the job is not one JSON object")
+    return job
 
 
 def _namespaces():
@@ -622,12 +657,14 @@ def _join_ahead(cgroup_fd):
         os.close(cgroup_fd)
 
 
-def _fork_spare(control, cgroup_fd=None):
+def _fork_spare(control, cgroup_fd=None, theirs_r=None):
     """Forks the child the next request will use, before that request arrives: the fork and
     the copy-on-write faults that follow it then happen while the runner and the engine are
     busy elsewhere, not while the step waits. The child holds nothing of any step until it
-    receives its request's descriptors over `link`. Once armed, it joins the cgroup whose
-    directory is `cgroup_fd` (the next step's, made by the runner), while it waits.
+    receives its request's descriptors over `link` (`theirs_r`, the zygote's end of the
+    answer pipe of a child setting itself up meanwhile, it closes at once). Once armed, it
+    joins the cgroup whose directory is `cgroup_fd` (the next step's, made by the runner),
+    while it waits.
     Returns `(pid, link, ready_r, None)`, and in the child, once it is set up for its
     request, `(0, None, None, job)`."""
     link, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -656,6 +693,9 @@ def _fork_spare(control, cgroup_fd=None):
             os.close(_CONTROL)
             link.close()
             os.close(ready_r)
+            if theirs_r is not None:
+                # The answer pipe of the child now setting itself up.
+                os.close(theirs_r)
             theirs.send(b"A")
             joined = _join_ahead(cgroup_fd)
             # In the next step's cgroup already where it joined one (as `launch` orders it);
@@ -688,6 +728,7 @@ def _fork_spare(control, cgroup_fd=None):
 
 # The step's C environment block: referenced by `environ`, so kept for the process's life.
 _ENVIRON = None
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 # The C library's `environ`, resolved once.
 _ENVIRON_VAR = ctypes.c_void_p.in_dll(_libc, "environ")
 
@@ -710,7 +751,8 @@ def _set_environ(env):
     global _ENVIRON
     data = {}
     for key, value in env.items():
-        name, text = os.fsencode(key), os.fsencode(value)
+        # `os.fsencode` of a str, without its Python frames.
+        name, text = key.encode(_FS_ENCODING, _FS_ERRORS), value.encode(_FS_ENCODING, _FS_ERRORS)
         if not name or b"=" in name or b"\0" in name or b"\0" in text:
             raise ValueError("illegal environment variable %r" % key)
         data[name] = text
@@ -768,8 +810,11 @@ def _hand_over(spare, fds):
 
 def _serve():
     """Answers requests until the runner goes away; returns a job only in a forked child.
-    A spare is forked at start and after each step started; after a failed start, only
-    when the next request comes (so a zygote replaced then leaves no spare behind)."""
+    A spare is forked at start and as soon as a request was handed to the waiting one
+    (while that one sets itself up, the runner waits for its answer: the fork is neither
+    on the answer's way nor beside the step's start); after a request no spare took, only
+    when the next request comes. A zygote the runner replaces after a failed start takes
+    its spare with it (the spare's parent-death signal)."""
     control = socket.socket(fileno=_CONTROL)
     # The directory of the cgroup the next spare is born into (the runner's, for the step
     # after the one it last requested; for the first step, the one given at start), while
@@ -813,17 +858,18 @@ def _serve():
         if not handed:
             control.send(b"E no spare took the request")
             continue
+        # The next request's child, forked while this one sets itself up (the runner
+        # waits meanwhile: the fork is off the start's answer and the step's go); it
+        # joins the next step's cgroup while it waits.
+        spare = _fork_spare(control, cgroup_fd, ready_r)
+        if spare[0] == 0:
+            return spare[3]
         said = _setup_answer(pid, ready_r)
         os.close(ready_r)
         if said != b"OK" and not said.startswith(b"OK shared "):
             control.send(b"E child set-up failed: " + (said or b"it ended"))
             continue
         control.send(b"P %d" % pid + said[2:])
-        # The next request's child, forked while this step runs; it joins the next step's
-        # cgroup while it waits.
-        spare = _fork_spare(control, cgroup_fd)
-        if spare[0] == 0:
-            return spare[3]
         while True:
             try:
                 _, status = os.waitpid(pid, 0)
