@@ -83,11 +83,6 @@ impl Cluster {
         all.extend(["-o", "json"]);
         serde_json::from_str(&self.kubectl(&all)).expect("kubectl's JSON")
     }
-
-    pub(crate) fn helm(&self, args: &[&str]) {
-        let out = self.run("helm", args, None);
-        assert!(out.status.success(), "helm {args:?}: {}", printed(&out));
-    }
 }
 
 /// The chart installed in a namespace of its own, with an external PostgreSQL listening on
@@ -157,10 +152,49 @@ impl<'c> Release<'c> {
             values.path().to_str().unwrap(),
             "--wait",
             "--timeout",
-            "4m",
+            "8m",
         ];
         args.extend(extra);
-        self.cluster.helm(&args);
+        let out = self.cluster.run("helm", &args, None);
+        assert!(
+            out.status.success(),
+            "helm {args:?}: {}\n{}",
+            printed(&out),
+            self.what_the_cluster_says()
+        );
+    }
+
+    /// What explains a release that did not become ready: its pods, the namespaces' events
+    /// and the engine's last log lines (best effort: each part says when it could not be read).
+    pub(crate) fn what_the_cluster_says(&self) -> String {
+        let mut said = String::new();
+        let mut ask = |title: &str, args: &[&str]| {
+            let out = self.cluster.run("kubectl", args, None);
+            said.push_str(&format!("--- {title}\n{}\n", printed(&out)));
+        };
+        for ns in [&self.ns, &self.runners] {
+            ask(
+                &format!("pods in {ns}"),
+                &["-n", ns, "get", "pods", "-o", "wide"],
+            );
+            ask(
+                &format!("events in {ns}"),
+                &["-n", ns, "get", "events", "--sort-by=.lastTimestamp"],
+            );
+        }
+        ask(
+            "the engine's log",
+            &[
+                "-n",
+                &self.ns,
+                "logs",
+                "-l",
+                "app.kubernetes.io/component=engine",
+                "--all-containers",
+                "--tail=80",
+            ],
+        );
+        said
     }
 
     pub(crate) fn upgrade(&mut self, change: impl FnOnce(&mut Value)) {
