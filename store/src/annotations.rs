@@ -7,7 +7,10 @@
 //! are counted once (`attempts.annotations_seen_seq` is the last line already looked at).
 //! Reads are bounded by a limit.
 
-use super::{on_db, LogAttempt, Store};
+use anyhow::Context;
+
+use super::{LogAttempt, Store};
+use crate::tx::{Conn, Statement};
 
 /// An annotation about to be stored (its text already cleaned and cut by the engine).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +29,7 @@ pub struct NewAnnotation {
 }
 
 /// A stored annotation with the step it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct AnnotationRow {
     pub step_id: String,
     pub attempt: i64,
@@ -42,7 +45,7 @@ pub struct AnnotationRow {
 }
 
 /// Annotations an attempt printed past the cap.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct DroppedAnnotations {
     pub step_id: String,
     pub attempt: i64,
@@ -63,66 +66,75 @@ impl Store {
         last_seq: i64,
         cap: i64,
     ) -> anyhow::Result<u64> {
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
+        {
+            let mut conn = Conn::acquire(self).await?;
+            let mut tx = conn.begin().await?;
             // Locks the attempt's row first (see the store's invariants).
-            let seen: Option<i64> = sqlx::query_scalar(
-                "UPDATE attempts SET annotations_seen_seq = annotations_seen_seq \
-                 WHERE id = $1 RETURNING annotations_seen_seq",
-            )
-            .bind(at.attempt_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let seen: Option<i64> = tx
+                .scalar(
+                    Statement::new(
+                        "UPDATE attempts SET annotations_seen_seq = annotations_seen_seq \
+                         WHERE id = $1 RETURNING annotations_seen_seq",
+                    )
+                    .bind(at.attempt_id),
+                )
+                .await?;
             let Some(seen) = seen else {
                 return Ok(0);
             };
-            let kept: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM annotations WHERE step_run_id = $1 AND attempt = $2",
-            )
-            .bind(at.step_run_id)
-            .bind(at.number)
-            .fetch_one(&mut *tx)
-            .await?;
+            let kept: i64 = tx
+                .scalar(
+                    Statement::new(
+                        "SELECT COUNT(*) FROM annotations WHERE step_run_id = $1 AND attempt = $2",
+                    )
+                    .bind(at.step_run_id)
+                    .bind(at.number),
+                )
+                .await?
+                .context("no row returned")?;
             let new: Vec<&NewAnnotation> = found.iter().filter(|a| a.seq > seen).collect();
             let room = usize::try_from((cap - kept).max(0)).unwrap_or(0);
             let mut stored = 0u64;
             for a in new.iter().take(room) {
-                stored += sqlx::query(
-                    "INSERT INTO annotations (step_run_id, attempt, seq, run_id, level, file, \
-                     line, end_line, col, end_col, title, message) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(at.step_run_id)
-                .bind(at.number)
-                .bind(a.seq)
-                .bind(at.run_id)
-                .bind(a.level)
-                .bind(&a.file)
-                .bind(a.line)
-                .bind(a.end_line)
-                .bind(a.col)
-                .bind(a.end_col)
-                .bind(&a.title)
-                .bind(&a.message)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                stored += tx
+                    .execute(
+                        Statement::new(
+                            "INSERT INTO annotations (step_run_id, attempt, seq, run_id, level, \
+                             file, line, end_line, col, end_col, title, message) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .bind(at.step_run_id)
+                        .bind(at.number)
+                        .bind(a.seq)
+                        .bind(at.run_id)
+                        .bind(a.level)
+                        .bind(&a.file)
+                        .bind(a.line)
+                        .bind(a.end_line)
+                        .bind(a.col)
+                        .bind(a.end_col)
+                        .bind(&a.title)
+                        .bind(&a.message),
+                    )
+                    .await?;
             }
             let dropped = new.len().saturating_sub(room) as i64;
-            sqlx::query(
-                "UPDATE attempts SET annotations_dropped = annotations_dropped + $2, \
-                 annotations_seen_seq = CASE WHEN annotations_seen_seq > $3 \
-                 THEN annotations_seen_seq ELSE $3 END WHERE id = $1",
+            tx.execute(
+                Statement::new(
+                    "UPDATE attempts SET annotations_dropped = annotations_dropped + $2, \
+                     annotations_seen_seq = CASE \
+                     WHEN annotations_seen_seq > $3 THEN annotations_seen_seq ELSE $3 END \
+                     WHERE id = $1",
+                )
+                .bind(at.attempt_id)
+                .bind(dropped)
+                .bind(last_seq),
             )
-            .bind(at.attempt_id)
-            .bind(dropped)
-            .bind(last_seq)
-            .execute(&mut *tx)
             .await?;
             tx.commit().await?;
             Ok(stored)
-        })
+        }
     }
 
     /// Up to `limit` annotations of run `run_id` (of step `step` only, when given), in
@@ -138,12 +150,8 @@ impl Store {
              WHERE a.run_id = $1 AND ($2 IS NULL OR s.step_id = $2) \
              ORDER BY s.position, a.attempt, a.seq LIMIT $3"
         );
-        Ok(on_db!(self, pool => sqlx::query_as(&sql)
-            .bind(run_id)
-            .bind(step)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?))
+        self.rows(Statement::new(&sql).bind(run_id).bind(step).bind(limit))
+            .await
     }
 
     /// The attempts of run `run_id` that printed more annotations than were kept, with how
@@ -153,14 +161,15 @@ impl Store {
         &self,
         run_id: i64,
     ) -> anyhow::Result<Vec<DroppedAnnotations>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT s.step_id, a.number AS attempt, a.annotations_dropped AS count \
-             FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
-             WHERE s.run_id = $1 AND a.annotations_dropped > 0 ORDER BY s.position, a.number",
+        self.rows(
+            Statement::new(
+                "SELECT s.step_id, a.number AS attempt, a.annotations_dropped AS count \
+                 FROM attempts a JOIN step_runs s ON s.id = a.step_run_id WHERE s.run_id = $1 \
+                 AND a.annotations_dropped > 0 ORDER BY s.position, a.number",
+            )
+            .bind(run_id),
         )
-        .bind(run_id)
-        .fetch_all(pool)
-        .await?))
+        .await
     }
 }
 

@@ -13,13 +13,13 @@
 //! - Tokens made before users existed (`user_id` NULL) are adopted at start-up by
 //!   [`Store::adopt_legacy_tokens`], before any request is served.
 
-use sqlx::Row;
-
 use super::people::{NewUser, UserKind, UserRow};
-use super::{now_ms, on_db, Store};
+use super::{now_ms, Store};
+use crate::tx::Conn;
+use crate::tx::Statement;
 
 /// An API token as listed (never its value).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct TokenRow {
     pub id: i64,
     pub user_id: i64,
@@ -66,41 +66,99 @@ const USER_COLUMNS: &str = "u.id AS u_id, u.name AS u_name, u.kind AS u_kind, \
                             u.admin AS u_admin, u.created_at AS u_created_at, \
                             u.disabled_at AS u_disabled_at";
 
-fn user_of<R: Row>(row: &R) -> Result<UserRow, sqlx::Error>
-where
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(UserRow {
-        id: row.try_get("u_id")?,
-        name: row.try_get("u_name")?,
-        kind: UserKind::try_from(row.try_get::<String, _>("u_kind")?)
-            .map_err(|e| sqlx::Error::Decode(e.into()))?,
-        admin: row.try_get("u_admin")?,
-        created_at: row.try_get("u_created_at")?,
-        disabled_at: row.try_get("u_disabled_at")?,
-    })
+/// A token and its user, as [`Store::token_by_hash`] reads them ([`TOKEN_COLUMNS`],
+/// [`USER_COLUMNS`]).
+#[derive(sqlx::FromRow, serde::Deserialize)]
+struct TokenAndUser {
+    id: i64,
+    user_id: i64,
+    name: String,
+    max_role: Option<String>,
+    repos: Option<String>,
+    created_at: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    last_used_at: Option<i64>,
+    u_id: i64,
+    u_name: String,
+    #[sqlx(try_from = "String")]
+    u_kind: UserKind,
+    u_admin: bool,
+    u_created_at: i64,
+    u_disabled_at: Option<i64>,
+}
+
+impl TokenAndUser {
+    fn valid(self) -> ValidToken {
+        ValidToken {
+            token: TokenRow {
+                id: self.id,
+                user_id: self.user_id,
+                name: self.name,
+                max_role: self.max_role,
+                repos: self.repos,
+                created_at: self.created_at,
+                expires_at: self.expires_at,
+                revoked_at: self.revoked_at,
+                last_used_at: self.last_used_at,
+            },
+            user: UserRow {
+                id: self.u_id,
+                name: self.u_name,
+                kind: self.u_kind,
+                admin: self.u_admin,
+                created_at: self.u_created_at,
+                disabled_at: self.u_disabled_at,
+            },
+        }
+    }
+}
+
+/// A session's token hash and its user, as [`Store::session`] reads them
+/// ([`USER_COLUMNS`]).
+#[derive(sqlx::FromRow, serde::Deserialize)]
+struct SessionAndUser {
+    token_hash: String,
+    u_id: i64,
+    u_name: String,
+    #[sqlx(try_from = "String")]
+    u_kind: UserKind,
+    u_admin: bool,
+    u_created_at: i64,
+    u_disabled_at: Option<i64>,
+}
+
+impl SessionAndUser {
+    fn user_and_token_hash(self) -> (UserRow, String) {
+        let user = UserRow {
+            id: self.u_id,
+            name: self.u_name,
+            kind: self.u_kind,
+            admin: self.u_admin,
+            created_at: self.u_created_at,
+            disabled_at: self.u_disabled_at,
+        };
+        (user, self.token_hash)
+    }
 }
 
 impl Store {
     /// Stores a token of a user by its hash.
     pub async fn create_user_token(&self, new: &NewToken<'_>) -> anyhow::Result<i64> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "INSERT INTO api_tokens (name, token_hash, user_id, max_role, repos, expires_at, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        self.one_scalar(
+            Statement::new(
+                "INSERT INTO api_tokens (name, token_hash, user_id, max_role, repos, expires_at, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            )
+            .bind(new.name)
+            .bind(new.token_hash)
+            .bind(new.user_id)
+            .bind(new.max_role)
+            .bind(new.repos)
+            .bind(new.expires_at)
+            .bind(now_ms()),
         )
-        .bind(new.name)
-        .bind(new.token_hash)
-        .bind(new.user_id)
-        .bind(new.max_role)
-        .bind(new.repos)
-        .bind(new.expires_at)
-        .bind(now_ms())
-        .fetch_one(pool)
-        .await?))
+        .await
     }
 
     /// [`Store::create_user_token`] for a token made with token `maker`, which it records:
@@ -113,27 +171,27 @@ impl Store {
         // On PostgreSQL the maker's row is locked: a revocation running at the same time
         // either waits for this token (and then revokes it too) or makes this insert find
         // the maker revoked. SQLite has one writer anyway.
-        let lock = match self.db {
-            super::Db::Postgres(_) => " FOR UPDATE",
-            super::Db::Sqlite(_) => "",
+        let sql = |lock: &str| {
+            format!(
+                "INSERT INTO api_tokens (name, token_hash, user_id, max_role, repos, expires_at, \
+                 created_at, owner_hash) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, token_hash FROM api_tokens \
+                 WHERE id = $8 AND revoked_at IS NULL{lock} RETURNING id"
+            )
         };
-        let sql = format!(
-            "INSERT INTO api_tokens (name, token_hash, user_id, max_role, repos, expires_at, \
-             created_at, owner_hash) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, token_hash FROM api_tokens \
-             WHERE id = $8 AND revoked_at IS NULL{lock} RETURNING id"
-        );
-        Ok(on_db!(self, pool => sqlx::query_scalar(&sql)
-        .bind(new.name)
-        .bind(new.token_hash)
-        .bind(new.user_id)
-        .bind(new.max_role)
-        .bind(new.repos)
-        .bind(new.expires_at)
-        .bind(now_ms())
-        .bind(maker)
-        .fetch_optional(pool)
-        .await?))
+        let (sqlite, postgres) = (sql(""), sql(" FOR UPDATE"));
+        self.scalar(
+            Statement::per_backend(&sqlite, &postgres)
+                .bind(new.name)
+                .bind(new.token_hash)
+                .bind(new.user_id)
+                .bind(new.max_role)
+                .bind(new.repos)
+                .bind(new.expires_at)
+                .bind(now_ms())
+                .bind(maker),
+        )
+        .await
     }
 
     /// The valid token with this hash and its user: not revoked, not expired at `now`,
@@ -149,34 +207,23 @@ impl Store {
              WHERE t.token_hash = $1 AND t.revoked_at IS NULL \
                AND (t.expires_at IS NULL OR t.expires_at > $2) AND u.disabled_at IS NULL"
         );
-        let found = on_db!(self, pool => {
-            match sqlx::query(&sql)
-                .bind(token_hash)
-                .bind(now)
-                .fetch_optional(pool)
-                .await?
-            {
-                Some(row) => Some(ValidToken {
-                    token: <TokenRow as sqlx::FromRow<_>>::from_row(&row)?,
-                    user: user_of(&row)?,
-                }),
-                None => None,
-            }
-        });
+        let found = self
+            .row::<TokenAndUser>(Statement::new(&sql).bind(token_hash).bind(now))
+            .await?
+            .map(TokenAndUser::valid);
         if let Some(valid) = &found {
             if valid
                 .token
                 .last_used_at
                 .is_none_or(|at| now.saturating_sub(at) > 60_000)
             {
-                on_db!(self, pool => sqlx::query(
-                    "UPDATE api_tokens SET last_used_at = $1 WHERE id = $2",
+                self.execute(
+                    Statement::new("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+                        .bind(now)
+                        .bind(valid.token.id),
                 )
-                .bind(now)
-                .bind(valid.token.id)
-                .execute(pool)
                 .await
-                .map(|_| ())?);
+                .map(|_| ())?;
             }
         }
         Ok(found)
@@ -188,38 +235,27 @@ impl Store {
             "SELECT {TOKEN_COLUMNS} FROM api_tokens t \
              WHERE t.user_id IS NOT NULL AND ($1 IS NULL OR t.user_id = $1) ORDER BY t.id DESC"
         );
-        Ok(on_db!(self, pool => sqlx::query_as::<_, TokenRow>(&sql)
-            .bind(user_id)
-            .fetch_all(pool)
-            .await?))
+        self.rows::<TokenRow>(Statement::new(&sql).bind(user_id))
+            .await
     }
 
     pub async fn token_by_id(&self, id: i64) -> anyhow::Result<Option<TokenRow>> {
         let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = $1");
-        Ok(on_db!(self, pool => sqlx::query_as::<_, TokenRow>(&sql)
-            .bind(id)
-            .fetch_optional(pool)
-            .await?))
+        self.row::<TokenRow>(Statement::new(&sql).bind(id)).await
     }
 
     /// Whether token `id` was made with token `maker`, directly or down the line.
     pub async fn token_made_by(&self, id: i64, maker: i64) -> anyhow::Result<bool> {
-        let maker_hash: Option<String> = on_db!(self, pool => sqlx::query_scalar(
-            "SELECT token_hash FROM api_tokens WHERE id = $1",
-        )
-        .bind(maker)
-        .fetch_optional(pool)
-        .await?);
+        let maker_hash: Option<String> = self
+            .scalar(Statement::new("SELECT token_hash FROM api_tokens WHERE id = $1").bind(maker))
+            .await?;
         let Some(maker_hash) = maker_hash else {
             return Ok(false);
         };
-        let mut made_by: Option<String> = on_db!(self, pool => sqlx::query_scalar(
-            "SELECT owner_hash FROM api_tokens WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(pool)
-        .await?)
-        .flatten();
+        let mut made_by: Option<String> = self
+            .scalar(Statement::new("SELECT owner_hash FROM api_tokens WHERE id = $1").bind(id))
+            .await?
+            .flatten();
         // A chain is as long as tokens were made with tokens; a cycle cannot be stored (a
         // maker exists before what it makes), the bound is for safety.
         for _ in 0..1000 {
@@ -227,13 +263,15 @@ impl Store {
                 None => return Ok(false),
                 Some(hash) if hash == maker_hash => return Ok(true),
                 Some(hash) => {
-                    made_by = on_db!(self, pool => sqlx::query_scalar(
-                        "SELECT owner_hash FROM api_tokens WHERE token_hash = $1",
-                    )
-                    .bind(&hash)
-                    .fetch_optional(pool)
-                    .await?)
-                    .flatten();
+                    made_by = self
+                        .scalar(
+                            Statement::new(
+                                "SELECT owner_hash FROM api_tokens WHERE token_hash = $1",
+                            )
+                            .bind(&hash),
+                        )
+                        .await?
+                        .flatten();
                 }
             }
         }
@@ -245,38 +283,43 @@ impl Store {
     /// already.
     pub async fn revoke_token(&self, id: i64) -> anyhow::Result<bool> {
         let now = now_ms();
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let hash: Option<String> = sqlx::query_scalar(
-                "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
-                 RETURNING token_hash",
-            )
-            .bind(now)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        {
+            let mut conn = Conn::acquire(self).await?;
+            let mut tx = conn.begin().await?;
+            let hash: Option<String> = tx
+                .scalar(
+                    Statement::new(
+                        "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 \
+                         AND revoked_at IS NULL RETURNING token_hash",
+                    )
+                    .bind(now)
+                    .bind(id),
+                )
+                .await?;
             let revoked = hash.is_some();
             // regression: a stolen token minted another before it was revoked, and that one
             // kept working.
             let mut work: Vec<String> = hash.into_iter().collect();
             while let Some(hash) = work.pop() {
-                sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-                    .bind(&hash)
-                    .execute(&mut *tx)
-                    .await?;
-                let made: Vec<String> = sqlx::query_scalar(
-                    "UPDATE api_tokens SET revoked_at = $1 WHERE owner_hash = $2 \
-                     AND user_id IS NOT NULL AND revoked_at IS NULL RETURNING token_hash",
+                tx.execute(
+                    Statement::new("DELETE FROM sessions WHERE token_hash = $1").bind(&hash),
                 )
-                .bind(now)
-                .bind(&hash)
-                .fetch_all(&mut *tx)
                 .await?;
+                let made: Vec<String> = tx
+                    .scalars(
+                        Statement::new(
+                            "UPDATE api_tokens SET revoked_at = $1 WHERE owner_hash = $2 \
+                             AND user_id IS NOT NULL AND revoked_at IS NULL RETURNING token_hash",
+                        )
+                        .bind(now)
+                        .bind(&hash),
+                    )
+                    .await?;
                 work.extend(made);
             }
             tx.commit().await?;
             Ok(revoked)
-        })
+        }
     }
 
     /// Gives every token made before users existed a user: one per distinct name
@@ -287,12 +330,12 @@ impl Store {
     /// legacy token (nor maintainer everywhere): such a token gets a `legacy-<id>` user of
     /// its own. Returns who was adopted, for the start-up warning.
     pub async fn adopt_legacy_tokens(&self) -> anyhow::Result<Vec<Adopted>> {
-        let rows: Vec<(i64, String, Option<String>, String)> = on_db!(self, pool => sqlx::query_as(
-            "SELECT id, name, owner_hash, token_hash FROM api_tokens WHERE user_id IS NULL \
-             ORDER BY id",
-        )
-        .fetch_all(pool)
-        .await?);
+        let rows: Vec<(i64, String, Option<String>, String)> = self
+            .rows(Statement::new(
+                "SELECT id, name, owner_hash, token_hash FROM api_tokens WHERE user_id IS NULL \
+                 ORDER BY id",
+            ))
+            .await?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -313,13 +356,13 @@ impl Store {
                 Some(owner) => match by_hash.get(&owner).copied() {
                     Some(user_id) => Some(user_id),
                     // Its owner was adopted by an earlier start.
-                    None => on_db!(self, pool => sqlx::query_scalar::<_, Option<i64>>(
-                        "SELECT user_id FROM api_tokens WHERE token_hash = $1",
-                    )
-                    .bind(&owner)
-                    .fetch_optional(pool)
-                    .await?)
-                    .flatten(),
+                    None => self
+                        .scalar::<Option<i64>>(
+                            Statement::new("SELECT user_id FROM api_tokens WHERE token_hash = $1")
+                                .bind(&owner),
+                        )
+                        .await?
+                        .flatten(),
                 },
             };
             let user_id = match owner {
@@ -346,12 +389,13 @@ impl Store {
                 }
             };
             by_hash.insert(hash.clone(), user_id);
-            on_db!(self, pool => sqlx::query("UPDATE api_tokens SET user_id = $1 WHERE id = $2")
-                .bind(user_id)
-                .bind(id)
-                .execute(pool)
-                .await
-                .map(|_| ())?);
+            self.execute(
+                Statement::new("UPDATE api_tokens SET user_id = $1 WHERE id = $2")
+                    .bind(user_id)
+                    .bind(id),
+            )
+            .await
+            .map(|_| ())?;
         }
         Ok(adopted)
     }
@@ -394,24 +438,23 @@ impl Store {
         expires_at: i64,
     ) -> anyhow::Result<()> {
         let now = now_ms();
-        on_db!(self, pool => {
+        {
             // Expired sessions are dropped as new ones open: the table does not grow.
-            sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-                .bind(now)
-                .execute(pool)
+            self.execute(Statement::new("DELETE FROM sessions WHERE expires_at <= $1").bind(now))
                 .await?;
-            sqlx::query(
-                "INSERT INTO sessions (id_hash, user_id, token_hash, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+            self.execute(
+                Statement::new(
+                    "INSERT INTO sessions (id_hash, user_id, token_hash, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(id_hash)
+                .bind(user_id)
+                .bind(token_hash)
+                .bind(now)
+                .bind(expires_at),
             )
-            .bind(id_hash)
-            .bind(user_id)
-            .bind(token_hash)
-            .bind(now)
-            .bind(expires_at)
-            .execute(pool)
             .await?;
-        });
+        };
         Ok(())
     }
 
@@ -426,26 +469,17 @@ impl Store {
             "SELECT s.token_hash, {USER_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.id_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL"
         );
-        on_db!(self, pool => {
-            match sqlx::query(&sql)
-                .bind(id_hash)
-                .bind(now)
-                .fetch_optional(pool)
-                .await?
-            {
-                Some(row) => Ok(Some((user_of(&row)?, row.try_get("token_hash")?))),
-                None => Ok(None),
-            }
-        })
+        Ok(self
+            .row::<SessionAndUser>(Statement::new(&sql).bind(id_hash).bind(now))
+            .await?
+            .map(SessionAndUser::user_and_token_hash))
     }
 
     /// Ends a session (sign-out).
     pub async fn delete_session(&self, id_hash: &str) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
-            .bind(id_hash)
-            .execute(pool)
+        self.execute(Statement::new("DELETE FROM sessions WHERE id_hash = $1").bind(id_hash))
             .await
-            .map(|_| ())?);
+            .map(|_| ())?;
         Ok(())
     }
 }

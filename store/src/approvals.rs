@@ -10,10 +10,9 @@
 //! times the step out in the same transaction instead ([`Decided::TimedOut`]).
 
 use plue_types::status::StepStatus;
-use sqlx::Row;
 
 use super::tx::{Conn, Statement};
-use super::{on_db, Store};
+use super::Store;
 
 /// A person's decision on a waiting approval step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +31,7 @@ impl Verdict {
 }
 
 /// A stored decision (shown by the API as `api::views::ApprovalView`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct ApprovalRow {
     pub step_id: String,
     pub decision: String,
@@ -333,31 +332,31 @@ impl Store {
 
     /// Records who started run `run_id` through the API.
     pub async fn record_triggerer(&self, run_id: i64, who: &str) -> anyhow::Result<()> {
-        on_db!(self, pool => {
-            sqlx::query("INSERT INTO run_triggerers (run_id, triggered_by) VALUES ($1, $2)")
-                .bind(run_id)
-                .bind(who)
-                .execute(pool)
-                .await?;
+        {
+            self.execute(
+                Statement::new("INSERT INTO run_triggerers (run_id, triggered_by) VALUES ($1, $2)")
+                    .bind(run_id)
+                    .bind(who),
+            )
+            .await?;
             Ok(())
-        })
+        }
     }
 
     /// Who started run `run_id` through the API, if it was started that way.
     pub async fn triggerer_of(&self, run_id: i64) -> anyhow::Result<Option<String>> {
-        on_db!(self, pool => {
-            let row = sqlx::query("SELECT triggered_by FROM run_triggerers WHERE run_id = $1")
-                .bind(run_id)
-                .fetch_optional(pool)
-                .await?;
-            Ok(row.map(|row| row.try_get("triggered_by")).transpose()?)
-        })
+        self.scalar(
+            Statement::new("SELECT triggered_by FROM run_triggerers WHERE run_id = $1")
+                .bind(run_id),
+        )
+        .await
     }
 
     /// The decisions taken on a run's approval steps, in the order they were taken.
     pub async fn approvals_of_run(&self, run_id: i64) -> anyhow::Result<Vec<ApprovalRow>> {
-        on_db!(self, pool => {
-            let rows = sqlx::query(
+        // `position` orders the rows only; the row type ignores it.
+        self.rows(
+            Statement::new(
                 "SELECT s.step_id, a.decision, a.decided_by, a.comment, a.decided_at, \
                  CAST(NULL AS TEXT) AS environment, s.position \
                  FROM approvals a JOIN step_runs s ON s.id = a.step_run_id WHERE a.run_id = $1 \
@@ -367,21 +366,8 @@ impl Store {
                  FROM environment_reviews e JOIN step_runs s ON s.id = e.step_run_id \
                  WHERE e.run_id = $1 ORDER BY decided_at, position",
             )
-            .bind(run_id)
-            .fetch_all(pool)
-            .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(ApprovalRow {
-                        step_id: row.try_get("step_id")?,
-                        decision: row.try_get("decision")?,
-                        decided_by: row.try_get("decided_by")?,
-                        comment: row.try_get("comment")?,
-                        decided_at: row.try_get("decided_at")?,
-                        environment: row.try_get("environment")?,
-                    })
-                })
-                .collect()
-        })
+            .bind(run_id),
+        )
+        .await
     }
 }

@@ -12,9 +12,10 @@
 //! however it happens (a repository's or a run's cascade too), leaves its key in
 //! `doomed_blobs` in the same transaction (a trigger), for the sweeper to delete the object.
 
-use sqlx::Row;
+use anyhow::Context;
 
-use super::{on_db, Store};
+use super::Store;
+use crate::tx::{Conn, Statement, Tx};
 
 /// A stored blob about to be recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +71,7 @@ impl BlobUsage {
 }
 
 /// A step's artifacts in a run (its latest attempt that kept any), without the files.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct StepArtifacts {
     pub step_id: String,
     pub attempt: i64,
@@ -90,14 +91,8 @@ pub enum RecordError<E> {
     Store(#[from] anyhow::Error),
 }
 
-impl<E> From<sqlx::Error> for RecordError<E> {
-    fn from(e: sqlx::Error) -> RecordError<E> {
-        RecordError::Store(e.into())
-    }
-}
-
 /// A recorded blob.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct BlobRow {
     pub id: i64,
     pub run_id: i64,
@@ -110,7 +105,7 @@ pub struct BlobRow {
 }
 
 /// One artifact file of a run (of the latest attempt of its step that kept artifacts).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct ArtifactRow {
     pub step_id: String,
     pub attempt: i64,
@@ -121,96 +116,96 @@ pub struct ArtifactRow {
 
 const BLOB_COLUMNS: &str = "id, run_id, step_id, attempt, kind, key, size, digest";
 
-/// A [`BlobRow`] from a row of either backend.
-macro_rules! blob_row {
-    ($row:expr) => {{
-        let row = $row;
-        Ok::<_, sqlx::Error>(BlobRow {
-            id: row.try_get("id")?,
-            run_id: row.try_get("run_id")?,
-            step_id: row.try_get("step_id")?,
-            attempt: row.try_get("attempt")?,
-            kind: row.try_get("kind")?,
-            key: row.try_get("key")?,
-            size: row.try_get("size")?,
-            digest: row.try_get("digest")?,
-        })
-    }};
+/// What one scope keeps, as summed over its blob rows.
+#[derive(Debug, sqlx::FromRow, serde::Deserialize)]
+struct UsageRow {
+    bytes: i64,
+    files: i64,
 }
 
-/// What a run's quota scopes keep ([`BlobUsage`]), read on `$conn` (a transaction or a
-/// connection of either backend).
-macro_rules! usage_in {
-    ($conn:expr, $run_id:expr, $repo_id:expr, $fork:expr) => {{
-        let run_id: i64 = $run_id;
-        let repo_id: Option<i64> = $repo_id;
-        let fork: bool = $fork;
-        let run = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes, \
-                    CAST(COALESCE(SUM(files), 0) AS BIGINT) AS files \
-             FROM blobs WHERE run_id = $1",
+/// What a repository's blobs keep, all of them and those of its fork runs.
+#[derive(Debug, sqlx::FromRow, serde::Deserialize)]
+struct RepositoryUsageRow {
+    bytes: i64,
+    files: i64,
+    fork_bytes: i64,
+    fork_files: i64,
+}
+
+/// What a run's quota scopes keep ([`BlobUsage`]), read in `tx` (a transaction or a
+/// connection's autocommit statements).
+async fn usage_in(
+    tx: &mut Tx<'_>,
+    run_id: i64,
+    repo_id: Option<i64>,
+    fork: bool,
+) -> anyhow::Result<BlobUsage> {
+    let run: UsageRow = tx
+        .row(
+            Statement::new(
+                "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes, \
+                        CAST(COALESCE(SUM(files), 0) AS BIGINT) AS files \
+                 FROM blobs WHERE run_id = $1",
+            )
+            .bind(run_id),
         )
-        .bind(run_id)
-        .fetch_one($conn)
-        .await?;
-        let run = Usage {
-            bytes: run.try_get("bytes")?,
-            files: run.try_get("files")?,
-        };
-        let mut repository = None;
-        let mut forks = None;
-        if let Some(repo_id) = repo_id {
-            let row = sqlx::query(
-                "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) AS bytes, \
+        .await?
+        .context("the run's usage")?;
+    let run = Usage {
+        bytes: run.bytes,
+        files: run.files,
+    };
+    let mut repository = None;
+    let mut forks = None;
+    if let Some(repo_id) = repo_id {
+        let row: RepositoryUsageRow = tx
+            .row(
+                Statement::new(
+                    "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) AS bytes, \
                         CAST(COALESCE(SUM(b.files), 0) AS BIGINT) AS files, \
                         CAST(COALESCE(SUM(CASE WHEN r.secrets_allowed THEN 0 ELSE b.size END), 0) AS BIGINT) AS fork_bytes, \
                         CAST(COALESCE(SUM(CASE WHEN r.secrets_allowed THEN 0 ELSE b.files END), 0) AS BIGINT) AS fork_files \
                  FROM blobs b JOIN runs r ON r.id = b.run_id WHERE r.repo_id = $1",
+                )
+                .bind(repo_id),
             )
-            .bind(repo_id)
-            .fetch_one($conn)
-            .await?;
-            repository = Some(Usage {
-                bytes: row.try_get("bytes")?,
-                files: row.try_get("files")?,
+            .await?
+            .context("the repository's usage")?;
+        repository = Some(Usage {
+            bytes: row.bytes,
+            files: row.files,
+        });
+        if fork {
+            forks = Some(Usage {
+                bytes: row.fork_bytes,
+                files: row.fork_files,
             });
-            if fork {
-                forks = Some(Usage {
-                    bytes: row.try_get("fork_bytes")?,
-                    files: row.try_get("fork_files")?,
-                });
-            }
         }
-        BlobUsage {
-            run,
-            repository,
-            forks,
-            fork: repo_id.is_some() && fork,
-        }
-    }};
+    }
+    Ok(BlobUsage {
+        run,
+        repository,
+        forks,
+        fork: repo_id.is_some() && fork,
+    })
 }
+
+/// A run's repository (`None`: a local run) and whether its steps get secrets.
+const RUN_SCOPE: &str = "SELECT repo_id, secrets_allowed FROM runs WHERE id = $1";
 
 impl Store {
     /// The step id of a step run.
     pub async fn step_id_of(&self, step_run_id: i64) -> anyhow::Result<Option<String>> {
-        on_db!(self, pool => {
-            let row = sqlx::query("SELECT step_id FROM step_runs WHERE id = $1")
-                .bind(step_run_id)
-                .fetch_optional(pool)
-                .await?;
-            Ok(row.map(|r| r.try_get("step_id")).transpose()?)
-        })
+        self.scalar(Statement::new("SELECT step_id FROM step_runs WHERE id = $1").bind(step_run_id))
+            .await
     }
 
     /// The dispatch document of a step run (`None` before it was queued).
     pub async fn dispatch_of(&self, step_run_id: i64) -> anyhow::Result<Option<String>> {
-        on_db!(self, pool => {
-            let row = sqlx::query("SELECT action FROM step_runs WHERE id = $1")
-                .bind(step_run_id)
-                .fetch_optional(pool)
-                .await?;
-            Ok(row.and_then(|r| r.try_get::<Option<String>, _>("action").ok().flatten()))
-        })
+        let action: Option<Option<String>> = self
+            .scalar(Statement::new("SELECT action FROM step_runs WHERE id = $1").bind(step_run_id))
+            .await?;
+        Ok(action.flatten())
     }
 
     /// Records a stored blob and its files; a repeat of the same attempt and kind replaces
@@ -228,91 +223,96 @@ impl Store {
         // PostgreSQL: row locks serialize uploads of one repository (or run) without
         // blocking anything else's foreign-key checks; SQLite's one connection already
         // runs one transaction at a time.
-        let lock = match self.db {
-            super::Db::Postgres(_) => " FOR NO KEY UPDATE",
-            super::Db::Sqlite(_) => "",
-        };
         let files = i64::try_from(blob.files.len()).unwrap_or(i64::MAX);
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let run = sqlx::query("SELECT repo_id, secrets_allowed FROM runs WHERE id = $1")
-                .bind(blob.run_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no run {}", blob.run_id))?;
-            let repo_id: Option<i64> = run.try_get("repo_id")?;
-            let secrets_allowed: bool = run.try_get("secrets_allowed")?;
-            if let Some(repo_id) = repo_id {
-                sqlx::query(&format!("SELECT id FROM repositories WHERE id = $1{lock}"))
-                    .bind(repo_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            }
-            sqlx::query(&format!("SELECT id FROM runs WHERE id = $1{lock}"))
-                .bind(blob.run_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            let old = sqlx::query(
-                "DELETE FROM blobs WHERE run_id = $1 AND step_id = $2 AND attempt = $3 AND kind = $4 RETURNING key",
-            )
-            .bind(blob.run_id)
-            .bind(blob.step_id)
-            .bind(blob.attempt)
-            .bind(blob.kind)
-            .fetch_optional(&mut *tx)
+        let mut conn = Conn::acquire(self).await?;
+        let mut tx = conn.begin().await?;
+        let (repo_id, secrets_allowed): (Option<i64>, bool) = tx
+            .row(Statement::new(RUN_SCOPE).bind(blob.run_id))
             .await?
-            .map(|r| r.try_get::<String, _>("key"))
-            .transpose()?;
-            let usage = usage_in!(&mut *tx, blob.run_id, repo_id, !secrets_allowed);
-            if let Err(refused) = check(&usage) {
-                tx.rollback().await?;
-                return Err(RecordError::Refused(refused));
-            }
-            let id: i64 = sqlx::query(
-                "INSERT INTO blobs (run_id, step_id, attempt, kind, key, size, digest, created_at, files) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            .ok_or_else(|| anyhow::anyhow!("no run {}", blob.run_id))?;
+        if let Some(repo_id) = repo_id {
+            tx.scalar::<i64>(
+                Statement::per_backend(
+                    "SELECT id FROM repositories WHERE id = $1",
+                    "SELECT id FROM repositories WHERE id = $1 FOR NO KEY UPDATE",
+                )
+                .bind(repo_id),
             )
-            .bind(blob.run_id)
-            .bind(blob.step_id)
-            .bind(blob.attempt)
-            .bind(blob.kind)
-            .bind(blob.key)
-            .bind(blob.size)
-            .bind(blob.digest)
-            .bind(blob.now)
-            .bind(files)
-            .fetch_one(&mut *tx)
+            .await?;
+        }
+        tx.scalar::<i64>(
+            Statement::per_backend(
+                "SELECT id FROM runs WHERE id = $1",
+                "SELECT id FROM runs WHERE id = $1 FOR NO KEY UPDATE",
+            )
+            .bind(blob.run_id),
+        )
+        .await?
+        .with_context(|| format!("no run {}", blob.run_id))?;
+        let old: Option<String> = tx
+            .scalar(
+                Statement::new(
+                    "DELETE FROM blobs WHERE run_id = $1 AND step_id = $2 AND attempt = $3 \
+                     AND kind = $4 RETURNING key",
+                )
+                .bind(blob.run_id)
+                .bind(blob.step_id)
+                .bind(blob.attempt)
+                .bind(blob.kind),
+            )
+            .await?;
+        let usage = usage_in(&mut tx, blob.run_id, repo_id, !secrets_allowed).await?;
+        if let Err(refused) = check(&usage) {
+            tx.rollback().await?;
+            return Err(RecordError::Refused(refused));
+        }
+        let id: i64 = tx
+            .scalar(
+                Statement::new(
+                    "INSERT INTO blobs (run_id, step_id, attempt, kind, key, size, digest, \
+                     created_at, files) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                )
+                .bind(blob.run_id)
+                .bind(blob.step_id)
+                .bind(blob.attempt)
+                .bind(blob.kind)
+                .bind(blob.key)
+                .bind(blob.size)
+                .bind(blob.digest)
+                .bind(blob.now)
+                .bind(files),
+            )
             .await?
-            .try_get("id")?;
-            for (name, size, digest) in blob.files {
-                sqlx::query("INSERT INTO artifacts (blob_id, name, size, digest) VALUES ($1, $2, $3, $4)")
-                    .bind(id)
-                    .bind(name)
-                    .bind(size)
-                    .bind(digest)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok(old.filter(|key| key != blob.key))
-        })
+            .context("the recorded blob's id")?;
+        for (name, size, digest) in blob.files {
+            tx.execute(
+                Statement::new(
+                    "INSERT INTO artifacts (blob_id, name, size, digest) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(id)
+                .bind(name)
+                .bind(*size)
+                .bind(digest),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(old.filter(|key| key != blob.key))
     }
 
     /// What the quota scopes of run `run_id` keep now (`None`: no such run).
     pub async fn blob_usage(&self, run_id: i64) -> anyhow::Result<Option<BlobUsage>> {
-        on_db!(self, pool => {
-            let mut conn = pool.acquire().await?;
-            let Some(run) = sqlx::query("SELECT repo_id, secrets_allowed FROM runs WHERE id = $1")
-                .bind(run_id)
-                .fetch_optional(&mut *conn)
-                .await?
-            else {
-                return Ok(None);
-            };
-            let repo_id: Option<i64> = run.try_get("repo_id")?;
-            let secrets_allowed: bool = run.try_get("secrets_allowed")?;
-            Ok(Some(usage_in!(&mut *conn, run_id, repo_id, !secrets_allowed)))
-        })
+        let mut conn = Conn::acquire(self).await?;
+        let mut tx = conn.autocommit().await?;
+        let Some((repo_id, secrets_allowed)) = tx
+            .row::<(Option<i64>, bool)>(Statement::new(RUN_SCOPE).bind(run_id))
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(
+            usage_in(&mut tx, run_id, repo_id, !secrets_allowed).await?,
+        ))
     }
 
     /// What the blob of `kind` recorded for attempt `attempt` of `step_id` keeps (zero
@@ -324,24 +324,21 @@ impl Store {
         attempt: i64,
         kind: &str,
     ) -> anyhow::Result<Usage> {
-        on_db!(self, pool => {
-            let row = sqlx::query(
-                "SELECT size, files FROM blobs \
-                 WHERE run_id = $1 AND step_id = $2 AND attempt = $3 AND kind = $4",
+        let row: Option<(i64, i64)> = self
+            .row(
+                Statement::new(
+                    "SELECT size, files FROM blobs \
+                     WHERE run_id = $1 AND step_id = $2 AND attempt = $3 AND kind = $4",
+                )
+                .bind(run_id)
+                .bind(step_id)
+                .bind(attempt)
+                .bind(kind),
             )
-            .bind(run_id)
-            .bind(step_id)
-            .bind(attempt)
-            .bind(kind)
-            .fetch_optional(pool)
             .await?;
-            Ok(match row {
-                Some(r) => Usage {
-                    bytes: r.try_get("size")?,
-                    files: r.try_get("files")?,
-                },
-                None => Usage::default(),
-            })
+        Ok(match row {
+            Some((bytes, files)) => Usage { bytes, files },
+            None => Usage::default(),
         })
     }
 
@@ -362,16 +359,14 @@ impl Store {
              WHERE id = $4 AND step_id = $2), 9223372036854775807) \
              ORDER BY attempt DESC LIMIT 1"
         );
-        on_db!(self, pool => {
-            let row = sqlx::query(&sql)
+        self.row(
+            Statement::new(&sql)
                 .bind(run_id)
                 .bind(step_id)
                 .bind(kind)
-                .bind(reader)
-                .fetch_optional(pool)
-                .await?;
-            Ok(row.map(|r| blob_row!(&r)).transpose()?)
-        })
+                .bind(reader),
+        )
+        .await
     }
 
     /// The blob of `kind` the latest attempt of `step_id` in run `run_id` left.
@@ -385,15 +380,8 @@ impl Store {
             "SELECT {BLOB_COLUMNS} FROM blobs WHERE run_id = $1 AND step_id = $2 AND kind = $3 \
              ORDER BY attempt DESC LIMIT 1"
         );
-        on_db!(self, pool => {
-            let row = sqlx::query(&sql)
-                .bind(run_id)
-                .bind(step_id)
-                .bind(kind)
-                .fetch_optional(pool)
-                .await?;
-            Ok(row.map(|r| blob_row!(&r)).transpose()?)
-        })
+        self.row(Statement::new(&sql).bind(run_id).bind(step_id).bind(kind))
+            .await
     }
 
     /// The artifact files of a run: for each step, those of its latest attempt that kept
@@ -413,8 +401,10 @@ impl Store {
         limit: i64,
     ) -> anyhow::Result<Vec<ArtifactRow>> {
         let (after_step, after_name) = after.unzip();
-        Ok(on_db!(self, pool => sqlx::query_as(
-                "SELECT b.step_id, b.attempt, a.name, a.size, a.digest FROM artifacts a \
+        Ok(self
+            .rows(
+                Statement::new(
+                    "SELECT b.step_id, b.attempt, a.name, a.size, a.digest FROM artifacts a \
                  JOIN blobs b ON b.id = a.blob_id \
                  WHERE b.run_id = $1 AND b.kind = 'artifacts' AND b.attempt = ( \
                      SELECT MAX(l.attempt) FROM blobs l \
@@ -422,14 +412,14 @@ impl Store {
                    AND ($2 IS NULL OR b.step_id = $2) \
                    AND ($3 IS NULL OR b.step_id > $3 OR (b.step_id = $3 AND a.name > $4)) \
                  ORDER BY b.step_id, a.name LIMIT $5",
+                )
+                .bind(run_id)
+                .bind(step)
+                .bind(after_step)
+                .bind(after_name)
+                .bind(limit),
             )
-            .bind(run_id)
-            .bind(step)
-            .bind(after_step)
-            .bind(after_name)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?))
+            .await?)
     }
 
     /// The file `name` of the artifacts blob `blob_id`, if it lists one.
@@ -438,41 +428,32 @@ impl Store {
         blob_id: i64,
         name: &str,
     ) -> anyhow::Result<Option<ArtifactRow>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-                "SELECT b.step_id, b.attempt, a.name, a.size, a.digest FROM artifacts a \
+        Ok(self
+            .row(
+                Statement::new(
+                    "SELECT b.step_id, b.attempt, a.name, a.size, a.digest FROM artifacts a \
                  JOIN blobs b ON b.id = a.blob_id WHERE a.blob_id = $1 AND a.name = $2",
+                )
+                .bind(blob_id)
+                .bind(name),
             )
-            .bind(blob_id)
-            .bind(name)
-            .fetch_optional(pool)
-            .await?))
+            .await?)
     }
 
     /// Each step of a run that kept artifacts, with how many files (its latest attempt
     /// that kept any), by step: one row a step, whatever the number of files.
     pub async fn artifact_steps(&self, run_id: i64) -> anyhow::Result<Vec<StepArtifacts>> {
-        on_db!(self, pool => {
-            let rows = sqlx::query(
+        self.rows(
+            Statement::new(
                 "SELECT b.step_id, b.attempt, b.files, b.size FROM blobs b \
                  WHERE b.run_id = $1 AND b.kind = 'artifacts' AND b.attempt = ( \
                      SELECT MAX(l.attempt) FROM blobs l \
                      WHERE l.run_id = b.run_id AND l.step_id = b.step_id AND l.kind = 'artifacts') \
                  ORDER BY b.step_id",
             )
-            .bind(run_id)
-            .fetch_all(pool)
-            .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(StepArtifacts {
-                        step_id: r.try_get("step_id")?,
-                        attempt: r.try_get("attempt")?,
-                        files: r.try_get("files")?,
-                        size: r.try_get("size")?,
-                    })
-                })
-                .collect()
-        })
+            .bind(run_id),
+        )
+        .await
     }
 
     /// Up to `limit` blobs of runs created before `before` (retention).
@@ -486,55 +467,38 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        on_db!(self, pool => {
-            let rows = sqlx::query(&sql)
-                .bind(before)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?;
-            Ok(rows.iter().map(|r| blob_row!(r)).collect::<Result<Vec<_>, _>>()?)
-        })
+        self.rows(Statement::new(&sql).bind(before).bind(limit))
+            .await
     }
 
     /// Up to `limit` keys of objects whose blob row is gone (`doomed_blobs`, filled by a
     /// trigger whenever a row is deleted: a repository or run deleted, a record replaced,
     /// retention) and that no row names.
     pub async fn doomed_blobs(&self, limit: i64) -> anyhow::Result<Vec<String>> {
-        on_db!(self, pool => {
-            // A key a row names again is not doomed (never for a hand-off blob, whose keys
-            // are random; a cache object is content-addressed: another entry may name it).
-            sqlx::query(
-                "DELETE FROM doomed_blobs WHERE key IN (SELECT key FROM blobs) \
-                 OR key IN (SELECT blob_key FROM cache_entries)",
-            )
-            .execute(pool)
-            .await?;
-            Ok(sqlx::query_scalar("SELECT key FROM doomed_blobs ORDER BY key LIMIT $1")
-                .bind(limit)
-                .fetch_all(pool)
-                .await?)
-        })
+        // A key a row names again is not doomed (never for a hand-off blob, whose keys
+        // are random; a cache object is content-addressed: another entry may name it).
+        self.execute(Statement::new(
+            "DELETE FROM doomed_blobs WHERE key IN (SELECT key FROM blobs) \
+             OR key IN (SELECT blob_key FROM cache_entries)",
+        ))
+        .await?;
+        self.scalars(
+            Statement::new("SELECT key FROM doomed_blobs ORDER BY key LIMIT $1").bind(limit),
+        )
+        .await
     }
 
     /// Forgets a doomed key whose object was deleted.
     pub async fn forget_doomed_blob(&self, key: &str) -> anyhow::Result<()> {
-        on_db!(self, pool => {
-            sqlx::query("DELETE FROM doomed_blobs WHERE key = $1")
-                .bind(key)
-                .execute(pool)
-                .await?;
-            Ok(())
-        })
+        self.execute(Statement::new("DELETE FROM doomed_blobs WHERE key = $1").bind(key))
+            .await?;
+        Ok(())
     }
 
     /// Forgets a blob (its files with it) whose object was deleted.
     pub async fn delete_blob(&self, id: i64) -> anyhow::Result<()> {
-        on_db!(self, pool => {
-            sqlx::query("DELETE FROM blobs WHERE id = $1")
-                .bind(id)
-                .execute(pool)
-                .await?;
-            Ok(())
-        })
+        self.execute(Statement::new("DELETE FROM blobs WHERE id = $1").bind(id))
+            .await?;
+        Ok(())
     }
 }

@@ -25,10 +25,11 @@
 //!   record says which objects its evictions left unnamed, for the caller to delete at
 //!   once ([`CacheRecorded::Created::evicted`]).
 
+use anyhow::Context;
 use plue_types::partition::{Partition, Trust};
-use sqlx::Row;
 
-use super::{on_db, Store};
+use super::Store;
+use crate::tx::{Conn, Statement};
 
 /// The scope of a run's caches: its repository's, or the local one.
 pub fn cache_scope(repo_id: Option<i64>) -> String {
@@ -39,7 +40,7 @@ pub fn cache_scope(repo_id: Option<i64>) -> String {
 }
 
 /// A stored cache entry.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct CacheEntryRow {
     pub id: i64,
     pub repo_id: Option<i64>,
@@ -59,6 +60,15 @@ pub struct CacheEntryRow {
     pub trust: String,
     pub created_at: i64,
     pub last_used_at: i64,
+}
+
+/// An entry a record may evict to make room, as it weighs them.
+#[derive(Debug, sqlx::FromRow, serde::Deserialize)]
+struct EvictionCandidate {
+    id: i64,
+    size: i64,
+    partition_name: String,
+    blob_key: String,
 }
 
 const COLUMNS: &str = "id, repo_id, scope, partition_name, name, key, digest, size, blob_key, \
@@ -124,14 +134,16 @@ impl Store {
                  WHERE scope = $1 AND partition_name = $2 AND name = $3 AND key = $4 \
                  AND trust = $5"
             );
-            let found: Option<CacheEntryRow> = on_db!(self, pool => sqlx::query_as(&sql)
-                .bind(scope)
-                .bind(&partition)
-                .bind(name)
-                .bind(key)
-                .bind(trust)
-                .fetch_optional(pool)
-                .await?);
+            let found: Option<CacheEntryRow> = self
+                .row(
+                    Statement::new(&sql)
+                        .bind(scope)
+                        .bind(&partition)
+                        .bind(name)
+                        .bind(key)
+                        .bind(trust),
+                )
+                .await?;
             if let Some(entry) = found {
                 return Ok(Some((entry, true)));
             }
@@ -146,14 +158,16 @@ impl Store {
                      AND substr(key, 1, length($4)) = $4 AND trust = $5 \
                      ORDER BY created_at DESC, id DESC LIMIT 1"
                 );
-                let found: Option<CacheEntryRow> = on_db!(self, pool => sqlx::query_as(&sql)
-                    .bind(scope)
-                    .bind(&partition)
-                    .bind(name)
-                    .bind(prefix)
-                    .bind(trust)
-                    .fetch_optional(pool)
-                    .await?);
+                let found: Option<CacheEntryRow> = self
+                    .row(
+                        Statement::new(&sql)
+                            .bind(scope)
+                            .bind(&partition)
+                            .bind(name)
+                            .bind(prefix)
+                            .bind(trust),
+                    )
+                    .await?;
                 if let Some(entry) = found {
                     return Ok(Some((entry, false)));
                 }
@@ -165,10 +179,7 @@ impl Store {
     /// Entry `id`, when it exists.
     pub async fn cache_entry(&self, id: i64) -> anyhow::Result<Option<CacheEntryRow>> {
         let sql = format!("SELECT {COLUMNS} FROM cache_entries WHERE id = $1");
-        Ok(on_db!(self, pool => sqlx::query_as(&sql)
-            .bind(id)
-            .fetch_optional(pool)
-            .await?))
+        Ok(self.row(Statement::new(&sql).bind(id)).await?)
     }
 
     /// Records `entry` in its scope within `quota` bytes, evicting the least recently used
@@ -197,196 +208,178 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
              ON CONFLICT (scope, partition_name, key) DO NOTHING RETURNING {COLUMNS}"
         );
-        let postgres = matches!(self.db, super::Db::Postgres(_));
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
-            if postgres {
-                // One record of a scope at a time: the quota is checked against what the
-                // others recorded.
-                match entry.repo_id {
-                    Some(repo_id) => {
-                        sqlx::query("SELECT id FROM repositories WHERE id = $1 FOR NO KEY UPDATE")
-                            .bind(repo_id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    }
-                    None => {
-                        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('plue-cache-local'))")
-                            .execute(&mut *tx)
-                            .await?;
-                    }
+        let mut conn = Conn::acquire(self).await?;
+        let mut tx = conn.begin().await?;
+        if tx.is_postgres() {
+            // One record of a scope at a time: the quota is checked against what the
+            // others recorded.
+            match entry.repo_id {
+                Some(repo_id) => {
+                    tx.scalar::<i64>(
+                        Statement::new(
+                            "SELECT id FROM repositories WHERE id = $1 FOR NO KEY UPDATE",
+                        )
+                        .bind(repo_id),
+                    )
+                    .await?;
+                }
+                None => {
+                    tx.execute(Statement::new(
+                        "SELECT pg_advisory_xact_lock(hashtext('plue-cache-local'))",
+                    ))
+                    .await?;
                 }
             }
-            let existing: Option<CacheEntryRow> = sqlx::query_as(&existing_sql)
-                .bind(&scope)
-                .bind(&partition)
-                .bind(entry.key)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(existing) = existing {
-                return Ok(CacheRecorded::Kept(existing));
-            }
-            let used: i64 = sqlx::query(
-                "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS used FROM cache_entries \
-                 WHERE scope = $1",
+        }
+        let existing: Option<CacheEntryRow> = tx
+            .row(
+                Statement::new(&existing_sql)
+                    .bind(&scope)
+                    .bind(&partition)
+                    .bind(entry.key),
             )
-            .bind(&scope)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("used")?;
-            let mut evicted = Vec::new();
-            if used.saturating_add(entry.size) > quota {
-                let candidates = sqlx::query(
-                    "SELECT id, size, partition_name, blob_key FROM cache_entries \
-                     WHERE scope = $1 ORDER BY last_used_at, id",
+            .await?;
+        if let Some(existing) = existing {
+            return Ok(CacheRecorded::Kept(existing));
+        }
+        let used: i64 = tx
+            .scalar(
+                Statement::new(
+                    "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS used FROM cache_entries \
+                     WHERE scope = $1",
                 )
-                .bind(&scope)
-                .fetch_all(&mut *tx)
+                .bind(&scope),
+            )
+            .await?
+            .context("the scope's usage")?;
+        let mut evicted = Vec::new();
+        if used.saturating_add(entry.size) > quota {
+            let mut candidates: Vec<EvictionCandidate> = tx
+                .rows(
+                    Statement::new(
+                        "SELECT id, size, partition_name, blob_key FROM cache_entries \
+                         WHERE scope = $1 ORDER BY last_used_at, id",
+                    )
+                    .bind(&scope),
+                )
                 .await?;
-                // Least recently used first, but the spared partitions' entries last.
-                let mut candidates = candidates
-                    .into_iter()
-                    .map(|row| {
-                        let partition: String = row.try_get("partition_name")?;
-                        Ok((spare.contains(&partition), row))
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                candidates.sort_by_key(|(spared, _)| *spared);
-                let candidates = candidates.into_iter().map(|(_, row)| row);
-                let mut left = used;
-                let mut doomed = Vec::new();
-                for row in candidates {
-                    if left.saturating_add(entry.size) <= quota {
-                        break;
-                    }
-                    let partition: String = row.try_get("partition_name")?;
-                    if keep.contains(&partition) {
-                        continue;
-                    }
-                    doomed.push((
-                        row.try_get::<i64, _>("id")?,
-                        row.try_get::<String, _>("blob_key")?,
-                    ));
-                    left -= row.try_get::<i64, _>("size")?;
+            // Least recently used first, but the spared partitions' entries last.
+            candidates.sort_by_key(|candidate| spare.contains(&candidate.partition_name));
+            let mut left = used;
+            let mut doomed = Vec::new();
+            for candidate in candidates {
+                if left.saturating_add(entry.size) <= quota {
+                    break;
                 }
-                if left.saturating_add(entry.size) > quota {
-                    return Ok(CacheRecorded::OverQuota { used });
+                if keep.contains(&candidate.partition_name) {
+                    continue;
                 }
-                for (id, blob_key) in doomed {
-                    sqlx::query("DELETE FROM cache_entries WHERE id = $1")
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                    evicted.push(blob_key);
-                }
+                doomed.push((candidate.id, candidate.blob_key));
+                left -= candidate.size;
             }
-            let inserted: Option<CacheEntryRow> = sqlx::query_as(&insert_sql)
-                .bind(entry.repo_id)
-                .bind(&scope)
-                .bind(&partition)
-                .bind(entry.name)
-                .bind(entry.key)
-                .bind(entry.digest)
-                .bind(entry.size)
-                .bind(entry.blob_key)
-                .bind(entry.run_id)
-                .bind(entry.causer)
-                .bind(entry.trust.label())
-                .bind(entry.now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(inserted) = inserted else {
-                anyhow::bail!("cache entry '{}' appeared while it was recorded", entry.key);
-            };
-            tx.commit().await?;
-            Ok(CacheRecorded::Created {
-                entry: inserted,
-                evicted,
-            })
+            if left.saturating_add(entry.size) > quota {
+                return Ok(CacheRecorded::OverQuota { used });
+            }
+            for (id, blob_key) in doomed {
+                tx.execute(Statement::new("DELETE FROM cache_entries WHERE id = $1").bind(id))
+                    .await?;
+                evicted.push(blob_key);
+            }
+        }
+        let inserted: Option<CacheEntryRow> = tx
+            .row(
+                Statement::new(&insert_sql)
+                    .bind(entry.repo_id)
+                    .bind(&scope)
+                    .bind(&partition)
+                    .bind(entry.name)
+                    .bind(entry.key)
+                    .bind(entry.digest)
+                    .bind(entry.size)
+                    .bind(entry.blob_key)
+                    .bind(entry.run_id)
+                    .bind(entry.causer)
+                    .bind(entry.trust.label())
+                    .bind(entry.now),
+            )
+            .await?;
+        let Some(inserted) = inserted else {
+            anyhow::bail!("cache entry '{}' appeared while it was recorded", entry.key);
+        };
+        tx.commit().await?;
+        Ok(CacheRecorded::Created {
+            entry: inserted,
+            evicted,
         })
     }
 
     /// Marks entry `id` used at `now` (what eviction and retention go by).
     pub async fn touch_cache_entry(&self, id: i64, now: i64) -> anyhow::Result<()> {
-        on_db!(self, pool => {
-            sqlx::query("UPDATE cache_entries SET last_used_at = $2 WHERE id = $1 AND last_used_at < $2")
-                .bind(id)
-                .bind(now)
-                .execute(pool)
-                .await?;
-            Ok(())
-        })
+        self.execute(
+            Statement::new(
+                "UPDATE cache_entries SET last_used_at = $2 WHERE id = $1 AND last_used_at < $2",
+            )
+            .bind(id)
+            .bind(now),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Deletes entry `id` (its object goes with the next sweep of doomed blobs).
     pub async fn delete_cache_entry(&self, id: i64) -> anyhow::Result<()> {
-        on_db!(self, pool => {
-            sqlx::query("DELETE FROM cache_entries WHERE id = $1")
-                .bind(id)
-                .execute(pool)
-                .await?;
-            Ok(())
-        })
+        self.execute(Statement::new("DELETE FROM cache_entries WHERE id = $1").bind(id))
+            .await?;
+        Ok(())
     }
 
     /// Deletes every entry whose archive is the object at `blob_key` (an object found not
     /// to match its record: all of them are); returns how many. The object is doomed.
     pub async fn delete_cache_entries_of_blob(&self, blob_key: &str) -> anyhow::Result<u64> {
-        on_db!(self, pool => {
-            let done = sqlx::query("DELETE FROM cache_entries WHERE blob_key = $1")
-                .bind(blob_key)
-                .execute(pool)
-                .await?;
-            Ok(done.rows_affected())
-        })
+        self.execute(Statement::new("DELETE FROM cache_entries WHERE blob_key = $1").bind(blob_key))
+            .await
     }
 
     /// Whether an entry names the object at `blob_key`.
     pub async fn cache_object_named(&self, blob_key: &str) -> anyhow::Result<bool> {
-        let found: Option<i64> = on_db!(self, pool => sqlx::query_scalar(
-            "SELECT id FROM cache_entries WHERE blob_key = $1 LIMIT 1",
-        )
-        .bind(blob_key)
-        .fetch_optional(pool)
-        .await?);
+        let found: Option<i64> = self
+            .scalar(
+                Statement::new("SELECT id FROM cache_entries WHERE blob_key = $1 LIMIT 1")
+                    .bind(blob_key),
+            )
+            .await?;
         Ok(found.is_some())
     }
 
     /// Leaves `key` to the sweep of doomed blobs: an object stored for an entry that was not
     /// recorded (deleted unless an entry names it by then).
     pub async fn doom_blob_key(&self, key: &str) -> anyhow::Result<()> {
-        on_db!(self, pool => {
-            sqlx::query("INSERT INTO doomed_blobs (key) VALUES ($1) ON CONFLICT DO NOTHING")
-                .bind(key)
-                .execute(pool)
-                .await?;
-            Ok(())
-        })
+        self.execute(
+            Statement::new("INSERT INTO doomed_blobs (key) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind(key),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Deletes every entry last used before `before`; returns how many.
     pub async fn delete_unused_cache_entries(&self, before: i64) -> anyhow::Result<u64> {
-        on_db!(self, pool => {
-            let done = sqlx::query("DELETE FROM cache_entries WHERE last_used_at < $1")
-                .bind(before)
-                .execute(pool)
-                .await?;
-            Ok(done.rows_affected())
-        })
+        self.execute(
+            Statement::new("DELETE FROM cache_entries WHERE last_used_at < $1").bind(before),
+        )
+        .await
     }
 
     /// The bytes scope `scope`'s entries keep.
     pub async fn cache_usage(&self, scope: &str) -> anyhow::Result<i64> {
-        on_db!(self, pool => {
-            let row = sqlx::query(
+        self.one_scalar(
+            Statement::new(
                 "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS used FROM cache_entries \
                  WHERE scope = $1",
             )
-            .bind(scope)
-            .fetch_one(pool)
-            .await?;
-            Ok(row.try_get("used")?)
-        })
+            .bind(scope),
+        )
+        .await
     }
 
     /// Up to `limit` entries of `scope`, the most recently used first.
@@ -399,11 +392,9 @@ impl Store {
             "SELECT {COLUMNS} FROM cache_entries WHERE scope = $1 \
              ORDER BY last_used_at DESC, id DESC LIMIT $2"
         );
-        Ok(on_db!(self, pool => sqlx::query_as(&sql)
-            .bind(scope)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?))
+        Ok(self
+            .rows(Statement::new(&sql).bind(scope).bind(limit))
+            .await?)
     }
 }
 

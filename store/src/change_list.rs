@@ -22,7 +22,7 @@ use anyhow::Context;
 
 use super::runs::{StepRunRow, STEP_STATE_COLUMNS};
 use super::tx::{Statement, Tx};
-use super::{Db, Store};
+use super::Store;
 
 /// Empties run `$1`'s list of step runs that became final.
 pub(crate) const EMPTY_CHANGES: &str = "DELETE FROM step_changes WHERE run_id = $1";
@@ -72,11 +72,13 @@ impl Store {
     /// nothing on SQLite, which reuses a deleted row's space at once). It never waits for a
     /// lock (see the module's invariants).
     pub async fn tidy_change_list(&self) -> anyhow::Result<()> {
-        if let Db::Postgres(pool) = &self.db {
-            sqlx::raw_sql("VACUUM (SKIP_LOCKED, TRUNCATE false) step_changes")
-                .execute(pool)
-                .await
-                .context("VACUUM step_changes")?;
+        if self.backend() == "postgres" {
+            // Outside any transaction, which a `VACUUM` cannot run in.
+            self.execute(Statement::new(
+                "VACUUM (SKIP_LOCKED, TRUNCATE false) step_changes",
+            ))
+            .await
+            .context("VACUUM step_changes")?;
         }
         Ok(())
     }
@@ -85,7 +87,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use crate::testing::{bash_run, stores};
-    use crate::Db;
+    use crate::tx::{Conn, Statement};
 
     /// PostgreSQL's trigger lists a step run made final unless the transaction that made it
     /// final said it reads that very step run itself (`plue.read_here`, as a completion
@@ -94,38 +96,46 @@ mod tests {
     #[tokio::test]
     async fn a_step_run_made_final_is_listed_unless_its_own_transaction_reads_it() {
         for (store, _dir) in stores().await {
-            let Db::Postgres(pool) = &store.db else {
+            if store.backend() != "postgres" {
                 continue;
-            };
+            }
             let run_id = bash_run(&store, "three", &["a", "b", "c"]).await;
-            let ids: Vec<i64> =
-                sqlx::query_scalar("SELECT id FROM step_runs WHERE run_id = $1 ORDER BY position")
-                    .bind(run_id)
-                    .fetch_all(pool)
-                    .await
-                    .unwrap();
-            let finish = |id: i64| {
-                sqlx::query("UPDATE step_runs SET status = 'succeeded' WHERE id = $1").bind(id)
-            };
-            // One transaction reads `a` itself, and ends `a` and `b`.
-            let mut tx = pool.begin().await.unwrap();
-            sqlx::query("SELECT set_config('plue.read_here', $1, true)")
-                .bind(ids[0].to_string())
-                .execute(&mut *tx)
+            let ids: Vec<i64> = store
+                .scalars(
+                    Statement::new("SELECT id FROM step_runs WHERE run_id = $1 ORDER BY position")
+                        .bind(run_id),
+                )
                 .await
                 .unwrap();
-            finish(ids[0]).execute(&mut *tx).await.unwrap();
-            finish(ids[1]).execute(&mut *tx).await.unwrap();
-            tx.commit().await.unwrap();
+            let finish = |id: i64| {
+                Statement::new("UPDATE step_runs SET status = 'succeeded' WHERE id = $1").bind(id)
+            };
+            // One transaction reads `a` itself, and ends `a` and `b`.
+            {
+                let mut conn = Conn::acquire(&store).await.unwrap();
+                let mut tx = conn.begin().await.unwrap();
+                tx.execute(
+                    Statement::new("SELECT set_config('plue.read_here', $1, true)")
+                        .bind(ids[0].to_string()),
+                )
+                .await
+                .unwrap();
+                tx.execute(finish(ids[0])).await.unwrap();
+                tx.execute(finish(ids[1])).await.unwrap();
+                tx.commit().await.unwrap();
+            }
             // The next one said nothing: `c` is listed.
-            finish(ids[2]).execute(pool).await.unwrap();
-            let listed: Vec<i64> = sqlx::query_scalar(
-                "SELECT step_run_id FROM step_changes WHERE run_id = $1 ORDER BY step_run_id",
-            )
-            .bind(run_id)
-            .fetch_all(pool)
-            .await
-            .unwrap();
+            store.execute(finish(ids[2])).await.unwrap();
+            let listed: Vec<i64> = store
+                .scalars(
+                    Statement::new(
+                        "SELECT step_run_id FROM step_changes WHERE run_id = $1 \
+                         ORDER BY step_run_id",
+                    )
+                    .bind(run_id),
+                )
+                .await
+                .unwrap();
             assert_eq!(
                 listed,
                 ids[1..],
@@ -140,20 +150,22 @@ mod tests {
     #[tokio::test]
     async fn tidying_vacuums_the_change_list() {
         for (store, _dir) in stores().await {
-            let Db::Postgres(pool) = &store.db else {
+            if store.backend() != "postgres" {
                 store.tidy_change_list().await.unwrap();
                 continue;
-            };
+            }
             // Only this test's VACUUM runs on it.
-            sqlx::query("ALTER TABLE step_changes SET (autovacuum_enabled = false)")
-                .execute(pool)
+            store
+                .execute(Statement::new(
+                    "ALTER TABLE step_changes SET (autovacuum_enabled = false)",
+                ))
                 .await
                 .unwrap();
             let vacuums = "SELECT vacuum_count FROM pg_stat_user_tables \
                            WHERE relname = 'step_changes'";
-            let before: i64 = sqlx::query_scalar(vacuums).fetch_one(pool).await.unwrap();
+            let before: i64 = store.one_scalar(Statement::new(vacuums)).await.unwrap();
             store.tidy_change_list().await.unwrap();
-            let after: i64 = sqlx::query_scalar(vacuums).fetch_one(pool).await.unwrap();
+            let after: i64 = store.one_scalar(Statement::new(vacuums)).await.unwrap();
             assert_eq!(after, before + 1, "one VACUUM of step_changes");
         }
     }

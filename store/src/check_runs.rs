@@ -5,18 +5,21 @@
 //! that created one concurrently keeps the first: both were found by their `external_id`
 //! anyway); it goes with its run (`ON DELETE CASCADE`).
 
-use crate::{now_ms, on_db, Store};
+use crate::tx::Statement;
+use crate::{now_ms, Store};
 
 impl Store {
     /// The id of run `run_id`'s check run on `sha`, when one was remembered.
     pub async fn check_run_id(&self, run_id: i64, sha: &str) -> anyhow::Result<Option<i64>> {
-        let found: Option<(i64,)> = on_db!(self, pool => sqlx::query_as(
-            "SELECT check_run_id FROM check_runs WHERE run_id = $1 AND head_sha = $2",
-        )
-        .bind(run_id)
-        .bind(sha)
-        .fetch_optional(pool)
-        .await?);
+        let found: Option<(i64,)> = self
+            .row(
+                Statement::new(
+                    "SELECT check_run_id FROM check_runs WHERE run_id = $1 AND head_sha = $2",
+                )
+                .bind(run_id)
+                .bind(sha),
+            )
+            .await?;
         Ok(found.map(|(id,)| id))
     }
 
@@ -27,17 +30,18 @@ impl Store {
         sha: &str,
         check_run_id: i64,
     ) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query(
-            "INSERT INTO check_runs (run_id, head_sha, check_run_id, created_at) \
+        self.execute(
+            Statement::new(
+                "INSERT INTO check_runs (run_id, head_sha, check_run_id, created_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (run_id, head_sha) DO NOTHING",
+            )
+            .bind(run_id)
+            .bind(sha)
+            .bind(check_run_id)
+            .bind(now_ms()),
         )
-        .bind(run_id)
-        .bind(sha)
-        .bind(check_run_id)
-        .bind(now_ms())
-        .execute(pool)
         .await
-        .map(|_| ())?);
+        .map(|_| ())?;
         Ok(())
     }
 }

@@ -48,7 +48,7 @@ use plue_types::protocol::Usage;
 use plue_types::status::{AttemptStatus, StepStatus};
 
 use super::tx::{Arg, Conn, Statement, Tx};
-use super::{on_db, Store};
+use super::Store;
 
 pub(crate) mod unacknowledged;
 
@@ -133,7 +133,7 @@ pub struct AttemptEnd<'a> {
 }
 
 /// Who an attempt belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct AttemptOwner {
     pub runner_id: i64,
     pub step_run_id: i64,
@@ -866,13 +866,15 @@ impl Store {
     /// [`crate::needs_secrets_runner`]); what it leaves goes to no other
     /// runner. A step the run does not have is treated as one that did.
     pub async fn step_needs_secrets(&self, run_id: i64, step_id: &str) -> anyhow::Result<bool> {
-        let needs: Option<bool> = on_db!(self, pool => sqlx::query_scalar(
-            "SELECT needs_secrets FROM step_runs WHERE run_id = $1 AND step_id = $2",
-        )
-        .bind(run_id)
-        .bind(step_id)
-        .fetch_optional(pool)
-        .await?);
+        let needs: Option<bool> = self
+            .scalar(
+                Statement::new(
+                    "SELECT needs_secrets FROM step_runs WHERE run_id = $1 AND step_id = $2",
+                )
+                .bind(run_id)
+                .bind(step_id),
+            )
+            .await?;
         Ok(needs.unwrap_or(true))
     }
 
@@ -1009,14 +1011,10 @@ impl Store {
         now: i64,
     ) -> anyhow::Result<()> {
         if let Some(facts) = first_of_run {
-            on_db!(self, pool => sqlx::query(
-                "UPDATE runs SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'queued'",
-            )
+            self.execute(Statement::new("UPDATE runs SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'queued'",)
             .bind(claimed.run_id)
-            .bind(now)
-            .execute(pool)
-            .await?
-            .rows_affected());
+            .bind(now))
+        .await?;
             // Only once the run is known to be running: a claim that failed before this
             // leaves the next one to do it.
             self.claimed_runs.remember(claimed.run_id, facts);
@@ -1026,13 +1024,15 @@ impl Store {
 
     /// Who holds `attempt_id`, or `None` if there is no such attempt.
     pub async fn attempt_owner(&self, attempt_id: i64) -> anyhow::Result<Option<AttemptOwner>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT a.runner_id, a.step_run_id, a.number, s.run_id FROM attempts a \
+        Ok(self
+            .row(
+                Statement::new(
+                    "SELECT a.runner_id, a.step_run_id, a.number, s.run_id FROM attempts a \
              JOIN step_runs s ON s.id = a.step_run_id WHERE a.id = $1",
-        )
-        .bind(attempt_id)
-        .fetch_optional(pool)
-        .await?))
+                )
+                .bind(attempt_id),
+            )
+            .await?)
     }
 
     /// Claimed → running, when the runner starts the process (which acknowledges the claim,
@@ -1081,25 +1081,24 @@ impl Store {
     /// Whether `attempt_id` is still live (claimed or running): what a runner may still
     /// change of it, such as the files it keeps.
     pub async fn attempt_is_live(&self, attempt_id: i64) -> anyhow::Result<bool> {
-        let live: Option<bool> = on_db!(self, pool => sqlx::query_scalar(
-            "SELECT status IN ('claimed', 'running') FROM attempts WHERE id = $1",
-        )
-        .bind(attempt_id)
-        .fetch_optional(pool)
-        .await?);
+        let live: Option<bool> = self
+            .scalar(
+                Statement::new(
+                    "SELECT status IN ('claimed', 'running') FROM attempts WHERE id = $1",
+                )
+                .bind(attempt_id),
+            )
+            .await?;
         Ok(live.unwrap_or(false))
     }
 
     /// Whether the runner holding `attempt_id` should stop it: the run is being cancelled,
     /// or the engine already ended the attempt (timed out, runner declared lost).
     pub async fn attempt_should_stop(&self, attempt_id: i64) -> anyhow::Result<bool> {
-        let stop: Option<bool> = on_db!(self, pool => sqlx::query_scalar(
-            "SELECT (r.cancel_requested OR a.status NOT IN ('claimed', 'running')) FROM attempts a \
-             JOIN step_runs s ON s.id = a.step_run_id JOIN runs r ON r.id = s.run_id WHERE a.id = $1",
-        )
-        .bind(attempt_id)
-        .fetch_optional(pool)
-        .await?);
+        let stop: Option<bool> = self.scalar(Statement::new("SELECT (r.cancel_requested OR a.status NOT IN ('claimed', 'running')) FROM attempts a \
+             JOIN step_runs s ON s.id = a.step_run_id JOIN runs r ON r.id = s.run_id WHERE a.id = $1",)
+            .bind(attempt_id))
+        .await?;
         Ok(stop.unwrap_or(true))
     }
 
@@ -1134,26 +1133,25 @@ impl Store {
         now: i64,
         grace_ms: i64,
     ) -> anyhow::Result<Vec<(i64, i64, i64)>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT a.id, s.run_id, a.timeout_ms FROM attempts a \
+        Ok(self
+            .rows(
+                Statement::new(
+                    "SELECT a.id, s.run_id, a.timeout_ms FROM attempts a \
              JOIN step_runs s ON s.id = a.step_run_id \
              WHERE a.status IN ('claimed', 'running') AND a.claimed_at + a.timeout_ms + $2 < $1",
-        )
-        .bind(now)
-        .bind(grace_ms)
-        .fetch_all(pool)
-        .await?))
+                )
+                .bind(now)
+                .bind(grace_ms),
+            )
+            .await?)
     }
 
     /// Attempts still claimed or running on `runner_id`, as `(attempt, run)`.
     pub async fn active_attempts_of(&self, runner_id: i64) -> anyhow::Result<Vec<(i64, i64)>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT a.id, s.run_id FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
-             WHERE a.runner_id = $1 AND a.status IN ('claimed', 'running')",
+        Ok(
+            self.rows(Statement::new("SELECT a.id, s.run_id FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
+             WHERE a.runner_id = $1 AND a.status IN ('claimed', 'running')",).bind(runner_id)).await?,
         )
-        .bind(runner_id)
-        .fetch_all(pool)
-        .await?))
     }
 }
 
@@ -1314,12 +1312,7 @@ mod tests {
             retirement.commit().await.unwrap();
             let claimed = claiming.await.unwrap().unwrap();
             assert_eq!(claimed, None, "a gone runner's claim takes nothing");
-            let (status, attempts): (String, i64) = sqlx::query_as(
-                "SELECT status, (SELECT COUNT(*) FROM attempts) FROM step_runs WHERE run_id = $1",
-            )
-            .bind(run_id)
-            .fetch_one(pool)
-            .await
+            let (status, attempts): (String, i64) = store.one_row(Statement::new("SELECT status, (SELECT COUNT(*) FROM attempts) FROM step_runs WHERE run_id = $1",).bind(run_id)).await
             .unwrap();
             assert_eq!(
                 (status.as_str(), attempts),

@@ -19,7 +19,7 @@
 use anyhow::Context;
 
 use super::tx::{Conn, Statement};
-use super::{on_db, Store};
+use super::Store;
 
 /// What [`Store::reserve_budget`] gave the attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,19 +142,15 @@ impl Store {
                  WHERE a.step_run_id = s.id AND a.status IN ('claimed', 'running') \
                  AND a.reserved_usd_micros IS NULL))) \
              ORDER BY s.position";
-        let (taken_by_others, waiting) = on_db!(self, pool => {
-            let taken: i64 = sqlx::query_scalar(taken)
-                .bind(attempt_id)
-                .bind(run_id)
-                .fetch_one(pool)
+        let (taken_by_others, waiting) = {
+            let taken: i64 = self
+                .one_scalar(Statement::new(taken).bind(attempt_id).bind(run_id))
                 .await?;
-            let waiting: Vec<String> = sqlx::query_scalar(waiting)
-                .bind(attempt_id)
-                .bind(run_id)
-                .fetch_all(pool)
+            let waiting: Vec<String> = self
+                .scalars(Statement::new(waiting).bind(attempt_id).bind(run_id))
                 .await?;
             (taken, waiting)
-        });
+        };
         Ok(BudgetClaimants {
             taken_by_others,
             waiting,
@@ -164,12 +160,9 @@ impl Store {
     /// What the runs of repository `repo_id` cost together (micro-dollars), and how many
     /// tokens they used; `None` when no attempt of them was priced.
     pub async fn repository_cost(&self, repo_id: i64) -> anyhow::Result<Option<i64>> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT CAST(SUM(a.cost_usd_micros) AS BIGINT) FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
-             JOIN runs r ON r.id = s.run_id WHERE r.repo_id = $1",
-        )
-        .bind(repo_id)
-        .fetch_one(pool)
-        .await?))
+        Ok(self.one_scalar(Statement::new("SELECT CAST(SUM(a.cost_usd_micros) AS BIGINT) FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
+             JOIN runs r ON r.id = s.run_id WHERE r.repo_id = $1",)
+            .bind(repo_id))
+        .await?)
     }
 }

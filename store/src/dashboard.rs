@@ -17,7 +17,8 @@
 use super::filters::{bind_conditions, Conditions};
 use plue_types::status::AttemptStatus;
 
-use super::{on_db, RunRow, Store};
+use super::{RunRow, Store};
+use crate::tx::Statement;
 
 /// Which runs a dashboard page shows; `None` fields do not filter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,7 +37,7 @@ pub struct RunFilter {
 }
 
 /// One attempt of a step, for the run page.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct AttemptRow {
     pub step_run_id: i64,
     pub number: i64,
@@ -97,12 +98,8 @@ impl Store {
         limit: i64,
     ) -> anyhow::Result<Vec<RunRow>> {
         let (sql, conditions) = self.runs_page_statement(filter, repos);
-        Ok(
-            on_db!(self, pool => bind_conditions!(sqlx::query_as(&sql), conditions)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?),
-        )
+        self.rows(bind_conditions!(Statement::new(&sql), conditions).bind(limit))
+            .await
     }
 
     /// [`Store::runs_page`]'s statement, its limit the last placeholder, and its conditions.
@@ -136,37 +133,34 @@ impl Store {
     /// The distinct workflow sources and names that have runs (the filters' choices),
     /// sorted, at most `limit` of each.
     pub async fn dashboard_workflows(&self, limit: i64) -> anyhow::Result<Vec<(String, String)>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT source, name FROM workflows ORDER BY source, name LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(pool)
-        .await?))
+        Ok(self
+            .rows(
+                Statement::new("SELECT source, name FROM workflows ORDER BY source, name LIMIT $1")
+                    .bind(limit),
+            )
+            .await?)
     }
 
     /// What every runner is doing now: `(runner id, run id, step id)` of each attempt still
     /// claimed or running.
     pub async fn dashboard_busy_runners(&self) -> anyhow::Result<Vec<(i64, i64, String)>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT a.runner_id, s.run_id, s.step_id FROM attempts a \
+        Ok(self
+            .rows(Statement::new(
+                "SELECT a.runner_id, s.run_id, s.step_id FROM attempts a \
              JOIN step_runs s ON s.id = a.step_run_id \
              WHERE a.status IN ('claimed', 'running') ORDER BY a.id",
-        )
-        .fetch_all(pool)
-        .await?))
+            ))
+            .await?)
     }
 
     /// Every attempt of the run's steps, by step and number.
     pub async fn dashboard_attempts(&self, run_id: i64) -> anyhow::Result<Vec<AttemptRow>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT a.step_run_id, a.number, a.iteration, a.status, a.exit_code, a.reason, a.started_at, \
+        Ok(
+            self.rows(Statement::new("SELECT a.step_run_id, a.number, a.iteration, a.status, a.exit_code, a.reason, a.started_at, \
              a.finished_at, r.name AS runner, a.model, a.usage, a.cost_usd_micros FROM attempts a \
              JOIN step_runs s ON s.id = a.step_run_id LEFT JOIN runners r ON r.id = a.runner_id \
-             WHERE s.run_id = $1 ORDER BY a.step_run_id, a.number",
+             WHERE s.run_id = $1 ORDER BY a.step_run_id, a.number",).bind(run_id)).await?,
         )
-        .bind(run_id)
-        .fetch_all(pool)
-        .await?))
     }
 }
 
@@ -213,13 +207,12 @@ mod tests {
                 let store = &store;
                 async move {
                     let explain = format!("EXPLAIN {sql}");
-                    let rows: Vec<String> = on_db!(store, pool => bind_conditions!(
-                        sqlx::query_scalar(&explain), conditions
-                    )
-                    .bind(50_i64)
-                    .fetch_all(pool)
-                    .await
-                    .unwrap());
+                    let rows: Vec<String> = store
+                        .scalars(
+                            bind_conditions!(Statement::new(&explain), conditions).bind(50_i64),
+                        )
+                        .await
+                        .unwrap();
                     rows.join("\n")
                 }
             };
@@ -352,13 +345,11 @@ mod tests {
             ("UPDATE runs SET status = $2 WHERE id = $1", run),
             ("UPDATE step_runs SET status = $2 WHERE run_id = $1", step),
         ] {
-            on_db!(store, pool => sqlx::query(sql)
-                .bind(id)
-                .bind(status)
-                .execute(pool)
+            store
+                .execute(Statement::new(sql).bind(id).bind(status))
                 .await
                 .map(|_| ())
-                .unwrap());
+                .unwrap();
         }
     }
 
@@ -458,18 +449,14 @@ mod tests {
             let first = run(&store, "ci", "refs/heads/main", "push", false).await;
             set_states(&store, first, "running", "waiting").await;
             let workflow_id = store.run(first).await.unwrap().unwrap().workflow_id;
-            on_db!(store, pool => sqlx::query(
-                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) \
+            store.execute(Statement::new("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) \
                  INSERT INTO runs (workflow_id, event, ref, sha, plan_hash, \
                  max_parallel, status, created_at) \
                  SELECT $1, 'push', 'refs/heads/main', 'x', 'h', 4, \
-                 CASE WHEN i = 50 THEN 'failed' ELSE 'succeeded' END, i FROM n",
-            )
-            .bind(workflow_id)
-            .execute(pool)
-            .await
-            .map(|_| ())
-            .unwrap());
+                 CASE WHEN i = 50 THEN 'failed' ELSE 'succeeded' END, i FROM n",)
+            .bind(workflow_id))
+        .await.map(|_| ())
+            .unwrap();
             let cases = [
                 ("the newest page", RunFilter::default()),
                 (

@@ -19,7 +19,7 @@ use anyhow::Context;
 
 use super::claims::{claimable_by_runner, runner_busy, with_claimer_args, ClaimFor, RUNNER_BUSY};
 use super::tx::{Conn, Statement};
-use super::{on_db, Store};
+use super::Store;
 
 /// A session to record.
 #[derive(Debug, Clone)]
@@ -112,55 +112,50 @@ const SQLITE_CLAIM: &str = concat!(
 impl Store {
     /// Records a new `queued` session.
     pub async fn create_debug_session(&self, new: &NewDebugSession<'_>) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query(
-            "INSERT INTO debug_sessions (id, run_id, step_run_id, creator, creator_user_id, \
+        self.execute(
+            Statement::new(
+                "INSERT INTO debug_sessions (id, run_id, step_run_id, creator, creator_user_id, \
              term, idle_timeout_ms, status, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8)",
+            )
+            .bind(new.id)
+            .bind(new.run_id)
+            .bind(new.step_run_id)
+            .bind(new.creator)
+            .bind(new.creator_user_id)
+            .bind(new.term)
+            .bind(new.idle_timeout_ms)
+            .bind(new.now),
         )
-        .bind(new.id)
-        .bind(new.run_id)
-        .bind(new.step_run_id)
-        .bind(new.creator)
-        .bind(new.creator_user_id)
-        .bind(new.term)
-        .bind(new.idle_timeout_ms)
-        .bind(new.now)
-        .execute(pool)
         .await
-        .map(drop)?);
+        .map(drop)?;
         Ok(())
     }
 
     /// Session `id`, or `None`.
     pub async fn debug_session(&self, id: &str) -> anyhow::Result<Option<DebugSessionRow>> {
-        Ok(
-            on_db!(self, pool => sqlx::query_as::<_, DebugSessionRow>(SESSION)
-            .bind(id)
-            .fetch_optional(pool)
-            .await?),
-        )
+        Ok(self
+            .row::<DebugSessionRow>(Statement::new(SESSION).bind(id))
+            .await?)
     }
 
     /// Whether step run `step_run_id` still holds the dispatch document its attempts ran
     /// with (a failed step run keeps it; one that failed before any dispatch has none).
     pub async fn step_run_dispatched(&self, step_run_id: i64) -> anyhow::Result<bool> {
-        Ok(on_db!(self, pool => sqlx::query_scalar::<_, bool>(
-            "SELECT action IS NOT NULL FROM step_runs WHERE id = $1",
-        )
-        .bind(step_run_id)
-        .fetch_optional(pool)
-        .await?)
-        .unwrap_or(false))
+        Ok(self
+            .scalar::<bool>(
+                Statement::new("SELECT action IS NOT NULL FROM step_runs WHERE id = $1")
+                    .bind(step_run_id),
+            )
+            .await?
+            .unwrap_or(false))
     }
 
     /// Whether step run `step_run_id` has a session that has not ended.
     pub async fn live_debug_session_of(&self, step_run_id: i64) -> anyhow::Result<Option<String>> {
-        Ok(on_db!(self, pool => sqlx::query_scalar::<_, String>(
-            "SELECT id FROM debug_sessions WHERE step_run_id = $1 AND status <> 'ended' LIMIT 1",
-        )
-        .bind(step_run_id)
-        .fetch_optional(pool)
-        .await?))
+        Ok(self.scalar::<String>(Statement::new("SELECT id FROM debug_sessions WHERE step_run_id = $1 AND status <> 'ended' LIMIT 1",)
+            .bind(step_run_id))
+        .await?)
     }
 
     /// Ends every queued session older than its idle timeout (nobody took it), with the
@@ -168,15 +163,17 @@ impl Store {
     /// watchdog that would have ended it first may be gone with a restart); how many ended.
     pub async fn expire_debug_sessions(&self, now: i64) -> anyhow::Result<u64> {
         const REASON: &str = "no runner took the session within its idle timeout";
-        let ended: Vec<(String, i64)> = on_db!(self, pool => sqlx::query_as(
-            "UPDATE debug_sessions SET status = 'ended', ended_at = $1, end_reason = $2 \
+        let ended: Vec<(String, i64)> = self
+            .rows(
+                Statement::new(
+                    "UPDATE debug_sessions SET status = 'ended', ended_at = $1, end_reason = $2 \
              WHERE status = 'queued' AND created_at + idle_timeout_ms <= $1 \
              RETURNING id, run_id",
-        )
-        .bind(now)
-        .bind(REASON)
-        .fetch_all(pool)
-        .await?);
+                )
+                .bind(now)
+                .bind(REASON),
+            )
+            .await?;
         for (id, run_id) in &ended {
             let repo_id = self.run(*run_id).await?.and_then(|run| run.repo_id);
             self.audit(&super::Audit {
@@ -250,15 +247,16 @@ impl Store {
 
     /// `claimed` → `ready` (the shell is up), for the runner that claimed it only.
     pub async fn debug_session_ready(&self, id: &str, runner_id: i64) -> anyhow::Result<bool> {
-        Ok(on_db!(self, pool => sqlx::query(
-            "UPDATE debug_sessions SET status = 'ready' \
+        Ok(self
+            .execute(
+                Statement::new(
+                    "UPDATE debug_sessions SET status = 'ready' \
              WHERE id = $1 AND runner_id = $2 AND status = 'claimed'",
-        )
-        .bind(id)
-        .bind(runner_id)
-        .execute(pool)
-        .await?
-        .rows_affected())
+                )
+                .bind(id)
+                .bind(runner_id),
+            )
+            .await?
             == 1)
     }
 
@@ -269,16 +267,17 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> anyhow::Result<bool> {
-        Ok(on_db!(self, pool => sqlx::query(
-            "UPDATE debug_sessions SET status = 'ended', ended_at = $3, end_reason = $2 \
+        Ok(self
+            .execute(
+                Statement::new(
+                    "UPDATE debug_sessions SET status = 'ended', ended_at = $3, end_reason = $2 \
              WHERE id = $1 AND status <> 'ended'",
-        )
-        .bind(id)
-        .bind(reason)
-        .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected())
+                )
+                .bind(id)
+                .bind(reason)
+                .bind(now),
+            )
+            .await?
             == 1)
     }
 }
@@ -437,9 +436,10 @@ mod tests {
             assert_eq!(claiming.await.unwrap().unwrap(), None);
             let row = store.debug_session("c3").await.unwrap().unwrap();
             assert_eq!((row.status.as_str(), row.runner_id), ("queued", None));
-            let state: String = sqlx::query_scalar("SELECT state FROM runners WHERE id = $1")
-                .bind(runner_id)
-                .fetch_one(pool)
+            let state: String = store
+                .one_scalar(
+                    Statement::new("SELECT state FROM runners WHERE id = $1").bind(runner_id),
+                )
                 .await
                 .unwrap();
             assert_eq!(state, "gone", "a retired runner is never made busy again");
@@ -454,9 +454,8 @@ mod tests {
                 .unwrap()
                 .expect("a live runner claims the session");
             assert_eq!(claim.session.runner_id, Some(other));
-            let state: String = sqlx::query_scalar("SELECT state FROM runners WHERE id = $1")
-                .bind(other)
-                .fetch_one(pool)
+            let state: String = store
+                .one_scalar(Statement::new("SELECT state FROM runners WHERE id = $1").bind(other))
                 .await
                 .unwrap();
             assert_eq!(state, "busy");

@@ -12,9 +12,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
-use super::{now_ms, on_db, Store};
+use super::{now_ms, Store};
+use crate::tx::Statement;
 
 /// What a maintainer sets on an environment.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -75,7 +75,7 @@ const COLUMNS: &str = "id, repo_id, name, allowed_refs, reviewers, wait_timer_s,
      prevent_self_review, untrusted_id_tokens, created_at, updated_at";
 
 /// An `environments` row as stored (its lists as JSON text).
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 struct Stored {
     id: i64,
     repo_id: i64,
@@ -116,6 +116,17 @@ impl Stored {
     }
 }
 
+/// What [`Store::run_environments`] reads of a run: its repository (`None`: a local run),
+/// whether its secrets are allowed, its ref and its stored context.
+#[derive(sqlx::FromRow, serde::Deserialize)]
+struct RunFacts {
+    repo_id: Option<i64>,
+    secrets_allowed: bool,
+    git_ref: String,
+    context: String,
+    repo_name: Option<String>,
+}
+
 impl Store {
     /// Creates or replaces the environment `name` of the repository (the name's case as
     /// given last); the same environment (id, secrets) when it existed.
@@ -139,21 +150,23 @@ impl Store {
              untrusted_id_tokens = excluded.untrusted_id_tokens, updated_at = excluded.updated_at \
              RETURNING {COLUMNS}"
         );
-        on_db!(self, pool => {
-            let row: Stored = sqlx::query_as(&sql)
-                .bind(repo_id)
-                .bind(name)
-                .bind(name.to_lowercase())
-                .bind(allowed)
-                .bind(reviewers)
-                .bind(settings.wait_timer_s)
-                .bind(settings.prevent_self_review)
-                .bind(settings.untrusted_id_tokens)
-                .bind(now)
-                .fetch_one(pool)
+        {
+            let row: Stored = self
+                .one_row(
+                    Statement::new(&sql)
+                        .bind(repo_id)
+                        .bind(name)
+                        .bind(name.to_lowercase())
+                        .bind(allowed)
+                        .bind(reviewers)
+                        .bind(settings.wait_timer_s)
+                        .bind(settings.prevent_self_review)
+                        .bind(settings.untrusted_id_tokens)
+                        .bind(now),
+                )
                 .await?;
             row.decode()
-        })
+        }
     }
 
     /// The repository's environment `name` (case-insensitively).
@@ -164,36 +177,33 @@ impl Store {
     ) -> anyhow::Result<Option<EnvironmentRow>> {
         let sql =
             format!("SELECT {COLUMNS} FROM environments WHERE repo_id = $1 AND name_key = $2");
-        on_db!(self, pool => {
-            let row: Option<Stored> = sqlx::query_as(&sql)
-                .bind(repo_id)
-                .bind(name.to_lowercase())
-                .fetch_optional(pool)
+        {
+            let row: Option<Stored> = self
+                .row(Statement::new(&sql).bind(repo_id).bind(name.to_lowercase()))
                 .await?;
             row.map(Stored::decode).transpose()
-        })
+        }
     }
 
     /// The repository's environments by name.
     pub async fn environments(&self, repo_id: i64) -> anyhow::Result<Vec<EnvironmentRow>> {
         let sql =
             format!("SELECT {COLUMNS} FROM environments WHERE repo_id = $1 ORDER BY name_key");
-        on_db!(self, pool => {
-            let rows: Vec<Stored> = sqlx::query_as(&sql).bind(repo_id).fetch_all(pool).await?;
+        {
+            let rows: Vec<Stored> = self.rows(Statement::new(&sql).bind(repo_id)).await?;
             rows.into_iter().map(Stored::decode).collect()
-        })
+        }
     }
 
     /// Deletes the environment and its secrets; false when it did not exist.
     pub async fn delete_environment(&self, repo_id: i64, name: &str) -> anyhow::Result<bool> {
-        let deleted = on_db!(self, pool => sqlx::query(
-            "DELETE FROM environments WHERE repo_id = $1 AND name_key = $2",
-        )
-        .bind(repo_id)
-        .bind(name.to_lowercase())
-        .execute(pool)
-        .await?
-        .rows_affected());
+        let deleted = self
+            .execute(
+                Statement::new("DELETE FROM environments WHERE repo_id = $1 AND name_key = $2")
+                    .bind(repo_id)
+                    .bind(name.to_lowercase()),
+            )
+            .await?;
         Ok(deleted == 1)
     }
 
@@ -204,18 +214,18 @@ impl Store {
         name: &str,
         sealed: &str,
     ) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query(
-            "INSERT INTO environment_secrets (environment_id, name, sealed, updated_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (environment_id, name) DO UPDATE SET \
-             sealed = excluded.sealed, updated_at = excluded.updated_at",
+        self.execute(
+            Statement::new(
+                "INSERT INTO environment_secrets (environment_id, name, sealed, updated_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (environment_id, name) \
+                 DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+            )
+            .bind(environment_id)
+            .bind(name)
+            .bind(sealed)
+            .bind(now_ms()),
         )
-        .bind(environment_id)
-        .bind(name)
-        .bind(sealed)
-        .bind(now_ms())
-        .execute(pool)
-        .await?
-        .rows_affected());
+        .await?;
         Ok(())
     }
 
@@ -224,14 +234,15 @@ impl Store {
         environment_id: i64,
         name: &str,
     ) -> anyhow::Result<bool> {
-        let deleted = on_db!(self, pool => sqlx::query(
-            "DELETE FROM environment_secrets WHERE environment_id = $1 AND name = $2",
-        )
-        .bind(environment_id)
-        .bind(name)
-        .execute(pool)
-        .await?
-        .rows_affected());
+        let deleted = self
+            .execute(
+                Statement::new(
+                    "DELETE FROM environment_secrets WHERE environment_id = $1 AND name = $2",
+                )
+                .bind(environment_id)
+                .bind(name),
+            )
+            .await?;
         Ok(deleted == 1)
     }
 
@@ -240,12 +251,14 @@ impl Store {
         &self,
         environment_id: i64,
     ) -> anyhow::Result<Vec<(String, i64)>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT name, updated_at FROM environment_secrets WHERE environment_id = $1 ORDER BY name",
+        self.rows(
+            Statement::new(
+                "SELECT name, updated_at FROM environment_secrets WHERE environment_id = $1 \
+                 ORDER BY name",
+            )
+            .bind(environment_id),
         )
-        .bind(environment_id)
-        .fetch_all(pool)
-        .await?))
+        .await
     }
 
     /// The sealed values of the environment's secrets among `names`. Only the executor
@@ -257,13 +270,16 @@ impl Store {
     ) -> anyhow::Result<BTreeMap<String, String>> {
         let mut found = BTreeMap::new();
         for name in names {
-            let sealed: Option<String> = on_db!(self, pool => sqlx::query_scalar(
-                "SELECT sealed FROM environment_secrets WHERE environment_id = $1 AND name = $2",
-            )
-            .bind(environment_id)
-            .bind(name)
-            .fetch_optional(pool)
-            .await?);
+            let sealed: Option<String> = self
+                .scalar(
+                    Statement::new(
+                        "SELECT sealed FROM environment_secrets WHERE environment_id = $1 \
+                         AND name = $2",
+                    )
+                    .bind(environment_id)
+                    .bind(name),
+                )
+                .await?;
             if let Some(sealed) = sealed {
                 found.insert(name.clone(), sealed);
             }
@@ -278,27 +294,24 @@ impl Store {
         run_id: i64,
         names: &[&str],
     ) -> anyhow::Result<Option<RunEnvironments>> {
-        let row = on_db!(self, pool => {
-            let row = sqlx::query(
-                "SELECT r.repo_id, r.secrets_allowed, r.ref AS git_ref, d.context, \
-                 p.name AS repo_name FROM runs r JOIN run_documents d ON d.run_id = r.id \
-                 LEFT JOIN repositories p ON p.id = r.repo_id WHERE r.id = $1",
+        let row: Option<RunFacts> = self
+            .row(
+                Statement::new(
+                    "SELECT r.repo_id, r.secrets_allowed, r.ref AS git_ref, d.context, \
+                     p.name AS repo_name FROM runs r JOIN run_documents d ON d.run_id = r.id \
+                     LEFT JOIN repositories p ON p.id = r.repo_id WHERE r.id = $1",
+                )
+                .bind(run_id),
             )
-            .bind(run_id)
-            .fetch_optional(pool)
             .await?;
-            match row {
-                None => None,
-                Some(row) => Some((
-                    row.try_get::<Option<i64>, _>("repo_id")?,
-                    row.try_get::<bool, _>("secrets_allowed")?,
-                    row.try_get::<String, _>("git_ref")?,
-                    row.try_get::<String, _>("context")?,
-                    row.try_get::<Option<String>, _>("repo_name")?,
-                )),
-            }
-        });
-        let Some((repo_id, secrets_allowed, git_ref, context, repo_name)) = row else {
+        let Some(RunFacts {
+            repo_id,
+            secrets_allowed,
+            git_ref,
+            context,
+            repo_name,
+        }) = row
+        else {
             return Ok(None);
         };
         let (Some(repo_id), Some(repo_name)) = (repo_id, repo_name) else {

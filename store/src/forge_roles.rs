@@ -8,10 +8,11 @@
 //! (`checked_at`), and [`Store::drop_stale_forge_roles`] removes those not confirmed since
 //! a moment, so a forge that stops answering never keeps access alive for ever.
 
-use crate::{on_db, Store};
+use crate::tx::Statement;
+use crate::Store;
 
 /// A role learnt from a forge.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct ForgeRoleRow {
     pub repo_id: i64,
     pub user_id: i64,
@@ -21,7 +22,7 @@ pub struct ForgeRoleRow {
 }
 
 /// A linked forge login of an enabled user.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct LinkedLogin {
     pub user_id: i64,
     pub forge: String,
@@ -39,65 +40,69 @@ impl Store {
         at_ms: i64,
     ) -> anyhow::Result<()> {
         match learnt {
-            Some((role, permission)) => on_db!(self, pool => sqlx::query(
-                "INSERT INTO forge_roles (repo_id, user_id, role, permission, checked_at) \
+            Some((role, permission)) => self
+                .execute(
+                    Statement::new(
+                        "INSERT INTO forge_roles (repo_id, user_id, role, permission, checked_at) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (repo_id, user_id) DO UPDATE SET \
                  role = excluded.role, permission = excluded.permission, \
                  checked_at = excluded.checked_at",
-            )
-            .bind(repo_id)
-            .bind(user_id)
-            .bind(role)
-            .bind(permission)
-            .bind(at_ms)
-            .execute(pool)
-            .await
-            .map(|_| ())?),
-            None => on_db!(self, pool => sqlx::query(
-                "DELETE FROM forge_roles WHERE repo_id = $1 AND user_id = $2",
-            )
-            .bind(repo_id)
-            .bind(user_id)
-            .execute(pool)
-            .await
-            .map(|_| ())?),
+                    )
+                    .bind(repo_id)
+                    .bind(user_id)
+                    .bind(role)
+                    .bind(permission)
+                    .bind(at_ms),
+                )
+                .await
+                .map(|_| ())?,
+            None => self
+                .execute(
+                    Statement::new("DELETE FROM forge_roles WHERE repo_id = $1 AND user_id = $2")
+                        .bind(repo_id)
+                        .bind(user_id),
+                )
+                .await
+                .map(|_| ())?,
         }
         Ok(())
     }
 
     /// Removes the forge roles not confirmed since `before_ms`; how many.
     pub async fn drop_stale_forge_roles(&self, before_ms: i64) -> anyhow::Result<u64> {
-        Ok(
-            on_db!(self, pool => sqlx::query("DELETE FROM forge_roles WHERE checked_at < $1")
-            .bind(before_ms)
-            .execute(pool)
-            .await?
-            .rows_affected()),
-        )
+        Ok(self
+            .execute(
+                Statement::new("DELETE FROM forge_roles WHERE checked_at < $1").bind(before_ms),
+            )
+            .await?)
     }
 
     /// The forge roles of `user_id`, by repository.
     pub async fn forge_roles_of_user(&self, user_id: i64) -> anyhow::Result<Vec<ForgeRoleRow>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT repo_id, user_id, role, permission, checked_at FROM forge_roles \
+        Ok(self
+            .rows(
+                Statement::new(
+                    "SELECT repo_id, user_id, role, permission, checked_at FROM forge_roles \
              WHERE user_id = $1 ORDER BY repo_id",
-        )
-        .bind(user_id)
-        .fetch_all(pool)
-        .await?))
+                )
+                .bind(user_id),
+            )
+            .await?)
     }
 
     /// Every forge login linked to an enabled user (`user_id` given: that user's only).
     pub async fn linked_logins(&self, user_id: Option<i64>) -> anyhow::Result<Vec<LinkedLogin>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT f.user_id, f.forge, f.login FROM user_forge_logins f \
+        Ok(self
+            .rows(
+                Statement::new(
+                    "SELECT f.user_id, f.forge, f.login FROM user_forge_logins f \
              JOIN users u ON u.id = f.user_id \
              WHERE u.disabled_at IS NULL AND ($1 IS NULL OR f.user_id = $1) \
              ORDER BY f.user_id, f.forge, f.login_key",
-        )
-        .bind(user_id)
-        .fetch_all(pool)
-        .await?))
+                )
+                .bind(user_id),
+            )
+            .await?)
     }
 
     /// The role `user_id` acts with on `repo_id`: Plue's own grant, else the forge's.
@@ -106,15 +111,17 @@ impl Store {
         repo_id: i64,
         user_id: i64,
     ) -> anyhow::Result<Option<String>> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT COALESCE( \
+        Ok(self
+            .one_scalar(
+                Statement::new(
+                    "SELECT COALESCE( \
                  (SELECT role FROM repo_roles WHERE repo_id = $1 AND user_id = $2), \
                  (SELECT role FROM forge_roles WHERE repo_id = $1 AND user_id = $2))",
-        )
-        .bind(repo_id)
-        .bind(user_id)
-        .fetch_one(pool)
-        .await?))
+                )
+                .bind(repo_id)
+                .bind(user_id),
+            )
+            .await?)
     }
 
     /// Every repository `user_id` acts on with a role, with that role (as
@@ -123,17 +130,19 @@ impl Store {
         &self,
         user_id: i64,
     ) -> anyhow::Result<Vec<(i64, String)>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT repo_id, role FROM repo_roles WHERE user_id = $1 \
+        Ok(self
+            .rows(
+                Statement::new(
+                    "SELECT repo_id, role FROM repo_roles WHERE user_id = $1 \
              UNION ALL \
              SELECT f.repo_id, f.role FROM forge_roles f WHERE f.user_id = $1 \
              AND NOT EXISTS (SELECT 1 FROM repo_roles r \
                              WHERE r.repo_id = f.repo_id AND r.user_id = f.user_id) \
              ORDER BY 1",
-        )
-        .bind(user_id)
-        .fetch_all(pool)
-        .await?))
+                )
+                .bind(user_id),
+            )
+            .await?)
     }
 }
 

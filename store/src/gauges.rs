@@ -6,46 +6,39 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use sqlx::Row;
 
 use super::runs::canonical_labels;
-use super::{on_db, Store};
+use super::Store;
+use crate::tx::Statement;
 
 impl Store {
     /// Steps ready to claim at `now`, per canonical runner labels (`""`: any runner).
     pub async fn queued_by_labels(&self, now: i64) -> anyhow::Result<Vec<(String, i64)>> {
-        on_db!(self, pool => {
-            let rows = sqlx::query(
+        self.rows(
+            Statement::new(
                 "SELECT labels, COUNT(*) AS n FROM step_runs \
                  WHERE status = 'queued' AND ready_at <= $1 GROUP BY labels",
             )
-            .bind(now)
-            .fetch_all(pool)
-            .await?;
-            rows.iter()
-                .map(|row| Ok((row.try_get("labels")?, row.try_get("n")?)))
-                .collect()
-        })
+            .bind(now),
+        )
+        .await
     }
 
     /// Live runners (idle or busy) as `(state, labels, count)`, labels in the canonical
     /// `k=v,k2=v2` form steps need them in.
     pub async fn live_runners_by_state(&self) -> anyhow::Result<Vec<(String, String, i64)>> {
-        on_db!(self, pool => {
-            let rows = sqlx::query(
+        let rows: Vec<(String, String, i64)> = self
+            .rows(Statement::new(
                 "SELECT state, labels, COUNT(*) AS n FROM runners \
                  WHERE state IN ('idle', 'busy') GROUP BY state, labels",
-            )
-            .fetch_all(pool)
+            ))
             .await?;
-            rows.iter()
-                .map(|row| {
-                    let json: String = row.try_get("labels")?;
-                    let labels: BTreeMap<String, String> = serde_json::from_str(&json)
-                        .with_context(|| format!("stored runner labels {json:?}"))?;
-                    Ok((row.try_get("state")?, canonical_labels(labels.iter()), row.try_get("n")?))
-                })
-                .collect()
-        })
+        rows.into_iter()
+            .map(|(state, json, n)| {
+                let labels: BTreeMap<String, String> = serde_json::from_str(&json)
+                    .with_context(|| format!("stored runner labels {json:?}"))?;
+                Ok((state, canonical_labels(labels.iter()), n))
+            })
+            .collect()
     }
 }

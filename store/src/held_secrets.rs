@@ -8,28 +8,31 @@
 //! and go with the run's rows (`ON DELETE CASCADE`), so a run's texts written after it
 //! ended (answers, the outbox) still meet every value it held.
 
-use crate::{on_db, Store};
+use crate::tx::Statement;
+use crate::Store;
 
 impl Store {
     /// Every sealed value run `run_id` was handed, as `(name, sealed)`, oldest first.
     pub async fn held_secrets(&self, run_id: i64) -> anyhow::Result<Vec<(String, String)>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT name, sealed FROM run_held_secrets WHERE run_id = $1 ORDER BY held_at",
-        )
-        .bind(run_id)
-        .fetch_all(pool)
-        .await?))
+        Ok(self
+            .rows(
+                Statement::new(
+                    "SELECT name, sealed FROM run_held_secrets WHERE run_id = $1 ORDER BY held_at",
+                )
+                .bind(run_id),
+            )
+            .await?)
     }
 
     /// How many values run `run_id` holds: it only grows, so a copy of the run's wall
     /// made when it held this many still knows every value while the count is the same.
     pub async fn held_secrets_count(&self, run_id: i64) -> anyhow::Result<i64> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM run_held_secrets WHERE run_id = $1",
-        )
-        .bind(run_id)
-        .fetch_one(pool)
-        .await?))
+        Ok(self
+            .one_scalar(
+                Statement::new("SELECT COUNT(*) FROM run_held_secrets WHERE run_id = $1")
+                    .bind(run_id),
+            )
+            .await?)
     }
 
     /// Records that run `run_id` was handed the values sealed in `held` (`(name, sealed)`)
@@ -42,17 +45,18 @@ impl Store {
         at_ms: i64,
     ) -> anyhow::Result<()> {
         for (name, sealed) in held {
-            on_db!(self, pool => sqlx::query(
-                "INSERT INTO run_held_secrets (run_id, name, sealed, held_at) \
+            self.execute(
+                Statement::new(
+                    "INSERT INTO run_held_secrets (run_id, name, sealed, held_at) \
                  VALUES ($1, $2, $3, $4)",
+                )
+                .bind(run_id)
+                .bind(name)
+                .bind(sealed)
+                .bind(at_ms),
             )
-            .bind(run_id)
-            .bind(name)
-            .bind(sealed)
-            .bind(at_ms)
-            .execute(pool)
             .await
-            .map(|_| ())?);
+            .map(|_| ())?;
         }
         Ok(())
     }
@@ -60,8 +64,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::on_db;
     use crate::testing::{bash_run, stores};
+    use crate::tx::Statement;
 
     #[tokio::test]
     async fn a_run_keeps_what_it_was_handed_until_its_rows_go() {
@@ -90,12 +94,11 @@ mod tests {
             );
             assert_eq!(store.held_secrets_count(run).await.unwrap(), 2);
             // They go with the run.
-            on_db!(store, pool => sqlx::query("DELETE FROM runs WHERE id = $1")
-                .bind(run)
-                .execute(pool)
+            store
+                .execute(Statement::new("DELETE FROM runs WHERE id = $1").bind(run))
                 .await
                 .map(drop)
-                .unwrap());
+                .unwrap();
             assert!(store.held_secrets(run).await.unwrap().is_empty());
             assert_eq!(store.held_secrets(other).await.unwrap().len(), 1);
         }

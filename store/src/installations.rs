@@ -10,10 +10,11 @@
 //! caller judges (the operator's accepted accounts), an admin or the judged-accepted
 //! installation registers.
 
-use crate::{now_ms, on_db, Store};
+use crate::tx::Statement;
+use crate::{now_ms, Store};
 
 /// An installation as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct InstallationRow {
     pub id: i64,
     /// The login of the user or organization it is installed on.
@@ -50,8 +51,9 @@ impl Store {
     /// Records installation `facts` (created, or updated by any event that carries it).
     pub async fn record_installation(&self, facts: &InstallationFacts<'_>) -> anyhow::Result<()> {
         let now = now_ms();
-        on_db!(self, pool => sqlx::query(
-            "INSERT INTO github_installations \
+        self.execute(
+            Statement::new(
+                "INSERT INTO github_installations \
              (id, account, account_type, state, permissions, events, created_at, updated_at, \
              refused) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) ON CONFLICT (id) DO UPDATE SET \
@@ -59,26 +61,25 @@ impl Store {
              state = excluded.state, permissions = excluded.permissions, \
              events = excluded.events, updated_at = excluded.updated_at, \
              refused = excluded.refused",
-        )
-        .bind(facts.id)
-        .bind(facts.account)
-        .bind(facts.account_type)
-        .bind(facts.state)
-        .bind(facts.permissions)
-        .bind(facts.events)
-        .bind(now)
-        .bind(facts.refused)
-        .execute(pool)
-        .await
-        .map(|_| ())?);
-        if facts.state == "deleted" {
-            on_db!(self, pool => sqlx::query(
-                "DELETE FROM github_installation_repos WHERE installation_id = $1",
             )
             .bind(facts.id)
-            .execute(pool)
+            .bind(facts.account)
+            .bind(facts.account_type)
+            .bind(facts.state)
+            .bind(facts.permissions)
+            .bind(facts.events)
+            .bind(now)
+            .bind(facts.refused),
+        )
+        .await
+        .map(|_| ())?;
+        if facts.state == "deleted" {
+            self.execute(
+                Statement::new("DELETE FROM github_installation_repos WHERE installation_id = $1")
+                    .bind(facts.id),
+            )
             .await
-            .map(|_| ())?);
+            .map(|_| ())?;
         }
         Ok(())
     }
@@ -92,50 +93,54 @@ impl Store {
     ) -> anyhow::Result<()> {
         let now = now_ms();
         for name in added {
-            on_db!(self, pool => sqlx::query(
-                "INSERT INTO github_installation_repos (installation_id, full_name, added_at) \
+            self.execute(
+                Statement::new(
+                    "INSERT INTO github_installation_repos (installation_id, full_name, added_at) \
                  VALUES ($1, $2, $3) ON CONFLICT (installation_id, full_name) DO NOTHING",
+                )
+                .bind(id)
+                .bind(name)
+                .bind(now),
             )
-            .bind(id)
-            .bind(name)
-            .bind(now)
-            .execute(pool)
             .await
-            .map(|_| ())?);
+            .map(|_| ())?;
         }
         for name in removed {
-            on_db!(self, pool => sqlx::query(
-                "DELETE FROM github_installation_repos \
+            self.execute(
+                Statement::new(
+                    "DELETE FROM github_installation_repos \
                  WHERE installation_id = $1 AND full_name = $2",
+                )
+                .bind(id)
+                .bind(name),
             )
-            .bind(id)
-            .bind(name)
-            .execute(pool)
             .await
-            .map(|_| ())?);
+            .map(|_| ())?;
         }
         Ok(())
     }
 
     /// Every installation known, by id.
     pub async fn installations(&self) -> anyhow::Result<Vec<InstallationRow>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT id, account, account_type, state, permissions, events, created_at, \
+        Ok(self
+            .rows(Statement::new(
+                "SELECT id, account, account_type, state, permissions, events, created_at, \
              updated_at, refused FROM github_installations ORDER BY id",
-        )
-        .fetch_all(pool)
-        .await?))
+            ))
+            .await?)
     }
 
     /// Installation `id`, if it was ever recorded.
     pub async fn installation(&self, id: i64) -> anyhow::Result<Option<InstallationRow>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT id, account, account_type, state, permissions, events, created_at, \
+        Ok(self
+            .row(
+                Statement::new(
+                    "SELECT id, account, account_type, state, permissions, events, created_at, \
              updated_at, refused FROM github_installations WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(pool)
-        .await?))
+                )
+                .bind(id),
+            )
+            .await?)
     }
 
     /// Records the engine's new judgement of installation `id` (`refused`: why it is
@@ -143,27 +148,30 @@ impl Store {
     /// judgement differed from the recorded one. `updated_at` is left: nothing GitHub said
     /// changed.
     pub async fn judge_installation(&self, id: i64, refused: Option<&str>) -> anyhow::Result<bool> {
-        let changed = on_db!(self, pool => sqlx::query(
-            "UPDATE github_installations SET refused = $2 \
+        let changed = self
+            .execute(
+                Statement::new(
+                    "UPDATE github_installations SET refused = $2 \
              WHERE id = $1 AND refused IS DISTINCT FROM $2",
-        )
-        .bind(id)
-        .bind(refused)
-        .execute(pool)
-        .await?
-        .rows_affected());
+                )
+                .bind(id)
+                .bind(refused),
+            )
+            .await?;
         Ok(changed > 0)
     }
 
     /// The repositories installation `id` may reach, by name.
     pub async fn installation_repos(&self, id: i64) -> anyhow::Result<Vec<String>> {
-        let rows: Vec<(String,)> = on_db!(self, pool => sqlx::query_as(
-            "SELECT full_name FROM github_installation_repos WHERE installation_id = $1 \
+        let rows: Vec<(String,)> = self
+            .rows(
+                Statement::new(
+                    "SELECT full_name FROM github_installation_repos WHERE installation_id = $1 \
              ORDER BY full_name",
-        )
-        .bind(id)
-        .fetch_all(pool)
-        .await?);
+                )
+                .bind(id),
+            )
+            .await?;
         Ok(rows.into_iter().map(|(name,)| name).collect())
     }
 }

@@ -2,18 +2,24 @@
 //! behind one type with the same behaviour on both.
 //!
 //! Invariants:
-//! - Every query is written once with `$N` placeholders (sqlx's SQLite driver accepts them)
-//!   and runs on both backends through [`on_db!`]; the statements that differ — the claim
-//!   (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and log lines (a row each on PostgreSQL,
-//!   chunks of lines on SQLite) — are written per backend side by side.
+//! - One way to speak SQL: every statement is a `tx::Statement` (its SQL, with `$N`
+//!   placeholders, and its bound arguments) run through a `tx::Tx` — a transaction, or
+//!   the autocommit form a lone read or write takes (`Store::row`, `Store::execute`, ...).
+//!   Each backend has one binder and one row decoder: sqlx's on PostgreSQL, the store's
+//!   own `rusqlite` session on SQLite's one connection, decoding rows by column name
+//!   through serde (see `tx`). Statements that must differ are written per backend side by
+//!   side (`Statement::per_backend`): the claim (`FOR UPDATE SKIP LOCKED` and a
+//!   data-modifying `WITH` on PostgreSQL), a set of values (`= ANY($N)` against
+//!   `json_each($N)`) and log lines (a row each on PostgreSQL, chunks of lines on SQLite).
 //! - A transaction that reads before it writes opens with a write to the row it is about
 //!   (`UPDATE runs SET advances = advances + 1` in [`Store::lock_run`]): on PostgreSQL that
-//!   locks the run against other engine replicas, on SQLite it takes the write lock first so the transaction can never fail to
-//!   upgrade from a stale read snapshot.
+//!   locks the run against other engine replicas, on SQLite it takes the write lock first
+//!   so the transaction can never fail to upgrade from a stale read snapshot.
 //! - Times are milliseconds since the Unix epoch; JSON documents are TEXT.
 //! - Values are always bound, never spliced into SQL.
-//! - SQL lives in this crate alone: the pool is crate-private; `Store::db` (and so
-//!   [`on_db!`]) reach it from another crate only under the `testing` feature, for tests.
+//! - SQL lives in this crate alone: the pool is crate-private; other crates' tests set up
+//!   or check rows no method reaches through `testing::Sql` (the `testing` feature), which
+//!   runs through the same statements.
 //!
 //! [`events`] are the in-process hints that something here changed (work queued, a run
 //! moved on, lines stored): hints only, the tables stay the truth.
@@ -67,6 +73,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::tx::Statement;
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::{
@@ -117,25 +124,9 @@ pub use transition::{
     TransitionConn,
 };
 
-/// Runs `$body` with `$pool` bound to whichever backend pool the store holds. The body is
-/// compiled once per backend, so a query that does not type-check on both fails to build.
-///
-/// Outside this crate it compiles only under the `testing` feature (it goes through
-/// [`Store::db`], public only there): other crates' tests may poke at rows, their code
-/// asks the store.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! on_db {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match $store.db() {
-            $crate::Db::Sqlite($pool) => $body,
-            $crate::Db::Postgres($pool) => $body,
-        }
-    };
-}
-
+/// The pool of the store's backend: SQL reaches it through [`tx`] alone.
 #[derive(Debug, Clone)]
-pub enum Db {
+pub(crate) enum Db {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
@@ -153,11 +144,22 @@ pub struct Store {
     pub(crate) claimed_runs: std::sync::Arc<claims::ClaimedRuns>,
 }
 
-/// Whether a failed statement broke a unique constraint (a name or key already taken).
-pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|e| e.is_unique_violation())
+/// Whether a failed statement broke a unique constraint (a name or key already taken), on
+/// either backend, wherever in the error's chain the database's own error sits.
+pub(crate) fn is_unique_violation(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        if let Some(e) = cause.downcast_ref::<sqlx::Error>() {
+            return e
+                .as_database_error()
+                .is_some_and(|e| e.is_unique_violation());
+        }
+        matches!(
+            cause.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(e, _))
+                if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        )
+    })
 }
 
 /// Milliseconds since the Unix epoch.
@@ -203,20 +205,6 @@ pub fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<()> {
 }
 
 impl Store {
-    /// The database pool, for tests that set up or check rows no method reaches (through
-    /// [`on_db!`]). Public only under the `testing` feature, which only dev-dependencies
-    /// enable: every other crate reaches the database through the store's methods.
-    #[cfg(any(test, feature = "testing"))]
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
-    /// The database pool, inside this crate ([`on_db!`] goes through it).
-    #[cfg(not(any(test, feature = "testing")))]
-    pub(crate) fn db(&self) -> &Db {
-        &self.db
-    }
-
     /// Opens `DATABASE_URL`-style `url` (`postgres://` or `sqlite://`) and applies migrations,
     /// with [`PostgresConnections::DEFAULT`] connections to PostgreSQL.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
@@ -309,15 +297,23 @@ impl Store {
         }
     }
 
+    /// Whether the database is PostgreSQL (for the few statements written per backend).
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
+    }
+
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> bool {
-        on_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok())
+        self.execute(Statement::new("SELECT 1")).await.is_ok()
     }
 
     /// Closes the pool (waiting for every connection to come back).
     pub async fn close(&self) {
         self.sqlite_statements.finalize();
-        on_db!(self, pool => pool.close().await)
+        match &self.db {
+            Db::Sqlite(pool) => pool.close().await,
+            Db::Postgres(pool) => pool.close().await,
+        }
     }
 }
 
@@ -348,17 +344,14 @@ mod tests {
     #[tokio::test]
     async fn the_embedded_database_runs_as_configured() {
         let (store, _dir) = testing::sqlite().await;
-        let Db::Sqlite(pool) = &store.db else {
-            panic!("a SQLite store")
-        };
-        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(pool)
+        let journal: String = store
+            .one_scalar(Statement::new("PRAGMA journal_mode"))
             .await
             .unwrap();
         assert_eq!(journal, "wal");
         for (pragma, expected) in [("synchronous", 1), ("foreign_keys", 1)] {
-            let value: i64 = sqlx::query_scalar(&format!("PRAGMA {pragma}"))
-                .fetch_one(pool)
+            let value: i64 = store
+                .one_scalar(Statement::new(&format!("PRAGMA {pragma}")))
                 .await
                 .unwrap();
             assert_eq!(value, expected, "PRAGMA {pragma}");

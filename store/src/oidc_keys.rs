@@ -9,13 +9,15 @@
 //! active (two engines starting at once keep at most the keys they both publish), and a
 //! rotation retires every active key in the same transaction that adds the new one.
 
-use crate::{on_db, AuditRow, Store};
+use crate::tx::Conn;
+use crate::tx::Statement;
+use crate::{AuditRow, Store};
 
 /// The audit action recording one token issued to a step.
 pub const ID_TOKEN_ISSUED: &str = "id_token.issue";
 
 /// A stored signing key.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct OidcKeyRow {
     pub kid: String,
     /// The private key as the vault sealed it.
@@ -29,14 +31,16 @@ impl Store {
     /// The keys to publish: every active key and those retired at `retired_since` (ms) or
     /// later, newest first (the signer is the first active one).
     pub async fn oidc_keys(&self, retired_since: i64) -> anyhow::Result<Vec<OidcKeyRow>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT kid, sealed_key, created_at, retired_at FROM oidc_keys \
+        Ok(self
+            .rows(
+                Statement::new(
+                    "SELECT kid, sealed_key, created_at, retired_at FROM oidc_keys \
              WHERE retired_at IS NULL OR retired_at >= $1 \
              ORDER BY created_at DESC, kid DESC",
-        )
-        .bind(retired_since)
-        .fetch_all(pool)
-        .await?))
+                )
+                .bind(retired_since),
+            )
+            .await?)
     }
 
     /// Adds key `kid` made at `at_ms` when no key is active; whether it was added.
@@ -46,17 +50,18 @@ impl Store {
         sealed_key: &str,
         at_ms: i64,
     ) -> anyhow::Result<bool> {
-        let added = on_db!(self, pool => sqlx::query(
-            "INSERT INTO oidc_keys (kid, sealed_key, created_at) \
+        let added = self
+            .execute(
+                Statement::new(
+                    "INSERT INTO oidc_keys (kid, sealed_key, created_at) \
              SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS BIGINT) \
              WHERE NOT EXISTS (SELECT 1 FROM oidc_keys WHERE retired_at IS NULL)",
-        )
-        .bind(kid)
-        .bind(sealed_key)
-        .bind(at_ms)
-        .execute(pool)
-        .await?
-        .rows_affected());
+                )
+                .bind(kid)
+                .bind(sealed_key)
+                .bind(at_ms),
+            )
+            .await?;
         Ok(added > 0)
     }
 
@@ -69,34 +74,35 @@ impl Store {
         at_ms: i64,
         retire_at_ms: i64,
     ) -> anyhow::Result<()> {
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE oidc_keys SET retired_at = $1 WHERE retired_at IS NULL")
-                .bind(retire_at_ms)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("INSERT INTO oidc_keys (kid, sealed_key, created_at) VALUES ($1, $2, $3)")
+        {
+            let mut conn = Conn::acquire(self).await?;
+            let mut tx = conn.begin().await?;
+            tx.execute(
+                Statement::new("UPDATE oidc_keys SET retired_at = $1 WHERE retired_at IS NULL")
+                    .bind(retire_at_ms),
+            )
+            .await?;
+            tx.execute(
+                Statement::new(
+                    "INSERT INTO oidc_keys (kid, sealed_key, created_at) VALUES ($1, $2, $3)",
+                )
                 .bind(kid)
                 .bind(sealed_key)
-                .bind(at_ms)
-                .execute(&mut *tx)
-                .await?;
+                .bind(at_ms),
+            )
+            .await?;
             tx.commit().await?;
             Ok(())
-        })
+        }
     }
 
     /// The tokens issued to the steps of run `run_id` (audit events
     /// [`ID_TOKEN_ISSUED`]), oldest first.
     pub async fn id_tokens_issued(&self, run_id: i64) -> anyhow::Result<Vec<AuditRow>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT id, at, user_id, actor, action, repo_id, run_id, detail FROM audit_events \
-             WHERE run_id = $1 AND action = $2 ORDER BY id",
+        Ok(
+            self.rows(Statement::new("SELECT id, at, user_id, actor, action, repo_id, run_id, detail FROM audit_events \
+             WHERE run_id = $1 AND action = $2 ORDER BY id",).bind(run_id).bind(ID_TOKEN_ISSUED)).await?,
         )
-        .bind(run_id)
-        .bind(ID_TOKEN_ISSUED)
-        .fetch_all(pool)
-        .await?))
     }
 }
 

@@ -8,10 +8,13 @@
 //!   session of it is valid ([`super::api_tokens`] joins on `disabled_at IS NULL`).
 //! - A forge login belongs to at most one user per forge (`(forge, login_key)` is the key).
 
-use super::{is_unique_violation, now_ms, on_db, Store};
+use super::{is_unique_violation, now_ms, Store};
+use crate::tx::Conn;
+use crate::tx::Statement;
 
 /// Who a user is: stored as `person` or `bot` (`users.kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum UserKind {
     Person,
     Bot,
@@ -67,7 +70,7 @@ impl<'a> NewUser<'a> {
 }
 
 /// A user as the store holds it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct UserRow {
     pub id: i64,
     pub name: String,
@@ -79,7 +82,7 @@ pub struct UserRow {
 }
 
 /// A group of users, named as `@name` in reviewer and approver lists.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct GroupRow {
     pub id: i64,
     pub name: String,
@@ -87,7 +90,7 @@ pub struct GroupRow {
 }
 
 /// A forge login linked to a user.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct ForgeLoginRow {
     pub user_id: i64,
     pub forge: String,
@@ -131,14 +134,14 @@ const USER_COLUMNS: &str = "id, name, kind, admin, created_at, disabled_at";
 /// What an insert that takes a name came to: a unique violation is [`NameError::Taken`]
 /// (`taken`, the name), any other failure the store's, in the context `storing`.
 fn taking_name<T>(
-    inserted: Result<T, sqlx::Error>,
+    inserted: anyhow::Result<T>,
     taken: impl FnOnce() -> String,
     storing: &'static str,
 ) -> Result<T, NameError> {
     match inserted {
         Ok(done) => Ok(done),
         Err(e) if is_unique_violation(&e) => Err(NameError::Taken(taken())),
-        Err(e) => Err(NameError::Store(anyhow::Error::new(e).context(storing))),
+        Err(e) => Err(NameError::Store(e.context(storing))),
     }
 }
 
@@ -146,147 +149,135 @@ impl Store {
     /// Creates a user; [`NameError::Taken`] when the name exists in any case.
     pub async fn create_user(&self, new: &NewUser<'_>) -> Result<i64, NameError> {
         let NewUser { name, kind, admin } = *new;
-        let inserted: Result<i64, sqlx::Error> = on_db!(self, pool => sqlx::query_scalar(
-            "INSERT INTO users (name, name_key, kind, admin, created_at) \
+        let inserted: anyhow::Result<i64> = self
+            .one_scalar(
+                Statement::new(
+                    "INSERT INTO users (name, name_key, kind, admin, created_at) \
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        )
-        .bind(name)
-        .bind(name.to_lowercase())
-        .bind(kind.as_str())
-        .bind(admin)
-        .bind(now_ms())
-        .fetch_one(pool)
-        .await);
+                )
+                .bind(name)
+                .bind(name.to_lowercase())
+                .bind(kind.as_str())
+                .bind(admin)
+                .bind(now_ms()),
+            )
+            .await;
         taking_name(inserted, || name.to_string(), "storing a user")
     }
 
     /// The user named `name` (in any case).
     pub async fn user_by_name(&self, name: &str) -> anyhow::Result<Option<UserRow>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name_key = $1");
-        Ok(on_db!(self, pool => sqlx::query_as::<_, UserRow>(&sql)
-            .bind(name.to_lowercase())
-            .fetch_optional(pool)
-            .await?))
+        Ok(self
+            .row::<UserRow>(Statement::new(&sql).bind(name.to_lowercase()))
+            .await?)
     }
 
     pub async fn user_by_id(&self, id: i64) -> anyhow::Result<Option<UserRow>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-        Ok(on_db!(self, pool => sqlx::query_as::<_, UserRow>(&sql)
-            .bind(id)
-            .fetch_optional(pool)
-            .await?))
+        Ok(self.row::<UserRow>(Statement::new(&sql).bind(id)).await?)
     }
 
     /// Every user, by name.
     pub async fn list_users(&self) -> anyhow::Result<Vec<UserRow>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY name_key");
-        Ok(on_db!(self, pool => sqlx::query_as::<_, UserRow>(&sql)
-            .fetch_all(pool)
-            .await?))
+        Ok(self.rows::<UserRow>(Statement::new(&sql)).await?)
     }
 
     /// Disables a user: none of its tokens or sessions is valid any more, and its sessions
     /// are deleted. False when there is no such user or it was disabled already.
     pub async fn disable_user(&self, id: i64) -> anyhow::Result<bool> {
         let now = now_ms();
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let changed = sqlx::query(
-                "UPDATE users SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL",
-            )
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
+        {
+            let mut conn = Conn::acquire(self).await?;
+            let mut tx = conn.begin().await?;
+            let changed = tx
+                .execute(
+                    Statement::new(
+                        "UPDATE users SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(id),
+                )
+                .await?;
+            tx.execute(Statement::new("DELETE FROM sessions WHERE user_id = $1").bind(id))
                 .await?;
             tx.commit().await?;
             Ok(changed > 0)
-        })
+        }
     }
 
     /// Makes a user an installation admin, or not.
     pub async fn set_user_admin(&self, id: i64, admin: bool) -> anyhow::Result<bool> {
-        Ok(
-            on_db!(self, pool => sqlx::query("UPDATE users SET admin = $1 WHERE id = $2")
-            .bind(admin)
-            .bind(id)
-            .execute(pool)
+        Ok(self
+            .execute(
+                Statement::new("UPDATE users SET admin = $1 WHERE id = $2")
+                    .bind(admin)
+                    .bind(id),
+            )
             .await?
-            .rows_affected())
-                > 0,
-        )
+            > 0)
     }
 
     /// Creates a group; [`NameError::Taken`] when the name exists in any case.
     pub async fn create_group(&self, name: &str) -> Result<i64, NameError> {
-        let inserted: Result<i64, sqlx::Error> = on_db!(self, pool => sqlx::query_scalar(
-            "INSERT INTO user_groups (name, name_key, created_at) VALUES ($1, $2, $3) RETURNING id",
-        )
-        .bind(name)
-        .bind(name.to_lowercase())
-        .bind(now_ms())
-        .fetch_one(pool)
-        .await);
+        let inserted: anyhow::Result<i64> = self.one_scalar(Statement::new("INSERT INTO user_groups (name, name_key, created_at) VALUES ($1, $2, $3) RETURNING id",)
+            .bind(name)
+            .bind(name.to_lowercase())
+            .bind(now_ms()))
+        .await;
         taking_name(inserted, || name.to_string(), "storing a group")
     }
 
     pub async fn group_by_name(&self, name: &str) -> anyhow::Result<Option<GroupRow>> {
-        Ok(on_db!(self, pool => sqlx::query_as::<_, GroupRow>(
-            "SELECT id, name, created_at FROM user_groups WHERE name_key = $1",
-        )
-        .bind(name.to_lowercase())
-        .fetch_optional(pool)
-        .await?))
+        Ok(self
+            .row::<GroupRow>(
+                Statement::new("SELECT id, name, created_at FROM user_groups WHERE name_key = $1")
+                    .bind(name.to_lowercase()),
+            )
+            .await?)
     }
 
     pub async fn list_groups(&self) -> anyhow::Result<Vec<GroupRow>> {
-        Ok(on_db!(self, pool => sqlx::query_as::<_, GroupRow>(
-            "SELECT id, name, created_at FROM user_groups ORDER BY name_key",
-        )
-        .fetch_all(pool)
-        .await?))
+        Ok(self
+            .rows::<GroupRow>(Statement::new(
+                "SELECT id, name, created_at FROM user_groups ORDER BY name_key",
+            ))
+            .await?)
     }
 
     /// Deletes a group (its memberships go with it). False when there was none.
     pub async fn delete_group(&self, id: i64) -> anyhow::Result<bool> {
-        Ok(
-            on_db!(self, pool => sqlx::query("DELETE FROM user_groups WHERE id = $1")
-            .bind(id)
-            .execute(pool)
+        Ok(self
+            .execute(Statement::new("DELETE FROM user_groups WHERE id = $1").bind(id))
             .await?
-            .rows_affected())
-                > 0,
-        )
+            > 0)
     }
 
     /// Adds a user to a group (again: no change).
     pub async fn add_group_member(&self, group_id: i64, user_id: i64) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query(
-            "INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) \
+        self.execute(
+            Statement::new(
+                "INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) \
              ON CONFLICT DO NOTHING",
+            )
+            .bind(group_id)
+            .bind(user_id),
         )
-        .bind(group_id)
-        .bind(user_id)
-        .execute(pool)
         .await
-        .map(|_| ())?);
+        .map(|_| ())?;
         Ok(())
     }
 
     /// Removes a user from a group. False when it was not a member.
     pub async fn remove_group_member(&self, group_id: i64, user_id: i64) -> anyhow::Result<bool> {
-        Ok(on_db!(self, pool => sqlx::query(
-            "DELETE FROM group_members WHERE group_id = $1 AND user_id = $2",
-        )
-        .bind(group_id)
-        .bind(user_id)
-        .execute(pool)
-        .await?
-        .rows_affected())
+        Ok(self
+            .execute(
+                Statement::new("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
+                    .bind(group_id)
+                    .bind(user_id),
+            )
+            .await?
             > 0)
     }
 
@@ -301,21 +292,17 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        Ok(on_db!(self, pool => sqlx::query_as::<_, UserRow>(&sql)
-            .bind(group_id)
-            .fetch_all(pool)
-            .await?))
+        Ok(self
+            .rows::<UserRow>(Statement::new(&sql).bind(group_id))
+            .await?)
     }
 
     /// The names (lowercase) of the groups user `user_id` is a member of.
     pub async fn group_keys_of(&self, user_id: i64) -> anyhow::Result<Vec<String>> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT g.name_key FROM user_groups g JOIN group_members m ON m.group_id = g.id \
-             WHERE m.user_id = $1 ORDER BY g.name_key",
-        )
-        .bind(user_id)
-        .fetch_all(pool)
-        .await?))
+        Ok(self.scalars(Statement::new("SELECT g.name_key FROM user_groups g JOIN group_members m ON m.group_id = g.id \
+             WHERE m.user_id = $1 ORDER BY g.name_key",)
+            .bind(user_id))
+        .await?)
     }
 
     /// Links a forge login to a user; [`NameError::Taken`] when another user holds it.
@@ -325,17 +312,19 @@ impl Store {
         forge: &str,
         login: &str,
     ) -> Result<(), NameError> {
-        let inserted: Result<_, sqlx::Error> = on_db!(self, pool => sqlx::query(
-            "INSERT INTO user_forge_logins (user_id, forge, login, login_key) \
+        let inserted: anyhow::Result<_> = self
+            .execute(
+                Statement::new(
+                    "INSERT INTO user_forge_logins (user_id, forge, login, login_key) \
              VALUES ($1, $2, $3, $4)",
-        )
-        .bind(user_id)
-        .bind(forge)
-        .bind(login)
-        .bind(login.to_lowercase())
-        .execute(pool)
-        .await
-        .map(|_| ()));
+                )
+                .bind(user_id)
+                .bind(forge)
+                .bind(login)
+                .bind(login.to_lowercase()),
+            )
+            .await
+            .map(|_| ());
         taking_name(
             inserted,
             || format!("{forge}:{login}"),
@@ -350,15 +339,11 @@ impl Store {
         forge: &str,
         login: &str,
     ) -> anyhow::Result<bool> {
-        Ok(on_db!(self, pool => sqlx::query(
-            "DELETE FROM user_forge_logins WHERE user_id = $1 AND forge = $2 AND login_key = $3",
-        )
-        .bind(user_id)
-        .bind(forge)
-        .bind(login.to_lowercase())
-        .execute(pool)
+        Ok(self.execute(Statement::new("DELETE FROM user_forge_logins WHERE user_id = $1 AND forge = $2 AND login_key = $3",)
+            .bind(user_id)
+            .bind(forge)
+            .bind(login.to_lowercase()))
         .await?
-        .rows_affected())
             > 0)
     }
 
@@ -368,51 +353,51 @@ impl Store {
         forge: &str,
         login: &str,
     ) -> anyhow::Result<Option<i64>> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT f.user_id FROM user_forge_logins f JOIN users u ON u.id = f.user_id \
+        Ok(self
+            .scalar(
+                Statement::new(
+                    "SELECT f.user_id FROM user_forge_logins f JOIN users u ON u.id = f.user_id \
              WHERE f.forge = $1 AND f.login_key = $2 AND u.disabled_at IS NULL",
-        )
-        .bind(forge)
-        .bind(login.to_lowercase())
-        .fetch_optional(pool)
-        .await?))
+                )
+                .bind(forge)
+                .bind(login.to_lowercase()),
+            )
+            .await?)
     }
 
     /// The forge logins linked to a user.
     pub async fn forge_logins_of(&self, user_id: i64) -> anyhow::Result<Vec<ForgeLoginRow>> {
-        Ok(on_db!(self, pool => sqlx::query_as::<_, ForgeLoginRow>(
-            "SELECT user_id, forge, login FROM user_forge_logins WHERE user_id = $1 \
+        Ok(self
+            .rows::<ForgeLoginRow>(
+                Statement::new(
+                    "SELECT user_id, forge, login FROM user_forge_logins WHERE user_id = $1 \
              ORDER BY forge, login_key",
-        )
-        .bind(user_id)
-        .fetch_all(pool)
-        .await?))
+                )
+                .bind(user_id),
+            )
+            .await?)
     }
 
     /// Records who started run `run_id`.
     pub async fn record_trigger(&self, run_id: i64, who: &Triggerer) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query(
-            "INSERT INTO run_triggerers (run_id, triggered_by, user_id, forge_login) \
+        self.execute(
+            Statement::new(
+                "INSERT INTO run_triggerers (run_id, triggered_by, user_id, forge_login) \
              VALUES ($1, $2, $3, $4)",
+            )
+            .bind(run_id)
+            .bind(&who.name)
+            .bind(who.user_id)
+            .bind(&who.forge_login),
         )
-        .bind(run_id)
-        .bind(&who.name)
-        .bind(who.user_id)
-        .bind(&who.forge_login)
-        .execute(pool)
         .await
-        .map(|_| ())?);
+        .map(|_| ())?;
         Ok(())
     }
 
     /// Who started run `run_id`, when that was recorded.
     pub async fn trigger_of(&self, run_id: i64) -> anyhow::Result<Option<Triggerer>> {
-        let row: Option<(String, Option<i64>, Option<String>)> = on_db!(self, pool => sqlx::query_as(
-            "SELECT triggered_by, user_id, forge_login FROM run_triggerers WHERE run_id = $1",
-        )
-        .bind(run_id)
-        .fetch_optional(pool)
-        .await?);
+        let row: Option<(String, Option<i64>, Option<String>)> = self.row(Statement::new("SELECT triggered_by, user_id, forge_login FROM run_triggerers WHERE run_id = $1",).bind(run_id)).await?;
         Ok(row.map(|(name, user_id, forge_login)| Triggerer {
             name,
             user_id,

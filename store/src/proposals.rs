@@ -9,10 +9,12 @@
 //! provenance statement settles in the transaction that settles the proposal, and only
 //! when that `UPDATE` took effect (`store::provenance`).
 
-use super::{now_ms, on_db, Store, Verdict};
+use super::{now_ms, Store, Verdict};
+use crate::tx::Conn;
+use crate::tx::Statement;
 
 /// A stored proposal (the API shows it as `api::proposals::ProposalView`).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct ProposalRow {
     pub id: i64,
     pub run_id: i64,
@@ -96,39 +98,43 @@ impl Store {
         reason: Option<&str>,
     ) -> anyhow::Result<()> {
         let now = now_ms();
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
+        {
+            let mut conn = Conn::acquire(self).await?;
+            let mut tx = conn.begin().await?;
             for (position, checked) in proposals.iter().enumerate() {
                 let reason = (checked.state == "refused").then_some(reason).flatten();
-                sqlx::query(
-                    "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
+                tx.execute(
+                    Statement::new(
+                        "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
                      payload, state, reason, created_at, threat) \
                      SELECT sr.run_id, a.step_run_id, a.id, $2, $3, $4, $5, $6, $7, $8 \
                      FROM attempts a JOIN step_runs sr ON sr.id = a.step_run_id WHERE a.id = $1 \
                      ON CONFLICT (attempt_id, position) DO NOTHING",
+                    )
+                    .bind(attempt_id)
+                    .bind(position as i64)
+                    .bind(&checked.proposal.kind)
+                    .bind(&checked.proposal.payload)
+                    .bind(&checked.state)
+                    .bind(reason)
+                    .bind(now)
+                    .bind(&checked.threat),
                 )
-                .bind(attempt_id)
-                .bind(position as i64)
-                .bind(&checked.proposal.kind)
-                .bind(&checked.proposal.payload)
-                .bind(&checked.state)
-                .bind(reason)
-                .bind(now)
-                .bind(&checked.threat)
-                .execute(&mut *tx)
                 .await?;
             }
             tx.commit().await?;
             Ok(())
-        })
+        }
     }
 
     /// Every proposal of run `run_id`, in the order they were made.
     pub async fn list_for_run(&self, run_id: i64) -> anyhow::Result<Vec<ProposalRow>> {
         let sql = format!("SELECT {COLUMNS} FROM proposals WHERE run_id = $1 ORDER BY id");
-        on_db!(self, pool => {
-            Ok(sqlx::query_as::<_, ProposalRow>(&sql).bind(run_id).fetch_all(pool).await?)
-        })
+        {
+            Ok(self
+                .rows::<ProposalRow>(Statement::new(&sql).bind(run_id))
+                .await?)
+        }
     }
 
     /// A person's decision on the waiting proposal `id` of run `run_id`: `ready` when
@@ -144,33 +150,35 @@ impl Store {
             Verdict::Approve => "ready",
             Verdict::Reject => "rejected",
         };
-        on_db!(self, pool => {
-            let done = sqlx::query(
-                "UPDATE proposals SET state = $3, decided_by = $4, decided_at = $5 \
+        {
+            let done = self
+                .execute(
+                    Statement::new(
+                        "UPDATE proposals SET state = $3, decided_by = $4, decided_at = $5 \
                  WHERE id = $1 AND run_id = $2 AND state = 'waiting'",
-            )
-            .bind(id)
-            .bind(run_id)
-            .bind(state)
-            .bind(by)
-            .bind(now_ms())
-            .execute(pool)
-            .await?
-            .rows_affected();
+                    )
+                    .bind(id)
+                    .bind(run_id)
+                    .bind(state)
+                    .bind(by)
+                    .bind(now_ms()),
+                )
+                .await?;
             if done == 1 {
                 return Ok(ProposalDecided::Done);
             }
-            let found: Option<String> =
-                sqlx::query_scalar("SELECT state FROM proposals WHERE id = $1 AND run_id = $2")
-                    .bind(id)
-                    .bind(run_id)
-                    .fetch_optional(pool)
-                    .await?;
+            let found: Option<String> = self
+                .scalar(
+                    Statement::new("SELECT state FROM proposals WHERE id = $1 AND run_id = $2")
+                        .bind(id)
+                        .bind(run_id),
+                )
+                .await?;
             Ok(match found {
                 None => ProposalDecided::NotFound,
                 Some(state) => ProposalDecided::NotWaiting(state),
             })
-        })
+        }
     }
 
     /// The oldest `ready` proposal (or `failed` one whose `retry_at` has come), for the
@@ -181,56 +189,50 @@ impl Store {
              OR (state = 'failed' AND retry_at IS NOT NULL AND retry_at <= $1) \
              ORDER BY id LIMIT 1"
         );
-        on_db!(self, pool => {
-            Ok(sqlx::query_as::<_, ProposalRow>(&sql)
-                .bind(now_ms())
-                .fetch_optional(pool)
+        {
+            Ok(self
+                .row::<ProposalRow>(Statement::new(&sql).bind(now_ms()))
                 .await?)
-        })
+        }
     }
 
     /// `ready` (or retryable `failed`) → `applying`; false when another applier took it.
     pub async fn mark_applying(&self, id: i64) -> anyhow::Result<bool> {
-        on_db!(self, pool => {
-            let done = sqlx::query(
-                "UPDATE proposals SET state = 'applying', retry_at = NULL WHERE id = $1 \
+        {
+            let done = self
+                .execute(
+                    Statement::new(
+                        "UPDATE proposals SET state = 'applying', retry_at = NULL WHERE id = $1 \
                  AND (state = 'ready' OR (state = 'failed' AND retry_at IS NOT NULL))",
-            )
-            .bind(id)
-            .execute(pool)
-            .await?
-            .rows_affected();
+                    )
+                    .bind(id),
+                )
+                .await?;
             Ok(done == 1)
-        })
+        }
     }
 
     /// `applying` → `applied` at `url` (the forge accepted the write); its provenance
     /// statement, if it has one, becomes `applied` in the same transaction.
     pub async fn mark_applied(&self, id: i64, url: &str) -> anyhow::Result<bool> {
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let done = sqlx::query(
-                "UPDATE proposals SET state = 'applied', applied_url = $2, applied_at = $3, \
-                 reason = NULL WHERE id = $1 AND state = 'applying'",
-            )
-            .bind(id)
-            .bind(url)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        {
+            let mut conn = Conn::acquire(self).await?;
+            let mut tx = conn.begin().await?;
+            let done = tx.execute(Statement::new("UPDATE proposals SET state = 'applied', applied_url = $2, applied_at = $3, \
+                 reason = NULL WHERE id = $1 AND state = 'applying'",).bind(id).bind(url).bind(now_ms())).await?;
             if done == 1 {
-                sqlx::query(
-                    "UPDATE provenance SET state = 'applied', reason = NULL \
+                tx.execute(
+                    Statement::new(
+                        "UPDATE provenance SET state = 'applied', reason = NULL \
                      WHERE proposal_id = $1 AND state = 'pending'",
+                    )
+                    .bind(id),
                 )
-                .bind(id)
-                .execute(&mut *tx)
                 .await?;
             }
             tx.commit().await?;
             Ok(done == 1)
-        })
+        }
     }
 
     /// `applying` → `failed` with `reason`, retried from `retry_at` when given. Without a
@@ -243,31 +245,34 @@ impl Store {
         reason: &str,
         retry_at: Option<i64>,
     ) -> anyhow::Result<bool> {
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let done = sqlx::query(
-                "UPDATE proposals SET state = 'failed', reason = $2, retry_at = $3 \
+        {
+            let mut conn = Conn::acquire(self).await?;
+            let mut tx = conn.begin().await?;
+            let done = tx
+                .execute(
+                    Statement::new(
+                        "UPDATE proposals SET state = 'failed', reason = $2, retry_at = $3 \
                  WHERE id = $1 AND state = 'applying'",
-            )
-            .bind(id)
-            .bind(reason)
-            .bind(retry_at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if done == 1 && retry_at.is_none() {
-                sqlx::query(
-                    "UPDATE provenance SET state = 'failed', reason = $2 \
-                     WHERE proposal_id = $1 AND state = 'pending'",
+                    )
+                    .bind(id)
+                    .bind(reason)
+                    .bind(retry_at),
                 )
-                .bind(id)
-                .bind(reason)
-                .execute(&mut *tx)
+                .await?;
+            if done == 1 && retry_at.is_none() {
+                tx.execute(
+                    Statement::new(
+                        "UPDATE provenance SET state = 'failed', reason = $2 \
+                     WHERE proposal_id = $1 AND state = 'pending'",
+                    )
+                    .bind(id)
+                    .bind(reason),
+                )
                 .await?;
             }
             tx.commit().await?;
             Ok(done == 1)
-        })
+        }
     }
 }
 
@@ -283,32 +288,35 @@ impl Store {
         lease_ms: i64,
         limit: i64,
     ) -> anyhow::Result<Vec<i64>> {
-        let candidates: Vec<i64> = on_db!(self, pool => sqlx::query_scalar(
-            "SELECT p.id FROM proposals p WHERE (p.state = 'ready' \
+        let candidates: Vec<i64> = self
+            .scalars(
+                Statement::new(
+                    "SELECT p.id FROM proposals p WHERE (p.state = 'ready' \
                  OR (p.state IN ('failed', 'applying') AND p.retry_at IS NOT NULL \
                      AND p.retry_at <= $1)) \
              AND NOT EXISTS (SELECT 1 FROM proposals o WHERE o.run_id = p.run_id AND o.id < p.id \
                  AND (o.state IN ('ready', 'applying', 'waiting') \
                       OR (o.state = 'failed' AND o.retry_at IS NOT NULL))) \
              ORDER BY p.id LIMIT $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?);
+                )
+                .bind(now)
+                .bind(limit),
+            )
+            .await?;
         let mut claimed = Vec::new();
         for id in candidates {
-            let taken = on_db!(self, pool => sqlx::query(
-                "UPDATE proposals SET state = 'applying', retry_at = $3 WHERE id = $2 \
+            let taken = self
+                .execute(
+                    Statement::new(
+                        "UPDATE proposals SET state = 'applying', retry_at = $3 WHERE id = $2 \
                  AND (state = 'ready' OR (state IN ('failed', 'applying') \
                       AND retry_at IS NOT NULL AND retry_at <= $1))",
-            )
-            .bind(now)
-            .bind(id)
-            .bind(now + lease_ms)
-            .execute(pool)
-            .await?
-            .rows_affected());
+                    )
+                    .bind(now)
+                    .bind(id)
+                    .bind(now + lease_ms),
+                )
+                .await?;
             if taken == 1 {
                 claimed.push(id);
             }
@@ -318,26 +326,25 @@ impl Store {
 
     /// Proposal `id`.
     pub async fn proposal(&self, id: i64) -> anyhow::Result<Option<ProposalRow>> {
-        Ok(on_db!(self, pool => sqlx::query_as::<_, ProposalRow>(
-            "SELECT id, run_id, step_run_id, attempt_id, position, kind, payload, state, \
+        Ok(self
+            .row::<ProposalRow>(
+                Statement::new(
+                    "SELECT id, run_id, step_run_id, attempt_id, position, kind, payload, state, \
              reason, decided_by, decided_at, applied_url, applied_at, created_at, threat \
              FROM proposals WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(pool)
-        .await?))
+                )
+                .bind(id),
+            )
+            .await?)
     }
 
     /// Whether a proposal of run `run_id` is still to be applied: `ready`, `applying`, or
     /// `failed` with a retry due.
     pub async fn proposals_unsettled(&self, run_id: i64) -> anyhow::Result<bool> {
-        let count: i64 = on_db!(self, pool => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM proposals WHERE run_id = $1 AND (state IN ('ready', 'applying') \
-             OR (state = 'failed' AND retry_at IS NOT NULL))",
-        )
-        .bind(run_id)
-        .fetch_one(pool)
-        .await?);
+        let count: i64 = self.one_scalar(Statement::new("SELECT COUNT(*) FROM proposals WHERE run_id = $1 AND (state IN ('ready', 'applying') \
+             OR (state = 'failed' AND retry_at IS NOT NULL))",)
+            .bind(run_id))
+        .await?;
         Ok(count > 0)
     }
 }

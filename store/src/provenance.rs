@@ -15,10 +15,11 @@
 
 use plue_types::status::StatementState;
 
-use super::{now_ms, on_db, Store};
+use super::{now_ms, Store};
+use crate::tx::Statement;
 
 /// A stored statement.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct StatementRow {
     pub proposal_id: i64,
     pub run_id: i64,
@@ -60,7 +61,7 @@ impl StatementRow {
 }
 
 /// A public key the engine signs or signed with.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct SigningKeyRow {
     pub key_id: String,
     /// The raw ed25519 key, hex.
@@ -80,23 +81,26 @@ impl Store {
         key_id: &str,
         envelope: &str,
     ) -> anyhow::Result<String> {
-        on_db!(self, pool => {
-            sqlx::query(
-                "INSERT INTO provenance (proposal_id, run_id, key_id, envelope, created_at) \
+        {
+            self.execute(
+                Statement::new(
+                    "INSERT INTO provenance (proposal_id, run_id, key_id, envelope, created_at) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (proposal_id) DO NOTHING",
-            )
-            .bind(proposal_id)
-            .bind(run_id)
-            .bind(key_id)
-            .bind(envelope)
-            .bind(now_ms())
-            .execute(pool)
-            .await?;
-            Ok(sqlx::query_scalar("SELECT envelope FROM provenance WHERE proposal_id = $1")
+                )
                 .bind(proposal_id)
-                .fetch_one(pool)
+                .bind(run_id)
+                .bind(key_id)
+                .bind(envelope)
+                .bind(now_ms()),
+            )
+            .await?;
+            Ok(self
+                .one_scalar(
+                    Statement::new("SELECT envelope FROM provenance WHERE proposal_id = $1")
+                        .bind(proposal_id),
+                )
                 .await?)
-        })
+        }
     }
 
     /// The statement of proposal `proposal_id` of run `run_id`.
@@ -107,44 +111,35 @@ impl Store {
     ) -> anyhow::Result<Option<StatementRow>> {
         let sql =
             format!("SELECT {COLUMNS} FROM provenance WHERE run_id = $1 AND proposal_id = $2");
-        Ok(on_db!(self, pool => sqlx::query_as(&sql)
-            .bind(run_id)
-            .bind(proposal_id)
-            .fetch_optional(pool)
-            .await?))
+        Ok(self
+            .row(Statement::new(&sql).bind(run_id).bind(proposal_id))
+            .await?)
     }
 
     /// Every statement of run `run_id`, by proposal.
     pub async fn statements_of_run(&self, run_id: i64) -> anyhow::Result<Vec<StatementRow>> {
         let sql =
             format!("SELECT {COLUMNS} FROM provenance WHERE run_id = $1 ORDER BY proposal_id");
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(run_id).fetch_all(pool).await?))
+        Ok(self.rows(Statement::new(&sql).bind(run_id)).await?)
     }
 
     /// Lists public key `key_id` (`public_key` in hex) unless it is listed.
     pub async fn record_signing_key(&self, key_id: &str, public_key: &str) -> anyhow::Result<()> {
-        on_db!(self, pool => {
-            sqlx::query(
-                "INSERT INTO provenance_keys (key_id, public_key, first_seen) VALUES ($1, $2, $3) \
-                 ON CONFLICT (key_id) DO NOTHING",
-            )
-            .bind(key_id)
-            .bind(public_key)
-            .bind(now_ms())
-            .execute(pool)
-            .await?;
+        {
+            self.execute(Statement::new("INSERT INTO provenance_keys (key_id, public_key, first_seen) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key_id) DO NOTHING",).bind(key_id).bind(public_key).bind(now_ms())).await?;
             Ok(())
-        })
+        }
     }
 
     /// Every listed key, newest first.
     pub async fn signing_keys(&self) -> anyhow::Result<Vec<SigningKeyRow>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT key_id, public_key, first_seen FROM provenance_keys \
+        Ok(self
+            .rows(Statement::new(
+                "SELECT key_id, public_key, first_seen FROM provenance_keys \
              ORDER BY first_seen DESC, key_id",
-        )
-        .fetch_all(pool)
-        .await?))
+            ))
+            .await?)
     }
 }
 
@@ -153,8 +148,9 @@ mod tests {
     use evaluator::plan::Plan;
     use plue_types::status::StatementState;
 
+    use crate::tx::Statement;
+
     use super::Landing;
-    use crate::on_db;
 
     // The attack: a statement was signed before the push, and served as the agent's change
     // although the forge refused the push. Now it is `pending` until its proposal settles,
@@ -172,16 +168,12 @@ mod tests {
                 .id;
             let mut ids = Vec::new();
             for position in 0..3i64 {
-                let id: i64 = on_db!(store, pool => sqlx::query_scalar(
-                    "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
+                let id: i64 = store.one_scalar(Statement::new("INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
                      payload, state, created_at) VALUES ($1, 1, 1, $2, 'comment', '{}', \
-                     'ready', 0) RETURNING id",
-                )
-                .bind(run)
-                .bind(position)
-                .fetch_one(pool)
-                .await
-                .unwrap());
+                     'ready', 0) RETURNING id",)
+            .bind(run)
+            .bind(position))
+        .await.unwrap();
                 store.record_statement(id, run, "k1", "{}").await.unwrap();
                 assert!(store.mark_applying(id).await.unwrap());
                 ids.push(id);

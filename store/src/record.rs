@@ -2,10 +2,11 @@
 //! outputs of every round of a run's steps (`step_outputs` keeps one row per step run and
 //! review-loop iteration; the executor reads only the rounds a prompt names).
 
-use super::{on_db, Store};
+use super::Store;
+use crate::tx::Statement;
 
 /// The outputs one step run stored in one round.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct RoundRow {
     pub step_run_id: i64,
     pub iteration: i64,
@@ -16,12 +17,14 @@ pub struct RoundRow {
 impl Store {
     /// Every round's outputs of run `run_id`'s step runs, by step run and iteration.
     pub async fn rounds_of_run(&self, run_id: i64) -> anyhow::Result<Vec<RoundRow>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT step_run_id, iteration, outputs FROM step_outputs \
+        Ok(self
+            .rows(
+                Statement::new(
+                    "SELECT step_run_id, iteration, outputs FROM step_outputs \
              WHERE run_id = $1 ORDER BY step_run_id, iteration",
-        )
-        .bind(run_id)
-        .fetch_all(pool)
-        .await?))
+                )
+                .bind(run_id),
+            )
+            .await?)
     }
 }

@@ -10,10 +10,11 @@
 use serde::Serialize;
 
 use super::filters::{bind_conditions, Conditions};
-use super::{now_ms, on_db, Store};
+use super::{now_ms, Store};
+use crate::tx::{Conn, Statement};
 
 /// A user's role on a repository.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct MemberRow {
     pub user_id: i64,
     pub user_name: String,
@@ -37,7 +38,7 @@ pub struct Audit<'a> {
 }
 
 /// A recorded audit event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, serde::Deserialize)]
 pub struct AuditRow {
     pub id: i64,
     pub at: i64,
@@ -64,152 +65,144 @@ pub struct AuditFilter {
 impl Store {
     /// Gives `user_id` `role` on `repo_id` (replacing the role it held).
     pub async fn grant_role(&self, repo_id: i64, user_id: i64, role: &str) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query(
-            "INSERT INTO repo_roles (repo_id, user_id, role, granted_at) VALUES ($1, $2, $3, $4) \
+        self.execute(Statement::new("INSERT INTO repo_roles (repo_id, user_id, role, granted_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (repo_id, user_id) DO UPDATE SET role = excluded.role, \
-             granted_at = excluded.granted_at",
-        )
-        .bind(repo_id)
-        .bind(user_id)
-        .bind(role)
-        .bind(now_ms())
-        .execute(pool)
-        .await
-        .map(|_| ())?);
+             granted_at = excluded.granted_at",)
+            .bind(repo_id)
+            .bind(user_id)
+            .bind(role)
+            .bind(now_ms()))
+        .await?;
         Ok(())
     }
 
     /// Gives `user_id` `role` on every repository it holds no role on. (`WHERE TRUE`: SQLite
     /// reads an `ON CONFLICT` after a bare `SELECT ... FROM` as a join's.)
     pub async fn grant_every_repository(&self, user_id: i64, role: &str) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query(
-            "INSERT INTO repo_roles (repo_id, user_id, role, granted_at) \
+        self.execute(
+            Statement::new(
+                "INSERT INTO repo_roles (repo_id, user_id, role, granted_at) \
              SELECT id, $1, $2, $3 FROM repositories WHERE TRUE ON CONFLICT DO NOTHING",
+            )
+            .bind(user_id)
+            .bind(role)
+            .bind(now_ms()),
         )
-        .bind(user_id)
-        .bind(role)
-        .bind(now_ms())
-        .execute(pool)
-        .await
-        .map(|_| ())?);
+        .await?;
         Ok(())
     }
 
     /// Takes `user_id`'s role on `repo_id` away. False when it held none.
     pub async fn revoke_role(&self, repo_id: i64, user_id: i64) -> anyhow::Result<bool> {
-        Ok(on_db!(self, pool => sqlx::query(
-            "DELETE FROM repo_roles WHERE repo_id = $1 AND user_id = $2",
-        )
-        .bind(repo_id)
-        .bind(user_id)
-        .execute(pool)
-        .await?
-        .rows_affected())
+        Ok(self
+            .execute(
+                Statement::new("DELETE FROM repo_roles WHERE repo_id = $1 AND user_id = $2")
+                    .bind(repo_id)
+                    .bind(user_id),
+            )
+            .await?
             > 0)
     }
 
     /// The role `user_id` holds on `repo_id`, by name.
     pub async fn role_of(&self, repo_id: i64, user_id: i64) -> anyhow::Result<Option<String>> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT role FROM repo_roles WHERE repo_id = $1 AND user_id = $2",
-        )
-        .bind(repo_id)
-        .bind(user_id)
-        .fetch_optional(pool)
-        .await?))
+        Ok(self
+            .scalar(
+                Statement::new("SELECT role FROM repo_roles WHERE repo_id = $1 AND user_id = $2")
+                    .bind(repo_id)
+                    .bind(user_id),
+            )
+            .await?)
     }
 
     /// Every repository `user_id` holds a role on, with the role's name.
     pub async fn roles_of_user(&self, user_id: i64) -> anyhow::Result<Vec<(i64, String)>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT repo_id, role FROM repo_roles WHERE user_id = $1 ORDER BY repo_id",
-        )
-        .bind(user_id)
-        .fetch_all(pool)
-        .await?))
+        Ok(self
+            .rows(
+                Statement::new(
+                    "SELECT repo_id, role FROM repo_roles WHERE user_id = $1 ORDER BY repo_id",
+                )
+                .bind(user_id),
+            )
+            .await?)
     }
 
     /// The members of a repository, by name.
     pub async fn members_of(&self, repo_id: i64) -> anyhow::Result<Vec<MemberRow>> {
-        Ok(on_db!(self, pool => sqlx::query_as::<_, MemberRow>(
-            "SELECT r.user_id, u.name AS user_name, r.role, r.granted_at FROM repo_roles r \
-             JOIN users u ON u.id = r.user_id WHERE r.repo_id = $1 ORDER BY u.name_key",
-        )
-        .bind(repo_id)
-        .fetch_all(pool)
-        .await?))
+        Ok(self.rows::<MemberRow>(Statement::new("SELECT r.user_id, u.name AS user_name, r.role, r.granted_at FROM repo_roles r \
+             JOIN users u ON u.id = r.user_id WHERE r.repo_id = $1 ORDER BY u.name_key",)
+            .bind(repo_id))
+        .await?)
     }
 
     /// Whether anyone may read `repo_id`'s runs (`None`: no such repository). A legacy NULL
     /// reads as private until [`Store::settle_legacy_reads`] ran.
     pub async fn repo_public_read(&self, repo_id: i64) -> anyhow::Result<Option<bool>> {
-        let row: Option<Option<bool>> = on_db!(self, pool => sqlx::query_scalar(
-            "SELECT public_read FROM repositories WHERE id = $1",
-        )
-        .bind(repo_id)
-        .fetch_optional(pool)
-        .await?);
+        let row: Option<Option<bool>> = self
+            .scalar(
+                Statement::new("SELECT public_read FROM repositories WHERE id = $1").bind(repo_id),
+            )
+            .await?;
         Ok(row.map(|public| public.unwrap_or(false)))
     }
 
     /// The ids of the repositories anyone may read.
     pub async fn public_repos(&self) -> anyhow::Result<Vec<i64>> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT id FROM repositories WHERE public_read ORDER BY id",
-        )
-        .fetch_all(pool)
-        .await?))
+        Ok(self
+            .scalars(Statement::new(
+                "SELECT id FROM repositories WHERE public_read ORDER BY id",
+            ))
+            .await?)
     }
 
     /// Chooses whether anyone may read `repo_id`'s runs. False when there is no such
     /// repository.
     pub async fn set_public_read(&self, repo_id: i64, public: bool) -> anyhow::Result<bool> {
-        Ok(on_db!(self, pool => sqlx::query(
-            "UPDATE repositories SET public_read = $1 WHERE id = $2",
-        )
-        .bind(public)
-        .bind(repo_id)
-        .execute(pool)
-        .await?
-        .rows_affected())
+        Ok(self
+            .execute(
+                Statement::new("UPDATE repositories SET public_read = $1 WHERE id = $2")
+                    .bind(public)
+                    .bind(repo_id),
+            )
+            .await?
             > 0)
     }
 
     /// Gives every repository from before roles (`public_read` NULL) the read setting the
     /// engine ran with (`public`); returns their names, for the start-up warning.
     pub async fn settle_legacy_reads(&self, public: bool) -> anyhow::Result<Vec<String>> {
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let names: Vec<String> = sqlx::query_scalar(
+        let mut conn = Conn::acquire(self).await?;
+        let mut tx = conn.begin().await?;
+        let names: Vec<String> = tx
+            .scalars(Statement::new(
                 "SELECT name FROM repositories WHERE public_read IS NULL ORDER BY name",
-            )
-            .fetch_all(&mut *tx)
+            ))
             .await?;
-            sqlx::query("UPDATE repositories SET public_read = $1 WHERE public_read IS NULL")
-                .bind(public)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(names)
-        })
+        tx.execute(
+            Statement::new("UPDATE repositories SET public_read = $1 WHERE public_read IS NULL")
+                .bind(public),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(names)
     }
 
     /// Records an audit event.
     pub async fn audit(&self, event: &Audit<'_>) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query(
-            "INSERT INTO audit_events (at, user_id, actor, action, repo_id, run_id, detail) \
+        self.execute(
+            Statement::new(
+                "INSERT INTO audit_events (at, user_id, actor, action, repo_id, run_id, detail) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(now_ms())
+            .bind(event.user_id)
+            .bind(event.actor)
+            .bind(event.action)
+            .bind(event.repo_id)
+            .bind(event.run_id)
+            .bind(event.detail.to_string()),
         )
-        .bind(now_ms())
-        .bind(event.user_id)
-        .bind(event.actor)
-        .bind(event.action)
-        .bind(event.repo_id)
-        .bind(event.run_id)
-        .bind(event.detail.to_string())
-        .execute(pool)
-        .await
-        .map(|_| ())?);
+        .await?;
         Ok(())
     }
 
@@ -225,11 +218,9 @@ impl Store {
             conditions.where_clause(),
             conditions.next_placeholder()
         );
-        Ok(
-            on_db!(self, pool => bind_conditions!(sqlx::query_as::<_, AuditRow>(&sql), conditions)
-            .bind(filter.limit.clamp(1, 1000))
-            .fetch_all(pool)
-            .await?),
+        self.rows::<AuditRow>(
+            bind_conditions!(Statement::new(&sql), conditions).bind(filter.limit.clamp(1, 1000)),
         )
+        .await
     }
 }

@@ -129,8 +129,9 @@ pub(crate) async fn carry_steps(
 mod tests {
     use plue_types::status::StepStatus;
 
+    use crate::tx::Statement;
+
     use crate::annotations::tests::{run_of_two, stores};
-    use crate::on_db;
 
     #[tokio::test]
     async fn a_carried_step_keeps_its_status_outputs_and_files() {
@@ -138,24 +139,43 @@ mod tests {
             let backend = store.backend();
             let first = run_of_two(&store, None, &[]).await.unwrap();
             // a succeeded with an output and an artifact; b failed.
-            on_db!(store, pool => {
-                sqlx::query("UPDATE step_runs SET status = CASE WHEN step_id = 'a' \
+            {
+                store
+                    .execute(
+                        Statement::new(
+                            "UPDATE step_runs SET status = CASE WHEN step_id = 'a' \
                              THEN 'succeeded' ELSE 'failed' END, exit_code = 0, \
-                             started_at = 10, finished_at = 20 WHERE run_id = $1")
-                    .bind(first).execute(pool).await.unwrap();
-                sqlx::query("INSERT INTO step_outputs (step_run_id, iteration, run_id, outputs) \
+                             started_at = 10, finished_at = 20 WHERE run_id = $1",
+                        )
+                        .bind(first),
+                    )
+                    .await
+                    .unwrap();
+                store
+                    .execute(
+                        Statement::new(
+                            "INSERT INTO step_outputs (step_run_id, iteration, run_id, outputs) \
                              SELECT id, 1, run_id, '{\"x\":\"1\"}' FROM step_runs \
-                             WHERE run_id = $1 AND step_id = 'a'")
-                    .bind(first).execute(pool).await.unwrap();
-                let blob: i64 = sqlx::query_scalar(
-                    "INSERT INTO blobs (run_id, step_id, attempt, kind, key, size, digest, \
+                             WHERE run_id = $1 AND step_id = 'a'",
+                        )
+                        .bind(first),
+                    )
+                    .await
+                    .unwrap();
+                let blob: i64 = store.one_scalar(Statement::new("INSERT INTO blobs (run_id, step_id, attempt, kind, key, size, digest, \
                      created_at, files) VALUES ($1, 'a', 1, 'artifacts', 'k/a.tar', 9, 'sha256:0', 5, 1) \
-                     RETURNING id")
-                    .bind(first).fetch_one(pool).await.unwrap();
-                sqlx::query("INSERT INTO artifacts (blob_id, name, size, digest) \
-                             VALUES ($1, 'out.txt', 3, 'sha256:1')")
-                    .bind(blob).execute(pool).await.unwrap();
-            });
+                     RETURNING id").bind(first)).await.unwrap();
+                store
+                    .execute(
+                        Statement::new(
+                            "INSERT INTO artifacts (blob_id, name, size, digest) \
+                             VALUES ($1, 'out.txt', 3, 'sha256:1')",
+                        )
+                        .bind(blob),
+                    )
+                    .await
+                    .unwrap();
+            };
             // b failed: it cannot be carried, and nothing is stored.
             let refused = run_of_two(&store, Some(first), &["b".into()]).await;
             assert!(refused.is_err(), "{backend}");
@@ -193,9 +213,12 @@ mod tests {
                 ("k/a.tar", 1),
                 "{backend}"
             );
-            let created: i64 = on_db!(store, pool => sqlx::query_scalar(
-                "SELECT created_at FROM blobs WHERE id = $1")
-                .bind(blob.id).fetch_one(pool).await.unwrap());
+            let created: i64 = store
+                .one_scalar(
+                    Statement::new("SELECT created_at FROM blobs WHERE id = $1").bind(blob.id),
+                )
+                .await
+                .unwrap();
             assert_eq!(
                 created, 5,
                 "{backend}: retention ends both listings together"

@@ -6,31 +6,30 @@
 //! last one stays); it goes with its run (`ON DELETE CASCADE`). The text is whatever the
 //! pull request's author wrote: data, shown escaped.
 
-use crate::{on_db, Store};
+use crate::tx::Statement;
+use crate::Store;
 
 impl Store {
     /// Records the title of what run `run_id` is about.
     pub async fn set_run_title(&self, run_id: i64, title: &str) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query(
-            "INSERT INTO run_titles (run_id, title) VALUES ($1, $2) \
+        self.execute(
+            Statement::new(
+                "INSERT INTO run_titles (run_id, title) VALUES ($1, $2) \
              ON CONFLICT (run_id) DO UPDATE SET title = excluded.title",
+            )
+            .bind(run_id)
+            .bind(title),
         )
-        .bind(run_id)
-        .bind(title)
-        .execute(pool)
         .await
-        .map(|_| ())?);
+        .map(|_| ())?;
         Ok(())
     }
 
     /// The title of what run `run_id` is about, when one was recorded.
     pub async fn run_title(&self, run_id: i64) -> anyhow::Result<Option<String>> {
-        let title: Option<(String,)> = on_db!(self, pool => sqlx::query_as(
-            "SELECT title FROM run_titles WHERE run_id = $1",
-        )
-        .bind(run_id)
-        .fetch_optional(pool)
-        .await?);
+        let title: Option<(String,)> = self
+            .row(Statement::new("SELECT title FROM run_titles WHERE run_id = $1").bind(run_id))
+            .await?;
         Ok(title.map(|(title,)| title))
     }
 }

@@ -11,7 +11,8 @@
 //!   expires; redeeming it and inserting the runner are one transaction, so two
 //!   registrations racing with one stolen token cannot both succeed.
 
-use super::{on_db, Store};
+use super::Store;
+use crate::tx::{Arg, Conn, Statement};
 
 /// What kind of registration token a row holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +51,7 @@ pub struct NewRunnerToken<'a> {
 }
 
 /// A stored registration token (never the token itself).
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Deserialize)]
 pub struct RunnerTokenRow {
     pub id: i64,
     /// `scoped` or `once`.
@@ -77,7 +78,7 @@ impl RunnerTokenRow {
 }
 
 /// The state of a runner the pool started, found through the one-time token it minted.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct MintedRunner {
     pub token_id: i64,
     pub runner_id: i64,
@@ -87,7 +88,7 @@ pub struct MintedRunner {
 
 /// The pool's runner holding a live attempt: the one-time token it registered with, and
 /// the name that token was minted for (its pod's).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct AttemptPod {
     pub token_id: i64,
     /// The runner's (and its pod's) name.
@@ -100,20 +101,21 @@ const COLUMNS: &str =
 
 impl Store {
     pub async fn create_runner_token(&self, new: &NewRunnerToken<'_>) -> anyhow::Result<i64> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "INSERT INTO runner_tokens (kind, name, token_hash, labels, secrets, created_at, \
-             expires_at, accept_forks) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        self.one_scalar(
+            Statement::new(
+                "INSERT INTO runner_tokens (kind, name, token_hash, labels, secrets, created_at, \
+                 expires_at, accept_forks) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            )
+            .bind(new.kind.as_str())
+            .bind(new.name)
+            .bind(new.token_hash)
+            .bind(new.labels_json)
+            .bind(new.secrets)
+            .bind(new.now)
+            .bind(new.expires_at)
+            .bind(new.accept_forks),
         )
-        .bind(new.kind.as_str())
-        .bind(new.name)
-        .bind(new.token_hash)
-        .bind(new.labels_json)
-        .bind(new.secrets)
-        .bind(new.now)
-        .bind(new.expires_at)
-        .bind(new.accept_forks)
-        .fetch_one(pool)
-        .await?))
+        .await
     }
 
     /// The token with this hash, whatever its state (the caller judges it).
@@ -122,46 +124,50 @@ impl Store {
         token_hash: &str,
     ) -> anyhow::Result<Option<RunnerTokenRow>> {
         let sql = format!("SELECT {COLUMNS} FROM runner_tokens WHERE token_hash = $1");
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(token_hash).fetch_optional(pool).await?))
+        self.row(Statement::new(&sql).bind(token_hash)).await
     }
 
     /// Operators' scoped tokens, newest first (one-time tokens are the pool's business).
     pub async fn list_runner_tokens(&self) -> anyhow::Result<Vec<RunnerTokenRow>> {
         let sql =
             format!("SELECT {COLUMNS} FROM runner_tokens WHERE kind = 'scoped' ORDER BY id DESC");
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?))
+        self.rows(Statement::new(&sql)).await
     }
 
     /// Revokes scoped token `id`: it registers no runner any more, and its live runners are
     /// marked gone. Returns the ids of those runners (their attempts are the caller's to
     /// fail), or `None` when there is no such scoped token.
     pub async fn revoke_runner_token(&self, id: i64, now: i64) -> anyhow::Result<Option<Vec<i64>>> {
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let found = sqlx::query(
-                "UPDATE runner_tokens SET revoked_at = COALESCE(revoked_at, $2) \
-                 WHERE id = $1 AND kind = 'scoped'",
-            )
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        {
+            let mut conn = Conn::acquire(self).await?;
+            let mut tx = conn.begin().await?;
+            let found = tx
+                .execute(
+                    Statement::new(
+                        "UPDATE runner_tokens SET revoked_at = COALESCE(revoked_at, $2) \
+                         WHERE id = $1 AND kind = 'scoped'",
+                    )
+                    .bind(id)
+                    .bind(now),
+                )
+                .await?;
             if found == 0 {
                 tx.rollback().await?;
                 return Ok(None);
             }
-            let runners: Vec<i64> = sqlx::query_scalar(
-                "UPDATE runners SET state = 'gone', state_since = $2 \
-                 WHERE token_id = $1 AND state IN ('idle', 'busy') RETURNING id",
-            )
-            .bind(id)
-            .bind(now)
-            .fetch_all(&mut *tx)
-            .await?;
+            let runners: Vec<i64> = tx
+                .scalars(
+                    Statement::new(
+                        "UPDATE runners SET state = 'gone', state_since = $2 WHERE token_id = $1 \
+                         AND state IN ('idle', 'busy') RETURNING id",
+                    )
+                    .bind(id)
+                    .bind(now),
+                )
+                .await?;
             tx.commit().await?;
             Ok(Some(runners))
-        })
+        }
     }
 
     /// The runners that redeemed these one-time tokens (tokens not yet redeemed are absent).
@@ -171,50 +177,39 @@ impl Store {
         }
         const SELECT: &str = "SELECT t.id AS token_id, r.id AS runner_id, r.state, r.state_since \
              FROM runner_tokens t JOIN runners r ON r.id = t.runner_id";
-        Ok(match &self.db {
-            super::Db::Postgres(pool) => {
-                sqlx::query_as(&format!("{SELECT} WHERE t.id = ANY($1)"))
-                    .bind(token_ids)
-                    .fetch_all(pool)
-                    .await?
-            }
-            super::Db::Sqlite(pool) => {
-                sqlx::query_as(&format!(
-                    "{SELECT} WHERE t.id IN (SELECT value FROM json_each($1))"
-                ))
-                .bind(serde_json::to_string(token_ids)?)
-                .fetch_all(pool)
-                .await?
-            }
-        })
+        let sqlite = format!("{SELECT} WHERE t.id IN (SELECT value FROM json_each($1))");
+        let postgres = format!("{SELECT} WHERE t.id = ANY($1)");
+        self.rows(Statement::per_backend(&sqlite, &postgres).bind(Arg::IntSet(token_ids)))
+            .await
     }
 
     /// The one-time token (and name) of the runner holding attempt `attempt_id` while it is
     /// claimed or running; `None` when it ended, or its runner registered without one (a
     /// runner the pool did not start: it has no pod).
     pub async fn attempt_pod(&self, attempt_id: i64) -> anyhow::Result<Option<AttemptPod>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT t.id AS token_id, t.name FROM attempts a \
-             JOIN runner_tokens t ON t.runner_id = a.runner_id AND t.kind = 'once' \
-             WHERE a.id = $1 AND a.status IN ('claimed', 'running')",
+        self.row(
+            Statement::new(
+                "SELECT t.id AS token_id, t.name FROM attempts a \
+                 JOIN runner_tokens t ON t.runner_id = a.runner_id AND t.kind = 'once' \
+                 WHERE a.id = $1 AND a.status IN ('claimed', 'running')",
+            )
+            .bind(attempt_id),
         )
-        .bind(attempt_id)
-        .fetch_optional(pool)
-        .await?))
+        .await
     }
 
     /// Deletes one-time token `id` (the pool is done with its runner) and every one-time
     /// token that expired unredeemed before `expired_before`.
     pub async fn drop_once_token(&self, id: i64, expired_before: i64) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query(
-            "DELETE FROM runner_tokens WHERE kind = 'once' \
-             AND (id = $1 OR (runner_id IS NULL AND expires_at < $2))",
+        self.execute(
+            Statement::new(
+                "DELETE FROM runner_tokens WHERE kind = 'once' AND (id = $1 OR (runner_id IS NULL \
+                 AND expires_at < $2))",
+            )
+            .bind(id)
+            .bind(expired_before),
         )
-        .bind(id)
-        .bind(expired_before)
-        .execute(pool)
-        .await?
-        .rows_affected());
+        .await?;
         Ok(())
     }
 }

@@ -17,13 +17,13 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::Context;
 use plue_types::status::RunnerState;
-use sqlx::Row;
 
-use super::tx::{Conn, Statement};
-use super::{is_unique_violation, on_db, Store};
+use super::tx::{Arg, Conn, Statement};
+use super::{is_unique_violation, Store};
 
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Deserialize)]
 pub struct RunnerRow {
     pub id: i64,
     pub name: String,
@@ -52,7 +52,7 @@ const COLUMNS: &str = "id, name, labels, ephemeral, state, registered_at, last_h
      state_since, token_id, secrets, accept_forks, host, suspect_since";
 
 /// What a held poll reads of its runner before it claims ([`Store::runner_liveness`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct Liveness {
     /// The runner's last proof of life (its heartbeat, or a poll as it arrived).
     pub last_heartbeat: i64,
@@ -99,57 +99,64 @@ pub enum Registration {
 impl Store {
     /// Registers a runner: redeems its token and inserts it, in one transaction.
     pub async fn register(&self, new: &NewRunner<'_>) -> anyhow::Result<Registration> {
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
+        {
+            let mut conn = Conn::acquire(self).await?;
+            let mut tx = conn.begin().await?;
             if let Some(token) = new.token {
-                let redeemed = sqlx::query(
-                    "UPDATE runner_tokens SET used_at = $2 WHERE id = $1 AND revoked_at IS NULL \
-                     AND (kind = 'scoped' OR (used_at IS NULL AND expires_at >= $2))",
-                )
-                .bind(token.id)
-                .bind(new.now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                let redeemed = tx
+                    .execute(
+                        Statement::new(
+                            "UPDATE runner_tokens SET used_at = $2 WHERE id = $1 \
+                             AND revoked_at IS NULL AND (kind = 'scoped' OR (used_at IS NULL \
+                             AND expires_at >= $2))",
+                        )
+                        .bind(token.id)
+                        .bind(new.now),
+                    )
+                    .await?;
                 if redeemed != 1 {
                     tx.rollback().await?;
                     return Ok(Registration::TokenSpent);
                 }
             }
-            let inserted = sqlx::query_scalar(
-                "INSERT INTO runners (name, token_hash, labels, ephemeral, state, registered_at, \
-                 last_heartbeat, state_since, token_id, secrets, accept_forks, host) \
-                 VALUES ($1, $2, $3, $4, 'idle', $5, $5, $5, $6, $7, $8, $9) RETURNING id",
-            )
-            .bind(new.name)
-            .bind(new.session_hash)
-            .bind(new.labels_json)
-            .bind(new.ephemeral)
-            .bind(new.now)
-            .bind(new.token.map(|t| t.id))
-            .bind(new.secrets)
-            .bind(new.accept_forks)
-            .bind(new.host)
-            .fetch_one(&mut *tx)
-            .await;
+            let inserted = tx
+                .scalar::<i64>(
+                    Statement::new(
+                        "INSERT INTO runners (name, token_hash, labels, ephemeral, state, \
+                         registered_at, last_heartbeat, state_since, token_id, secrets, \
+                         accept_forks, host) \
+                         VALUES ($1, $2, $3, $4, 'idle', $5, $5, $5, $6, $7, $8, $9) RETURNING id",
+                    )
+                    .bind(new.name)
+                    .bind(new.session_hash)
+                    .bind(new.labels_json)
+                    .bind(new.ephemeral)
+                    .bind(new.now)
+                    .bind(new.token.map(|t| t.id))
+                    .bind(new.secrets)
+                    .bind(new.accept_forks)
+                    .bind(new.host),
+                )
+                .await;
             let runner_id: i64 = match inserted {
-                Ok(id) => id,
+                Ok(id) => id.context("INSERT INTO runners: no row returned")?,
                 Err(e) if is_unique_violation(&e) => {
                     tx.rollback().await?;
                     return Ok(Registration::NameTaken);
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             };
             if let Some(token) = new.token.filter(|t| t.once) {
-                sqlx::query("UPDATE runner_tokens SET runner_id = $2 WHERE id = $1")
-                    .bind(token.id)
-                    .bind(runner_id)
-                    .execute(&mut *tx)
-                    .await?;
+                tx.execute(
+                    Statement::new("UPDATE runner_tokens SET runner_id = $2 WHERE id = $1")
+                        .bind(token.id)
+                        .bind(runner_id),
+                )
+                .await?;
             }
             tx.commit().await?;
             Ok(Registration::Registered(runner_id))
-        })
+        }
     }
 
     /// Registers a runner of the shared token (secrets allowed; forks accepted when it has
@@ -208,48 +215,52 @@ impl Store {
     /// The runner holding the session token with this hash, whatever its state.
     pub async fn runner_by_token(&self, token_hash: &str) -> anyhow::Result<Option<RunnerRow>> {
         let sql = format!("SELECT {COLUMNS} FROM runners WHERE token_hash = $1");
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(token_hash).fetch_optional(pool).await?))
+        self.row(Statement::new(&sql).bind(token_hash)).await
     }
 
     /// Records a proof of life of the runner's own (a heartbeat, or a poll as it arrives),
     /// which also clears a suspect mark; false when the runner is no longer live.
     pub async fn heartbeat(&self, runner_id: i64, now: i64) -> anyhow::Result<bool> {
-        let n = on_db!(self, pool => sqlx::query(
-            "UPDATE runners SET last_heartbeat = $2, suspect_since = NULL \
-             WHERE id = $1 AND state IN ('idle', 'busy')",
-        )
-        .bind(runner_id)
-        .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected());
+        let n = self
+            .execute(
+                Statement::new(
+                    "UPDATE runners SET last_heartbeat = $2, suspect_since = NULL WHERE id = $1 \
+                     AND state IN ('idle', 'busy')",
+                )
+                .bind(runner_id)
+                .bind(now),
+            )
+            .await?;
         Ok(n == 1)
     }
 
     /// Marks a runner gone (it left, or the pool stopped it).
     pub async fn runner_gone(&self, runner_id: i64, now: i64) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query(
-            "UPDATE runners SET state = 'gone', state_since = $2 WHERE id = $1 AND state IN ('idle', 'busy')",
+        self.execute(
+            Statement::new(
+                "UPDATE runners SET state = 'gone', state_since = $2 WHERE id = $1 \
+                 AND state IN ('idle', 'busy')",
+            )
+            .bind(runner_id)
+            .bind(now),
         )
-        .bind(runner_id)
-        .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected());
+        .await?;
         Ok(())
     }
 
     /// Retires runner `runner_id` if it is idle, so it claims nothing more (the pool is
     /// about to stop it); false when it is not idle any more (it just claimed a step).
     pub async fn retire_idle_runner(&self, runner_id: i64, now: i64) -> anyhow::Result<bool> {
-        let retired = on_db!(self, pool => sqlx::query(
-            "UPDATE runners SET state = 'gone', state_since = $2 WHERE id = $1 AND state = 'idle'",
-        )
-        .bind(runner_id)
-        .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected());
+        let retired = self
+            .execute(
+                Statement::new(
+                    "UPDATE runners SET state = 'gone', state_since = $2 WHERE id = $1 \
+                     AND state = 'idle'",
+                )
+                .bind(runner_id)
+                .bind(now),
+            )
+            .await?;
         Ok(retired == 1)
     }
 
@@ -257,13 +268,14 @@ impl Store {
     /// suspect; `None` once it is lost or gone. Reads only: a poll the engine holds
     /// proves nothing of its runner.
     pub async fn runner_liveness(&self, runner_id: i64) -> anyhow::Result<Option<Liveness>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT last_heartbeat, suspect_since IS NOT NULL AS suspect FROM runners \
-             WHERE id = $1 AND state IN ('idle', 'busy')",
+        self.row(
+            Statement::new(
+                "SELECT last_heartbeat, suspect_since IS NOT NULL AS suspect FROM runners \
+                 WHERE id = $1 AND state IN ('idle', 'busy')",
+            )
+            .bind(runner_id),
         )
-        .bind(runner_id)
-        .fetch_optional(pool)
-        .await?))
+        .await
     }
 
     /// Declares every live runner silent since before `silent_since` lost, and makes the
@@ -306,13 +318,13 @@ impl Store {
             "SELECT {COLUMNS} FROM runners WHERE state IN ('idle', 'busy') \
              AND suspect_since IS NOT NULL ORDER BY suspect_since, id LIMIT $1"
         );
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?))
+        self.rows(Statement::new(&sql).bind(limit)).await
     }
 
     /// Every runner, lost and gone ones too, newest first, at most `limit`.
     pub async fn list_runners(&self, limit: i64) -> anyhow::Result<Vec<RunnerRow>> {
         let sql = format!("SELECT {COLUMNS} FROM runners ORDER BY id DESC LIMIT $1");
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?))
+        self.rows(Statement::new(&sql).bind(limit)).await
     }
 
     /// The live runners (idle or busy), newest first, at most `limit`.
@@ -321,7 +333,7 @@ impl Store {
             "SELECT {COLUMNS} FROM runners WHERE state IN ('idle', 'busy') \
              ORDER BY id DESC LIMIT $1"
         );
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?))
+        self.rows(Statement::new(&sql).bind(limit)).await
     }
 
     /// The states of the runners with these names (the pool's view of its own runners).
@@ -332,67 +344,44 @@ impl Store {
         if names.is_empty() {
             return Ok(Vec::new());
         }
-        let json = serde_json::to_string(names)?;
-        let rows = match &self.db {
-            super::Db::Postgres(pool) => {
-                sqlx::query("SELECT name, state, state_since FROM runners WHERE name = ANY($1)")
-                    .bind(names)
-                    .fetch_all(pool)
-                    .await?
-                    .into_iter()
-                    .map(|r| {
-                        Ok((
-                            r.try_get("name")?,
-                            r.try_get("state")?,
-                            r.try_get("state_since")?,
-                        ))
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?
-            }
-            super::Db::Sqlite(pool) => sqlx::query(
+        self.rows(
+            Statement::per_backend(
                 "SELECT name, state, state_since FROM runners \
                  WHERE name IN (SELECT value FROM json_each($1))",
+                "SELECT name, state, state_since FROM runners WHERE name = ANY($1)",
             )
-            .bind(json)
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("name")?,
-                    r.try_get("state")?,
-                    r.try_get("state_since")?,
-                ))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?,
-        };
-        Ok(rows)
+            .bind(Arg::TextSet(names)),
+        )
+        .await
     }
 
     /// Step runs still queued whose `ready_at` fell in `(after, upto]`: work that became
     /// claimable in that window (a retry's backoff or a wait timer ran out, or another
     /// replica queued it). One range scan of the `step_runs_claim` index.
     pub async fn became_ready(&self, after: i64, upto: i64) -> anyhow::Result<i64> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM step_runs \
-             WHERE status = 'queued' AND ready_at > $1 AND ready_at <= $2",
+        self.one_scalar(
+            Statement::new(
+                "SELECT COUNT(*) FROM step_runs WHERE status = 'queued' AND ready_at > $1 \
+                 AND ready_at <= $2",
+            )
+            .bind(after)
+            .bind(upto),
         )
-        .bind(after)
-        .bind(upto)
-        .fetch_one(pool)
-        .await?))
+        .await
     }
 
     /// Step runs ready to claim now, and debug sessions waiting for a runner (the pool's
     /// measure of demand).
     pub async fn queued_ready(&self, now: i64) -> anyhow::Result<i64> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM step_runs WHERE status = 'queued' AND ready_at <= $1) \
-             + (SELECT COUNT(*) FROM debug_sessions WHERE status = 'queued')",
+        self.one_scalar(
+            Statement::new(
+                "SELECT (SELECT COUNT(*) FROM step_runs WHERE status = 'queued' \
+                 AND ready_at <= $1) + (SELECT COUNT(*) FROM debug_sessions \
+                 WHERE status = 'queued')",
+            )
+            .bind(now),
         )
-        .bind(now)
-        .fetch_one(pool)
-        .await?))
+        .await
     }
 }
 
@@ -405,21 +394,21 @@ impl Store {
         now: i64,
     ) -> anyhow::Result<Vec<(BTreeMap<String, String>, bool, i64)>> {
         // A debug session waiting for a runner (`debug_sessions`) asks for its step's.
-        let rows: Vec<(String, bool, i64)> = on_db!(self, pool => sqlx::query_as(
-            "SELECT labels, fork, CAST(SUM(n) AS BIGINT) FROM ( \
-                 SELECT s.labels AS labels, NOT r.secrets_allowed AS fork, COUNT(*) AS n \
-                 FROM step_runs s JOIN runs r ON r.id = s.run_id \
-                 WHERE s.status = 'queued' AND s.ready_at <= $1 \
-                 GROUP BY s.labels, r.secrets_allowed \
-                 UNION ALL \
-                 SELECT s.labels, NOT r.secrets_allowed, COUNT(*) FROM debug_sessions d \
-                 JOIN step_runs s ON s.id = d.step_run_id JOIN runs r ON r.id = s.run_id \
-                 WHERE d.status = 'queued' GROUP BY s.labels, r.secrets_allowed \
-             ) AS waiting GROUP BY labels, fork",
-        )
-        .bind(now)
-        .fetch_all(pool)
-        .await?);
+        let rows: Vec<(String, bool, i64)> = self
+            .rows(
+                Statement::new(
+                    "SELECT labels, fork, CAST(SUM(n) AS BIGINT) FROM ( \
+                     SELECT s.labels AS labels, NOT r.secrets_allowed AS fork, COUNT(*) AS n \
+                     FROM step_runs s JOIN runs r ON r.id = s.run_id WHERE s.status = 'queued' \
+                     AND s.ready_at <= $1 GROUP BY s.labels, r.secrets_allowed UNION ALL \
+                     SELECT s.labels, NOT r.secrets_allowed, COUNT(*) FROM debug_sessions d \
+                     JOIN step_runs s ON s.id = d.step_run_id JOIN runs r ON r.id = s.run_id \
+                     WHERE d.status = 'queued' GROUP BY s.labels, r.secrets_allowed ) AS waiting \
+                     GROUP BY labels, fork",
+                )
+                .bind(now),
+            )
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(labels, fork, n)| (parse_label_set(&labels), fork, n))
@@ -433,13 +422,15 @@ impl Store {
         &self,
         now: i64,
     ) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
-        let rows: Vec<String> = on_db!(self, pool => sqlx::query_scalar(
-            "SELECT DISTINCT s.labels FROM step_runs s JOIN runs r ON r.id = s.run_id \
-             WHERE s.status = 'queued' AND s.ready_at <= $1 AND NOT r.secrets_allowed",
-        )
-        .bind(now)
-        .fetch_all(pool)
-        .await?);
+        let rows: Vec<String> = self
+            .scalars(
+                Statement::new(
+                    "SELECT DISTINCT s.labels FROM step_runs s JOIN runs r ON r.id = s.run_id \
+                     WHERE s.status = 'queued' AND s.ready_at <= $1 AND NOT r.secrets_allowed",
+                )
+                .bind(now),
+            )
+            .await?;
         Ok(rows.iter().map(|labels| parse_label_set(labels)).collect())
     }
 
@@ -452,15 +443,16 @@ impl Store {
         since: i64,
         holders: &str,
     ) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
-        let rows: Vec<String> = on_db!(self, pool => sqlx::query_scalar(
-            "SELECT DISTINCT labels FROM runners WHERE accept_forks \
-             AND (state IN ('idle', 'busy') OR last_heartbeat >= $1) \
-             AND name NOT LIKE $2",
-        )
-        .bind(since)
-        .bind(format!("{holders}%"))
-        .fetch_all(pool)
-        .await?);
+        let rows: Vec<String> = self
+            .scalars(
+                Statement::new(
+                    "SELECT DISTINCT labels FROM runners WHERE accept_forks \
+                     AND (state IN ('idle', 'busy') OR last_heartbeat >= $1) AND name NOT LIKE $2",
+                )
+                .bind(since)
+                .bind(format!("{holders}%")),
+            )
+            .await?;
         rows.iter()
             .map(|labels| {
                 serde_json::from_str(labels)

@@ -16,8 +16,12 @@
 //!   that an earlier claim gave ([`Store::follow_group_claim`]): one an admin gave by hand
 //!   is never removed by a sign-in.
 
+use anyhow::Context;
+
 use super::people::UserRow;
-use super::{is_unique_violation, now_ms, on_db, Store};
+use super::{is_unique_violation, now_ms, Store};
+use crate::tx::Conn;
+use crate::tx::Statement;
 
 /// A sign-in to remember until the provider sends the browser back.
 #[derive(Debug, Clone)]
@@ -91,51 +95,56 @@ impl Store {
     /// number is bounded.
     pub async fn begin_sign_in(&self, new: &NewSignIn<'_>, most: i64) -> anyhow::Result<bool> {
         let cli = new.cli.as_ref();
-        on_db!(self, pool => {
-            sqlx::query("DELETE FROM sign_in_attempts WHERE expires_at <= $1")
-                .bind(now_ms())
-                .execute(pool)
-                .await?;
-            let live: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM sign_in_attempts WHERE expires_at > $1",
+        {
+            self.execute(
+                Statement::new("DELETE FROM sign_in_attempts WHERE expires_at <= $1")
+                    .bind(now_ms()),
             )
-            .bind(now_ms())
-            .fetch_one(pool)
             .await?;
+            let live: i64 = self
+                .one_scalar(
+                    Statement::new("SELECT COUNT(*) FROM sign_in_attempts WHERE expires_at > $1")
+                        .bind(now_ms()),
+                )
+                .await?;
             if live >= most {
                 return Ok(false);
             }
-            sqlx::query(
-                "INSERT INTO sign_in_attempts (id_hash, provider, state, verifier, nonce, \
-                 next_path, cli_redirect, cli_state, cli_challenge, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            self.execute(
+                Statement::new(
+                    "INSERT INTO sign_in_attempts (id_hash, provider, state, verifier, nonce, \
+                     next_path, cli_redirect, cli_state, cli_challenge, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(new.id_hash)
+                .bind(new.provider)
+                .bind(new.state)
+                .bind(new.verifier)
+                .bind(new.nonce)
+                .bind(new.next_path)
+                .bind(cli.map(|c| c.redirect.as_str()))
+                .bind(cli.map(|c| c.state.as_str()))
+                .bind(cli.map(|c| c.challenge.as_str()))
+                .bind(new.expires_at),
             )
-            .bind(new.id_hash)
-            .bind(new.provider)
-            .bind(new.state)
-            .bind(new.verifier)
-            .bind(new.nonce)
-            .bind(new.next_path)
-            .bind(cli.map(|c| c.redirect.as_str()))
-            .bind(cli.map(|c| c.state.as_str()))
-            .bind(cli.map(|c| c.challenge.as_str()))
-            .bind(new.expires_at)
-            .execute(pool)
             .await?;
-        });
+        };
         Ok(true)
     }
 
     /// The sign-in under way whose id hashes to `id_hash`, deleted as it is read: a second
     /// call finds nothing. `None` too when it expired by `now`.
     pub async fn take_sign_in(&self, id_hash: &str, now: i64) -> anyhow::Result<Option<SignInRow>> {
-        let row: Option<AttemptTuple> = on_db!(self, pool => sqlx::query_as(
-            "DELETE FROM sign_in_attempts WHERE id_hash = $1 RETURNING provider, state, \
-             verifier, nonce, next_path, cli_redirect, cli_state, cli_challenge, expires_at",
-        )
-        .bind(id_hash)
-        .fetch_optional(pool)
-        .await?);
+        let row: Option<AttemptTuple> = self
+            .row(
+                Statement::new(
+                    "DELETE FROM sign_in_attempts WHERE id_hash = $1 RETURNING provider, state, \
+                     verifier, nonce, next_path, cli_redirect, cli_state, cli_challenge, \
+                     expires_at",
+                )
+                .bind(id_hash),
+            )
+            .await?;
         Ok(row.and_then(
             |(
                 provider,
@@ -195,11 +204,8 @@ impl Store {
                 subject.to_string(),
             ),
         };
-        Ok(on_db!(self, pool => sqlx::query_as::<_, UserRow>(&sql)
-            .bind(&first)
-            .bind(&second)
-            .fetch_optional(pool)
-            .await?))
+        self.row::<UserRow>(Statement::new(&sql).bind(&first).bind(&second))
+            .await
     }
 
     /// Creates the user a first sign-in as `identity` makes, named `base` or, when that is
@@ -216,17 +222,22 @@ impl Store {
             "'{base}' cannot name a user"
         );
         let now = now_ms();
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
+        {
+            let mut conn = Conn::acquire(self).await?;
+            let mut tx = conn.begin().await?;
             let mut name = None;
             for n in 1..=999u32 {
-                let candidate = if n == 1 { base.to_string() } else { format!("{base}-{n}") };
-                let taken: Option<i64> = sqlx::query_scalar(
-                    "SELECT id FROM users WHERE name_key = $1",
-                )
-                .bind(candidate.to_lowercase())
-                .fetch_optional(&mut *tx)
-                .await?;
+                let candidate = if n == 1 {
+                    base.to_string()
+                } else {
+                    format!("{base}-{n}")
+                };
+                let taken: Option<i64> = tx
+                    .scalar(
+                        Statement::new("SELECT id FROM users WHERE name_key = $1")
+                            .bind(candidate.to_lowercase()),
+                    )
+                    .await?;
                 if taken.is_none() {
                     name = Some(candidate);
                     break;
@@ -235,39 +246,49 @@ impl Store {
             let Some(name) = name else {
                 anyhow::bail!("no free user name starting with '{base}'");
             };
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO users (name, name_key, kind, admin, created_at) \
-                 VALUES ($1, $2, 'person', FALSE, $3) RETURNING id",
-            )
-            .bind(&name)
-            .bind(name.to_lowercase())
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
+            let id: i64 = tx
+                .scalar(
+                    Statement::new(
+                        "INSERT INTO users (name, name_key, kind, admin, created_at) \
+                         VALUES ($1, $2, 'person', FALSE, $3) RETURNING id",
+                    )
+                    .bind(&name)
+                    .bind(name.to_lowercase())
+                    .bind(now),
+                )
+                .await?
+                .context("no row returned")?;
             let linked = match identity {
-                SignInIdentity::Forge { forge, login } => sqlx::query(
-                    "INSERT INTO user_forge_logins (user_id, forge, login, login_key) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(id)
-                .bind(forge)
-                .bind(login)
-                .bind(login.to_lowercase())
-                .execute(&mut *tx)
-                .await,
-                SignInIdentity::Subject { issuer, subject } => sqlx::query(
-                    "INSERT INTO sign_in_subjects (issuer, subject, user_id) VALUES ($1, $2, $3)",
-                )
-                .bind(issuer)
-                .bind(subject)
-                .bind(id)
-                .execute(&mut *tx)
-                .await,
+                SignInIdentity::Forge { forge, login } => {
+                    tx.execute(
+                        Statement::new(
+                            "INSERT INTO user_forge_logins (user_id, forge, login, login_key) \
+                             VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(id)
+                        .bind(forge)
+                        .bind(login)
+                        .bind(login.to_lowercase()),
+                    )
+                    .await
+                }
+                SignInIdentity::Subject { issuer, subject } => {
+                    tx.execute(
+                        Statement::new(
+                            "INSERT INTO sign_in_subjects (issuer, subject, user_id) \
+                             VALUES ($1, $2, $3)",
+                        )
+                        .bind(issuer)
+                        .bind(subject)
+                        .bind(id),
+                    )
+                    .await
+                }
             };
             match linked {
                 Ok(_) => {}
                 Err(e) if is_unique_violation(&e) => return Ok(None),
-                Err(e) => return Err(anyhow::Error::new(e).context("linking a signed-in user")),
+                Err(e) => return Err(e.context("linking a signed-in user")),
             }
             tx.commit().await?;
             Ok(Some(UserRow {
@@ -278,7 +299,7 @@ impl Store {
                 created_at: now,
                 disabled_at: None,
             }))
-        })
+        }
     }
 
     /// Makes user `user_id`'s memberships follow a groups claim: every existing group
@@ -293,64 +314,75 @@ impl Store {
         let keys: std::collections::BTreeSet<String> =
             claimed.iter().map(|name| name.to_lowercase()).collect();
         let mut changes = GroupChanges::default();
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
+        {
+            let mut conn = Conn::acquire(self).await?;
+            let mut tx = conn.begin().await?;
             for key in &keys {
-                let group: Option<(i64, String)> = sqlx::query_as(
-                    "SELECT id, name FROM user_groups WHERE name_key = $1",
-                )
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some((group_id, name)) = group else { continue };
-                let added = sqlx::query(
-                    "INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(group_id)
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if added > 0 {
-                    sqlx::query(
-                        "INSERT INTO sign_in_group_grants (user_id, group_id) VALUES ($1, $2) \
-                         ON CONFLICT DO NOTHING",
+                let group: Option<(i64, String)> = tx
+                    .row(
+                        Statement::new("SELECT id, name FROM user_groups WHERE name_key = $1")
+                            .bind(key),
                     )
-                    .bind(user_id)
-                    .bind(group_id)
-                    .execute(&mut *tx)
+                    .await?;
+                let Some((group_id, name)) = group else {
+                    continue;
+                };
+                let added = tx
+                    .execute(
+                        Statement::new(
+                            "INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) \
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .bind(group_id)
+                        .bind(user_id),
+                    )
+                    .await?;
+                if added > 0 {
+                    tx.execute(
+                        Statement::new(
+                            "INSERT INTO sign_in_group_grants (user_id, group_id) VALUES ($1, $2) \
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .bind(user_id)
+                        .bind(group_id),
+                    )
                     .await?;
                     changes.added.push(name);
                 }
             }
-            let granted: Vec<(i64, String, String)> = sqlx::query_as(
-                "SELECT g.id, g.name, g.name_key FROM sign_in_group_grants s \
-                 JOIN user_groups g ON g.id = s.group_id WHERE s.user_id = $1",
-            )
-            .bind(user_id)
-            .fetch_all(&mut *tx)
-            .await?;
+            let granted: Vec<(i64, String, String)> = tx
+                .rows(
+                    Statement::new(
+                        "SELECT g.id, g.name, g.name_key FROM sign_in_group_grants s \
+                         JOIN user_groups g ON g.id = s.group_id WHERE s.user_id = $1",
+                    )
+                    .bind(user_id),
+                )
+                .await?;
             for (group_id, name, key) in granted {
                 if keys.contains(&key) {
                     continue;
                 }
-                sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
+                tx.execute(
+                    Statement::new(
+                        "DELETE FROM group_members WHERE group_id = $1 AND user_id = $2",
+                    )
                     .bind(group_id)
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "DELETE FROM sign_in_group_grants WHERE group_id = $1 AND user_id = $2",
+                    .bind(user_id),
                 )
-                .bind(group_id)
-                .bind(user_id)
-                .execute(&mut *tx)
+                .await?;
+                tx.execute(
+                    Statement::new(
+                        "DELETE FROM sign_in_group_grants WHERE group_id = $1 AND user_id = $2",
+                    )
+                    .bind(group_id)
+                    .bind(user_id),
+                )
                 .await?;
                 changes.removed.push(name);
             }
             tx.commit().await?;
-        });
+        };
         Ok(changes)
     }
 
@@ -364,23 +396,25 @@ impl Store {
         challenge: &str,
         expires_at: i64,
     ) -> anyhow::Result<()> {
-        on_db!(self, pool => {
-            sqlx::query("DELETE FROM sign_in_cli_codes WHERE expires_at <= $1")
-                .bind(now_ms())
-                .execute(pool)
-                .await?;
-            sqlx::query(
-                "INSERT INTO sign_in_cli_codes (code_hash, user_id, provider, challenge, \
-                 expires_at) VALUES ($1, $2, $3, $4, $5)",
+        {
+            self.execute(
+                Statement::new("DELETE FROM sign_in_cli_codes WHERE expires_at <= $1")
+                    .bind(now_ms()),
             )
-            .bind(code_hash)
-            .bind(user_id)
-            .bind(provider)
-            .bind(challenge)
-            .bind(expires_at)
-            .execute(pool)
             .await?;
-        });
+            self.execute(
+                Statement::new(
+                    "INSERT INTO sign_in_cli_codes (code_hash, user_id, provider, challenge, \
+                     expires_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(code_hash)
+                .bind(user_id)
+                .bind(provider)
+                .bind(challenge)
+                .bind(expires_at),
+            )
+            .await?;
+        };
         Ok(())
     }
 
@@ -391,13 +425,15 @@ impl Store {
         code_hash: &str,
         now: i64,
     ) -> anyhow::Result<Option<(i64, String, String)>> {
-        let row: Option<(i64, String, String, i64)> = on_db!(self, pool => sqlx::query_as(
-            "DELETE FROM sign_in_cli_codes WHERE code_hash = $1 \
-             RETURNING user_id, provider, challenge, expires_at",
-        )
-        .bind(code_hash)
-        .fetch_optional(pool)
-        .await?);
+        let row: Option<(i64, String, String, i64)> = self
+            .row(
+                Statement::new(
+                    "DELETE FROM sign_in_cli_codes WHERE code_hash = $1 \
+                     RETURNING user_id, provider, challenge, expires_at",
+                )
+                .bind(code_hash),
+            )
+            .await?;
         Ok(row
             .filter(|(.., expires)| *expires > now)
             .map(|(user, provider, challenge, _)| (user, provider, challenge)))

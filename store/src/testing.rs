@@ -226,6 +226,101 @@ pub async fn claim_first_step(
     (claimed, runner, advanced.known)
 }
 
+/// A statement a test runs on a store's database, to set up or check rows no method of the
+/// store reaches: SQL with `$N` placeholders and the values they bind, run through the
+/// store's own statements (the same binders and decoders as every method).
+#[derive(Debug, Clone)]
+pub struct Sql {
+    sql: String,
+    values: Vec<SqlValue>,
+}
+
+/// A value a [`Sql`] binds.
+#[derive(Debug, Clone)]
+pub enum SqlValue {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<i64> for SqlValue {
+    fn from(value: i64) -> Self {
+        SqlValue::Int(Some(value))
+    }
+}
+
+impl From<Option<i64>> for SqlValue {
+    fn from(value: Option<i64>) -> Self {
+        SqlValue::Int(value)
+    }
+}
+
+impl From<&str> for SqlValue {
+    fn from(value: &str) -> Self {
+        SqlValue::Text(Some(value.to_string()))
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(value: String) -> Self {
+        SqlValue::Text(Some(value))
+    }
+}
+
+impl From<&String> for SqlValue {
+    fn from(value: &String) -> Self {
+        SqlValue::Text(Some(value.clone()))
+    }
+}
+
+impl Sql {
+    pub fn new(sql: impl Into<String>) -> Sql {
+        Sql {
+            sql: sql.into(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Binds the next `$N`.
+    pub fn bind(mut self, value: impl Into<SqlValue>) -> Sql {
+        self.values.push(value.into());
+        self
+    }
+
+    fn statement(&self) -> crate::tx::Statement<'_> {
+        self.values.iter().fold(
+            crate::tx::Statement::new(&self.sql),
+            |s, value| match value {
+                SqlValue::Int(v) => s.bind(*v),
+                SqlValue::Text(v) => s.bind(v),
+            },
+        )
+    }
+
+    /// Runs it: how many rows it changed (panics, naming the SQL, when it fails).
+    pub async fn execute(&self, store: &Store) -> u64 {
+        store
+            .execute(self.statement())
+            .await
+            .unwrap_or_else(|e| panic!("{} on {}: {e:#}", self.sql, store.backend()))
+    }
+
+    /// The integer its one row's first column holds (panics when there is none).
+    pub async fn one_int(&self, store: &Store) -> i64 {
+        store
+            .one_scalar(self.statement())
+            .await
+            .unwrap_or_else(|e| panic!("{} on {}: {e:#}", self.sql, store.backend()))
+    }
+
+    /// The text its one row's first column holds (panics when there is none).
+    pub async fn one_text(&self, store: &Store) -> String {
+        store
+            .one_scalar(self.statement())
+            .await
+            .unwrap_or_else(|e| panic!("{} on {}: {e:#}", self.sql, store.backend()))
+    }
+}
+
 /// Runs `sqlite` or `postgres` (SQL text, statements separated by `;`, nothing bound) on
 /// `store`'s database, whichever it is: for a test that changes the schema under the
 /// engine (a trigger that makes a statement fail).

@@ -9,13 +9,14 @@
 use plue_types::status::AttemptStatus;
 
 use crate::filters::{bind_conditions, Conditions};
-use crate::{on_db, Store};
+use crate::tx::Statement;
+use crate::Store;
 
 /// The statuses a step run ends in.
 const FINAL: &str = "('succeeded', 'failed', 'skipped', 'cancelled')";
 
 /// How far a run got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct RunProgress {
     pub run_id: i64,
     /// Its steps (every step of the plan has a step run from the start).
@@ -25,7 +26,7 @@ pub struct RunProgress {
 }
 
 /// One attempt of a step, as the timeline draws it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct TimelineAttempt {
     pub step_id: String,
     pub number: i64,
@@ -57,24 +58,23 @@ impl Store {
              FROM step_runs {} GROUP BY run_id",
             conditions.where_clause()
         );
-        Ok(
-            on_db!(self, pool => bind_conditions!(sqlx::query_as(&sql), conditions)
-            .fetch_all(pool)
-            .await?),
-        )
+        self.rows(bind_conditions!(Statement::new(&sql), conditions))
+            .await
     }
 
     /// Every attempt of run `run_id`, in the order of the run's steps, then by number.
     pub async fn timeline_attempts(&self, run_id: i64) -> anyhow::Result<Vec<TimelineAttempt>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT s.step_id, a.number, a.iteration, a.status, a.ready_at, a.claimed_at, \
-             a.started_at, a.finished_at, r.name AS runner FROM attempts a \
-             JOIN step_runs s ON s.id = a.step_run_id LEFT JOIN runners r ON r.id = a.runner_id \
-             WHERE s.run_id = $1 ORDER BY s.position, a.number",
+        self.rows(
+            Statement::new(
+                "SELECT s.step_id, a.number, a.iteration, a.status, a.ready_at, a.claimed_at, \
+                 a.started_at, a.finished_at, r.name AS runner FROM attempts a \
+                 JOIN step_runs s ON s.id = a.step_run_id \
+                 LEFT JOIN runners r ON r.id = a.runner_id \
+                 WHERE s.run_id = $1 ORDER BY s.position, a.number",
+            )
+            .bind(run_id),
         )
-        .bind(run_id)
-        .fetch_all(pool)
-        .await?))
+        .await
     }
 }
 

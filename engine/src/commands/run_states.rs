@@ -98,7 +98,7 @@ impl RunStates {
 mod tests {
     use evaluator::plan::{Plan, Step};
     use plue_store::events::Event;
-    use plue_store::Db;
+    use plue_store::testing::Sql;
 
     use super::*;
 
@@ -128,15 +128,11 @@ mod tests {
 
     /// Changes a step run's status behind everyone's back.
     async fn set_status(store: &Store, id: i64, status: &str) {
-        let Db::Sqlite(pool) = store.db() else {
-            unreachable!("a SQLite store")
-        };
-        sqlx::query("UPDATE step_runs SET status = $2 WHERE id = $1")
+        Sql::new("UPDATE step_runs SET status = $2 WHERE id = $1")
             .bind(id)
             .bind(status)
-            .execute(pool)
-            .await
-            .unwrap();
+            .execute(store)
+            .await;
     }
 
     #[tokio::test]

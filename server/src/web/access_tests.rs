@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use futures::StreamExt;
 use plue_store::events::Event;
-use plue_store::on_db;
+use plue_store::testing::Sql;
 use plue_types::status::RunState;
 use plue_vault::tokens;
 use tower::ServiceExt;
@@ -292,12 +292,10 @@ async fn a_session_ends_with_its_token_its_expiry_and_sign_out() {
     let (_, token) = user_token(&fx, "ernie", Some((acme, "writer"))).await;
     let ernie = browser(&fx, "ernie", &token).await;
     assert!(readable(&ernie.get(&fx, &run_page).await));
-    on_db!(fx.store(), pool => sqlx::query("UPDATE sessions SET expires_at = $1")
+    Sql::new("UPDATE sessions SET expires_at = $1")
         .bind(plue_store::now_ms() - 1)
-        .execute(pool)
-        .await
-        .map(|_| ())
-        .unwrap());
+        .execute(fx.store())
+        .await;
     assert_eq!(
         ernie.get(&fx, &run_page).await.status,
         StatusCode::UNAUTHORIZED

@@ -1057,19 +1057,18 @@ async fn a_decided_approval_shows_its_comment_on_the_run_page() {
 // the earlier run and an empty lane, as if they had run (and run instantly) here.
 #[tokio::test]
 async fn a_reruns_timeline_marks_carried_steps() {
-    use plue_store::on_db;
+    use plue_store::testing::Sql;
     let fx = Fixture::new().await;
     let workflow = plan("again", vec![bash("a", &[]), bash("b", &["a"])]);
     let first = fx.start(&workflow).await;
-    on_db!(fx.store(), pool => sqlx::query(
+    Sql::new(
         "UPDATE step_runs SET status = CASE WHEN step_id = 'a' THEN 'succeeded' \
          ELSE 'failed' END, exit_code = 0, started_at = 1000, finished_at = 43000 \
-         WHERE run_id = $1")
-        .bind(first)
-        .execute(pool)
-        .await
-        .unwrap()
-        .rows_affected());
+         WHERE run_id = $1",
+    )
+    .bind(first)
+    .execute(fx.store())
+    .await;
     let json = serde_json::to_string(&workflow).unwrap();
     let second = fx
         .store()
@@ -1146,13 +1145,13 @@ async fn a_groups_counts_are_said_in_words() {
 // landed: applied with its link, pending, or failed with the reason (escaped) and no link.
 #[tokio::test]
 async fn the_run_page_says_whether_each_proposals_statement_landed() {
-    use plue_store::on_db;
+    use plue_store::testing::Sql;
     let fx = Fixture::new().await;
     let id = fx.start(&plan("agent", vec![bash("fix", &[])])).await;
     let step_run = fx.store().step_run(id, "fix").await.unwrap().unwrap().id;
     let mut proposals = Vec::new();
     for position in 0..3i64 {
-        let proposal: i64 = on_db!(fx.store(), pool => sqlx::query_scalar(
+        let proposal: i64 = Sql::new(
             "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, payload, \
              state, created_at) VALUES ($1, $2, 1, $3, 'comment', '{\"body\":\"hi\"}', \
              'applying', 0) RETURNING id",
@@ -1160,9 +1159,8 @@ async fn the_run_page_says_whether_each_proposals_statement_landed() {
         .bind(id)
         .bind(step_run)
         .bind(position)
-        .fetch_one(pool)
-        .await
-        .unwrap());
+        .one_int(fx.store())
+        .await;
         fx.store()
             .record_statement(proposal, id, "sha256:ab", "{}")
             .await

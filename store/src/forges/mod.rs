@@ -8,13 +8,14 @@
 //! - A delivery id is recorded at most once per forge (primary key), so of two concurrent
 //!   deliveries with one id exactly one proceeds — on every engine sharing the database.
 
-use super::{is_unique_violation, now_ms, on_db, Store};
+use super::{is_unique_violation, now_ms, Store};
+use crate::tx::Statement;
 
 pub(crate) mod schedules;
 pub(crate) mod status_reports;
 
 /// A registered repository (sealed fields stay sealed).
-#[derive(Clone, PartialEq, sqlx::FromRow)]
+#[derive(Clone, PartialEq, sqlx::FromRow, serde::Deserialize)]
 pub struct RepoRow {
     pub id: i64,
     pub name: String,
@@ -82,22 +83,24 @@ impl Store {
              api_url, api_token, default_branch, created_at, public_read, forge_repo_id) \
              VALUES ({id_value}$1, $2, $3, $4, $5, $6, $7, $8, FALSE, $9) RETURNING {REPO_COLUMNS}"
         );
-        let inserted = on_db!(self, pool => sqlx::query_as::<_, RepoRow>(&sql)
-            .bind(repo.name)
-            .bind(repo.clone_url)
-            .bind(repo.forge)
-            .bind(repo.webhook_secret_sealed)
-            .bind(repo.api_url)
-            .bind(repo.api_token_sealed)
-            .bind(repo.default_branch)
-            .bind(now_ms())
-            .bind(repo.forge_repo_id)
-            .fetch_one(pool)
-            .await);
+        let inserted = self
+            .one_row::<RepoRow>(
+                Statement::new(&sql)
+                    .bind(repo.name)
+                    .bind(repo.clone_url)
+                    .bind(repo.forge)
+                    .bind(repo.webhook_secret_sealed)
+                    .bind(repo.api_url)
+                    .bind(repo.api_token_sealed)
+                    .bind(repo.default_branch)
+                    .bind(now_ms())
+                    .bind(repo.forge_repo_id),
+            )
+            .await;
         match inserted {
             Ok(row) => Ok(Some(row)),
             Err(e) if is_unique_violation(&e) => Ok(None),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
@@ -109,31 +112,29 @@ impl Store {
         id: i64,
         forge_repo_id: i64,
     ) -> anyhow::Result<Option<i64>> {
-        on_db!(self, pool => sqlx::query(
-            "UPDATE repositories SET forge_repo_id = $2 WHERE id = $1 AND forge_repo_id IS NULL",
+        self.execute(
+            Statement::new(
+                "UPDATE repositories SET forge_repo_id = $2 WHERE id = $1 \
+                 AND forge_repo_id IS NULL",
+            )
+            .bind(id)
+            .bind(forge_repo_id),
         )
-        .bind(id)
-        .bind(forge_repo_id)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        let bound: Option<Option<i64>> = on_db!(self, pool => sqlx::query_scalar(
-            "SELECT forge_repo_id FROM repositories WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(pool)
-        .await?);
+        .await?;
+        let bound: Option<Option<i64>> = self
+            .scalar(Statement::new("SELECT forge_repo_id FROM repositories WHERE id = $1").bind(id))
+            .await?;
         Ok(bound.flatten())
     }
 
     pub async fn repo_by_name(&self, name: &str) -> anyhow::Result<Option<RepoRow>> {
         let sql = format!("SELECT {REPO_COLUMNS} FROM repositories WHERE name = $1");
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(name).fetch_optional(pool).await?))
+        self.row(Statement::new(&sql).bind(name)).await
     }
 
     pub async fn repo_by_id(&self, id: i64) -> anyhow::Result<Option<RepoRow>> {
         let sql = format!("SELECT {REPO_COLUMNS} FROM repositories WHERE id = $1");
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?))
+        self.row(Statement::new(&sql).bind(id)).await
     }
 
     pub async fn list_repos(&self) -> anyhow::Result<Vec<RepoRow>> {
@@ -149,83 +150,83 @@ impl Store {
             "SELECT {REPO_COLUMNS} FROM repositories {} ORDER BY name",
             conditions.where_clause()
         );
-        Ok(
-            on_db!(self, pool => super::filters::bind_conditions!(sqlx::query_as(&sql), conditions)
-            .fetch_all(pool)
-            .await?),
-        )
+        self.rows(super::filters::bind_conditions!(
+            Statement::new(&sql),
+            conditions
+        ))
+        .await
     }
 
     /// Deletes a repository with its workflows, runs, secrets and schedules.
     pub async fn delete_repo(&self, id: i64) -> anyhow::Result<bool> {
-        let deleted = on_db!(self, pool => sqlx::query("DELETE FROM repositories WHERE id = $1")
-            .bind(id)
-            .execute(pool)
-            .await?
-            .rows_affected());
+        let deleted = self
+            .execute(Statement::new("DELETE FROM repositories WHERE id = $1").bind(id))
+            .await?;
         Ok(deleted == 1)
     }
 
     /// Runs of the repository that are not final.
     pub async fn active_runs_of_repo(&self, repo_id: i64) -> anyhow::Result<Vec<i64>> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT id FROM runs WHERE repo_id = $1 AND status IN ('pending', 'queued', 'running') ORDER BY id",
+        self.scalars(
+            Statement::new(
+                "SELECT id FROM runs WHERE repo_id = $1 \
+                 AND status IN ('pending', 'queued', 'running') ORDER BY id",
+            )
+            .bind(repo_id),
         )
-        .bind(repo_id)
-        .fetch_all(pool)
-        .await?))
+        .await
     }
 
     pub async fn set_default_branch(&self, repo_id: i64, branch: &str) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query(
-            "UPDATE repositories SET default_branch = $2 WHERE id = $1 \
-             AND (default_branch IS NULL OR default_branch <> $2)",
+        self.execute(
+            Statement::new(
+                "UPDATE repositories SET default_branch = $2 WHERE id = $1 \
+                 AND (default_branch IS NULL OR default_branch <> $2)",
+            )
+            .bind(repo_id)
+            .bind(branch),
         )
-        .bind(repo_id)
-        .bind(branch)
-        .execute(pool)
-        .await?
-        .rows_affected());
+        .await?;
         Ok(())
     }
 
     /// Stores (or replaces) a sealed secret of the repository.
     pub async fn put_secret(&self, repo_id: i64, name: &str, sealed: &str) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query(
-            "INSERT INTO repo_secrets (repo_id, name, sealed, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (repo_id, name) DO UPDATE SET sealed = excluded.sealed, \
-             updated_at = excluded.updated_at",
+        self.execute(
+            Statement::new(
+                "INSERT INTO repo_secrets (repo_id, name, sealed, updated_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (repo_id, name) \
+                 DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+            )
+            .bind(repo_id)
+            .bind(name)
+            .bind(sealed)
+            .bind(now_ms()),
         )
-        .bind(repo_id)
-        .bind(name)
-        .bind(sealed)
-        .bind(now_ms())
-        .execute(pool)
-        .await?
-        .rows_affected());
+        .await?;
         Ok(())
     }
 
     pub async fn delete_secret(&self, repo_id: i64, name: &str) -> anyhow::Result<bool> {
-        let deleted = on_db!(self, pool => sqlx::query(
-            "DELETE FROM repo_secrets WHERE repo_id = $1 AND name = $2",
-        )
-        .bind(repo_id)
-        .bind(name)
-        .execute(pool)
-        .await?
-        .rows_affected());
+        let deleted = self
+            .execute(
+                Statement::new("DELETE FROM repo_secrets WHERE repo_id = $1 AND name = $2")
+                    .bind(repo_id)
+                    .bind(name),
+            )
+            .await?;
         Ok(deleted == 1)
     }
 
     /// Names and update times of the repository's secrets (never their values).
     pub async fn secret_names(&self, repo_id: i64) -> anyhow::Result<Vec<(String, i64)>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT name, updated_at FROM repo_secrets WHERE repo_id = $1 ORDER BY name",
+        self.rows(
+            Statement::new(
+                "SELECT name, updated_at FROM repo_secrets WHERE repo_id = $1 ORDER BY name",
+            )
+            .bind(repo_id),
         )
-        .bind(repo_id)
-        .fetch_all(pool)
-        .await?))
+        .await
     }
 
     /// The sealed secrets a step of `run_id` may receive: none for local runs and runs
@@ -237,14 +238,16 @@ impl Store {
     ) -> anyhow::Result<Vec<(String, String)>> {
         let mut found = Vec::new();
         for name in names {
-            let sealed: Option<String> = on_db!(self, pool => sqlx::query_scalar(
-                "SELECT s.sealed FROM runs r JOIN repo_secrets s ON s.repo_id = r.repo_id \
-                 WHERE r.id = $1 AND r.secrets_allowed AND s.name = $2",
-            )
-            .bind(run_id)
-            .bind(name)
-            .fetch_optional(pool)
-            .await?);
+            let sealed: Option<String> = self
+                .scalar(
+                    Statement::new(
+                        "SELECT s.sealed FROM runs r JOIN repo_secrets s ON s.repo_id = r.repo_id \
+                         WHERE r.id = $1 AND r.secrets_allowed AND s.name = $2",
+                    )
+                    .bind(run_id)
+                    .bind(name),
+                )
+                .await?;
             if let Some(sealed) = sealed {
                 found.push((name.clone(), sealed));
             }
@@ -254,12 +257,11 @@ impl Store {
 
     /// Whether the run belongs to a repository and withholds its secrets.
     pub async fn run_withholds_secrets(&self, run_id: i64) -> anyhow::Result<bool> {
-        let row: Option<bool> = on_db!(self, pool => sqlx::query_scalar(
-            "SELECT NOT secrets_allowed FROM runs WHERE id = $1",
-        )
-        .bind(run_id)
-        .fetch_optional(pool)
-        .await?);
+        let row: Option<bool> = self
+            .scalar(
+                Statement::new("SELECT NOT secrets_allowed FROM runs WHERE id = $1").bind(run_id),
+            )
+            .await?;
         Ok(row.unwrap_or(false))
     }
 
@@ -273,16 +275,17 @@ impl Store {
         token_hash: &str,
         owner_hash: Option<&str>,
     ) -> anyhow::Result<i64> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "INSERT INTO api_tokens (name, token_hash, owner_hash, created_at) \
-             VALUES ($1, $2, $3, $4) RETURNING id",
+        self.one_scalar(
+            Statement::new(
+                "INSERT INTO api_tokens (name, token_hash, owner_hash, created_at) \
+                 VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(name)
+            .bind(token_hash)
+            .bind(owner_hash)
+            .bind(now_ms()),
         )
-        .bind(name)
-        .bind(token_hash)
-        .bind(owner_hash)
-        .bind(now_ms())
-        .fetch_one(pool)
-        .await?))
+        .await
     }
 
     /// Records a delivery; false when this forge already delivered this id.
@@ -293,18 +296,20 @@ impl Store {
         repo_id: i64,
         event: &str,
     ) -> anyhow::Result<bool> {
-        let inserted = on_db!(self, pool => sqlx::query(
-            "INSERT INTO webhook_deliveries (forge, delivery_id, repo_id, event, received_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (forge, delivery_id) DO NOTHING",
-        )
-        .bind(forge)
-        .bind(delivery_id)
-        .bind(repo_id)
-        .bind(event)
-        .bind(now_ms())
-        .execute(pool)
-        .await?
-        .rows_affected());
+        let inserted = self
+            .execute(
+                Statement::new(
+                    "INSERT INTO webhook_deliveries (forge, delivery_id, repo_id, event, \
+                     received_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (forge, delivery_id) DO NOTHING",
+                )
+                .bind(forge)
+                .bind(delivery_id)
+                .bind(repo_id)
+                .bind(event)
+                .bind(now_ms()),
+            )
+            .await?;
         Ok(inserted == 1)
     }
 
@@ -316,27 +321,29 @@ impl Store {
         runs: &[i64],
     ) -> anyhow::Result<()> {
         let runs = serde_json::to_string(runs)?;
-        on_db!(self, pool => sqlx::query(
-            "UPDATE webhook_deliveries SET runs = $3 WHERE forge = $1 AND delivery_id = $2",
+        self.execute(
+            Statement::new(
+                "UPDATE webhook_deliveries SET runs = $3 WHERE forge = $1 AND delivery_id = $2",
+            )
+            .bind(forge)
+            .bind(delivery_id)
+            .bind(runs),
         )
-        .bind(forge)
-        .bind(delivery_id)
-        .bind(runs)
-        .execute(pool)
-        .await?
-        .rows_affected());
+        .await?;
         Ok(())
     }
 
     /// The runs an earlier delivery started.
     pub async fn delivery_runs(&self, forge: &str, delivery_id: &str) -> anyhow::Result<Vec<i64>> {
-        let runs: Option<String> = on_db!(self, pool => sqlx::query_scalar(
-            "SELECT runs FROM webhook_deliveries WHERE forge = $1 AND delivery_id = $2",
-        )
-        .bind(forge)
-        .bind(delivery_id)
-        .fetch_optional(pool)
-        .await?);
+        let runs: Option<String> = self
+            .scalar(
+                Statement::new(
+                    "SELECT runs FROM webhook_deliveries WHERE forge = $1 AND delivery_id = $2",
+                )
+                .bind(forge)
+                .bind(delivery_id),
+            )
+            .await?;
         Ok(runs
             .and_then(|r| serde_json::from_str(&r).ok())
             .unwrap_or_default())
@@ -344,14 +351,12 @@ impl Store {
 
     /// Forgets a delivery that could not be processed, so the forge's redelivery is tried.
     pub async fn forget_delivery(&self, forge: &str, delivery_id: &str) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query(
-            "DELETE FROM webhook_deliveries WHERE forge = $1 AND delivery_id = $2",
+        self.execute(
+            Statement::new("DELETE FROM webhook_deliveries WHERE forge = $1 AND delivery_id = $2")
+                .bind(forge)
+                .bind(delivery_id),
         )
-        .bind(forge)
-        .bind(delivery_id)
-        .execute(pool)
-        .await?
-        .rows_affected());
+        .await?;
         Ok(())
     }
 }

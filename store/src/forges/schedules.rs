@@ -4,10 +4,12 @@
 //! Invariant: a schedule tick is taken by moving `next_fire_at` with a compare-and-set:
 //! of several engines seeing the same due schedule, exactly one wins the tick.
 
-use crate::{on_db, Store};
+use crate::tx::Conn;
+use crate::tx::Statement;
+use crate::Store;
 
 /// A cron schedule read from a workflow file on the default branch.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct ScheduleRow {
     pub id: i64,
     pub repo_id: i64,
@@ -40,57 +42,44 @@ impl Store {
         sha: &str,
         entries: &[ScheduleEntry],
     ) -> anyhow::Result<()> {
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
+        {
+            let mut conn = Conn::acquire(self).await?;
+            let mut tx = conn.begin().await?;
             // Write first (see the store's invariants): locks the repository against a
             // concurrent replacement, and SQLite never has to upgrade a read snapshot.
-            sqlx::query("UPDATE repositories SET id = id WHERE id = $1")
-                .bind(repo_id)
-                .execute(&mut *tx)
-                .await?;
-            let existing: Vec<(String, String)> = sqlx::query_as(
-                "SELECT workflow_path, cron FROM schedules WHERE repo_id = $1",
+            tx.execute(
+                Statement::new("UPDATE repositories SET id = id WHERE id = $1").bind(repo_id),
             )
-            .bind(repo_id)
-            .fetch_all(&mut *tx)
             .await?;
+            let existing: Vec<(String, String)> = tx
+                .rows(
+                    Statement::new("SELECT workflow_path, cron FROM schedules WHERE repo_id = $1")
+                        .bind(repo_id),
+                )
+                .await?;
             for (path, cron) in &existing {
-                if !entries.iter().any(|e| &e.workflow_path == path && &e.cron == cron) {
-                    sqlx::query(
-                        "DELETE FROM schedules WHERE repo_id = $1 AND workflow_path = $2 AND cron = $3",
-                    )
-                    .bind(repo_id)
-                    .bind(path)
-                    .bind(cron)
-                    .execute(&mut *tx)
-                    .await?;
+                if !entries
+                    .iter()
+                    .any(|e| &e.workflow_path == path && &e.cron == cron)
+                {
+                    tx.execute(Statement::new("DELETE FROM schedules WHERE repo_id = $1 AND workflow_path = $2 AND cron = $3",).bind(repo_id).bind(path).bind(cron)).await?;
                 }
             }
             for entry in entries {
-                sqlx::query(
-                    "INSERT INTO schedules (repo_id, workflow_path, cron, sha, branch, next_fire_at) \
+                tx.execute(Statement::new("INSERT INTO schedules (repo_id, workflow_path, cron, sha, branch, next_fire_at) \
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (repo_id, workflow_path, cron) \
-                     DO UPDATE SET sha = excluded.sha, branch = excluded.branch",
-                )
-                .bind(repo_id)
-                .bind(&entry.workflow_path)
-                .bind(&entry.cron)
-                .bind(sha)
-                .bind(branch)
-                .bind(entry.next_fire_at)
-                .execute(&mut *tx)
-                .await?;
+                     DO UPDATE SET sha = excluded.sha, branch = excluded.branch",).bind(repo_id).bind(&entry.workflow_path).bind(&entry.cron).bind(sha).bind(branch).bind(entry.next_fire_at)).await?;
             }
             tx.commit().await?;
             Ok(())
-        })
+        }
     }
 
     pub async fn schedules_of_repo(&self, repo_id: i64) -> anyhow::Result<Vec<ScheduleRow>> {
         let sql = format!(
             "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE repo_id = $1 ORDER BY workflow_path, cron"
         );
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(repo_id).fetch_all(pool).await?))
+        Ok(self.rows(Statement::new(&sql).bind(repo_id)).await?)
     }
 
     /// Schedules whose next fire time has come.
@@ -98,7 +87,7 @@ impl Store {
         let sql = format!(
             "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE next_fire_at <= $1 ORDER BY next_fire_at LIMIT 100"
         );
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(now).fetch_all(pool).await?))
+        Ok(self.rows(Statement::new(&sql).bind(now)).await?)
     }
 
     /// Takes the tick `seen_next` of a schedule, moving it to `next`; false when another
@@ -110,17 +99,18 @@ impl Store {
         next: i64,
         now: i64,
     ) -> anyhow::Result<bool> {
-        let taken = on_db!(self, pool => sqlx::query(
-            "UPDATE schedules SET next_fire_at = $3, last_fired_at = $4 \
+        let taken = self
+            .execute(
+                Statement::new(
+                    "UPDATE schedules SET next_fire_at = $3, last_fired_at = $4 \
              WHERE id = $1 AND next_fire_at = $2",
-        )
-        .bind(id)
-        .bind(seen_next)
-        .bind(next)
-        .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected());
+                )
+                .bind(id)
+                .bind(seen_next)
+                .bind(next)
+                .bind(now),
+            )
+            .await?;
         Ok(taken == 1)
     }
 }

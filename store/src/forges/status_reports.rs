@@ -6,10 +6,11 @@
 
 use plue_types::status::CommitState;
 
-use crate::{now_ms, on_db, Store};
+use crate::tx::Statement;
+use crate::{now_ms, Store};
 
 /// A commit status to post, with what posting needs.
-#[derive(Clone, PartialEq, sqlx::FromRow)]
+#[derive(Clone, PartialEq, sqlx::FromRow, serde::Deserialize)]
 pub struct StatusReportRow {
     pub id: i64,
     pub run_id: i64,
@@ -49,41 +50,41 @@ impl Store {
         lease_ms: i64,
         limit: i64,
     ) -> anyhow::Result<Vec<StatusReportRow>> {
-        let candidates: Vec<(i64, i64)> = on_db!(self, pool => sqlx::query_as(
-            "SELECT s.id, s.next_attempt_at FROM status_reports s \
+        let candidates: Vec<(i64, i64)> = self
+            .rows(
+                Statement::new(
+                    "SELECT s.id, s.next_attempt_at FROM status_reports s \
              WHERE s.delivered_at IS NULL AND s.abandoned IS NULL AND s.next_attempt_at <= $1 \
              AND NOT EXISTS (SELECT 1 FROM status_reports o WHERE o.run_id = s.run_id \
                  AND o.id < s.id AND o.delivered_at IS NULL AND o.abandoned IS NULL) \
              ORDER BY s.id LIMIT $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?);
+                )
+                .bind(now)
+                .bind(limit),
+            )
+            .await?;
         let mut claimed = Vec::new();
         for (id, seen) in candidates {
-            let taken = on_db!(self, pool => sqlx::query(
-                "UPDATE status_reports SET next_attempt_at = $3, attempts = attempts + 1 \
+            let taken = self
+                .execute(
+                    Statement::new(
+                        "UPDATE status_reports SET next_attempt_at = $3, attempts = attempts + 1 \
                  WHERE id = $1 AND next_attempt_at = $2 AND delivered_at IS NULL",
-            )
-            .bind(id)
-            .bind(seen)
-            .bind(now + lease_ms)
-            .execute(pool)
-            .await?
-            .rows_affected());
+                    )
+                    .bind(id)
+                    .bind(seen)
+                    .bind(now + lease_ms),
+                )
+                .await?;
             if taken == 1 {
-                let row = on_db!(self, pool => sqlx::query_as::<_, StatusReportRow>(
-                    "SELECT s.id, s.run_id, s.state, s.description, s.attempts, s.next_attempt_at, \
+                let row = self.row::<StatusReportRow>(Statement::new("SELECT s.id, s.run_id, s.state, s.description, s.attempts, s.next_attempt_at, \
                      r.sha, w.name AS workflow_name, w.path AS workflow_path, p.name AS repo_name, \
                      p.forge, p.clone_url, p.api_url, p.api_token, p.forge_repo_id \
                      FROM status_reports s JOIN runs r ON r.id = s.run_id \
                      JOIN workflows w ON w.id = r.workflow_id \
-                     JOIN repositories p ON p.id = r.repo_id WHERE s.id = $1",
-                )
-                .bind(id)
-                .fetch_optional(pool)
-                .await?);
+                     JOIN repositories p ON p.id = r.repo_id WHERE s.id = $1",)
+            .bind(id))
+        .await?;
                 claimed.extend(row);
             }
         }
@@ -91,12 +92,12 @@ impl Store {
     }
 
     pub async fn status_delivered(&self, id: i64) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query("UPDATE status_reports SET delivered_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(now_ms())
-            .execute(pool)
-            .await?
-            .rows_affected());
+        self.execute(
+            Statement::new("UPDATE status_reports SET delivered_at = $2 WHERE id = $1")
+                .bind(id)
+                .bind(now_ms()),
+        )
+        .await?;
         Ok(())
     }
 
@@ -117,17 +118,17 @@ impl Store {
         at: i64,
         abandoned: Option<&str>,
     ) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query(
-            "UPDATE status_reports SET last_error = $2, next_attempt_at = $3, abandoned = $4 \
+        self.execute(
+            Statement::new(
+                "UPDATE status_reports SET last_error = $2, next_attempt_at = $3, abandoned = $4 \
              WHERE id = $1",
+            )
+            .bind(id)
+            .bind(error)
+            .bind(at)
+            .bind(abandoned),
         )
-        .bind(id)
-        .bind(error)
-        .bind(at)
-        .bind(abandoned)
-        .execute(pool)
-        .await?
-        .rows_affected());
+        .await?;
         Ok(())
     }
 
@@ -136,13 +137,15 @@ impl Store {
         &self,
         run_id: i64,
     ) -> anyhow::Result<Vec<(CommitState, bool, i64, Option<String>)>> {
-        let rows: Vec<(String, bool, i64, Option<String>)> = on_db!(self, pool => sqlx::query_as(
-            "SELECT state, delivered_at IS NOT NULL AS delivered, attempts, last_error \
+        let rows: Vec<(String, bool, i64, Option<String>)> = self
+            .rows(
+                Statement::new(
+                    "SELECT state, delivered_at IS NOT NULL AS delivered, attempts, last_error \
              FROM status_reports WHERE run_id = $1 ORDER BY id",
-        )
-        .bind(run_id)
-        .fetch_all(pool)
-        .await?);
+                )
+                .bind(run_id),
+            )
+            .await?;
         rows.into_iter()
             .map(|(state, delivered, attempts, last_error)| {
                 Ok((state.parse()?, delivered, attempts, last_error))

@@ -30,11 +30,12 @@ use std::sync::LazyLock;
 
 use plue_types::protocol::LogLine;
 
-use super::{on_db, Db, Store};
+use super::{is_unique_violation, Store};
+use crate::tx::Statement;
 use quota::LogBudget;
 
 /// A stored line as readers get it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct StoredLine {
     pub attempt: i64,
     pub seq: i64,
@@ -120,6 +121,37 @@ const PG_LAST_LINES: &str = "\
      ORDER BY attempt DESC, seq DESC LIMIT 1) \
     FROM step_runs s WHERE s.run_id = $1";
 
+/// A batch of lines as PostgreSQL's statements take them: one array per column, zipped by
+/// `unnest` (`$3`..`$6` of [`PG_APPEND`] and [`PG_APPEND_COUNTED`]).
+struct LineColumns<'l> {
+    seqs: Vec<i64>,
+    streams: Vec<&'l str>,
+    texts: Vec<&'l str>,
+    ts: Vec<i64>,
+}
+
+impl<'l> LineColumns<'l> {
+    fn of(lines: &'l [LogLine]) -> Self {
+        LineColumns {
+            seqs: lines.iter().map(|l| l.seq as i64).collect(),
+            streams: lines.iter().map(|l| l.stream.as_str()).collect(),
+            texts: lines.iter().map(|l| l.text.as_str()).collect(),
+            ts: lines.iter().map(|l| l.ts_ms).collect(),
+        }
+    }
+
+    /// `sql` with the step run and attempt as `$1`, `$2` and the columns as `$3`..`$6`.
+    fn statement<'s>(&'s self, sql: &'s str, step_run_id: i64, attempt: i64) -> Statement<'s> {
+        Statement::new(sql)
+            .bind(step_run_id)
+            .bind(attempt)
+            .bind(&self.seqs)
+            .bind(&self.streams)
+            .bind(&self.texts)
+            .bind(&self.ts)
+    }
+}
+
 impl Store {
     /// Appends lines of attempt `attempt` of a step run; returns how many were new. A
     /// runner's lines go through [`Store::append_logs_counted`] instead, which keeps the log
@@ -133,51 +165,28 @@ impl Store {
         if lines.is_empty() {
             return Ok(0);
         }
-        let inserted = match &self.db {
-            Db::Postgres(pool) => {
-                let seqs: Vec<i64> = lines.iter().map(|l| l.seq as i64).collect();
-                let streams: Vec<&str> = lines.iter().map(|l| l.stream.as_str()).collect();
-                let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
-                let ts: Vec<i64> = lines.iter().map(|l| l.ts_ms).collect();
-                let fast = sqlx::query(PG_APPEND)
-                    .bind(step_run_id)
-                    .bind(attempt)
-                    .bind(&seqs)
-                    .bind(&streams)
-                    .bind(&texts)
-                    .bind(&ts)
-                    .execute(pool)
-                    .await;
-                match fast {
-                    Ok(done) => done.rows_affected(),
-                    // A concurrent copy of this batch won the race: store what is missing.
-                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                        sqlx::query(PG_APPEND_IDEMPOTENT)
-                            .bind(step_run_id)
-                            .bind(attempt)
-                            .bind(&seqs)
-                            .bind(&streams)
-                            .bind(&texts)
-                            .bind(&ts)
-                            .execute(pool)
-                            .await?
-                            .rows_affected()
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+        if !self.is_postgres() {
+            return sqlite_chunks::append(self, step_run_id, attempt, lines).await;
+        }
+        let columns = LineColumns::of(lines);
+        match self
+            .execute(columns.statement(PG_APPEND, step_run_id, attempt))
+            .await
+        {
+            Ok(inserted) => Ok(inserted),
+            // A concurrent copy of this batch won the race: store what is missing.
+            Err(e) if is_unique_violation(&e) => {
+                self.execute(columns.statement(PG_APPEND_IDEMPOTENT, step_run_id, attempt))
+                    .await
             }
-            Db::Sqlite(pool) => sqlite_chunks::append(pool, step_run_id, attempt, lines).await?,
-        };
-        Ok(inserted)
+            Err(e) => Err(e),
+        }
     }
 
     /// Where attempt `attempt_id`'s log stands against its quotas (`None`: no such
     /// attempt). One read, which also says whether the runner should stop the attempt.
     pub async fn log_budget(&self, attempt_id: i64) -> anyhow::Result<Option<LogBudget>> {
-        Ok(on_db!(self, pool => sqlx::query_as(BUDGET)
-            .bind(attempt_id)
-            .fetch_optional(pool)
-            .await?))
+        self.row(Statement::new(BUDGET).bind(attempt_id)).await
     }
 
     /// [`Store::append_logs`] adding the bytes of the lines it stores to the attempt's and
@@ -194,43 +203,33 @@ impl Store {
         if lines.is_empty() && !truncated {
             return Ok(0);
         }
-        match &self.db {
-            Db::Postgres(pool) => {
-                let seqs: Vec<i64> = lines.iter().map(|l| l.seq as i64).collect();
-                let streams: Vec<&str> = lines.iter().map(|l| l.stream.as_str()).collect();
-                let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
-                let ts: Vec<i64> = lines.iter().map(|l| l.ts_ms).collect();
-                let append = |sql: &'static str| {
-                    sqlx::query_as::<_, (i64, i64)>(sql)
-                        .bind(at.step_run_id)
-                        .bind(at.number)
-                        .bind(seqs.clone())
-                        .bind(streams.clone())
-                        .bind(texts.clone())
-                        .bind(ts.clone())
-                        .bind(at.attempt_id)
-                        .bind(truncated)
-                        .fetch_one(pool)
-                };
-                let (inserted, bytes) = match append(&PG_APPEND_COUNTED[0]).await {
-                    Ok(done) => done,
-                    // A concurrent copy of this batch won the race: store what is missing.
-                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                        append(&PG_APPEND_COUNTED[1]).await?
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                if bytes > 0 {
-                    sqlx::query("UPDATE runs SET log_bytes = log_bytes + $2 WHERE id = $1")
-                        .bind(at.run_id)
-                        .bind(bytes)
-                        .execute(pool)
-                        .await?;
-                }
-                Ok(inserted as u64)
-            }
-            Db::Sqlite(pool) => sqlite_chunks::append_counted(pool, at, lines, truncated).await,
+        if !self.is_postgres() {
+            return sqlite_chunks::append_counted(self, at, lines, truncated).await;
         }
+        let columns = LineColumns::of(lines);
+        let append = |sql: &'static str| {
+            self.one_row::<(i64, i64)>(
+                columns
+                    .statement(sql, at.step_run_id, at.number)
+                    .bind(at.attempt_id)
+                    .bind(truncated),
+            )
+        };
+        let (inserted, bytes) = match append(&PG_APPEND_COUNTED[0]).await {
+            Ok(done) => done,
+            // A concurrent copy of this batch won the race: store what is missing.
+            Err(e) if is_unique_violation(&e) => append(&PG_APPEND_COUNTED[1]).await?,
+            Err(e) => return Err(e),
+        };
+        if bytes > 0 {
+            self.execute(
+                Statement::new("UPDATE runs SET log_bytes = log_bytes + $2 WHERE id = $1")
+                    .bind(at.run_id)
+                    .bind(bytes),
+            )
+            .await?;
+        }
+        Ok(inserted as u64)
     }
 
     /// Up to `limit` lines of a step run after the cursor `(attempt, seq)`, in order.
@@ -240,36 +239,26 @@ impl Store {
         after: (i64, i64),
         limit: i64,
     ) -> anyhow::Result<Vec<StoredLine>> {
-        match &self.db {
-            Db::Postgres(pool) => Ok(sqlx::query_as(PG_PAGE)
+        if !self.is_postgres() {
+            return sqlite_chunks::read(self, step_run_id, after, limit).await;
+        }
+        self.rows(
+            Statement::new(PG_PAGE)
                 .bind(step_run_id)
                 .bind(after.0)
                 .bind(after.1)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?),
-            Db::Sqlite(pool) => sqlite_chunks::read(pool, step_run_id, after, limit).await,
-        }
+                .bind(limit),
+        )
+        .await
     }
 
     /// The last stored line `(attempt, seq)` of each step run of `run_id` that has lines:
     /// one index seek a step, so a reader can tell which steps it has not printed whole
     /// without reading any of them.
     pub async fn last_lines(&self, run_id: i64) -> anyhow::Result<BTreeMap<i64, (i64, i64)>> {
-        let rows: Vec<(i64, Option<i64>, Option<i64>)> = match &self.db {
-            Db::Postgres(pool) => {
-                sqlx::query_as(PG_LAST_LINES)
-                    .bind(run_id)
-                    .fetch_all(pool)
-                    .await?
-            }
-            Db::Sqlite(pool) => {
-                sqlx::query_as(sqlite_chunks::LAST_LINES)
-                    .bind(run_id)
-                    .fetch_all(pool)
-                    .await?
-            }
-        };
+        let rows: Vec<(i64, Option<i64>, Option<i64>)> = self
+            .rows(Statement::per_backend(sqlite_chunks::LAST_LINES, PG_LAST_LINES).bind(run_id))
+            .await?;
         Ok(rows
             .into_iter()
             .filter_map(|(id, attempt, seq)| Some((id, (attempt?, seq?))))
@@ -278,19 +267,13 @@ impl Store {
 
     /// How many lines a step run has (all attempts).
     pub async fn count_logs(&self, step_run_id: i64) -> anyhow::Result<i64> {
-        Ok(match &self.db {
-            Db::Postgres(pool) => {
-                sqlx::query_scalar("SELECT COUNT(*) FROM log_lines WHERE step_run_id = $1")
-                    .bind(step_run_id)
-                    .fetch_one(pool)
-                    .await?
-            }
-            Db::Sqlite(pool) => {
-                sqlx::query_scalar(sqlite_chunks::COUNT)
-                    .bind(step_run_id)
-                    .fetch_one(pool)
-                    .await?
-            }
-        })
+        self.one_scalar(
+            Statement::per_backend(
+                sqlite_chunks::COUNT,
+                "SELECT COUNT(*) FROM log_lines WHERE step_run_id = $1",
+            )
+            .bind(step_run_id),
+        )
+        .await
     }
 }

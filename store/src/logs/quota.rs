@@ -61,7 +61,7 @@ impl Default for LogQuotas {
 }
 
 /// Where an attempt's log stands, read before a batch of it is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct LogBudget {
     /// The runner should stop the attempt (the run is being cancelled, or the attempt
     /// ended): what the batch's answer says.

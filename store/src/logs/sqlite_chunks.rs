@@ -21,10 +21,11 @@
 
 use anyhow::Context;
 use plue_types::protocol::LogLine;
-use sqlx::SqlitePool;
 
 use super::chunk_encoding;
 use super::StoredLine;
+use crate::tx::{Conn, Statement};
+use crate::Store;
 
 /// Lines per chunk at most. A reader whose cursor is inside a chunk parses all of it, so a
 /// chunk stays small next to a page.
@@ -67,7 +68,7 @@ pub(super) const COUNT: &str =
 
 /// Appends the lines of attempt `attempt`; returns how many were new.
 pub(super) async fn append(
-    pool: &SqlitePool,
+    store: &Store,
     step_run_id: i64,
     attempt: i64,
     lines: &[LogLine],
@@ -75,33 +76,36 @@ pub(super) async fn append(
     let lines = in_order(lines);
     if let [chunk] = cut(&lines).as_slice() {
         let first = chunk.first().map_or(0, |l| l.seq);
-        let done = bind_chunk(sqlx::query(APPEND_IF_NEW), step_run_id, attempt, chunk)?
-            .bind(i64::try_from(first).context("line seq out of range")?)
-            .execute(pool)
+        let inserted = store
+            .execute(
+                chunk_insert(APPEND_IF_NEW, step_run_id, attempt, chunk)?
+                    .bind(i64::try_from(first).context("line seq out of range")?),
+            )
             .await?;
-        if done.rows_affected() == 1 {
+        if inserted == 1 {
             return Ok(chunk.len() as u64);
         }
     }
     // Several chunks, or a batch sent again (all or part of it stored already).
-    let mut tx = pool.begin().await?;
-    sqlx::query("UPDATE step_runs SET id = id WHERE id = $1")
-        .bind(step_run_id)
-        .execute(&mut *tx)
+    let mut conn = Conn::acquire(store).await?;
+    let mut tx = conn.begin().await?;
+    tx.execute(Statement::new("UPDATE step_runs SET id = id WHERE id = $1").bind(step_run_id))
         .await?;
-    let stored: Option<i64> = sqlx::query_scalar(
-        "SELECT MAX(last_seq) FROM log_chunks WHERE step_run_id = $1 AND attempt = $2",
-    )
-    .bind(step_run_id)
-    .bind(attempt)
-    .fetch_one(&mut *tx)
-    .await?;
+    let stored: Option<i64> = tx
+        .scalar(
+            Statement::new(
+                "SELECT MAX(last_seq) FROM log_chunks WHERE step_run_id = $1 AND attempt = $2",
+            )
+            .bind(step_run_id)
+            .bind(attempt),
+        )
+        .await?
+        .context("no row returned")?;
     let stored = stored.map_or(0, |seq| u64::try_from(seq).unwrap_or(0));
     let new = lines.partition_point(|l| l.seq <= stored);
     let new = &lines[new..];
     for chunk in cut(new) {
-        bind_chunk(sqlx::query(APPEND), step_run_id, attempt, chunk)?
-            .execute(&mut *tx)
+        tx.execute(chunk_insert(APPEND, step_run_id, attempt, chunk)?)
             .await?;
     }
     tx.commit().await?;
@@ -113,16 +117,18 @@ pub(super) async fn append(
 /// the attempt's log as cut when `truncated` (see [`super::quota`]). Returns how many
 /// lines were new.
 pub(super) async fn append_counted(
-    pool: &SqlitePool,
+    store: &Store,
     at: super::LogAttempt,
     lines: &[LogLine],
     truncated: bool,
 ) -> anyhow::Result<u64> {
-    let new = append(pool, at.step_run_id, at.number, lines).await?;
+    let new = append(store, at.step_run_id, at.number, lines).await?;
     if truncated {
-        sqlx::query("UPDATE attempts SET log_truncated = TRUE WHERE id = $1")
-            .bind(at.attempt_id)
-            .execute(pool)
+        store
+            .execute(
+                Statement::new("UPDATE attempts SET log_truncated = TRUE WHERE id = $1")
+                    .bind(at.attempt_id),
+            )
             .await?;
     }
     Ok(new)
@@ -134,7 +140,7 @@ pub(super) async fn append_counted(
 /// chunks of one line (a step printing a line now and then) is a few queries, and one of
 /// full chunks parses little past its end.
 pub(super) async fn read(
-    pool: &SqlitePool,
+    store: &Store,
     step_run_id: i64,
     after: (i64, i64),
     limit: i64,
@@ -145,12 +151,14 @@ pub(super) async fn read(
     let (mut chunks_read, mut lines_read) = (0, 0);
     let mut fetch = FIRST_FETCH.min(limit);
     while page.len() < limit {
-        let chunks: Vec<(i64, String)> = sqlx::query_as(PAGE)
-            .bind(step_run_id)
-            .bind(cursor.0)
-            .bind(cursor.1)
-            .bind(fetch as i64)
-            .fetch_all(pool)
+        let chunks: Vec<(i64, String)> = store
+            .rows(
+                Statement::new(PAGE)
+                    .bind(step_run_id)
+                    .bind(cursor.0)
+                    .bind(cursor.1)
+                    .bind(fetch as i64),
+            )
             .await?;
         for (attempt, text) in &chunks {
             let lines = chunk_encoding::decode(text)
@@ -217,16 +225,16 @@ fn cut<'l, 'a>(lines: &'l [&'a LogLine]) -> Vec<&'l [&'a LogLine]> {
     chunks
 }
 
-/// Binds `$1`..`$6` of a chunk insert: step run, attempt, last seq, line count, lines,
-/// bytes of text.
-fn bind_chunk<'q>(
-    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+/// A chunk insert `sql` with `$1`..`$6` bound: step run, attempt, last seq, line count,
+/// lines, bytes of text.
+fn chunk_insert<'q>(
+    sql: &'q str,
     step_run_id: i64,
     attempt: i64,
     chunk: &[&LogLine],
-) -> anyhow::Result<sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>> {
+) -> anyhow::Result<Statement<'q>> {
     let last = chunk.last().map_or(0, |l| l.seq);
-    Ok(query
+    Ok(Statement::new(sql)
         .bind(step_run_id)
         .bind(attempt)
         .bind(i64::try_from(last).context("line seq out of range")?)
@@ -292,18 +300,16 @@ mod tests {
     async fn a_page_seeks_to_its_cursor() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::Store::open_data_dir(dir.path()).await.unwrap();
-        let crate::Db::Sqlite(pool) = &store.db else {
-            unreachable!("open_data_dir opens SQLite")
-        };
-        let plan: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {PAGE}"))
-                .bind(1_i64)
-                .bind(1_i64)
-                .bind(5000_i64)
-                .bind(8_i64)
-                .fetch_all(pool)
-                .await
-                .unwrap();
+        let plan: Vec<(i64, i64, i64, String)> = store
+            .rows(
+                Statement::new(&format!("EXPLAIN QUERY PLAN {PAGE}"))
+                    .bind(1_i64)
+                    .bind(1_i64)
+                    .bind(5000_i64)
+                    .bind(8_i64),
+            )
+            .await
+            .unwrap();
         let details: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
         assert_eq!(
             details,

@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use plue_types::status::{RunState, RunStatus, StepStatus};
 
 use super::tx::{Conn, Statement, Tx};
-use super::{on_db, KnownSteps, Store};
+use super::{KnownSteps, Store};
 
 pub(crate) mod create;
 
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Deserialize)]
 pub struct RunRow {
     pub id: i64,
     pub workflow_id: i64,
@@ -209,12 +209,12 @@ impl Store {
         &self,
         run_id: i64,
     ) -> anyhow::Result<Option<(Option<String>, Option<i64>)>> {
-        let row: Option<(Option<String>, Option<i64>)> = on_db!(self, pool => sqlx::query_as(
-            "SELECT cache_partition, repo_id FROM runs WHERE id = $1",
-        )
-        .bind(run_id)
-        .fetch_optional(pool)
-        .await?);
+        let row: Option<(Option<String>, Option<i64>)> = self
+            .row(
+                Statement::new("SELECT cache_partition, repo_id FROM runs WHERE id = $1")
+                    .bind(run_id),
+            )
+            .await?;
         Ok(row)
     }
 
@@ -222,7 +222,7 @@ impl Store {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs r JOIN workflows w ON w.id = r.workflow_id WHERE r.id = $1"
         );
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(run_id).fetch_optional(pool).await?))
+        Ok(self.row(Statement::new(&sql).bind(run_id)).await?)
     }
 
     /// The newest runs first.
@@ -231,7 +231,7 @@ impl Store {
             "SELECT {RUN_COLUMNS} FROM runs r JOIN workflows w ON w.id = r.workflow_id \
              ORDER BY r.id DESC LIMIT $1"
         );
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?))
+        Ok(self.rows(Statement::new(&sql).bind(limit)).await?)
     }
 
     /// The newest runs of a repository first, each with its status as shown (a run held
@@ -242,36 +242,42 @@ impl Store {
              WHERE r.repo_id IS NOT NULL AND w.source = $1 ORDER BY r.id DESC LIMIT $2",
             crate::dashboard::shown_columns()
         );
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(repo).bind(limit).fetch_all(pool).await?))
+        Ok(self
+            .rows(Statement::new(&sql).bind(repo).bind(limit))
+            .await?)
     }
 
     /// The run's plan, context and workspace documents (JSON), as stored.
     pub async fn run_documents(&self, run_id: i64) -> anyhow::Result<Option<RunDocuments>> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT plan, context, workspace FROM run_documents WHERE run_id = $1",
-        )
-        .bind(run_id)
-        .fetch_optional(pool)
-        .await?))
+        Ok(self
+            .row(
+                Statement::new(
+                    "SELECT plan, context, workspace FROM run_documents WHERE run_id = $1",
+                )
+                .bind(run_id),
+            )
+            .await?)
     }
 
     /// The stored context (JSON) of run `run_id` when an issue or a comment started it
     /// (`None` for every other run): what its steps get as `PLUE_ISSUE_*` variables.
     pub async fn summoned_context(&self, run_id: i64) -> anyhow::Result<Option<String>> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT d.context FROM runs r JOIN run_documents d ON d.run_id = r.id \
+        Ok(self
+            .scalar(
+                Statement::new(
+                    "SELECT d.context FROM runs r JOIN run_documents d ON d.run_id = r.id \
              WHERE r.id = $1 AND r.event IN ('issue', 'comment')",
-        )
-        .bind(run_id)
-        .fetch_optional(pool)
-        .await?))
+                )
+                .bind(run_id),
+            )
+            .await?)
     }
 
     /// Step runs in plan order.
     pub async fn step_runs(&self, run_id: i64) -> anyhow::Result<Vec<StepRunRow>> {
         let sql =
             format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY position");
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(run_id).fetch_all(pool).await?))
+        Ok(self.rows(Statement::new(&sql).bind(run_id)).await?)
     }
 
     /// Step runs in plan order without their outputs (`outputs` is empty): for readers that
@@ -280,7 +286,7 @@ impl Store {
         let sql = format!(
             "SELECT {STEP_STATE_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY position"
         );
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(run_id).fetch_all(pool).await?))
+        Ok(self.rows(Statement::new(&sql).bind(run_id)).await?)
     }
 
     /// The step runs `ids` of run `run_id` as [`Store::step_states`] reads them, in plan
@@ -301,42 +307,43 @@ impl Store {
     pub async fn step_run(&self, run_id: i64, step_id: &str) -> anyhow::Result<Option<StepRunRow>> {
         let sql =
             format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = $1 AND step_id = $2");
-        Ok(
-            on_db!(self, pool => sqlx::query_as(&sql).bind(run_id).bind(step_id).fetch_optional(pool).await?),
-        )
+        Ok(self
+            .row(Statement::new(&sql).bind(run_id).bind(step_id))
+            .await?)
     }
 
     pub async fn step_run_by_id(&self, step_run_id: i64) -> anyhow::Result<Option<StepRunRow>> {
         let sql = format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE id = $1");
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(step_run_id).fetch_optional(pool).await?))
+        Ok(self.row(Statement::new(&sql).bind(step_run_id)).await?)
     }
 
     /// Runs not yet final, oldest first (the executor resumes them after a restart),
     /// waiting ones included: a superseded one is finished by its next advance.
     pub async fn active_runs(&self) -> anyhow::Result<Vec<i64>> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT id FROM runs WHERE status IN ('pending', 'queued', 'running') ORDER BY id",
-        )
-        .fetch_all(pool)
-        .await?))
+        Ok(self
+            .scalars(Statement::new(
+                "SELECT id FROM runs WHERE status IN ('pending', 'queued', 'running') ORDER BY id",
+            ))
+            .await?)
     }
 
     /// Marks the run for cancellation; false when it does not exist or is already final.
     pub async fn request_cancel(&self, run_id: i64) -> anyhow::Result<bool> {
-        let done = on_db!(self, pool => sqlx::query(
-            "UPDATE runs SET cancel_requested = TRUE \
+        let done = self
+            .execute(
+                Statement::new(
+                    "UPDATE runs SET cancel_requested = TRUE \
              WHERE id = $1 AND status IN ('pending', 'queued', 'running')",
-        )
-        .bind(run_id)
-        .execute(pool)
-        .await?
-        .rows_affected());
+                )
+                .bind(run_id),
+            )
+            .await?;
         Ok(done == 1)
     }
 }
 
 /// A step run's stored plan, context and workspace (JSON text).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct RunDocuments {
     pub plan: String,
     pub context: String,

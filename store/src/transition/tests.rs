@@ -1,6 +1,7 @@
 use plue_types::status::{AttemptStatus, StepStatus};
 
 use crate::testing::{bash_run, claim_first_step, stores};
+use crate::tx::Statement;
 use crate::{
     Advanced, AttemptEnd, ClaimNext, Claimed, CompletedAttempt, KnownSteps, NextClaim, RunSnapshot,
     RunToAdvance, StepAfter, StepChange, Store,
@@ -125,11 +126,10 @@ async fn claimed_chain(
 }
 
 async fn scalar(store: &Store, sql: &str, id: i64) -> String {
-    crate::on_db!(store, pool => sqlx::query_scalar::<_, String>(sql)
-        .bind(id)
-        .fetch_one(pool)
+    store
+        .one_scalar::<String>(Statement::new(sql).bind(id))
         .await
-        .unwrap())
+        .unwrap()
 }
 
 async fn status_of_attempt(store: &Store, id: i64) -> String {
@@ -269,13 +269,15 @@ async fn an_attempt_of_a_final_run_ends_without_an_advance() {
     for (store, _dir) in stores().await {
         let backend = store.backend();
         let (run_id, claimed, runner, known) = claimed_chain(&store, "r").await;
-        crate::on_db!(store, pool => {
-            sqlx::query("UPDATE runs SET status = 'cancelled' WHERE id = $1")
-                .bind(run_id)
-                .execute(pool)
+        {
+            store
+                .execute(
+                    Statement::new("UPDATE runs SET status = 'cancelled' WHERE id = $1")
+                        .bind(run_id),
+                )
                 .await
                 .unwrap();
-        });
+        };
         let CompletedAndAdvanced {
             completed,
             advanced,

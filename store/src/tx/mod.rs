@@ -29,12 +29,14 @@
 //!   that does not decode on one of them fails to build.
 //! - Nothing acquires a second connection while a [`Conn`] is held: SQLite's pool has one.
 
+mod arg;
+mod autocommit;
 mod sqlite;
 
+pub(crate) use arg::Arg;
 pub(crate) use sqlite::SqliteStatements;
 
 use anyhow::Context;
-use plue_types::status::{AttemptStatus, CommitState, RunState, RunStatus, StepStatus};
 use serde::de::DeserializeOwned;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
@@ -94,89 +96,6 @@ pub(crate) enum Tx<'c> {
     Sqlite(sqlite::Session<'c>),
     Postgres(sqlx::Transaction<'c, Postgres>),
     PostgresAutocommit(&'c mut PoolConnection<Postgres>),
-}
-
-/// One argument of a statement.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Arg<'a> {
-    Int(Option<i64>),
-    Text(Option<&'a str>),
-    Bool(bool),
-    /// A set of texts to match with `= ANY($N)` on PostgreSQL and
-    /// `IN (SELECT value FROM json_each($N))` on SQLite.
-    TextSet(&'a [String]),
-}
-
-impl From<i64> for Arg<'_> {
-    fn from(value: i64) -> Self {
-        Arg::Int(Some(value))
-    }
-}
-
-impl From<Option<i64>> for Arg<'_> {
-    fn from(value: Option<i64>) -> Self {
-        Arg::Int(value)
-    }
-}
-
-impl<'a> From<&'a str> for Arg<'a> {
-    fn from(value: &'a str) -> Self {
-        Arg::Text(Some(value))
-    }
-}
-
-impl<'a> From<&'a String> for Arg<'a> {
-    fn from(value: &'a String) -> Self {
-        Arg::Text(Some(value))
-    }
-}
-
-impl<'a> From<Option<&'a str>> for Arg<'a> {
-    fn from(value: Option<&'a str>) -> Self {
-        Arg::Text(value)
-    }
-}
-
-impl<'a> From<&'a Option<String>> for Arg<'a> {
-    fn from(value: &'a Option<String>) -> Self {
-        Arg::Text(value.as_deref())
-    }
-}
-
-impl From<StepStatus> for Arg<'_> {
-    fn from(status: StepStatus) -> Self {
-        Arg::Text(Some(status.as_str()))
-    }
-}
-
-impl From<RunStatus> for Arg<'_> {
-    fn from(status: RunStatus) -> Self {
-        Arg::Text(Some(status.as_str()))
-    }
-}
-
-impl From<AttemptStatus> for Arg<'_> {
-    fn from(status: AttemptStatus) -> Self {
-        Arg::Text(Some(status.as_str()))
-    }
-}
-
-impl From<RunState> for Arg<'_> {
-    fn from(state: RunState) -> Self {
-        Arg::Text(Some(state.as_str()))
-    }
-}
-
-impl From<CommitState> for Arg<'_> {
-    fn from(state: CommitState) -> Self {
-        Arg::Text(Some(state.as_str()))
-    }
-}
-
-impl From<bool> for Arg<'_> {
-    fn from(value: bool) -> Self {
-        Arg::Bool(value)
-    }
 }
 
 /// A statement's SQL: the same on both backends, or one text for each.
@@ -260,15 +179,19 @@ impl<T> EitherScalar for T where
 }
 
 fn postgres_query<'q>(
-    statement: &Statement<'q>,
+    statement: &'q Statement<'_>,
 ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
     let mut query = sqlx::query(statement.sql_for_postgres());
     for arg in &statement.args {
-        query = match *arg {
-            Arg::Int(value) => query.bind(value),
-            Arg::Text(value) => query.bind(value),
-            Arg::Bool(value) => query.bind(value),
-            Arg::TextSet(values) => query.bind(values),
+        query = match arg {
+            Arg::Int(value) => query.bind(*value),
+            Arg::Real(value) => query.bind(*value),
+            Arg::Text(value) => query.bind(value.as_deref()),
+            Arg::Bool(value) => query.bind(*value),
+            Arg::Bytes(value) => query.bind(*value),
+            Arg::TextSet(values) => query.bind(&values[..]),
+            Arg::IntSet(values) => query.bind(*values),
+            Arg::StrSet(values) => query.bind(*values),
         };
     }
     query
@@ -282,6 +205,16 @@ impl Tx<'_> {
             Tx::Postgres(tx) => tx.commit().await.context("COMMIT"),
             Tx::PostgresAutocommit(_) => Ok(()),
         }
+    }
+
+    /// Rolls a transaction back (what dropping it does, said where it is meant).
+    pub(crate) async fn rollback(self) -> anyhow::Result<()> {
+        match self {
+            Tx::Sqlite(session) => drop(session),
+            Tx::Postgres(tx) => tx.rollback().await.context("ROLLBACK")?,
+            Tx::PostgresAutocommit(_) => {}
+        }
+        Ok(())
     }
 
     /// Whether this is PostgreSQL's: for the few transitions that take fewer statements
@@ -370,6 +303,7 @@ impl Tx<'_> {
 mod tests {
     use super::*;
     use crate::testing::stores;
+    use plue_types::status::StepStatus;
 
     #[derive(Debug, PartialEq, sqlx::FromRow, serde::Deserialize)]
     struct Pair {

@@ -34,9 +34,9 @@ use sqlx::Sqlite;
 
 use super::{Arg, Statement};
 
-/// How many distinct statements stay prepared: every statement of every transition, with
-/// room for the few whose text varies (an `IN` list's length).
-const PREPARED_STATEMENTS: usize = 128;
+/// How many distinct statements stay prepared: every statement the store runs, with room
+/// for the few whose text varies (an `IN` list's length).
+const PREPARED_STATEMENTS: usize = 512;
 
 /// The transitions' statements, prepared on the pool's one SQLite connection and kept
 /// between sessions (one per store and its clones; empty on PostgreSQL).
@@ -177,11 +177,19 @@ impl<'c> Session<'c> {
                 .args
                 .get(number.wrapping_sub(1))
                 .with_context(|| format!("no argument bound for {name}"))?;
-            match *arg {
+            match arg {
                 Arg::Int(value) => prepared.raw_bind_parameter(index, value)?,
-                Arg::Text(value) => prepared.raw_bind_parameter(index, value)?,
+                Arg::Real(value) => prepared.raw_bind_parameter(index, value)?,
+                Arg::Text(value) => prepared.raw_bind_parameter(index, value.as_deref())?,
                 Arg::Bool(value) => prepared.raw_bind_parameter(index, value)?,
+                Arg::Bytes(value) => prepared.raw_bind_parameter(index, value)?,
                 Arg::TextSet(values) => {
+                    prepared.raw_bind_parameter(index, serde_json::to_string(values)?)?
+                }
+                Arg::StrSet(values) => {
+                    prepared.raw_bind_parameter(index, serde_json::to_string(values)?)?
+                }
+                Arg::IntSet(values) => {
                     prepared.raw_bind_parameter(index, serde_json::to_string(values)?)?
                 }
             }
@@ -378,9 +386,19 @@ impl<'de> de::Deserializer<'de> for ValueDeserializer<'_> {
         }
     }
 
+    /// A blob as a sequence of bytes (a `Vec<u8>`).
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DecodeError> {
+        match self.0 {
+            ValueRef::Blob(bytes) => {
+                visitor.visit_seq(de::value::SeqDeserializer::new(bytes.iter().copied()))
+            }
+            _ => self.deserialize_any(visitor),
+        }
+    }
+
     serde::forward_to_deserialize_any! {
         i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        unit unit_struct newtype_struct seq tuple tuple_struct map struct identifier
+        unit unit_struct newtype_struct tuple tuple_struct map struct identifier
         ignored_any
     }
 }
@@ -427,12 +445,13 @@ mod tests {
         assert!(handles.windows(2).all(|w| w[0] == w[1]), "{handles:?}");
         // Kept between sessions, the statement is reset: sqlx's own statements on the
         // connection write freely (an unreset read would hold a read transaction open).
-        crate::on_db!(store, pool => {
-            sqlx::query("CREATE TABLE t (n INTEGER)")
-                .execute(pool)
-                .await
-                .unwrap();
-        });
+        let crate::Db::Sqlite(pool) = &store.db else {
+            unreachable!("open_data_dir opens SQLite")
+        };
+        sqlx::query("CREATE TABLE t (n INTEGER)")
+            .execute(pool)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::events::Event;
+use crate::tx::Statement;
 
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -109,16 +110,14 @@ async fn a_listener_that_lost_its_connection_wakes_everyone_and_listens_again() 
     tokio::pin!(notified);
     notified.as_mut().enable();
 
-    let Db::Postgres(pool) = &a.store.db else {
-        panic!("a PostgreSQL store")
-    };
-    let killed: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+    let killed: Vec<bool> = a
+        .store
+        .scalars(Statement::new(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = current_database() AND query LIKE 'LISTEN %'",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("end the listeners' connections");
+        ))
+        .await
+        .expect("end the listeners' connections");
     assert_eq!(killed, vec![true, true], "both replicas' listeners");
     tokio::time::timeout(BOUND, notified)
         .await

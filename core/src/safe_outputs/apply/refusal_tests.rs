@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use plue_forge::auth::{ForgeAuth, GitHubApp, Use};
-use plue_store::on_db;
 use plue_store::testing::stores;
+use plue_store::testing::Sql;
 use testkit::forge::app::{AppConfig, Presented, APP_KEY_PEM};
 use testkit::forge::{FakeForge, Flavor};
 
@@ -49,28 +49,52 @@ async fn seed(store: &Store, forge: &FakeForge, base: &str, diff: String) {
     })
     .unwrap();
     let plan = r#"{"name":"fixer","triggers":[],"env":{},"steps":[]}"#;
-    on_db!(store, pool => {
-        sqlx::query("INSERT INTO repositories (id, name, clone_url, forge, created_at, api_url, \
-                     webhook_secret) VALUES (1, $1, $2, 'github', 0, $3, 'plain:s')")
-            .bind(REPO).bind(forge.clone_url(REPO)).bind(forge.api_url())
-            .execute(pool).await.unwrap();
-        sqlx::query("INSERT INTO workflows (id, source, path, name, repo_id, created_at) \
-                     VALUES (1, $1, 'w', 'fixer', 1, 0)")
-            .bind(REPO).execute(pool).await.unwrap();
-        sqlx::query("INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
+    {
+        Sql::new(
+            "INSERT INTO repositories (id, name, clone_url, forge, created_at, api_url, \
+                     webhook_secret) VALUES (1, $1, $2, 'github', 0, $3, 'plain:s')",
+        )
+        .bind(REPO)
+        .bind(forge.clone_url(REPO))
+        .bind(forge.api_url())
+        .execute(&store)
+        .await;
+        Sql::new(
+            "INSERT INTO workflows (id, source, path, name, repo_id, created_at) \
+                     VALUES (1, $1, 'w', 'fixer', 1, 0)",
+        )
+        .bind(REPO)
+        .execute(&store)
+        .await;
+        Sql::new(
+            "INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
                      status, created_at, repo_id, finished_at) \
-                     VALUES (1, 1, 'manual', 'refs/heads/main', $1, 'h', 1, 'succeeded', 0, 1, 1)")
-            .bind(base).execute(pool).await.unwrap();
-        sqlx::query("INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')")
-            .bind(plan).execute(pool).await.unwrap();
-        sqlx::query("INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
-                     VALUES (1, 1, 'fix', 0, 'succeeded', '')")
-            .execute(pool).await.unwrap();
-        sqlx::query("INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
+                     VALUES (1, 1, 'manual', 'refs/heads/main', $1, 'h', 1, 'succeeded', 0, 1, 1)",
+        )
+        .bind(base)
+        .execute(&store)
+        .await;
+        Sql::new(
+            "INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')",
+        )
+        .bind(plan)
+        .execute(&store)
+        .await;
+        Sql::new(
+            "INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
+                     VALUES (1, 1, 'fix', 0, 'succeeded', '')",
+        )
+        .execute(&store)
+        .await;
+        Sql::new(
+            "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
                      payload, state, decided_by, created_at) \
-                     VALUES (1, 1, 1, 0, 'pull_request', $1, 'ready', 'maintainer', 0)")
-            .bind(&payload).execute(pool).await.unwrap();
-    });
+                     VALUES (1, 1, 1, 0, 'pull_request', $1, 'ready', 'maintainer', 0)",
+        )
+        .bind(&payload)
+        .execute(&store)
+        .await;
+    };
 }
 
 // regression (issue 70): a push refused for its token (git's 401) was not recognised; the

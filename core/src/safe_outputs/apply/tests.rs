@@ -6,8 +6,8 @@
 //! here; each test takes a proposal from stored to written or refused.
 
 use base64::Engine;
-use plue_store::on_db;
 use plue_store::testing::stores;
+use plue_store::testing::Sql;
 use testkit::forge::{FakeForge, Flavor};
 
 use super::*;
@@ -171,31 +171,36 @@ fn branches_and_markers_are_deterministic() {
 /// (all `ready`, in order); returns the store and the proposal ids per run.
 async fn store_with(store: &Store, kinds: &[&[&str]]) -> Vec<Vec<i64>> {
     let mut ids = Vec::new();
-    on_db!(store, pool => {
-        sqlx::query("INSERT INTO workflows (id, source, path, name, created_at) VALUES (1, 'local', 'w', 'w', 0)")
-            .execute(pool).await.unwrap();
+    {
+        Sql::new("INSERT INTO workflows (id, source, path, name, created_at) VALUES (1, 'local', 'w', 'w', 0)")
+            .execute(&store).await;
         for (r, kinds) in kinds.iter().enumerate() {
             let run = r as i64 + 1;
-            sqlx::query(
+            Sql::new(
                 "INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, \
                  max_parallel, status, created_at) \
                  VALUES ($1, 1, 'manual', 'refs/heads/main', 'x', 'h', 1, 'running', 0)",
             )
-            .bind(run).execute(pool).await.unwrap();
+            .bind(run)
+            .execute(&store)
+            .await;
             let mut of_run = Vec::new();
             for (position, kind) in kinds.iter().enumerate() {
-                let id: i64 = sqlx::query_scalar(
+                let id: i64 = Sql::new(
                     "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
                      payload, state, created_at) VALUES ($1, 1, $1, $2, $3, '{}', 'ready', 0) \
                      RETURNING id",
                 )
-                .bind(run).bind(position as i64).bind(*kind)
-                .fetch_one(pool).await.unwrap();
+                .bind(run)
+                .bind(position as i64)
+                .bind(*kind)
+                .one_int(&store)
+                .await;
                 of_run.push(id);
             }
             ids.push(of_run);
         }
-    });
+    };
     ids
 }
 
@@ -261,11 +266,15 @@ async fn proposals_are_claimed_once_in_order_per_run_and_again_after_a_dead_leas
 async fn a_strangers_run_writes_nothing_without_a_persons_approval() {
     for (store, _dir) in stores().await {
         let ids = store_with(&store, &[&["comment"], &["comment"]]).await;
-        on_db!(store, pool => {
-            sqlx::query("UPDATE runs SET secrets_allowed = FALSE").execute(pool).await.unwrap();
-            sqlx::query("UPDATE proposals SET decided_by = 'maintainer' WHERE id = $1")
-                .bind(ids[1][0]).execute(pool).await.unwrap();
-        });
+        {
+            Sql::new("UPDATE runs SET secrets_allowed = FALSE")
+                .execute(&store)
+                .await;
+            Sql::new("UPDATE proposals SET decided_by = 'maintainer' WHERE id = $1")
+                .bind(ids[1][0])
+                .execute(&store)
+                .await;
+        };
         let mirrors = tempfile::tempdir().unwrap();
         let applier = applier_of(&store, mirrors.path());
         assert_eq!(applier.apply_due().await.unwrap(), 0);
@@ -518,29 +527,47 @@ async fn seed_pull_request_proposal(store: &Store, forge: &FakeForge, base: &str
     })
     .unwrap();
     let plan = r#"{"name":"fixer","triggers":[],"env":{},"steps":[]}"#;
-    on_db!(store, pool => {
-        sqlx::query("INSERT INTO repositories (id, name, clone_url, forge, created_at, api_url, api_token, \
+    {
+        Sql::new("INSERT INTO repositories (id, name, clone_url, forge, created_at, api_url, api_token, \
                      webhook_secret) VALUES (1, 'acme/app', $1, 'gitea', 0, $2, $3, $4)")
             .bind(forge.clone_url("acme/app")).bind(forge.api_url()).bind(format!("plain:{TOKEN}"))
             .bind(format!("plain:{PASSWORD}"))
-            .execute(pool).await.unwrap();
-        sqlx::query("INSERT INTO workflows (id, source, path, name, repo_id, created_at) \
-                     VALUES (1, 'acme/app', 'w', 'fixer', 1, 0)")
-            .execute(pool).await.unwrap();
-        sqlx::query("INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
+            .execute(&store).await;
+        Sql::new(
+            "INSERT INTO workflows (id, source, path, name, repo_id, created_at) \
+                     VALUES (1, 'acme/app', 'w', 'fixer', 1, 0)",
+        )
+        .execute(&store)
+        .await;
+        Sql::new(
+            "INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
                      status, created_at, repo_id, finished_at) \
-                     VALUES (1, 1, 'manual', 'refs/heads/main', $1, 'h', 1, 'succeeded', 0, 1, 1)")
-            .bind(base).execute(pool).await.unwrap();
-        sqlx::query("INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')")
-            .bind(plan).execute(pool).await.unwrap();
-        sqlx::query("INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
-                     VALUES (1, 1, 'fix', 0, 'succeeded', '')")
-            .execute(pool).await.unwrap();
-        sqlx::query("INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
+                     VALUES (1, 1, 'manual', 'refs/heads/main', $1, 'h', 1, 'succeeded', 0, 1, 1)",
+        )
+        .bind(base)
+        .execute(&store)
+        .await;
+        Sql::new(
+            "INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')",
+        )
+        .bind(plan)
+        .execute(&store)
+        .await;
+        Sql::new(
+            "INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
+                     VALUES (1, 1, 'fix', 0, 'succeeded', '')",
+        )
+        .execute(&store)
+        .await;
+        Sql::new(
+            "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
                      payload, state, decided_by, created_at) \
-                     VALUES (1, 1, 1, 0, 'pull_request', $1, 'ready', 'maintainer', 0)")
-            .bind(&payload).execute(pool).await.unwrap();
-    });
+                     VALUES (1, 1, 1, 0, 'pull_request', $1, 'ready', 'maintainer', 0)",
+        )
+        .bind(&payload)
+        .execute(&store)
+        .await;
+    };
 }
 
 // What users hit (issue 49): a pull request whose proposal waited for a person was opened
@@ -557,28 +584,38 @@ async fn a_pull_request_opened_after_its_run_ended_gets_the_runs_final_status() 
         })
         .unwrap();
         let plan = r#"{"name":"fixer","triggers":[],"env":{},"steps":[]}"#;
-        on_db!(store, pool => {
-            sqlx::query("INSERT INTO repositories (id, name, clone_url, forge, created_at, api_url, api_token) \
+        {
+            Sql::new("INSERT INTO repositories (id, name, clone_url, forge, created_at, api_url, api_token) \
                          VALUES (1, 'acme/app', $1, 'gitea', 0, $2, $3)")
                 .bind(forge.clone_url("acme/app")).bind(forge.api_url()).bind(format!("plain:{TOKEN}"))
-                .execute(pool).await.unwrap();
-            sqlx::query("INSERT INTO workflows (id, source, path, name, repo_id, created_at) \
-                         VALUES (1, 'acme/app', 'w', 'fixer', 1, 0)")
-                .execute(pool).await.unwrap();
-            sqlx::query("INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
+                .execute(&store).await;
+            Sql::new(
+                "INSERT INTO workflows (id, source, path, name, repo_id, created_at) \
+                         VALUES (1, 'acme/app', 'w', 'fixer', 1, 0)",
+            )
+            .execute(&store)
+            .await;
+            Sql::new("INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
                          status, created_at, repo_id, finished_at) \
                          VALUES (1, 1, 'manual', 'refs/heads/main', $1, 'h', 1, 'succeeded', 0, 1, 1)")
-                .bind(&base).execute(pool).await.unwrap();
-            sqlx::query("INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')")
-                .bind(plan).execute(pool).await.unwrap();
-            sqlx::query("INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
-                         VALUES (1, 1, 'fix', 0, 'succeeded', '')")
-                .execute(pool).await.unwrap();
-            sqlx::query("INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
+                .bind(&base).execute(&store).await;
+            Sql::new("INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')")
+                .bind(plan).execute(&store).await;
+            Sql::new(
+                "INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
+                         VALUES (1, 1, 'fix', 0, 'succeeded', '')",
+            )
+            .execute(&store)
+            .await;
+            Sql::new(
+                "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
                          payload, state, decided_by, created_at) \
-                         VALUES (1, 1, 1, 0, 'pull_request', $1, 'ready', 'maintainer', 0)")
-                .bind(&payload).execute(pool).await.unwrap();
-        });
+                         VALUES (1, 1, 1, 0, 'pull_request', $1, 'ready', 'maintainer', 0)",
+            )
+            .bind(&payload)
+            .execute(&store)
+            .await;
+        };
         let mirrors = tempfile::tempdir().unwrap();
         let applier = applier_of(&store, mirrors.path());
         assert_eq!(applier.apply_due().await.unwrap(), 1);
@@ -606,29 +643,48 @@ async fn pull_request_world(store: &Store, forge: &FakeForge, base: &str, diff: 
     })
     .unwrap();
     let plan = r#"{"name":"fixer","triggers":[],"env":{},"steps":[]}"#;
-    on_db!(store, pool => {
-        sqlx::query("INSERT INTO repositories (id, name, clone_url, forge, created_at, api_url, \
-                     api_token, webhook_secret) VALUES (1, 'acme/app', $1, 'gitea', 0, $2, $3, $4)")
-            .bind(forge.clone_url("acme/app")).bind(forge.api_url()).bind(format!("plain:{TOKEN}"))
-            .bind(format!("plain:{HOOK_SECRET}"))
-            .execute(pool).await.unwrap();
-        sqlx::query("INSERT INTO workflows (id, source, path, name, repo_id, created_at) \
-                     VALUES (1, 'acme/app', 'w', 'fixer', 1, 0)")
-            .execute(pool).await.unwrap();
-        sqlx::query("INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
+    {
+        Sql::new(
+            "INSERT INTO repositories (id, name, clone_url, forge, created_at, api_url, \
+                     api_token, webhook_secret) VALUES (1, 'acme/app', $1, 'gitea', 0, $2, $3, $4)",
+        )
+        .bind(forge.clone_url("acme/app"))
+        .bind(forge.api_url())
+        .bind(format!("plain:{TOKEN}"))
+        .bind(format!("plain:{HOOK_SECRET}"))
+        .execute(&store)
+        .await;
+        Sql::new(
+            "INSERT INTO workflows (id, source, path, name, repo_id, created_at) \
+                     VALUES (1, 'acme/app', 'w', 'fixer', 1, 0)",
+        )
+        .execute(&store)
+        .await;
+        Sql::new(
+            "INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
                      status, created_at, repo_id, finished_at) \
-                     VALUES (1, 1, 'manual', 'refs/heads/main', $1, 'h', 1, 'succeeded', 0, 1, 1)")
-            .bind(base).execute(pool).await.unwrap();
-        sqlx::query("INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')")
-            .bind(plan).execute(pool).await.unwrap();
-        sqlx::query("INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
-                     VALUES (1, 1, 'fix', 0, 'succeeded', '')")
-            .execute(pool).await.unwrap();
-        sqlx::query_scalar("INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
+                     VALUES (1, 1, 'manual', 'refs/heads/main', $1, 'h', 1, 'succeeded', 0, 1, 1)",
+        )
+        .bind(base)
+        .execute(&store)
+        .await;
+        Sql::new(
+            "INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')",
+        )
+        .bind(plan)
+        .execute(&store)
+        .await;
+        Sql::new(
+            "INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
+                     VALUES (1, 1, 'fix', 0, 'succeeded', '')",
+        )
+        .execute(&store)
+        .await;
+        Sql::new("INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
                      payload, state, decided_by, created_at) \
                      VALUES (1, 1, 1, 0, 'pull_request', $1, 'ready', 'maintainer', 0) RETURNING id")
-            .bind(&payload).fetch_one(pool).await.unwrap()
-    })
+            .bind(&payload).one_int(&store).await
+    }
 }
 
 /// The repository's webhook secret: a secret of every run of it, which its wall masks.

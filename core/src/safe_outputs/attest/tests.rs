@@ -8,7 +8,8 @@ use std::sync::Arc;
 use evaluator::plan::{Plan, Step};
 use plue_provenance::Signer;
 use plue_store::testing::stores;
-use plue_store::{on_db, NewRun, RunRepo};
+use plue_store::testing::Sql;
+use plue_store::{NewRun, RunRepo};
 
 use super::*;
 
@@ -38,7 +39,7 @@ async fn an_approved_proposals_statement_names_its_approver_and_is_kept_once() {
             .unwrap()
             .id;
         let step_run = store.step_run(run_id, "publish").await.unwrap().unwrap().id;
-        let proposal: i64 = on_db!(store, pool => sqlx::query_scalar(
+        let proposal: i64 = Sql::new(
             "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, payload, \
              state, decided_by, decided_at, created_at, threat) \
              VALUES ($1, $2, 1, 0, 'comment', '{}', 'ready', 'maintainer-mo', 1700000000000, 0, \
@@ -47,9 +48,8 @@ async fn an_approved_proposals_statement_names_its_approver_and_is_kept_once() {
         .bind(run_id)
         .bind(step_run)
         .bind(THREAT)
-        .fetch_one(pool)
-        .await
-        .unwrap());
+        .one_int(&store)
+        .await;
         let row = store.proposal(proposal).await.unwrap().unwrap();
         let run = store.run(run_id).await.unwrap().unwrap();
         let repo = store.repo_by_id(repo_id).await.unwrap().unwrap();

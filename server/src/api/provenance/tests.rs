@@ -59,16 +59,14 @@ async fn world() -> (TestApi, i64, i64, i64, i64) {
 
 /// Proposal `id` of run `run`, being applied.
 async fn propose(store: &plue_store::Store, run: i64, id: i64) {
-    plue_store::on_db!(store, pool => sqlx::query(
+    plue_store::testing::Sql::new(
         "INSERT INTO proposals (id, run_id, step_run_id, attempt_id, position, kind, payload, \
          state, created_at) VALUES ($1, $2, 1, 1, $1, 'pull_request', '{}', 'applying', 0)",
     )
     .bind(id)
     .bind(run)
-    .execute(pool)
-    .await
-    .unwrap()
-    .rows_affected());
+    .execute(store)
+    .await;
 }
 
 async fn get(api: &TestApi, path: &str, token: Option<&str>) -> (StatusCode, String) {

@@ -6,6 +6,7 @@ use plue_types::status::{AttemptStatus, StepStatus};
 
 use super::{Acknowledgement, Unanswered};
 use crate::testing::{local_run, queue_run_ready_at, stores};
+use crate::tx::Statement;
 use crate::{AttemptEnd, NewRunner, Registration, StepAfter, Store};
 
 const ANY: &[String] = &[String::new()];
@@ -43,24 +44,23 @@ async fn runner_on(store: &Store, name: &str, host: Option<&str>, now: i64) -> i
 
 /// `(status, acked_at, reason)` of attempt `id`.
 async fn attempt(store: &Store, id: i64) -> (String, Option<i64>, Option<String>) {
-    crate::on_db!(store, pool => sqlx::query_as(
-        "SELECT status, acked_at, reason FROM attempts WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_one(pool)
-    .await
-    .unwrap())
+    store
+        .one_row(
+            Statement::new("SELECT status, acked_at, reason FROM attempts WHERE id = $1").bind(id),
+        )
+        .await
+        .unwrap()
 }
 
 /// `(status, attempts, unacknowledged)` of step run `id`.
 async fn step_run(store: &Store, id: i64) -> (String, i64, i64) {
-    crate::on_db!(store, pool => sqlx::query_as(
-        "SELECT status, attempts, unacknowledged FROM step_runs WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_one(pool)
-    .await
-    .unwrap())
+    store
+        .one_row(
+            Statement::new("SELECT status, attempts, unacknowledged FROM step_runs WHERE id = $1")
+                .bind(id),
+        )
+        .await
+        .unwrap()
 }
 
 fn failed_at(at: i64) -> AttemptEnd<'static> {
@@ -362,13 +362,13 @@ async fn a_busy_claim_racing_the_runners_retirement_writes_nothing() {
         // already taken the step from under the retirement.
         let mut waited = false;
         for _ in 0..500 {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pg_stat_activity \
+            let waiting: i64 = store
+                .one_scalar(Statement::new(
+                    "SELECT COUNT(*) FROM pg_stat_activity \
                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(pool)
-            .await
-            .unwrap();
+                ))
+                .await
+                .unwrap();
             if waiting > 0 {
                 waited = true;
                 break;
@@ -386,14 +386,16 @@ async fn a_busy_claim_racing_the_runners_retirement_writes_nothing() {
             "a claim took a step for a runner retired meanwhile (it waited for its row: \
              {waited})"
         );
-        let (queued_left, attempts): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*) FILTER (WHERE status = 'queued'), \
+        let (queued_left, attempts): (i64, i64) = store
+            .one_row(
+                Statement::new(
+                    "SELECT COUNT(*) FILTER (WHERE status = 'queued'), \
              (SELECT COUNT(*) FROM attempts) FROM step_runs WHERE run_id = $1",
-        )
-        .bind(run_id)
-        .fetch_one(pool)
-        .await
-        .unwrap();
+                )
+                .bind(run_id),
+            )
+            .await
+            .unwrap();
         assert_eq!((queued_left, attempts), (1, 1), "nothing written");
     }
 }

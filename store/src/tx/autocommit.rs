@@ -1,0 +1,83 @@
+//! Single statements outside any transaction: the store's reads and lone writes, each on a
+//! connection of the pool held for that statement alone, through the same [`Tx`] (and so
+//! the same binders and row decoders) as the transitions.
+//!
+//! Invariant: nothing here holds a connection past its statement, so a read never waits
+//! for another read of the same caller (SQLite's pool has one connection).
+
+use anyhow::Context;
+
+use super::{Conn, EitherScalar, FromEitherRow, Statement};
+use crate::Store;
+
+/// What a statement that must return a row says when it returned none.
+fn none_returned(statement: &Statement<'_>) -> anyhow::Error {
+    anyhow::anyhow!("{}: no row returned", statement.gist())
+}
+
+impl Store {
+    /// Runs `statement` on its own: how many rows it changed.
+    pub(crate) async fn execute(&self, statement: Statement<'_>) -> anyhow::Result<u64> {
+        let mut conn = Conn::acquire(self).await.context("a connection")?;
+        let mut tx = conn.autocommit().await?;
+        tx.execute(statement).await
+    }
+
+    /// Every row `statement` returns.
+    pub(crate) async fn rows<T: FromEitherRow>(
+        &self,
+        statement: Statement<'_>,
+    ) -> anyhow::Result<Vec<T>> {
+        let mut conn = Conn::acquire(self).await.context("a connection")?;
+        let mut tx = conn.autocommit().await?;
+        tx.rows(statement).await
+    }
+
+    /// The row `statement` returns, if any (the first, if several).
+    pub(crate) async fn row<T: FromEitherRow>(
+        &self,
+        statement: Statement<'_>,
+    ) -> anyhow::Result<Option<T>> {
+        let mut conn = Conn::acquire(self).await.context("a connection")?;
+        let mut tx = conn.autocommit().await?;
+        tx.row(statement).await
+    }
+
+    /// The row `statement` must return (the first, if several).
+    pub(crate) async fn one_row<T: FromEitherRow>(
+        &self,
+        statement: Statement<'_>,
+    ) -> anyhow::Result<T> {
+        let missing = none_returned(&statement);
+        self.row(statement).await?.ok_or(missing)
+    }
+
+    /// The first column of every row `statement` returns.
+    pub(crate) async fn scalars<T: EitherScalar>(
+        &self,
+        statement: Statement<'_>,
+    ) -> anyhow::Result<Vec<T>> {
+        let mut conn = Conn::acquire(self).await.context("a connection")?;
+        let mut tx = conn.autocommit().await?;
+        tx.scalars(statement).await
+    }
+
+    /// The first column of the row `statement` returns, if any.
+    pub(crate) async fn scalar<T: EitherScalar>(
+        &self,
+        statement: Statement<'_>,
+    ) -> anyhow::Result<Option<T>> {
+        let mut conn = Conn::acquire(self).await.context("a connection")?;
+        let mut tx = conn.autocommit().await?;
+        tx.scalar(statement).await
+    }
+
+    /// The first column of the row `statement` must return.
+    pub(crate) async fn one_scalar<T: EitherScalar>(
+        &self,
+        statement: Statement<'_>,
+    ) -> anyhow::Result<T> {
+        let missing = none_returned(&statement);
+        self.scalar(statement).await?.ok_or(missing)
+    }
+}
