@@ -401,10 +401,9 @@ impl Store {
         limit: i64,
     ) -> anyhow::Result<Vec<ArtifactRow>> {
         let (after_step, after_name) = after.unzip();
-        Ok(self
-            .rows(
-                Statement::new(
-                    "SELECT b.step_id, b.attempt, a.name, a.size, a.digest FROM artifacts a \
+        self.rows(
+            Statement::new(
+                "SELECT b.step_id, b.attempt, a.name, a.size, a.digest FROM artifacts a \
                  JOIN blobs b ON b.id = a.blob_id \
                  WHERE b.run_id = $1 AND b.kind = 'artifacts' AND b.attempt = ( \
                      SELECT MAX(l.attempt) FROM blobs l \
@@ -412,14 +411,14 @@ impl Store {
                    AND ($2 IS NULL OR b.step_id = $2) \
                    AND ($3 IS NULL OR b.step_id > $3 OR (b.step_id = $3 AND a.name > $4)) \
                  ORDER BY b.step_id, a.name LIMIT $5",
-                )
-                .bind(run_id)
-                .bind(step)
-                .bind(after_step)
-                .bind(after_name)
-                .bind(limit),
             )
-            .await?)
+            .bind(run_id)
+            .bind(step)
+            .bind(after_step)
+            .bind(after_name)
+            .bind(limit),
+        )
+        .await
     }
 
     /// The file `name` of the artifacts blob `blob_id`, if it lists one.
@@ -428,16 +427,15 @@ impl Store {
         blob_id: i64,
         name: &str,
     ) -> anyhow::Result<Option<ArtifactRow>> {
-        Ok(self
-            .row(
-                Statement::new(
-                    "SELECT b.step_id, b.attempt, a.name, a.size, a.digest FROM artifacts a \
+        self.row(
+            Statement::new(
+                "SELECT b.step_id, b.attempt, a.name, a.size, a.digest FROM artifacts a \
                  JOIN blobs b ON b.id = a.blob_id WHERE a.blob_id = $1 AND a.name = $2",
-                )
-                .bind(blob_id)
-                .bind(name),
             )
-            .await?)
+            .bind(blob_id)
+            .bind(name),
+        )
+        .await
     }
 
     /// Each step of a run that kept artifacts, with how many files (its latest attempt

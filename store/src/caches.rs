@@ -179,7 +179,7 @@ impl Store {
     /// Entry `id`, when it exists.
     pub async fn cache_entry(&self, id: i64) -> anyhow::Result<Option<CacheEntryRow>> {
         let sql = format!("SELECT {COLUMNS} FROM cache_entries WHERE id = $1");
-        Ok(self.row(Statement::new(&sql).bind(id)).await?)
+        self.row(Statement::new(&sql).bind(id)).await
     }
 
     /// Records `entry` in its scope within `quota` bytes, evicting the least recently used
@@ -392,9 +392,8 @@ impl Store {
             "SELECT {COLUMNS} FROM cache_entries WHERE scope = $1 \
              ORDER BY last_used_at DESC, id DESC LIMIT $2"
         );
-        Ok(self
-            .rows(Statement::new(&sql).bind(scope).bind(limit))
-            .await?)
+        self.rows(Statement::new(&sql).bind(scope).bind(limit))
+            .await
     }
 }
 

@@ -8,11 +8,11 @@
 //!   same statement inserts the attempt and marks a polling runner busy (one trip).
 //! - A polling runner's claim takes effect only with its busy mark, which is written only
 //!   while the runner is live and holds the runner's row to the commit: a runner retired
-//!   or declared lost after the claim read it live gets no attempt ([`runner_busy!`]). A
+//!   or declared lost after the claim read it live gets no attempt ([`statements::runner_busy!`]). A
 //!   busy runner's claim (with its completion) holds the runner's row the same way, shared
-//!   ([`runner_held!`]), so a retirement waits for it or wins, never slips between.
+//!   ([`statements::PG_CLAIM_BUSY`]), so a retirement waits for it or wins, never slips between.
 //! - A suspect runner (`runners.suspect_since`: a claim of it went unacknowledged, or a
-//!   runner of its host was lost) claims nothing until it proves alive ([`runner_may_claim!`]).
+//!   runner of its host was lost) claims nothing until it proves alive ([`statements::runner_may_claim!`]).
 //! - A claim counts only once its runner acknowledged it (`attempts.acked_at`): a busy
 //!   runner's claim is acknowledged by the completion it answers (the runner just spoke);
 //!   a polling runner's by its acceptance or its start. One never acknowledged is returned
@@ -47,10 +47,17 @@ use anyhow::Context;
 use plue_types::protocol::Usage;
 use plue_types::status::{AttemptStatus, StepStatus};
 
-use super::tx::{Arg, Conn, Statement, Tx};
+use super::tx::{Conn, Statement, Tx};
 use super::Store;
 
+pub(crate) mod statements;
 pub(crate) mod unacknowledged;
+
+use statements::{
+    PG_CLAIM_BUSY, PG_CLAIM_IDLE, PG_READY_FOR_OTHERS, PG_READY_IN_SCOPE, RUNNER_BUSY,
+    SQLITE_CLAIM, SQLITE_NEW_ATTEMPT, SQLITE_NEW_ATTEMPT_ACKED, SQLITE_READY_FOR_OTHERS,
+    SQLITE_READY_IN_SCOPE,
+};
 
 /// A step run just claimed by a runner.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,212 +191,6 @@ impl ClaimedRuns {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
-
-/// Whether runner `$3`'s scope lets it take a step run (`step_runs` in scope): one of its
-/// labels (`$labels`), secrets only to a runner allowed them; fork steps only to a runner
-/// accepting forks, and only fork steps when `$4`. How a set of labels is matched is the
-/// one difference between the backends (`$labels`). Never NULL: a step run's labels and
-/// `needs_secrets` are never.
-macro_rules! in_scope_of_runner {
-    ($labels:literal) => {
-        concat!(
-            "(",
-            $labels,
-            " AND (NOT needs_secrets OR EXISTS (SELECT 1 FROM runners WHERE id = $3 AND secrets)) \
-               AND (EXISTS (SELECT 1 FROM runners WHERE id = $3 AND accept_forks) \
-                    OR EXISTS (SELECT 1 FROM runs WHERE runs.id = step_runs.run_id \
-                               AND runs.secrets_allowed)) \
-               AND NOT ($4 AND EXISTS (SELECT 1 FROM runs WHERE runs.id = step_runs.run_id \
-                                       AND runs.secrets_allowed)))"
-        )
-    };
-}
-
-/// Whether runner `$3` may claim at all: it is live and not suspect (a suspect runner
-/// proves alive with a heartbeat or a new poll, which clear the mark).
-macro_rules! runner_may_claim {
-    () => {
-        "state IN ('idle', 'busy') AND suspect_since IS NULL"
-    };
-}
-
-/// Whether runner `$3` may take a step run (`step_runs` in scope): in its scope
-/// ([`in_scope_of_runner!`]) and only while it may claim ([`runner_may_claim!`]). The one
-/// statement of the rule, for both backends.
-macro_rules! claimable_by_runner {
-    ($labels:literal) => {
-        concat!(
-            "(",
-            $crate::claims::in_scope_of_runner!($labels),
-            " AND EXISTS (SELECT 1 FROM runners WHERE id = $3 AND ",
-            $crate::claims::runner_may_claim!(),
-            "))"
-        )
-    };
-}
-/// The debug sessions' claim uses the rule too ([`crate::debug_sessions`]).
-pub(crate) use claimable_by_runner;
-pub(crate) use {in_scope_of_runner, runner_may_claim};
-
-/// The step run a claim takes: the oldest ready one runner `$3` may take
-/// ([`claimable_by_runner!`]); PostgreSQL locks the row it picks.
-macro_rules! claimable_step {
-    ($labels:literal) => {
-        concat!(
-            "SELECT id FROM step_runs WHERE status = 'queued' AND ready_at <= $1 AND ",
-            claimable_by_runner!($labels),
-            " ORDER BY ready_at, id LIMIT 1"
-        )
-    };
-}
-
-/// Whether ready work waits that runner `$3` may not take: a ready step run outside
-/// [`claimable_by_runner!`], or a queued debug session (whose labels the poll's own
-/// debug claim already matched). 1 or more when so, as a count.
-macro_rules! ready_for_others {
-    ($labels:literal) => {
-        concat!(
-            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM step_runs \
-                 WHERE status = 'queued' AND ready_at <= $1 AND NOT ",
-            claimable_by_runner!($labels),
-            " LIMIT 1) AS other) \
-             + (SELECT COUNT(*) FROM debug_sessions WHERE status = 'queued')"
-        )
-    };
-}
-
-const PG_READY_FOR_OTHERS: &str = ready_for_others!("labels = ANY($2)");
-const SQLITE_READY_FOR_OTHERS: &str =
-    ready_for_others!("labels IN (SELECT value FROM json_each($2))");
-
-/// Whether ready work waits that runner `$3` could take were it not suspect or silent: a
-/// ready step run in its scope ([`in_scope_of_runner!`]), or any queued debug session. 1 or
-/// more when so. What a poll that is no proof of life asks before it answers empty.
-macro_rules! ready_in_scope {
-    ($labels:literal) => {
-        concat!(
-            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM step_runs \
-                 WHERE status = 'queued' AND ready_at <= $1 AND ",
-            in_scope_of_runner!($labels),
-            " LIMIT 1) AS mine) \
-             + (SELECT COUNT(*) FROM debug_sessions WHERE status = 'queued')"
-        )
-    };
-}
-
-const PG_READY_IN_SCOPE: &str = ready_in_scope!("labels = ANY($2)");
-const SQLITE_READY_IN_SCOPE: &str = ready_in_scope!("labels IN (SELECT value FROM json_each($2))");
-
-/// An attempt's time limit when its step names none (ms; bound as `$5` of the claim).
-const DEFAULT_ATTEMPT_TIMEOUT_MS: i64 = 3_600_000;
-
-/// The claimed step run's new attempt, from the step run's row as the claim left it
-/// (`$from`): inside a PostgreSQL claim ([`claimed_step!`]) from its `claimed` rows, after
-/// [`SQLITE_CLAIM`] on SQLite from the step run ([`SQLITE_NEW_ATTEMPT`]). `$acked_at`:
-/// `$1` for a claim acknowledged as it is made (a busy runner's, with its completion),
-/// `NULL` for a polling runner's, which its runner acknowledges later.
-macro_rules! new_attempt {
-    ($from:literal, $acked_at:literal) => {
-        concat!(
-            "INSERT INTO attempts (step_run_id, number, runner_id, status, claimed_at, \
-                 timeout_ms, iteration, ready_at, acked_at) \
-             SELECT id, attempts, $3, 'claimed', $1, COALESCE(timeout_ms, $5), iteration, \
-                 ready_at, ",
-            $acked_at,
-            " FROM ",
-            $from,
-            " RETURNING id"
-        )
-    };
-}
-/// `$6`: the step run the claim took.
-const SQLITE_NEW_ATTEMPT: &str = new_attempt!("step_runs WHERE id = $6", "NULL");
-const SQLITE_NEW_ATTEMPT_ACKED: &str = new_attempt!("step_runs WHERE id = $6", "$1");
-
-/// A polling runner's claim marks its runner busy from now (since now if it was idle),
-/// only while the runner may claim (live, not suspect), holding the runner's row until the
-/// claim commits. The claim takes effect only with its mark: a runner retired, declared
-/// lost or marked suspect after the claim read it keeps its state, and the step stays
-/// queued. Inside [`PG_CLAIM_IDLE`], after [`SQLITE_CLAIM`] on SQLite ([`RUNNER_BUSY`]).
-macro_rules! runner_busy {
-    () => {
-        concat!(
-            "UPDATE runners SET state = 'busy', \
-                 state_since = CASE WHEN state = 'idle' THEN $1 ELSE state_since END \
-             WHERE id = $3 AND ",
-            $crate::claims::runner_may_claim!()
-        )
-    };
-}
-pub(crate) use runner_busy;
-pub(crate) const RUNNER_BUSY: &str = runner_busy!();
-
-/// A busy runner's claim (with its completion, which leaves it busy) writes no mark, but
-/// holds the runner's row shared until it commits, and only while the runner may claim: a
-/// retirement or a lost verdict (an `UPDATE` of the row) committed after the claim read
-/// the runner waits for the claim and then finds its attempt, or commits first and the
-/// claim, reading the row again, takes nothing (PostgreSQL re-reads a row it waited for).
-/// Inside [`PG_CLAIM_BUSY`]; SQLite's one writer cannot interleave.
-macro_rules! runner_held {
-    () => {
-        concat!(
-            "SELECT id FROM runners WHERE id = $3 AND ",
-            runner_may_claim!(),
-            " FOR SHARE"
-        )
-    };
-}
-
-/// Inside a PostgreSQL claim: the picked step run moved to `claimed` when `$gate` allows,
-/// its attempt acknowledged at `$acked_at` ([`new_attempt!`]).
-macro_rules! claimed_step {
-    ($gate:literal, $acked_at:literal) => {
-        concat!(
-            "claimed AS ( \
-                 UPDATE step_runs s SET status = 'claimed', attempts = s.attempts + 1 \
-                 FROM picked WHERE s.id = picked.id ",
-            $gate,
-            " RETURNING s.id, s.run_id, s.step_id, s.attempts, s.action, s.timeout_ms, \
-                 s.iteration, s.ready_at), \
-             attempt AS (",
-            new_attempt!("claimed", $acked_at),
-            ") SELECT claimed.id, claimed.run_id, claimed.step_id, claimed.attempts, \
-                 claimed.action, attempt.id AS attempt_id FROM claimed, attempt"
-        )
-    };
-}
-
-/// A polling runner's claim on PostgreSQL, one statement: picks the step run, marks the
-/// runner busy ([`runner_busy!`]) and, only with that mark, claims the step run and
-/// inserts its attempt.
-const PG_CLAIM_IDLE: &str = concat!(
-    "WITH picked AS (",
-    claimable_step!("labels = ANY($2)"),
-    " FOR UPDATE SKIP LOCKED), busy AS (",
-    runner_busy!(),
-    " AND EXISTS (SELECT 1 FROM picked) RETURNING id), ",
-    claimed_step!("AND EXISTS (SELECT 1 FROM busy)", "NULL")
-);
-
-/// A claim of a runner that is busy and stays so ([`RunnerWas::Busy`], inside its
-/// completion's transaction) on PostgreSQL: no mark to write, the runner's row held
-/// ([`runner_held!`]); acknowledged as it is made (the runner just completed an attempt).
-const PG_CLAIM_BUSY: &str = concat!(
-    "WITH picked AS (",
-    claimable_step!("labels = ANY($2)"),
-    " FOR UPDATE SKIP LOCKED), held AS (",
-    runner_held!(),
-    "), ",
-    claimed_step!("AND EXISTS (SELECT 1 FROM held)", "$1")
-);
-
-/// SQLite claims the step run here; [`claim_in`] inserts the attempt and marks the runner
-/// busy after it, in the same transaction (SQLite has no data-modifying `WITH`).
-const SQLITE_CLAIM: &str = concat!(
-    "UPDATE step_runs SET status = 'claimed', attempts = attempts + 1 WHERE id = (",
-    claimable_step!("labels IN (SELECT value FROM json_each($2))"),
-    ") RETURNING id, run_id, step_id, attempts, action, NULL AS attempt_id"
-);
 
 /// Ends a live attempt (of runner `$6`, when given): the one statement of what an ended
 /// attempt records, for both backends; only how the attempt's step run and run are read
@@ -706,11 +507,11 @@ impl<'a> ClaimFor<'a> {
 /// The runner's state when it claims.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RunnerWas {
-    /// Polling: its claim takes effect only with its busy mark ([`runner_busy!`]), and
+    /// Polling: its claim takes effect only with its busy mark ([`statements::runner_busy!`]), and
     /// counts once the runner acknowledges it.
     Idle,
     /// It completed an attempt and claims its next in the same request, still `busy`
-    /// ([`AttemptEnd::runner_claims_next`]): its row held ([`runner_held!`]), the claim
+    /// ([`AttemptEnd::runner_claims_next`]): its row held ([`statements::PG_CLAIM_BUSY`]), the claim
     /// acknowledged by the answer it is handed in.
     Busy,
 }
@@ -731,40 +532,15 @@ struct ClaimedStep {
     step_id: String,
     attempts: i64,
     action: Option<String>,
-    /// The new attempt, when the claim statement made it too (PostgreSQL: one statement
-    /// claims, inserts the attempt and marks an idle runner busy); `None` on SQLite, where
-    /// [`claim_in`] does both after it (SQLite has no data-modifying `WITH`).
-    attempt_id: Option<i64>,
 }
 
-/// The claim statement: the one place the backends' SQL differs in a transition.
-fn claim_statement<'a>(claim: &ClaimFor<'a>) -> Statement<'a> {
-    let postgres = match claim.runner_was {
-        RunnerWas::Idle => PG_CLAIM_IDLE,
-        RunnerWas::Busy => PG_CLAIM_BUSY,
-    };
-    with_claim_args(Statement::per_backend(SQLITE_CLAIM, postgres), claim)
-}
-
-/// Binds `claim`'s arguments as every claim statement numbers them: `$1` now, `$2` the
-/// runner's label sets, `$3` the runner, `$4` whether it takes fork steps only, `$5` the
-/// default time limit (a statement binds only the placeholders it has; one may bind more
-/// after them).
-fn with_claim_args<'a>(statement: Statement<'a>, claim: &ClaimFor<'a>) -> Statement<'a> {
-    with_claimer_args(statement, claim).bind(DEFAULT_ATTEMPT_TIMEOUT_MS)
-}
-
-/// `$1` to `$4` of [`with_claim_args`]: who claims, for a statement that claims nothing
-/// ([`ready_for_others!`]; PostgreSQL refuses a value bound past a statement's placeholders).
-pub(crate) fn with_claimer_args<'a>(
-    statement: Statement<'a>,
-    claim: &ClaimFor<'a>,
-) -> Statement<'a> {
-    statement
-        .bind(claim.now)
-        .bind(Arg::TextSet(claim.label_sets))
-        .bind(claim.runner_id)
-        .bind(claim.takes == Takes::ForkStepsOnly)
+/// What PostgreSQL's one claim statement returns: the step run and its new attempt.
+#[derive(sqlx::FromRow, serde::Deserialize)]
+struct ClaimedWithAttempt {
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    step: ClaimedStep,
+    attempt_id: i64,
 }
 
 /// What [`claim_in`] took.
@@ -782,34 +558,49 @@ pub(crate) async fn claim_in(
     claimed_runs: &ClaimedRuns,
     claim: &ClaimFor<'_>,
 ) -> anyhow::Result<Option<ClaimedIn>> {
-    let Some(step) = tx.row::<ClaimedStep>(claim_statement(claim)).await? else {
-        return Ok(None);
-    };
-    let attempt_id = match step.attempt_id {
-        Some(attempt_id) => attempt_id,
-        None => {
-            let new_attempt = match claim.runner_was {
-                RunnerWas::Idle => SQLITE_NEW_ATTEMPT,
-                RunnerWas::Busy => SQLITE_NEW_ATTEMPT_ACKED,
-            };
-            let attempt_id: i64 = tx
-                .scalar(with_claim_args(Statement::new(new_attempt), claim).bind(step.id))
-                .await?
-                .context("the new attempt's id")?;
-            // SQLite's one connection: the claim statement just read the runner live, and
-            // nothing wrote since, so the mark lands.
-            if claim.runner_was == RunnerWas::Idle {
-                let marked = tx
-                    .execute(with_claim_args(Statement::new(RUNNER_BUSY), claim))
-                    .await?;
-                anyhow::ensure!(
-                    marked == 1,
-                    "runner {} left while claiming",
-                    claim.runner_id
-                );
-            }
-            attempt_id
+    let (step, attempt_id) = if tx.is_postgres() {
+        let statement = match claim.runner_was {
+            RunnerWas::Idle => &PG_CLAIM_IDLE,
+            RunnerWas::Busy => &PG_CLAIM_BUSY,
+        };
+        let claimed: Option<ClaimedWithAttempt> =
+            tx.row(claim.values(Statement::named(statement))).await?;
+        let Some(claimed) = claimed else {
+            return Ok(None);
+        };
+        (claimed.step, claimed.attempt_id)
+    } else {
+        let claimed: Option<ClaimedStep> = tx
+            .row(claim.values(Statement::named(&SQLITE_CLAIM)))
+            .await?;
+        let Some(step) = claimed else {
+            return Ok(None);
+        };
+        let new_attempt = match claim.runner_was {
+            RunnerWas::Idle => &SQLITE_NEW_ATTEMPT,
+            RunnerWas::Busy => &SQLITE_NEW_ATTEMPT_ACKED,
+        };
+        let attempt_id: i64 = tx
+            .scalar(
+                claim
+                    .values(Statement::named(new_attempt))
+                    .set("step_run", step.id),
+            )
+            .await?
+            .context("the new attempt's id")?;
+        // SQLite's one connection: the claim statement just read the runner live, and
+        // nothing wrote since, so the mark lands.
+        if claim.runner_was == RunnerWas::Idle {
+            let marked = tx
+                .execute(claim.values(Statement::named(&RUNNER_BUSY)))
+                .await?;
+            anyhow::ensure!(
+                marked == 1,
+                "runner {} left while claiming",
+                claim.runner_id
+            );
         }
+        (step, attempt_id)
     };
     let (claimed, first_of_run) = claimed_with(tx, claimed_runs, attempt_id, step).await?;
     Ok(Some(ClaimedIn {
@@ -956,10 +747,11 @@ impl Store {
         now: i64,
     ) -> anyhow::Result<bool> {
         let claim = ClaimFor::polling(runner_id, label_sets, now);
-        let statement = Statement::per_backend(SQLITE_READY_FOR_OTHERS, PG_READY_FOR_OTHERS);
-        let mut conn = Conn::acquire(self).await?;
-        let mut tx = conn.autocommit().await?;
-        let waiting: Option<i64> = tx.scalar(with_claimer_args(statement, &claim)).await?;
+        let statement = claim.values(Statement::named_per_backend(
+            &SQLITE_READY_FOR_OTHERS,
+            &PG_READY_FOR_OTHERS,
+        ));
+        let waiting: Option<i64> = self.scalar(statement).await?;
         Ok(waiting.unwrap_or(0) > 0)
     }
 
@@ -974,10 +766,11 @@ impl Store {
         now: i64,
     ) -> anyhow::Result<bool> {
         let claim = ClaimFor::polling(runner_id, label_sets, now);
-        let statement = Statement::per_backend(SQLITE_READY_IN_SCOPE, PG_READY_IN_SCOPE);
-        let mut conn = Conn::acquire(self).await?;
-        let mut tx = conn.autocommit().await?;
-        let waiting: Option<i64> = tx.scalar(with_claimer_args(statement, &claim)).await?;
+        let statement = claim.values(Statement::named_per_backend(
+            &SQLITE_READY_IN_SCOPE,
+            &PG_READY_IN_SCOPE,
+        ));
+        let waiting: Option<i64> = self.scalar(statement).await?;
         Ok(waiting.unwrap_or(0) > 0)
     }
 
@@ -1024,15 +817,14 @@ impl Store {
 
     /// Who holds `attempt_id`, or `None` if there is no such attempt.
     pub async fn attempt_owner(&self, attempt_id: i64) -> anyhow::Result<Option<AttemptOwner>> {
-        Ok(self
-            .row(
-                Statement::new(
-                    "SELECT a.runner_id, a.step_run_id, a.number, s.run_id FROM attempts a \
+        self.row(
+            Statement::new(
+                "SELECT a.runner_id, a.step_run_id, a.number, s.run_id FROM attempts a \
              JOIN step_runs s ON s.id = a.step_run_id WHERE a.id = $1",
-                )
-                .bind(attempt_id),
             )
-            .await?)
+            .bind(attempt_id),
+        )
+        .await
     }
 
     /// Claimed → running, when the runner starts the process (which acknowledges the claim,
@@ -1133,25 +925,28 @@ impl Store {
         now: i64,
         grace_ms: i64,
     ) -> anyhow::Result<Vec<(i64, i64, i64)>> {
-        Ok(self
-            .rows(
-                Statement::new(
-                    "SELECT a.id, s.run_id, a.timeout_ms FROM attempts a \
+        self.rows(
+            Statement::new(
+                "SELECT a.id, s.run_id, a.timeout_ms FROM attempts a \
              JOIN step_runs s ON s.id = a.step_run_id \
              WHERE a.status IN ('claimed', 'running') AND a.claimed_at + a.timeout_ms + $2 < $1",
-                )
-                .bind(now)
-                .bind(grace_ms),
             )
-            .await?)
+            .bind(now)
+            .bind(grace_ms),
+        )
+        .await
     }
 
     /// Attempts still claimed or running on `runner_id`, as `(attempt, run)`.
     pub async fn active_attempts_of(&self, runner_id: i64) -> anyhow::Result<Vec<(i64, i64)>> {
-        Ok(
-            self.rows(Statement::new("SELECT a.id, s.run_id FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
-             WHERE a.runner_id = $1 AND a.status IN ('claimed', 'running')",).bind(runner_id)).await?,
+        self.rows(
+            Statement::new(
+                "SELECT a.id, s.run_id FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
+             WHERE a.runner_id = $1 AND a.status IN ('claimed', 'running')",
+            )
+            .bind(runner_id),
         )
+        .await
     }
 }
 

@@ -160,9 +160,9 @@ impl Store {
     /// What the runs of repository `repo_id` cost together (micro-dollars), and how many
     /// tokens they used; `None` when no attempt of them was priced.
     pub async fn repository_cost(&self, repo_id: i64) -> anyhow::Result<Option<i64>> {
-        Ok(self.one_scalar(Statement::new("SELECT CAST(SUM(a.cost_usd_micros) AS BIGINT) FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
+        self.one_scalar(Statement::new("SELECT CAST(SUM(a.cost_usd_micros) AS BIGINT) FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
              JOIN runs r ON r.id = s.run_id WHERE r.repo_id = $1",)
             .bind(repo_id))
-        .await?)
+        .await
     }
 }

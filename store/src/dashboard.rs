@@ -133,34 +133,30 @@ impl Store {
     /// The distinct workflow sources and names that have runs (the filters' choices),
     /// sorted, at most `limit` of each.
     pub async fn dashboard_workflows(&self, limit: i64) -> anyhow::Result<Vec<(String, String)>> {
-        Ok(self
-            .rows(
-                Statement::new("SELECT source, name FROM workflows ORDER BY source, name LIMIT $1")
-                    .bind(limit),
-            )
-            .await?)
+        self.rows(
+            Statement::new("SELECT source, name FROM workflows ORDER BY source, name LIMIT $1")
+                .bind(limit),
+        )
+        .await
     }
 
     /// What every runner is doing now: `(runner id, run id, step id)` of each attempt still
     /// claimed or running.
     pub async fn dashboard_busy_runners(&self) -> anyhow::Result<Vec<(i64, i64, String)>> {
-        Ok(self
-            .rows(Statement::new(
-                "SELECT a.runner_id, s.run_id, s.step_id FROM attempts a \
+        self.rows(Statement::new(
+            "SELECT a.runner_id, s.run_id, s.step_id FROM attempts a \
              JOIN step_runs s ON s.id = a.step_run_id \
              WHERE a.status IN ('claimed', 'running') ORDER BY a.id",
-            ))
-            .await?)
+        ))
+        .await
     }
 
     /// Every attempt of the run's steps, by step and number.
     pub async fn dashboard_attempts(&self, run_id: i64) -> anyhow::Result<Vec<AttemptRow>> {
-        Ok(
-            self.rows(Statement::new("SELECT a.step_run_id, a.number, a.iteration, a.status, a.exit_code, a.reason, a.started_at, \
+        self.rows(Statement::new("SELECT a.step_run_id, a.number, a.iteration, a.status, a.exit_code, a.reason, a.started_at, \
              a.finished_at, r.name AS runner, a.model, a.usage, a.cost_usd_micros FROM attempts a \
              JOIN step_runs s ON s.id = a.step_run_id LEFT JOIN runners r ON r.id = a.runner_id \
-             WHERE s.run_id = $1 ORDER BY a.step_run_id, a.number",).bind(run_id)).await?,
-        )
+             WHERE s.run_id = $1 ORDER BY a.step_run_id, a.number",).bind(run_id)).await
     }
 }
 

@@ -17,8 +17,9 @@
 
 use anyhow::Context;
 
-use super::claims::{claimable_by_runner, runner_busy, with_claimer_args, ClaimFor, RUNNER_BUSY};
-use super::tx::{Conn, Statement};
+use super::claims::statements::{claimable_by_runner, runner_busy, RUNNER_BUSY};
+use super::claims::ClaimFor;
+use super::tx::{Conn, NamedSql, Statement};
 use super::Store;
 
 /// A session to record.
@@ -73,41 +74,48 @@ const SESSION: &str = "SELECT id, run_id, step_run_id, creator, creator_user_id,
     idle_timeout_ms, status, runner_id, created_at, claimed_at, ended_at, end_reason \
     FROM debug_sessions WHERE id = $1";
 
-/// The oldest queued session runner `$3` may serve: its step run's under the step claim's
-/// own rule ([`claimable_by_runner!`], with `$4` false: a debug session takes any step).
+/// The oldest queued session runner `:runner` may serve: its step run's under the step
+/// claim's own rule ([`claimable_by_runner!`], with `:forks_only` false: a debug session
+/// takes any step).
 macro_rules! claimable_session {
-    ($labels:literal) => {
+    ($backend:ident) => {
         concat!(
-            "SELECT d.id FROM debug_sessions d JOIN step_runs ON step_runs.id = d.step_run_id \
+            "SELECT d.id FROM debug_sessions d JOIN step_runs ON step_runs.id = d.step_run_id
              WHERE d.status = 'queued' AND ",
-            claimable_by_runner!($labels),
-            " ORDER BY d.created_at, d.id LIMIT 1"
+            claimable_by_runner!($backend),
+            "
+             ORDER BY d.created_at, d.id LIMIT 1"
         )
     };
 }
 
 /// PostgreSQL, one statement: picks the session, marks the runner busy ([`runner_busy!`])
 /// and, only with that mark, claims the session — as a polling runner's step claim does.
-const PG_CLAIM: &str = concat!(
+static PG_CLAIM: NamedSql = NamedSql::new(concat!(
     "WITH picked AS (",
-    claimable_session!("labels = ANY($2)"),
-    " FOR UPDATE OF d SKIP LOCKED), busy AS (",
+    claimable_session!(postgres),
+    "
+         FOR UPDATE OF d SKIP LOCKED),
+     busy AS (",
     runner_busy!(),
-    " AND EXISTS (SELECT 1 FROM picked) RETURNING id) \
-     UPDATE debug_sessions d SET status = 'claimed', runner_id = $3, claimed_at = $1 \
-     FROM picked WHERE d.id = picked.id AND d.status = 'queued' \
-       AND EXISTS (SELECT 1 FROM busy) \
+    "
+         AND EXISTS (SELECT 1 FROM picked)
+         RETURNING id)
+     UPDATE debug_sessions d SET status = 'claimed', runner_id = :runner, claimed_at = :now
+     FROM picked WHERE d.id = picked.id AND d.status = 'queued'
+       AND EXISTS (SELECT 1 FROM busy)
      RETURNING d.id"
-);
+));
 
 /// SQLite claims the session here; the runner's busy mark follows in the same transaction
 /// ([`RUNNER_BUSY`]).
-const SQLITE_CLAIM: &str = concat!(
-    "UPDATE debug_sessions SET status = 'claimed', runner_id = $3, claimed_at = $1 \
+static SQLITE_CLAIM: NamedSql = NamedSql::new(concat!(
+    "UPDATE debug_sessions SET status = 'claimed', runner_id = :runner, claimed_at = :now
      WHERE status = 'queued' AND id = (",
-    claimable_session!("labels IN (SELECT value FROM json_each($2))"),
-    ") RETURNING id"
-);
+    claimable_session!(sqlite),
+    ")
+     RETURNING id"
+));
 
 impl Store {
     /// Records a new `queued` session.
@@ -134,9 +142,8 @@ impl Store {
 
     /// Session `id`, or `None`.
     pub async fn debug_session(&self, id: &str) -> anyhow::Result<Option<DebugSessionRow>> {
-        Ok(self
-            .row::<DebugSessionRow>(Statement::new(SESSION).bind(id))
-            .await?)
+        self.row::<DebugSessionRow>(Statement::new(SESSION).bind(id))
+            .await
     }
 
     /// Whether step run `step_run_id` still holds the dispatch document its attempts ran
@@ -153,9 +160,9 @@ impl Store {
 
     /// Whether step run `step_run_id` has a session that has not ended.
     pub async fn live_debug_session_of(&self, step_run_id: i64) -> anyhow::Result<Option<String>> {
-        Ok(self.scalar::<String>(Statement::new("SELECT id FROM debug_sessions WHERE step_run_id = $1 AND status <> 'ended' LIMIT 1",)
+        self.scalar::<String>(Statement::new("SELECT id FROM debug_sessions WHERE step_run_id = $1 AND status <> 'ended' LIMIT 1",)
             .bind(step_run_id))
-        .await?)
+        .await
     }
 
     /// Ends every queued session older than its idle timeout (nobody took it), with the
@@ -205,10 +212,7 @@ impl Store {
         let mut conn = Conn::acquire(self).await?;
         let mut tx = conn.begin().await?;
         let claimed: Option<String> = tx
-            .scalar(with_claimer_args(
-                Statement::per_backend(SQLITE_CLAIM, PG_CLAIM),
-                &claim,
-            ))
+            .scalar(claim.values(Statement::named_per_backend(&SQLITE_CLAIM, &PG_CLAIM)))
             .await?;
         let Some(id) = claimed else {
             return Ok(None);
@@ -217,7 +221,7 @@ impl Store {
             // SQLite's one connection: the claim just read the runner live and nothing
             // wrote since, so the mark lands.
             let marked = tx
-                .execute(with_claimer_args(Statement::new(RUNNER_BUSY), &claim))
+                .execute(claim.values(Statement::named(&RUNNER_BUSY)))
                 .await?;
             anyhow::ensure!(marked == 1, "runner {runner_id} left while claiming");
         }

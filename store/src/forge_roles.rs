@@ -70,39 +70,36 @@ impl Store {
 
     /// Removes the forge roles not confirmed since `before_ms`; how many.
     pub async fn drop_stale_forge_roles(&self, before_ms: i64) -> anyhow::Result<u64> {
-        Ok(self
-            .execute(
-                Statement::new("DELETE FROM forge_roles WHERE checked_at < $1").bind(before_ms),
-            )
-            .await?)
+        self.execute(
+            Statement::new("DELETE FROM forge_roles WHERE checked_at < $1").bind(before_ms),
+        )
+        .await
     }
 
     /// The forge roles of `user_id`, by repository.
     pub async fn forge_roles_of_user(&self, user_id: i64) -> anyhow::Result<Vec<ForgeRoleRow>> {
-        Ok(self
-            .rows(
-                Statement::new(
-                    "SELECT repo_id, user_id, role, permission, checked_at FROM forge_roles \
+        self.rows(
+            Statement::new(
+                "SELECT repo_id, user_id, role, permission, checked_at FROM forge_roles \
              WHERE user_id = $1 ORDER BY repo_id",
-                )
-                .bind(user_id),
             )
-            .await?)
+            .bind(user_id),
+        )
+        .await
     }
 
     /// Every forge login linked to an enabled user (`user_id` given: that user's only).
     pub async fn linked_logins(&self, user_id: Option<i64>) -> anyhow::Result<Vec<LinkedLogin>> {
-        Ok(self
-            .rows(
-                Statement::new(
-                    "SELECT f.user_id, f.forge, f.login FROM user_forge_logins f \
+        self.rows(
+            Statement::new(
+                "SELECT f.user_id, f.forge, f.login FROM user_forge_logins f \
              JOIN users u ON u.id = f.user_id \
              WHERE u.disabled_at IS NULL AND ($1 IS NULL OR f.user_id = $1) \
              ORDER BY f.user_id, f.forge, f.login_key",
-                )
-                .bind(user_id),
             )
-            .await?)
+            .bind(user_id),
+        )
+        .await
     }
 
     /// The role `user_id` acts with on `repo_id`: Plue's own grant, else the forge's.
@@ -111,17 +108,16 @@ impl Store {
         repo_id: i64,
         user_id: i64,
     ) -> anyhow::Result<Option<String>> {
-        Ok(self
-            .one_scalar(
-                Statement::new(
-                    "SELECT COALESCE( \
+        self.one_scalar(
+            Statement::new(
+                "SELECT COALESCE( \
                  (SELECT role FROM repo_roles WHERE repo_id = $1 AND user_id = $2), \
                  (SELECT role FROM forge_roles WHERE repo_id = $1 AND user_id = $2))",
-                )
-                .bind(repo_id)
-                .bind(user_id),
             )
-            .await?)
+            .bind(repo_id)
+            .bind(user_id),
+        )
+        .await
     }
 
     /// Every repository `user_id` acts on with a role, with that role (as
@@ -130,19 +126,18 @@ impl Store {
         &self,
         user_id: i64,
     ) -> anyhow::Result<Vec<(i64, String)>> {
-        Ok(self
-            .rows(
-                Statement::new(
-                    "SELECT repo_id, role FROM repo_roles WHERE user_id = $1 \
+        self.rows(
+            Statement::new(
+                "SELECT repo_id, role FROM repo_roles WHERE user_id = $1 \
              UNION ALL \
              SELECT f.repo_id, f.role FROM forge_roles f WHERE f.user_id = $1 \
              AND NOT EXISTS (SELECT 1 FROM repo_roles r \
                              WHERE r.repo_id = f.repo_id AND r.user_id = f.user_id) \
              ORDER BY 1",
-                )
-                .bind(user_id),
             )
-            .await?)
+            .bind(user_id),
+        )
+        .await
     }
 }
 

@@ -14,25 +14,22 @@ use crate::Store;
 impl Store {
     /// Every sealed value run `run_id` was handed, as `(name, sealed)`, oldest first.
     pub async fn held_secrets(&self, run_id: i64) -> anyhow::Result<Vec<(String, String)>> {
-        Ok(self
-            .rows(
-                Statement::new(
-                    "SELECT name, sealed FROM run_held_secrets WHERE run_id = $1 ORDER BY held_at",
-                )
-                .bind(run_id),
+        self.rows(
+            Statement::new(
+                "SELECT name, sealed FROM run_held_secrets WHERE run_id = $1 ORDER BY held_at",
             )
-            .await?)
+            .bind(run_id),
+        )
+        .await
     }
 
     /// How many values run `run_id` holds: it only grows, so a copy of the run's wall
     /// made when it held this many still knows every value while the count is the same.
     pub async fn held_secrets_count(&self, run_id: i64) -> anyhow::Result<i64> {
-        Ok(self
-            .one_scalar(
-                Statement::new("SELECT COUNT(*) FROM run_held_secrets WHERE run_id = $1")
-                    .bind(run_id),
-            )
-            .await?)
+        self.one_scalar(
+            Statement::new("SELECT COUNT(*) FROM run_held_secrets WHERE run_id = $1").bind(run_id),
+        )
+        .await
     }
 
     /// Records that run `run_id` was handed the values sealed in `held` (`(name, sealed)`)

@@ -122,25 +122,23 @@ impl Store {
 
     /// Every installation known, by id.
     pub async fn installations(&self) -> anyhow::Result<Vec<InstallationRow>> {
-        Ok(self
-            .rows(Statement::new(
-                "SELECT id, account, account_type, state, permissions, events, created_at, \
+        self.rows(Statement::new(
+            "SELECT id, account, account_type, state, permissions, events, created_at, \
              updated_at, refused FROM github_installations ORDER BY id",
-            ))
-            .await?)
+        ))
+        .await
     }
 
     /// Installation `id`, if it was ever recorded.
     pub async fn installation(&self, id: i64) -> anyhow::Result<Option<InstallationRow>> {
-        Ok(self
-            .row(
-                Statement::new(
-                    "SELECT id, account, account_type, state, permissions, events, created_at, \
+        self.row(
+            Statement::new(
+                "SELECT id, account, account_type, state, permissions, events, created_at, \
              updated_at, refused FROM github_installations WHERE id = $1",
-                )
-                .bind(id),
             )
-            .await?)
+            .bind(id),
+        )
+        .await
     }
 
     /// Records the engine's new judgement of installation `id` (`refused`: why it is

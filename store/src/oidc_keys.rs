@@ -31,16 +31,15 @@ impl Store {
     /// The keys to publish: every active key and those retired at `retired_since` (ms) or
     /// later, newest first (the signer is the first active one).
     pub async fn oidc_keys(&self, retired_since: i64) -> anyhow::Result<Vec<OidcKeyRow>> {
-        Ok(self
-            .rows(
-                Statement::new(
-                    "SELECT kid, sealed_key, created_at, retired_at FROM oidc_keys \
+        self.rows(
+            Statement::new(
+                "SELECT kid, sealed_key, created_at, retired_at FROM oidc_keys \
              WHERE retired_at IS NULL OR retired_at >= $1 \
              ORDER BY created_at DESC, kid DESC",
-                )
-                .bind(retired_since),
             )
-            .await?)
+            .bind(retired_since),
+        )
+        .await
     }
 
     /// Adds key `kid` made at `at_ms` when no key is active; whether it was added.
@@ -99,10 +98,15 @@ impl Store {
     /// The tokens issued to the steps of run `run_id` (audit events
     /// [`ID_TOKEN_ISSUED`]), oldest first.
     pub async fn id_tokens_issued(&self, run_id: i64) -> anyhow::Result<Vec<AuditRow>> {
-        Ok(
-            self.rows(Statement::new("SELECT id, at, user_id, actor, action, repo_id, run_id, detail FROM audit_events \
-             WHERE run_id = $1 AND action = $2 ORDER BY id",).bind(run_id).bind(ID_TOKEN_ISSUED)).await?,
+        self.rows(
+            Statement::new(
+                "SELECT id, at, user_id, actor, action, repo_id, run_id, detail FROM audit_events \
+             WHERE run_id = $1 AND action = $2 ORDER BY id",
+            )
+            .bind(run_id)
+            .bind(ID_TOKEN_ISSUED),
         )
+        .await
     }
 }
 

@@ -168,20 +168,19 @@ impl Store {
     /// The user named `name` (in any case).
     pub async fn user_by_name(&self, name: &str) -> anyhow::Result<Option<UserRow>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name_key = $1");
-        Ok(self
-            .row::<UserRow>(Statement::new(&sql).bind(name.to_lowercase()))
-            .await?)
+        self.row::<UserRow>(Statement::new(&sql).bind(name.to_lowercase()))
+            .await
     }
 
     pub async fn user_by_id(&self, id: i64) -> anyhow::Result<Option<UserRow>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-        Ok(self.row::<UserRow>(Statement::new(&sql).bind(id)).await?)
+        self.row::<UserRow>(Statement::new(&sql).bind(id)).await
     }
 
     /// Every user, by name.
     pub async fn list_users(&self) -> anyhow::Result<Vec<UserRow>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY name_key");
-        Ok(self.rows::<UserRow>(Statement::new(&sql)).await?)
+        self.rows::<UserRow>(Statement::new(&sql)).await
     }
 
     /// Disables a user: none of its tokens or sessions is valid any more, and its sessions
@@ -230,20 +229,18 @@ impl Store {
     }
 
     pub async fn group_by_name(&self, name: &str) -> anyhow::Result<Option<GroupRow>> {
-        Ok(self
-            .row::<GroupRow>(
-                Statement::new("SELECT id, name, created_at FROM user_groups WHERE name_key = $1")
-                    .bind(name.to_lowercase()),
-            )
-            .await?)
+        self.row::<GroupRow>(
+            Statement::new("SELECT id, name, created_at FROM user_groups WHERE name_key = $1")
+                .bind(name.to_lowercase()),
+        )
+        .await
     }
 
     pub async fn list_groups(&self) -> anyhow::Result<Vec<GroupRow>> {
-        Ok(self
-            .rows::<GroupRow>(Statement::new(
-                "SELECT id, name, created_at FROM user_groups ORDER BY name_key",
-            ))
-            .await?)
+        self.rows::<GroupRow>(Statement::new(
+            "SELECT id, name, created_at FROM user_groups ORDER BY name_key",
+        ))
+        .await
     }
 
     /// Deletes a group (its memberships go with it). False when there was none.
@@ -292,17 +289,20 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        Ok(self
-            .rows::<UserRow>(Statement::new(&sql).bind(group_id))
-            .await?)
+        self.rows::<UserRow>(Statement::new(&sql).bind(group_id))
+            .await
     }
 
     /// The names (lowercase) of the groups user `user_id` is a member of.
     pub async fn group_keys_of(&self, user_id: i64) -> anyhow::Result<Vec<String>> {
-        Ok(self.scalars(Statement::new("SELECT g.name_key FROM user_groups g JOIN group_members m ON m.group_id = g.id \
-             WHERE m.user_id = $1 ORDER BY g.name_key",)
-            .bind(user_id))
-        .await?)
+        self.scalars(
+            Statement::new(
+                "SELECT g.name_key FROM user_groups g JOIN group_members m ON m.group_id = g.id \
+             WHERE m.user_id = $1 ORDER BY g.name_key",
+            )
+            .bind(user_id),
+        )
+        .await
     }
 
     /// Links a forge login to a user; [`NameError::Taken`] when another user holds it.
@@ -353,29 +353,27 @@ impl Store {
         forge: &str,
         login: &str,
     ) -> anyhow::Result<Option<i64>> {
-        Ok(self
-            .scalar(
-                Statement::new(
-                    "SELECT f.user_id FROM user_forge_logins f JOIN users u ON u.id = f.user_id \
+        self.scalar(
+            Statement::new(
+                "SELECT f.user_id FROM user_forge_logins f JOIN users u ON u.id = f.user_id \
              WHERE f.forge = $1 AND f.login_key = $2 AND u.disabled_at IS NULL",
-                )
-                .bind(forge)
-                .bind(login.to_lowercase()),
             )
-            .await?)
+            .bind(forge)
+            .bind(login.to_lowercase()),
+        )
+        .await
     }
 
     /// The forge logins linked to a user.
     pub async fn forge_logins_of(&self, user_id: i64) -> anyhow::Result<Vec<ForgeLoginRow>> {
-        Ok(self
-            .rows::<ForgeLoginRow>(
-                Statement::new(
-                    "SELECT user_id, forge, login FROM user_forge_logins WHERE user_id = $1 \
+        self.rows::<ForgeLoginRow>(
+            Statement::new(
+                "SELECT user_id, forge, login FROM user_forge_logins WHERE user_id = $1 \
              ORDER BY forge, login_key",
-                )
-                .bind(user_id),
             )
-            .await?)
+            .bind(user_id),
+        )
+        .await
     }
 
     /// Records who started run `run_id`.

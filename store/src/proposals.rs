@@ -131,9 +131,8 @@ impl Store {
     pub async fn list_for_run(&self, run_id: i64) -> anyhow::Result<Vec<ProposalRow>> {
         let sql = format!("SELECT {COLUMNS} FROM proposals WHERE run_id = $1 ORDER BY id");
         {
-            Ok(self
-                .rows::<ProposalRow>(Statement::new(&sql).bind(run_id))
-                .await?)
+            self.rows::<ProposalRow>(Statement::new(&sql).bind(run_id))
+                .await
         }
     }
 
@@ -190,9 +189,8 @@ impl Store {
              ORDER BY id LIMIT 1"
         );
         {
-            Ok(self
-                .row::<ProposalRow>(Statement::new(&sql).bind(now_ms()))
-                .await?)
+            self.row::<ProposalRow>(Statement::new(&sql).bind(now_ms()))
+                .await
         }
     }
 
@@ -326,16 +324,15 @@ impl Store {
 
     /// Proposal `id`.
     pub async fn proposal(&self, id: i64) -> anyhow::Result<Option<ProposalRow>> {
-        Ok(self
-            .row::<ProposalRow>(
-                Statement::new(
-                    "SELECT id, run_id, step_run_id, attempt_id, position, kind, payload, state, \
+        self.row::<ProposalRow>(
+            Statement::new(
+                "SELECT id, run_id, step_run_id, attempt_id, position, kind, payload, state, \
              reason, decided_by, decided_at, applied_url, applied_at, created_at, threat \
              FROM proposals WHERE id = $1",
-                )
-                .bind(id),
             )
-            .await?)
+            .bind(id),
+        )
+        .await
     }
 
     /// Whether a proposal of run `run_id` is still to be applied: `ready`, `applying`, or

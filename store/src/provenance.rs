@@ -94,12 +94,11 @@ impl Store {
                 .bind(now_ms()),
             )
             .await?;
-            Ok(self
-                .one_scalar(
-                    Statement::new("SELECT envelope FROM provenance WHERE proposal_id = $1")
-                        .bind(proposal_id),
-                )
-                .await?)
+            self.one_scalar(
+                Statement::new("SELECT envelope FROM provenance WHERE proposal_id = $1")
+                    .bind(proposal_id),
+            )
+            .await
         }
     }
 
@@ -111,16 +110,15 @@ impl Store {
     ) -> anyhow::Result<Option<StatementRow>> {
         let sql =
             format!("SELECT {COLUMNS} FROM provenance WHERE run_id = $1 AND proposal_id = $2");
-        Ok(self
-            .row(Statement::new(&sql).bind(run_id).bind(proposal_id))
-            .await?)
+        self.row(Statement::new(&sql).bind(run_id).bind(proposal_id))
+            .await
     }
 
     /// Every statement of run `run_id`, by proposal.
     pub async fn statements_of_run(&self, run_id: i64) -> anyhow::Result<Vec<StatementRow>> {
         let sql =
             format!("SELECT {COLUMNS} FROM provenance WHERE run_id = $1 ORDER BY proposal_id");
-        Ok(self.rows(Statement::new(&sql).bind(run_id)).await?)
+        self.rows(Statement::new(&sql).bind(run_id)).await
     }
 
     /// Lists public key `key_id` (`public_key` in hex) unless it is listed.
@@ -134,12 +132,11 @@ impl Store {
 
     /// Every listed key, newest first.
     pub async fn signing_keys(&self) -> anyhow::Result<Vec<SigningKeyRow>> {
-        Ok(self
-            .rows(Statement::new(
-                "SELECT key_id, public_key, first_seen FROM provenance_keys \
+        self.rows(Statement::new(
+            "SELECT key_id, public_key, first_seen FROM provenance_keys \
              ORDER BY first_seen DESC, key_id",
-            ))
-            .await?)
+        ))
+        .await
     }
 }
 

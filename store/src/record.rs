@@ -17,14 +17,13 @@ pub struct RoundRow {
 impl Store {
     /// Every round's outputs of run `run_id`'s step runs, by step run and iteration.
     pub async fn rounds_of_run(&self, run_id: i64) -> anyhow::Result<Vec<RoundRow>> {
-        Ok(self
-            .rows(
-                Statement::new(
-                    "SELECT step_run_id, iteration, outputs FROM step_outputs \
+        self.rows(
+            Statement::new(
+                "SELECT step_run_id, iteration, outputs FROM step_outputs \
              WHERE run_id = $1 ORDER BY step_run_id, iteration",
-                )
-                .bind(run_id),
             )
-            .await?)
+            .bind(run_id),
+        )
+        .await
     }
 }

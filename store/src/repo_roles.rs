@@ -106,33 +106,35 @@ impl Store {
 
     /// The role `user_id` holds on `repo_id`, by name.
     pub async fn role_of(&self, repo_id: i64, user_id: i64) -> anyhow::Result<Option<String>> {
-        Ok(self
-            .scalar(
-                Statement::new("SELECT role FROM repo_roles WHERE repo_id = $1 AND user_id = $2")
-                    .bind(repo_id)
-                    .bind(user_id),
-            )
-            .await?)
+        self.scalar(
+            Statement::new("SELECT role FROM repo_roles WHERE repo_id = $1 AND user_id = $2")
+                .bind(repo_id)
+                .bind(user_id),
+        )
+        .await
     }
 
     /// Every repository `user_id` holds a role on, with the role's name.
     pub async fn roles_of_user(&self, user_id: i64) -> anyhow::Result<Vec<(i64, String)>> {
-        Ok(self
-            .rows(
-                Statement::new(
-                    "SELECT repo_id, role FROM repo_roles WHERE user_id = $1 ORDER BY repo_id",
-                )
-                .bind(user_id),
+        self.rows(
+            Statement::new(
+                "SELECT repo_id, role FROM repo_roles WHERE user_id = $1 ORDER BY repo_id",
             )
-            .await?)
+            .bind(user_id),
+        )
+        .await
     }
 
     /// The members of a repository, by name.
     pub async fn members_of(&self, repo_id: i64) -> anyhow::Result<Vec<MemberRow>> {
-        Ok(self.rows::<MemberRow>(Statement::new("SELECT r.user_id, u.name AS user_name, r.role, r.granted_at FROM repo_roles r \
-             JOIN users u ON u.id = r.user_id WHERE r.repo_id = $1 ORDER BY u.name_key",)
-            .bind(repo_id))
-        .await?)
+        self.rows::<MemberRow>(
+            Statement::new(
+                "SELECT r.user_id, u.name AS user_name, r.role, r.granted_at FROM repo_roles r \
+             JOIN users u ON u.id = r.user_id WHERE r.repo_id = $1 ORDER BY u.name_key",
+            )
+            .bind(repo_id),
+        )
+        .await
     }
 
     /// Whether anyone may read `repo_id`'s runs (`None`: no such repository). A legacy NULL
@@ -148,11 +150,10 @@ impl Store {
 
     /// The ids of the repositories anyone may read.
     pub async fn public_repos(&self) -> anyhow::Result<Vec<i64>> {
-        Ok(self
-            .scalars(Statement::new(
-                "SELECT id FROM repositories WHERE public_read ORDER BY id",
-            ))
-            .await?)
+        self.scalars(Statement::new(
+            "SELECT id FROM repositories WHERE public_read ORDER BY id",
+        ))
+        .await
     }
 
     /// Chooses whether anyone may read `repo_id`'s runs. False when there is no such

@@ -20,7 +20,7 @@
 //!   share of the run's budget: its runner ran nothing of it.
 //! - The runner of a returned claim becomes suspect (`runners.suspect_since`) and claims
 //!   nothing until a heartbeat or a new poll of its own clears the mark
-//!   (`claims::runner_may_claim!`).
+//!   (`claims::statements::runner_may_claim!`).
 //! - Lock order as every transition's: the attempt, its step run, then the runner.
 
 use plue_types::status::AttemptStatus;

@@ -79,7 +79,7 @@ impl Store {
         let sql = format!(
             "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE repo_id = $1 ORDER BY workflow_path, cron"
         );
-        Ok(self.rows(Statement::new(&sql).bind(repo_id)).await?)
+        self.rows(Statement::new(&sql).bind(repo_id)).await
     }
 
     /// Schedules whose next fire time has come.
@@ -87,7 +87,7 @@ impl Store {
         let sql = format!(
             "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE next_fire_at <= $1 ORDER BY next_fire_at LIMIT 100"
         );
-        Ok(self.rows(Statement::new(&sql).bind(now)).await?)
+        self.rows(Statement::new(&sql).bind(now)).await
     }
 
     /// Takes the tick `seen_next` of a schedule, moving it to `next`; false when another

@@ -222,7 +222,7 @@ impl Store {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs r JOIN workflows w ON w.id = r.workflow_id WHERE r.id = $1"
         );
-        Ok(self.row(Statement::new(&sql).bind(run_id)).await?)
+        self.row(Statement::new(&sql).bind(run_id)).await
     }
 
     /// The newest runs first.
@@ -231,7 +231,7 @@ impl Store {
             "SELECT {RUN_COLUMNS} FROM runs r JOIN workflows w ON w.id = r.workflow_id \
              ORDER BY r.id DESC LIMIT $1"
         );
-        Ok(self.rows(Statement::new(&sql).bind(limit)).await?)
+        self.rows(Statement::new(&sql).bind(limit)).await
     }
 
     /// The newest runs of a repository first, each with its status as shown (a run held
@@ -242,42 +242,36 @@ impl Store {
              WHERE r.repo_id IS NOT NULL AND w.source = $1 ORDER BY r.id DESC LIMIT $2",
             crate::dashboard::shown_columns()
         );
-        Ok(self
-            .rows(Statement::new(&sql).bind(repo).bind(limit))
-            .await?)
+        self.rows(Statement::new(&sql).bind(repo).bind(limit)).await
     }
 
     /// The run's plan, context and workspace documents (JSON), as stored.
     pub async fn run_documents(&self, run_id: i64) -> anyhow::Result<Option<RunDocuments>> {
-        Ok(self
-            .row(
-                Statement::new(
-                    "SELECT plan, context, workspace FROM run_documents WHERE run_id = $1",
-                )
+        self.row(
+            Statement::new("SELECT plan, context, workspace FROM run_documents WHERE run_id = $1")
                 .bind(run_id),
-            )
-            .await?)
+        )
+        .await
     }
 
     /// The stored context (JSON) of run `run_id` when an issue or a comment started it
     /// (`None` for every other run): what its steps get as `PLUE_ISSUE_*` variables.
     pub async fn summoned_context(&self, run_id: i64) -> anyhow::Result<Option<String>> {
-        Ok(self
-            .scalar(
-                Statement::new(
-                    "SELECT d.context FROM runs r JOIN run_documents d ON d.run_id = r.id \
+        self.scalar(
+            Statement::new(
+                "SELECT d.context FROM runs r JOIN run_documents d ON d.run_id = r.id \
              WHERE r.id = $1 AND r.event IN ('issue', 'comment')",
-                )
-                .bind(run_id),
             )
-            .await?)
+            .bind(run_id),
+        )
+        .await
     }
 
     /// Step runs in plan order.
     pub async fn step_runs(&self, run_id: i64) -> anyhow::Result<Vec<StepRunRow>> {
         let sql =
             format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY position");
-        Ok(self.rows(Statement::new(&sql).bind(run_id)).await?)
+        self.rows(Statement::new(&sql).bind(run_id)).await
     }
 
     /// Step runs in plan order without their outputs (`outputs` is empty): for readers that
@@ -286,7 +280,7 @@ impl Store {
         let sql = format!(
             "SELECT {STEP_STATE_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY position"
         );
-        Ok(self.rows(Statement::new(&sql).bind(run_id)).await?)
+        self.rows(Statement::new(&sql).bind(run_id)).await
     }
 
     /// The step runs `ids` of run `run_id` as [`Store::step_states`] reads them, in plan
@@ -307,24 +301,22 @@ impl Store {
     pub async fn step_run(&self, run_id: i64, step_id: &str) -> anyhow::Result<Option<StepRunRow>> {
         let sql =
             format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = $1 AND step_id = $2");
-        Ok(self
-            .row(Statement::new(&sql).bind(run_id).bind(step_id))
-            .await?)
+        self.row(Statement::new(&sql).bind(run_id).bind(step_id))
+            .await
     }
 
     pub async fn step_run_by_id(&self, step_run_id: i64) -> anyhow::Result<Option<StepRunRow>> {
         let sql = format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE id = $1");
-        Ok(self.row(Statement::new(&sql).bind(step_run_id)).await?)
+        self.row(Statement::new(&sql).bind(step_run_id)).await
     }
 
     /// Runs not yet final, oldest first (the executor resumes them after a restart),
     /// waiting ones included: a superseded one is finished by its next advance.
     pub async fn active_runs(&self) -> anyhow::Result<Vec<i64>> {
-        Ok(self
-            .scalars(Statement::new(
-                "SELECT id FROM runs WHERE status IN ('pending', 'queued', 'running') ORDER BY id",
-            ))
-            .await?)
+        self.scalars(Statement::new(
+            "SELECT id FROM runs WHERE status IN ('pending', 'queued', 'running') ORDER BY id",
+        ))
+        .await
     }
 
     /// Marks the run for cancellation; false when it does not exist or is already final.

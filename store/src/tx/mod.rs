@@ -31,9 +31,11 @@
 
 mod arg;
 mod autocommit;
+mod named;
 mod sqlite;
 
 pub(crate) use arg::Arg;
+pub(crate) use named::NamedSql;
 pub(crate) use sqlite::SqliteStatements;
 
 use anyhow::Context;
@@ -98,11 +100,19 @@ pub(crate) enum Tx<'c> {
     PostgresAutocommit(&'c mut PoolConnection<Postgres>),
 }
 
-/// A statement's SQL: the same on both backends, or one text for each.
+/// A statement's SQL: the same on both backends, or one text for each, or one text for each
+/// with named parameters.
 #[derive(Debug, Clone, Copy)]
 enum Sql<'a> {
     Same(&'a str),
-    PerBackend { sqlite: &'a str, postgres: &'a str },
+    PerBackend {
+        sqlite: &'a str,
+        postgres: &'a str,
+    },
+    Named {
+        sqlite: &'static NamedSql,
+        postgres: &'static NamedSql,
+    },
 }
 
 /// SQL and its bound arguments, ready to run on either backend.
@@ -110,7 +120,10 @@ enum Sql<'a> {
 #[must_use = "a statement does nothing until a transaction runs it"]
 pub(crate) struct Statement<'a> {
     sql: Sql<'a>,
+    /// `$1`, `$2`, ... in order.
     args: Vec<Arg<'a>>,
+    /// A named statement's values by name, put in its backend's order when it runs.
+    named: Vec<(&'static str, Arg<'a>)>,
 }
 
 impl<'a> Statement<'a> {
@@ -119,6 +132,7 @@ impl<'a> Statement<'a> {
         Statement {
             sql: Sql::Same(sql),
             args: Vec::new(),
+            named: Vec::new(),
         }
     }
 
@@ -127,6 +141,26 @@ impl<'a> Statement<'a> {
         Statement {
             sql: Sql::PerBackend { sqlite, postgres },
             args: Vec::new(),
+            named: Vec::new(),
+        }
+    }
+
+    /// A statement with named parameters ([`NamedSql`]), the same on both backends; its
+    /// values are [`Statement::set`] by name.
+    pub(crate) fn named(sql: &'static NamedSql) -> Self {
+        Statement::named_per_backend(sql, sql)
+    }
+
+    /// A statement with named parameters, one text per backend (each binds the names its
+    /// text has).
+    pub(crate) fn named_per_backend(
+        sqlite: &'static NamedSql,
+        postgres: &'static NamedSql,
+    ) -> Self {
+        Statement {
+            sql: Sql::Named { sqlite, postgres },
+            args: Vec::new(),
+            named: Vec::new(),
         }
     }
 
@@ -136,15 +170,52 @@ impl<'a> Statement<'a> {
         self
     }
 
+    /// Sets the value of `:name` (a named statement's; bound only where its text has it).
+    pub(crate) fn set(mut self, name: &'static str, value: impl Into<Arg<'a>>) -> Self {
+        self.named.push((name, value.into()));
+        self
+    }
+
+    /// The statement as `postgres` (or SQLite) runs it: a named statement's values put in
+    /// the order its text numbers them, each name's value required.
+    fn for_backend(self, postgres: bool) -> anyhow::Result<Statement<'a>> {
+        let Sql::Named {
+            sqlite,
+            postgres: postgres_sql,
+        } = self.sql
+        else {
+            return Ok(self);
+        };
+        let named = if postgres { postgres_sql } else { sqlite };
+        let args = named
+            .names()
+            .iter()
+            .map(|name| {
+                self.named
+                    .iter()
+                    .find(|(set, _)| set == name)
+                    .map(|(_, value)| value.clone())
+                    .with_context(|| format!("no value set for :{name} in {}", named.sql()))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Statement {
+            sql: Sql::Same(named.sql()),
+            args,
+            named: Vec::new(),
+        })
+    }
+
     fn sql_for_sqlite(&self) -> &'a str {
         match self.sql {
             Sql::Same(sql) | Sql::PerBackend { sqlite: sql, .. } => sql,
+            Sql::Named { sqlite, .. } => sqlite.sql(),
         }
     }
 
     fn sql_for_postgres(&self) -> &'a str {
         match self.sql {
             Sql::Same(sql) | Sql::PerBackend { postgres: sql, .. } => sql,
+            Sql::Named { postgres, .. } => postgres.sql(),
         }
     }
 
@@ -225,6 +296,7 @@ impl Tx<'_> {
 
     /// Runs `statement`; how many rows it changed.
     pub(crate) async fn execute(&mut self, statement: Statement<'_>) -> anyhow::Result<u64> {
+        let statement = statement.for_backend(self.is_postgres())?;
         let changed = match self {
             Tx::Sqlite(session) => session.execute(&statement),
             Tx::Postgres(tx) => postgres_query(&statement)
@@ -255,6 +327,7 @@ impl Tx<'_> {
         &mut self,
         statement: Statement<'_>,
     ) -> anyhow::Result<Vec<T>> {
+        let statement = statement.for_backend(self.is_postgres())?;
         let rows = match self {
             Tx::Sqlite(session) => session.rows(&statement),
             _ => self.postgres_rows(&statement).await.and_then(|rows| {
@@ -271,6 +344,7 @@ impl Tx<'_> {
         &mut self,
         statement: Statement<'_>,
     ) -> anyhow::Result<Vec<T>> {
+        let statement = statement.for_backend(self.is_postgres())?;
         let values = match self {
             Tx::Sqlite(session) => session.first_columns(&statement),
             _ => self.postgres_rows(&statement).await.and_then(|rows| {
