@@ -1357,19 +1357,14 @@ async fn a_no_secrets_runner_never_claims_or_fetches_what_a_secret_holding_step_
     let store = h.engine.executor.store();
     assert!(store.step_needs_secrets(run_id, "package").await.unwrap());
     assert!(store.step_needs_secrets(run_id, "report").await.unwrap());
-    let db = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        h._dir.path().join("plue.db").display()
-    ))
-    .await
+    let db = rusqlite::Connection::open(h._dir.path().join("plue.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute(
+        "UPDATE step_runs SET needs_secrets = FALSE WHERE run_id = ?1 AND step_id = ?2",
+        rusqlite::params![run_id, "package"],
+    )
     .unwrap();
-    sqlx::query("UPDATE step_runs SET needs_secrets = FALSE WHERE run_id = ? AND step_id = ?")
-        .bind(run_id)
-        .bind("package")
-        .execute(&db)
-        .await
-        .unwrap();
-    db.close().await;
+    drop(db);
     let held = h.poll(&mallory).await;
     assert_eq!(held.step_id, "package");
     assert_eq!(held.handoff.workspace_from.as_deref(), Some("deploy"));

@@ -203,21 +203,16 @@ async fn record_entry(sandbox: &Sandbox, archive: &[u8]) {
         archive,
     )
     .unwrap();
-    let db = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        sandbox.path(".plue/plue.db").display()
-    ))
-    .await
-    .unwrap();
-    let done = sqlx::query("UPDATE cache_entries SET digest = ?, size = ?, blob_key = ?")
-        .bind(format!("sha256:{hex}"))
-        .bind(archive.len() as i64)
-        .bind(&blob_key)
-        .execute(&db)
-        .await
+    let db = rusqlite::Connection::open(sandbox.path(".plue/plue.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let done = db
+        .execute(
+            "UPDATE cache_entries SET digest = ?1, size = ?2, blob_key = ?3",
+            rusqlite::params![format!("sha256:{hex}"), archive.len() as i64, &blob_key],
+        )
         .unwrap();
-    assert_eq!(done.rows_affected(), 1);
-    db.close().await;
+    assert_eq!(done, 1);
+    drop(db);
 }
 
 /// Every path below `dir` named `name`.

@@ -154,7 +154,7 @@ fn describe_line(line: &Value) -> String {
 const HEARTBEAT_MS: u64 = 300;
 const LOST_AFTER_MS: i64 = 1500;
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct AttemptRow {
     number: i64,
     runner_id: i64,
@@ -165,21 +165,27 @@ struct AttemptRow {
 
 /// The attempts of a step, read from the engine's SQLite database.
 async fn sqlite_attempts(data_dir: &Path, run_id: i64, step_id: &str) -> Vec<AttemptRow> {
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(data_dir.join("plue.db"));
-    let pool = sqlx::SqlitePool::connect_with(options)
-        .await
-        .expect("opening plue.db");
-    let rows = sqlx::query_as(
-        "SELECT a.number, a.runner_id, a.status, a.reason, a.finished_at FROM attempts a \
-         JOIN step_runs s ON s.id = a.step_run_id WHERE s.run_id = $1 AND s.step_id = $2 \
-         ORDER BY a.number",
-    )
-    .bind(run_id)
-    .bind(step_id)
-    .fetch_all(&pool)
-    .await
-    .expect("reading attempts");
-    pool.close().await;
+    let db = rusqlite::Connection::open(data_dir.join("plue.db")).expect("opening plue.db");
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let mut read = db
+        .prepare(
+            "SELECT a.number, a.runner_id, a.status, a.reason, a.finished_at FROM attempts a \
+             JOIN step_runs s ON s.id = a.step_run_id WHERE s.run_id = ?1 AND s.step_id = ?2 \
+             ORDER BY a.number",
+        )
+        .expect("reading attempts");
+    let rows = read
+        .query_map(rusqlite::params![run_id, step_id], |row| {
+            Ok(AttemptRow {
+                number: row.get(0)?,
+                runner_id: row.get(1)?,
+                status: row.get(2)?,
+                reason: row.get(3)?,
+                finished_at: row.get(4)?,
+            })
+        })
+        .and_then(Iterator::collect)
+        .expect("reading attempts");
     rows
 }
 

@@ -280,8 +280,7 @@ async fn upgrading_sqlite_keeps_the_lines_stored_a_row_each() {
     };
     {
         // Back to the schema before chunks, with lines of two attempts in it.
-        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
-        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let db = rusqlite::Connection::open(&path).unwrap();
         for statement in [
             "DROP TABLE log_chunks",
             "DELETE FROM _sqlx_migrations WHERE version = 12",
@@ -296,19 +295,16 @@ async fn upgrading_sqlite_keeps_the_lines_stored_a_row_each() {
              stream TEXT NOT NULL, text TEXT NOT NULL, ts BIGINT NOT NULL, \
              PRIMARY KEY (step_run_id, attempt, seq)) WITHOUT ROWID",
         ] {
-            sqlx::query(statement).execute(&pool).await.unwrap();
+            db.execute_batch(statement).unwrap();
         }
         for (attempt, seq, text) in [(1, 1, "first"), (1, 2, "quote \" and \\"), (2, 1, "retry")] {
-            sqlx::query("INSERT INTO log_lines VALUES ($1, $2, $3, 'stdout', $4, 7)")
-                .bind(step_id)
-                .bind(attempt)
-                .bind(seq)
-                .bind(text)
-                .execute(&pool)
-                .await
-                .unwrap();
+            db.execute(
+                "INSERT INTO log_lines VALUES (?1, ?2, ?3, 'stdout', ?4, 7)",
+                rusqlite::params![step_id, attempt, seq, text],
+            )
+            .unwrap();
         }
-        pool.close().await;
+        drop(db);
     }
     let store = Store::connect(&url).await.unwrap();
     let read = |lines: Vec<plue_store::StoredLine>| -> Vec<(i64, i64, String)> {

@@ -71,14 +71,10 @@ pub mod wake;
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
 use crate::tx::Statement;
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPool};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
 
 pub use annotations::{AnnotationRow, DroppedAnnotations, NewAnnotation};
 pub use api_tokens::{Adopted, NewToken, TokenRow, ValidToken};
@@ -127,18 +123,14 @@ pub use transition::{
 /// The pool of the store's backend: SQL reaches it through [`tx`] alone.
 #[derive(Debug, Clone)]
 pub(crate) enum Db {
-    Sqlite(SqlitePool),
+    Sqlite(tx::SqliteDb),
     Postgres(PgPool),
 }
 
 /// Handle to the database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    /// The transitions' prepared statements on SQLite's one connection. Declared before
-    /// `db`: the last store dropped finalizes them before it lets go of the pool, whose
-    /// connection SQLite would refuse to close with statements open (see [`tx`]).
-    pub(crate) sqlite_statements: std::sync::Arc<tx::SqliteStatements>,
-    /// The pool; SQL lives in this crate alone ([`Store::db`] is for tests).
+    /// The database; SQL lives in this crate alone.
     pub(crate) db: Db,
     /// What claims learnt of runs that never changes again (see `claims::ClaimedRuns`).
     pub(crate) claimed_runs: std::sync::Arc<claims::ClaimedRuns>,
@@ -226,7 +218,6 @@ impl Store {
             let migrator = migrations::migrator(migrations::Dialect::Postgres, None).await?;
             postgres_pool::migrate(&pool, &migrator).await?;
             Store {
-                sqlite_statements: Default::default(),
                 db: Db::Postgres(pool),
                 claimed_runs: Default::default(),
             }
@@ -248,43 +239,8 @@ impl Store {
     }
 
     async fn open_sqlite(path: &Path) -> anyhow::Result<Store> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL: a committed transaction survives a process crash (kill -9);
-            // only an OS crash may lose the last ones.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true)
-            .pragma("cache_size", "-65536")
-            // SQLite's own mutex on the connection: the transitions' statements, prepared
-            // on it and kept between transitions, may be finalized from another thread
-            // than sqlx's worker (the last store's drop) — serialized, not a data race.
-            .serialized(true);
-        // One connection: SQLite has one writer at a time, and writers on several
-        // connections wait for each other in SQLite's busy handler, which sleeps a
-        // millisecond or more each time (most of a short step's cost). On one connection
-        // they queue in-process instead; every statement is short and no transaction waits
-        // on anything but the database.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            // No ping before each use: a local file's connection does not go stale, and the
-            // ping is one more trip to SQLite's worker thread for every statement or
-            // transaction the engine runs (BEGIN + SELECT + COMMIT: 159 -> 134 us).
-            .test_before_acquire(false)
-            // Never closed and reopened while the pool lives: the transitions' prepared
-            // statements stay on this connection (see `tx::SqliteStatements`).
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await
-            .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
-        migrations::apply_sqlite(&pool).await?;
         Ok(Store {
-            sqlite_statements: Default::default(),
-            db: Db::Sqlite(pool),
+            db: Db::Sqlite(tx::SqliteDb::open(path).await?),
             claimed_runs: Default::default(),
         })
     }
@@ -307,11 +263,11 @@ impl Store {
         self.execute(Statement::new("SELECT 1")).await.is_ok()
     }
 
-    /// Closes the pool (waiting for every connection to come back).
+    /// Closes the database (waiting for every connection to come back); the store's clones'
+    /// later statements fail.
     pub async fn close(&self) {
-        self.sqlite_statements.finalize();
         match &self.db {
-            Db::Sqlite(pool) => pool.close().await,
+            Db::Sqlite(db) => db.close().await,
             Db::Postgres(pool) => pool.close().await,
         }
     }

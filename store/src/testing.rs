@@ -55,20 +55,13 @@ pub async fn upgraded_stores(
     use crate::migrations::{migrator, Dialect};
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("old.db");
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true);
-    let pool = sqlx::SqlitePool::connect_with(options)
-        .await
-        .expect("open the old SQLite database");
-    let old = migrator(Dialect::Sqlite, Some(through))
-        .await
-        .expect("old migrations");
-    old.run(&pool).await.expect("the old SQLite schema");
+    let mut old = rusqlite::Connection::open(&path).expect("open the old SQLite database");
+    crate::migrations::apply_sqlite_through(&mut old, Some(through))
+        .expect("the old SQLite schema");
     for sql in rows {
-        sqlx::query(sql).execute(&pool).await.expect("an old row");
+        old.execute_batch(sql).expect("an old row");
     }
-    pool.close().await;
+    drop(old);
     let sqlite = Store::connect(&format!("sqlite://{}", path.display()))
         .await
         .expect("upgrade the SQLite store");
@@ -326,10 +319,14 @@ impl Sql {
 /// engine (a trigger that makes a statement fail).
 pub async fn execute(store: &Store, sqlite: &str, postgres: &str) {
     match &store.db {
-        crate::Db::Sqlite(pool) => sqlx::raw_sql(sqlite).execute(pool).await.map(drop),
-        crate::Db::Postgres(pool) => sqlx::raw_sql(postgres).execute(pool).await.map(drop),
+        crate::Db::Sqlite(db) => db.execute_script(sqlite).await,
+        crate::Db::Postgres(pool) => sqlx::raw_sql(postgres)
+            .execute(pool)
+            .await
+            .map(drop)
+            .map_err(anyhow::Error::from),
     }
-    .unwrap_or_else(|e| panic!("{} failed: {e}", store.backend()));
+    .unwrap_or_else(|e| panic!("{} failed: {e:#}", store.backend()));
 }
 
 /// Returns once a backend of `pool`'s database waits for a lock: a statement under test is

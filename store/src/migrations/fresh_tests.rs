@@ -1,79 +1,73 @@
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::SqlitePool;
+//! The fresh schema against the migrations it stands for; the helpers here (an empty
+//! database, one the migrations made, a description of a database to compare) serve the
+//! migrations' other tests too (`sqlite.rs`).
+
+use rusqlite::Connection;
 
 use super::*;
-use crate::migrations::{migrator, Dialect};
+use crate::migrations::sqlite::run;
+use crate::migrations::{apply_sqlite_through, listed, Dialect};
 
-/// An empty in-memory database on one connection kept for the pool's life, with foreign
-/// keys enforced as the store enforces them.
-async fn empty() -> SqlitePool {
-    let options = SqliteConnectOptions::new()
-        .in_memory(true)
-        .foreign_keys(true);
-    SqlitePoolOptions::new()
-        .max_connections(1)
-        .min_connections(1)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .connect_with(options)
-        .await
-        .expect("an in-memory database")
+/// An empty in-memory database, with foreign keys enforced as the store enforces them.
+pub(in crate::migrations) fn empty() -> Connection {
+    let conn = Connection::open_in_memory().expect("an in-memory database");
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .expect("foreign keys enforced");
+    conn
 }
 
-/// A database the migrations made, through `through` (all for `None`).
-async fn migrated(through: Option<i64>) -> SqlitePool {
-    let pool = empty().await;
-    migrator(Dialect::Sqlite, through)
-        .await
-        .unwrap()
-        .run(&pool)
-        .await
-        .expect("the migrations");
-    pool
+/// A database the migrations made, replayed through `through` (all for `None`).
+pub(in crate::migrations) fn migrated(through: Option<i64>) -> Connection {
+    let mut conn = empty();
+    apply_sqlite_through(&mut conn, through).expect("the migrations");
+    conn
 }
 
-async fn last_version() -> i64 {
-    let all = migrator(Dialect::Sqlite, None).await.unwrap();
-    all.iter().map(|m| m.version).max().unwrap()
+fn all() -> Vec<Migration> {
+    listed(Dialect::Sqlite, None).unwrap()
 }
 
-async fn dumped(pool: &SqlitePool, through: i64) -> String {
-    dump(&mut pool.acquire().await.unwrap(), through)
-        .await
-        .unwrap()
+fn last_version() -> i64 {
+    all().iter().map(|m| m.version).max().unwrap()
 }
 
 /// Everything two databases must share to be the same store: each schema object as SQLite
-/// keeps it, every row (as `dump` writes it), and what sqlx recorded as applied.
-async fn describe(pool: &SqlitePool) -> Vec<String> {
-    let mut described: Vec<String> = sqlx::query_as::<_, (String, String, String, Option<String>)>(
-        "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .map(|(kind, name, table, sql)| format!("{kind} {name} on {table}: {sql:?}"))
-    .collect();
-    let mut rows: Vec<String> = dumped(pool, 0)
-        .await
+/// keeps it, every row (as `dump` writes it), and what is recorded as applied.
+pub(in crate::migrations) fn describe(conn: &Connection) -> Vec<String> {
+    let mut described: Vec<String> = conn
+        .prepare("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name")
+        .unwrap()
+        .query_map([], |row| {
+            let (kind, name, table, sql): (String, String, String, Option<String>) =
+                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            Ok(format!("{kind} {name} on {table}: {sql:?}"))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut rows: Vec<String> = dump(conn, 0)
+        .unwrap()
         .lines()
         .filter(|line| line.starts_with("INSERT"))
         .map(str::to_owned)
         .collect();
     rows.sort();
     described.extend(rows);
-    let applied: Vec<(i64, String, bool, Vec<u8>)> = sqlx::query_as(
-        "SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let applied: Vec<(i64, String, bool, Vec<u8>)> = conn
+        .prepare(
+            "SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version",
+        )
+        .unwrap()
+        .query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     described.extend(applied.into_iter().map(|row| format!("applied {row:?}")));
     for pragma in ["user_version", "application_id"] {
-        let value: i64 = sqlx::query_scalar(&format!("PRAGMA {pragma}"))
-            .fetch_one(pool)
-            .await
+        let value: i64 = conn
+            .query_row(&format!("PRAGMA {pragma}"), [], |row| row.get(0))
             .unwrap();
         described.push(format!("{pragma} = {value}"));
     }
@@ -81,7 +75,7 @@ async fn describe(pool: &SqlitePool) -> Vec<String> {
 }
 
 /// Fails naming only what differs (each description is long).
-fn assert_same(laid: &[String], made: &[String]) {
+pub(in crate::migrations) fn assert_same(laid: &[String], made: &[String]) {
     let only_laid: Vec<&String> = laid.iter().filter(|l| !made.contains(l)).collect();
     let only_made: Vec<&String> = made.iter().filter(|l| !laid.contains(l)).collect();
     assert!(
@@ -90,25 +84,22 @@ fn assert_same(laid: &[String], made: &[String]) {
     );
 }
 
-async fn objects(pool: &SqlitePool) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master")
-        .fetch_one(pool)
-        .await
+fn objects(conn: &Connection) -> i64 {
+    conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| row.get(0))
         .unwrap()
 }
 
-#[tokio::test]
-async fn the_fresh_schema_is_what_the_migrations_make() {
-    let all = migrator(Dialect::Sqlite, None).await.unwrap();
-    let laid = empty().await;
-    assert!(lay_down_if_empty(&laid, &all, SCHEMA).await.unwrap());
-    // sqlx checks every recorded checksum against today's files, and applies nothing.
-    all.run(&laid)
-        .await
-        .expect("the migrations after the fresh schema");
-    let made = migrated(None).await;
-    let (laid, made) = (describe(&laid).await, describe(&made).await);
-    assert_same(&laid, &made);
+#[test]
+fn the_fresh_schema_is_what_the_migrations_make() {
+    let all = all();
+    let mut laid = empty();
+    assert!(lay_down_if_empty(&mut laid, &all, SCHEMA).unwrap());
+    // The record's checksums are checked against today's files, and nothing is applied.
+    let before = describe(&laid);
+    run(&mut laid, &all).expect("the migrations after the fresh schema");
+    assert_same(&describe(&laid), &before);
+    let made = describe(&migrated(None));
+    assert_same(&before, &made);
     // The comparison saw a real schema: tables, indexes, triggers, a seeded row, every
     // migration recorded.
     for kind in [
@@ -121,13 +112,13 @@ async fn the_fresh_schema_is_what_the_migrations_make() {
         assert!(made.iter().any(|line| line.starts_with(kind)), "no {kind}");
     }
     let applied = made.iter().filter(|l| l.starts_with("applied ")).count();
-    assert_eq!(applied, all.iter().count());
+    assert_eq!(applied, all.len());
 }
 
-#[tokio::test]
-async fn the_committed_fresh_schema_is_current() {
-    let last = last_version().await;
-    let today = dumped(&migrated(None).await, last).await;
+#[test]
+fn the_committed_fresh_schema_is_current() {
+    let last = last_version();
+    let today = dump(&migrated(None), last).unwrap();
     if std::env::var_os("PLUE_UPDATE_GOLDEN").is_some() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -148,60 +139,54 @@ async fn the_committed_fresh_schema_is_current() {
     );
 }
 
-#[tokio::test]
-async fn a_fresh_schema_behind_the_migrations_is_brought_up_by_them() {
-    let last = last_version().await;
-    let older = dumped(&migrated(Some(last - 1)).await, last - 1).await;
-    let all = migrator(Dialect::Sqlite, None).await.unwrap();
-    let laid = empty().await;
-    assert!(lay_down_if_empty(&laid, &all, &older).await.unwrap());
-    let recorded: i64 = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
-        .fetch_one(&laid)
-        .await
+#[test]
+fn a_fresh_schema_behind_the_migrations_is_brought_up_by_them() {
+    let last = last_version();
+    let older = dump(&migrated(Some(last - 1)), last - 1).unwrap();
+    let all = all();
+    let mut laid = empty();
+    assert!(lay_down_if_empty(&mut laid, &all, &older).unwrap());
+    let recorded: i64 = laid
+        .query_row("SELECT MAX(version) FROM _sqlx_migrations", [], |row| {
+            row.get(0)
+        })
         .unwrap();
     assert_eq!(recorded, last - 1);
-    all.run(&laid).await.expect("the last migration");
-    assert_same(
-        &describe(&laid).await,
-        &describe(&migrated(None).await).await,
-    );
+    run(&mut laid, &all).expect("the last migration");
+    assert_same(&describe(&laid), &describe(&migrated(None)));
 }
 
-#[tokio::test]
-async fn a_database_that_holds_anything_is_left_to_the_migrations() {
-    let all = migrator(Dialect::Sqlite, None).await.unwrap();
-    let old = migrated(Some(last_version().await - 1)).await;
-    let before = describe(&old).await;
-    assert!(!lay_down_if_empty(&old, &all, SCHEMA).await.unwrap());
-    assert_same(&describe(&old).await, &before);
+#[test]
+fn a_database_that_holds_anything_is_left_to_the_migrations() {
+    let all = all();
+    let mut old = migrated(Some(last_version() - 1));
+    let before = describe(&old);
+    assert!(!lay_down_if_empty(&mut old, &all, SCHEMA).unwrap());
+    assert_same(&describe(&old), &before);
 
-    let other = empty().await;
-    sqlx::query("CREATE TABLE notes (text TEXT)")
-        .execute(&other)
-        .await
-        .unwrap();
-    assert!(!lay_down_if_empty(&other, &all, SCHEMA).await.unwrap());
-    assert_eq!(objects(&other).await, 1);
+    let mut other = empty();
+    other.execute("CREATE TABLE notes (text TEXT)", []).unwrap();
+    assert!(!lay_down_if_empty(&mut other, &all, SCHEMA).unwrap());
+    assert_eq!(objects(&other), 1);
 }
 
-#[tokio::test]
-async fn a_script_that_fails_leaves_the_database_empty() {
-    let all = migrator(Dialect::Sqlite, None).await.unwrap();
-    let pool = empty().await;
-    let unnamed = lay_down_if_empty(&pool, &all, "CREATE TABLE a (x);")
-        .await
-        .unwrap_err();
+#[test]
+fn a_script_that_fails_leaves_the_database_empty() {
+    let all = all();
+    let mut conn = empty();
+    let unnamed = lay_down_if_empty(&mut conn, &all, "CREATE TABLE a (x);").unwrap_err();
     assert!(
         unnamed.to_string().contains("names no migration"),
         "{unnamed:#}"
     );
     let broken = "-- through migration 1\nCREATE TABLE a (x);\nCREATE TABLE a (x);\n";
-    let failed = lay_down_if_empty(&pool, &all, broken).await.unwrap_err();
+    let failed = lay_down_if_empty(&mut conn, &all, broken).unwrap_err();
     assert!(
         format!("{failed:#}").contains("already exists"),
         "{failed:#}"
     );
-    assert_eq!(objects(&pool).await, 0);
+    assert_eq!(objects(&conn), 0);
     // The connection is usable afterwards: no transaction was left open on it.
-    assert!(lay_down_if_empty(&pool, &all, SCHEMA).await.unwrap());
+    assert!(conn.is_autocommit());
+    assert!(lay_down_if_empty(&mut conn, &all, SCHEMA).unwrap());
 }

@@ -1,19 +1,24 @@
 //! The schema's migrations for each backend, embedded at compile time: the files both
 //! dialects write the same way live once in `migrations/shared/`, each dialect's own in
-//! `migrations/sqlite/` and `migrations/postgres/`, and a backend's migrator is the two
-//! sets merged by version.
+//! `migrations/sqlite/` and `migrations/postgres/`, and a backend's set is the two merged
+//! by version ([`migrator`] for PostgreSQL, whose sqlx migrator runs them; the same list
+//! for SQLite, which [`apply_sqlite`] runs itself on a rusqlite connection).
 //!
 //! Invariants: a version stands in the shared set or in the dialect sets, never both
-//! (`merged` refuses a repeat); a migration's checksum is sqlx's SHA-384 of its text, so
-//! moving an unchanged file between these folders changes nothing a database has recorded;
-//! applied migrations are never edited, a change is a new numbered file.
+//! (`merged` refuses a repeat); a migration's checksum is sqlx's SHA-384 of its text
+//! (`sqlx::migrate!` computes it, on either backend), so moving an unchanged file between
+//! these folders changes nothing a database has recorded; applied migrations are never
+//! edited, a change is a new numbered file.
 //!
-//! A new SQLite database gets the migrations' schema laid down at once (`fresh`), not
-//! replayed; [`apply_sqlite`] is the one way a SQLite store is brought up to date.
+//! A SQLite store is brought up to date only by [`apply_sqlite`] (`sqlite`): a new
+//! database gets the migrations' schema laid down at once (`fresh`), not replayed, and
+//! any database then has its record of applied migrations checked and the rest applied.
 
 mod fresh;
+mod sqlite;
 
-use anyhow::Context;
+pub use sqlite::{apply_sqlite, apply_sqlite_through};
+
 use futures::future::BoxFuture;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, Migrator};
@@ -28,6 +33,11 @@ pub enum Dialect {
 /// The migrator of `dialect`, holding every migration up to version `through` (all of them
 /// for `None`; tests build an old schema with `Some`).
 pub async fn migrator(dialect: Dialect, through: Option<i64>) -> anyhow::Result<Migrator> {
+    Ok(Migrator::new(Listed(listed(dialect, through)?)).await?)
+}
+
+/// The migrations of `dialect` up to version `through` (all for `None`), in version order.
+fn listed(dialect: Dialect, through: Option<i64>) -> anyhow::Result<Vec<Migration>> {
     let own = match dialect {
         Dialect::Sqlite => sqlx::migrate!("../migrations/sqlite"),
         Dialect::Postgres => sqlx::migrate!("../migrations/postgres"),
@@ -37,19 +47,7 @@ pub async fn migrator(dialect: Dialect, through: Option<i64>) -> anyhow::Result<
     if let Some(through) = through {
         listed.retain(|migration| migration.version <= through);
     }
-    Ok(Migrator::new(Listed(listed)).await?)
-}
-
-/// Brings the SQLite database behind `pool` up to date: a database without any schema gets
-/// the fresh schema at once (`fresh`), then sqlx's migrator checks what is recorded as
-/// applied and applies the rest.
-pub async fn apply_sqlite(pool: &sqlx::SqlitePool) -> anyhow::Result<()> {
-    let migrator = migrator(Dialect::Sqlite, None).await?;
-    fresh::lay_down_if_empty(pool, &migrator, fresh::SCHEMA).await?;
-    migrator
-        .run(pool)
-        .await
-        .context("applying SQLite migrations")
+    Ok(listed)
 }
 
 /// The two sets' migrations in version order, or which version both hold.
@@ -114,6 +112,12 @@ mod tests {
             }
             let old = migrator(dialect, Some(3)).await.unwrap();
             assert_eq!(old.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3]);
+            let listed: Vec<i64> = listed(dialect, None)
+                .unwrap()
+                .iter()
+                .map(|m| m.version)
+                .collect();
+            assert_eq!(listed, versions, "{dialect:?}");
         }
     }
 

@@ -1,33 +1,33 @@
-//! One transaction on either backend, so that a state transition is written once as an
-//! ordinary Rust function over [`Tx`] and runs on SQLite and PostgreSQL alike.
+//! The store's one way to speak SQL: a [`Statement`] (its SQL and its bound arguments) run
+//! through a [`Tx`] — a transaction, or a connection whose statements each commit on their
+//! own ([`Conn::autocommit`]; `autocommit.rs` gives the lone reads and writes their
+//! shorthand, `Store::row`, `Store::execute`, ...). A state transition is written once as
+//! an ordinary Rust function over [`Tx`] and runs on SQLite and PostgreSQL alike.
 //!
 //! A transition takes a connection ([`Conn::acquire`]) and opens its transaction on it
 //! ([`Conn::begin`]). On PostgreSQL that is an sqlx transaction: a round trip a statement,
 //! each planned once per connection (generic plans, set when the pool opens the connection:
-//! `postgres_pool::PLANNING`).
-//! On SQLite the pool's one connection is *locked* for the whole transition ([`sqlite`]):
-//! sqlx's worker thread hands the connection over once, and every statement then runs on
-//! the calling thread — one trip to the worker per transition instead of one per statement
-//! (each ~70 µs, most of a short step's cost).
+//! `postgres_pool::PLANNING`). On SQLite the store's one connection, a `rusqlite` one, is
+//! locked for the whole transition ([`sqlite`]) and every statement runs on the calling
+//! thread, prepared once for every later use.
 //!
-//! A statement is its SQL and its arguments ([`Statement`]); [`Tx`] binds the arguments
-//! to the backend it holds and runs it. What differs between the backends lives here, in
-//! one place per difference:
+//! What differs between the backends lives here, in one place per difference:
 //! - SQL text that must differ (the claim: `FOR UPDATE SKIP LOCKED` on PostgreSQL) is a
-//!   [`Statement::per_backend`], side by side in the statement's own definition;
-//! - a set of texts ([`Arg::TextSet`]) is a `text[]` on PostgreSQL and a JSON array (read
-//!   with `json_each`) on SQLite.
+//!   [`Statement::per_backend`], side by side in the statement's own definition, or, for a
+//!   statement long enough to want names, a [`Statement::named_per_backend`] ([`named`]);
+//! - a set of values ([`Arg::TextSet`], [`Arg::IntSet`]) is an array on PostgreSQL and a
+//!   JSON array (read with `json_each`) on SQLite.
 //!
 //! Invariants:
 //! - Values are always bound, never spliced into SQL; placeholders are `$N` on both
 //!   backends, bound by their number on SQLite too.
+//! - One binder and one row decoder per backend: rows decode through `sqlx::FromRow` on
+//!   PostgreSQL and through serde, by column name, on SQLite ([`FromEitherRow`],
+//!   [`EitherScalar`]): a row type that does not decode on one of them fails to build.
 //! - A [`Tx`] dropped without [`Tx::commit`] rolls back (on SQLite before the connection
-//!   is handed back to sqlx): a transition that returns early with an error (or a repeat
-//!   that must write nothing) leaves nothing written.
-//! - Rows decode through `sqlx::FromRow` on PostgreSQL and through serde, by column name,
-//!   on the locked SQLite connection ([`FromEitherRow`], [`EitherScalar`]): a row type
-//!   that does not decode on one of them fails to build.
-//! - Nothing acquires a second connection while a [`Conn`] is held: SQLite's pool has one.
+//!   is unlocked): a transition that returns early with an error (or a repeat that must
+//!   write nothing) leaves nothing written.
+//! - Nothing acquires a second connection while a [`Conn`] is held: SQLite has one.
 
 mod arg;
 mod autocommit;
@@ -36,32 +36,27 @@ mod sqlite;
 
 pub(crate) use arg::Arg;
 pub(crate) use named::NamedSql;
-pub(crate) use sqlite::SqliteStatements;
+pub(crate) use sqlite::SqliteDb;
 
 use anyhow::Context;
 use serde::de::DeserializeOwned;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
-use sqlx::{Postgres, Row, Sqlite};
-
-use std::sync::Arc;
+use sqlx::{Postgres, Row};
 
 use super::{Db, Store};
 
 /// A connection of the store's pool, held for one transition (or a few reads).
 pub(crate) enum Conn {
-    /// With the statements prepared on it by earlier transitions.
-    Sqlite(PoolConnection<Sqlite>, Arc<SqliteStatements>),
+    /// SQLite's one connection, locked.
+    Sqlite(sqlite::SqliteConn),
     Postgres(PoolConnection<Postgres>),
 }
 
 impl Conn {
     pub(crate) async fn acquire(store: &Store) -> anyhow::Result<Conn> {
         Ok(match &store.db {
-            Db::Sqlite(pool) => Conn::Sqlite(
-                pool.acquire().await.context("a connection")?,
-                store.sqlite_statements.clone(),
-            ),
+            Db::Sqlite(db) => Conn::Sqlite(db.lock().await?),
             Db::Postgres(pool) => Conn::Postgres(pool.acquire().await.context("a connection")?),
         })
     }
@@ -69,9 +64,7 @@ impl Conn {
     /// Opens a transaction.
     pub(crate) async fn begin(&mut self) -> anyhow::Result<Tx<'_>> {
         Ok(match self {
-            Conn::Sqlite(conn, statements) => {
-                Tx::Sqlite(sqlite::Session::begin(conn, statements).await?)
-            }
+            Conn::Sqlite(locked) => Tx::Sqlite(sqlite::Session::begin(locked)?),
             Conn::Postgres(conn) => Tx::Postgres(
                 sqlx::Connection::begin(&mut **conn)
                     .await
@@ -84,9 +77,7 @@ impl Conn {
     /// that need no transaction).
     pub(crate) async fn autocommit(&mut self) -> anyhow::Result<Tx<'_>> {
         Ok(match self {
-            Conn::Sqlite(conn, statements) => {
-                Tx::Sqlite(sqlite::Session::autocommit(conn, statements).await?)
-            }
+            Conn::Sqlite(locked) => Tx::Sqlite(sqlite::Session::autocommit(locked)),
             Conn::Postgres(conn) => Tx::PostgresAutocommit(conn),
         })
     }

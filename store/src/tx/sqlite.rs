@@ -1,36 +1,34 @@
-//! A transition on SQLite's one connection, locked: sqlx's worker thread hands the
-//! connection over once ([`sqlx::sqlite::LockedSqliteHandle`]) and every statement of the
-//! transition runs on the calling thread through `rusqlite` on the same handle, with its
-//! statements prepared once and kept for the next transitions ([`SqliteStatements`]:
-//! preparing them anew each time was a third of a short step's engine time).
+//! SQLite through one driver: the store's one connection is a `rusqlite::Connection`
+//! behind an async mutex ([`SqliteDb`]). A transition or a read locks it
+//! ([`SqliteDb::lock`]) and every statement then runs on the calling thread — no trip to
+//! another thread per statement — prepared once and kept in the connection's statement
+//! cache for every later use. Rows decode by column name through serde
+//! ([`RowDeserializer`]), the one decoder of SQLite rows.
+//!
+//! Why one connection: SQLite has one writer at a time, and writers on several connections
+//! wait for each other in SQLite's busy handler, which sleeps a millisecond or more each
+//! time (most of a short step's cost). On one connection they queue in-process instead
+//! (the mutex is fair: first come, first served); every statement is short and no
+//! transaction waits on anything but the database.
 //!
 //! Invariants:
-//! - The `rusqlite` view of the handle is used only while the lock is held; between
-//!   sessions it sits in [`SqliteStatements`] with every statement reset (no read or write
-//!   transaction of its own open), and it never closes the handle (sqlx owns it).
-//! - The prepared statements are finalized before sqlx closes the connection: the pool
-//!   never closes it while it lives (no idle timeout, no maximum lifetime), the store
-//!   drops its [`SqliteStatements`] before its pool, and [`crate::Store::close`]
-//!   finalizes them ([`SqliteStatements::finalize`]) before it closes the pool. SQLite's connection mutex
-//!   (`serialized`) makes that drop, on whatever thread, safe beside sqlx's worker. A
-//!   session that finds another handle than the statements were prepared on drops them
-//!   and prepares anew: the old handle cannot have been freed with statements open
-//!   (`sqlite3_close` refuses), so finalizing them is still sound.
 //! - A session that began a transaction ends it before the lock is released: by
-//!   [`Session::commit`], or by a `ROLLBACK` when dropped without one, so sqlx never gets
-//!   the connection back inside a transaction it does not know of.
+//!   [`Session::commit`], or by a `ROLLBACK` when dropped without one.
 //! - `$N` placeholders are bound by their number (SQLite numbers parameters by first
-//!   appearance), as sqlx's SQLite driver binds them.
+//!   appearance).
+//! - Closed ([`SqliteDb::close`]) the connection is gone for every clone of the store: a
+//!   later lock is an error, never a connection opened again behind the caller's back. The
+//!   last clone dropped closes it too (which checkpoints the write-ahead log away).
+//! - Nothing locks the connection while holding it (one connection: it would wait forever).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use rusqlite::types::ValueRef;
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
-use sqlx::pool::PoolConnection;
-use sqlx::sqlite::LockedSqliteHandle;
-use sqlx::Sqlite;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{Arg, Statement};
 
@@ -38,122 +36,151 @@ use super::{Arg, Statement};
 /// for the few whose text varies (an `IN` list's length).
 const PREPARED_STATEMENTS: usize = 512;
 
-/// The transitions' statements, prepared on the pool's one SQLite connection and kept
-/// between sessions (one per store and its clones; empty on PostgreSQL).
-#[derive(Default)]
-pub(crate) struct SqliteStatements {
-    kept: Mutex<Option<Prepared>>,
-    /// Set by [`SqliteStatements::finalize`]: sessions from then on finalize their
-    /// statements when they end instead of keeping them.
-    closing: AtomicBool,
+/// The store's SQLite database: its one connection (`None` once closed). Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct SqliteDb {
+    conn: Arc<Mutex<Option<rusqlite::Connection>>>,
 }
 
-impl SqliteStatements {
-    /// Finalizes the kept statements, and from now on every session's own when it ends:
-    /// before the pool is closed (which closes the connection, and SQLite refuses to close
-    /// one with statements still prepared).
-    pub(crate) fn finalize(&self) {
-        self.closing.store(true, Ordering::SeqCst);
-        let kept = self
-            .kept
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        drop(kept);
-    }
-}
-
-impl std::fmt::Debug for SqliteStatements {
+impl std::fmt::Debug for SqliteDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SqliteStatements")
+        f.write_str("SqliteDb")
     }
 }
 
-/// A `rusqlite` view of one sqlx handle, with the statements prepared on it.
-struct Prepared {
-    /// The `sqlite3*` it was made of.
-    handle: usize,
-    conn: rusqlite::Connection,
-}
-
-/// The locked connection, for one transition or a few reads.
-pub(crate) struct Session<'c> {
-    /// `Some` until dropped, when it goes back to `statements`.
-    prepared: Option<Prepared>,
-    statements: &'c Arc<SqliteStatements>,
-    /// Whether a transaction is open (rolled back on drop).
-    in_transaction: bool,
-    _lock: LockedSqliteHandle<'c>,
-}
-
-impl<'c> Session<'c> {
-    async fn lock(
-        conn: &'c mut PoolConnection<Sqlite>,
-        statements: &'c Arc<SqliteStatements>,
-    ) -> anyhow::Result<Session<'c>> {
-        let mut lock = conn
-            .lock_handle()
-            .await
-            .context("locking the SQLite connection")?;
-        let handle = lock.as_raw_handle();
-        let kept = statements
-            .kept
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        let prepared = match kept {
-            Some(prepared) if prepared.handle == handle.as_ptr() as usize => prepared,
-            // None yet, or the pool's connection was replaced: dropped (finalized) here.
-            _ => {
-                // The one unsafe call of the store.
-                // SAFETY: the handle is valid and used by no one else while `lock` is
-                // held; the connection made of it is used only while a lock on the same
-                // handle is held (it is kept in `statements` between sessions, checked
-                // against the handle above), is dropped before the pool closes the handle
-                // (module invariants), and, made by `from_handle`, never closes it.
-                #[allow(unsafe_code)]
-                let conn = unsafe { rusqlite::Connection::from_handle(handle.as_ptr()) }
-                    .context("using the locked SQLite connection")?;
-                conn.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS);
-                Prepared {
-                    handle: handle.as_ptr() as usize,
-                    conn,
-                }
-            }
-        };
-        Ok(Session {
-            prepared: Some(prepared),
-            statements,
-            in_transaction: false,
-            _lock: lock,
+impl SqliteDb {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub(crate) async fn open(path: &Path) -> anyhow::Result<SqliteDb> {
+        let path = path.to_path_buf();
+        let conn = tokio::task::spawn_blocking(move || {
+            let mut conn = connect(&path)
+                .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
+            crate::migrations::apply_sqlite(&mut conn).context("applying SQLite migrations")?;
+            anyhow::Ok(conn)
+        })
+        .await
+        .context("opening the SQLite database")??;
+        Ok(SqliteDb {
+            conn: Arc::new(Mutex::new(Some(conn))),
         })
     }
 
+    /// The connection, for one transition or a few reads (waiting for whoever holds it).
+    pub(crate) async fn lock(&self) -> anyhow::Result<SqliteConn> {
+        let guard = self.conn.clone().lock_owned().await;
+        anyhow::ensure!(guard.is_some(), "the store is closed");
+        Ok(SqliteConn(guard))
+    }
+
+    /// Closes the connection once whoever holds it lets go (the store's clones' later
+    /// statements fail).
+    pub(crate) async fn close(&self) {
+        let conn = self.conn.lock().await.take();
+        if let Some(conn) = conn {
+            if let Err((_, error)) = conn.close() {
+                tracing::error!("closing the SQLite database: {error}");
+            }
+        }
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl SqliteDb {
+    /// Runs `script` (statements separated by `;`, nothing bound): for tests that change
+    /// the schema under the engine.
+    pub(crate) async fn execute_script(&self, script: &str) -> anyhow::Result<()> {
+        let mut locked = self.lock().await?;
+        locked.conn().execute_batch(script).context("the script")
+    }
+}
+
+/// The connection, opened as the engine runs it: write-ahead log (readers of another
+/// process never block it), `synchronous = NORMAL` (a committed transaction survives a
+/// process crash, kill -9; only an OS crash may lose the last ones), foreign keys on, a
+/// 64 MiB page cache, and 30 s of waiting for another process's write.
+fn connect(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    write_ahead_log(&conn, path)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "cache_size", -65536)?;
+    conn.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS);
+    Ok(conn)
+}
+
+/// Puts the database in write-ahead-log mode, which the file keeps: only its first opener
+/// changes it. That change takes the file whole and SQLite does not wait for it (busy at
+/// once, whatever the busy timeout), so an opener racing another (two processes creating
+/// one new file) tries again for up to 30 s.
+fn write_ahead_log(conn: &rusqlite::Connection, path: &Path) -> rusqlite::Result<()> {
+    let is_wal = |mode: &str| mode.eq_ignore_ascii_case("wal");
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0))?;
+    if is_wal(&mode) {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
+        {
+            Ok(mode) => {
+                if !is_wal(&mode) {
+                    tracing::warn!(
+                        "SQLite kept journal mode {mode} (not WAL) for {}",
+                        path.display()
+                    );
+                }
+                return Ok(());
+            }
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The locked connection, held for one transition or a few reads.
+pub(crate) struct SqliteConn(OwnedMutexGuard<Option<rusqlite::Connection>>);
+
+impl SqliteConn {
+    fn conn(&mut self) -> &mut rusqlite::Connection {
+        self.0.as_mut().expect("checked open when locked")
+    }
+}
+
+/// Statements on the locked connection, in a transaction or each on its own.
+pub(crate) struct Session<'c> {
+    conn: &'c mut rusqlite::Connection,
+    /// Whether a transaction is open (rolled back on drop).
+    in_transaction: bool,
+}
+
+impl<'c> Session<'c> {
     fn conn(&self) -> &rusqlite::Connection {
-        &self
-            .prepared
-            .as_ref()
-            .expect("a session's connection, until dropped")
-            .conn
+        self.conn
     }
 
-    /// Locks the connection and opens a transaction on it.
-    pub(crate) async fn begin(
-        conn: &'c mut PoolConnection<Sqlite>,
-        statements: &'c Arc<SqliteStatements>,
-    ) -> anyhow::Result<Self> {
-        let mut session = Session::lock(conn, statements).await?;
-        session.conn().execute_batch("BEGIN").context("BEGIN")?;
-        session.in_transaction = true;
-        Ok(session)
+    /// Opens a transaction on the locked connection.
+    pub(crate) fn begin(locked: &'c mut SqliteConn) -> anyhow::Result<Self> {
+        let conn = locked.conn();
+        conn.execute_batch("BEGIN").context("BEGIN")?;
+        Ok(Session {
+            conn,
+            in_transaction: true,
+        })
     }
 
-    /// Locks the connection for statements that each commit on their own.
-    pub(crate) async fn autocommit(
-        conn: &'c mut PoolConnection<Sqlite>,
-        statements: &'c Arc<SqliteStatements>,
-    ) -> anyhow::Result<Self> {
-        Session::lock(conn, statements).await
+    /// Statements that each commit on their own.
+    pub(crate) fn autocommit(locked: &'c mut SqliteConn) -> Self {
+        Session {
+            conn: locked.conn(),
+            in_transaction: false,
+        }
     }
 
     pub(crate) fn commit(mut self) -> anyhow::Result<()> {
@@ -251,18 +278,6 @@ impl Drop for Session<'_> {
             if let Err(error) = self.conn().execute_batch("ROLLBACK") {
                 tracing::error!("rolling back an unfinished SQLite transaction: {error}");
             }
-        }
-        // Kept for the next session, or finalized when the pool is closing — either way
-        // before the lock (a later field) is released.
-        let prepared = self.prepared.take();
-        if self.statements.closing.load(Ordering::SeqCst) {
-            drop(prepared);
-        } else {
-            *self
-                .statements
-                .kept
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = prepared;
         }
     }
 }
@@ -410,13 +425,7 @@ mod tests {
     use super::super::{Conn, Statement};
     use crate::Store;
 
-    /// The handle the kept statements were prepared on, if any are kept.
-    fn kept_handle(store: &Store) -> Option<usize> {
-        let kept = store.sqlite_statements.kept.lock().unwrap();
-        kept.as_ref().map(|prepared| prepared.handle)
-    }
-
-    /// A transition of one statement, which leaves it prepared.
+    /// A transition of one statement.
     async fn one_transition(store: &Store) {
         let mut conn = Conn::acquire(store).await.unwrap();
         let mut tx = conn.begin().await.unwrap();
@@ -427,64 +436,9 @@ mod tests {
         tx.commit().await.unwrap();
     }
 
-    #[tokio::test]
-    async fn statements_stay_prepared_across_transitions_on_the_same_connection() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_data_dir(dir.path()).await.unwrap();
-        let statement = || Statement::new("SELECT CAST($1 AS BIGINT) * 2").bind(21);
-        let mut handles = Vec::new();
-        for _ in 0..3 {
-            let mut conn = Conn::acquire(&store).await.unwrap();
-            let mut tx = conn.begin().await.unwrap();
-            let doubled: Option<i64> = tx.scalar(statement()).await.unwrap();
-            assert_eq!(doubled, Some(42));
-            tx.commit().await.unwrap();
-            drop(conn);
-            handles.push(kept_handle(&store).expect("statements kept after a transition"));
-        }
-        assert!(handles.windows(2).all(|w| w[0] == w[1]), "{handles:?}");
-        // Kept between sessions, the statement is reset: sqlx's own statements on the
-        // connection write freely (an unreset read would hold a read transaction open).
-        let crate::Db::Sqlite(pool) = &store.db else {
-            unreachable!("open_data_dir opens SQLite")
-        };
-        sqlx::query("CREATE TABLE t (n INTEGER)")
-            .execute(pool)
-            .await
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn closing_the_store_finalizes_the_statements_so_the_connection_closes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_data_dir(dir.path()).await.unwrap();
-        one_transition(&store).await;
-        assert!(kept_handle(&store).is_some());
-        // Closed while the store (and its kept statements) lives on.
-        store.close().await;
-        assert!(kept_handle(&store).is_none());
-        let wal = dir.path().join("plue.db-wal");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while wal.exists() {
-            assert!(Instant::now() < deadline, "the connection was not closed");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn the_last_store_dropped_finalizes_the_statements_so_the_connection_closes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_data_dir(dir.path()).await.unwrap();
-        let wal = dir.path().join("plue.db-wal");
-        let clone = store.clone();
-        one_transition(&clone).await;
-        drop(clone);
-        assert!(kept_handle(&store).is_some());
-        assert!(wal.exists(), "WAL mode keeps {} while open", wal.display());
-        drop(store);
-        // sqlx closes the handle on its worker thread; SQLite then checkpoints and removes
-        // the WAL. With a statement still prepared it would refuse to close (SQLITE_BUSY:
-        // sqlx panics there, and the WAL stays).
+    /// Waits until SQLite removed `dir`'s write-ahead log: the last connection closed.
+    async fn closed(dir: &std::path::Path) {
+        let wal = dir.join("plue.db-wal");
         let deadline = Instant::now() + Duration::from_secs(10);
         while wal.exists() {
             assert!(
@@ -494,5 +448,74 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn closing_the_store_closes_the_connection_for_every_clone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_data_dir(dir.path()).await.unwrap();
+        let clone = store.clone();
+        one_transition(&store).await;
+        assert!(dir.path().join("plue.db-wal").exists(), "WAL mode");
+        store.close().await;
+        closed(dir.path()).await;
+        let error = clone
+            .scalar::<i64>(Statement::new("SELECT 1"))
+            .await
+            .unwrap_err();
+        assert!(format!("{error:#}").contains("closed"), "{error:#}");
+    }
+
+    #[tokio::test]
+    async fn the_last_store_dropped_closes_the_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_data_dir(dir.path()).await.unwrap();
+        let clone = store.clone();
+        one_transition(&clone).await;
+        drop(clone);
+        assert!(
+            dir.path().join("plue.db-wal").exists(),
+            "open while a clone lives"
+        );
+        drop(store);
+        closed(dir.path()).await;
+    }
+
+    /// Two processes (here, two stores) creating one new database at once both open it:
+    /// the one that loses the race to the journal mode and the schema waits and finds them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_openers_of_one_new_database_both_open_it() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let (a, b) = tokio::join!(
+                Store::open_data_dir(dir.path()),
+                Store::open_data_dir(dir.path())
+            );
+            let (a, b) = (a.unwrap(), b.unwrap());
+            one_transition(&a).await;
+            one_transition(&b).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_dropped_in_a_transaction_rolls_it_back_before_the_next_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_data_dir(dir.path()).await.unwrap();
+        {
+            let mut conn = Conn::acquire(&store).await.unwrap();
+            let mut tx = conn.begin().await.unwrap();
+            tx.execute(Statement::new(
+                "INSERT INTO concurrency_groups (scope, name) VALUES ('s', 'g')",
+            ))
+            .await
+            .unwrap();
+        }
+        let groups: i64 = store
+            .one_scalar(Statement::new("SELECT COUNT(*) FROM concurrency_groups"))
+            .await
+            .unwrap();
+        assert_eq!(groups, 0);
+        // And the next transaction begins: none was left open.
+        one_transition(&store).await;
     }
 }

@@ -57,14 +57,14 @@ async fn seed(store: &Store, forge: &FakeForge, base: &str, diff: String) {
         .bind(REPO)
         .bind(forge.clone_url(REPO))
         .bind(forge.api_url())
-        .execute(&store)
+        .execute(store)
         .await;
         Sql::new(
             "INSERT INTO workflows (id, source, path, name, repo_id, created_at) \
                      VALUES (1, $1, 'w', 'fixer', 1, 0)",
         )
         .bind(REPO)
-        .execute(&store)
+        .execute(store)
         .await;
         Sql::new(
             "INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
@@ -72,19 +72,19 @@ async fn seed(store: &Store, forge: &FakeForge, base: &str, diff: String) {
                      VALUES (1, 1, 'manual', 'refs/heads/main', $1, 'h', 1, 'succeeded', 0, 1, 1)",
         )
         .bind(base)
-        .execute(&store)
+        .execute(store)
         .await;
         Sql::new(
             "INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')",
         )
         .bind(plan)
-        .execute(&store)
+        .execute(store)
         .await;
         Sql::new(
             "INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
                      VALUES (1, 1, 'fix', 0, 'succeeded', '')",
         )
-        .execute(&store)
+        .execute(store)
         .await;
         Sql::new(
             "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
@@ -92,7 +92,7 @@ async fn seed(store: &Store, forge: &FakeForge, base: &str, diff: String) {
                      VALUES (1, 1, 1, 0, 'pull_request', $1, 'ready', 'maintainer', 0)",
         )
         .bind(&payload)
-        .execute(&store)
+        .execute(store)
         .await;
     };
 }

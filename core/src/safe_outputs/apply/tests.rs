@@ -173,7 +173,7 @@ async fn store_with(store: &Store, kinds: &[&[&str]]) -> Vec<Vec<i64>> {
     let mut ids = Vec::new();
     {
         Sql::new("INSERT INTO workflows (id, source, path, name, created_at) VALUES (1, 'local', 'w', 'w', 0)")
-            .execute(&store).await;
+            .execute(store).await;
         for (r, kinds) in kinds.iter().enumerate() {
             let run = r as i64 + 1;
             Sql::new(
@@ -182,7 +182,7 @@ async fn store_with(store: &Store, kinds: &[&[&str]]) -> Vec<Vec<i64>> {
                  VALUES ($1, 1, 'manual', 'refs/heads/main', 'x', 'h', 1, 'running', 0)",
             )
             .bind(run)
-            .execute(&store)
+            .execute(store)
             .await;
             let mut of_run = Vec::new();
             for (position, kind) in kinds.iter().enumerate() {
@@ -194,7 +194,7 @@ async fn store_with(store: &Store, kinds: &[&[&str]]) -> Vec<Vec<i64>> {
                 .bind(run)
                 .bind(position as i64)
                 .bind(*kind)
-                .one_int(&store)
+                .one_int(store)
                 .await;
                 of_run.push(id);
             }
@@ -532,12 +532,12 @@ async fn seed_pull_request_proposal(store: &Store, forge: &FakeForge, base: &str
                      webhook_secret) VALUES (1, 'acme/app', $1, 'gitea', 0, $2, $3, $4)")
             .bind(forge.clone_url("acme/app")).bind(forge.api_url()).bind(format!("plain:{TOKEN}"))
             .bind(format!("plain:{PASSWORD}"))
-            .execute(&store).await;
+            .execute(store).await;
         Sql::new(
             "INSERT INTO workflows (id, source, path, name, repo_id, created_at) \
                      VALUES (1, 'acme/app', 'w', 'fixer', 1, 0)",
         )
-        .execute(&store)
+        .execute(store)
         .await;
         Sql::new(
             "INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
@@ -545,19 +545,19 @@ async fn seed_pull_request_proposal(store: &Store, forge: &FakeForge, base: &str
                      VALUES (1, 1, 'manual', 'refs/heads/main', $1, 'h', 1, 'succeeded', 0, 1, 1)",
         )
         .bind(base)
-        .execute(&store)
+        .execute(store)
         .await;
         Sql::new(
             "INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')",
         )
         .bind(plan)
-        .execute(&store)
+        .execute(store)
         .await;
         Sql::new(
             "INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
                      VALUES (1, 1, 'fix', 0, 'succeeded', '')",
         )
-        .execute(&store)
+        .execute(store)
         .await;
         Sql::new(
             "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
@@ -565,7 +565,7 @@ async fn seed_pull_request_proposal(store: &Store, forge: &FakeForge, base: &str
                      VALUES (1, 1, 1, 0, 'pull_request', $1, 'ready', 'maintainer', 0)",
         )
         .bind(&payload)
-        .execute(&store)
+        .execute(store)
         .await;
     };
 }
@@ -652,13 +652,13 @@ async fn pull_request_world(store: &Store, forge: &FakeForge, base: &str, diff: 
         .bind(forge.api_url())
         .bind(format!("plain:{TOKEN}"))
         .bind(format!("plain:{HOOK_SECRET}"))
-        .execute(&store)
+        .execute(store)
         .await;
         Sql::new(
             "INSERT INTO workflows (id, source, path, name, repo_id, created_at) \
                      VALUES (1, 'acme/app', 'w', 'fixer', 1, 0)",
         )
-        .execute(&store)
+        .execute(store)
         .await;
         Sql::new(
             "INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
@@ -666,24 +666,24 @@ async fn pull_request_world(store: &Store, forge: &FakeForge, base: &str, diff: 
                      VALUES (1, 1, 'manual', 'refs/heads/main', $1, 'h', 1, 'succeeded', 0, 1, 1)",
         )
         .bind(base)
-        .execute(&store)
+        .execute(store)
         .await;
         Sql::new(
             "INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')",
         )
         .bind(plan)
-        .execute(&store)
+        .execute(store)
         .await;
         Sql::new(
             "INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
                      VALUES (1, 1, 'fix', 0, 'succeeded', '')",
         )
-        .execute(&store)
+        .execute(store)
         .await;
         Sql::new("INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
                      payload, state, decided_by, created_at) \
                      VALUES (1, 1, 1, 0, 'pull_request', $1, 'ready', 'maintainer', 0) RETURNING id")
-            .bind(&payload).one_int(&store).await
+            .bind(&payload).one_int(store).await
     }
 }
 
