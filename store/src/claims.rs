@@ -8,11 +8,13 @@
 //!   same statement inserts the attempt and marks a polling runner busy (one trip).
 //! - A polling runner's claim takes effect only with its busy mark, which is written only
 //!   while the runner is live and holds the runner's row to the commit: a runner retired
-//!   or declared lost after the claim read it live gets no attempt ([`statements::runner_busy!`]). A
-//!   busy runner's claim (with its completion) holds the runner's row the same way, shared
-//!   ([`statements::PG_CLAIM_BUSY`]), so a retirement waits for it or wins, never slips between.
+//!   or declared lost after the claim read it live gets no attempt
+//!   ([`statements::runner_busy!`]). A busy runner's claim (with its completion) holds the
+//!   runner's row the same way, shared ([`statements::PG_CLAIM_BUSY`]), so a retirement
+//!   waits for it or wins, never slips between.
 //! - A suspect runner (`runners.suspect_since`: a claim of it went unacknowledged, or a
-//!   runner of its host was lost) claims nothing until it proves alive ([`statements::runner_may_claim!`]).
+//!   runner of its host was lost) claims nothing until it proves alive
+//!   ([`statements::runner_may_claim!`]).
 //! - A claim counts only once its runner acknowledged it (`attempts.acked_at`): a busy
 //!   runner's claim is acknowledged by the completion it answers (the runner just spoke);
 //!   a polling runner's by its acceptance or its start. One never acknowledged is returned
@@ -511,8 +513,8 @@ pub(crate) enum RunnerWas {
     /// counts once the runner acknowledges it.
     Idle,
     /// It completed an attempt and claims its next in the same request, still `busy`
-    /// ([`AttemptEnd::runner_claims_next`]): its row held ([`statements::PG_CLAIM_BUSY`]), the claim
-    /// acknowledged by the answer it is handed in.
+    /// ([`AttemptEnd::runner_claims_next`]): its row held ([`statements::PG_CLAIM_BUSY`]),
+    /// the claim acknowledged by the answer it is handed in.
     Busy,
 }
 
@@ -804,10 +806,15 @@ impl Store {
         now: i64,
     ) -> anyhow::Result<()> {
         if let Some(facts) = first_of_run {
-            self.execute(Statement::new("UPDATE runs SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'queued'",)
-            .bind(claimed.run_id)
-            .bind(now))
-        .await?;
+            self.execute(
+                Statement::new(
+                    "UPDATE runs SET status = 'running', started_at = $2 WHERE id = $1 AND \
+status = 'queued'",
+                )
+                .bind(claimed.run_id)
+                .bind(now),
+            )
+            .await?;
             // Only once the run is known to be running: a claim that failed before this
             // leaves the next one to do it.
             self.claimed_runs.remember(claimed.run_id, facts);
@@ -887,10 +894,16 @@ impl Store {
     /// Whether the runner holding `attempt_id` should stop it: the run is being cancelled,
     /// or the engine already ended the attempt (timed out, runner declared lost).
     pub async fn attempt_should_stop(&self, attempt_id: i64) -> anyhow::Result<bool> {
-        let stop: Option<bool> = self.scalar(Statement::new("SELECT (r.cancel_requested OR a.status NOT IN ('claimed', 'running')) FROM attempts a \
-             JOIN step_runs s ON s.id = a.step_run_id JOIN runs r ON r.id = s.run_id WHERE a.id = $1",)
-            .bind(attempt_id))
-        .await?;
+        let stop: Option<bool> = self
+            .scalar(
+                Statement::new(
+                    "SELECT (r.cancel_requested OR a.status NOT IN ('claimed', 'running')) \
+FROM attempts a JOIN step_runs s ON s.id = a.step_run_id JOIN runs r ON \
+r.id = s.run_id WHERE a.id = $1",
+                )
+                .bind(attempt_id),
+            )
+            .await?;
         Ok(stop.unwrap_or(true))
     }
 
@@ -1107,8 +1120,16 @@ mod tests {
             retirement.commit().await.unwrap();
             let claimed = claiming.await.unwrap().unwrap();
             assert_eq!(claimed, None, "a gone runner's claim takes nothing");
-            let (status, attempts): (String, i64) = store.one_row(Statement::new("SELECT status, (SELECT COUNT(*) FROM attempts) FROM step_runs WHERE run_id = $1",).bind(run_id)).await
-            .unwrap();
+            let (status, attempts): (String, i64) = store
+                .one_row(
+                    Statement::new(
+                        "SELECT status, (SELECT COUNT(*) FROM attempts) FROM step_runs WHERE \
+run_id = $1",
+                    )
+                    .bind(run_id),
+                )
+                .await
+                .unwrap();
             assert_eq!(
                 (status.as_str(), attempts),
                 ("queued", 0),

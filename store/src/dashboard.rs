@@ -153,10 +153,17 @@ impl Store {
 
     /// Every attempt of the run's steps, by step and number.
     pub async fn dashboard_attempts(&self, run_id: i64) -> anyhow::Result<Vec<AttemptRow>> {
-        self.rows(Statement::new("SELECT a.step_run_id, a.number, a.iteration, a.status, a.exit_code, a.reason, a.started_at, \
-             a.finished_at, r.name AS runner, a.model, a.usage, a.cost_usd_micros FROM attempts a \
-             JOIN step_runs s ON s.id = a.step_run_id LEFT JOIN runners r ON r.id = a.runner_id \
-             WHERE s.run_id = $1 ORDER BY a.step_run_id, a.number",).bind(run_id)).await
+        self.rows(
+            Statement::new(
+                "SELECT a.step_run_id, a.number, a.iteration, a.status, a.exit_code, \
+a.reason, a.started_at, a.finished_at, r.name AS runner, a.model, \
+a.usage, a.cost_usd_micros FROM attempts a JOIN step_runs s ON s.id = \
+a.step_run_id LEFT JOIN runners r ON r.id = a.runner_id WHERE s.run_id \
+= $1 ORDER BY a.step_run_id, a.number",
+            )
+            .bind(run_id),
+        )
+        .await
     }
 }
 
@@ -445,14 +452,20 @@ mod tests {
             let first = run(&store, "ci", "refs/heads/main", "push", false).await;
             set_states(&store, first, "running", "waiting").await;
             let workflow_id = store.run(first).await.unwrap().unwrap().workflow_id;
-            store.execute(Statement::new("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) \
-                 INSERT INTO runs (workflow_id, event, ref, sha, plan_hash, \
-                 max_parallel, status, created_at) \
-                 SELECT $1, 'push', 'refs/heads/main', 'x', 'h', 4, \
-                 CASE WHEN i = 50 THEN 'failed' ELSE 'succeeded' END, i FROM n",)
-            .bind(workflow_id))
-        .await.map(|_| ())
-            .unwrap();
+            store
+                .execute(
+                    Statement::new(
+                        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i \
+< 100000) INSERT INTO runs (workflow_id, event, ref, sha, plan_hash, \
+max_parallel, status, created_at) SELECT $1, 'push', 'refs/heads/main', \
+'x', 'h', 4, CASE WHEN i = 50 THEN 'failed' ELSE 'succeeded' END, i \
+FROM n",
+                    )
+                    .bind(workflow_id),
+                )
+                .await
+                .map(|_| ())
+                .unwrap();
             let cases = [
                 ("the newest page", RunFilter::default()),
                 (

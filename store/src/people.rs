@@ -220,11 +220,17 @@ impl Store {
 
     /// Creates a group; [`NameError::Taken`] when the name exists in any case.
     pub async fn create_group(&self, name: &str) -> Result<i64, NameError> {
-        let inserted: anyhow::Result<i64> = self.one_scalar(Statement::new("INSERT INTO user_groups (name, name_key, created_at) VALUES ($1, $2, $3) RETURNING id",)
-            .bind(name)
-            .bind(name.to_lowercase())
-            .bind(now_ms()))
-        .await;
+        let inserted: anyhow::Result<i64> = self
+            .one_scalar(
+                Statement::new(
+                    "INSERT INTO user_groups (name, name_key, created_at) VALUES ($1, $2, \
+$3) RETURNING id",
+                )
+                .bind(name)
+                .bind(name.to_lowercase())
+                .bind(now_ms()),
+            )
+            .await;
         taking_name(inserted, || name.to_string(), "storing a group")
     }
 
@@ -339,11 +345,17 @@ impl Store {
         forge: &str,
         login: &str,
     ) -> anyhow::Result<bool> {
-        Ok(self.execute(Statement::new("DELETE FROM user_forge_logins WHERE user_id = $1 AND forge = $2 AND login_key = $3",)
-            .bind(user_id)
-            .bind(forge)
-            .bind(login.to_lowercase()))
-        .await?
+        Ok(self
+            .execute(
+                Statement::new(
+                    "DELETE FROM user_forge_logins WHERE user_id = $1 AND forge = $2 AND \
+login_key = $3",
+                )
+                .bind(user_id)
+                .bind(forge)
+                .bind(login.to_lowercase()),
+            )
+            .await?
             > 0)
     }
 
@@ -395,7 +407,15 @@ impl Store {
 
     /// Who started run `run_id`, when that was recorded.
     pub async fn trigger_of(&self, run_id: i64) -> anyhow::Result<Option<Triggerer>> {
-        let row: Option<(String, Option<i64>, Option<String>)> = self.row(Statement::new("SELECT triggered_by, user_id, forge_login FROM run_triggerers WHERE run_id = $1",).bind(run_id)).await?;
+        let row: Option<(String, Option<i64>, Option<String>)> = self
+            .row(
+                Statement::new(
+                    "SELECT triggered_by, user_id, forge_login FROM run_triggerers WHERE \
+run_id = $1",
+                )
+                .bind(run_id),
+            )
+            .await?;
         Ok(row.map(|(name, user_id, forge_login)| Triggerer {
             name,
             user_id,

@@ -124,8 +124,16 @@ impl Store {
     /// Lists public key `key_id` (`public_key` in hex) unless it is listed.
     pub async fn record_signing_key(&self, key_id: &str, public_key: &str) -> anyhow::Result<()> {
         {
-            self.execute(Statement::new("INSERT INTO provenance_keys (key_id, public_key, first_seen) VALUES ($1, $2, $3) \
-                 ON CONFLICT (key_id) DO NOTHING",).bind(key_id).bind(public_key).bind(now_ms())).await?;
+            self.execute(
+                Statement::new(
+                    "INSERT INTO provenance_keys (key_id, public_key, first_seen) VALUES \
+($1, $2, $3) ON CONFLICT (key_id) DO NOTHING",
+                )
+                .bind(key_id)
+                .bind(public_key)
+                .bind(now_ms()),
+            )
+            .await?;
             Ok(())
         }
     }
@@ -165,12 +173,18 @@ mod tests {
                 .id;
             let mut ids = Vec::new();
             for position in 0..3i64 {
-                let id: i64 = store.one_scalar(Statement::new("INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
-                     payload, state, created_at) VALUES ($1, 1, 1, $2, 'comment', '{}', \
-                     'ready', 0) RETURNING id",)
-            .bind(run)
-            .bind(position))
-        .await.unwrap();
+                let id: i64 = store
+                    .one_scalar(
+                        Statement::new(
+                            "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, \
+                             kind, payload, state, created_at) \
+                             VALUES ($1, 1, 1, $2, 'comment', '{}', 'ready', 0) RETURNING id",
+                        )
+                        .bind(run)
+                        .bind(position),
+                    )
+                    .await
+                    .unwrap();
                 store.record_statement(id, run, "k1", "{}").await.unwrap();
                 assert!(store.mark_applying(id).await.unwrap());
                 ids.push(id);

@@ -162,9 +162,18 @@ mod tests {
                     )
                     .await
                     .unwrap();
-                let blob: i64 = store.one_scalar(Statement::new("INSERT INTO blobs (run_id, step_id, attempt, kind, key, size, digest, \
-                     created_at, files) VALUES ($1, 'a', 1, 'artifacts', 'k/a.tar', 9, 'sha256:0', 5, 1) \
-                     RETURNING id").bind(first)).await.unwrap();
+                let blob: i64 = store
+                    .one_scalar(
+                        Statement::new(
+                            "INSERT INTO blobs (run_id, step_id, attempt, kind, key, size, \
+                             digest, created_at, files) \
+                             VALUES ($1, 'a', 1, 'artifacts', 'k/a.tar', 9, 'sha256:0', 5, 1) \
+                             RETURNING id",
+                        )
+                        .bind(first),
+                    )
+                    .await
+                    .unwrap();
                 store
                     .execute(
                         Statement::new(
