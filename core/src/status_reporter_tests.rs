@@ -86,7 +86,7 @@ async fn an_app_repository_gets_check_runs_on_its_commit_and_its_agents_pull_req
                 kind: "pull_request".into(),
                 payload: "{}".into(),
             }],
-            "applying",
+            plue_types::status::ProposalState::Applying,
             None,
         )
         .await

@@ -36,6 +36,7 @@ use evaluator::{EvalContext, Event};
 use plue_core::artifacts::{ArtifactsConfig, CacheLimits};
 use plue_server::server::RunningEngine;
 use plue_store::{NewRun, RunRepo, Store, Triggerer};
+use plue_types::partition::Partition;
 use plue_types::protocol as wire;
 use plue_types::protocol::caches::{
     entry_path, lookup_path, save_path, CacheLookupReply, CacheSaved,
@@ -277,14 +278,19 @@ impl Harness {
             .unwrap()
     }
 
-    async fn partition(&self, held: &Held) -> String {
-        let (label, _) = self
+    async fn partition(&self, held: &Held) -> Partition {
+        let run = self.store().run(held.run_id).await.unwrap().unwrap();
+        assert!(
+            run.cache_partition.is_some(),
+            "a partition stored with the run"
+        );
+        let (partition, _) = self
             .store()
             .run_cache_partition(held.run_id)
             .await
             .unwrap()
             .unwrap();
-        label.expect("a partition stored with the run")
+        partition
     }
 
     /// The lookup's status and answer.
@@ -403,12 +409,12 @@ fn digest(bytes: &[u8]) -> String {
 async fn nothing_a_less_trusted_run_saves_is_restored_by_the_default_branch() {
     let h = Harness::start(1 << 30).await;
     let attackers = [
-        (Kind::Fork("eve"), "fork:eve/app"),
-        (Kind::SamePull, "pull:1"),
-        (Kind::Issue, "agents"),
-        (Kind::Comment, "agents"),
-        (Kind::AgentOnDefault, "agents"),
-        (Kind::BranchPush, "branch:feature"),
+        (Kind::Fork("eve"), Partition::Fork("eve/app".into())),
+        (Kind::SamePull, Partition::Pull(1)),
+        (Kind::Issue, Partition::Agents),
+        (Kind::Comment, Partition::Agents),
+        (Kind::AgentOnDefault, Partition::Agents),
+        (Kind::BranchPush, Partition::Branch("feature".into())),
     ];
     let mut poisoned = Vec::new();
     for (kind, partition) in attackers {
@@ -417,7 +423,7 @@ async fn nothing_a_less_trusted_run_saves_is_restored_by_the_default_branch() {
         // Under the default branch's key, and under a key its restore prefix matches.
         let body = format!("poison from {kind:?}").into_bytes();
         let saved = h.save(&held, KEY, &body).await;
-        assert_eq!(saved.partition, partition, "{kind:?}");
+        assert_eq!(saved.partition, partition.label(), "{kind:?}");
         if saved.created {
             assert_eq!(
                 saved.digest,
@@ -437,7 +443,7 @@ async fn nothing_a_less_trusted_run_saves_is_restored_by_the_default_branch() {
     }
     // The default branch restores none of it, by key or by prefix.
     let main = h.held(Kind::DefaultPush).await;
-    assert_eq!(h.partition(&main).await, "default");
+    assert_eq!(h.partition(&main).await, Partition::Default);
     assert_eq!(h.lookup(&main, KEY).await, None);
     assert_eq!(h.lookup(&main, "rust-other").await, None);
     // Nor downloads any of it by id: the same 404 as an entry that does not exist.
@@ -745,7 +751,10 @@ async fn a_decompression_bomb_is_refused_at_save() {
 async fn an_agent_summoned_on_an_outsiders_issue_never_reaches_a_writers_summons() {
     let h = Harness::start(1 << 30).await;
     let relayed = h.held(Kind::OnOutsidersIssue("mallory")).await;
-    assert_eq!(h.partition(&relayed).await, "agents:mallory");
+    assert_eq!(
+        h.partition(&relayed).await,
+        Partition::Relayed("mallory".into())
+    );
     let poison = h
         .save(&relayed, KEY, b"#!/bin/sh\ncurl attacker.example")
         .await;
@@ -759,7 +768,11 @@ async fn an_agent_summoned_on_an_outsiders_issue_never_reaches_a_writers_summons
         Kind::OnOutsidersIssue("eve"),
     ] {
         let held = h.held(kind).await;
-        assert_ne!(h.partition(&held).await, "agents:mallory", "{kind:?}");
+        assert_ne!(
+            h.partition(&held).await,
+            Partition::Relayed("mallory".into()),
+            "{kind:?}"
+        );
         assert_eq!(h.lookup(&held, KEY).await, None, "{kind:?}");
         assert_eq!(h.lookup(&held, "rust-other").await, None, "{kind:?}");
         let (status, _) = h.download_as(&held.token, held.attempt, poison.id).await;
@@ -768,7 +781,7 @@ async fn an_agent_summoned_on_an_outsiders_issue_never_reaches_a_writers_summons
     // The writer's own summons saves where its summonses read; the relayed run never
     // reads that either.
     let own = h.held(Kind::Issue).await;
-    assert_eq!(h.partition(&own).await, "agents");
+    assert_eq!(h.partition(&own).await, Partition::Agents);
     let clean = h.save(&own, KEY, b"the writer's agent").await;
     assert!(clean.created);
     let again = h.held(Kind::OnOutsidersIssue("mallory")).await;
@@ -812,7 +825,7 @@ async fn an_agent_summoned_on_an_outsiders_issue_never_reaches_a_writers_summons
 async fn an_outsiders_summon_never_reaches_a_run_with_secrets() {
     let h = Harness::start(1 << 30).await;
     let outsider = h.held(Kind::OutsiderIssue).await;
-    assert_eq!(h.partition(&outsider).await, "untrusted");
+    assert_eq!(h.partition(&outsider).await, Partition::Untrusted);
     let poison = h.save(&outsider, KEY, b"poison from an outsider").await;
     assert_eq!(
         h.listed().await[0]["trust"],
@@ -822,7 +835,7 @@ async fn an_outsiders_summon_never_reaches_a_run_with_secrets() {
     assert_eq!(poison.partition, "untrusted");
     for kind in [Kind::Issue, Kind::AgentOnDefault, Kind::DefaultPush] {
         let held = h.held(kind).await;
-        assert_ne!(h.partition(&held).await, "untrusted", "{kind:?}");
+        assert_ne!(h.partition(&held).await, Partition::Untrusted, "{kind:?}");
         assert_eq!(h.lookup(&held, KEY).await, None, "{kind:?}");
         assert_eq!(h.lookup(&held, "rust-other").await, None, "{kind:?}");
         let (status, _) = h.download_as(&held.token, held.attempt, poison.id).await;

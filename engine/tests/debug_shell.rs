@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use evaluator::plan::Step;
+use plue_types::status::DebugSessionStatus;
 use serde_json::{json, Value};
 
 const ADMIN: &str = support::ADMIN_TOKEN;
@@ -488,7 +489,7 @@ async fn guessed_or_reused_ids_and_runners_that_did_not_claim_reach_nothing() {
     assert_eq!(status, 409);
     // The runner that claimed it cannot bring it back either (its claim ended with it).
     let row = h.store().debug_session(&id).await.unwrap().unwrap();
-    assert_eq!(row.status, "ended");
+    assert_eq!(row.status, DebugSessionStatus::Ended);
 
     // A token revoked while attached: the session ends with it, within seconds.
     let (_, token_id, token) = support::user_with_token(h.store(), "wendy", &[]).await;
@@ -506,7 +507,7 @@ async fn guessed_or_reused_ids_and_runners_that_did_not_claim_reach_nothing() {
         said.text
     );
     let row = h.store().debug_session(&id).await.unwrap().unwrap();
-    assert_eq!(row.status, "ended");
+    assert_eq!(row.status, DebugSessionStatus::Ended);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,7 +79,11 @@ async fn a_maintainer_demoted_to_writer_loses_an_environments_debug_session() {
     let end = said.end.expect("the demoted maintainer's stream ran on");
     assert!(end.contains("maintainer"), "{end}");
     let row = h.store().debug_session(&id).await.unwrap().unwrap();
-    assert_eq!(row.status, "ended", "{row:?}");
+    assert_eq!(
+        row.status,
+        plue_types::status::DebugSessionStatus::Ended,
+        "{row:?}"
+    );
     // And the session is not theirs to read or end any more.
     for method in ["GET", "DELETE"] {
         let (status, body) = h

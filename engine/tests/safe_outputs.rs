@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::support;
 
-use plue_types::status::StepStatus;
+use plue_types::status::{ProposalState, StepStatus};
 use serde_json::{json, Value};
 use testkit::claude::{FakeClaude, Routed};
 
@@ -560,7 +560,10 @@ async fn a_rogue_runners_proposals_are_judged_by_the_engine() {
     );
     let stored = store.list_for_run(run).await.unwrap();
     assert_eq!(stored.len(), 2);
-    assert!(stored.iter().all(|p| p.state == "refused"), "{stored:?}");
+    assert!(
+        stored.iter().all(|p| p.state == ProposalState::Refused),
+        "{stored:?}"
+    );
 
     // What the real runner refuses at the tool, a rogue one sends anyway.
     let file = |path: &str| {
@@ -604,7 +607,7 @@ async fn a_rogue_runners_proposals_are_judged_by_the_engine() {
         );
         let stored = store.list_for_run(run).await.unwrap();
         assert!(
-            stored.iter().all(|p| p.state == "refused"),
+            stored.iter().all(|p| p.state == ProposalState::Refused),
             "{why}: {stored:?}"
         );
     }
@@ -629,7 +632,7 @@ async fn only_a_writer_who_did_not_start_the_run_decides_its_proposals() {
     .await;
     let stored = store.list_for_run(run).await.unwrap();
     assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].state, "waiting");
+    assert_eq!(stored[0].state, ProposalState::Waiting);
     let pid = stored[0].id;
 
     assert_eq!(h.decide(None, run, pid).await.0, 401);
@@ -638,7 +641,10 @@ async fn only_a_writer_who_did_not_start_the_run_decides_its_proposals() {
     let (status, body) = h.decide(Some(&tess_token), run, pid).await;
     assert_eq!(status, 403, "the run's triggerer: {body}");
     assert!(body.to_string().contains("started this run"), "{body}");
-    assert_eq!(store.list_for_run(run).await.unwrap()[0].state, "waiting");
+    assert_eq!(
+        store.list_for_run(run).await.unwrap()[0].state,
+        ProposalState::Waiting
+    );
     let (status, body) = h.decide(Some(&writer), run, pid).await;
     assert_eq!(status, 200, "{body}");
     // Approved: ready for the outbox (which may already have taken it).
@@ -687,7 +693,7 @@ async fn a_strangers_runs_proposals_wait_for_a_person() {
     .await;
     let stored = store.list_for_run(run).await.unwrap();
     assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].state, "waiting", "{stored:?}");
+    assert_eq!(stored[0].state, ProposalState::Waiting, "{stored:?}");
     let (status, body) = h.decide(Some(&writer), run, stored[0].id).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["decided_by"], "wendy", "{body}");
@@ -698,9 +704,12 @@ async fn a_strangers_runs_proposals_wait_for_a_person() {
         json!([{"kind": "comment", "body": "Looked into it."}]),
     )
     .await;
-    let state = store.list_for_run(run).await.unwrap()[0].state.clone();
+    let state = store.list_for_run(run).await.unwrap()[0].state;
     assert!(
-        matches!(state.as_str(), "ready" | "applying" | "failed"),
+        matches!(
+            state,
+            ProposalState::Ready | ProposalState::Applying | ProposalState::Failed
+        ),
         "{state}"
     );
     h.engine.shutdown().await;

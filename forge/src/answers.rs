@@ -33,7 +33,7 @@ use super::status::{self, CommitStatus, PostError, StatusTarget};
 use super::writer::Writer;
 use super::Forge;
 use plue_store::{ProposalRow, StatusReportRow, StepRunRow, Store};
-use plue_types::status::{CommitState, StepStatus};
+use plue_types::status::{CommitState, ProposalState, StepStatus};
 
 /// The marker of run `run_id`'s start (`started`) or end (`ended`) answer.
 pub fn marker(run_id: i64, moment: &str) -> String {
@@ -293,23 +293,29 @@ fn end_text(
     for proposal in proposals {
         let what = proposal.kind.replace('_', " ");
         let threat = threat_note(wall, proposal);
-        let shown = match (proposal.state.as_str(), &proposal.applied_url) {
-            ("applied", Some(url)) if proposal.kind == "pull_request" => {
+        let shown = match (proposal.state, &proposal.applied_url) {
+            (ProposalState::Applied, Some(url)) if proposal.kind == "pull_request" => {
                 format!("Opened the pull request {}", wall.redact(url))
             }
-            ("applied", Some(url)) => format!("Applied the {what}: {}", wall.redact(url)),
-            ("refused", _) | ("failed", _) => format!(
+            (ProposalState::Applied, Some(url)) => {
+                format!("Applied the {what}: {}", wall.redact(url))
+            }
+            (ProposalState::Refused, _) | (ProposalState::Failed, _) => format!(
                 "The {what} was not applied: {}",
                 quote(
                     wall,
                     proposal.reason.as_deref().unwrap_or("no reason recorded")
                 )
             ),
-            ("waiting", _) => {
+            (ProposalState::Waiting, _) => {
                 format!("The {what} waits for a person's approval on [the run]({link}).")
             }
-            ("rejected", _) => format!("The {what} was rejected by a reviewer."),
-            _ => continue,
+            (ProposalState::Rejected, _) => format!("The {what} was rejected by a reviewer."),
+            // Not settled yet (`ready`, `applying`), or applied without a link: nothing
+            // to say.
+            (ProposalState::Ready | ProposalState::Applying | ProposalState::Applied, _) => {
+                continue
+            }
         };
         line(&mut text, format!("{shown}{threat}"));
     }
@@ -364,7 +370,7 @@ fn quote(wall: &Checker, text: &str) -> Outbound {
 pub fn opened_pulls(proposals: &[ProposalRow]) -> impl Iterator<Item = &ProposalRow> {
     proposals
         .iter()
-        .filter(|p| p.kind == "pull_request" && p.state == "applied")
+        .filter(|p| p.kind == "pull_request" && p.state == ProposalState::Applied)
 }
 
 /// The head commit of the pull request `pull` opened; `None` when it is gone (or its link

@@ -383,7 +383,7 @@ pub async fn watch(store: Store, id: String, session: Arc<Session>) {
         }
         // Ended elsewhere (the runner's report on another path, the store): follow it.
         match store.debug_session(&id).await {
-            Ok(Some(row)) if row.status == "ended" => {
+            Ok(Some(row)) if row.status == plue_types::status::DebugSessionStatus::Ended => {
                 session.close(row.end_reason.as_deref().unwrap_or("ended"));
                 break;
             }

@@ -16,6 +16,7 @@
 //!   session nobody served leaves nothing to start later.
 
 use anyhow::Context;
+use plue_types::status::DebugSessionStatus;
 
 use super::claims::statements::{claimable_by_runner, runner_busy, RUNNER_BUSY};
 use super::claims::ClaimFor;
@@ -48,7 +49,8 @@ pub struct DebugSessionRow {
     pub creator_user_id: Option<i64>,
     pub term: String,
     pub idle_timeout_ms: i64,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: DebugSessionStatus,
     pub runner_id: Option<i64>,
     pub created_at: i64,
     pub claimed_at: Option<i64>,
@@ -160,8 +162,13 @@ impl Store {
 
     /// Whether step run `step_run_id` has a session that has not ended.
     pub async fn live_debug_session_of(&self, step_run_id: i64) -> anyhow::Result<Option<String>> {
-        self.scalar::<String>(Statement::new("SELECT id FROM debug_sessions WHERE step_run_id = $1 AND status <> 'ended' LIMIT 1",)
-            .bind(step_run_id))
+        self.scalar::<String>(
+            Statement::new(
+                "SELECT id FROM debug_sessions \
+                 WHERE step_run_id = $1 AND status <> 'ended' LIMIT 1",
+            )
+            .bind(step_run_id),
+        )
         .await
     }
 
@@ -377,8 +384,8 @@ mod tests {
         assert!(!store.debug_session_ready("a1", runner_id).await.unwrap());
         let row = store.debug_session("a1").await.unwrap().unwrap();
         assert_eq!(
-            (row.status.as_str(), row.end_reason.as_deref()),
-            ("ended", Some("exit"))
+            (row.status, row.end_reason.as_deref()),
+            (DebugSessionStatus::Ended, Some("exit"))
         );
 
         store
@@ -391,7 +398,7 @@ mod tests {
             .unwrap()
             .is_none());
         let row = store.debug_session("b2").await.unwrap().unwrap();
-        assert_eq!(row.status, "ended");
+        assert_eq!(row.status, DebugSessionStatus::Ended);
         // Red team: an end nobody's watchdog saw is audited too (it was not: the expiry
         // was a bare UPDATE).
         let trail = store
@@ -439,7 +446,10 @@ mod tests {
             retirement.commit().await.unwrap();
             assert_eq!(claiming.await.unwrap().unwrap(), None);
             let row = store.debug_session("c3").await.unwrap().unwrap();
-            assert_eq!((row.status.as_str(), row.runner_id), ("queued", None));
+            assert_eq!(
+                (row.status, row.runner_id),
+                (DebugSessionStatus::Queued, None)
+            );
             let state: String = store
                 .one_scalar(
                     Statement::new("SELECT state FROM runners WHERE id = $1").bind(runner_id),

@@ -10,6 +10,8 @@
 //! caller judges (the operator's accepted accounts), an admin or the judged-accepted
 //! installation registers.
 
+use plue_types::status::InstallationState;
+
 use crate::tx::Statement;
 use crate::{now_ms, Store};
 
@@ -21,8 +23,9 @@ pub struct InstallationRow {
     pub account: String,
     /// `User` or `Organization` (or `Enterprise`).
     pub account_type: String,
-    /// `active`, `suspended` or `deleted`.
-    pub state: String,
+    /// As the App's webhooks last described it.
+    #[sqlx(try_from = "String")]
+    pub state: InstallationState,
     /// The permissions granted, as GitHub's JSON object.
     pub permissions: String,
     /// The events subscribed to, as a JSON array.
@@ -40,7 +43,7 @@ pub struct InstallationFacts<'a> {
     pub id: i64,
     pub account: &'a str,
     pub account_type: &'a str,
-    pub state: &'a str,
+    pub state: InstallationState,
     pub permissions: &'a str,
     pub events: &'a str,
     /// The engine's judgement: why it refuses the installation, `None` when it accepts it.
@@ -73,7 +76,7 @@ impl Store {
         )
         .await
         .map(|_| ())?;
-        if facts.state == "deleted" {
+        if facts.state == InstallationState::Deleted {
             self.execute(
                 Statement::new("DELETE FROM github_installation_repos WHERE installation_id = $1")
                     .bind(facts.id),
@@ -179,7 +182,7 @@ mod tests {
     use super::*;
     use crate::testing::stores;
 
-    fn facts(state: &str) -> InstallationFacts<'_> {
+    fn facts(state: InstallationState) -> InstallationFacts<'static> {
         InstallationFacts {
             id: 42,
             account: "acme",
@@ -194,7 +197,10 @@ mod tests {
     #[tokio::test]
     async fn installations_and_their_repositories_follow_the_events() {
         for (store, _dir) in stores().await {
-            store.record_installation(&facts("active")).await.unwrap();
+            store
+                .record_installation(&facts(InstallationState::Active))
+                .await
+                .unwrap();
             let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
             store
                 .installation_repos_changed(42, &names(&["acme/a", "acme/b", "acme/a"]), &[])
@@ -209,15 +215,24 @@ mod tests {
                 names(&["acme/a", "acme/c"])
             );
             store
-                .record_installation(&facts("suspended"))
+                .record_installation(&facts(InstallationState::Suspended))
                 .await
                 .unwrap();
             let listed = store.installations().await.unwrap();
             assert_eq!(listed.len(), 1);
-            assert_eq!((listed[0].id, listed[0].state.as_str()), (42, "suspended"));
+            assert_eq!(
+                (listed[0].id, listed[0].state),
+                (42, InstallationState::Suspended)
+            );
             assert_eq!(store.installation_repos(42).await.unwrap().len(), 2);
-            store.record_installation(&facts("deleted")).await.unwrap();
-            assert_eq!(store.installations().await.unwrap()[0].state, "deleted");
+            store
+                .record_installation(&facts(InstallationState::Deleted))
+                .await
+                .unwrap();
+            assert_eq!(
+                store.installations().await.unwrap()[0].state,
+                InstallationState::Deleted
+            );
             assert!(store.installation_repos(42).await.unwrap().is_empty());
         }
     }
@@ -227,7 +242,7 @@ mod tests {
         for (store, _dir) in stores().await {
             let refused = InstallationFacts {
                 refused: Some("not an account this engine accepts"),
-                ..facts("active")
+                ..facts(InstallationState::Active)
             };
             store.record_installation(&refused).await.unwrap();
             let row = store.installation(42).await.unwrap().unwrap();

@@ -1,13 +1,17 @@
 //! Safe-output proposals in the store (`proposals`, migration 0022; `threat`, 0045): recorded
 //! with their attempt once validated and threat-checked ([`Store::record_checked_proposals`]),
-//! decided by a person ([`Store::decide_proposal`]), and taken by the engine's outbox ([`Store::next_ready`],
-//! [`Store::mark_applying`], [`Store::mark_applied`], [`Store::mark_failed`]).
+//! decided by a person ([`Store::decide_proposal`]), and taken by the engine's outbox
+//! ([`Store::next_ready`], [`Store::mark_applying`], [`Store::mark_applied`],
+//! [`Store::mark_failed`]).
 //!
 //! Invariants: an attempt's proposals are recorded once (`UNIQUE (attempt_id, position)`,
 //! a repeated report inserts nothing); every state change is one `UPDATE` guarded by the
 //! state it leaves, so two deciders or two appliers leave exactly one outcome; a proposal's
 //! provenance statement settles in the transaction that settles the proposal, and only
 //! when that `UPDATE` took effect (`store::provenance`).
+
+use anyhow::Context;
+use plue_types::status::ProposalState;
 
 use super::{now_ms, Store, Verdict};
 use crate::tx::Conn;
@@ -24,7 +28,8 @@ pub struct ProposalRow {
     pub kind: String,
     /// The proposal as the runner sent it (`plue_types::protocol::Proposal` JSON).
     pub payload: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: ProposalState,
     pub reason: Option<String>,
     pub decided_by: Option<String>,
     pub decided_at: Option<i64>,
@@ -43,7 +48,7 @@ pub enum ProposalDecided {
     /// The run has no proposal with that id.
     NotFound,
     /// The proposal is not waiting for a decision (its state is given).
-    NotWaiting(String),
+    NotWaiting(ProposalState),
 }
 
 const COLUMNS: &str = "id, run_id, step_run_id, attempt_id, position, kind, payload, state, \
@@ -61,27 +66,27 @@ pub struct NewProposal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedProposal {
     pub proposal: NewProposal,
-    /// `refused`, `waiting` or `ready`.
-    pub state: String,
+    /// `Refused`, `Waiting` or `Ready`.
+    pub state: ProposalState,
     /// The threat check's assessment (JSON), when it ran.
     pub threat: Option<String>,
 }
 
 impl Store {
-    /// Records the proposals of attempt `attempt_id` in `state` (`refused`, `waiting` or
-    /// `ready`), with `reason` for refused ones. A repeated call inserts nothing.
+    /// Records the proposals of attempt `attempt_id` in `state` (`Refused`, `Waiting` or
+    /// `Ready`), with `reason` for refused ones. A repeated call inserts nothing.
     pub async fn record_proposals(
         &self,
         attempt_id: i64,
         proposals: &[NewProposal],
-        state: &str,
+        state: ProposalState,
         reason: Option<&str>,
     ) -> anyhow::Result<()> {
         let checked: Vec<CheckedProposal> = proposals
             .iter()
             .map(|proposal| CheckedProposal {
                 proposal: proposal.clone(),
-                state: state.to_owned(),
+                state,
                 threat: None,
             })
             .collect();
@@ -102,7 +107,9 @@ impl Store {
             let mut conn = Conn::acquire(self).await?;
             let mut tx = conn.begin().await?;
             for (position, checked) in proposals.iter().enumerate() {
-                let reason = (checked.state == "refused").then_some(reason).flatten();
+                let reason = (checked.state == ProposalState::Refused)
+                    .then_some(reason)
+                    .flatten();
                 tx.execute(
                     Statement::new(
                         "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
@@ -115,7 +122,7 @@ impl Store {
                     .bind(position as i64)
                     .bind(&checked.proposal.kind)
                     .bind(&checked.proposal.payload)
-                    .bind(&checked.state)
+                    .bind(checked.state)
                     .bind(reason)
                     .bind(now)
                     .bind(&checked.threat),
@@ -146,8 +153,8 @@ impl Store {
         verdict: Verdict,
     ) -> anyhow::Result<ProposalDecided> {
         let state = match verdict {
-            Verdict::Approve => "ready",
-            Verdict::Reject => "rejected",
+            Verdict::Approve => ProposalState::Ready,
+            Verdict::Reject => ProposalState::Rejected,
         };
         {
             let done = self
@@ -175,7 +182,11 @@ impl Store {
                 .await?;
             Ok(match found {
                 None => ProposalDecided::NotFound,
-                Some(state) => ProposalDecided::NotWaiting(state),
+                Some(state) => ProposalDecided::NotWaiting(
+                    state
+                        .parse()
+                        .with_context(|| format!("the state of proposal {id}"))?,
+                ),
             })
         }
     }
@@ -216,8 +227,17 @@ impl Store {
         {
             let mut conn = Conn::acquire(self).await?;
             let mut tx = conn.begin().await?;
-            let done = tx.execute(Statement::new("UPDATE proposals SET state = 'applied', applied_url = $2, applied_at = $3, \
-                 reason = NULL WHERE id = $1 AND state = 'applying'",).bind(id).bind(url).bind(now_ms())).await?;
+            let done = tx
+                .execute(
+                    Statement::new(
+                        "UPDATE proposals SET state = 'applied', applied_url = $2, \
+                         applied_at = $3, reason = NULL WHERE id = $1 AND state = 'applying'",
+                    )
+                    .bind(id)
+                    .bind(url)
+                    .bind(now_ms()),
+                )
+                .await?;
             if done == 1 {
                 tx.execute(
                     Statement::new(
@@ -338,10 +358,103 @@ impl Store {
     /// Whether a proposal of run `run_id` is still to be applied: `ready`, `applying`, or
     /// `failed` with a retry due.
     pub async fn proposals_unsettled(&self, run_id: i64) -> anyhow::Result<bool> {
-        let count: i64 = self.one_scalar(Statement::new("SELECT COUNT(*) FROM proposals WHERE run_id = $1 AND (state IN ('ready', 'applying') \
-             OR (state = 'failed' AND retry_at IS NOT NULL))",)
-            .bind(run_id))
-        .await?;
+        let count: i64 = self
+            .one_scalar(
+                Statement::new(
+                    "SELECT COUNT(*) FROM proposals \
+                     WHERE run_id = $1 AND (state IN ('ready', 'applying') \
+                     OR (state = 'failed' AND retry_at IS NOT NULL))",
+                )
+                .bind(run_id),
+            )
+            .await?;
         Ok(count > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{bash_run, claim_first_step, stores};
+
+    // A state is read back as it was written and a decision names the state it found; a
+    // word no state has is an error naming the proposal, never a default.
+    #[tokio::test]
+    async fn states_read_back_as_written_and_an_unknown_one_is_an_error() {
+        for (store, _dir) in stores().await {
+            let run = bash_run(&store, "p", &["write"]).await;
+            let (claimed, _, _) = claim_first_step(&store, run, "r").await;
+            let checked = |kind: &str, state| CheckedProposal {
+                proposal: NewProposal {
+                    kind: kind.into(),
+                    payload: "{}".into(),
+                },
+                state,
+                threat: None,
+            };
+            store
+                .record_checked_proposals(
+                    claimed.attempt_id,
+                    &[
+                        checked("comment", ProposalState::Waiting),
+                        checked("labels", ProposalState::Refused),
+                    ],
+                    Some("why"),
+                )
+                .await
+                .unwrap();
+            let rows = store.list_for_run(run).await.unwrap();
+            let states: Vec<_> = rows
+                .iter()
+                .map(|r| (r.state, r.reason.as_deref()))
+                .collect();
+            assert_eq!(
+                states,
+                [
+                    (ProposalState::Waiting, None),
+                    (ProposalState::Refused, Some("why"))
+                ]
+            );
+            let (waiting, refused) = (rows[0].id, rows[1].id);
+            let decide = |id, verdict| store.decide_proposal(run, id, "wendy", verdict);
+            assert_eq!(
+                decide(waiting, Verdict::Approve).await.unwrap(),
+                ProposalDecided::Done
+            );
+            assert_eq!(
+                decide(waiting, Verdict::Reject).await.unwrap(),
+                ProposalDecided::NotWaiting(ProposalState::Ready)
+            );
+            assert_eq!(
+                decide(refused, Verdict::Approve).await.unwrap(),
+                ProposalDecided::NotWaiting(ProposalState::Refused)
+            );
+            assert_eq!(
+                decide(refused + 100, Verdict::Approve).await.unwrap(),
+                ProposalDecided::NotFound
+            );
+            store
+                .execute(
+                    Statement::new("UPDATE proposals SET state = 'withheld' WHERE id = $1")
+                        .bind(refused),
+                )
+                .await
+                .unwrap();
+            let error = decide(refused, Verdict::Approve).await.unwrap_err();
+            let error = format!("{error:#}");
+            assert!(
+                error.contains(&format!("the state of proposal {refused}"))
+                    && error.contains("unknown proposal status \"withheld\""),
+                "{error}"
+            );
+            // SQLite's serde names the word; sqlx names the column (its `try_from` error
+            // prints as "unprintable").
+            let error = format!("{:#}", store.list_for_run(run).await.unwrap_err());
+            assert!(
+                error.contains("`withheld`") || error.contains("decoding column state"),
+                "{}: {error}",
+                store.backend()
+            );
+        }
     }
 }

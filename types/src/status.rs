@@ -1,5 +1,6 @@
-//! Where a step run, a run, an attempt, a runner and a provenance statement are in their
-//! lives, and what a run reports to its forge as its commit status ([`CommitState`]).
+//! Where a step run, a run, an attempt, a runner, a provenance statement, a safe-output
+//! proposal, a debug session and a GitHub App installation are in their lives, and what a
+//! run reports to its forge as its commit status ([`CommitState`]).
 //!
 //! Invariants: each status's text (`as_str`, `Display`, serde, the database's `status`
 //! column) is the same lowercase word, and `FromStr` reads back exactly those words and
@@ -15,7 +16,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} status {text:?}")]
 pub struct UnknownStatus {
-    /// `"step"`, `"run"`, `"attempt"`, `"runner"`, `"statement"` or `"commit"`.
+    /// `"step"`, `"run"`, `"attempt"`, `"runner"`, `"statement"`, `"commit"`,
+    /// `"proposal"`, `"debug session"` or `"installation"`.
     pub kind: &'static str,
     pub text: String,
 }
@@ -269,6 +271,54 @@ status_enum! {
     }
 }
 
+status_enum! {
+    /// Where a safe-output proposal is (its `proposals.state`): recorded checked with its
+    /// attempt, decided by a person when it waits for one, then taken by the engine's
+    /// outbox. Every change is guarded by the state it leaves.
+    ProposalState ("proposal") {
+        /// Validation or the threat check refused it (`reason`); never applied.
+        Refused = "refused",
+        /// A person must approve it first (`approve_outputs=True`, or the threat check).
+        Waiting = "waiting",
+        /// A person said no.
+        Rejected = "rejected",
+        /// To apply.
+        Ready = "ready",
+        /// An applier holds it (leased until its `retry_at`).
+        Applying = "applying",
+        /// The forge accepted the write (`applied_url`).
+        Applied = "applied",
+        /// The write failed (`reason`); tried again from `retry_at` when it has one.
+        Failed = "failed",
+    }
+}
+
+status_enum! {
+    /// Where a debug session is (its `debug_sessions.status`): it only moves forward, and
+    /// any state may end.
+    DebugSessionStatus ("debug session") {
+        /// Waiting for a runner.
+        Queued = "queued",
+        /// A runner took it and runs the step again.
+        Claimed = "claimed",
+        /// The shell is up.
+        Ready = "ready",
+        /// Over (`end_reason`); final.
+        Ended = "ended",
+    }
+}
+
+status_enum! {
+    /// Where a GitHub App installation is (its `github_installations.state`), as the App's
+    /// webhooks described it.
+    InstallationState ("installation") {
+        Active = "active",
+        Suspended = "suspended",
+        /// Uninstalled: the row is kept, its repositories are not.
+        Deleted = "deleted",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +352,9 @@ mod tests {
         round_trips(RunnerState::ALL);
         round_trips(StatementState::ALL);
         round_trips(CommitState::ALL);
+        round_trips(ProposalState::ALL);
+        round_trips(DebugSessionStatus::ALL);
+        round_trips(InstallationState::ALL);
         assert_eq!(StepStatus::Cancelled.as_str(), "cancelled");
         assert_eq!(AttemptStatus::Running.as_str(), "running");
     }
@@ -322,6 +375,18 @@ mod tests {
         );
         assert!("queued".parse::<RunStatus>().is_err());
         assert!(serde_json::from_str::<StepStatus>("\"done\"").is_err());
+        assert_eq!(
+            "withheld".parse::<ProposalState>().unwrap_err().to_string(),
+            "unknown proposal status \"withheld\""
+        );
+        assert_eq!(
+            "open"
+                .parse::<DebugSessionStatus>()
+                .unwrap_err()
+                .to_string(),
+            "unknown debug session status \"open\""
+        );
+        assert!("Active".parse::<InstallationState>().is_err());
     }
 
     #[test]

@@ -97,14 +97,12 @@ impl Attempts {
         let caches = if dispatch.caches.is_empty() {
             Vec::new()
         } else {
-            let (label, repo) = self
+            let (partition, _) = self
                 .executor
                 .store()
                 .run_cache_partition(claimed.run_id)
                 .await?
-                .unwrap_or((None, None));
-            let partition =
-                plue_types::partition::Partition::stored(label.as_deref(), repo.is_some());
+                .unwrap_or((plue_types::partition::Partition::least_trusted(false), None));
             dispatch.cache_specs(&partition.label(), self.artifacts.cache_entry_limit())
         };
         let mut action = dispatch.action;

@@ -84,7 +84,7 @@ pub async fn partition_of(
     if let Some(repeated) = new.rerun_of {
         let stored = store.run_cache_partition(repeated).await?;
         return Ok(match stored {
-            Some((label, repo_id)) => Partition::stored(label.as_deref(), repo_id.is_some()),
+            Some((partition, _)) => partition,
             None => Partition::least_trusted(true),
         });
     }

@@ -83,14 +83,14 @@ pub fn check_key(name: &str, key: &str) -> Result<(), String> {
 
 /// Run `run_id`'s caches, as its stored row says; `None` when there is no such run.
 pub async fn of_run(store: &Store, run_id: i64) -> anyhow::Result<Option<RunCaches>> {
-    let Some((label, repo_id)) = store.run_cache_partition(run_id).await? else {
+    let Some((partition, repo_id)) = store.run_cache_partition(run_id).await? else {
         return Ok(None);
     };
     Ok(Some(RunCaches {
         run_id,
         repo_id,
         scope: cache_scope(repo_id),
-        partition: Partition::stored(label.as_deref(), repo_id.is_some()),
+        partition,
     }))
 }
 

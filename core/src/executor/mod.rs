@@ -306,8 +306,7 @@ impl Executor {
                 matches!(environments::gate(n, o, d), environments::Gate::Open { .. })
             })
             .await
-            .context("deciding the run's cache partition")?
-            .label();
+            .context("deciding the run's cache partition")?;
         // `Plan(max_parallel=)` lowers the engine's limit for this run, never raises it.
         let max_parallel = run
             .plan

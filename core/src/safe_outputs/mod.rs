@@ -39,6 +39,7 @@ pub mod threat;
 pub mod validate;
 
 use plue_types::protocol::{Outcome, Proposal};
+use plue_types::status::ProposalState;
 
 use plue_outbound::Checker;
 use plue_store::{CheckedProposal, NewProposal};
@@ -76,10 +77,15 @@ impl Judged {
             }
             crate::metrics::record(crate::metrics::Event::Proposal {
                 kind: &checked.proposal.kind,
-                result: match checked.state.as_str() {
-                    "refused" => "refused",
-                    "waiting" => "waiting",
-                    _ => "ready",
+                // `judge` records only refused, waiting and ready proposals.
+                result: match checked.state {
+                    ProposalState::Refused => "refused",
+                    ProposalState::Waiting => "waiting",
+                    ProposalState::Ready
+                    | ProposalState::Rejected
+                    | ProposalState::Applying
+                    | ProposalState::Applied
+                    | ProposalState::Failed => "ready",
                 },
             });
         }
@@ -106,11 +112,14 @@ pub async fn judge(
     let checked = check(executor, run_id, step_run_id, proposals).await?;
     let wall = checked.wall;
     let (state, refusal) = match (&checked.verdict, &wall) {
-        (Ok(Passed::WaitsForApproval), _) => ("waiting", None),
-        (Ok(Passed::Ready), _) => ("ready", None),
+        (Ok(Passed::WaitsForApproval), _) => (ProposalState::Waiting, None),
+        (Ok(Passed::Ready), _) => (ProposalState::Ready, None),
         // The reason quotes the proposal (a path, a label): shown only as the wall made it.
-        (Err(why), Some(wall)) => ("refused", Some(wall.redact(&why.to_string()).into_string())),
-        (Err(why), None) => ("refused", Some(why.to_string())),
+        (Err(why), Some(wall)) => (
+            ProposalState::Refused,
+            Some(wall.redact(&why.to_string()).into_string()),
+        ),
+        (Err(why), None) => (ProposalState::Refused, Some(why.to_string())),
     };
     // A refused proposal is kept to be shown, so without the secrets it may have leaked
     // (a valid one holds none); without a wall, none of its text is kept.
@@ -125,8 +134,8 @@ pub async fn judge(
             };
             let assessment = checked.threats.as_ref().and_then(|t| t.get(n));
             let state = match assessment.map(|a| a.verdict) {
-                _ if refusal.is_some() => "refused",
-                Some(threat::Verdict::NeedsApproval) => "waiting",
+                _ if refusal.is_some() => ProposalState::Refused,
+                Some(threat::Verdict::NeedsApproval) => ProposalState::Waiting,
                 _ => state,
             };
             let threat = assessment
@@ -137,7 +146,7 @@ pub async fn judge(
                     kind: p.kind().into(),
                     payload: serde_json::to_string(&shown)?,
                 },
-                state: state.to_owned(),
+                state,
                 threat,
             })
         })
@@ -330,11 +339,7 @@ async fn check(
 async fn outsiders_words(executor: &Executor, run_id: i64) -> anyhow::Result<bool> {
     let stored = executor.store().run_cache_partition(run_id).await?;
     Ok(match stored {
-        Some((label, repo_id)) => {
-            let partition =
-                plue_types::partition::Partition::stored(label.as_deref(), repo_id.is_some());
-            partition.trust() == plue_types::partition::Trust::Relayed
-        }
+        Some((partition, _)) => partition.trust() == plue_types::partition::Trust::Relayed,
         None => false,
     })
 }

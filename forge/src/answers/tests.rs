@@ -23,7 +23,12 @@ fn report(state: CommitState) -> StatusReportRow {
     }
 }
 
-fn proposal(kind: &str, state: &str, url: Option<&str>, reason: Option<&str>) -> ProposalRow {
+fn proposal(
+    kind: &str,
+    state: ProposalState,
+    url: Option<&str>,
+    reason: Option<&str>,
+) -> ProposalRow {
     ProposalRow {
         id: 1,
         run_id: 7,
@@ -32,7 +37,7 @@ fn proposal(kind: &str, state: &str, url: Option<&str>, reason: Option<&str>) ->
         position: 0,
         kind: kind.into(),
         payload: "{}".into(),
-        state: state.into(),
+        state,
         reason: reason.map(String::from),
         decided_by: None,
         decided_at: None,
@@ -80,11 +85,16 @@ fn the_end_answer_links_what_was_opened_and_says_why_not() {
         &[
             proposal(
                 "pull_request",
-                "applied",
+                ProposalState::Applied,
                 Some("https://f/acme/app/pull/3"),
                 None,
             ),
-            proposal("comment", "refused", None, Some("mentions @admin")),
+            proposal(
+                "comment",
+                ProposalState::Refused,
+                None,
+                Some("mentions @admin"),
+            ),
         ],
         "http://plue/runs/7",
     );
@@ -120,13 +130,13 @@ fn the_end_answer_links_what_was_opened_and_says_why_not() {
 #[test]
 fn the_end_answer_says_the_threat_check() {
     let wall = wall();
-    let mut waiting = proposal("pull_request", "waiting", None, None);
+    let mut waiting = proposal("pull_request", ProposalState::Waiting, None, None);
     waiting.threat = Some(
         r#"{"verdict":"needs_approval","findings":[{"rule":"ci-config","severity":"warning","reason":"x"},{"rule":"new-dependency","severity":"warning","reason":"y"}]}"#.into(),
     );
     let mut passed = proposal(
         "comment",
-        "applied",
+        ProposalState::Applied,
         Some("https://f/acme/app/issues/1#c"),
         None,
     );
@@ -175,7 +185,12 @@ fn an_answer_quotes_no_secret_link_or_mention_however_spelt() {
             &report(CommitState::Failure),
             Some(&reason),
             &[failed_step("fix", &reason)],
-            &[proposal("pull_request", "refused", None, Some(&reason))],
+            &[proposal(
+                "pull_request",
+                ProposalState::Refused,
+                None,
+                Some(&reason),
+            )],
             "http://plue/runs/7",
         );
         assert!(wall.check(&text).is_ok(), "{reason}: {text}");

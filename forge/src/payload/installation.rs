@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use plue_types::status::InstallationState;
 use serde::Deserialize;
 
 use super::PayloadError;
@@ -42,8 +43,7 @@ pub struct Installation {
     pub account: String,
     /// `User`, `Organization` or `Enterprise`.
     pub account_type: String,
-    /// `active`, `suspended` or `deleted`.
-    pub state: &'static str,
+    pub state: InstallationState,
     pub permissions: BTreeMap<String, String>,
     pub events: Vec<String>,
 }
@@ -119,11 +119,11 @@ pub fn read(event: &str, value: serde_json::Value) -> Result<InstallationEvent, 
         .as_ref()
         .is_some_and(|at| !at.is_null());
     let state = match (json.action.as_str(), suspended) {
-        ("deleted", _) => "deleted",
-        ("suspend", _) => "suspended",
-        ("unsuspend", _) => "active",
-        (_, true) => "suspended",
-        (_, false) => "active",
+        ("deleted", _) => InstallationState::Deleted,
+        ("suspend", _) => InstallationState::Suspended,
+        ("unsuspend", _) => InstallationState::Active,
+        (_, true) => InstallationState::Suspended,
+        (_, false) => InstallationState::Active,
     };
     let names = |repos: Option<Vec<RepositoryJson>>| -> Vec<String> {
         let mut names: Vec<String> = repos
@@ -241,7 +241,7 @@ mod tests {
                 created.installation.account_type.as_str(),
                 created.installation.state
             ),
-            (957387, "Codertocat", "User", "active")
+            (957387, "Codertocat", "User", InstallationState::Active)
         );
         assert_eq!(created.added, ["Codertocat/Hello-World"]);
         assert_eq!(created.added_ids["Codertocat/Hello-World"], 186853002);
@@ -254,9 +254,9 @@ mod tests {
             Some("write")
         );
         let suspended = fixture("installation-suspend.json");
-        assert_eq!(suspended.installation.state, "suspended");
+        assert_eq!(suspended.installation.state, InstallationState::Suspended);
         let deleted = fixture("installation-deleted.json");
-        assert_eq!(deleted.installation.state, "deleted");
+        assert_eq!(deleted.installation.state, InstallationState::Deleted);
         let added = fixture("installation_repositories-added.json");
         assert_eq!((added.action.as_str(), added.added.len()), ("added", 1));
         let removed = fixture("installation_repositories-removed.json");

@@ -33,7 +33,7 @@ use base64::Engine as _;
 use futures::Stream;
 use plue_store::{now_ms, DebugSessionRow, NewDebugSession, Store};
 use plue_types::protocol::debug::InputEvent;
-use plue_types::status::StepStatus;
+use plue_types::status::{DebugSessionStatus, StepStatus};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -126,7 +126,7 @@ fn view(row: &DebugSessionRow, step_id: &str) -> DebugSessionView {
         id: row.id.clone(),
         run_id: row.run_id,
         step_id: step_id.to_owned(),
-        status: row.status.clone(),
+        status: row.status,
         end_reason: row.end_reason.clone(),
         idle_timeout_secs: u64::try_from(row.idle_timeout_ms / 1000).unwrap_or(0),
         created_at: row.created_at,
@@ -462,7 +462,7 @@ pub(super) async fn attach(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let (row, _, role) = mine(&state, &caller, &id).await?;
-    if row.status == "ended" {
+    if row.status == DebugSessionStatus::Ended {
         return Err(conflict(format!(
             "debug session {id} has ended: {}",
             row.end_reason.as_deref().unwrap_or("ended")

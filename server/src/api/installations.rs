@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::Json;
 use plue_store::InstallationRow;
+use plue_types::status::InstallationState;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -30,7 +31,8 @@ pub(super) struct InstallationView {
     /// `User`, `Organization` or `Enterprise`.
     pub account_type: String,
     /// `active`, `suspended` or `deleted`.
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: InstallationState,
     /// The permissions granted (`checks: write`, ...).
     pub permissions: BTreeMap<String, String>,
     /// The events the App is subscribed to.
@@ -101,6 +103,7 @@ mod tests {
     use axum::http::{Request, StatusCode};
     use http_body_util::BodyExt;
     use plue_store::InstallationFacts;
+    use plue_types::status::InstallationState;
     use tower::ServiceExt;
 
     use super::super::router;
@@ -134,7 +137,7 @@ mod tests {
                 id: 42,
                 account: "acme",
                 account_type: "Organization",
-                state: "active",
+                state: InstallationState::Active,
                 permissions: r#"{"checks":"write"}"#,
                 events: r#"["push"]"#,
                 refused: None,
@@ -181,7 +184,7 @@ mod tests {
                 id: 66,
                 account: "mallory",
                 account_type: "User",
-                state: "active",
+                state: InstallationState::Active,
                 permissions: "{}",
                 events: "[]",
                 refused: Some("not an account this engine accepts"),

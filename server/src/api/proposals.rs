@@ -15,6 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use plue_store::{Audit, ProposalDecided, ProposalRow, Verdict};
+use plue_types::status::ProposalState;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -38,7 +39,8 @@ pub struct ProposalView {
     #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     /// `refused`, `waiting`, `rejected`, `ready`, `applying`, `applied` or `failed`.
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: ProposalState,
     /// Why it was refused or failed.
     pub reason: Option<String>,
     /// Who approved or rejected it.

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use evaluator::loops::Loops;
 use evaluator::plan::{Action, Plan};
-use plue_types::status::{CommitState, RunState, RunnerState, StepStatus};
+use plue_types::status::{CommitState, DebugSessionStatus, RunState, RunnerState, StepStatus};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -116,11 +116,7 @@ impl RunView {
         } else {
             run.status
         };
-        let cache_partition = plue_types::partition::Partition::stored(
-            run.cache_partition.as_deref(),
-            run.repo_id.is_some(),
-        )
-        .label();
+        let cache_partition = run.partition().label();
         RunView {
             cache_partition,
             duration_ms: run.duration_ms(),
@@ -962,7 +958,8 @@ pub struct DebugSessionView {
     pub step_id: String,
     /// `queued` (no runner yet), `claimed` (the step runs again), `ready` (the shell is
     /// up) or `ended`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: DebugSessionStatus,
     /// Why it ended.
     pub end_reason: Option<String>,
     /// It ends after this long without a byte either way, or without an attached terminal.

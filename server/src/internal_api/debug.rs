@@ -203,7 +203,7 @@ async fn held(state: &InternalState, runner: &AuthedRunner, id: &str) -> ApiResu
     if session.runner_id() != Some(runner.id) {
         session.claimed(runner.id);
     }
-    if row.status == "ended" {
+    if row.status == plue_types::status::DebugSessionStatus::Ended {
         let reason = row.end_reason.unwrap_or_else(|| "ended".into());
         debug_relay::end(state.executor.store(), id, &reason).await?;
     }

@@ -1,8 +1,7 @@
 //! The glyph shown beside a status word, so a status never rests on colour alone (the
 //! badge markup is `<span class="badge S"><span aria-hidden="true">ICON</span> S</span>`):
-//! one function per vocabulary — [`Icon`] for each status enum, [`proposal`] for a
-//! proposal's state — and one template filter each, so a template says which vocabulary
-//! it shows (`{{ step.status|step_icon }}`, `{{ run.status|run_icon }}`).
+//! [`Icon`] for each status vocabulary, and one template filter each, so a template says
+//! which vocabulary it shows (`{{ step.status|step_icon }}`, `{{ run.status|run_icon }}`).
 //! `assets/status.js` holds the same glyphs for scripts (`window.PlueStatus`).
 //!
 //! Invariants: every status of every vocabulary has its glyph (the matches are
@@ -15,7 +14,9 @@ use std::fmt::Display;
 use std::str::FromStr;
 
 use minijinja::{Error, ErrorKind};
-use plue_types::status::{AttemptStatus, RunState, RunnerState, StatementState, StepStatus};
+use plue_types::status::{
+    AttemptStatus, ProposalState, RunState, RunnerState, StatementState, StepStatus,
+};
 
 const SUCCEEDED: &str = "\u{2713}"; // ✓
 const FAILED: &str = "\u{2717}"; // ✗
@@ -100,16 +101,16 @@ impl Icon for StatementState {
     }
 }
 
-/// The glyph beside a proposal's state (its text: proposals' states have no enum yet).
-pub(super) fn proposal(state: &str) -> &'static str {
-    match state {
-        "applied" => SUCCEEDED,
-        "failed" | "rejected" => FAILED,
-        "applying" => RUNNING,
-        "ready" => QUEUED,
-        "waiting" => WAITING,
-        "withheld" => CANCELLED,
-        _ => OTHER,
+impl Icon for ProposalState {
+    fn icon(self) -> &'static str {
+        match self {
+            ProposalState::Applied => SUCCEEDED,
+            ProposalState::Failed | ProposalState::Rejected => FAILED,
+            ProposalState::Applying => RUNNING,
+            ProposalState::Ready => QUEUED,
+            ProposalState::Waiting => WAITING,
+            ProposalState::Refused => OTHER,
+        }
     }
 }
 
@@ -138,14 +139,19 @@ mod tests {
             "two statuses share a glyph"
         );
         assert_eq!(StepStatus::Succeeded.icon(), "\u{2713}");
-        assert_eq!(proposal("ready"), StepStatus::Queued.icon());
-        assert_eq!(proposal("refused"), "\u{2022}");
+        assert_eq!(ProposalState::Ready.icon(), StepStatus::Queued.icon());
+        assert_eq!(ProposalState::Refused.icon(), "\u{2022}");
         // The same map as assets/status.js.
         let script = include_str!("assets/status.js");
         let entries = StepStatus::ALL
             .iter()
             .map(|s| (s.as_str(), s.icon()))
-            .chain([("ready", proposal("ready"))]);
+            .chain(
+                ProposalState::ALL
+                    .iter()
+                    .filter(|p| p.icon() != OTHER)
+                    .map(|p| (p.as_str(), p.icon())),
+            );
         for (status, glyph) in entries {
             let entry = format!("{status}: \"{glyph}\"");
             assert!(script.contains(&entry), "status.js lacks {entry}");
@@ -165,6 +171,11 @@ mod tests {
         }
         assert_eq!(StatementState::Applied.icon(), StepStatus::Succeeded.icon());
         assert_eq!(RunnerState::Busy.icon(), StepStatus::Running.icon());
+        for proposal in ProposalState::ALL {
+            if let Ok(step) = proposal.as_str().parse::<StepStatus>() {
+                assert_eq!(proposal.icon(), step.icon(), "{proposal}");
+            }
+        }
     }
 
     #[test]

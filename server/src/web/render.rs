@@ -8,7 +8,9 @@
 use std::sync::OnceLock;
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
-use plue_types::status::{AttemptStatus, RunState, RunnerState, StatementState, StepStatus};
+use plue_types::status::{
+    AttemptStatus, ProposalState, RunState, RunnerState, StatementState, StepStatus,
+};
 use serde::Serialize;
 
 use super::icons;
@@ -75,7 +77,7 @@ fn environment() -> &'static Result<Environment<'static>, String> {
         env.add_filter("attempt_icon", icons::filter::<AttemptStatus>);
         env.add_filter("runner_icon", icons::filter::<RunnerState>);
         env.add_filter("statement_icon", icons::filter::<StatementState>);
-        env.add_filter("proposal_icon", icons::proposal);
+        env.add_filter("proposal_icon", icons::filter::<ProposalState>);
         env.add_filter("segment", |text: String| super::encode(&text));
         for (name, source) in TEMPLATES {
             env.add_template(name, source)

@@ -36,6 +36,7 @@ use plue_forge::auth::Token;
 use plue_forge::payload::{self, ForgeEvent, InstallationEvent};
 use plue_forge::{signature, Forge};
 use plue_store::{Audit, InstallationFacts, NewRepo, Store};
+use plue_types::status::InstallationState;
 
 use super::installation_owners::{InstallationOwners, InstallationRefused};
 use super::{DeliveryResult, WebhookState};
@@ -227,7 +228,7 @@ async fn record(
             refused: refused.as_deref(),
         })
         .await?;
-    if i.state != "deleted" {
+    if i.state != InstallationState::Deleted {
         state
             .store
             .installation_repos_changed(i.id, &installed.added, &installed.removed)
@@ -244,7 +245,7 @@ async fn register(
     registering: &Registering,
     installed: &InstallationEvent,
 ) -> ApiResult<Vec<String>> {
-    if installed.installation.state != "active" {
+    if installed.installation.state != InstallationState::Active {
         return Ok(Vec::new());
     }
     let secret = state.vault.seal_or_keep(app.secret.expose())?;

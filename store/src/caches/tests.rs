@@ -58,20 +58,65 @@ async fn a_run_keeps_the_partition_it_was_stored_with() {
     for (store, _dir) in stores().await {
         let plan = evaluator::plan::Plan::new("ci", Vec::new());
         let json = serde_json::to_string(&plan).unwrap();
-        let new = crate::testing::local_run(&plan, &json);
-        let without = store.create_run(&new, 4).await.unwrap().id;
+        let local = crate::testing::local_run(&plan, &json);
+        let repo_id = crate::testing::create_repo(&store, "acme/app").await;
+        let in_repo = crate::NewRun {
+            repo: Some(crate::RunRepo {
+                repo_id,
+                secrets_allowed: true,
+            }),
+            ..local
+        };
+        // Stored without one: the least trusted of its kind.
+        let without = store.create_run(&local, 4).await.unwrap().id;
         assert_eq!(
             store.run_cache_partition(without).await.unwrap(),
-            Some((None, None))
+            Some((Partition::Local, None))
+        );
+        let without = store.create_run(&in_repo, 4).await.unwrap().id;
+        assert_eq!(
+            store.run_cache_partition(without).await.unwrap(),
+            Some((Partition::Untrusted, Some(repo_id)))
         );
         let with = store
-            .create_run_in_partition(&new, 4, None, &[], "local")
+            .create_run_in_partition(&in_repo, 4, None, &[], &Partition::Pull(7))
             .await
             .unwrap()
             .id;
         assert_eq!(
             store.run_cache_partition(with).await.unwrap(),
-            Some((Some("local".to_string()), None))
+            Some((Partition::Pull(7), Some(repo_id)))
+        );
+        let stored = store.run(with).await.unwrap().unwrap();
+        assert_eq!(stored.cache_partition.as_deref(), Some("pull:7"));
+        assert_eq!(stored.partition(), Partition::Pull(7));
+        // A label no partition has, or the local scope's in a repository's run: the least
+        // trusted.
+        for label in ["nonsense", "local"] {
+            store
+                .execute(
+                    Statement::new("UPDATE runs SET cache_partition = $1 WHERE id = $2")
+                        .bind(label)
+                        .bind(with),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                store.run_cache_partition(with).await.unwrap(),
+                Some((Partition::Untrusted, Some(repo_id))),
+                "{label}"
+            );
+            let stored = store.run(with).await.unwrap().unwrap();
+            assert_eq!(stored.partition(), Partition::Untrusted, "{label}");
+        }
+        let with = store
+            .create_run_in_partition(&local, 4, None, &[], &Partition::Local)
+            .await
+            .unwrap()
+            .id;
+        assert_eq!(
+            store.run_cache_partition(with).await.unwrap(),
+            Some((Partition::Local, None))
         );
         assert_eq!(store.run_cache_partition(with + 100).await.unwrap(), None);
     }

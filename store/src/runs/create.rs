@@ -9,6 +9,7 @@
 
 use anyhow::Context;
 use evaluator::plan::Plan;
+use plue_types::partition::Partition;
 use plue_types::status::{CommitState, RunState};
 
 use super::canonical_labels;
@@ -58,7 +59,7 @@ pub(crate) enum RunStart<'a> {
         carry: &'a [String],
         /// The run's cache partition (`None`: the least trusted, as for a run from before
         /// partitions).
-        partition: Option<&'a str>,
+        partition: Option<&'a Partition>,
     },
 }
 
@@ -67,7 +68,7 @@ impl<'a> RunStart<'a> {
     pub(crate) fn to_run(
         triggerer: Option<&'a Triggerer>,
         carry: &'a [String],
-        partition: Option<&'a str>,
+        partition: Option<&'a Partition>,
     ) -> RunStart<'a> {
         RunStart::ToRun {
             triggerer,
@@ -128,8 +129,8 @@ pub struct CreatedRun {
     pub cancelled: Vec<i64>,
 }
 
-/// Step rows one `INSERT` stores (four values each, and the run id: within SQLite's and PostgreSQL's bounds
-/// on a statement's parameters).
+/// Step rows one `INSERT` stores (four values each, and the run id: within SQLite's and
+/// PostgreSQL's bounds on a statement's parameters).
 const STEP_ROWS_PER_INSERT: usize = 500;
 
 impl Store {
@@ -171,7 +172,7 @@ impl Store {
         max_parallel: i64,
         triggerer: Option<&Triggerer>,
         carry: &[String],
-        partition: &str,
+        partition: &Partition,
     ) -> anyhow::Result<CreatedRun> {
         anyhow::ensure!(
             carry.is_empty() || new.rerun_of.is_some(),
@@ -248,7 +249,8 @@ impl Store {
                     Statement::new(
                         "INSERT INTO workflows (source, path, name, repo_id, created_at) \
                          VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (source, path) DO UPDATE SET name = excluded.name RETURNING id",
+                         ON CONFLICT (source, path) DO UPDATE SET name = excluded.name \
+                         RETURNING id",
                     )
                     .bind(new.workflow_source)
                     .bind(new.workflow_path)
@@ -304,14 +306,15 @@ impl Store {
                 .bind(finished_at)
                 .bind(group_id)
                 .bind(shown_group.as_deref())
-                .bind(partition),
+                .bind(partition.map(Partition::label)),
             )
             .await?
             .context("the run's id")?;
         // Apart from the row every advance reads and updates (migration 0028).
         tx.execute(
             Statement::new(
-                "INSERT INTO run_documents (run_id, context, plan, workspace) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO run_documents (run_id, context, plan, workspace) \
+                 VALUES ($1, $2, $3, $4)",
             )
             .bind(run_id)
             .bind(new.context_json)
@@ -431,8 +434,9 @@ impl Store {
 
     /// [`Store::create_run_by`] (or [`Store::create_run`] without `triggerer`) for a re-run
     /// of `new.rerun_of` that carries the steps `carry` (their ids) over from it, final as
-    /// they were there (see the invariants of `reruns.rs`). Fails, storing nothing, when `new` names no run it repeats or a step
-    /// of `carry` is not final there as succeeded or skipped.
+    /// they were there (see the invariants of `reruns.rs`). Fails, storing nothing, when
+    /// `new` names no run it repeats or a step of `carry` is not final there as succeeded
+    /// or skipped.
     pub async fn create_rerun_by(
         &self,
         new: &NewRun<'_>,

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use plue_types::partition::Partition;
 use plue_types::status::{RunState, RunStatus, StepStatus};
 
 use super::tx::{Conn, Statement, Tx};
@@ -44,7 +45,8 @@ pub struct RunRow {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     /// The trust partition of the run's step caches, as the engine decided it when it
-    /// created the run (`None`: a run from before partitions, read as the least trusted).
+    /// created the run (`None`: a run from before partitions, read as the least trusted),
+    /// as stored: [`RunRow::partition`] reads it.
     pub cache_partition: Option<String>,
 }
 
@@ -77,6 +79,12 @@ impl RunRow {
     pub fn duration_ms(&self) -> Option<i64> {
         Some(self.finished_at? - self.started_at?)
     }
+
+    /// The run's cache partition ([`Partition::stored`]: the least trusted for a run from
+    /// before partitions or a label no partition has).
+    pub fn partition(&self) -> Partition {
+        Partition::stored(self.cache_partition.as_deref(), self.repo_id.is_some())
+    }
 }
 
 impl StepRunRow {
@@ -86,7 +94,8 @@ impl StepRunRow {
     }
 }
 
-/// One decision of the executor about a run, applied in its run's transition ([`crate::RunTransition::apply`]).
+/// One decision of the executor about a run, applied in its run's transition
+/// ([`crate::RunTransition::apply`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepChange {
     /// Pending → queued with its dispatch document, claimable from `ready_at`.
@@ -162,7 +171,8 @@ pub struct Advanced {
     pub moved: Vec<i64>,
 }
 
-const RUN_COLUMNS: &str = "r.id, r.workflow_id, w.name AS workflow_name, w.path AS workflow_path, w.source AS workflow_source, \
+const RUN_COLUMNS: &str = "r.id, r.workflow_id, w.name AS workflow_name, w.path AS workflow_path, \
+     w.source AS workflow_source, \
      r.event, r.ref AS git_ref, r.sha, r.plan_hash, r.status, r.reason, r.cancel_requested, \
      r.max_parallel, r.rerun_of, r.repo_id, r.secrets_allowed, r.concurrency_group, r.loops_taken, \
      r.created_at, \
@@ -203,24 +213,32 @@ pub(crate) async fn step_states_by_id(
 }
 
 impl Store {
-    /// Run `run_id`'s cache partition as stored (`None` for a run from before partitions,
-    /// or stored without one) and its repository; `None` when there is no such run.
+    /// Run `run_id`'s cache partition and its repository; `None` when there is no such
+    /// run. A run stored without a partition (from before partitions, or by a function
+    /// that records none) or with a label no partition has gets its least trusted one
+    /// ([`Partition::stored`]).
     pub async fn run_cache_partition(
         &self,
         run_id: i64,
-    ) -> anyhow::Result<Option<(Option<String>, Option<i64>)>> {
+    ) -> anyhow::Result<Option<(Partition, Option<i64>)>> {
         let row: Option<(Option<String>, Option<i64>)> = self
             .row(
                 Statement::new("SELECT cache_partition, repo_id FROM runs WHERE id = $1")
                     .bind(run_id),
             )
             .await?;
-        Ok(row)
+        Ok(row.map(|(label, repo_id)| {
+            (
+                Partition::stored(label.as_deref(), repo_id.is_some()),
+                repo_id,
+            )
+        }))
     }
 
     pub async fn run(&self, run_id: i64) -> anyhow::Result<Option<RunRow>> {
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs r JOIN workflows w ON w.id = r.workflow_id WHERE r.id = $1"
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN workflows w ON w.id = r.workflow_id \
+             WHERE r.id = $1"
         );
         self.row(Statement::new(&sql).bind(run_id)).await
     }

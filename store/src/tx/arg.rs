@@ -6,7 +6,10 @@
 
 use std::borrow::Cow;
 
-use plue_types::status::{AttemptStatus, CommitState, RunState, RunStatus, StepStatus};
+use plue_types::status::{
+    AttemptStatus, CommitState, DebugSessionStatus, InstallationState, ProposalState, RunState,
+    RunStatus, StepStatus,
+};
 
 /// One argument of a statement.
 #[derive(Debug, Clone)]
@@ -82,6 +85,9 @@ arg_from!(Text,
     AttemptStatus => |v: AttemptStatus| Cow::Borrowed(v.as_str()),
     RunState => |v: RunState| Cow::Borrowed(v.as_str()),
     CommitState => |v: CommitState| Cow::Borrowed(v.as_str()),
+    ProposalState => |v: ProposalState| Cow::Borrowed(v.as_str()),
+    DebugSessionStatus => |v: DebugSessionStatus| Cow::Borrowed(v.as_str()),
+    InstallationState => |v: InstallationState| Cow::Borrowed(v.as_str()),
 );
 arg_from!(Bytes,
     &'a [u8] => |v| v,

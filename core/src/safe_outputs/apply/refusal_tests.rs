@@ -8,6 +8,7 @@ use std::time::Duration;
 use plue_forge::auth::{ForgeAuth, GitHubApp, Use};
 use plue_store::testing::stores;
 use plue_store::testing::Sql;
+use plue_types::status::ProposalState;
 use testkit::forge::app::{AppConfig, Presented, APP_KEY_PEM};
 use testkit::forge::{FakeForge, Flavor};
 
@@ -150,7 +151,7 @@ async fn a_proposal_lands_with_one_new_token_per_revoked_one() {
                 _ => assert_eq!(renewed, Ok(2), "{refusals:#?}"),
             }
             let row = store.list_for_run(1).await.unwrap().remove(0);
-            assert_eq!(row.state, "applied", "{row:?}");
+            assert_eq!(row.state, ProposalState::Applied, "{row:?}");
         }
     }
 }

@@ -8,6 +8,7 @@
 use base64::Engine;
 use plue_store::testing::stores;
 use plue_store::testing::Sql;
+use plue_types::status::ProposalState;
 use testkit::forge::{FakeForge, Flavor};
 
 use super::*;
@@ -254,7 +255,7 @@ async fn proposals_are_claimed_once_in_order_per_run_and_again_after_a_dead_leas
         );
         assert_eq!(
             store.proposal(ids[0][1]).await.unwrap().unwrap().state,
-            "applying"
+            ProposalState::Applying
         );
     }
 }
@@ -279,7 +280,7 @@ async fn a_strangers_run_writes_nothing_without_a_persons_approval() {
         let applier = applier_of(&store, mirrors.path());
         assert_eq!(applier.apply_due().await.unwrap(), 0);
         let refused = store.proposal(ids[0][0]).await.unwrap().unwrap();
-        assert_eq!(refused.state, "failed");
+        assert_eq!(refused.state, ProposalState::Failed);
         assert!(refused
             .reason
             .unwrap()
@@ -504,7 +505,7 @@ async fn a_proposal_whose_built_file_holds_a_secret_is_never_applied() {
         let applier = applier_of(&store, mirrors.path());
         assert_eq!(applier.apply_due().await.unwrap(), 0, "{}", store.backend());
         let proposal = store.list_for_run(1).await.unwrap().remove(0);
-        assert_eq!(proposal.state, "failed", "{proposal:?}");
+        assert_eq!(proposal.state, ProposalState::Failed, "{proposal:?}");
         let reason = proposal.reason.unwrap_or_default();
         assert!(
             reason.contains("the file \"src/notes.txt\" holds a secret of the run")
@@ -743,14 +744,14 @@ async fn a_statement_is_applied_only_once_the_forge_accepted_the_push_and_the_pu
             match scenario {
                 Answer::Accepts => {
                     assert_eq!(applied, 1);
-                    assert_eq!(row.state, "applied");
+                    assert_eq!(row.state, ProposalState::Applied);
                     assert_eq!(landing, Landing::Applied, "{scenario:?}");
                     assert_eq!(forge.pulls("acme/app").len(), 1);
                 }
                 Answer::RefusesThePush | Answer::RefusesThePullRequest => {
                     assert_eq!(applied, 0, "{scenario:?}");
                     // Refused for good: not retried, and the statement says why.
-                    assert_eq!(row.state, "failed", "{scenario:?}: {row:?}");
+                    assert_eq!(row.state, ProposalState::Failed, "{scenario:?}: {row:?}");
                     let Landing::Failed(reason) = landing else {
                         panic!("{scenario:?}: the statement is {landing:?}");
                     };

@@ -147,7 +147,7 @@ fn a_proposed_pull_request_shows_its_diff() {
         attempt_id: 1,
         kind: kind.into(),
         payload,
-        state: "waiting".into(),
+        state: plue_types::status::ProposalState::Waiting,
         reason: None,
         decided_by: None,
         decided_at: None,
