@@ -240,6 +240,17 @@ def main():
     @mcpwire.wants_id
     def close_stdout(a, _id):
         beat = a["beat"]
+
+        def beat_once():
+            try:
+                with open(beat, "w") as f:
+                    f.write(f"{time.time():.3f}\n")
+            except OSError:
+                pass
+
+        # The first beat before its output closes: the client may end the step (and kill
+        # this process) as soon as it sees the output gone, before a thread would beat.
+        beat_once()
         with server.lock:
             sys.stdout.flush()
             os.close(1)
@@ -247,12 +258,8 @@ def main():
 
         def live():
             while True:
-                try:
-                    with open(beat, "w") as f:
-                        f.write(f"{time.time():.3f}\n")
-                except OSError:
-                    pass
                 time.sleep(0.2)
+                beat_once()
 
         # Not a daemon thread (a thread started by a daemon thread would be one): the
         # process lives on after its stdin ends.
