@@ -27,7 +27,7 @@ use anyhow::Context;
 use rusqlite::{params, Connection, TransactionBehavior};
 use sqlx::migrate::Migration;
 
-use super::sqlite::run_script;
+use super::script::run_script;
 
 /// The schema of migrations 1..=N on SQLite, as `dump` wrote it.
 pub(super) const SCHEMA: &str = include_str!("fresh_sqlite.sql");

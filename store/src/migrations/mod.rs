@@ -15,6 +15,7 @@
 //! any database then has its record of applied migrations checked and the rest applied.
 
 mod fresh;
+mod script;
 mod sqlite;
 
 pub use sqlite::{apply_sqlite, apply_sqlite_through};

@@ -23,9 +23,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use anyhow::Context;
-use rusqlite::{params, Batch, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sqlx::migrate::Migration;
 
+use super::script::run_script;
 use super::{fresh, listed, Dialect};
 
 /// `_sqlx_migrations` exactly as sqlx-sqlite 0.8 (`Migrate::ensure_migrations_table`)
@@ -202,48 +203,6 @@ fn record(conn: &Connection, migration: &Migration) -> anyhow::Result<()> {
     )
     .context("recording the migration as applied")?;
     Ok(())
-}
-
-/// Runs every statement of `script` in turn, each stepped to its end (a statement that
-/// returns rows, or a `RETURNING`, runs whole), each prepared only once the one before it
-/// has run (it may use what that one made).
-pub(super) fn run_script(conn: &Connection, script: &str) -> anyhow::Result<()> {
-    let mut batch = Batch::new(conn, script);
-    for n in 1.. {
-        let Some(mut statement) = batch
-            .next()
-            .with_context(|| format!("preparing statement {n} of the script"))?
-        else {
-            break;
-        };
-        let stepped = {
-            let mut rows = statement.raw_query();
-            loop {
-                match rows.next() {
-                    Ok(Some(_)) => {}
-                    Ok(None) => break Ok(()),
-                    Err(error) => break Err(error),
-                }
-            }
-        };
-        stepped.with_context(|| format!("statement {n} of the script: {}", head(&statement)))?;
-    }
-    Ok(())
-}
-
-/// The first line of `statement`'s own text (after any comment lines), shortened.
-fn head(statement: &rusqlite::Statement<'_>) -> String {
-    let text = statement.expanded_sql().unwrap_or_default();
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|line| !line.is_empty() && !line.starts_with("--"))
-        .unwrap_or_default();
-    let mut head: String = line.chars().take(80).collect();
-    if head.len() < line.len() {
-        head.push_str(" ...");
-    }
-    head
 }
 
 #[cfg(test)]
