@@ -19,7 +19,8 @@
 //! - Closed ([`SqliteDb::close`]) the connection is gone for every clone of the store: a
 //!   later lock is an error, never a connection opened again behind the caller's back. The
 //!   last clone dropped closes it too (which checkpoints the write-ahead log away).
-//! - Nothing locks the connection while holding it (one connection: it would wait forever).
+//! - Nothing locks the connection while holding it (one connection: it would wait for
+//!   itself; the lock gives up after 30 s with an error saying so).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,6 +36,9 @@ use super::{Arg, Statement};
 /// How many distinct statements stay prepared: every statement the store runs, with room
 /// for the few whose text varies (an `IN` list's length).
 const PREPARED_STATEMENTS: usize = 512;
+
+/// How long a lock waits for the connection (what sqlx's pool waited for its one).
+const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// The store's SQLite database: its one connection (`None` once closed). Cheap to clone.
 #[derive(Clone)]
@@ -65,9 +69,14 @@ impl SqliteDb {
         })
     }
 
-    /// The connection, for one transition or a few reads (waiting for whoever holds it).
+    /// The connection, for one transition or a few reads (waiting for whoever holds it, at
+    /// most [`LOCK_WAIT`]: a caller that locked it twice gets an error, not a hang).
     pub(crate) async fn lock(&self) -> anyhow::Result<SqliteConn> {
-        let guard = self.conn.clone().lock_owned().await;
+        let guard = tokio::time::timeout(LOCK_WAIT, self.conn.clone().lock_owned())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("waited {} s for the SQLite connection", LOCK_WAIT.as_secs())
+            })?;
         anyhow::ensure!(guard.is_some(), "the store is closed");
         Ok(SqliteConn(guard))
     }
@@ -479,6 +488,24 @@ mod tests {
         );
         drop(store);
         closed(dir.path()).await;
+    }
+
+    /// A caller that locks the connection while it holds it gets an error, not a hang.
+    #[tokio::test(start_paused = true)]
+    async fn a_second_lock_by_the_holder_gives_up_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_data_dir(dir.path()).await.unwrap();
+        let held = Conn::acquire(&store).await.unwrap();
+        let error = match Conn::acquire(&store).await {
+            Ok(_) => panic!("the connection was locked twice"),
+            Err(error) => error,
+        };
+        assert!(
+            format!("{error:#}").contains("waited 30 s for the SQLite connection"),
+            "{error:#}"
+        );
+        drop(held);
+        one_transition(&store).await;
     }
 
     /// Two processes (here, two stores) creating one new database at once both open it:
