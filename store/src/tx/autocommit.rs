@@ -1,9 +1,9 @@
 //! Single statements outside any transaction: the store's reads and lone writes, each on a
-//! connection of the pool held for that statement alone, through the same [`Tx`] (and so
+//! connection held for that statement alone, through the same [`Tx`] (and so
 //! the same binders and row decoders) as the transitions.
 //!
 //! Invariant: nothing here holds a connection past its statement, so a read never waits
-//! for another read of the same caller (SQLite's pool has one connection).
+//! for another read of the same caller (SQLite has one connection).
 
 use anyhow::Context;
 
