@@ -12,6 +12,7 @@ use plue_types::status::ProposalState;
 use testkit::forge::app::{AppConfig, Presented, APP_KEY_PEM};
 use testkit::forge::{FakeForge, Flavor};
 
+use super::tests::finished_run_with_proposal;
 use super::*;
 
 const REPO: &str = "acme/app";
@@ -49,7 +50,6 @@ async fn seed(store: &Store, forge: &FakeForge, base: &str, diff: String) {
         diff,
     })
     .unwrap();
-    let plan = r#"{"name":"fixer","triggers":[],"env":{},"steps":[]}"#;
     {
         Sql::new(
             "INSERT INTO repositories (id, name, clone_url, forge, created_at, api_url, \
@@ -67,34 +67,7 @@ async fn seed(store: &Store, forge: &FakeForge, base: &str, diff: String) {
         .bind(REPO)
         .execute(store)
         .await;
-        Sql::new(
-            "INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
-                     status, created_at, repo_id, finished_at) \
-                     VALUES (1, 1, 'manual', 'refs/heads/main', $1, 'h', 1, 'succeeded', 0, 1, 1)",
-        )
-        .bind(base)
-        .execute(store)
-        .await;
-        Sql::new(
-            "INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')",
-        )
-        .bind(plan)
-        .execute(store)
-        .await;
-        Sql::new(
-            "INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
-                     VALUES (1, 1, 'fix', 0, 'succeeded', '')",
-        )
-        .execute(store)
-        .await;
-        Sql::new(
-            "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
-                     payload, state, decided_by, created_at) \
-                     VALUES (1, 1, 1, 0, 'pull_request', $1, 'ready', 'maintainer', 0)",
-        )
-        .bind(&payload)
-        .execute(store)
-        .await;
+        finished_run_with_proposal(store, base, &payload).await;
     };
 }
 

@@ -517,6 +517,41 @@ async fn a_proposal_whose_built_file_holds_a_secret_is_never_applied() {
     }
 }
 
+/// Run 1 of repository 1's workflow 1, finished (`succeeded`) at `base`, with its step
+/// `fix` and that step's approved pull request proposal `payload`: the proposal's id. The
+/// repository's and the workflow's rows are each test's own.
+pub(super) async fn finished_run_with_proposal(store: &Store, base: &str, payload: &str) -> i64 {
+    let plan = r#"{"name":"fixer","triggers":[],"env":{},"steps":[]}"#;
+    Sql::new(
+        "INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
+         status, created_at, repo_id, finished_at) \
+         VALUES (1, 1, 'manual', 'refs/heads/main', $1, 'h', 1, 'succeeded', 0, 1, 1)",
+    )
+    .bind(base)
+    .execute(store)
+    .await;
+    Sql::new(
+        "INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')",
+    )
+    .bind(plan)
+    .execute(store)
+    .await;
+    Sql::new(
+        "INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
+         VALUES (1, 1, 'fix', 0, 'succeeded', '')",
+    )
+    .execute(store)
+    .await;
+    Sql::new(
+        "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, payload, \
+         state, decided_by, created_at) \
+         VALUES (1, 1, 1, 0, 'pull_request', $1, 'ready', 'maintainer', 0) RETURNING id",
+    )
+    .bind(payload)
+    .one_int(store)
+    .await
+}
+
 /// Stores in `store` repository `acme/app` of `forge` (its token `TOKEN`, its webhook
 /// secret `PASSWORD`), a finished run
 /// 1 of it at `base` whose step `fix` proposed a pull request with `diff`, approved.
@@ -527,7 +562,6 @@ async fn seed_pull_request_proposal(store: &Store, forge: &FakeForge, base: &str
         diff,
     })
     .unwrap();
-    let plan = r#"{"name":"fixer","triggers":[],"env":{},"steps":[]}"#;
     {
         Sql::new("INSERT INTO repositories (id, name, clone_url, forge, created_at, api_url, api_token, \
                      webhook_secret) VALUES (1, 'acme/app', $1, 'gitea', 0, $2, $3, $4)")
@@ -540,34 +574,7 @@ async fn seed_pull_request_proposal(store: &Store, forge: &FakeForge, base: &str
         )
         .execute(store)
         .await;
-        Sql::new(
-            "INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
-                     status, created_at, repo_id, finished_at) \
-                     VALUES (1, 1, 'manual', 'refs/heads/main', $1, 'h', 1, 'succeeded', 0, 1, 1)",
-        )
-        .bind(base)
-        .execute(store)
-        .await;
-        Sql::new(
-            "INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')",
-        )
-        .bind(plan)
-        .execute(store)
-        .await;
-        Sql::new(
-            "INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
-                     VALUES (1, 1, 'fix', 0, 'succeeded', '')",
-        )
-        .execute(store)
-        .await;
-        Sql::new(
-            "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
-                     payload, state, decided_by, created_at) \
-                     VALUES (1, 1, 1, 0, 'pull_request', $1, 'ready', 'maintainer', 0)",
-        )
-        .bind(&payload)
-        .execute(store)
-        .await;
+        finished_run_with_proposal(store, base, &payload).await;
     };
 }
 
@@ -584,7 +591,6 @@ async fn a_pull_request_opened_after_its_run_ended_gets_the_runs_final_status() 
             diff: String::from_utf8(diff).unwrap(),
         })
         .unwrap();
-        let plan = r#"{"name":"fixer","triggers":[],"env":{},"steps":[]}"#;
         {
             Sql::new("INSERT INTO repositories (id, name, clone_url, forge, created_at, api_url, api_token) \
                          VALUES (1, 'acme/app', $1, 'gitea', 0, $2, $3)")
@@ -596,26 +602,7 @@ async fn a_pull_request_opened_after_its_run_ended_gets_the_runs_final_status() 
             )
             .execute(&store)
             .await;
-            Sql::new("INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
-                         status, created_at, repo_id, finished_at) \
-                         VALUES (1, 1, 'manual', 'refs/heads/main', $1, 'h', 1, 'succeeded', 0, 1, 1)")
-                .bind(&base).execute(&store).await;
-            Sql::new("INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')")
-                .bind(plan).execute(&store).await;
-            Sql::new(
-                "INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
-                         VALUES (1, 1, 'fix', 0, 'succeeded', '')",
-            )
-            .execute(&store)
-            .await;
-            Sql::new(
-                "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
-                         payload, state, decided_by, created_at) \
-                         VALUES (1, 1, 1, 0, 'pull_request', $1, 'ready', 'maintainer', 0)",
-            )
-            .bind(&payload)
-            .execute(&store)
-            .await;
+            finished_run_with_proposal(&store, &base, &payload).await;
         };
         let mirrors = tempfile::tempdir().unwrap();
         let applier = applier_of(&store, mirrors.path());
@@ -643,7 +630,6 @@ async fn pull_request_world(store: &Store, forge: &FakeForge, base: &str, diff: 
         diff: String::from_utf8(diff.to_vec()).unwrap(),
     })
     .unwrap();
-    let plan = r#"{"name":"fixer","triggers":[],"env":{},"steps":[]}"#;
     {
         Sql::new(
             "INSERT INTO repositories (id, name, clone_url, forge, created_at, api_url, \
@@ -661,30 +647,7 @@ async fn pull_request_world(store: &Store, forge: &FakeForge, base: &str, diff: 
         )
         .execute(store)
         .await;
-        Sql::new(
-            "INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
-                     status, created_at, repo_id, finished_at) \
-                     VALUES (1, 1, 'manual', 'refs/heads/main', $1, 'h', 1, 'succeeded', 0, 1, 1)",
-        )
-        .bind(base)
-        .execute(store)
-        .await;
-        Sql::new(
-            "INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')",
-        )
-        .bind(plan)
-        .execute(store)
-        .await;
-        Sql::new(
-            "INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
-                     VALUES (1, 1, 'fix', 0, 'succeeded', '')",
-        )
-        .execute(store)
-        .await;
-        Sql::new("INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
-                     payload, state, decided_by, created_at) \
-                     VALUES (1, 1, 1, 0, 'pull_request', $1, 'ready', 'maintainer', 0) RETURNING id")
-            .bind(&payload).one_int(store).await
+        finished_run_with_proposal(store, base, &payload).await
     }
 }
 
