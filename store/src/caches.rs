@@ -127,46 +127,27 @@ impl Store {
         key: &str,
         prefixes: &[String],
     ) -> anyhow::Result<Option<(CacheEntryRow, bool)>> {
+        let exact = format!(
+            "SELECT {COLUMNS} FROM cache_entries \
+             WHERE scope = $1 AND partition_name = $2 AND name = $3 AND key = $4 \
+             AND trust = $5"
+        );
         for place in places {
-            let (partition, trust) = (place.partition.label(), place.trust.label());
-            let sql = format!(
-                "SELECT {COLUMNS} FROM cache_entries \
-                 WHERE scope = $1 AND partition_name = $2 AND name = $3 AND key = $4 \
-                 AND trust = $5"
-            );
-            let found: Option<CacheEntryRow> = self
-                .row(
-                    Statement::new(&sql)
-                        .bind(scope)
-                        .bind(&partition)
-                        .bind(name)
-                        .bind(key)
-                        .bind(trust),
-                )
-                .await?;
-            if let Some(entry) = found {
+            if let Some(entry) = self.cache_entry_in(&exact, scope, place, name, key).await? {
                 return Ok(Some((entry, true)));
             }
         }
+        // `substr`, not `LIKE`: a prefix's `%` and `_` are characters, not patterns.
+        let newest_with_prefix = format!(
+            "SELECT {COLUMNS} FROM cache_entries \
+             WHERE scope = $1 AND partition_name = $2 AND name = $3 \
+             AND substr(key, 1, length($4)) = $4 AND trust = $5 \
+             ORDER BY created_at DESC, id DESC LIMIT 1"
+        );
         for prefix in prefixes {
             for place in places {
-                let (partition, trust) = (place.partition.label(), place.trust.label());
-                // `substr`, not `LIKE`: a prefix's `%` and `_` are characters, not patterns.
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM cache_entries \
-                     WHERE scope = $1 AND partition_name = $2 AND name = $3 \
-                     AND substr(key, 1, length($4)) = $4 AND trust = $5 \
-                     ORDER BY created_at DESC, id DESC LIMIT 1"
-                );
-                let found: Option<CacheEntryRow> = self
-                    .row(
-                        Statement::new(&sql)
-                            .bind(scope)
-                            .bind(&partition)
-                            .bind(name)
-                            .bind(prefix)
-                            .bind(trust),
-                    )
+                let found = self
+                    .cache_entry_in(&newest_with_prefix, scope, place, name, prefix)
                     .await?;
                 if let Some(entry) = found {
                     return Ok(Some((entry, false)));
@@ -174,6 +155,28 @@ impl Store {
             }
         }
         Ok(None)
+    }
+
+    /// The entry `sql` finds in `place`: `$1` the scope, `$2` the partition, `$3` the cache's
+    /// name, `$4` the key (or a prefix of it), `$5` the trust.
+    async fn cache_entry_in(
+        &self,
+        sql: &str,
+        scope: &str,
+        place: &CachePlace,
+        name: &str,
+        key: &str,
+    ) -> anyhow::Result<Option<CacheEntryRow>> {
+        let (partition, trust) = (place.partition.label(), place.trust.label());
+        self.row(
+            Statement::new(sql)
+                .bind(scope)
+                .bind(&partition)
+                .bind(name)
+                .bind(key)
+                .bind(trust),
+        )
+        .await
     }
 
     /// Entry `id`, when it exists.
