@@ -29,7 +29,10 @@
 //!
 //! With `PLUE_BENCH_STATEMENTS=1`, PostgreSQL loads `pg_stat_statements` and stderr gets
 //! each statement's calls, execution and planning time per step over the burst, and its
-//! shared buffers and rows per call (a claim that found nothing returns none). With
+//! shared buffers and rows per call (a claim that found nothing returns none), and who
+//! claimed the steps ([`CLAIMED_BY`]: a completion or a poll, each with its ready →
+//! claimed mean, p50 and p90, and how many were claimed in the transaction that queued
+//! them). With
 //! `PLUE_BENCH_PG_SETTINGS=name=value,…` the server starts with those settings too.
 //!
 //! PostgreSQL is `testkit`'s throw-away server (`fsync=off`, `synchronous_commit=off`):
@@ -71,6 +74,16 @@ const TOP_STATEMENTS: &str = "SELECT calls, total_exec_time, total_plan_time, \
      FROM pg_stat_statements \
      WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
      ORDER BY total_exec_time DESC";
+/// How the burst's steps were claimed: by a completion (a busy runner's claim, acknowledged
+/// as it is made) or by a poll (acknowledged later); how many, ready → claimed mean, p50 and
+/// p90 (ms), and how many at the instant they were ready (in the transaction that queued
+/// them).
+const CLAIMED_BY: &str = "SELECT CASE WHEN a.acked_at = a.claimed_at THEN 'completion' \
+     ELSE 'poll' END AS how, count(*), round(avg(a.claimed_at - s.ready_at), 1), \
+     percentile_cont(0.5) WITHIN GROUP (ORDER BY a.claimed_at - s.ready_at), \
+     percentile_cont(0.9) WITHIN GROUP (ORDER BY a.claimed_at - s.ready_at), \
+     count(*) FILTER (WHERE a.claimed_at = s.ready_at) \
+     FROM attempts a JOIN step_runs s ON s.id = a.step_run_id GROUP BY 1 ORDER BY 1";
 /// At most this many `POST /api/runs` in flight while the burst is created.
 const CREATING: usize = 8;
 
@@ -416,6 +429,12 @@ async fn measure(
              shared buffers and rows per call):"
         );
         print_statements(&top_statements, (config.runs * config.steps) as f64)?;
+        eprintln!(
+            "{replicas} engine(s), who claimed the steps (a busy runner's claim is acknowledged \
+             as it is made, a poll's later): steps, ready → claimed mean / p50 / p90 ms, of them \
+             claimed at the instant they were ready:\n{}",
+            psql(CLAIMED_BY).await?
+        );
     }
     stop.cancel();
     for task in tasks {

@@ -12,6 +12,9 @@
 //! - A server that cannot take that many connections fails the connect (after sqlx's 30 s
 //!   of retries), naming the setting and the server's refusal, instead of a transition
 //!   failing later.
+//! - A connection is tested (pinged) whenever it returns to the pool (sqlx does so), and
+//!   again before it is handed out only when it sat idle for [`TESTED_AFTER_IDLE`] or
+//!   longer: a server that closed it meanwhile costs no caller an error.
 //! - Every connection of the pool plans as the store's statements want ([`PLANNING`]),
 //!   from the moment it opens for as long as it lives; the migrations alone run with
 //!   PostgreSQL's defaults ([`migrate`]), on a connection that gets the pool's planning back
@@ -68,11 +71,29 @@ impl PostgresConnections {
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(Duration::from_secs(30))
+            // A connection is tested when it comes back (sqlx pings every connection
+            // released to the pool), so one taken again at once is not tested twice: only
+            // one idle for a while is, when it may have died idle.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= TESTED_AFTER_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(|conn, _| {
                 Box::pin(async move { conn.execute(PLANNING).await.map(drop) })
             })
     }
 }
+
+/// A pooled connection idle this long is tested (a round trip) before it is handed out:
+/// the server may have closed it meanwhile. One taken again sooner was tested as it came
+/// back, and is handed out untested: on a busy engine the test on taking cost a round trip
+/// per transaction, ≈ 7 % of the engine's CPU in a burst (`perf`, bench/README.md).
+const TESTED_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// How every connection of the pool plans, set once when it opens (one trip for the
 /// connection's life, where a transaction's two `SET LOCAL`s cost PostgreSQL 45–65 µs of CPU
@@ -351,6 +372,38 @@ mod tests {
                 .unwrap();
             assert_eq!(mode, "force_generic_plan off");
         }
+    }
+
+    // A connection the server closed while it sat idle in the pool is found out when it is
+    // taken (it is tested then, having idled past `TESTED_AFTER_IDLE`) and replaced: the
+    // statement that took it never sees the dead one.
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_replaced_before_a_statement_uses_it() {
+        let Some((server, url)) = postgres() else {
+            return;
+        };
+        let store = crate::Store::connect_with(&url, PostgresConnections::new(3).unwrap())
+            .await
+            .expect("open the store");
+        tokio::time::sleep(TESTED_AFTER_IDLE).await;
+        // Every connection of the store (no replica listens for wakes on this one).
+        let ended = server
+            .psql(
+                &url,
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                   AND backend_type = 'client backend') ended",
+            )
+            .expect("end the store's idle connections");
+        assert_eq!(ended.trim(), "3", "the store's three connections ended");
+        for _ in 0..4 {
+            let one: Option<i64> = store
+                .scalar(crate::tx::Statement::new("SELECT CAST(1 AS BIGINT)"))
+                .await
+                .expect("a statement after the server closed the idle connections");
+            assert_eq!(one, Some(1));
+        }
+        store.close().await;
     }
 
     #[test]

@@ -10,9 +10,10 @@ use anyhow::Context;
 use super::{Conn, EitherScalar, FromEitherRow, Statement};
 use crate::Store;
 
-/// What a statement that must return a row says when it returned none.
-fn none_returned(statement: &Statement<'_>) -> anyhow::Error {
-    anyhow::anyhow!("{}: no row returned", statement.gist())
+/// What a statement that must return a row says when it returned none. Made only then:
+/// an error is not free (it captures a backtrace when `RUST_BACKTRACE` is set).
+fn none_returned(sql: &str) -> anyhow::Error {
+    anyhow::anyhow!("{}: no row returned", Statement::gist_of(sql))
 }
 
 impl Store {
@@ -48,8 +49,8 @@ impl Store {
         &self,
         statement: Statement<'_>,
     ) -> anyhow::Result<T> {
-        let missing = none_returned(&statement);
-        self.row(statement).await?.ok_or(missing)
+        let sql = statement.sql_for_postgres();
+        self.row(statement).await?.ok_or_else(|| none_returned(sql))
     }
 
     /// The first column of every row `statement` returns.
@@ -77,7 +78,9 @@ impl Store {
         &self,
         statement: Statement<'_>,
     ) -> anyhow::Result<T> {
-        let missing = none_returned(&statement);
-        self.scalar(statement).await?.ok_or(missing)
+        let sql = statement.sql_for_postgres();
+        self.scalar(statement)
+            .await?
+            .ok_or_else(|| none_returned(sql))
     }
 }

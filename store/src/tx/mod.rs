@@ -203,7 +203,7 @@ impl<'a> Statement<'a> {
         }
     }
 
-    fn sql_for_postgres(&self) -> &'a str {
+    pub(super) fn sql_for_postgres(&self) -> &'a str {
         match self.sql {
             Sql::Same(sql) | Sql::PerBackend { postgres: sql, .. } => sql,
             Sql::Named { postgres, .. } => postgres.sql(),
@@ -212,7 +212,12 @@ impl<'a> Statement<'a> {
 
     /// The statement's first words, for an error's context.
     fn gist(&self) -> String {
-        let words: Vec<&str> = self.sql_for_postgres().split_whitespace().take(6).collect();
+        Self::gist_of(self.sql_for_postgres())
+    }
+
+    /// `sql`'s first words.
+    pub(super) fn gist_of(sql: &str) -> String {
+        let words: Vec<&str> = sql.split_whitespace().take(6).collect();
         words.join(" ")
     }
 }
