@@ -14,7 +14,9 @@
 //!   failing later.
 //! - A connection is tested (pinged) whenever it returns to the pool (sqlx does so), and
 //!   again before it is handed out only when it sat idle for [`TESTED_AFTER_IDLE`] or
-//!   longer: a server that closed it meanwhile costs no caller an error.
+//!   longer: a server that closed it while it idled that long costs no caller an error.
+//!   One closed within that second fails the one statement that takes it, and is dropped
+//!   when it comes back (its test fails).
 //! - Every connection of the pool plans as the store's statements want ([`PLANNING`]),
 //!   from the moment it opens for as long as it lives; the migrations alone run with
 //!   PostgreSQL's defaults ([`migrate`]), on a connection that gets the pool's planning back
