@@ -808,8 +808,8 @@ impl Store {
         if let Some(facts) = first_of_run {
             self.execute(
                 Statement::new(
-                    "UPDATE runs SET status = 'running', started_at = $2 WHERE id = $1 AND \
-status = 'queued'",
+                    "UPDATE runs SET status = 'running', started_at = $2 \
+                     WHERE id = $1 AND status = 'queued'",
                 )
                 .bind(claimed.run_id)
                 .bind(now),
@@ -898,8 +898,8 @@ status = 'queued'",
             .scalar(
                 Statement::new(
                     "SELECT (r.cancel_requested OR a.status NOT IN ('claimed', 'running')) \
-FROM attempts a JOIN step_runs s ON s.id = a.step_run_id JOIN runs r ON \
-r.id = s.run_id WHERE a.id = $1",
+                     FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
+                     JOIN runs r ON r.id = s.run_id WHERE a.id = $1",
                 )
                 .bind(attempt_id),
             )
@@ -1123,8 +1123,8 @@ mod tests {
             let (status, attempts): (String, i64) = store
                 .one_row(
                     Statement::new(
-                        "SELECT status, (SELECT COUNT(*) FROM attempts) FROM step_runs WHERE \
-run_id = $1",
+                        "SELECT status, (SELECT COUNT(*) FROM attempts) FROM step_runs \
+                         WHERE run_id = $1",
                     )
                     .bind(run_id),
                 )

@@ -156,10 +156,11 @@ impl Store {
         self.rows(
             Statement::new(
                 "SELECT a.step_run_id, a.number, a.iteration, a.status, a.exit_code, \
-a.reason, a.started_at, a.finished_at, r.name AS runner, a.model, \
-a.usage, a.cost_usd_micros FROM attempts a JOIN step_runs s ON s.id = \
-a.step_run_id LEFT JOIN runners r ON r.id = a.runner_id WHERE s.run_id \
-= $1 ORDER BY a.step_run_id, a.number",
+                 a.reason, a.started_at, a.finished_at, r.name AS runner, a.model, \
+                 a.usage, a.cost_usd_micros \
+                 FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
+                 LEFT JOIN runners r ON r.id = a.runner_id \
+                 WHERE s.run_id = $1 ORDER BY a.step_run_id, a.number",
             )
             .bind(run_id),
         )
@@ -455,11 +456,12 @@ mod tests {
             store
                 .execute(
                     Statement::new(
-                        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i \
-< 100000) INSERT INTO runs (workflow_id, event, ref, sha, plan_hash, \
-max_parallel, status, created_at) SELECT $1, 'push', 'refs/heads/main', \
-'x', 'h', 4, CASE WHEN i = 50 THEN 'failed' ELSE 'succeeded' END, i \
-FROM n",
+                        "WITH RECURSIVE n(i) AS \
+                         (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) \
+                         INSERT INTO runs (workflow_id, event, ref, sha, plan_hash, \
+                         max_parallel, status, created_at) \
+                         SELECT $1, 'push', 'refs/heads/main', 'x', 'h', 4, \
+                         CASE WHEN i = 50 THEN 'failed' ELSE 'succeeded' END, i FROM n",
                     )
                     .bind(workflow_id),
                 )

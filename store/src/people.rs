@@ -223,8 +223,8 @@ impl Store {
         let inserted: anyhow::Result<i64> = self
             .one_scalar(
                 Statement::new(
-                    "INSERT INTO user_groups (name, name_key, created_at) VALUES ($1, $2, \
-$3) RETURNING id",
+                    "INSERT INTO user_groups (name, name_key, created_at) \
+                     VALUES ($1, $2, $3) RETURNING id",
                 )
                 .bind(name)
                 .bind(name.to_lowercase())
@@ -348,8 +348,8 @@ $3) RETURNING id",
         Ok(self
             .execute(
                 Statement::new(
-                    "DELETE FROM user_forge_logins WHERE user_id = $1 AND forge = $2 AND \
-login_key = $3",
+                    "DELETE FROM user_forge_logins \
+                     WHERE user_id = $1 AND forge = $2 AND login_key = $3",
                 )
                 .bind(user_id)
                 .bind(forge)
@@ -410,8 +410,8 @@ login_key = $3",
         let row: Option<(String, Option<i64>, Option<String>)> = self
             .row(
                 Statement::new(
-                    "SELECT triggered_by, user_id, forge_login FROM run_triggerers WHERE \
-run_id = $1",
+                    "SELECT triggered_by, user_id, forge_login FROM run_triggerers \
+                     WHERE run_id = $1",
                 )
                 .bind(run_id),
             )

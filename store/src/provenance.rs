@@ -126,8 +126,8 @@ impl Store {
         {
             self.execute(
                 Statement::new(
-                    "INSERT INTO provenance_keys (key_id, public_key, first_seen) VALUES \
-($1, $2, $3) ON CONFLICT (key_id) DO NOTHING",
+                    "INSERT INTO provenance_keys (key_id, public_key, first_seen) \
+                     VALUES ($1, $2, $3) ON CONFLICT (key_id) DO NOTHING",
                 )
                 .bind(key_id)
                 .bind(public_key)

@@ -67,9 +67,9 @@ impl Store {
     pub async fn grant_role(&self, repo_id: i64, user_id: i64, role: &str) -> anyhow::Result<()> {
         self.execute(
             Statement::new(
-                "INSERT INTO repo_roles (repo_id, user_id, role, granted_at) VALUES ($1, \
-$2, $3, $4) ON CONFLICT (repo_id, user_id) DO UPDATE SET role = \
-excluded.role, granted_at = excluded.granted_at",
+                "INSERT INTO repo_roles (repo_id, user_id, role, granted_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (repo_id, user_id) \
+                 DO UPDATE SET role = excluded.role, granted_at = excluded.granted_at",
             )
             .bind(repo_id)
             .bind(user_id)

@@ -64,8 +64,8 @@ impl Store {
                 {
                     tx.execute(
                         Statement::new(
-                            "DELETE FROM schedules WHERE repo_id = $1 AND workflow_path = $2 AND \
-cron = $3",
+                            "DELETE FROM schedules \
+                             WHERE repo_id = $1 AND workflow_path = $2 AND cron = $3",
                         )
                         .bind(repo_id)
                         .bind(path)
@@ -77,10 +77,11 @@ cron = $3",
             for entry in entries {
                 tx.execute(
                     Statement::new(
-                        "INSERT INTO schedules (repo_id, workflow_path, cron, sha, branch, \
-next_fire_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (repo_id, \
-workflow_path, cron) DO UPDATE SET sha = excluded.sha, branch = \
-excluded.branch",
+                        "INSERT INTO schedules \
+                         (repo_id, workflow_path, cron, sha, branch, next_fire_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6) \
+                         ON CONFLICT (repo_id, workflow_path, cron) \
+                         DO UPDATE SET sha = excluded.sha, branch = excluded.branch",
                     )
                     .bind(repo_id)
                     .bind(&entry.workflow_path)
@@ -98,8 +99,8 @@ excluded.branch",
 
     pub async fn schedules_of_repo(&self, repo_id: i64) -> anyhow::Result<Vec<ScheduleRow>> {
         let sql = format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE repo_id = $1 ORDER BY \
-workflow_path, cron"
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules \
+             WHERE repo_id = $1 ORDER BY workflow_path, cron"
         );
         self.rows(Statement::new(&sql).bind(repo_id)).await
     }
@@ -107,8 +108,8 @@ workflow_path, cron"
     /// Schedules whose next fire time has come.
     pub async fn due_schedules(&self, now: i64) -> anyhow::Result<Vec<ScheduleRow>> {
         let sql = format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE next_fire_at <= $1 ORDER \
-BY next_fire_at LIMIT 100"
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules \
+             WHERE next_fire_at <= $1 ORDER BY next_fire_at LIMIT 100"
         );
         self.rows(Statement::new(&sql).bind(now)).await
     }
