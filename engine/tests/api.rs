@@ -1357,8 +1357,7 @@ async fn a_no_secrets_runner_never_claims_or_fetches_what_a_secret_holding_step_
     let store = h.engine.executor.store();
     assert!(store.step_needs_secrets(run_id, "package").await.unwrap());
     assert!(store.step_needs_secrets(run_id, "report").await.unwrap());
-    let db = rusqlite::Connection::open(h._dir.path().join("plue.db")).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let db = support::engine_sqlite(&h._dir.path().join("plue.db"));
     db.execute(
         "UPDATE step_runs SET needs_secrets = FALSE WHERE run_id = ?1 AND step_id = ?2",
         rusqlite::params![run_id, "package"],

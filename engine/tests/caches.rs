@@ -203,8 +203,7 @@ async fn record_entry(sandbox: &Sandbox, archive: &[u8]) {
         archive,
     )
     .unwrap();
-    let db = rusqlite::Connection::open(sandbox.path(".plue/plue.db")).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let db = support::engine_sqlite(&sandbox.path(".plue/plue.db"));
     let done = db
         .execute(
             "UPDATE cache_entries SET digest = ?1, size = ?2, blob_key = ?3",

@@ -165,8 +165,7 @@ struct AttemptRow {
 
 /// The attempts of a step, read from the engine's SQLite database.
 async fn sqlite_attempts(data_dir: &Path, run_id: i64, step_id: &str) -> Vec<AttemptRow> {
-    let db = rusqlite::Connection::open(data_dir.join("plue.db")).expect("opening plue.db");
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let db = support::engine_sqlite(&data_dir.join("plue.db"));
     let mut read = db
         .prepare(
             "SELECT a.number, a.runner_id, a.status, a.reason, a.finished_at FROM attempts a \

@@ -741,6 +741,17 @@ pub(crate) fn shared_db_args(url: &str, extra: &[&str], data: &Path) -> Vec<Stri
         .collect()
 }
 
+/// A connection of the test's own to an engine's SQLite database `path` (its data
+/// directory's `plue.db`), waiting up to 10 s for the engine's writes: to read what the API
+/// does not show, or change a row under the engine.
+pub(crate) fn engine_sqlite(path: &Path) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    db.busy_timeout(Duration::from_secs(10))
+        .expect("a busy timeout");
+    db
+}
+
 /// Two different ports on 127.0.0.1 that were free a moment ago.
 pub(crate) fn two_free_ports() -> (u16, u16) {
     let a = free_port();
