@@ -24,10 +24,10 @@
 //!   the committed script is not what `dump` prints today.
 
 use anyhow::Context;
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 use sqlx::migrate::Migration;
 
-use super::script::run_script;
+use super::script::{record, run_script};
 
 /// The schema of migrations 1..=N on SQLite, as `dump` wrote it.
 pub(super) const SCHEMA: &str = include_str!("fresh_sqlite.sql");
@@ -71,24 +71,11 @@ pub(super) fn lay_down_if_empty(
     }
     // On any error below the transaction is dropped, which rolls it back.
     run_script(&tx, script).context("laying down the fresh SQLite schema")?;
-    // As the migrations record themselves (`execution_time` is the only field not known
-    // here).
-    let mut record = tx
-        .prepare(
-            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-             VALUES (?1, ?2, TRUE, ?3, 0)",
-        )
-        .context("recording the migrations as applied")?;
+    // As the migrations record themselves (`execution_time`, the only field not known
+    // here, 0).
     for migration in migrations.iter().filter(|m| m.version <= through) {
-        record
-            .execute(params![
-                migration.version,
-                &*migration.description,
-                &*migration.checksum
-            ])
-            .with_context(|| format!("recording migration {} as applied", migration.version))?;
+        record(&tx, migration, 0)?;
     }
-    drop(record);
     tx.commit().context("committing the fresh schema")?;
     Ok(true)
 }

@@ -1,9 +1,11 @@
 //! Running a migration's SQL text on SQLite: statement by statement, each to its end, an
-//! error naming the statement that failed. Both the migrations (`sqlite.rs`) and the fresh
-//! schema (`fresh.rs`) run their scripts through it.
+//! error naming the statement that failed; and recording a migration as applied, in sqlx's
+//! record. Both the migrations (`sqlite.rs`) and the fresh schema (`fresh.rs`) run their
+//! scripts and write their record through it.
 
 use anyhow::Context;
-use rusqlite::{Batch, Connection};
+use rusqlite::{params, Batch, Connection};
+use sqlx::migrate::Migration;
 
 /// Runs every statement of `script` in turn, each stepped to its end (a statement that
 /// returns rows, or a `RETURNING`, runs whole), each prepared only once the one before it
@@ -45,4 +47,27 @@ fn head(statement: &rusqlite::Statement<'_>) -> String {
         head.push_str(" ...");
     }
     head
+}
+
+/// `migration`'s row in sqlx's record (`_sqlx_migrations`), as sqlx inserts it, with
+/// `execution_time` (ns).
+pub(super) fn record(
+    conn: &Connection,
+    migration: &Migration,
+    execution_time: i64,
+) -> anyhow::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (?1, ?2, TRUE, ?3, ?4)",
+    )
+    .and_then(|mut insert| {
+        insert.execute(params![
+            migration.version,
+            &*migration.description,
+            &*migration.checksum,
+            execution_time
+        ])
+    })
+    .with_context(|| format!("recording migration {} as applied", migration.version))?;
+    Ok(())
 }

@@ -26,7 +26,7 @@ use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sqlx::migrate::Migration;
 
-use super::script::run_script;
+use super::script::{record, run_script};
 use super::{fresh, listed, Dialect};
 
 /// `_sqlx_migrations` exactly as sqlx-sqlite 0.8 (`Migrate::ensure_migrations_table`)
@@ -145,13 +145,16 @@ fn changed(migration: &Migration) -> anyhow::Error {
     )
 }
 
+/// A migration's `execution_time` until it is known, as sqlx records it.
+const TIME_NOT_KNOWN: i64 = -1;
+
 /// Runs `migration` and records it, in one `BEGIN IMMEDIATE` transaction unless it says
 /// `-- no-transaction`; then records how long it took, as sqlx does.
 fn apply(conn: &mut Connection, migration: &Migration) -> anyhow::Result<()> {
     let started = if migration.no_tx {
         let started = Instant::now();
         run_script(conn, &migration.sql)?;
-        record(conn, migration)?;
+        record(conn, migration, TIME_NOT_KNOWN)?;
         started
     } else {
         let tx = conn
@@ -176,7 +179,7 @@ fn apply(conn: &mut Connection, migration: &Migration) -> anyhow::Result<()> {
         let started = Instant::now();
         // On an error the transaction is dropped, which rolls it back.
         run_script(&tx, &migration.sql)?;
-        record(&tx, migration)?;
+        record(&tx, migration, TIME_NOT_KNOWN)?;
         tx.commit().context("committing the migration")?;
         started
     };
@@ -187,21 +190,6 @@ fn apply(conn: &mut Connection, migration: &Migration) -> anyhow::Result<()> {
         params![nanos, migration.version],
     )
     .context("recording the migration's execution time")?;
-    Ok(())
-}
-
-/// `migration`'s row, as sqlx inserts it (`execution_time` -1 until it is known).
-fn record(conn: &Connection, migration: &Migration) -> anyhow::Result<()> {
-    conn.execute(
-        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES (?1, ?2, TRUE, ?3, -1)",
-        params![
-            migration.version,
-            &*migration.description,
-            &*migration.checksum
-        ],
-    )
-    .context("recording the migration as applied")?;
     Ok(())
 }
 
