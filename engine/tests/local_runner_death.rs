@@ -24,6 +24,14 @@ async fn a_local_runner_killed_mid_step_fails_its_attempt_at_once() {
     let http = client();
     let file = sandbox.write_workflow("slow", &[support::SLOW_STEP]);
     let run_id = start_run(&http, &engine.url, &file, &sandbox.path("ws")).await;
+    // Mid-step: the step started (its claim acknowledged), not merely claimed. A runner
+    // killed between its claim and its acknowledgement has its step handed back to the
+    // queue instead (claims stick only once acknowledged), which is another test's case.
+    wait_for(Duration::from_secs(30), "the step running", || async {
+        let run = get_json(&http, &format!("{}/api/runs/{run_id}", engine.url)).await;
+        (support::step(&run, "slow")["status"] == "running").then_some(())
+    })
+    .await;
     let name = wait_for(Duration::from_secs(30), "a busy runner", || async {
         let runners = get_json(&http, &format!("{}/api/runners", engine.url)).await;
         runners
