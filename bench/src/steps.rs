@@ -1,14 +1,18 @@
 //! `plue-bench steps`: what `plue run` adds per step, on a 200-step chain (each step
 //! depends on the previous) and a 500-step fan-out/fan-in (one root, 498 steps depending
-//! on it, one step depending on all of those), every step running `true`.
+//! on it, one step depending on all of those), every step running `true`, and on a
+//! 200-step chain of `python` steps running `pass`.
 //!
-//! Baseline: the same number of `bash --noprofile --norc -eo pipefail -c true` processes
-//! (exactly what a runner starts for a bash step) spawned one after the other by a shell
-//! loop. Each `plue run` gets a fresh `--data-dir` and runs from a tiny directory (it is
-//! copied into every step's workspace), with `NO_COLOR=1`; wall time includes everything
-//! the command does (store, evaluator and runner start-up, evaluation, shutdown). The fixed
-//! part is measured separately with a one-step workflow, and the run's own timestamps in
-//! the store show where a step's time goes.
+//! Baseline: the same number of processes spawned one after the other by a shell loop:
+//! `bash --noprofile --norc -eo pipefail -c true` (exactly what a runner starts for a bash
+//! step), or `python3 -u -c pass` with the runner's interpreter for the python chain. Each
+//! `plue run` gets a fresh `--data-dir` and runs from a tiny directory (it is copied into
+//! every step's workspace), with `NO_COLOR=1`; wall time includes everything the command
+//! does (store, evaluator and runner start-up, evaluation, shutdown). The fixed part is
+//! measured separately with a one-step workflow of the same kind (for `python`, that
+//! includes the warm interpreter's start), so the marginal cost a step is a warm step's:
+//! the figure to set beside `plue-bench floor`'s. The run's own timestamps in the store
+//! show where a step's time goes.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -31,6 +35,12 @@ struct Shape {
     name: &'static str,
     steps: usize,
     source: String,
+    /// The one-step workflow of the same kind (the fixed cost).
+    one: String,
+    /// What the shell loop runs once a step, and how the table names it.
+    baseline: Vec<String>,
+    baseline_label: &'static str,
+    chain: bool,
 }
 
 /// One `plue run` as the store recorded it.
@@ -48,19 +58,49 @@ struct Recorded {
 
 pub(crate) async fn run(env: &Env) -> Result<()> {
     let work = Workdir::new("plue-bench-steps-")?;
+    let bash: Vec<String> = [
+        "bash",
+        "--noprofile",
+        "--norc",
+        "-eo",
+        "pipefail",
+        "-c",
+        "true",
+    ]
+    .map(String::from)
+    .to_vec();
+    let python = runner::agent::python_for_steps(false)?
+        .display()
+        .to_string();
     let shapes = [
         Shape {
             name: "chain",
             steps: 200,
             source: workdir::chain(200, "true"),
+            one: workdir::chain(1, "true"),
+            baseline: bash.clone(),
+            baseline_label: "bash -c true",
+            chain: true,
         },
         Shape {
             name: "fan-out/fan-in",
             steps: 500,
             source: workdir::fan(500, "true"),
+            one: workdir::chain(1, "true"),
+            baseline: bash,
+            baseline_label: "bash -c true",
+            chain: false,
+        },
+        Shape {
+            name: "python chain",
+            steps: 200,
+            source: workdir::chain_of("python", 200, "pass"),
+            one: workdir::chain_of("python", 1, "pass"),
+            baseline: vec![python, "-u".into(), "-c".into(), "pass".into()],
+            baseline_label: "python3 -u -c pass",
+            chain: true,
         },
     ];
-    let one = work.write_workflow("one", &workdir::chain(1, "true"))?;
     println!("## steps: per-step overhead of `plue run`\n");
     println!(
         "Median of {RUNS} runs each. Overhead per step = (plue wall − shell-loop wall) / \
@@ -74,13 +114,16 @@ pub(crate) async fn run(env: &Env) -> Result<()> {
     println!("|---|---|---|---|---|---|---|");
     let mut details = Vec::new();
     for shape in &shapes {
-        let file = work.write_workflow(&shape.name.replace('/', "-"), &shape.source)?;
-        let baseline = shell_loop(&work, shape.steps).await?;
+        let file_name = shape.name.replace(['/', ' '], "-");
+        let file = work.write_workflow(&file_name, &shape.source)?;
+        let one = work.write_workflow(&format!("{file_name}-one"), &shape.one)?;
+        let baseline = shell_loop(&work, &shape.baseline, shape.steps).await?;
         let n = shape.steps as f64;
         println!(
-            "| {} ({} steps) | shell loop, `bash -c true` × {} | {} | — | 1× | {} | — |",
+            "| {} ({} steps) | shell loop, `{}` × {} | {} | — | 1× | {} | — |",
             shape.name,
             shape.steps,
+            shape.baseline_label,
             shape.steps,
             ms(baseline),
             ms_signed(baseline.as_secs_f64() / n)
@@ -93,7 +136,7 @@ pub(crate) async fn run(env: &Env) -> Result<()> {
             let fixed = percentile(&mut fixed, 0.5);
             let mut runs = Vec::new();
             for _ in 0..RUNS {
-                runs.push(plue_run(env, &work, &file, runners, shape.name == "chain").await?);
+                runs.push(plue_run(env, &work, &file, runners, shape.chain).await?);
             }
             runs.sort_by_key(|r| r.wall);
             let median = runs.swap_remove(RUNS / 2);
@@ -144,20 +187,21 @@ pub(crate) async fn run(env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// Median wall time of `bash -c 'for i in $(seq N); do bash ... -c true; done'`.
-async fn shell_loop(work: &Workdir, steps: usize) -> Result<Duration> {
-    let script =
-        format!("for i in $(seq {steps}); do bash --noprofile --norc -eo pipefail -c true; done");
+/// Median wall time of `bash -c 'for i in $(seq N); do COMMAND; done'`, the command's
+/// words passed as the loop's arguments (never parsed by the shell).
+async fn shell_loop(work: &Workdir, command: &[String], steps: usize) -> Result<Duration> {
+    let script = format!(r#"for i in $(seq {steps}); do "$@"; done"#);
     let mut walls = Vec::new();
     for _ in 0..RUNS {
         let started = Instant::now();
         let status = Command::new("bash")
-            .args(["-c", &script])
+            .args(["-c", &script, "shell-loop"])
+            .args(command)
             .current_dir(work.workspace())
             .status()
             .await?;
         if !status.success() {
-            bail!("the shell loop failed: {status}");
+            bail!("the shell loop of `{}` failed: {status}", command.join(" "));
         }
         walls.push(started.elapsed());
     }

@@ -60,15 +60,21 @@ fn py(text: &str) -> String {
 
 /// `n` bash steps running `command`, each depending on the one before.
 pub(crate) fn chain(n: usize, command: &str) -> String {
+    chain_of("bash", n, command)
+}
+
+/// `n` steps of the given kind (`bash` or `python`) running `body`, each depending on the
+/// one before.
+pub(crate) fn chain_of(kind: &str, n: usize, body: &str) -> String {
     format!(
         "def workflow():\n    \
              ids = [\"s\" + str(i) for i in range({n})]\n    \
              return Plan(\n        \
-                 name=\"chain-{n}\",\n        \
+                 name=\"{kind}-chain-{n}\",\n        \
                  triggers=[Trigger.manual()],\n        \
-                 steps=[Step.bash(ids[i], {cmd}, depends_on=ids[max(i - 1, 0):i]) for i in range({n})],\n    \
+                 steps=[Step.{kind}(ids[i], {body}, depends_on=ids[max(i - 1, 0):i]) for i in range({n})],\n    \
              )\n",
-        cmd = py(command)
+        body = py(body)
     )
 }
 
