@@ -269,7 +269,7 @@ async fn serve_runners(
     let served = match listener {
         RunnerListener::Tcp(listener) => {
             let runners = runners.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(listener, runners)
+            axum::serve(accepting(listener), runners)
                 .with_graceful_shutdown(stop)
                 .await
         }
@@ -283,6 +283,20 @@ async fn serve_runners(
     if let Err(e) = served {
         tracing::error!("runner listener failed: {e}");
     }
+}
+
+/// `listener`, set so that each connection it accepts sends its small writes at once
+/// (`TCP_NODELAY`, which Linux copies from the listening socket to every accepted one). A
+/// live log's event, a held connection's answer or a streamed page's next chunk written
+/// while the peer has not yet acknowledged the one before would otherwise wait for that
+/// acknowledgement (Nagle's algorithm), which the peer may delay: a follower got a step's
+/// first line ≈ 20 ms after it was stored. Where the option cannot be set the listener
+/// serves as it is.
+fn accepting(listener: TcpListener) -> TcpListener {
+    if let Err(err) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+        tracing::warn!(%err, "TCP_NODELAY not set on the listener: small writes may wait");
+    }
+    listener
 }
 
 /// The live-stream followers' caps: places are kept for signed-in users only where users
@@ -554,7 +568,7 @@ async fn start_serving(
     let server_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let served = axum::serve(listener, app)
+        let served = axum::serve(accepting(listener), app)
             .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
             .await;
         if let Err(e) = served {
@@ -659,4 +673,28 @@ async fn start_serving(
         tasks,
         wakes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One connection accepted on `listener` from a client on loopback.
+    async fn one_accepted(listener: TcpListener) -> tokio::net::TcpStream {
+        let address = listener.local_addr().unwrap();
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(address), listener.accept());
+        drop(client.expect("connects"));
+        accepted.expect("accepts").0
+    }
+
+    #[tokio::test]
+    async fn every_accepted_connection_sends_small_writes_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let accepted = one_accepted(accepting(listener)).await;
+        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY is set");
+        // Not so by default: the assertion above is `accepting`'s doing.
+        let plain = one_accepted(TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+        assert!(!plain.nodelay().unwrap());
+    }
 }
