@@ -126,17 +126,16 @@ def main():
             if request is None or ok is None or not request < ok < t_next:
                 continue
             add("python: script (go → exit)", d["exit"] - t0)
-            add("exit → zombie (the process's teardown)", d["zombie"] - d["exit"])
-            add("runner: zombie → completion sent", sent - d["zombie"])
-            add("engine: completion → next assignment", answered - sent)
+        else:
+            add("bash: fork → exit (set-up, exec, `true`)", d["exit"] - t0)
+        add("exit → zombie (the process's teardown)", d["zombie"] - d["exit"])
+        add("runner: zombie → completion sent", sent - d["zombie"])
+        add("engine: completion → next assignment", answered - sent)
+        if pythons:
             add("runner: assignment → the request reaches the spare", request - answered)
             add("spare: request → set up (OK)", ok - request)
             add("zygote and runner: OK → go", t_next - ok)
         else:
-            add("bash: fork → exit (set-up, exec, `true`)", d["exit"] - t0)
-            add("exit → zombie (the process's teardown)", d["zombie"] - d["exit"])
-            add("runner: zombie → completion sent", sent - d["zombie"])
-            add("engine: completion → next assignment", answered - sent)
             add("runner: assignment → next fork", t_next - answered)
         add("the whole step (start → next start)", t_next - t0)
     if not stretches:

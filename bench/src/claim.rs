@@ -92,16 +92,8 @@ pub(crate) async fn run(env: &Env) -> Result<()> {
     }
     drop(tokio::task::spawn_blocking(move || drop(postgres)).await);
 
-    let spawn_true = spawn_times(&["true"])?;
-    let spawn_step = spawn_times(&[
-        "bash",
-        "--noprofile",
-        "--norc",
-        "-eo",
-        "pipefail",
-        "-c",
-        "echo claimed",
-    ])?;
+    let spawn_true = spawn_times("true", &[])?;
+    let spawn_step = spawn_times("bash", &crate::bash_step::args("echo claimed"))?;
 
     println!("## claim: step ready → runner starts it ({RUNNERS} warm runners)\n");
     println!(
@@ -149,17 +141,18 @@ pub(crate) async fn run(env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// Wall times of spawning `argv` and waiting for it (output read), `SPAWNS` times.
-fn spawn_times(argv: &[&str]) -> Result<Vec<Duration>> {
+/// Wall times of spawning `program` with `args` and waiting for it (output read), `SPAWNS`
+/// times.
+fn spawn_times(program: &str, args: &[String]) -> Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(SPAWNS);
     for _ in 0..SPAWNS {
         let started = Instant::now();
-        let output = Command::new(argv[0])
-            .args(&argv[1..])
+        let output = Command::new(program)
+            .args(args)
             .stdin(Stdio::null())
             .output()?;
         if !output.status.success() {
-            bail!("{argv:?} failed: {}", output.status);
+            bail!("{program} {args:?} failed: {}", output.status);
         }
         samples.push(started.elapsed());
     }

@@ -159,7 +159,7 @@ impl Step {
     fn bash(program: PathBuf) -> Step {
         Step {
             program,
-            args: command_line(),
+            args: crate::bash_step::args("true"),
         }
     }
 
@@ -179,18 +179,12 @@ fn which_bash() -> Result<PathBuf> {
     runner::program_path::resolve("bash", &path, true).context("no bash on PATH")
 }
 
-fn command_line() -> Vec<String> {
-    ["--noprofile", "--norc", "-eo", "pipefail", "-c", "true"]
-        .map(String::from)
-        .to_vec()
-}
-
 /// `steps` plain spawns of the step's command line, one after another.
 fn plain(bash: &Path, dir: &Path, steps: usize) -> Result<Duration> {
     let start = Instant::now();
     for _ in 0..steps {
         let status = std::process::Command::new(bash)
-            .args(command_line())
+            .args(crate::bash_step::args("true"))
             .current_dir(dir)
             .status()?;
         if !status.success() {

@@ -32,6 +32,7 @@
 //! Build with `cargo build --release -p engine -p bench`; the `plue` binary is found next to
 //! this one.
 
+mod bash_step;
 mod check;
 mod claim;
 mod cpu;

@@ -58,17 +58,8 @@ struct Recorded {
 
 pub(crate) async fn run(env: &Env) -> Result<()> {
     let work = Workdir::new("plue-bench-steps-")?;
-    let bash: Vec<String> = [
-        "bash",
-        "--noprofile",
-        "--norc",
-        "-eo",
-        "pipefail",
-        "-c",
-        "true",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut bash = vec!["bash".to_string()];
+    bash.extend(crate::bash_step::args("true"));
     let python = runner::agent::python_for_steps(false)?
         .display()
         .to_string();
