@@ -25,6 +25,7 @@ mod cache_partitions;
 mod caches;
 mod chart;
 mod check_runs;
+mod checkout_from_mirror;
 mod claims_stick;
 mod cli;
 mod concurrency_e2e;

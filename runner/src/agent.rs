@@ -906,7 +906,7 @@ async fn prepare(
                 .with_context(|| format!("the final workspace of step '{from}'"))?;
         }
         None if workspace_filled => {}
-        None => workspace::prepare(&assignment.workspace, &files.workspace).await?,
+        None => fill_workspace(engine, assignment, &files.workspace).await?,
     }
     for dep in &assignment.handoff.needs_artifacts {
         let path = wire::dependency_blob_path(attempt, BlobKind::Artifacts, dep);
@@ -923,6 +923,34 @@ async fn prepare(
             .context("the hand-over task failed")??;
     }
     Ok(cached)
+}
+
+/// Fills the fresh workspace `dir` from the assignment's source: a checkout from the pack
+/// the engine serves when it serves one (its mirror holds the commit), else as
+/// [`workspace::prepare`] does (a checkout from the forge).
+async fn fill_workspace(
+    engine: &Engine,
+    assignment: &Assignment,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    if let wire::WorkspaceSource::Git { sha, .. } = &assignment.workspace {
+        match engine.checkout(assignment.attempt_id, sha, dir).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(
+                    attempt = assignment.attempt_id,
+                    "the checkout the engine served failed; fetching from the forge: {error:#}"
+                );
+                let dir = dir.to_owned();
+                tokio::task::spawn_blocking(move || workspace::empty(&dir))
+                    .await
+                    .context("the emptying task failed")?
+                    .context("emptying the workspace after a failed checkout")?;
+            }
+        }
+    }
+    workspace::prepare(&assignment.workspace, dir).await
 }
 
 async fn spec_for(
@@ -1292,6 +1320,30 @@ impl Engine {
             return Ok(packed?);
         }
         bail!("{}", answer_error(response).await)
+    }
+
+    /// Checks commit `sha` of attempt `attempt`'s workspace out into `into` from the pack the
+    /// engine serves ([`wire::checkout_path`]); `Ok(false)`, with `into` untouched, when
+    /// the engine does not serve it (404).
+    async fn checkout(&self, attempt: i64, sha: &str, into: &Path) -> anyhow::Result<bool> {
+        use futures::TryStreamExt;
+        let path = wire::checkout_path(attempt);
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(self.token.as_str())
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        if !response.status().is_success() {
+            bail!("{}", answer_error(response).await);
+        }
+        let stream = Box::pin(response.bytes_stream().map_err(std::io::Error::other));
+        workspace::checkout_pack(tokio_util::io::StreamReader::new(stream), sha, into).await?;
+        Ok(true)
     }
 
     /// Streams `path` (`GET`) into [`handoff::unpack`] below `into`.

@@ -49,6 +49,7 @@ use plue_core::artifacts::{ArtifactError, Artifacts, Upload};
 use plue_core::attempts::{Attempts, AuthedRunner};
 use plue_core::dispatch::Dispatch;
 use plue_core::executor::Executor;
+use plue_core::registry::checkout_packs::CheckoutPacks;
 use plue_pool::scope::{self, Scope};
 use plue_store::events::Event;
 use plue_store::{now_ms, Acknowledgement, AttemptOwner, NewRunner, RedeemedToken, Registration};
@@ -59,6 +60,7 @@ use crate::http_error::{ApiError, ApiResult};
 use crate::json_body::JsonBody;
 
 mod caches;
+mod checkout;
 pub(crate) mod debug;
 mod egress;
 mod session;
@@ -99,6 +101,9 @@ pub struct InternalState {
     pub id_tokens: Arc<plue_core::id_tokens::IdTokens>,
     /// The engine's side of every attempt: what these routes carry to and from runners.
     pub attempts: Arc<Attempts>,
+    /// The mirrors' commits as packs for runners' checkouts (`None`: an engine without
+    /// mirrors; runners fetch from the forge).
+    pub checkouts: Option<Arc<CheckoutPacks>>,
 }
 
 #[derive(Debug, Default)]
@@ -161,6 +166,7 @@ fn calls(state: InternalState) -> Router {
         .route("/internal/attempts/{id}/blobs/{kind}", put(put_blob))
         .route("/internal/attempts/{id}/blobs/{kind}/{step}", get(get_blob))
         .merge(caches::routes())
+        .merge(checkout::routes())
         .merge(debug::routes())
         .merge(egress::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

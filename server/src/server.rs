@@ -480,6 +480,7 @@ async fn start_serving(
         artifacts: artifacts.clone(),
         id_tokens: id_token_keys.clone(),
         attempts,
+        checkouts: registry.as_ref().map(|registry| registry.checkout_packs()),
     });
     let api_state = ApiState {
         executor: executor.clone(),

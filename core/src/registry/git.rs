@@ -58,6 +58,16 @@ pub struct WorkflowFile {
     pub source: Option<String>,
 }
 
+/// What [`Mirror::shallow_pack`] made.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Packed {
+    Pack(Vec<u8>),
+    /// The mirror does not hold the commit.
+    NoCommit,
+    /// The pack would pass the limit.
+    TooLarge,
+}
+
 /// A bare repository mirroring one forge repository.
 #[derive(Clone)]
 pub struct Mirror {
@@ -261,7 +271,15 @@ impl Mirror {
         if missing.is_empty() {
             return Ok(());
         }
-        let mut args = vec!["fetch", "-q", "--no-tags", "--no-write-fetch-head"];
+        // No `maintenance run --auto` after it: the mirror's `gc.auto` is 0, so it would
+        // only be one more process on a delivery's path.
+        let mut args = vec![
+            "fetch",
+            "-q",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--no-auto-maintenance",
+        ];
         if self.anonymous {
             // A repository a workflow names may be as large as its author likes: only the
             // commits asked for come, not their history.
@@ -472,6 +490,71 @@ impl Mirror {
         Ok(Some(
             String::from_utf8_lossy(message).trim_end().to_string(),
         ))
+    }
+
+    /// A pack of commit `sha` and every object of its tree, without its history: what a
+    /// fetch of depth 1 receives (pack-objects' `--shallow` line cuts the commit's parents
+    /// off); none when the mirror lacks the commit or the pack would pass `max_bytes` (git
+    /// is stopped as soon as it does).
+    pub async fn shallow_pack(&self, sha: &str, max_bytes: usize) -> anyhow::Result<Packed> {
+        check_sha(sha)?;
+        if !self.has_commit(sha).await {
+            return Ok(Packed::NoCommit);
+        }
+        let mut child = command(Some(&self.dir))
+            .args([
+                "pack-objects",
+                "--revs",
+                "--stdout",
+                "-q",
+                "--delta-base-offset",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running git pack-objects")?;
+        let mut stdin = child.stdin.take().context("git stdin")?;
+        let mut stdout = child.stdout.take().context("git stdout")?;
+        let mut stderr = child.stderr.take().context("git stderr")?;
+        let input = format!("--shallow {sha}\n{sha}\n");
+        let made = async {
+            use tokio::io::AsyncReadExt;
+            let write = async {
+                stdin.write_all(input.as_bytes()).await?;
+                drop(stdin);
+                std::io::Result::Ok(())
+            };
+            let (mut pack, mut said) = (Vec::new(), Vec::new());
+            let mut stdout = (&mut stdout).take(max_bytes as u64 + 1);
+            let mut stderr = (&mut stderr).take(64 * 1024);
+            // Its standard error is read once the pack is (with `-q` it says nothing but a
+            // failure, far less than a pipe holds): read alongside, it would keep the join
+            // waiting on a git blocked writing a pack too large to read to its end.
+            let (written, read) = tokio::join!(write, stdout.read_to_end(&mut pack));
+            read.context("reading git pack-objects")?;
+            if pack.len() > max_bytes {
+                return anyhow::Ok(Packed::TooLarge);
+            }
+            written.context("writing to git pack-objects")?;
+            stderr
+                .read_to_end(&mut said)
+                .await
+                .context("reading git's errors")?;
+            let status = child.wait().await.context("waiting for git pack-objects")?;
+            if !status.success() {
+                bail!(
+                    "git pack-objects failed ({status}): {}",
+                    String::from_utf8_lossy(&said).trim()
+                );
+            }
+            Ok(Packed::Pack(pack))
+        };
+        // Too large or too slow: the child is killed when dropped (`kill_on_drop`).
+        tokio::time::timeout(LOCAL_TIMEOUT, made)
+            .await
+            .with_context(|| format!("packing {sha} timed out after {LOCAL_TIMEOUT:?}"))?
+            .with_context(|| format!("packing {sha} for a checkout"))
     }
 
     async fn run(&self, args: &[&str], timeout: Duration) -> anyhow::Result<()> {
@@ -686,7 +769,7 @@ pub(crate) async fn git_with(
 mod refusal_tests;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sh(dir: &Path, script: &str) -> String {

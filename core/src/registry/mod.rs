@@ -22,6 +22,7 @@
 //! one sequence; git, matching and summoning are their own modules.
 
 mod cause;
+pub mod checkout_packs;
 pub mod git;
 pub mod matching;
 pub mod modules;
@@ -29,7 +30,7 @@ pub mod summon;
 pub mod workflows;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -44,6 +45,7 @@ use plue_types::protocol::WorkspaceSource;
 use crate::executor::Executor;
 use crate::launch::render_problems;
 use cause::Causers;
+use checkout_packs::CheckoutPacks;
 use git::{Mirror, WorkflowFile};
 use matching::Occasion;
 
@@ -83,6 +85,13 @@ pub struct Registry {
     http: std::sync::OnceLock<reqwest::Client>,
     /// The default branches' workflows, kept per head ([`workflows`]).
     workflows: workflows::Cache,
+    /// Commits of the mirrors as packs, for runners' checkouts ([`checkout_packs`]).
+    checkouts: Arc<CheckoutPacks>,
+}
+
+/// Where repository `repo_id`'s mirror lives under `mirrors`.
+fn mirror_dir(mirrors: &Path, repo_id: i64) -> PathBuf {
+    mirrors.join(format!("{repo_id}.git"))
 }
 
 /// The facts of one event that every matching workflow shares.
@@ -106,6 +115,7 @@ impl Registry {
         Registry {
             executor,
             evaluator,
+            checkouts: Arc::new(CheckoutPacks::new(mirrors.clone())),
             mirrors,
             locks: Mutex::new(HashMap::new()),
             permissions: Default::default(),
@@ -116,6 +126,11 @@ impl Registry {
 
     pub fn executor(&self) -> &Arc<Executor> {
         &self.executor
+    }
+
+    /// The packs runners check commits of these mirrors out from.
+    pub fn checkout_packs(&self) -> Arc<CheckoutPacks> {
+        self.checkouts.clone()
     }
 
     /// Runs for a push; none for a deleted ref.
@@ -130,19 +145,36 @@ impl Registry {
                 .await?;
         }
         let mirror = self.mirror(repo).await?;
-        let wants: Vec<&str> = std::iter::once(after).collect();
-        self.locked_fetch(repo, &mirror, &repo.clone_url, &wants)
-            .await?;
-        let changed = match push.before.as_deref() {
-            Some(before) if mirror.has_commit(before).await => {
-                Some(mirror.changed_files(before, after).await?)
+        // A delivery's path is a chain of short git processes; the ones that do not need
+        // each other's results run side by side. `before` (usually the branch's previous
+        // push, already here) is looked for while `after` is fetched, and once more after
+        // the fetch when it was not here (the fetch may have brought it).
+        let before = push.before.as_deref();
+        let has_before = || async {
+            match before {
+                Some(sha) => mirror.has_commit(sha).await,
+                None => false,
             }
-            Some(_) => push.changed_files.clone(),
-            None => match &push.changed_files {
-                Some(files) => Some(files.clone()),
-                None => Some(mirror.commit_files(after).await?),
-            },
         };
+        let wants = [after];
+        let (fetched, before_here) = tokio::join!(
+            self.locked_fetch(repo, &mirror, &repo.clone_url, &wants),
+            has_before()
+        );
+        fetched?;
+        let before_here = before_here || has_before().await;
+        let changed = async {
+            anyhow::Ok(match before {
+                Some(before) if before_here => Some(mirror.changed_files(before, after).await?),
+                Some(_) => push.changed_files.clone(),
+                None => match &push.changed_files {
+                    Some(files) => Some(files.clone()),
+                    None => Some(mirror.commit_files(after).await?),
+                },
+            })
+        };
+        let (changed, files) = tokio::join!(changed, mirror.workflow_files(after));
+        let (changed, files) = (changed?, files?);
         let branch = push.git_ref.strip_prefix("refs/heads/").map(String::from);
         let ctx = EvalContext {
             event: Event::Push,
@@ -156,7 +188,6 @@ impl Registry {
             issue: None,
             comment: None,
         };
-        let files = mirror.workflow_files(after).await?;
         let occurrence = Occurrence {
             repo,
             ctx,
@@ -708,6 +739,8 @@ impl Registry {
         };
         match evaluated {
             Ok(evaluated) => {
+                // Its first step's runner asks for the commit as soon as it is queued.
+                self.checkouts.prepare(occurrence.repo.id, &ctx.sha);
                 // Who started it is stored before its first advance, so no gate of the run
                 // is decided before the engine knows whom it excludes.
                 self.executor
@@ -772,7 +805,7 @@ impl Registry {
     /// read-only installation token (a private repository's clone URL carries none),
     /// renewed when the forge refuses it.
     async fn mirror(&self, repo: &RepoRow) -> anyhow::Result<Mirror> {
-        Ok(Mirror::open(self.mirrors.join(format!("{}.git", repo.id)))
+        Ok(Mirror::open(mirror_dir(&self.mirrors, repo.id))
             .await?
             .with_forge_credential(self.executor.forge_auth(), repo))
     }
@@ -784,7 +817,8 @@ impl Registry {
     pub async fn forget_mirror(&self, repo_id: i64) -> anyhow::Result<()> {
         let lock = self.lock(repo_id);
         let _held = lock.lock().await;
-        let dir = self.mirrors.join(format!("{repo_id}.git"));
+        self.checkouts.forget_repo(repo_id);
+        let dir = mirror_dir(&self.mirrors, repo_id);
         match tokio::fs::remove_dir_all(&dir).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(e).with_context(|| format!("removing the git mirror {}", dir.display()))

@@ -314,3 +314,95 @@ async fn empty_does_nothing() {
     prepare(&WorkspaceSource::Empty, dest.path()).await.unwrap();
     assert!(std::fs::read_dir(dest.path()).unwrap().next().is_none());
 }
+
+#[tokio::test]
+async fn a_pack_checks_out_as_a_fetch_of_depth_one_does() {
+    let repo = tempfile::tempdir().unwrap();
+    git_in(repo.path(), &["init", "-q"]);
+    write(repo.path(), "file.txt", "first");
+    git_in(repo.path(), &["add", "."]);
+    git_in(repo.path(), &["commit", "-q", "-m", "first"]);
+    write(repo.path(), "file.txt", "second");
+    write(repo.path(), "bin/run", "#!/bin/sh\n");
+    std::fs::set_permissions(
+        repo.path().join("bin/run"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("file.txt", repo.path().join("link")).unwrap();
+    git_in(repo.path(), &["add", "."]);
+    git_in(repo.path(), &["commit", "-q", "-m", "second"]);
+    let sha = git_in(repo.path(), &["rev-parse", "HEAD"]);
+    let pack = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf -- '--shallow {sha}\\n{sha}\\n' | git pack-objects --revs --stdout -q"
+        ))
+        .current_dir(repo.path())
+        .output()
+        .unwrap()
+        .stdout;
+
+    let dest = tempfile::tempdir().unwrap();
+    checkout_pack(&pack[..], &sha, dest.path()).await.unwrap();
+    let fetched = tempfile::tempdir().unwrap();
+    let source = WorkspaceSource::Git {
+        url: repo.path().to_str().unwrap().into(),
+        sha: sha.clone(),
+        credential: None,
+    };
+    prepare(&source, fetched.path()).await.unwrap();
+    for dir in [dest.path(), fetched.path()] {
+        assert_eq!(git_in(dir, &["rev-parse", "HEAD"]), sha);
+        assert_eq!(git_in(dir, &["rev-list", "--count", "HEAD"]), "1");
+        assert_eq!(git_in(dir, &["status", "--porcelain"]), "");
+        assert_eq!(
+            git_in(dir, &["rev-parse", "--is-shallow-repository"]),
+            "true"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("file.txt")).unwrap(),
+            "second"
+        );
+        let mode = std::fs::metadata(dir.join("bin/run"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111, "the executable bit");
+        assert_eq!(
+            std::fs::read_link(dir.join("link")).unwrap(),
+            Path::new("file.txt")
+        );
+        git_in(dir, &["fsck", "--no-progress"]);
+    }
+    // A commit the pack does not hold, a pack that is none, an id that is no full id.
+    let first = git_in(repo.path(), &["rev-parse", "HEAD~1"]);
+    for (pack, sha) in [
+        (&pack[..], first.as_str()),
+        (&b"PACK\0\0\0\x02garbage"[..], sha.as_str()),
+        (&pack[..], &sha[..12]),
+        (&pack[..], "--output=/tmp/x"),
+    ] {
+        let dest = tempfile::tempdir().unwrap();
+        assert!(
+            checkout_pack(pack, sha, dest.path()).await.is_err(),
+            "{sha}"
+        );
+    }
+}
+
+#[test]
+fn emptying_removes_links_never_what_they_point_at() {
+    let outside = tempfile::tempdir().unwrap();
+    write(outside.path(), "keep/me", "kept");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), ".git/objects/x", "x");
+    write(dir.path(), "file", "f");
+    std::os::unix::fs::symlink(outside.path().join("keep"), dir.path().join("link")).unwrap();
+    empty(dir.path()).unwrap();
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("keep/me")).unwrap(),
+        "kept"
+    );
+}

@@ -18,6 +18,10 @@
 //! each call framed with an id on an upgraded connection, answered in any order, meaning
 //! exactly what the same `POST` means), and fall back to one HTTP request each otherwise.
 //!
+//! A [`WorkspaceSource::Git`] workspace comes from the engine when its mirror holds the
+//! commit ([`checkout_path`]: one `GET` of a pack naming only the attempt the runner holds),
+//! from the forge otherwise.
+//!
 //! Hand-off between steps ([`Handoff`]): before a step with `workspace_from` or
 //! `needs_artifacts` the runner `GET`s each dependency's tar ([`dependency_blob_path`]) and
 //! unpacks it (the runner's `handoff::unpack`); after a step whose workspace a later step starts
@@ -84,6 +88,15 @@ pub fn complete_path(attempt_id: i64) -> String {
 /// `PUT` path for a tar of the attempt's final workspace or of its artifact files.
 pub fn blob_path(attempt_id: i64, kind: BlobKind) -> String {
     format!("/internal/attempts/{attempt_id}/blobs/{}", kind.as_str())
+}
+
+/// `GET` path for the commit a [`WorkspaceSource::Git`] workspace of the attempt checks
+/// out, as a git pack of that commit and its tree without history (what a fetch of depth 1
+/// brings), when the engine's mirror holds it: `200` with the pack, `404` when the engine
+/// does not serve it (the runner then fetches from the forge; an engine that predates
+/// this path answers `404` too).
+pub fn checkout_path(attempt_id: i64) -> String {
+    format!("/internal/attempts/{attempt_id}/checkout")
 }
 
 /// `GET` path for the tar a dependency (`step`, of the same run) left, as the attempt's
