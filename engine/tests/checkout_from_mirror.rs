@@ -1,8 +1,9 @@
 //! A step's checkout from the engine's mirror (`GET /internal/attempts/{id}/checkout`):
 //! - played as the attacker with scripted runners: no token, another runner's token, an
-//!   ended attempt, a run of no repository and a commit the mirror does not hold each get
-//!   nothing of the mirror (and the engine fetches nothing for a runner); the holder gets
-//!   exactly its commit, without history;
+//!   ended attempt, a run of no repository, a commit the mirror does not hold and a
+//!   checkout from another URL than the repository's (a fork's) each get nothing of the
+//!   mirror (and the engine fetches nothing for a runner); the holder gets exactly its
+//!   commit, without history;
 //! - with a real `plue runner`: a step checks its commit out with the forge gone (the pack
 //!   came from the engine), and when the engine serves none (a commit it never fetched)
 //!   the runner fetches from the forge as before — the same repository either way.
@@ -81,8 +82,8 @@ async fn mirror_of(h: &RepoEngine) -> std::path::PathBuf {
     h.sandbox.path(&format!("mirrors/{}.git", repo.id))
 }
 
-/// Starts a run of `octo/app` at `sha` (of `origin`) without the registry: nothing
-/// fetched it into the mirror. `of_repo: false`: a run of no repository.
+/// Starts a run of `octo/app` checking `sha` out from `origin` without the registry:
+/// nothing fetched it into the mirror. `of_repo: false`: a run of no repository.
 async fn run_at(h: &RepoEngine, origin: &Path, sha: &str, of_repo: bool) -> i64 {
     let repo = h.store().repo_by_name("octo/app").await.unwrap().unwrap();
     let plan = Plan::new("CI", vec![Step::bash("look", LOOK)]);
@@ -211,15 +212,37 @@ async fn only_the_holder_gets_its_commit_and_nothing_more_of_the_mirror() {
     assert_eq!(get_checkout(&h, Some(&holder), attempt).await.status(), 409);
     h.wait_run(run_id, Duration::from_secs(10)).await;
 
-    // A commit the mirror does not hold, and a run of no repository: 404 (the runner then
+    // A commit the mirror does not hold, a run of no repository, and a checkout from
+    // another URL than the repository's (a fork's pull request: the mirror holds the
+    // commit, but the runner fetches it from where its step says): 404 (the runner then
     // fetches from the forge), and the engine fetched nothing on the runner's behalf.
     std::fs::write(origin.join("README"), "third\n").unwrap();
     let unfetched = support::git_sh(&origin, "git commit -qam three && git rev-parse HEAD");
-    for (name, of_repo, why) in [
-        ("unfetched", true, "the mirror does not hold the commit"),
-        ("no-repo", false, "the run is of no repository"),
+    let fork = h.sandbox.path("fork");
+    for (name, from, at, of_repo, why) in [
+        (
+            "unfetched",
+            &origin,
+            &unfetched,
+            true,
+            "the mirror does not hold the commit",
+        ),
+        (
+            "no-repo",
+            &origin,
+            &unfetched,
+            false,
+            "the run is of no repository",
+        ),
+        (
+            "fork",
+            &fork,
+            &sha,
+            true,
+            "not from the repository's own URL",
+        ),
     ] {
-        let run = run_at(&h, &origin, &unfetched, of_repo).await;
+        let run = run_at(&h, from, at, of_repo).await;
         let next = support::register_runner(&h.http, &h.engine.url, RUNNER_TOKEN, name).await;
         let assignment = poll(&h, &next).await;
         assert_eq!(assignment.run_id, run);

@@ -927,17 +927,18 @@ async fn prepare(
 
 /// Fills the fresh workspace `dir` from the assignment's source: a checkout from the pack
 /// the engine serves when it serves one (its mirror holds the commit), else as
-/// [`workspace::prepare`] does (a checkout from the forge).
+/// [`workspace::prepare`] does (a checkout from the forge). An engine that says the
+/// attempt is over (409, 410) ends it there.
 async fn fill_workspace(
     engine: &Engine,
     assignment: &Assignment,
     dir: &Path,
 ) -> anyhow::Result<()> {
     if let wire::WorkspaceSource::Git { sha, .. } = &assignment.workspace {
-        match engine.checkout(assignment.attempt_id, sha, dir).await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(error) => {
+        match engine.checkout(assignment.attempt_id, sha, dir).await? {
+            FromEngine::CheckedOut => return Ok(()),
+            FromEngine::NotServed => {}
+            FromEngine::Failed(error) => {
                 tracing::warn!(
                     attempt = assignment.attempt_id,
                     "the checkout the engine served failed; fetching from the forge: {error:#}"
@@ -952,6 +953,19 @@ async fn fill_workspace(
     }
     workspace::prepare(&assignment.workspace, dir).await
 }
+
+/// How a checkout from the engine went (an `Err` beside it: the attempt is over).
+enum FromEngine {
+    CheckedOut,
+    /// The engine serves no pack of it (404).
+    NotServed,
+    /// Anything else: the workspace may be half made.
+    Failed(anyhow::Error),
+}
+
+/// The longest the engine may take to start answering a checkout (it makes the pack
+/// first, within its own limit of 30 s).
+const CHECKOUT_ANSWER: Duration = Duration::from_secs(60);
 
 async fn spec_for(
     assignment: &Assignment,
@@ -1323,27 +1337,40 @@ impl Engine {
     }
 
     /// Checks commit `sha` of attempt `attempt`'s workspace out into `into` from the pack the
-    /// engine serves ([`wire::checkout_path`]); `Ok(false)`, with `into` untouched, when
-    /// the engine does not serve it (404).
-    async fn checkout(&self, attempt: i64, sha: &str, into: &Path) -> anyhow::Result<bool> {
+    /// engine serves ([`wire::checkout_path`]); [`FromEngine::NotServed`], with `into`
+    /// untouched, when the engine does not serve it (404); `Err` when the engine says the
+    /// attempt is over (409) or the runner gone (410).
+    async fn checkout(&self, attempt: i64, sha: &str, into: &Path) -> anyhow::Result<FromEngine> {
         use futures::TryStreamExt;
         let path = wire::checkout_path(attempt);
-        let response = self
+        let request = self
             .client
             .get(format!("{}{path}", self.base))
             .bearer_auth(self.token.as_str())
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
-        if response.status() == StatusCode::NOT_FOUND {
-            return Ok(false);
-        }
-        if !response.status().is_success() {
-            bail!("{}", answer_error(response).await);
+            .send();
+        let response = match tokio::time::timeout(CHECKOUT_ANSWER, request).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return Ok(FromEngine::Failed(anyhow::anyhow!("{path}: {e}"))),
+            Err(_) => {
+                let late = anyhow::anyhow!("{path}: no answer within {CHECKOUT_ANSWER:?}");
+                return Ok(FromEngine::Failed(late));
+            }
+        };
+        match response.status() {
+            StatusCode::NOT_FOUND => return Ok(FromEngine::NotServed),
+            StatusCode::CONFLICT | StatusCode::GONE => bail!("{}", answer_error(response).await),
+            status if !status.is_success() => {
+                let refused = anyhow::anyhow!("{}", answer_error(response).await);
+                return Ok(FromEngine::Failed(refused));
+            }
+            _ => {}
         }
         let stream = Box::pin(response.bytes_stream().map_err(std::io::Error::other));
-        workspace::checkout_pack(tokio_util::io::StreamReader::new(stream), sha, into).await?;
-        Ok(true)
+        let pack = tokio_util::io::StreamReader::new(stream);
+        Ok(match workspace::checkout_pack(pack, sha, into).await {
+            Ok(()) => FromEngine::CheckedOut,
+            Err(error) => FromEngine::Failed(error),
+        })
     }
 
     /// Streams `path` (`GET`) into [`handoff::unpack`] below `into`.

@@ -6,27 +6,37 @@
 //! forge's round trips.
 //!
 //! Invariants:
-//! - Only full commit ids are served, and only from a mirror that exists: nothing here
-//!   creates a mirror or fetches into one. What is served is exactly what a fetch of depth 1
-//!   would bring (the commit and its tree, no history; [`super::git::Mirror::shallow_pack`]).
-//! - The caller decides which commit a runner may have (the attempt it holds names it);
-//!   nothing here takes a commit from a request.
-//! - Memory is bounded: no pack over [`MAX_PACK_BYTES`] is made (the runner then fetches
-//!   from the forge as before), and the packs kept for the next step of the same commit
-//!   hold at most [`CACHE_BYTES`] in all (and are at most 256), the oldest dropped first.
-//! - Concurrent requests for one commit make its pack once; a failure, or a commit not
-//!   served, is not kept (the next request tries again: the mirror may have fetched it).
+//! - Only full ids of commit objects are served, and only from a mirror that exists:
+//!   nothing here creates a mirror or fetches into one. What is served is exactly what a
+//!   fetch of depth 1 would bring (the commit and its tree, no history;
+//!   [`super::git::Mirror::shallow_pack`]).
+//! - The caller decides which commit a runner may have (the attempt it holds names it, and
+//!   only from the repository's own clone URL); nothing here takes a commit from a request.
+//! - Bounded: at most [`MAKERS`] packs are made at once (each by a single-threaded git),
+//!   none over [`MAX_PACK_BYTES`] (the runner then fetches from the forge as before), and
+//!   the packs kept for the next step of the same commit hold at most [`CACHE_BYTES`] in
+//!   all (and are at most 256), the oldest dropped first.
+//! - Concurrent requests for one commit make its pack once, and share its outcome: a pack,
+//!   "too large", or a failure (kept [`FAILURE_KEPT`], so a commit that cannot be packed is
+//!   not packed again by every step that asks). A commit the mirror lacks is not kept (the
+//!   mirror may fetch it later).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::sync::OnceCell;
+use bytes::Bytes;
+use tokio::sync::{OnceCell, Semaphore};
 
 use super::git::{is_full_sha, Mirror, Packed};
 
 /// The largest pack served; a bigger checkout is left to the forge.
-pub const MAX_PACK_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_PACK_BYTES: usize = 32 * 1024 * 1024;
+/// How many packs are made at once.
+pub const MAKERS: usize = 2;
+/// How long a failure to pack a commit is remembered.
+pub const FAILURE_KEPT: Duration = Duration::from_secs(60);
 /// The most the kept packs hold in all.
 pub const CACHE_BYTES: usize = 128 * 1024 * 1024;
 
@@ -35,22 +45,25 @@ const MAX_KEPT: usize = 256;
 
 /// A commit's pack as served: `None` when the engine does not serve it (no mirror, the
 /// commit is not there, or it is too large).
-pub type Served = Option<Arc<[u8]>>;
+pub type Served = Option<Bytes>;
 
 /// What a kept cell holds.
 #[derive(Clone)]
 enum Verdict {
-    Pack(Arc<[u8]>),
+    Pack(Bytes),
     /// Kept, so that every step of a large commit does not make its pack again.
     TooLarge,
     /// Not kept: the mirror may fetch the commit later.
     NoCommit,
+    /// Why it could not be packed, and when: kept [`FAILURE_KEPT`].
+    Failed(Arc<str>, Instant),
 }
 
 /// The packs of commits the mirrors under one directory hold.
 pub struct CheckoutPacks {
     mirrors: PathBuf,
     kept: Mutex<Kept>,
+    makers: Semaphore,
 }
 
 type Key = (i64, String);
@@ -70,6 +83,7 @@ impl CheckoutPacks {
         CheckoutPacks {
             mirrors,
             kept: Mutex::new(Kept::default()),
+            makers: Semaphore::new(MAKERS),
         }
     }
 
@@ -79,31 +93,27 @@ impl CheckoutPacks {
         if !is_full_sha(sha) {
             return Ok(None);
         }
-        let dir = super::mirror_dir(&self.mirrors, repo_id);
-        if !dir.join("HEAD").exists() {
+        let Some(mirror) = Mirror::existing(super::mirror_dir(&self.mirrors, repo_id)) else {
             return Ok(None);
-        }
+        };
         let key = (repo_id, sha.to_string());
         let cell = self.lock().packs.entry(key.clone()).or_default().clone();
         let mut made_here = false;
         let verdict = cell
-            .get_or_try_init(|| async {
+            .get_or_init(|| async {
                 made_here = true;
-                let mirror = Mirror::open(dir).await?;
-                anyhow::Ok(match mirror.shallow_pack(sha, MAX_PACK_BYTES).await? {
-                    Packed::Pack(pack) => Verdict::Pack(Arc::from(pack)),
-                    Packed::TooLarge => Verdict::TooLarge,
-                    Packed::NoCommit => Verdict::NoCommit,
-                })
+                let Ok(_permit) = self.makers.acquire().await else {
+                    return Verdict::Failed("the engine is stopping".into(), Instant::now());
+                };
+                match mirror.shallow_pack(sha, MAX_PACK_BYTES).await {
+                    Ok(Packed::Pack(pack)) => Verdict::Pack(Bytes::from(pack)),
+                    Ok(Packed::TooLarge) => Verdict::TooLarge,
+                    Ok(Packed::NoCommit) => Verdict::NoCommit,
+                    Err(error) => Verdict::Failed(format!("{error:#}").into(), Instant::now()),
+                }
             })
-            .await;
-        let verdict = match verdict {
-            Ok(verdict) => verdict.clone(),
-            Err(error) => {
-                self.forget(&key, &cell);
-                return Err(error);
-            }
-        };
+            .await
+            .clone();
         Ok(match verdict {
             Verdict::Pack(pack) => {
                 if made_here {
@@ -120,6 +130,15 @@ impl CheckoutPacks {
             Verdict::NoCommit => {
                 self.forget(&key, &cell);
                 None
+            }
+            Verdict::Failed(why, at) => {
+                if at.elapsed() >= FAILURE_KEPT {
+                    // Tried again by the next request.
+                    self.forget(&key, &cell);
+                } else if made_here {
+                    self.kept(key, &cell, 0);
+                }
+                anyhow::bail!("{why}")
             }
         })
     }

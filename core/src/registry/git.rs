@@ -162,6 +162,15 @@ impl Mirror {
         Ok(mirror)
     }
 
+    /// The mirror in `dir` if there is one: never made.
+    pub fn existing(dir: PathBuf) -> Option<Mirror> {
+        dir.join("HEAD").exists().then_some(Mirror {
+            dir,
+            credential: None,
+            anonymous: false,
+        })
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -494,15 +503,19 @@ impl Mirror {
 
     /// A pack of commit `sha` and every object of its tree, without its history: what a
     /// fetch of depth 1 receives (pack-objects' `--shallow` line cuts the commit's parents
-    /// off); none when the mirror lacks the commit or the pack would pass `max_bytes` (git
-    /// is stopped as soon as it does).
+    /// off); none when the mirror holds no commit object `sha` (a tag's id is not
+    /// peeled) or the pack would pass `max_bytes` (git is stopped as soon as it does).
+    /// One thread of git's: the engine's cores serve everything else meanwhile.
     pub async fn shallow_pack(&self, sha: &str, max_bytes: usize) -> anyhow::Result<Packed> {
         check_sha(sha)?;
-        if !self.has_commit(sha).await {
+        let kind = git(Some(&self.dir), &["cat-file", "-t", sha], LOCAL_TIMEOUT).await;
+        if !kind.is_ok_and(|kind| kind == b"commit\n") {
             return Ok(Packed::NoCommit);
         }
         let mut child = command(Some(&self.dir))
             .args([
+                "-c",
+                "pack.threads=1",
                 "pack-objects",
                 "--revs",
                 "--stdout",

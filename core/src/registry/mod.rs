@@ -162,6 +162,10 @@ impl Registry {
             has_before()
         );
         fetched?;
+        // The pack its steps' runners will ask for is made while the workflows are read
+        // and evaluated, off the first step's path (once: `prepare` again as the run is
+        // stored finds it made or being made).
+        self.checkouts.prepare(repo.id, after);
         let before_here = before_here || has_before().await;
         let changed = async {
             anyhow::Ok(match before {
@@ -739,8 +743,11 @@ impl Registry {
         };
         match evaluated {
             Ok(evaluated) => {
-                // Its first step's runner asks for the commit as soon as it is queued.
-                self.checkouts.prepare(occurrence.repo.id, &ctx.sha);
+                // Its first step's runner asks for the commit as soon as it is queued (the
+                // engine serves checkouts from the repository's own URL only).
+                if occurrence.fetch_url == occurrence.repo.clone_url {
+                    self.checkouts.prepare(occurrence.repo.id, &ctx.sha);
+                }
                 // Who started it is stored before its first advance, so no gate of the run
                 // is decided before the engine knows whom it excludes.
                 self.executor

@@ -8,6 +8,9 @@
 //! - The commit and the repository come from the attempt's run (its stored workspace and
 //!   repository), never from the request: a runner gets exactly the commit its step was
 //!   going to fetch, and nothing else of the mirror.
+//! - Only a checkout from the repository's own clone URL is served, as only that one gets
+//!   the repository's credential (`plue_core::attempts::checkout`): a fork's pull request
+//!   fetches from the fork, whatever the mirror holds.
 //! - Anything the engine does not serve (a run of no repository, a workspace that is no
 //!   checkout, a commit the mirror lacks, a pack too large, no mirrors at all) is `404`
 //!   with the reason: the runner then fetches from the forge.
@@ -49,15 +52,24 @@ async fn checkout(
     let Some(repo_id) = store.run(owner.run_id).await?.and_then(|run| run.repo_id) else {
         return Err(not_served("the run is of no repository"));
     };
+    let repo = store
+        .repo_by_id(repo_id)
+        .await?
+        .ok_or_else(|| not_served("the run's repository is gone"))?;
     let documents = store
         .run_documents(owner.run_id)
         .await?
         .ok_or_else(|| not_served("the run has no workspace"))?;
     let workspace: WorkspaceSource = serde_json::from_str(&documents.workspace)
         .map_err(|e| anyhow::anyhow!("stored workspace of run {}: {e}", owner.run_id))?;
-    let WorkspaceSource::Git { sha, .. } = workspace else {
+    let WorkspaceSource::Git { sha, url, .. } = workspace else {
         return Err(not_served("the workspace is not a checkout"));
     };
+    if url != repo.clone_url {
+        return Err(not_served(
+            "the checkout is not from the repository's own URL",
+        ));
+    }
     let pack = packs
         .pack(repo_id, &sha)
         .await
@@ -65,7 +77,7 @@ async fn checkout(
         .ok_or_else(|| not_served("the mirror does not hold the commit, or it is too large"))?;
     Ok((
         [(header::CONTENT_TYPE, "application/x-git-packed-objects")],
-        axum::body::Bytes::from_owner(pack),
+        pack,
     )
         .into_response())
 }

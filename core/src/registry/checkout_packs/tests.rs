@@ -1,5 +1,3 @@
-use std::sync::Arc;
-
 use super::{CheckoutPacks, MAX_PACK_BYTES};
 use crate::registry::git::{tests::sh, Mirror, Packed};
 
@@ -32,7 +30,7 @@ async fn a_commit_is_packed_once_without_its_history() {
     let packs = CheckoutPacks::new(tmp.path().join("mirrors"));
     let pack = packs.pack(7, &sha).await.unwrap().expect("served");
     let again = packs.pack(7, &sha).await.unwrap().expect("served");
-    assert!(Arc::ptr_eq(&pack, &again), "made twice");
+    assert_eq!(pack.as_ptr(), again.as_ptr(), "made twice");
 
     let checkout = tmp.path().join("checkout");
     std::fs::create_dir_all(&checkout).unwrap();
@@ -55,7 +53,7 @@ async fn a_commit_is_packed_once_without_its_history() {
     // Dropped with its repository's mirror: made anew afterwards.
     packs.forget_repo(7);
     let anew = packs.pack(7, &sha).await.unwrap().expect("served");
-    assert!(!Arc::ptr_eq(&pack, &anew));
+    assert_ne!(pack.as_ptr(), anew.as_ptr());
     assert_eq!(pack, anew, "the same commit packs the same");
 }
 
@@ -102,4 +100,39 @@ async fn a_pack_past_the_limit_is_refused_without_reading_it_all() {
         Packed::Pack(whole.clone()),
         "a pack exactly at the limit is served"
     );
+}
+
+#[tokio::test]
+async fn a_tag_is_not_served_and_a_failure_is_shared_for_a_while() {
+    let (tmp, origin, sha) = mirror_of_two_commits().await;
+    let mirrors = tmp.path().join("mirrors");
+    let packs = CheckoutPacks::new(mirrors.clone());
+    // An annotated tag's id names a commit only once peeled: not served (the runner's
+    // checkout of it fetches from the forge).
+    sh(&origin, "git tag -a -m release v1");
+    let tag = sh(&origin, "git rev-parse v1");
+    let mirror = Mirror::open(mirrors.join("7.git")).await.unwrap();
+    mirror
+        .fetch(origin.to_str().unwrap(), &["refs/tags/v1"])
+        .await
+        .unwrap();
+    assert_eq!(
+        sh(&mirrors.join("7.git"), &format!("git cat-file -t {tag}")),
+        "tag"
+    );
+    assert!(packs.pack(7, &tag).await.unwrap().is_none());
+
+    // A commit whose objects are broken cannot be packed: the failure is the answer of
+    // every request for a while, not a new pack-objects each.
+    let blob = sh(&origin, "git rev-parse HEAD:src/lib.rs");
+    let loose = mirrors.join(format!("7.git/objects/{}/{}", &blob[..2], &blob[2..]));
+    let kept = std::fs::read(&loose).unwrap();
+    std::fs::remove_file(&loose).unwrap();
+    std::fs::write(&loose, b"not zlib").unwrap();
+    let first = packs.pack(7, &sha).await.unwrap_err();
+    std::fs::remove_file(&loose).unwrap();
+    std::fs::write(&loose, kept).unwrap();
+    let second = packs.pack(7, &sha).await.unwrap_err();
+    assert_eq!(format!("{first:#}"), format!("{second:#}"));
+    assert!(format!("{first:#}").contains("pack-objects"), "{first:#}");
 }
