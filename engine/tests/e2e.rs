@@ -45,6 +45,7 @@ mod dispatch_ref;
 mod environments;
 mod forge_roles;
 mod forges;
+mod fork_urls;
 mod forks;
 mod github_app;
 mod handoff;

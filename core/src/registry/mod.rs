@@ -5,7 +5,9 @@
 //! Invariants:
 //! - A workflow file that fails to evaluate becomes a failed run carrying the evaluator's
 //!   message (and an `error` commit status); it never fails the event.
-//! - Pull requests from forks start runs whose steps get no secrets.
+//! - Pull requests from forks start runs whose steps get no secrets, and a fork's URL
+//!   (the payload's) is fetched only when it is on the repository's own forge
+//!   ([`git::same_place`]): never a path on the engine's host or another host.
 //! - A push to the default branch refreshes the repository's cron schedules from the
 //!   workflow files at that commit; a deleted ref starts nothing.
 //! - Mirror fetches of one repository are serialised by a per-repository lock.
@@ -246,6 +248,17 @@ impl Registry {
                 .await;
         }
         if let (Err(_), Some(fork)) = (&fetched, &pr.head_clone_url) {
+            // The fork's URL comes from the payload: fetched only from the repository's
+            // own forge (see `git::same_place`).
+            if !git::same_place(&repo.clone_url, fork) {
+                anyhow::bail!(
+                    "the pull request's head repository {} is not on the forge of {} ({}): \
+                     not fetched",
+                    plue_forge::without_credentials(fork),
+                    repo.name,
+                    plue_forge::without_credentials(&repo.clone_url)
+                );
+            }
             fetched = self
                 .locked_fetch(repo, &mirror, fork, &[&pr.head_sha])
                 .await;
