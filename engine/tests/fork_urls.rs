@@ -92,6 +92,11 @@ async fn a_fork_url_elsewhere_than_the_repositorys_forge_is_never_fetched() {
         let runs = answer["runs"].as_array().map_or(0, Vec::len);
         assert_eq!(runs, 0, "{place}: {status} {answer}");
         let said = answer.to_string();
+        assert_eq!(status, 422, "{place}: {said}");
+        assert!(
+            said.contains("is not on the forge of mallory/app"),
+            "{place}: {said}"
+        );
         assert!(!said.contains("the victim's code"), "{place}: {said}");
     }
     // Nothing of the victim's reached the attacker's mirror.
