@@ -513,6 +513,11 @@ pub(crate) struct ServeArgs {
     /// private until a maintainer makes them public (`plue repo set-public`).
     #[arg(long, env = "PLUE_PRIVATE_READS")]
     pub(crate) private_reads: bool,
+    /// Runners fetch every step's commit from the forge, as before the engine served them
+    /// from its mirrors (by default a runner asks the engine first, and only a commit the
+    /// engine does not serve — a fork's, one over 32 MiB packed — comes from the forge).
+    #[arg(long, env = "PLUE_CHECKOUTS_FROM_FORGE")]
+    pub(crate) checkouts_from_forge: bool,
     /// Pass this variable of the engine's environment to local runners and their steps
     /// (e.g. HTTPS_PROXY); repeatable. Nothing else of the engine's environment reaches
     /// them; credentials are refused.

@@ -34,8 +34,14 @@ fn workflow() -> String {
 
 /// A repository `octo/app` whose origin is a local repository of two commits (the
 /// workflow's own is the second): the engine and the origin's path and head.
-async fn engine_withorigin(name: &str) -> (RepoEngine, std::path::PathBuf, String) {
-    let config = support::engine_config(RUNNER_TOKEN, ADMIN_TOKEN, "checkout-from-mirror-key");
+async fn engine_with_origin(name: &str) -> (RepoEngine, std::path::PathBuf, String) {
+    engine_serving(name, true).await
+}
+
+/// [`engine_with_origin`] with `serving` as the engine's `checkouts_from_mirror`.
+async fn engine_serving(name: &str, serving: bool) -> (RepoEngine, std::path::PathBuf, String) {
+    let mut config = support::engine_config(RUNNER_TOKEN, ADMIN_TOKEN, "checkout-from-mirror-key");
+    config.checkouts_from_mirror = serving;
     let h = RepoEngine::launch(name, config, true).await;
     let origin = h.sandbox.path("origin");
     std::fs::create_dir_all(origin.join(".plue")).unwrap();
@@ -130,7 +136,7 @@ fn git_in(dir: &Path, args: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_holder_gets_its_commit_and_nothing_more_of_the_mirror() {
-    let (h, origin, sha) = engine_withorigin("checkout-attacks").await;
+    let (h, origin, sha) = engine_with_origin("checkout-attacks").await;
     let run_id = dispatch(&h).await;
     let holder = support::register_runner(&h.http, &h.engine.url, RUNNER_TOKEN, "holder").await;
     let other = support::register_runner(&h.http, &h.engine.url, RUNNER_TOKEN, "other").await;
@@ -265,6 +271,25 @@ async fn only_the_holder_gets_its_commit_and_nothing_more_of_the_mirror() {
     h.engine.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_told_to_leave_checkouts_to_the_forge_serves_none() {
+    let (h, _origin, _sha) = engine_serving("checkout-off", false).await;
+    dispatch(&h).await;
+    let runner = support::register_runner(&h.http, &h.engine.url, RUNNER_TOKEN, "r").await;
+    let assignment = poll(&h, &runner).await;
+    let answer = get_checkout(&h, Some(&runner), assignment.attempt_id).await;
+    assert_eq!(answer.status(), 404);
+    let said: Value = answer.json().await.unwrap();
+    assert!(
+        said["error"]
+            .as_str()
+            .unwrap()
+            .contains("--checkouts-from-forge"),
+        "{said}"
+    );
+    h.engine.shutdown().await;
+}
+
 /// The lines step `look` of run `run_id` printed.
 async fn printed(h: &RepoEngine, run_id: i64) -> Vec<String> {
     let step = h.store().step_run(run_id, "look").await.unwrap().unwrap();
@@ -292,7 +317,7 @@ async fn wait_succeeded(h: &RepoEngine, run_id: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_checks_out_from_the_engine_and_from_the_forge_when_the_engine_serves_none() {
     let _serial = support::serial().await;
-    let (h, origin, sha) = engine_withorigin("checkout-runner").await;
+    let (h, origin, sha) = engine_with_origin("checkout-runner").await;
 
     // The engine serves none (a commit it never fetched): fetched from the forge, as
     // before.

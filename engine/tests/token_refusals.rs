@@ -9,7 +9,9 @@
 //! pull request lookup and the check runs'); a comment on a pull request (its lookup); the
 //! proposal's git push; a push delivery still starts its run (the mirror fetch, the check
 //! run); and a runner's checkout refused for its token fails that attempt only — the
-//! engine forgets the token and the step's retry checks out with a new one.
+//! engine forgets the token and the step's retry checks out with a new one (the engine
+//! started with `--checkouts-from-forge`, so that the checkout goes to the forge at all:
+//! by default it comes from the engine's mirror, no token used).
 
 use crate::support;
 use std::time::Duration;
@@ -110,6 +112,9 @@ impl World {
                     data.to_str().unwrap(),
                     "--runners",
                     "2",
+                    // The runner's checkout goes to the forge with its token (what this
+                    // test refuses), not to the engine's mirror.
+                    "--checkouts-from-forge",
                     "--heartbeat-ms",
                     "200",
                     "--secret",

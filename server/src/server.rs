@@ -79,6 +79,9 @@ pub struct EngineConfig {
     pub admin_token: Option<String>,
     /// Reads of the API need a token too.
     pub private_reads: bool,
+    /// Runners may check commits out from the mirrors (`GET .../checkout`); `false`
+    /// (`--checkouts-from-forge`): every checkout comes from the forge.
+    pub checkouts_from_mirror: bool,
     /// Opens sealed repository secrets, webhook secrets and forge tokens.
     pub vault: Vault,
     /// The engine's GitHub App (`--github-app-id`, `--github-app-key-file`): GitHub
@@ -170,6 +173,7 @@ impl EngineConfig {
             registration_token,
             admin_token: None,
             private_reads: false,
+            checkouts_from_mirror: true,
             vault: Vault::unkeyed(),
             github_app: None,
             github_app_webhook_secret: None,
@@ -395,11 +399,10 @@ async fn start_serving(
         .with_kept_workspaces(config.kept_workspaces.clone()),
     );
     let registry = evaluator.clone().map(|evaluator| {
-        Arc::new(Registry::new(
-            executor.clone(),
-            evaluator,
-            config.mirrors_dir.clone(),
-        ))
+        Arc::new(
+            Registry::new(executor.clone(), evaluator, config.mirrors_dir.clone())
+                .serving_checkouts(config.checkouts_from_mirror),
+        )
     });
     let artifacts = Arc::new(Artifacts::open(&config.artifacts)?);
     let auth = Arc::new(RunnerAuth::default());
@@ -480,7 +483,9 @@ async fn start_serving(
         artifacts: artifacts.clone(),
         id_tokens: id_token_keys.clone(),
         attempts,
-        checkouts: registry.as_ref().map(|registry| registry.checkout_packs()),
+        checkouts: registry
+            .as_ref()
+            .and_then(|registry| registry.checkout_packs()),
     });
     let api_state = ApiState {
         executor: executor.clone(),

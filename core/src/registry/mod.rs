@@ -87,8 +87,9 @@ pub struct Registry {
     http: std::sync::OnceLock<reqwest::Client>,
     /// The default branches' workflows, kept per head ([`workflows`]).
     workflows: workflows::Cache,
-    /// Commits of the mirrors as packs, for runners' checkouts ([`checkout_packs`]).
-    checkouts: Arc<CheckoutPacks>,
+    /// Commits of the mirrors as packs, for runners' checkouts ([`checkout_packs`]);
+    /// `None` when runners fetch every checkout from the forge.
+    checkouts: Option<Arc<CheckoutPacks>>,
 }
 
 /// Where repository `repo_id`'s mirror lives under `mirrors`.
@@ -117,7 +118,7 @@ impl Registry {
         Registry {
             executor,
             evaluator,
-            checkouts: Arc::new(CheckoutPacks::new(mirrors.clone())),
+            checkouts: Some(Arc::new(CheckoutPacks::new(mirrors.clone()))),
             mirrors,
             locks: Mutex::new(HashMap::new()),
             permissions: Default::default(),
@@ -130,9 +131,25 @@ impl Registry {
         &self.executor
     }
 
-    /// The packs runners check commits of these mirrors out from.
-    pub fn checkout_packs(&self) -> Arc<CheckoutPacks> {
+    /// This registry, its mirrors serving runners' checkouts or not (`serve: false`: every
+    /// checkout comes from the forge; no pack is made).
+    pub fn serving_checkouts(mut self, serve: bool) -> Self {
+        if !serve {
+            self.checkouts = None;
+        }
+        self
+    }
+
+    /// The packs runners check commits of these mirrors out from, when it serves them.
+    pub fn checkout_packs(&self) -> Option<Arc<CheckoutPacks>> {
         self.checkouts.clone()
+    }
+
+    /// Starts making `sha`'s pack of repository `repo_id` ([`CheckoutPacks::prepare`]).
+    fn prepare_checkout(&self, repo_id: i64, sha: &str) {
+        if let Some(checkouts) = &self.checkouts {
+            checkouts.prepare(repo_id, sha);
+        }
     }
 
     /// Runs for a push; none for a deleted ref.
@@ -167,7 +184,7 @@ impl Registry {
         // The pack its steps' runners will ask for is made while the workflows are read
         // and evaluated, off the first step's path (once: `prepare` again as the run is
         // stored finds it made or being made).
-        self.checkouts.prepare(repo.id, after);
+        self.prepare_checkout(repo.id, after);
         let before_here = before_here || has_before().await;
         let changed = async {
             anyhow::Ok(match before {
@@ -759,7 +776,7 @@ impl Registry {
                 // Its first step's runner asks for the commit as soon as it is queued (the
                 // engine serves checkouts from the repository's own URL only).
                 if occurrence.fetch_url == occurrence.repo.clone_url {
-                    self.checkouts.prepare(occurrence.repo.id, &ctx.sha);
+                    self.prepare_checkout(occurrence.repo.id, &ctx.sha);
                 }
                 // Who started it is stored before its first advance, so no gate of the run
                 // is decided before the engine knows whom it excludes.
@@ -837,7 +854,9 @@ impl Registry {
     pub async fn forget_mirror(&self, repo_id: i64) -> anyhow::Result<()> {
         let lock = self.lock(repo_id);
         let _held = lock.lock().await;
-        self.checkouts.forget_repo(repo_id);
+        if let Some(checkouts) = &self.checkouts {
+            checkouts.forget_repo(repo_id);
+        }
         let dir = mirror_dir(&self.mirrors, repo_id);
         match tokio::fs::remove_dir_all(&dir).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

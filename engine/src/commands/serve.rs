@@ -181,6 +181,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     config.admin_token = Some(admin_token.clone());
     config.private_reads = args.private_reads;
+    config.checkouts_from_mirror = !args.checkouts_from_forge;
     config.public_url = args.public_url.clone();
     config.sign_in = super::login::serve_settings(&args.sign_in)?;
     config.trusted_proxies = args.trusted_proxies.clone();

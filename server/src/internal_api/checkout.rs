@@ -47,7 +47,9 @@ async fn checkout(
     }
     let not_served = |why: &str| ApiError::not_found(format!("not served by the engine: {why}"));
     let Some(packs) = &state.checkouts else {
-        return Err(not_served("this engine keeps no mirrors"));
+        return Err(not_served(
+            "this engine serves no checkouts (no mirrors, or --checkouts-from-forge)",
+        ));
     };
     let Some(repo_id) = store.run(owner.run_id).await?.and_then(|run| run.repo_id) else {
         return Err(not_served("the run is of no repository"));
