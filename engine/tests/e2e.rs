@@ -94,6 +94,7 @@ mod rollout;
 mod run;
 mod run_inputs;
 mod run_record;
+mod runner_ahead;
 mod runner_identity;
 mod runner_lifetimes;
 mod safe_outputs;

@@ -204,8 +204,10 @@ async fn work(
 ) -> anyhow::Result<()> {
     // The next attempt, when the engine handed it over with the last completion.
     let mut next = None;
-    // The next attempt's directory and step user, made as the last attempt ended.
-    let mut ahead = None;
+    // The next attempt's directory and step user, made as the last attempt ended — and the
+    // first attempt's now, while the runner waits for work (no step runs yet): a runner
+    // that takes one step (a pod's) pays none of it on that step's path.
+    let mut ahead = Some(make_ahead(config));
     while !stop.is_cancelled() {
         let (assignment, handed) = match next.take() {
             Some(assignment) => (assignment, Handed::WithCompletion),
@@ -245,6 +247,13 @@ async fn work(
 
 /// An [`Ahead`] being made on a blocking thread.
 type Making = tokio::task::JoinHandle<anyhow::Result<Ahead>>;
+
+/// Starts making an [`Ahead`] in the runner's work directory. Only while no step's process
+/// runs (see [`ahead`]'s invariants).
+fn make_ahead(config: &AgentConfig) -> Making {
+    let (work_dir, users) = (config.work_dir.clone(), config.step_users);
+    tokio::task::spawn_blocking(move || Ahead::make(&work_dir, users))
+}
 
 /// How an assignment reached the runner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -462,10 +471,7 @@ async fn execute(
     // running step must never reach them), while this one's end is kept and reported: a
     // runner usually takes its next attempt with this one's completion.
     if !config.ephemeral && !stop.is_cancelled() {
-        let (work_dir, users) = (config.work_dir.clone(), config.step_users);
-        *ahead = Some(tokio::task::spawn_blocking(move || {
-            Ahead::make(&work_dir, users)
-        }));
+        *ahead = Some(make_ahead(config));
     }
     // What later steps and downloads need from this one, before the engine hears the end.
     let (outcome, reason) = if ran && outcome != Outcome::Cancelled {

@@ -4,8 +4,10 @@
 //! freed in the last seconds) and a root runner's step user a lock; a runner that takes its
 //! next attempt with its completion would pay both between two steps. So the runner keeps
 //! one [`Ahead`], made on a blocking thread as soon as an attempt's processes are gone
-//! (while its outputs are kept and its completion travels): a step user claimed and an
-//! empty attempt tree ([`create_tree`]: `workspace/`, `home/`, `tmp/`, an empty `output`).
+//! (while its outputs are kept and its completion travels), and the first one as it
+//! starts waiting for work (a runner that takes one step, a pod's, would otherwise pay
+//! both on that step's path): a step user claimed and an empty attempt tree
+//! ([`create_tree`]: `workspace/`, `home/`, `tmp/`, an empty `output`).
 //!
 //! Invariants:
 //! - An `Ahead` is never made while a step's process runs: where steps run as the runner's
