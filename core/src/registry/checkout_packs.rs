@@ -106,7 +106,11 @@ impl CheckoutPacks {
                     return Verdict::Failed("the engine is stopping".into(), Instant::now());
                 };
                 match mirror.shallow_pack(sha, MAX_PACK_BYTES).await {
-                    Ok(Packed::Pack(pack)) => Verdict::Pack(Bytes::from(pack)),
+                    Ok(Packed::Pack(mut pack)) => {
+                        // Kept by its length: no spare capacity kept with it.
+                        pack.shrink_to_fit();
+                        Verdict::Pack(Bytes::from(pack))
+                    }
                     Ok(Packed::TooLarge) => Verdict::TooLarge,
                     Ok(Packed::NoCommit) => Verdict::NoCommit,
                     Err(error) => Verdict::Failed(format!("{error:#}").into(), Instant::now()),
