@@ -4,7 +4,9 @@
 //! fork URL is a path on the engine's host — another repository's mirror — or another
 //! host made the engine fetch from there, so a run of the attacker's repository could
 //! check out another repository's private commit. The fork is fetched only from the
-//! repository's own forge; anything else starts nothing and fetches nothing.
+//! repository's own forge — the fork of the payload's `owner/name` beside it, never the
+//! payload's URL itself — so each place here is the attacker's own unreachable forge, and
+//! starts nothing and fetches nothing.
 
 use plue_store::NewRepo;
 use serde_json::json;
@@ -68,6 +70,8 @@ async fn a_fork_url_elsewhere_than_the_repositorys_forge_is_never_fetched() {
         "http://127.0.0.1:1/mallory/app.git".to_string(),
         "ssh://127.0.0.1/mallory/app.git".to_string(),
         "git@127.0.0.1:mallory/app.git".to_string(),
+        format!("https://127.0.0.1:1\\@{}", victim_mirror.display()),
+        format!("ssh://x%2F@127.0.0.1{}", victim_mirror.display()),
     ];
     for (n, place) in places.iter().enumerate() {
         let mut payload = support::webhook_fixture("github/pull_request-opened.json");
@@ -93,10 +97,6 @@ async fn a_fork_url_elsewhere_than_the_repositorys_forge_is_never_fetched() {
         assert_eq!(runs, 0, "{place}: {status} {answer}");
         let said = answer.to_string();
         assert_eq!(status, 422, "{place}: {said}");
-        assert!(
-            said.contains("is not on the forge of mallory/app"),
-            "{place}: {said}"
-        );
         assert!(!said.contains("the victim's code"), "{place}: {said}");
     }
     // Nothing of the victim's reached the attacker's mirror.

@@ -5,9 +5,11 @@
 //! Invariants:
 //! - A workflow file that fails to evaluate becomes a failed run carrying the evaluator's
 //!   message (and an `error` commit status); it never fails the event.
-//! - Pull requests from forks start runs whose steps get no secrets, and a fork's URL
-//!   (the payload's) is fetched only when it is on the repository's own forge
-//!   ([`git::same_place`]): never a path on the engine's host or another host.
+//! - Pull requests from forks start runs whose steps get no secrets, and a fork's commit
+//!   is fetched from the repository's own forge only, with no credential of the engine's
+//!   host ([`fork_url`], [`git::Mirror::fetch_fork`]): the payload's URL never reaches git
+//!   (only a plain `owner/name` read from it), so it cannot point the fetch at a path on
+//!   the engine's host, another host, or another transport.
 //! - A push to the default branch refreshes the repository's cron schedules from the
 //!   workflow files at that commit; a deleted ref starts nothing.
 //! - Mirror fetches of one repository are serialised by a per-repository lock.
@@ -265,21 +267,21 @@ impl Registry {
                 .await;
         }
         if let (Err(_), Some(fork)) = (&fetched, &pr.head_clone_url) {
-            // The fork's URL comes from the payload: fetched only from the repository's
-            // own forge (see `git::same_place`).
-            if !git::same_place(&repo.clone_url, fork) {
+            // The payload's URL names the fork; the fetch goes to the fork of that name on
+            // the repository's own forge, anonymously (see `fork_url`).
+            let Some(url) = fork_url(&repo.clone_url, fork) else {
                 anyhow::bail!(
-                    "the pull request's head repository {} is not on the forge of {} ({}): \
-                     not fetched",
+                    "the pull request's head repository {} names no plain owner/name on the \
+                     forge of {}: not fetched",
                     plue_forge::without_credentials(fork),
-                    repo.name,
-                    plue_forge::without_credentials(&repo.clone_url)
+                    repo.name
                 );
-            }
-            fetched = self
-                .locked_fetch(repo, &mirror, fork, &[&pr.head_sha])
-                .await;
-            fetch_url = fork.clone();
+            };
+            let lock = self.lock(repo.id);
+            let held = lock.lock().await;
+            fetched = mirror.fetch_fork(&url, &pr.head_sha).await;
+            drop(held);
+            fetch_url = url;
         }
         fetched?;
         if !mirror.has_commit(&pr.head_sha).await {
@@ -1002,6 +1004,15 @@ fn branch_of(git_ref: &str) -> Option<String> {
     }
 }
 
+/// Where a pull request's fork is fetched from: the fork's `owner/name`, read from the
+/// payload's URL `fork` only when both parts are plain names ([`fork_name`]), beside the
+/// repository on its own forge (`own`, its clone URL, without its userinfo). Nothing else of
+/// the payload's text reaches git: no parser's reading of it (a backslash, a percent-escape,
+/// a scp-like form) can send the fetch to another host, port, path or transport.
+fn fork_url(own: &str, fork: &str) -> Option<String> {
+    modules::sibling_url(own, &fork_name(fork)?)
+}
+
 /// A fork's `owner/name` from its clone URL (`https://forge/owner/name.git`), when both
 /// parts are plain names; `None` otherwise (the run's partition is then named after its
 /// pull request).
@@ -1024,6 +1035,57 @@ fn fork_name(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The attack: a pull request's payload names the fork's URL, and the engine fetched it
+    // as written — another repository's mirror on the engine's host, an internal address,
+    // another transport; a check of the text is not enough (the `url` crate and git's
+    // curl read `https://forge\@10.0.0.5/x` and `ssh://evil%2F@forge/x` differently). Only
+    // a plain `owner/name` of it is used, beside the repository on its own forge.
+    #[test]
+    fn a_fork_is_fetched_beside_the_repository_whatever_its_url_says() {
+        let github = "https://bot:s3cr3t@github.com/acme/app.git";
+        let cases = [
+            (
+                "https://github.com/mallory/app.git",
+                Some("https://github.com/mallory/app.git"),
+            ),
+            (
+                "https://evil.example/mallory/app",
+                Some("https://github.com/mallory/app.git"),
+            ),
+            (
+                "https://github.com\\@10.0.0.5:8080/victim/private.git",
+                Some("https://github.com/victim/private.git"),
+            ),
+            (
+                "/var/lib/plue/mirrors/3.git",
+                Some("https://github.com/mirrors/3.git"),
+            ),
+            ("ssh://evil.example%2F@github.com/x", None),
+            ("ssh://10.0.0.5%3A2222%2F@github.com/x", None),
+            ("../ws/z@github.com:q/../../victim", None),
+            ("https://github.com/mallory/..", None),
+            ("https://github.com/%2e%2e/app", None),
+            ("https://github.com/mal lory/app", None),
+            ("[git@github.com:2222]:x", None),
+            ("git@github.com:app.git", None),
+            ("app.git", None),
+            ("", None),
+        ];
+        for (fork, built) in cases {
+            assert_eq!(fork_url(github, fork).as_deref(), built, "{fork}");
+        }
+        // The repository's credentials never go to the fork; a local repository's forks
+        // are its siblings; a scp-like clone URL has no `owner/name` to replace.
+        assert_eq!(
+            fork_url("/srv/git/acme/app.git", "/elsewhere/eve/app.git").as_deref(),
+            Some("/srv/git/eve/app.git")
+        );
+        assert_eq!(
+            fork_url("git@forge.example:acme/app.git", "https://x/eve/app"),
+            None
+        );
+    }
 
     #[test]
     fn a_forks_name_is_taken_from_its_clone_url_only_when_plain() {

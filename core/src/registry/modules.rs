@@ -62,20 +62,13 @@ impl ModuleMirrors {
     /// `clone_url` (its last two path parts replaced by the module's `owner/name`);
     /// `None` when the URL has no `owner/name` to replace.
     pub fn beside(clone_url: &str, dir: PathBuf) -> Option<ModuleMirrors> {
-        let trimmed = clone_url.trim_end_matches('/');
-        let (trimmed, suffix) = match trimmed.strip_suffix(".git") {
-            Some(bare) => (bare, ".git"),
-            None => (trimmed, ""),
-        };
-        let base = without_userinfo(trimmed.rsplitn(3, '/').nth(2)?);
-        (!base.is_empty() && !base.ends_with(':') && !base.ends_with('/')).then_some(
-            ModuleMirrors {
-                base,
-                suffix,
-                dir,
-                anonymous: true,
-            },
-        )
+        let (base, suffix) = base_of(clone_url)?;
+        Some(ModuleMirrors {
+            base,
+            suffix,
+            dir,
+            anonymous: true,
+        })
     }
 
     /// The URL (or path) of `repository`.
@@ -112,6 +105,29 @@ impl ModuleMirrors {
 
 /// `base` without the user and password a clone URL may carry (`https://bot:tok@forge`
 /// is `https://forge`): the calling repository's credential never goes to a module's.
+/// What is left of `clone_url` without its `owner/name` (and without the userinfo of a
+/// URL), and its `.git` suffix if it has one; `None` when it has no `owner/name`.
+fn base_of(clone_url: &str) -> Option<(String, &'static str)> {
+    let trimmed = clone_url.trim_end_matches('/');
+    let (trimmed, suffix) = match trimmed.strip_suffix(".git") {
+        Some(bare) => (bare, ".git"),
+        None => (trimmed, ""),
+    };
+    let base = without_userinfo(trimmed.rsplitn(3, '/').nth(2)?);
+    (!base.is_empty() && !base.ends_with(':') && !base.ends_with('/')).then_some((base, suffix))
+}
+
+/// The clone URL of repository `owner_name` (a plain `owner/name`, checked by the caller)
+/// beside the repository whose clone URL is `clone_url`: its `owner/name` replaced, its
+/// userinfo dropped (no credential of it goes to another repository).
+pub(crate) fn sibling_url(clone_url: &str, owner_name: &str) -> Option<String> {
+    let (base, suffix) = base_of(clone_url)?;
+    Some(format!(
+        "{}/{owner_name}{suffix}",
+        base.trim_end_matches('/')
+    ))
+}
+
 fn without_userinfo(base: &str) -> String {
     let Some((scheme, rest)) = base.split_once("://") else {
         return base.to_string();
