@@ -99,6 +99,46 @@ async fn a_fork_url_elsewhere_than_the_repositorys_forge_is_never_fetched() {
         assert_eq!(status, 422, "{place}: {said}");
         assert!(!said.contains("the victim's code"), "{place}: {said}");
     }
+    // A repository at a local path fetches its forks beside it: never one of the engine's
+    // mirrors, which a fork named `mirrors/<id>` beside a repository two levels under the
+    // mirrors' parent would be.
+    let local_id = store
+        .create_repo(&NewRepo {
+            clone_url: h.sandbox.path("x/app").to_str().unwrap(),
+            forge: "github",
+            ..plue_store::testing::repo("mallory/local")
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let mut payload = support::webhook_fixture("github/pull_request-opened.json");
+    payload["repository"]["full_name"] = json!("mallory/local");
+    payload["number"] = json!(60);
+    let pr = &mut payload["pull_request"];
+    pr["number"] = json!(60);
+    pr["head"]["sha"] = json!(secret_sha);
+    pr["base"]["sha"] = json!(secret_sha);
+    pr["base"]["ref"] = json!("main");
+    pr["head"]["repo"]["clone_url"] = json!(format!("https://x/mirrors/{victim_id}.git"));
+    let (status, answer) = support::deliver_webhook(
+        &h.engine.url,
+        "github",
+        "pull_request",
+        "fork-url-local",
+        &payload,
+        "s",
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    let local_mirror = h.sandbox.path(&format!("mirrors/{local_id}.git"));
+    let fetched = std::process::Command::new("git")
+        .args(["cat-file", "-e", &format!("{secret_sha}^{{commit}}")])
+        .current_dir(&local_mirror)
+        .status()
+        .unwrap();
+    assert!(!fetched.success(), "a mirror was fetched as a fork");
+
     // Nothing of the victim's reached the attacker's mirror.
     let mirror = h.sandbox.path(&format!("mirrors/{attacker_id}.git"));
     let fetched = std::process::Command::new("git")

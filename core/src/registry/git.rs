@@ -303,7 +303,7 @@ impl Mirror {
     }
 
     /// Fetches commit `sha` from a pull request's fork at `url` (built by the caller from
-    /// the repository's own clone URL, [`super::fork_url`]) unless it is here: with no
+    /// the repository's own clone URL, never taken from a payload) unless it is here: with no
     /// credential of the engine's host (as [`Mirror::anonymous`]: no global or system
     /// configuration, no `~/.netrc`, no SSH, only `file`, `http` and `https`), and with its
     /// history (the pull request's changed files are read from its merge base).

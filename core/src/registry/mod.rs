@@ -7,9 +7,10 @@
 //!   message (and an `error` commit status); it never fails the event.
 //! - Pull requests from forks start runs whose steps get no secrets, and a fork's commit
 //!   is fetched from the repository's own forge only, with no credential of the engine's
-//!   host ([`fork_url`], [`git::Mirror::fetch_fork`]): the payload's URL never reaches git
+//!   host (`fork_url`, [`git::Mirror::fetch_fork`]): the payload's URL never reaches git
 //!   (only a plain `owner/name` read from it), so it cannot point the fetch at a path on
-//!   the engine's host, another host, or another transport.
+//!   the engine's host, another host, or another transport; for a repository at a local
+//!   path, never at one inside the engine's mirrors.
 //! - A push to the default branch refreshes the repository's cron schedules from the
 //!   workflow files at that commit; a deleted ref starts nothing.
 //! - Mirror fetches of one repository are serialised by a per-repository lock.
@@ -269,14 +270,19 @@ impl Registry {
         if let (Err(_), Some(fork)) = (&fetched, &pr.head_clone_url) {
             // The payload's URL names the fork; the fetch goes to the fork of that name on
             // the repository's own forge, anonymously (see `fork_url`).
-            let Some(url) = fork_url(&repo.clone_url, fork) else {
-                anyhow::bail!(
-                    "the pull request's head repository {} names no plain owner/name on the \
-                     forge of {}: not fetched",
-                    plue_forge::without_credentials(fork),
-                    repo.name
-                );
-            };
+            let url = fork_url(&repo.clone_url, fork)
+                .filter(|url| !self.inside_mirrors(url))
+                .with_context(|| {
+                    let named: String = plue_forge::without_credentials(fork)
+                        .chars()
+                        .take(200)
+                        .collect();
+                    format!(
+                        "the pull request's head repository {named:?} names no plain \
+                         owner/name beside {} on its forge: not fetched",
+                        repo.name
+                    )
+                })?;
             let lock = self.lock(repo.id);
             let held = lock.lock().await;
             fetched = mirror.fetch_fork(&url, &pr.head_sha).await;
@@ -878,6 +884,23 @@ impl Registry {
         let lock = self.lock(repo.id);
         let _held = lock.lock().await;
         mirror.fetch(url, wants).await
+    }
+
+    /// Whether `url`, a local path or `file://` URL, is inside the mirrors' directory (a
+    /// repository at a local path whose forks are its siblings must not name one of the
+    /// engine's mirrors as one).
+    fn inside_mirrors(&self, url: &str) -> bool {
+        let path = url.strip_prefix("file://").unwrap_or(url);
+        if !path.starts_with('/') {
+            return false;
+        }
+        let resolve = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        // `git` finds `<path>.git` for `<path>` too.
+        let candidates = [PathBuf::from(path), PathBuf::from(format!("{path}.git"))];
+        let mirrors = resolve(&self.mirrors);
+        candidates
+            .iter()
+            .any(|candidate| resolve(candidate).starts_with(&mirrors))
     }
 
     fn lock(&self, repo_id: i64) -> Arc<tokio::sync::Mutex<()>> {
