@@ -48,6 +48,15 @@ pub const MAX_WORKFLOW_FILES: usize = 200;
 /// The most of a commit message [`Mirror::commit_message`] reads.
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+/// How every fetch of commits into a mirror starts. No `maintenance run --auto` after it:
+/// a mirror's `gc.auto` is 0, so it would only be one more process on a delivery's path.
+const FETCH: [&str; 5] = [
+    "fetch",
+    "-q",
+    "--no-tags",
+    "--no-write-fetch-head",
+    "--no-auto-maintenance",
+];
 const LOCAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A workflow file at a commit.
@@ -280,15 +289,7 @@ impl Mirror {
         if missing.is_empty() {
             return Ok(());
         }
-        // No `maintenance run --auto` after it: the mirror's `gc.auto` is 0, so it would
-        // only be one more process on a delivery's path.
-        let mut args = vec![
-            "fetch",
-            "-q",
-            "--no-tags",
-            "--no-write-fetch-head",
-            "--no-auto-maintenance",
-        ];
+        let mut args = FETCH.to_vec();
         if self.anonymous {
             // A repository a workflow names may be as large as its author likes: only the
             // commits asked for come, not their history.
@@ -313,16 +314,8 @@ impl Mirror {
         if self.has_commit(sha).await {
             return Ok(());
         }
-        let args = [
-            "fetch",
-            "-q",
-            "--no-tags",
-            "--no-write-fetch-head",
-            "--no-auto-maintenance",
-            "--",
-            url,
-            sha,
-        ];
+        let mut args = FETCH.to_vec();
+        args.extend(["--", url, sha]);
         git_with(Some(&self.dir), &args, ANONYMOUS_ENV, None, FETCH_TIMEOUT)
             .await
             .with_context(|| format!("fetching {sha} from the fork {}", shown(url)))?;
